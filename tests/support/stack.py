@@ -1,0 +1,309 @@
+"""
+The real test stack: Debian's ``pebble`` as the upstream ACME v2 CA, and a
+loopback DNS server for it, each a child process on 127.0.0.1.
+
+Everything here is synchronous and blocking on purpose: it runs in pytest
+fixtures before and after the reactor-driven tests, never inside them.
+Processes are stopped by the PID this module started, nothing else.
+"""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import json
+import os
+import shutil
+import socket
+import ssl
+import subprocess
+import sys
+import time
+import urllib.request
+from typing import Optional
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+PEBBLE_BINARY = shutil.which("pebble") or "/usr/bin/pebble"
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def free_port() -> int:
+    """
+    A TCP port free on 127.0.0.1 right now (and, by luck of the kernel's
+    allocator, for the next moment too).
+    """
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def make_tls_certificates(directory: str) -> dict:
+    """
+    A throw-away CA and a server certificate for ``localhost``, ``127.0.0.1``
+    and ``::1``: Debian's pebble ships no TLS certificate, and Go ignores the
+    CN, so the names must be SANs.
+
+    :return: paths ``ca``, ``cert``, ``key``, ``ca_key``.
+    """
+    os.makedirs(directory, exist_ok=True)
+    paths = {name: os.path.join(directory, f"{name}.pem") for name in ("ca", "cert", "key", "ca_key")}
+    if all(os.path.exists(p) for p in paths.values()):
+        return paths
+    now = datetime.datetime.now(datetime.timezone.utc)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "acme-gateway test TLS CA")])
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=3650))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(False, False, False, False, False, True, True, False, False),
+            critical=True,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    leaf = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=3650))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [
+                    x509.DNSName("localhost"),
+                    x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+                    x509.IPAddress(ipaddress.ip_address("::1")),
+                ]
+            ),
+            critical=False,
+        )
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+
+    def write(path, data, mode=0o644):
+        with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode), "wb") as f:
+            f.write(data)
+
+    pkcs8 = serialization.PrivateFormat.PKCS8
+    write(paths["ca"], ca.public_bytes(serialization.Encoding.PEM))
+    write(paths["cert"], leaf.public_bytes(serialization.Encoding.PEM))
+    write(paths["key"], key.private_bytes(serialization.Encoding.PEM, pkcs8, serialization.NoEncryption()), 0o600)
+    write(paths["ca_key"], ca_key.private_bytes(serialization.Encoding.PEM, pkcs8, serialization.NoEncryption()), 0o600)
+    return paths
+
+
+def _wait_for(predicate, timeout: float, what: str, process: subprocess.Popen, log_path: str):
+    deadline = time.monotonic() + timeout
+    while True:
+        if predicate():
+            return
+        if process.poll() is not None or time.monotonic() > deadline:
+            with open(log_path, errors="replace") as f:
+                log = f.read()
+            raise RuntimeError(f"{what} did not start (exit {process.poll()}):\n{log}")
+        time.sleep(0.05)
+
+
+class DNSServer:
+    """
+    The loopback DNS server (`tests.support.dnsserver`) as a child process.
+    """
+
+    def __init__(self, workdir: str):
+        self.workdir = workdir
+        self.process: Optional[subprocess.Popen] = None
+        self.dns_port = self.api_port = None
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.dns_port}"
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.api_port}"
+
+    def start(self) -> "DNSServer":
+        os.makedirs(self.workdir, exist_ok=True)
+        ready = os.path.join(self.workdir, "dns-ready.json")
+        if os.path.exists(ready):
+            os.unlink(ready)
+        log_path = os.path.join(self.workdir, "dns.log")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "tests.support.dnsserver", "--ready-file", ready],
+            cwd=REPO_ROOT,
+            stdout=open(log_path, "wb"),
+            stderr=subprocess.STDOUT,
+        )
+        _wait_for(lambda: os.path.exists(ready), 20, "DNS server", self.process, log_path)
+        with open(ready) as f:
+            info = json.load(f)
+        self.dns_port, self.api_port = info["dns_port"], info["api_port"]
+        return self
+
+    def _post(self, path: str, body: dict):
+        request = urllib.request.Request(
+            self.api_url + path, data=json.dumps(body).encode(), method="POST"
+        )
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        with opener.open(request, timeout=5) as response:
+            response.read()
+
+    def set_txt(self, name: str, value: str):
+        """
+        Add a TXT value at ``name`` (appending to any already there).
+        """
+        self._post("/set-txt", {"host": name, "value": value})
+
+    def clear_txt(self, name: str):
+        self._post("/clear-txt", {"host": name})
+
+    def stop(self):
+        _stop(self.process)
+        self.process = None
+
+
+def _stop(process: Optional[subprocess.Popen]):
+    if process is not None and process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(5)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+class Pebble:
+    """
+    Debian's Pebble as a child process on loopback.
+
+    :ivar env: ``PEBBLE_*`` settings; the defaults make runs fast and
+        deterministic (no VA sleeps, no random nonce rejection, no authz
+        reuse); tests that exercise those paths override them.
+    """
+
+    DEFAULT_ENV = {
+        "PEBBLE_VA_NOSLEEP": "1",
+        "PEBBLE_WFE_NONCEREJECT": "0",
+        "PEBBLE_AUTHZREUSE": "0",
+    }
+
+    def __init__(self, workdir: str, dns_server: str, http_port: int, env: Optional[dict] = None,
+                 port: Optional[int] = None, mgmt_port: Optional[int] = None):
+        self.workdir = workdir
+        self.dns_server = dns_server
+        self.http_port = http_port
+        self.env = {**self.DEFAULT_ENV, **(env or {})}
+        self.port = port or free_port()
+        self.mgmt_port = mgmt_port or free_port()
+        self.process: Optional[subprocess.Popen] = None
+        self.tls = make_tls_certificates(os.path.join(workdir, "tls"))
+
+    @property
+    def directory_url(self) -> str:
+        return f"https://localhost:{self.port}/dir"
+
+    @property
+    def management_url(self) -> str:
+        return f"https://localhost:{self.mgmt_port}"
+
+    @property
+    def ca_bundle(self) -> str:
+        """
+        The PEM file that verifies Pebble's HTTPS listeners.
+        """
+        return self.tls["ca"]
+
+    def _get(self, url: str) -> bytes:
+        context = ssl.create_default_context(cafile=self.ca_bundle)
+        opener = urllib.request.build_opener(
+            urllib.request.ProxyHandler({}), urllib.request.HTTPSHandler(context=context)
+        )
+        with opener.open(url, timeout=5) as response:
+            return response.read()
+
+    def _answers(self) -> bool:
+        try:
+            self._get(self.directory_url)
+            return True
+        except OSError:
+            return False
+
+    def start(self) -> "Pebble":
+        config = {
+            "pebble": {
+                "listenAddress": f"127.0.0.1:{self.port}",
+                "managementListenAddress": f"127.0.0.1:{self.mgmt_port}",
+                "certificate": self.tls["cert"],
+                "privateKey": self.tls["key"],
+                "httpPort": self.http_port,
+                "tlsPort": free_port(),
+                "ocspResponderURL": "",
+                "externalAccountBindingRequired": False,
+            }
+        }
+        config_path = os.path.join(self.workdir, f"pebble-{self.port}.json")
+        with open(config_path, "w") as f:
+            json.dump(config, f)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PEBBLE_")}
+        env.update(self.env)
+        self.log_path = os.path.join(self.workdir, f"pebble-{self.port}.log")
+        # "-strict=false", never "-strict false": Go would stop parsing there.
+        self.process = subprocess.Popen(
+            [PEBBLE_BINARY, "-config", config_path, "-strict=false", "-dnsserver", self.dns_server],
+            env=env,
+            stdout=open(self.log_path, "wb"),
+            stderr=subprocess.STDOUT,
+        )
+        _wait_for(self._answers, 30, "pebble", self.process, self.log_path)
+        return self
+
+    def root_pem(self, index: int = 0) -> bytes:
+        """
+        The issuing root (new on every start), from the management port.
+        """
+        return self._get(f"{self.management_url}/roots/{index}")
+
+    def certificate_status(self, serial_hex: str) -> dict:
+        return json.loads(self._get(f"{self.management_url}/cert-status-by-serial/{serial_hex}"))
+
+    def stop(self):
+        _stop(self.process)
+        self.process = None
+
+
+def verify_chain(leaf_der: bytes, issuer_ders, root_pem: bytes, name: str) -> x509.Certificate:
+    """
+    Check, with ``cryptography``'s web PKI verifier, that ``leaf_der`` chains
+    through ``issuer_ders`` to ``root_pem`` and is valid for server ``name``
+    (a concrete name; ``x.example.test`` matches a ``*.example.test`` SAN),
+    and return the leaf.
+
+    :raises Exception: when it does not.
+    """
+    from cryptography.x509.verification import PolicyBuilder, Store
+
+    leaf = x509.load_der_x509_certificate(leaf_der)
+    intermediates = [x509.load_der_x509_certificate(d) for d in issuer_ders]
+    root = x509.load_pem_x509_certificate(root_pem)
+    verifier = PolicyBuilder().store(Store([root])).build_server_verifier(x509.DNSName(name))
+    verifier.verify(leaf, intermediates)
+    return leaf
+
+
+def certificate_names(certificate: x509.Certificate) -> set:
+    san = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    return set(san.get_values_for_type(x509.DNSName))
