@@ -1,0 +1,199 @@
+"""
+The ``acme-gateway`` command.
+
+    acme-gateway serve --upstream URL --keys DIR [--upstream-ca-bundle PEM]
+                       [--state FILE] [--listen ENDPOINT] [--base-url URL]
+    acme-gateway keys list --keys DIR
+
+Every flag can also come from the environment as ``ACME_GATEWAY_<FLAG>``
+(``--upstream-ca-bundle`` → ``ACME_GATEWAY_UPSTREAM_CA_BUNDLE``); a flag on
+the command line wins.  A bad value fails at start-up with a message naming
+the flag.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Optional, Sequence
+
+from gateway import __version__
+
+ENV_PREFIX = "ACME_GATEWAY_"
+
+
+def env_name(flag: str) -> str:
+    """
+    The environment variable of a ``--flag``.
+    """
+    return ENV_PREFIX + flag.lstrip("-").upper().replace("-", "_")
+
+
+class _EnvDefault(argparse.Action):
+    """
+    An option whose default comes from ``ACME_GATEWAY_<FLAG>``.
+    """
+
+    def __init__(self, option_strings, dest, required=False, default=None, **kwargs):
+        variable = env_name(option_strings[-1])
+        if variable in os.environ:
+            default = os.environ[variable]
+            required = False
+        kwargs["help"] = (kwargs.get("help") or "") + f" [env: {variable}]"
+        super().__init__(option_strings, dest, required=required, default=default, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        setattr(namespace, self.dest, values)
+
+
+def _bool(text) -> bool:
+    if isinstance(text, bool):
+        return text
+    value = str(text).strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="acme-gateway",
+        description="Serve the ACME v1 API to legacy clients and translate it to an ACME v2 CA.",
+    )
+    parser.add_argument("--version", action="version", version=f"acme-gateway {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="run the gateway",
+                                description="Run the gateway's v1 face in front of an ACME v2 CA.")
+    serve.add_argument("--upstream", action=_EnvDefault, required=True, metavar="URL",
+                       help="the upstream ACME v2 directory URL")
+    serve.add_argument("--keys", action=_EnvDefault, required=True, metavar="DIR",
+                       help="the key store: every private key file below DIR is loaded "
+                            "(PEM PKCS#1/PKCS#8/SEC1, JWK JSON; client account trees welcome)")
+    serve.add_argument("--upstream-ca-bundle", action=_EnvDefault, metavar="PEM",
+                       help="PEM roots that verify the upstream's TLS (default: system trust)")
+    serve.add_argument("--state", action=_EnvDefault, default="./acme-gateway.sqlite3", metavar="FILE",
+                       help="the SQLite state database (default: %(default)s)")
+    serve.add_argument("--listen", action=_EnvDefault, default="tcp:4000:interface=127.0.0.1",
+                       metavar="ENDPOINT",
+                       help="Twisted server endpoint of the v1 face; ssl: endpoints give HTTPS "
+                            "(default: %(default)s)")
+    serve.add_argument("--base-url", action=_EnvDefault, metavar="URL",
+                       help="public base URL for every link and Location "
+                            "(default: derived from each request)")
+    serve.add_argument("--agree-to-terms", action=_EnvDefault, default="true", metavar="BOOL",
+                       help="agree to the upstream CA's terms of service for a client that sent "
+                            "no agreement (default: %(default)s)")
+    serve.add_argument("--request-timeout", action=_EnvDefault, default="30", metavar="SECONDS",
+                       help="seconds before an upstream request is abandoned (default: %(default)s)")
+
+    keys = commands.add_parser("keys", help="inspect the key store")
+    key_commands = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
+    listing = key_commands.add_parser("list", help="print each key's RFC 7638 thumbprint, type and file")
+    listing.add_argument("--keys", action=_EnvDefault, required=True, metavar="DIR",
+                         help="the key store directory")
+    return parser
+
+
+def _fail(parser: argparse.ArgumentParser, flag: str, message: str):
+    parser.error(f"{flag}: {message}")
+
+
+def serve_config(parser, args):
+    from gateway.service import ServeConfig
+
+    if not args.upstream.startswith(("https://", "http://")):
+        _fail(parser, "--upstream", f"expected an http(s) URL, got {args.upstream!r}")
+    if not os.path.isdir(args.keys):
+        _fail(parser, "--keys", f"{args.keys!r} is not a directory")
+    if args.upstream_ca_bundle and not os.path.isfile(args.upstream_ca_bundle):
+        _fail(parser, "--upstream-ca-bundle", f"{args.upstream_ca_bundle!r} is not a file")
+    if args.base_url and not args.base_url.startswith(("https://", "http://")):
+        _fail(parser, "--base-url", f"expected an http(s) URL, got {args.base_url!r}")
+    try:
+        agree = _bool(args.agree_to_terms)
+    except argparse.ArgumentTypeError as error:
+        _fail(parser, "--agree-to-terms", str(error))
+    try:
+        timeout = float(args.request_timeout)
+        if timeout <= 0:
+            raise ValueError
+    except ValueError:
+        _fail(parser, "--request-timeout", f"expected a positive number, got {args.request_timeout!r}")
+    state_dir = os.path.dirname(os.path.abspath(args.state))
+    if not os.path.isdir(state_dir):
+        _fail(parser, "--state", f"directory {state_dir!r} does not exist")
+    return ServeConfig(
+        upstream=args.upstream,
+        keys=args.keys,
+        upstream_ca_bundle=args.upstream_ca_bundle,
+        state=args.state,
+        listen=args.listen,
+        base_url=args.base_url,
+        agree_to_terms=agree,
+        request_timeout=timeout,
+    )
+
+
+def run_serve(parser, args) -> int:
+    from twisted.internet import defer, reactor
+    from twisted.logger import globalLogBeginner, textFileLogObserver
+
+    from gateway import service
+    from gateway.keystore import KeyStore, KeyStoreError
+
+    config = serve_config(parser, args)
+    try:
+        keys = KeyStore.load(config.keys)
+    except KeyStoreError as error:
+        _fail(parser, "--keys", str(error))
+    service.report_key_store(keys)
+    globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stdout)], redirectStandardIO=False)
+    outcome = {"code": 0}
+
+    async def begin():
+        try:
+            running = await service.start(reactor, config, keys)
+        except Exception as error:
+            print(f"acme-gateway: cannot start: {error}", file=sys.stderr)
+            outcome["code"] = 1
+            reactor.stop()
+            return
+        host = running.port.getHost()
+        scheme = "https" if config.listen.startswith("ssl:") else "http"
+        base = config.base_url or f"{scheme}://{host.host}:{host.port}"
+        print(f"acme-gateway: v1 directory at {base.rstrip('/')}/directory", file=sys.stderr, flush=True)
+        reactor.addSystemEventTrigger("before", "shutdown", lambda: defer.Deferred.fromCoroutine(running.stop()))
+
+    reactor.callWhenRunning(lambda: defer.Deferred.fromCoroutine(begin()))
+    reactor.run()
+    return outcome["code"]
+
+
+def run_keys_list(parser, args) -> int:
+    from gateway.keystore import KeyStore, KeyStoreError, format_listing
+
+    try:
+        keys = KeyStore.load(args.keys)
+    except KeyStoreError as error:
+        _fail(parser, "--keys", str(error))
+    print(format_listing(keys))
+    return 0
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "serve":
+        return run_serve(parser, args)
+    if args.command == "keys" and args.keys_command == "list":
+        return run_keys_list(parser, args)
+    parser.error("unknown command")
+    return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

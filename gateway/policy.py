@@ -1,0 +1,141 @@
+"""
+Identifier policy: which DNS names the gateway accepts from v1 clients, and
+in which spelling it passes them upstream.
+
+Boulder's v1 refused wildcards; Let's Encrypt's v2 accepts ``*.`` only as
+the whole leftmost label, once, and refuses a name that a wildcard in the
+same request already covers.  The gateway applies those rules before any
+upstream call, so a client's mistake costs no order.  Names are lower-cased
+and IDNA-checked (an A-label is kept as sent; a U-label is converted).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from typing import Iterable, Sequence
+
+import attrs
+import idna
+
+from gateway.problems import V1Problem
+
+_LABEL = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
+MAX_NAME_LENGTH = 253
+MAX_NAMES_PER_CERTIFICATE = 100
+
+
+@attrs.frozen
+class DNSName:
+    """
+    A checked DNS identifier.
+
+    :ivar value: the name without any ``*.`` prefix, lower-case A-labels.
+    :ivar wildcard: whether the client asked for ``*.value``.
+    """
+
+    value: str
+    wildcard: bool = False
+
+    @property
+    def spelled(self) -> str:
+        """
+        The name as certificates and v2 orders spell it.
+        """
+        return ("*." + self.value) if self.wildcard else self.value
+
+
+def _to_ascii(name: str) -> str:
+    if name.isascii():
+        return name
+    try:
+        return idna.encode(name, uts46=True).decode("ascii")
+    except idna.IDNAError as error:
+        raise V1Problem.malformed(f"Invalid identifier {name!r}: not a valid IDNA name ({error})")
+
+
+def parse_dns_name(raw: object, allow_wildcard: bool = False) -> DNSName:
+    """
+    Check one name a v1 client sent.
+
+    :param allow_wildcard: whether ``*.`` may lead the name.
+    :raises V1Problem: ``malformed`` (Boulder's wording where it had one).
+    """
+    if not isinstance(raw, str) or not raw:
+        raise V1Problem.malformed("Invalid identifier: the name must be a non-empty string")
+    name = _to_ascii(raw.strip().rstrip(".")).lower()
+    wildcard = False
+    if "*" in name:
+        if name.count("*") > 1:
+            raise V1Problem.malformed(f"Invalid identifier {raw!r}: DNS name had more than one wildcard")
+        if not name.startswith("*."):
+            raise V1Problem.malformed(
+                f"Invalid identifier {raw!r}: DNS name had a malformed wildcard label"
+            )
+        if not allow_wildcard:
+            raise V1Problem.malformed("Wildcard names not supported")
+        wildcard = True
+        name = name[2:]
+    if len(name) > MAX_NAME_LENGTH:
+        raise V1Problem.malformed(f"Invalid identifier {raw!r}: DNS name is too long")
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        pass
+    else:
+        raise V1Problem.malformed(f"Invalid identifier {raw!r}: IP addresses are not DNS names")
+    labels = name.split(".")
+    if len(labels) < 2 or not all(_LABEL.match(label) for label in labels):
+        raise V1Problem.malformed(f"Invalid identifier {raw!r}: not a valid DNS name")
+    if labels[-1].isdigit():
+        raise V1Problem.malformed(f"Invalid identifier {raw!r}: the last label must not be numeric")
+    if wildcard and len(labels) < 2:
+        raise V1Problem.malformed(f"Invalid identifier {raw!r}: a wildcard needs a registered domain")
+    return DNSName(name, wildcard)
+
+
+def parse_v1_identifier(identifier: object, allow_wildcard: bool = False) -> DNSName:
+    """
+    Check a v1 ``identifier`` object (``{"type": "dns", "value": ...}``).
+    """
+    if not isinstance(identifier, dict):
+        raise V1Problem.malformed("Invalid identifier: expected an object with type and value")
+    if identifier.get("type") != "dns":
+        raise V1Problem.malformed("Invalid identifier type")
+    return parse_dns_name(identifier.get("value"), allow_wildcard=allow_wildcard)
+
+
+def check_name_set(names: Iterable[DNSName]) -> tuple:
+    """
+    Check a certificate's names together: no more than 100, and no name
+    made redundant by a wildcard in the same set (a base domain and its
+    wildcard may share a certificate).
+
+    :return: the names, deduplicated and sorted by spelling.
+    :raises V1Problem: ``malformed``.
+    """
+    unique = sorted(set(names), key=lambda n: n.spelled)
+    if not unique:
+        raise V1Problem.malformed("Error finalizing: the CSR names no DNS identifier")
+    if len(unique) > MAX_NAMES_PER_CERTIFICATE:
+        raise V1Problem.malformed(
+            f"CSR contains more than {MAX_NAMES_PER_CERTIFICATE} DNS names"
+        )
+    wildcard_bases = {n.value for n in unique if n.wildcard}
+    for name in unique:
+        if name.wildcard:
+            continue
+        parent = name.value.split(".", 1)[1] if "." in name.value else ""
+        if parent in wildcard_bases:
+            raise V1Problem.malformed(
+                f"Domain name {name.value!r} is redundant with a wildcard domain in the same request. "
+                f"Remove one or the other from the certificate request."
+            )
+    return tuple(unique)
+
+
+def spellings(names: Sequence[DNSName]) -> tuple:
+    """
+    The sorted spellings of ``names``: the key of an order's identifier set.
+    """
+    return tuple(sorted(n.spelled for n in names))

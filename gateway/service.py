@@ -1,0 +1,111 @@
+"""
+Wiring: from a frozen configuration to a running gateway — the key store,
+the SQLite store, the upstream client, the v1 face and its listener.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any, Optional
+
+import attrs
+from twisted.internet import defer, endpoints
+from twisted.logger import Logger
+from twisted.web import server
+
+from gateway.keystore import KeyStore
+from gateway.nonces import NonceIssuer
+from gateway.store import SQLiteStore
+from gateway.translate.context import Context, Policy
+from gateway.upstream.client import UpstreamClient
+from gateway.v1.resource import DEFAULT_MAX_BODY, V1Face
+
+log = Logger()
+
+
+@attrs.frozen
+class ServeConfig:
+    """
+    Everything ``acme-gateway serve`` needs, checked by the command line.
+    """
+
+    upstream: str
+    keys: str
+    upstream_ca_bundle: Optional[str] = None
+    state: str = "./acme-gateway.sqlite3"
+    listen: str = "tcp:4000:interface=127.0.0.1"
+    base_url: Optional[str] = None
+    agree_to_terms: bool = True
+    request_timeout: float = 30.0
+    max_body: int = DEFAULT_MAX_BODY
+
+
+@attrs.define
+class RunningGateway:
+    """
+    A started gateway: what to stop, and what tests may inspect.
+    """
+
+    context: Context
+    store: Any
+    port: Any
+    site: Any
+
+    async def stop(self) -> None:
+        await self.port.stopListening()
+        await self.store.close()
+
+
+def report_key_store(keys: KeyStore, out=sys.stderr) -> None:
+    """
+    Say at start-up what the key store holds, which files could not be used
+    (by name, with the reason) and which were skipped.
+    """
+    print(f"acme-gateway: {len(keys)} account key(s) loaded from {keys.directory}", file=out)
+    for loaded in keys.loaded:
+        print(f"  key {loaded.key.thumbprint} {loaded.key.label} {loaded.path}", file=out)
+    for problem in keys.problems:
+        print(f"  error: {problem.path}: {problem.reason}", file=out)
+    for skipped in keys.skipped:
+        print(f"  skipped: {skipped.path}: {skipped.reason}", file=out)
+
+
+async def start(reactor: Any, config: ServeConfig, keys: Optional[KeyStore] = None) -> RunningGateway:
+    """
+    Open the state, build the object graph and listen.
+    """
+    if keys is None:
+        keys = KeyStore.load(config.keys)
+        report_key_store(keys)
+    store = await SQLiteStore.open(config.state, reactor=reactor)
+    upstream = UpstreamClient.create(
+        reactor,
+        config.upstream,
+        ca_bundle=config.upstream_ca_bundle,
+        request_timeout=config.request_timeout,
+    )
+    context = Context(
+        upstream=upstream,
+        store=store,
+        keys=keys,
+        clock=reactor,
+        policy=Policy(agree_to_terms=config.agree_to_terms),
+    )
+    face = V1Face(context, NonceIssuer(reactor), base_url=config.base_url, max_body=config.max_body)
+    site = server.Site(face)
+    site.noisy = False
+    site.displayTracebacks = False
+    endpoint = endpoints.serverFromString(reactor, config.listen)
+    try:
+        port = await endpoint.listen(site)
+    except Exception:
+        store.close()
+        raise
+    try:
+        await upstream.directory()
+    except Exception as error:
+        log.warn("upstream directory {url} did not answer yet: {error}",
+                 url=config.upstream, error=str(error))
+    address = port.getHost()
+    log.info("acme-gateway v1 face listening on {address}", address=address)
+    return RunningGateway(context=context, store=store, port=port, site=site)

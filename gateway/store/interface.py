@@ -1,0 +1,234 @@
+"""
+The contract every gateway store keeps.
+
+The translation code depends on `IStore` only, so it runs the same against
+`MemoryStore` in unit tests and against `SQLiteStore` in production.  Apart
+from `IStore.new_id`, every method returns a `Deferred` (await it from
+``async def`` code); errors arrive as failures of that Deferred, never as
+synchronous exceptions, so callers have one error path.
+
+Semantics shared by both implementations:
+
+* ``*_by_*`` lookups fire with `None` when nothing matches.
+* ``update_*`` takes keyword changes of record fields, validated like a new
+  record.  An unknown or unchangeable field (``id``; ``account_id`` of owned
+  records) fails with `TypeError`; an unknown id with `NotFound`.
+* ``add_*`` fails with `Conflict` when the id (or a certificate serial) is
+  taken, and with `NotFound` when a record it refers to does not exist or
+  belongs to another account (a challenge's authorization, an
+  authorization's or certificate's order, a certificate's issuers).  Updates
+  that change such a reference are checked the same way.
+* A write has been committed to durable storage when its Deferred fires.
+* After `IStore.close`, every call fails with `StoreError`.
+"""
+
+from __future__ import annotations
+
+from zope.interface import Interface
+
+
+class IStore(Interface):
+    """
+    Durable gateway state: accounts, and the mapping from the gateway's v1
+    URLs to upstream v2 URLs and their owning accounts (MAPPING.md §3.1).
+    """
+
+    def new_id() -> str:
+        """
+        Make a fresh id for an order, authorization, challenge or certificate.
+
+        Ids appear in v1 URLs that are read without authentication, so they
+        must be unguessable: at least 128 bits from `secrets`, spelled in
+        URL-safe base64 without padding.  Synchronous.
+        """
+
+    # Accounts
+
+    def create_account(
+        thumbprint, public_jwk, contact=(), agreement=None, initial_ip="",
+        upstream_url=None, status="valid",
+    ):
+        """
+        Create an account with the next integer id (starting at 1, never
+        reused) and ``created_at`` set to now.
+
+        :return: a Deferred firing with the new `Account`, or failing with
+            `DuplicateAccount` if ``thumbprint`` is taken.
+        """
+
+    def account_by_id(id):
+        """
+        :return: a Deferred firing with the `Account`, or `None`.
+        """
+
+    def account_by_thumbprint(thumbprint):
+        """
+        Find the account a signed v1 request belongs to.
+
+        :return: a Deferred firing with the `Account`, or `None`.
+        """
+
+    def update_account(id, /, **changes):
+        """
+        Change an account; ``thumbprint`` and ``public_jwk`` may change (key
+        change), failing with `DuplicateAccount` if the new thumbprint is
+        another account's.
+
+        :return: a Deferred firing with the updated `Account`.
+        """
+
+    def list_accounts():
+        """
+        :return: a Deferred firing with every `Account`, by id.
+        """
+
+    # Orders
+
+    def add_order(order):
+        """
+        :return: a Deferred firing with the stored `Order`.
+        """
+
+    def order_by_id(id):
+        """
+        :return: a Deferred firing with the `Order`, or `None`.
+        """
+
+    def update_order(id, /, **changes):
+        """
+        :return: a Deferred firing with the updated `Order`.
+        """
+
+    def find_orders(account_id, identifiers, statuses=None):
+        """
+        Find an account's orders for exactly this identifier set, e.g. to
+        reuse a ready order at v1 new-cert.
+
+        :param identifiers: compared as a set, ignoring case and order.
+        :param statuses: the wanted statuses; `None` for any status (an empty
+            sequence matches nothing).
+        :return: a Deferred firing with a list of `Order`, newest
+            ``created_at`` first.
+        """
+
+    # Authorizations
+
+    def add_authorization(authorization):
+        """
+        :return: a Deferred firing with the stored `Authorization`.
+        """
+
+    def authorization_by_id(id):
+        """
+        :return: a Deferred firing with the `Authorization`, or `None`.
+        """
+
+    def authorization_by_upstream_url(account_id, url):
+        """
+        Find the gateway authorization for an upstream one, so that an
+        upstream authorization reused by a later order keeps its v1 URL.
+
+        Upstream URLs are not unique in the store; if several records match,
+        the newest is returned.
+
+        :return: a Deferred firing with the `Authorization`, or `None`.
+        """
+
+    def update_authorization(id, /, **changes):
+        """
+        :return: a Deferred firing with the updated `Authorization`.
+        """
+
+    def authorizations_for_order(order_id):
+        """
+        :return: a Deferred firing with the order's authorizations, in
+            insertion order.
+        """
+
+    def find_authorizations(account_id, identifier, wildcard, statuses=None):
+        """
+        Find an account's authorizations for one name, e.g. to answer a v1
+        new-authz with an existing pending or valid authorization.
+
+        :param identifier: compared case-insensitively; for a wildcard the
+            base domain.
+        :param statuses: as for `find_orders`.
+        :return: a Deferred firing with a list, newest ``created_at`` first.
+        """
+
+    # Challenges
+
+    def add_challenge(challenge):
+        """
+        :return: a Deferred firing with the stored `Challenge`.
+        """
+
+    def challenge_by_id(id):
+        """
+        :return: a Deferred firing with the `Challenge`, or `None`.
+        """
+
+    def challenges_for_authorization(authorization_id):
+        """
+        :return: a Deferred firing with the challenges, in insertion order
+            (the order the v1 ``challenges`` array shows them in).
+        """
+
+    def update_challenge(id, /, **changes):
+        """
+        :return: a Deferred firing with the updated `Challenge`.
+        """
+
+    # Certificates
+
+    def add_certificate(certificate):
+        """
+        :return: a Deferred firing with the stored `Certificate`, or failing
+            with `Conflict` if the serial is already stored.
+        """
+
+    def certificate_by_id(id):
+        """
+        :return: a Deferred firing with the `Certificate`, or `None`.
+        """
+
+    def certificate_by_serial(serial):
+        """
+        :return: a Deferred firing with the `Certificate`, or `None`.
+        """
+
+    def update_certificate(id, /, **changes):
+        """
+        E.g. record a revocation.
+
+        :return: a Deferred firing with the updated `Certificate`.
+        """
+
+    def certificates_for_account(account_id):
+        """
+        :return: a Deferred firing with the account's certificates, newest
+            ``issued_at`` first.
+        """
+
+    # Issuers
+
+    def add_issuer(der):
+        """
+        Store an issuer certificate; idempotent for the same DER.
+
+        :return: a Deferred firing with the `Issuer`, whose id is
+            `gateway.store.records.issuer_id` of ``der``.
+        """
+
+    def issuer_by_id(id):
+        """
+        :return: a Deferred firing with the `Issuer`, or `None`.
+        """
+
+    def close():
+        """
+        Release the store's resources, after the calls already made.
+        Idempotent.
+
+        :return: a Deferred firing with `None` once closed.
+        """

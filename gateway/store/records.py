@@ -1,0 +1,431 @@
+"""
+The records the gateway keeps durably, and the errors its stores raise.
+
+A legacy v1 client keeps the URLs the gateway hands out (registration,
+authorization, challenge and certificate URLs) and will come back to them,
+possibly after a gateway restart.  Behind each of those URLs is an upstream
+ACME v2 object that can only be read with a POST-as-GET signed by the owning
+account's key, while v1 reads are unauthenticated GETs.  So every record below
+remembers its upstream URL *and* the ``account_id`` that owns it (see
+MAPPING.md §3.1).
+
+The records are pure values: frozen attrs classes without I/O, changed with
+`attrs.evolve`.  Their converters and validators normalise and check values
+here rather than in a store, so that `MemoryStore` and `SQLiteStore` accept and
+reject exactly the same input.
+
+This module also holds the few pure helpers both stores share (applying
+changes, ordering, normalising identifier sets) for the same reason.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from datetime import datetime, timezone
+from typing import Any, Iterable, Mapping, Optional, Sequence, Tuple, TypeVar
+
+import attrs
+from attrs import validators as v
+
+__all__ = [
+    "Account",
+    "Authorization",
+    "Certificate",
+    "Challenge",
+    "Conflict",
+    "DuplicateAccount",
+    "Issuer",
+    "NotFound",
+    "Order",
+    "StoreError",
+    "apply_changes",
+    "format_timestamp",
+    "issuer_id",
+    "newest_first",
+    "normalize_identifier",
+    "normalize_identifiers",
+    "normalize_statuses",
+    "timestamp_instant",
+]
+
+
+class StoreError(Exception):
+    """
+    Base class of every error a store raises on purpose.
+    """
+
+
+class NotFound(StoreError):
+    """
+    A record that an operation needs does not exist: the one being updated,
+    or a parent it refers to (its account, order or authorization, or an
+    issuer of a certificate).
+    """
+
+
+class Conflict(StoreError):
+    """
+    A record cannot be stored because one with the same id, or the same value
+    of another unique key (a certificate serial), already exists.
+    """
+
+
+class DuplicateAccount(Conflict):
+    """
+    Another account already uses this key thumbprint.
+
+    The thumbprint is how a signed v1 request finds its account, so two
+    accounts must never share one.
+    """
+
+
+# --- Converters and validators -------------------------------------------------
+
+_RFC3339 = re.compile(
+    r"(?P<date>\d{4}-\d{2}-\d{2})[Tt](?P<time>\d{2}:\d{2}:\d{2})"
+    r"(?:\.(?P<fraction>\d+))?(?P<offset>[Zz]|[+-]\d{2}:\d{2})\Z"
+)
+
+
+def timestamp_instant(text: str) -> datetime:
+    """
+    Parse an RFC 3339 timestamp into an aware `datetime`.
+
+    Ordering by instant rather than by string matters because CAs spell
+    fractions of a second differently (Boulder emits nanoseconds, which
+    `datetime.fromisoformat` would reject, and a string compare puts
+    ``...:00.5Z`` before ``...:00Z``).  Digits beyond microseconds are dropped.
+
+    :raises ValueError: if ``text`` is not an RFC 3339 date-time with an offset.
+    """
+    match = _RFC3339.match(text) if isinstance(text, str) else None
+    if match is None:
+        raise ValueError(f"not an RFC 3339 timestamp: {text!r}")
+    offset = match["offset"]
+    if offset in ("Z", "z"):
+        offset = "+00:00"
+    fraction = (match["fraction"] or "")[:6].ljust(6, "0")
+    return datetime.fromisoformat(
+        f"{match['date']}T{match['time']}.{fraction}{offset}"
+    )
+
+
+def format_timestamp(seconds: float) -> str:
+    """
+    Spell a POSIX time the way the gateway writes every timestamp it makes:
+    RFC 3339 in UTC with whole seconds, e.g. ``2026-11-28T17:00:00Z``.
+    """
+    moment = datetime.fromtimestamp(int(seconds), tz=timezone.utc)
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _timestamp(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
+    if not isinstance(value, str):
+        raise TypeError(f"{attribute.name} must be a str, not {value!r}")
+    try:
+        timestamp_instant(value)
+    except ValueError as error:
+        raise ValueError(f"{attribute.name}: {error}") from None
+
+
+def _optional_timestamp(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
+    if value is not None:
+        _timestamp(instance, attribute, value)
+
+
+def _str_tuple(value: Iterable[str]) -> Tuple[str, ...]:
+    # A bare string is iterable too, and would silently become a tuple of
+    # characters; that is always a caller's mistake.
+    if isinstance(value, (str, bytes)):
+        raise TypeError(f"expected a sequence of str, not {value!r}")
+    result = tuple(value)
+    for item in result:
+        if not isinstance(item, str):
+            raise TypeError(f"expected a sequence of str, got item {item!r}")
+    return result
+
+
+def normalize_identifier(value: str) -> str:
+    """
+    Lower-case a DNS identifier.  DNS names are case-insensitive, and the
+    stores compare identifiers as strings.
+    """
+    if not isinstance(value, str):
+        raise TypeError(f"an identifier must be a str, not {value!r}")
+    return value.lower()
+
+
+def normalize_identifiers(value: Iterable[str]) -> Tuple[str, ...]:
+    """
+    Turn identifiers into the canonical identifier set of an `Order`: sorted,
+    lower-cased, without duplicates.
+
+    `Order.identifiers` and the ``identifiers`` argument of ``find_orders`` are
+    both passed through this, so an order matches whatever order or case the
+    names were asked for in.
+    """
+    return tuple(sorted({normalize_identifier(i) for i in _str_tuple(value)}))
+
+
+def normalize_statuses(statuses: Optional[Iterable[str]]) -> Optional[frozenset]:
+    """
+    Check the ``statuses`` filter of the ``find_*`` methods.
+
+    :return: `None` for "any status", otherwise the set of wanted statuses
+        (possibly empty, which then matches nothing).
+    """
+    if statuses is None:
+        return None
+    return frozenset(_str_tuple(statuses))
+
+
+def _jwk_copy(value: Mapping[str, Any]) -> dict:
+    # Deep copy through JSON: it detaches the record from the caller's dict,
+    # and it rejects anything SQLiteStore could not store, in both stores.
+    if not isinstance(value, Mapping):
+        raise TypeError(f"public_jwk must be a mapping, not {value!r}")
+    return json.loads(json.dumps(dict(value)))
+
+
+def _authz_identifier(value: str) -> str:
+    value = normalize_identifier(value)
+    if value.startswith("*."):
+        # RFC 8555 §7.1.4: a wildcard authorization names the base domain and
+        # sets "wildcard"; keeping one spelling makes lookups unambiguous.
+        raise ValueError(
+            f"authorization identifier {value!r}: spell a wildcard as the base"
+            " domain with wildcard=True"
+        )
+    return value
+
+
+_str = v.instance_of(str)
+_optional_str = v.optional(_str)
+_int = v.instance_of(int)
+
+
+# --- Records -------------------------------------------------------------------
+
+
+@attrs.frozen
+class Account:
+    """
+    A v1 registration, which is also an upstream v2 account.
+
+    :ivar id: the v1 registration id, in ``/acme/reg/{id}``.
+    :ivar thumbprint: RFC 7638 thumbprint of the account key; how a signed v1
+        request is matched to its account.
+    :ivar public_jwk: the account's public key as a JWK, returned in v1
+        registration objects (v2 does not return it).
+    :ivar upstream_url: the upstream account URL (the ``kid``), or `None`
+        before the upstream account exists.
+    :ivar contact: contact URIs, in the client's order.
+    :ivar agreement: the terms-of-service URL agreed to, if any; v2 does not
+        echo it, so the gateway must remember it.
+    :ivar created_at: when the gateway created the registration.
+    :ivar initial_ip: the client address that registered, for v1's
+        ``initialIp``.
+    """
+
+    id: int = attrs.field(validator=_int)
+    thumbprint: str = attrs.field(validator=_str)
+    # Excluded from the hash because a dict is unhashable; still compared.
+    public_jwk: dict = attrs.field(converter=_jwk_copy, hash=False)
+    upstream_url: Optional[str] = attrs.field(validator=_optional_str)
+    contact: Tuple[str, ...] = attrs.field(converter=_str_tuple)
+    agreement: Optional[str] = attrs.field(validator=_optional_str)
+    status: str = attrs.field(validator=_str)
+    created_at: str = attrs.field(validator=_timestamp)
+    initial_ip: str = attrs.field(validator=_str)
+
+
+@attrs.frozen
+class Order:
+    """
+    An upstream order, made either for a v1 new-authz (one name) or a v1
+    new-cert (the CSR's names).
+
+    :ivar id: the gateway's opaque id for it.
+    :ivar identifiers: the canonical identifier set (see
+        `normalize_identifiers`); a wildcard is spelled ``*.example.com``.
+    :ivar finalize_url: the upstream finalize URL, used verbatim.
+    :ivar expires: the upstream expiry, verbatim.
+    :ivar certificate_url: the upstream certificate URL, once issued.
+    """
+
+    id: str = attrs.field(validator=_str)
+    account_id: int = attrs.field(validator=_int)
+    upstream_url: str = attrs.field(validator=_str)
+    identifiers: Tuple[str, ...] = attrs.field(converter=normalize_identifiers)
+    status: str = attrs.field(validator=_str)
+    finalize_url: str = attrs.field(validator=_str)
+    expires: Optional[str] = attrs.field(validator=_optional_timestamp)
+    certificate_url: Optional[str] = attrs.field(validator=_optional_str)
+    created_at: str = attrs.field(validator=_timestamp)
+
+
+@attrs.frozen
+class Authorization:
+    """
+    A gateway authorization, in ``/acme/authz/{id}``, backed by an upstream
+    authorization.
+
+    :ivar order_id: the order that created it, if any.
+    :ivar identifier: the lower-cased DNS name; for a wildcard, the base
+        domain (``example.com``) with ``wildcard`` set, as in RFC 8555.
+    :ivar updated_at: when the gateway last refreshed ``status`` and
+        ``expires`` from upstream.  Stores do not bump it by themselves.
+    """
+
+    id: str = attrs.field(validator=_str)
+    account_id: int = attrs.field(validator=_int)
+    order_id: Optional[str] = attrs.field(validator=_optional_str)
+    upstream_url: str = attrs.field(validator=_str)
+    identifier: str = attrs.field(converter=_authz_identifier)
+    wildcard: bool = attrs.field(validator=v.instance_of(bool))
+    status: str = attrs.field(validator=_str)
+    expires: Optional[str] = attrs.field(validator=_optional_timestamp)
+    created_at: str = attrs.field(validator=_timestamp)
+    updated_at: str = attrs.field(validator=_timestamp)
+
+
+@attrs.frozen
+class Challenge:
+    """
+    A gateway challenge, whose v1 ``uri`` must stay stable (certbot compares
+    it) and whose ``Link: up`` points at its authorization.
+    """
+
+    id: str = attrs.field(validator=_str)
+    authorization_id: str = attrs.field(validator=_str)
+    account_id: int = attrs.field(validator=_int)
+    upstream_url: str = attrs.field(validator=_str)
+    type: str = attrs.field(validator=_str)
+    token: str = attrs.field(validator=_str)
+    status: str = attrs.field(validator=_str)
+
+
+@attrs.frozen
+class Certificate:
+    """
+    An issued certificate, served at v1 ``/acme/cert/{serial}``.
+
+    The DER is kept rather than fetched again so that the certificate stays
+    available whatever the upstream does, and ``account_id`` decides who may
+    revoke it.
+
+    :ivar serial: the serial as it appears in v1 URLs; unique.
+    :ivar issuer_ids: ids of the `Issuer` records of the chain, leaf side
+        first.
+    """
+
+    id: str = attrs.field(validator=_str)
+    account_id: int = attrs.field(validator=_int)
+    order_id: Optional[str] = attrs.field(validator=_optional_str)
+    serial: str = attrs.field(validator=_str)
+    leaf_der: bytes = attrs.field(validator=v.instance_of(bytes), repr=False)
+    issuer_ids: Tuple[str, ...] = attrs.field(converter=_str_tuple)
+    upstream_url: str = attrs.field(validator=_str)
+    issued_at: str = attrs.field(validator=_timestamp)
+    revoked_at: Optional[str] = attrs.field(
+        default=None, validator=_optional_timestamp
+    )
+    revocation_reason: Optional[int] = attrs.field(
+        default=None, validator=v.optional(_int)
+    )
+
+
+@attrs.frozen
+class Issuer:
+    """
+    An issuer (intermediate) certificate, shared by every certificate it
+    signed and served at v1 ``issuer-cert`` links.
+
+    Unlike every other record it has no owning account: chains are public and
+    common to all accounts.
+
+    :ivar id: derived from the DER (see `issuer_id`), so adding the same
+        issuer twice yields the same record.
+    """
+
+    id: str = attrs.field(validator=_str)
+    der: bytes = attrs.field(validator=v.instance_of(bytes), repr=False)
+
+
+# --- Helpers shared by the stores ----------------------------------------------
+
+
+def issuer_id(der: bytes) -> str:
+    """
+    The id of the `Issuer` with this DER: the first 32 hex digits (128 bits)
+    of its SHA-256.
+
+    Deriving the id from the content makes ``add_issuer`` idempotent, so the
+    same intermediate seen with every issuance is stored once.
+    """
+    if not isinstance(der, bytes):
+        raise TypeError(f"an issuer DER must be bytes, not {der!r}")
+    return hashlib.sha256(der).hexdigest()[:32]
+
+R = TypeVar("R")
+
+#: Fields an update may never change, per record type.  Ids are what v1
+#: clients hold; the owning account decides whose key signs upstream, so
+#: moving a record to another account would be a silent privilege change.
+IMMUTABLE_FIELDS: Mapping[type, frozenset] = {
+    Account: frozenset({"id"}),
+    Order: frozenset({"id", "account_id"}),
+    Authorization: frozenset({"id", "account_id"}),
+    Challenge: frozenset({"id", "account_id"}),
+    Certificate: frozenset({"id", "account_id"}),
+}
+
+
+def check_changes(record_type: type, changes: Mapping[str, Any]) -> None:
+    """
+    Reject an update that names an unknown or unchangeable field, before any
+    store looks the record up.
+
+    :raises TypeError: naming the offending fields.
+    """
+    known = {field.name for field in attrs.fields(record_type)}
+    unknown = set(changes) - known
+    if unknown:
+        raise TypeError(
+            f"unknown {record_type.__name__} fields: {', '.join(sorted(unknown))}"
+        )
+    frozen = set(changes) & IMMUTABLE_FIELDS.get(record_type, frozenset())
+    if frozen:
+        raise TypeError(
+            f"{record_type.__name__} fields cannot change: {', '.join(sorted(frozen))}"
+        )
+
+
+def apply_changes(record: R, changes: Mapping[str, Any]) -> R:
+    """
+    Return ``record`` with ``changes`` applied, validated like a new record.
+
+    :raises TypeError: for unknown or unchangeable fields (see
+        `check_changes`), or wrongly typed values.
+    :raises ValueError: for values the record rejects.
+    """
+    check_changes(type(record), changes)
+    return attrs.evolve(record, **changes)
+
+
+def newest_first(rows: Iterable[Tuple[int, R]], attribute: str = "created_at") -> list:
+    """
+    Order records newest first.
+
+    :param rows: pairs of (insertion sequence, record); the sequence breaks
+        ties between records made in the same second, latest insertion first.
+    :param attribute: the timestamp field to order by.
+    """
+    ordered: Sequence[Tuple[int, R]] = sorted(
+        rows,
+        key=lambda row: (timestamp_instant(getattr(row[1], attribute)), row[0]),
+        reverse=True,
+    )
+    return [record for _, record in ordered]

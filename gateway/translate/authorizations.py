@@ -1,0 +1,299 @@
+"""
+v1 authorizations and challenges translated to v2 orders.
+
+Let's Encrypt's v2 offers no ``newAuthz`` (no pre-authorization), so a v1
+``new-authz`` becomes a single-name order whose one authorization is
+returned to the client (MAPPING.md §3.5b, option A).  A later single-name
+``new-cert`` finalizes that very order, so such a certificate costs one
+order, as a native v2 client's would.  Before creating anything, a pending
+or valid authorization the account already holds for the name is reused,
+as Boulder v1 did.
+
+v1 reads are unauthenticated GETs; upstream they are POST-as-GET signed by
+the owning account, which every stored row names.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Optional
+
+import attrs
+
+from gateway.policy import parse_v1_identifier
+from gateway.problems import V1Problem, from_upstream
+from gateway.store import Authorization, Challenge, Order
+from gateway.store.records import timestamp_instant
+from gateway.translate.context import BoundAccount, Context, key_not_in_store
+from gateway.upstream.errors import UpstreamError, UpstreamProblem
+from gateway.upstream import messages as v2
+
+#: Authorization statuses that never change again: served from the store.
+SETTLED = frozenset({"valid", "deactivated", "revoked"})
+#: Repeated reads of a changing authorization within this many seconds are
+#: answered from the store: legacy clients poll as fast as they like.
+READ_COALESCE_SECONDS = 1.0
+
+
+@attrs.frozen
+class AuthorizationView:
+    """
+    An authorization with its challenges and, for failed ones, the v1 error
+    documents by challenge id — everything the v1 renderer needs.
+    """
+
+    authorization: Authorization
+    challenges: tuple
+    thumbprint: str
+    errors: dict = attrs.field(factory=dict)
+
+    def challenge(self, challenge_id: str) -> Optional[Challenge]:
+        for challenge in self.challenges:
+            if challenge.id == challenge_id:
+                return challenge
+        return None
+
+
+def _expired(context: Context, expires: Optional[str]) -> bool:
+    if not expires:
+        return False
+    try:
+        return timestamp_instant(expires).timestamp() <= context.clock.seconds()
+    except ValueError:
+        return False
+
+
+async def store_upstream_order(context: Context, bound: BoundAccount, order: v2.Order) -> Order:
+    """
+    Record an upstream order the gateway just created.
+    """
+    return await context.store.add_order(
+        Order(
+            id=context.store.new_id(),
+            account_id=bound.record.id,
+            upstream_url=order.url,
+            identifiers=order.identifiers,
+            status=order.status,
+            finalize_url=order.finalize,
+            expires=order.expires,
+            certificate_url=order.certificate,
+            created_at=context.now(),
+        )
+    )
+
+
+async def record_authorization(
+    context: Context, account_id: int, order_id: Optional[str], upstream: v2.Authorization
+) -> Authorization:
+    """
+    Store (or refresh) an upstream authorization and its challenges.
+    """
+    existing = await context.store.authorization_by_upstream_url(account_id, upstream.url)
+    now = context.now()
+    if existing is None:
+        authorization = await context.store.add_authorization(
+            Authorization(
+                id=context.store.new_id(),
+                account_id=account_id,
+                order_id=order_id,
+                upstream_url=upstream.url,
+                identifier=upstream.identifier,
+                wildcard=upstream.wildcard,
+                status=upstream.status,
+                expires=upstream.expires,
+                created_at=now,
+                updated_at=now,
+            )
+        )
+        for challenge in upstream.challenges:
+            if challenge.token is None:
+                continue
+            await context.store.add_challenge(
+                Challenge(
+                    id=context.store.new_id(),
+                    authorization_id=authorization.id,
+                    account_id=account_id,
+                    upstream_url=challenge.url,
+                    type=challenge.type,
+                    token=challenge.token,
+                    status=challenge.status,
+                )
+            )
+        return authorization
+    return await _refresh_records(context, existing, upstream)
+
+
+async def _refresh_records(
+    context: Context, record: Authorization, upstream: v2.Authorization
+) -> Authorization:
+    if record.status != upstream.status or record.expires != upstream.expires:
+        record = await context.store.update_authorization(
+            record.id, status=upstream.status, expires=upstream.expires, updated_at=context.now()
+        )
+    by_url = {c.url: c for c in upstream.challenges}
+    for challenge in await context.store.challenges_for_authorization(record.id):
+        fresh = by_url.get(challenge.upstream_url)
+        if fresh is not None and fresh.status != challenge.status:
+            await context.store.update_challenge(challenge.id, status=fresh.status)
+    return record
+
+
+async def _view(context: Context, record: Authorization, thumbprint: str, upstream=None) -> AuthorizationView:
+    challenges = tuple(await context.store.challenges_for_authorization(record.id))
+    errors = {}
+    if upstream is not None:
+        by_url = {c.url: c for c in upstream.challenges}
+        for challenge in challenges:
+            fresh = by_url.get(challenge.upstream_url)
+            if fresh is not None and fresh.error is not None:
+                errors[challenge.id] = from_upstream(fresh.error).to_json()
+    return AuthorizationView(record, challenges, thumbprint, errors)
+
+
+async def new_authorization(context: Context, bound: BoundAccount, payload: dict) -> AuthorizationView:
+    """
+    ``new-authz``: reuse the account's pending or valid authorization for
+    the name, else create a single-name order upstream.
+    """
+    name = parse_v1_identifier(payload.get("identifier"))
+    lock = context.lock_for(f"authz:{bound.record.id}:{name.spelled}")
+    await lock.acquire()
+    try:
+        for candidate in await context.store.find_authorizations(
+            bound.record.id, name.value, name.wildcard, ("pending", "valid")
+        ):
+            if not _expired(context, candidate.expires):
+                return await read_view(context, candidate)
+        order = await context.upstream.new_order(bound.upstream, [name.spelled])
+        stored_order = await store_upstream_order(context, bound, order)
+        last = None
+        for url in order.authorizations:
+            upstream = await context.upstream.get_authorization(bound.upstream, url)
+            record = await record_authorization(context, bound.record.id, stored_order.id, upstream)
+            if upstream.identifier == name.value and upstream.wildcard == name.wildcard:
+                last = (record, upstream)
+        if last is None:
+            raise V1Problem.server_internal("The upstream order holds no authorization for the name")
+        return await _view(context, last[0], bound.thumbprint, last[1])
+    finally:
+        lock.release()
+
+
+async def _owner(context: Context, record: Authorization):
+    account = await context.store.account_by_id(record.account_id)
+    if account is None:
+        raise V1Problem.not_found("No such authorization")
+    return account
+
+
+async def read_view(context: Context, record: Authorization, force: bool = False) -> AuthorizationView:
+    """
+    The current state of a stored authorization, read upstream unless it is
+    settled or was read a moment ago.
+    """
+    account = await _owner(context, record)
+    recent = context.read_times.get(record.id)
+    fresh_enough = recent is not None and time.monotonic() - recent < READ_COALESCE_SECONDS
+    if not force and (record.status in SETTLED or fresh_enough):
+        return await _view(context, record, account.thumbprint)
+    if account.thumbprint not in context.keys:
+        # The key left the store: show what the gateway last knew.
+        return await _view(context, record, account.thumbprint)
+    upstream_account = await context.upstream_for(account)
+    try:
+        upstream = await context.upstream.get_authorization(upstream_account, record.upstream_url)
+    except UpstreamProblem as problem:
+        if problem.status == 404:
+            raise V1Problem.not_found("Expired authorization")
+        raise
+    context.read_times[record.id] = time.monotonic()
+    record = await _refresh_records(context, record, upstream)
+    return await _view(context, record, account.thumbprint, upstream)
+
+
+async def read_authorization(context: Context, authorization_id: str) -> AuthorizationView:
+    """
+    Unauthenticated ``GET /acme/authz/<id>``.
+    """
+    record = await context.store.authorization_by_id(authorization_id)
+    if record is None:
+        raise V1Problem.not_found("Unable to find authorization")
+    if record.status == "expired" or _expired(context, record.expires):
+        raise V1Problem.not_found("Expired authorization")
+    view = await read_view(context, record)
+    if view.authorization.status == "expired":
+        raise V1Problem.not_found("Expired authorization")
+    return view
+
+
+async def read_challenge(context: Context, authorization_id: str, challenge_id: str):
+    """
+    Unauthenticated ``GET /acme/challenge/<authz>/<id>``.
+
+    :return: ``(view, challenge)``.
+    """
+    view = await read_authorization(context, authorization_id)
+    challenge = view.challenge(challenge_id)
+    if challenge is None:
+        raise V1Problem.not_found("No such challenge")
+    return view, challenge
+
+
+async def _owned(context: Context, bound: BoundAccount, authorization_id: str) -> Authorization:
+    record = await context.store.authorization_by_id(authorization_id)
+    if record is None:
+        raise V1Problem.not_found("Unable to find authorization")
+    if record.account_id != bound.record.id:
+        raise V1Problem.unauthorized("User registration ID doesn't match registration ID in authorization")
+    return record
+
+
+async def answer_challenge(
+    context: Context, bound: BoundAccount, authorization_id: str, challenge_id: str, payload: dict
+):
+    """
+    v1 challenge POST: check a supplied ``keyAuthorization`` against the
+    account key (as Boulder did until 2018), then answer upstream with ``{}``.
+
+    :return: ``(view, challenge)``.
+    """
+    record = await _owned(context, bound, authorization_id)
+    challenges = await context.store.challenges_for_authorization(record.id)
+    challenge = next((c for c in challenges if c.id == challenge_id), None)
+    if challenge is None:
+        raise V1Problem.not_found("No such challenge")
+    if "type" in payload and payload["type"] != challenge.type:
+        raise V1Problem.malformed(
+            f"Challenge type {payload['type']!r} does not match the challenge ({challenge.type})"
+        )
+    if "keyAuthorization" in payload:
+        supplied = payload["keyAuthorization"]
+        if supplied != bound.key.key_authorization(challenge.token):
+            raise V1Problem.malformed("The key authorization provided does not match the expected value: provided key authorization was incorrect")
+    if _expired(context, record.expires):
+        raise V1Problem.not_found("Expired authorization")
+    if challenge.status == "pending" and record.status == "pending":
+        try:
+            answered = await context.upstream.answer_challenge(bound.upstream, challenge.upstream_url)
+        except UpstreamProblem as problem:
+            # Already answered (a retry, another client): read the state.
+            if problem.code != "malformed":
+                raise
+        else:
+            await context.store.update_challenge(challenge.id, status=answered.status)
+    view = await read_view(context, record, force=True)
+    return view, view.challenge(challenge_id)
+
+
+async def deactivate_authorization(
+    context: Context, bound: BoundAccount, authorization_id: str, payload: dict
+) -> AuthorizationView:
+    """
+    v1 authorization POST ``{"status": "deactivated"}``.
+    """
+    if payload.get("status") != "deactivated":
+        raise V1Problem.malformed("Invalid status value")
+    record = await _owned(context, bound, authorization_id)
+    upstream = await context.upstream.deactivate_authorization(bound.upstream, record.upstream_url)
+    record = await _refresh_records(context, record, upstream)
+    return await _view(context, record, bound.thumbprint, upstream)

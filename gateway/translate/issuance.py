@@ -1,0 +1,187 @@
+"""
+v1 ``new-cert`` translated to finalizing a v2 order, and the certificate
+reads that follow it.
+
+The order finalized is the one whose identifier set equals the CSR's names:
+for a single name, the order its ``new-authz`` created (one order per
+certificate); for several names, a pending or ready order of the account
+with exactly that set, else a new one.  If that order's authorizations are
+not all valid (the CA did not reuse those of the single-name orders), the
+client gets Boulder's own answer, 403 ``unauthorized`` naming the names.
+
+An issued certificate is stored before it is returned, so a client that
+loses the response finds it again at its ``Location``.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from cryptography import x509
+from twisted.logger import Logger
+
+from gateway.csr import parse_csr
+from gateway.jose import b64url_decode
+from gateway.problems import V1Problem
+from gateway.store import Certificate, Order
+from gateway.translate.authorizations import record_authorization, store_upstream_order
+from gateway.translate.context import BoundAccount, Context
+from gateway.upstream import messages as v2
+from gateway.upstream.errors import UpstreamProblem
+from cryptography.hazmat.primitives import serialization
+
+log = Logger()
+
+
+def _csr_der(payload: dict) -> bytes:
+    csr = payload.get("csr")
+    if not isinstance(csr, str) or not csr:
+        raise V1Problem.malformed("Error unmarshaling certificate request: csr must be a base64url string")
+    try:
+        return b64url_decode(csr)
+    except ValueError:
+        raise V1Problem.malformed("Error unmarshaling certificate request: csr is not base64url")
+
+
+async def _usable_order(context: Context, bound: BoundAccount, names: tuple) -> Optional[tuple]:
+    """
+    A stored order of the account for exactly ``names`` that can still be
+    finalized (or was, and holds a certificate not yet stored), refreshed
+    from upstream.
+    """
+    candidates = await context.store.find_orders(
+        bound.record.id, names, ("pending", "ready", "processing", "valid")
+    )
+    for record in candidates:
+        try:
+            upstream = await context.upstream.get_order(bound.upstream, record.upstream_url)
+        except UpstreamProblem as problem:
+            if problem.status == 404:
+                await context.store.update_order(record.id, status="invalid")
+                continue
+            raise
+        if upstream.status != record.status:
+            record = await context.store.update_order(record.id, status=upstream.status,
+                                                      certificate_url=upstream.certificate)
+        if upstream.status in ("pending", "ready", "processing"):
+            return record, upstream
+        if upstream.status == "valid" and upstream.certificate:
+            existing = await context.store.certificates_for_account(bound.record.id)
+            if not any(c.order_id == record.id for c in existing):
+                return record, upstream
+    return None
+
+
+async def _authorization_states(context: Context, bound: BoundAccount, order_record: Order,
+                                order: v2.Order) -> list:
+    states = []
+    for url in order.authorizations:
+        upstream = await context.upstream.get_authorization(bound.upstream, url)
+        await record_authorization(context, bound.record.id, order_record.id, upstream)
+        states.append(upstream)
+    return states
+
+
+async def new_certificate(context: Context, bound: BoundAccount, payload: dict) -> Certificate:
+    """
+    ``new-cert``.
+    """
+    csr = parse_csr(_csr_der(payload))
+    if csr.public_key_der == _account_spki(bound):
+        raise V1Problem.malformed("Certificate public key must be different than account key")
+    names = tuple(sorted(n.spelled for n in csr.names))
+    lock = context.lock_for(f"order:{bound.record.id}:{','.join(names)}")
+    await lock.acquire()
+    try:
+        found = await _usable_order(context, bound, names)
+        if found is None:
+            upstream_order = await context.upstream.new_order(bound.upstream, list(names))
+            record = await store_upstream_order(context, bound, upstream_order)
+            log.info("new-cert: created order {order} for {names}", order=record.id, names=names)
+        else:
+            record, upstream_order = found
+        if upstream_order.status in ("pending", "ready"):
+            authorizations = await _authorization_states(context, bound, record, upstream_order)
+            if not v2.order_is_ready(upstream_order, authorizations):
+                missing = sorted(a.name for a in authorizations if a.status != "valid")
+                raise V1Problem.unauthorized(
+                    "Error creating new cert :: authorizations for these names not found or expired: "
+                    + ", ".join(missing)
+                )
+            upstream_order = await context.upstream.finalize(bound.upstream, upstream_order, csr.der)
+        elif upstream_order.status == "processing":
+            upstream_order = await context.upstream.poll_order(
+                bound.upstream, upstream_order.url, until=("valid", "invalid")
+            )
+        if upstream_order.status != "valid" or not upstream_order.certificate:
+            await context.store.update_order(record.id, status=upstream_order.status)
+            detail = upstream_order.error.detail if upstream_order.error else "the order is " + upstream_order.status
+            raise V1Problem.unauthorized(f"Error creating new cert :: {detail}")
+        record = await context.store.update_order(
+            record.id, status="valid", certificate_url=upstream_order.certificate
+        )
+        chain = await context.upstream.download_certificate(bound.upstream, upstream_order.certificate)
+        return await store_chain(context, bound.record.id, record.id, chain)
+    finally:
+        lock.release()
+
+
+def _account_spki(bound: BoundAccount) -> bytes:
+    return bound.key.private_key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+
+
+async def store_chain(context: Context, account_id: int, order_id: Optional[str], chain: v2.CertificateChain) -> Certificate:
+    """
+    Store a downloaded chain: each issuer once, then the leaf.
+    """
+    issuer_ids = []
+    for der in chain.issuers:
+        issuer = await context.store.add_issuer(der)
+        issuer_ids.append(issuer.id)
+    leaf = x509.load_der_x509_certificate(chain.leaf)
+    serial = format(leaf.serial_number, "x")
+    existing = await context.store.certificate_by_serial(serial)
+    if existing is not None:
+        return existing
+    certificate = await context.store.add_certificate(
+        Certificate(
+            id=context.store.new_id(),
+            account_id=account_id,
+            order_id=order_id,
+            serial=serial,
+            leaf_der=chain.leaf,
+            issuer_ids=tuple(issuer_ids),
+            upstream_url=chain.url,
+            issued_at=context.now(),
+        )
+    )
+    for previous, following in zip(issuer_ids, issuer_ids[1:]):
+        context.issuer_parents[previous] = following
+    log.info("issued certificate {certificate} serial {serial}", certificate=certificate.id, serial=serial)
+    return certificate
+
+
+async def read_certificate(context: Context, certificate_id: str) -> Certificate:
+    """
+    Unauthenticated ``GET /acme/cert/<id>``.
+    """
+    certificate = await context.store.certificate_by_id(certificate_id)
+    if certificate is None:
+        raise V1Problem.not_found("Certificate not found")
+    for previous, following in zip(certificate.issuer_ids, certificate.issuer_ids[1:]):
+        context.issuer_parents[previous] = following
+    return certificate
+
+
+async def read_issuer(context: Context, issuer_id: str):
+    """
+    Unauthenticated ``GET /acme/issuer-cert/<id>``.
+
+    :return: ``(issuer, next issuer id or None)``.
+    """
+    issuer = await context.store.issuer_by_id(issuer_id)
+    if issuer is None:
+        raise V1Problem.not_found("Issuer certificate not found")
+    return issuer, context.issuer_parents.get(issuer_id)

@@ -1,0 +1,126 @@
+"""
+v1 ``revoke-cert`` and ``key-change`` translated to v2.
+
+Revocation may be signed by an account key or by the certificate's own
+key.  The gateway never holds a certificate key, so for the latter it
+checks the v1 signature against the certificate's public key (what Boulder
+v1 did) and revokes upstream as the account that issued the certificate,
+whose key it holds (RFC 8555 accepts the issuing account for any reason).
+
+key-change needs an inner JWS by the *new* private key upstream, which a
+v1 client never sends; it works only when the new key is already in the
+key store.  A rollover that exists only in the gateway is never made: the
+client's key authorizations would stop matching upstream.
+"""
+
+from __future__ import annotations
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from gateway.jose import b64url_decode, public_jwk, thumbprint
+from gateway.problems import V1Problem
+from gateway.translate.context import BoundAccount, Context
+from gateway.v1.jws import VerifiedRequest, loads_bounded, verify_jws_signature
+
+#: The reasons Boulder accepted (RFC 5280 codes).
+ALLOWED_REASONS = (0, 1, 3, 4, 5)
+
+_NOT_ALLOWED = (
+    "Revocation request must be signed by private key of cert to be revoked, by the account "
+    "key of the account that issued it, or by the account key of an account that holds valid "
+    "authorizations for all names in the certificate."
+)
+
+
+def _certificate(payload: dict) -> tuple:
+    raw = payload.get("certificate")
+    if not isinstance(raw, str) or not raw:
+        raise V1Problem.malformed("Unable to decode certificate: certificate must be base64url DER")
+    try:
+        der = b64url_decode(raw)
+        certificate = x509.load_der_x509_certificate(der)
+    except ValueError:
+        raise V1Problem.malformed("Unable to decode certificate")
+    return der, certificate
+
+
+def _reason(payload: dict):
+    reason = payload.get("reason")
+    if reason is None:
+        return None
+    if isinstance(reason, bool) or not isinstance(reason, int) or reason not in ALLOWED_REASONS:
+        raise V1Problem.malformed("unsupported revocation reason code provided")
+    return reason
+
+
+async def revoke_certificate(context: Context, verified: VerifiedRequest, remote_ip: str) -> None:
+    """
+    ``revoke-cert``.
+    """
+    der, certificate = _certificate(verified.payload)
+    reason = _reason(verified.payload)
+    serial = format(certificate.serial_number, "x")
+    stored = await context.store.certificate_by_serial(serial)
+    if stored is not None and stored.leaf_der != der:
+        raise V1Problem.not_found("No such certificate")
+    if stored is not None and stored.revoked_at is not None:
+        raise V1Problem.conflict("Certificate already revoked")
+    certificate_jwk = public_jwk(certificate.public_key())
+    signed_by_certificate_key = thumbprint(certificate_jwk) == verified.thumbprint
+    if signed_by_certificate_key:
+        if stored is None:
+            raise V1Problem.not_found("No such certificate")
+        issuer = await context.store.account_by_id(stored.account_id)
+        upstream = await context.upstream_for(issuer)
+    else:
+        bound = await context.bind_account(verified, remote_ip)
+        if stored is not None and stored.account_id != bound.record.id:
+            raise V1Problem.unauthorized(_NOT_ALLOWED)
+        upstream = bound.upstream
+    await context.upstream.revoke_certificate(der, reason=reason, account=upstream)
+    if stored is not None:
+        await context.store.update_certificate(
+            stored.id, revoked_at=context.now(), revocation_reason=reason if reason is not None else 0
+        )
+
+
+async def change_key(
+    context: Context, bound: BoundAccount, registration_url: str, payload: dict
+) -> object:
+    """
+    v1 ``key-change`` (Boulder's draft-05 form, MAPPING.md §1.6): the outer
+    payload is the inner JWS, signed by the new key, over ``{"account",
+    "newKey"}``.
+
+    :return: the updated account record.
+    """
+    inner = {k: v for k, v in payload.items() if k != "resource"}
+    new_jwk, _, inner_payload_bytes = verify_jws_signature(inner)
+    try:
+        inner_payload = loads_bounded(inner_payload_bytes)
+    except (ValueError, V1Problem):
+        raise V1Problem.malformed("Inner JWS payload is not JSON")
+    if not isinstance(inner_payload, dict):
+        raise V1Problem.malformed("Inner JWS payload is not a JSON object")
+    if inner_payload.get("account") != registration_url:
+        raise V1Problem.malformed("Incorrect account URL provided in payload")
+    new_key_json = inner_payload.get("newKey")
+    if new_key_json != new_jwk.to_json():
+        raise V1Problem.malformed("New JWK in inner payload doesn't match key used to sign inner JWS")
+    new_thumbprint = thumbprint(new_jwk)
+    if new_thumbprint == bound.thumbprint:
+        raise V1Problem.malformed("New key is the same as the old key")
+    new_key = context.keys.get(new_thumbprint)
+    if new_key is None:
+        raise V1Problem.unauthorized(
+            f"The new account key (JWK thumbprint {new_thumbprint}) is not in the gateway's key "
+            f"store. The gateway must roll the account over upstream with the new private key: "
+            f"import the new key into the --keys directory first, then retry the key change."
+        )
+    if await context.store.account_by_thumbprint(new_thumbprint) is not None:
+        raise V1Problem.conflict("New key is already in use for a different account")
+    await context.upstream.change_key(bound.upstream, new_key)
+    return await context.store.update_account(
+        bound.record.id, thumbprint=new_thumbprint, public_jwk=new_key.public_jwk_json
+    )

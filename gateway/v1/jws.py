@@ -1,0 +1,410 @@
+"""
+Verify a legacy ACME v1 JWS the way Boulder's v1 WFE did (``verifyPOST``).
+
+Legacy clients sign requests that a v2 server would refuse: ``alg`` and
+``jwk`` may sit in the unprotected ``header`` (certbot before 0.14, some
+Node.js clients), there is no ``url``, and the payload names its endpoint in
+``resource``.  The gateway must accept exactly what Boulder accepted, in the
+same order of checks (MAPPING §1.1), so that a client sees the same error a
+real v1 CA would have given it:
+
+1. the body is a flattened JSON JWS;
+2. there is a usable ``jwk`` (not ``kid``), a public RSA or EC key ACME allows;
+3. ``alg`` is the one algorithm that fits the key;
+4. the signature verifies;
+5. the gateway nonce is present and redeemable (checked after the signature,
+   so a forged request cannot burn a client's nonce);
+6. the payload is a JSON object whose ``resource`` matches the endpoint.
+
+Everything here treats the request as hostile: whatever the bytes, the only
+exception that leaves is a `V1Problem`, and JSON nesting is bounded before
+any recursive parser sees it.  Account lookup is not done here; callers look
+the thumbprint up.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any, Union
+
+import attrs
+import josepy
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from gateway.jose import UnsupportedKey, algorithm_for_public_key, b64url_decode, thumbprint
+from gateway.nonces import NonceIssuer
+from gateway.problems import V1Problem
+
+#: Boulder's GoodKey never accepted RSA moduli above 4096 bits, and bigger
+#: keys only make verification slower for an attacker's benefit.
+MAX_RSA_BITS = 4096
+
+DEFAULT_MAX_DEPTH = 32
+
+#: JWK members that only a private key has (RFC 7518 §6.2.2, §6.3.2, §6.4).
+_PRIVATE_JWK_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
+
+_PARSE_ERROR = "Parse error reading JWS"
+
+# A JSON string.  An unterminated one runs to the end of the text, so that
+# every quote starts a match and the atomic group never backtracks: the scan
+# stays linear whatever the input (a failing match at every quote of a
+# string of escaped quotes would be quadratic).
+_JSON_STRING = re.compile(r'"(?>[^"\\]+|\\.)*(?:"|\\?\Z)', re.DOTALL)
+_NOT_BRACKET = re.compile(r"[^\[\]{}]+")
+_COMPACT_JWS = re.compile(r"[A-Za-z0-9_=-]*\.[A-Za-z0-9_=-]*\.[A-Za-z0-9_=-]*")
+
+
+@attrs.frozen
+class VerifiedRequest:
+    """
+    A v1 request whose signature, nonce and resource all checked out.
+
+    :ivar jwk: the signer's public JWK.
+    :ivar thumbprint: its RFC 7638 thumbprint, the key the gateway looks
+        accounts up by.
+    :ivar algorithm: the JWS algorithm used (``RS256``, ``ES256``, ``ES384``).
+    :ivar protected: the decoded protected header.
+    :ivar payload: the decoded payload, a JSON object.
+    :ivar raw_payload: the payload bytes exactly as signed.
+    """
+
+    jwk: josepy.JWK
+    thumbprint: str
+    algorithm: str
+    protected: dict
+    payload: dict
+    raw_payload: bytes
+
+
+# -- bounded JSON --------------------------------------------------------------
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _nesting_depth(text: str) -> int:
+    """
+    The deepest bracket nesting in ``text``, outside JSON strings.
+
+    For valid JSON this is the nesting depth; for invalid JSON it is at least
+    the depth ``json.loads`` reaches before it gives up, so checking it first
+    keeps the recursive parser far from Python's recursion limit.
+    """
+    brackets = _NOT_BRACKET.sub("", _JSON_STRING.sub("", text))
+    if len(brackets) <= 1:
+        return len(brackets)
+    depth = deepest = 0
+    for char in brackets:
+        if char in "[{":
+            depth += 1
+            if depth > deepest:
+                deepest = depth
+        else:
+            depth -= 1
+    return deepest
+
+
+def loads_bounded(data: Union[bytes, str], max_depth: int = DEFAULT_MAX_DEPTH) -> Any:
+    """
+    Parse untrusted JSON: UTF-8 only, no ``NaN``/``Infinity``, and no deeper
+    than ``max_depth``.
+
+    :raises ValueError: for anything else (including too deep).
+    """
+    if isinstance(data, bytes):
+        text = data.decode("utf-8")
+    else:
+        text = data
+    if text.count("[") + text.count("{") > max_depth:
+        if _nesting_depth(text) > max_depth:
+            raise ValueError(f"JSON nested deeper than {max_depth} levels")
+    try:
+        return json.loads(text, parse_constant=_reject_constant)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply")
+
+
+def decode_json_payload(raw: bytes, max_depth: int = DEFAULT_MAX_DEPTH) -> dict:
+    """
+    Decode a JWS payload that must be a JSON object, such as a v1 request's or
+    the inner key-change JWS's.
+
+    :raises V1Problem: ``malformed`` if it is not.
+    """
+    try:
+        payload = loads_bounded(raw, max_depth)
+    except ValueError:
+        # UnicodeDecodeError and JSONDecodeError are both ValueErrors.
+        raise V1Problem.malformed("Request payload did not parse as JSON")
+    if not isinstance(payload, dict):
+        raise V1Problem.malformed("Request payload must be a JSON object")
+    return payload
+
+
+# -- JWS structure ---------------------------------------------------------------
+
+
+def _describe(value: Any) -> str:
+    """
+    A value for an error detail: short, and safe to echo back.
+    """
+    text = value if isinstance(value, str) else json.dumps(value)
+    if len(text) > 100:
+        text = text[:100] + "..."
+    return text
+
+
+def _decode_b64_member(jws: dict, name: str) -> bytes:
+    value = jws.get(name)
+    if not isinstance(value, str):
+        raise V1Problem.malformed(f"{_PARSE_ERROR}: missing or non-string {name!r}")
+    try:
+        return b64url_decode(value)
+    except ValueError:
+        raise V1Problem.malformed(f"{_PARSE_ERROR}: {name!r} is not base64url")
+
+
+def _as_flattened(jws: Any) -> dict:
+    """
+    Reduce the JWS to its flattened form, refusing what Boulder refused: a
+    general serialization with more than one signature.  One signature in the
+    general form is accepted, as go-jose (and so Boulder) did.
+    """
+    if not isinstance(jws, dict):
+        raise V1Problem.malformed(f"{_PARSE_ERROR}: the JWS must be a JSON object")
+    if "signatures" not in jws:
+        return jws
+    signatures = jws["signatures"]
+    if not isinstance(signatures, list) or not signatures:
+        raise V1Problem.malformed(f"{_PARSE_ERROR}: empty or invalid 'signatures'")
+    if len(signatures) > 1:
+        raise V1Problem.malformed("Too many signatures in POST body")
+    if "signature" in jws or "protected" in jws or "header" in jws:
+        raise V1Problem.malformed(
+            f"{_PARSE_ERROR}: mixes the general and flattened serializations"
+        )
+    (entry,) = signatures
+    if not isinstance(entry, dict):
+        raise V1Problem.malformed(f"{_PARSE_ERROR}: invalid 'signatures' entry")
+    flattened = {"payload": jws.get("payload")}
+    for name in ("protected", "header", "signature"):
+        if name in entry:
+            flattened[name] = entry[name]
+    return flattened
+
+
+def _merged_header(protected: dict, unprotected: dict) -> dict:
+    """
+    The JOSE header as go-jose saw it: protected and unprotected members
+    together.  A member in both must carry the same value, or the request is
+    ambiguous (which ``jwk`` signed it?).
+    """
+    for name in protected.keys() & unprotected.keys():
+        if protected[name] != unprotected[name]:
+            raise V1Problem.malformed(
+                f"JWS header parameter {name!r} differs between the protected "
+                "and unprotected headers"
+            )
+    merged = dict(unprotected)
+    merged.update(protected)
+    return merged
+
+
+def _parse_jwk(value: Any) -> tuple[josepy.JWK, Any]:
+    """
+    The signer's public key, as ACME allows it: the JWK and the plain
+    ``cryptography`` public key inside it.
+    """
+    if not isinstance(value, dict):
+        raise V1Problem.malformed("JWK in JWS header is not a JSON object")
+    kty = value.get("kty")
+    if kty not in ("RSA", "EC"):
+        raise V1Problem.malformed(
+            f"JWK key type {_describe(kty)} is not supported (RSA or EC only)"
+        )
+    private = sorted(_PRIVATE_JWK_MEMBERS & value.keys())
+    if private:
+        # Checked before parsing: josepy would happily (and slowly) load a
+        # private key, and a client that sends one has leaked it.
+        raise V1Problem.malformed(
+            "JWK in JWS header contains private key members: " + ", ".join(private)
+        )
+    try:
+        jwk = josepy.JWK.from_json(value)
+        # A real ``cryptography`` key, not josepy's comparable wrapper, so that
+        # type checks on it work.
+        public_key = jwk.key.public_numbers().public_key()
+    except Exception:
+        # josepy and cryptography raise a zoo of exception types (KeyError,
+        # TypeError, ValueError, AttributeError, josepy errors) on bad input,
+        # and none of them may escape as a 500.
+        raise V1Problem.malformed("JWK in JWS header is invalid")
+    if isinstance(public_key, rsa.RSAPublicKey) and public_key.key_size > MAX_RSA_BITS:
+        raise V1Problem.malformed(
+            f"RSA key of {public_key.key_size} bits is too large; "
+            f"at most {MAX_RSA_BITS} are allowed"
+        )
+    return jwk, public_key
+
+
+def verify_jws_signature(
+    jws: dict, *, max_depth: int = DEFAULT_MAX_DEPTH
+) -> tuple[josepy.JWK, dict, bytes]:
+    """
+    Check a flattened JWS's headers, key, algorithm and signature; nothing
+    about nonces or payload contents.  The v1 key-change's inner JWS (which
+    carries neither a nonce nor a ``resource``) is checked with this alone.
+
+    Members other than the JWS's own are ignored, so the key-change payload
+    (the inner JWS plus ``"resource"``) can be passed as it is.
+
+    :return: the signer's public JWK, the decoded protected header, and the
+        payload bytes exactly as signed.
+    :raises V1Problem: ``malformed`` for every failure.
+    """
+    jwk, protected, payload, _ = _verify_signature(jws, max_depth)
+    return jwk, protected, payload
+
+
+def _verify_signature(
+    jws: Any, max_depth: int
+) -> tuple[josepy.JWK, dict, bytes, str]:
+    """
+    `verify_jws_signature`, also returning the algorithm's name.
+    """
+    jws = _as_flattened(jws)
+
+    protected_raw = _decode_b64_member(jws, "protected")
+    payload = _decode_b64_member(jws, "payload")
+    signature = _decode_b64_member(jws, "signature")
+    try:
+        protected = loads_bounded(protected_raw, max_depth)
+    except ValueError:
+        raise V1Problem.malformed(f"{_PARSE_ERROR}: protected header is not JSON")
+    if not isinstance(protected, dict):
+        raise V1Problem.malformed(
+            f"{_PARSE_ERROR}: protected header is not a JSON object"
+        )
+    unprotected = jws.get("header", {})
+    if not isinstance(unprotected, dict):
+        raise V1Problem.malformed(
+            f"{_PARSE_ERROR}: unprotected header is not a JSON object"
+        )
+    if "nonce" in unprotected:
+        # go-jose refused this outright: the nonce would not be signed.
+        raise V1Problem.malformed(
+            f"{_PARSE_ERROR}: nonce parameter included in unprotected header"
+        )
+    header = _merged_header(protected, unprotected)
+    if "crit" in header:
+        raise V1Problem.malformed(
+            f"{_PARSE_ERROR}: critical header extensions are not supported"
+        )
+
+    if "jwk" not in header:
+        detail = "No JWK in JWS header"
+        if "kid" in header:
+            detail += " (kid is not supported by the ACME v1 API)"
+        raise V1Problem.malformed(detail)
+    jwk, public_key = _parse_jwk(header["jwk"])
+    try:
+        expected = algorithm_for_public_key(public_key)
+    except UnsupportedKey as error:
+        raise V1Problem.malformed(f"Unacceptable JWK in JWS header: {error}")
+
+    alg = header.get("alg")
+    if alg != expected.name:
+        raise V1Problem.malformed(
+            f"JWS signature algorithm {_describe(alg)} does not fit the key; "
+            f"expected {expected.name!r}"
+        )
+    jwk_alg = header["jwk"].get("alg")
+    if jwk_alg is not None and jwk_alg != expected.name:
+        raise V1Problem.malformed(
+            f"JWK algorithm {_describe(jwk_alg)} does not fit the key; "
+            f"expected {expected.name!r}"
+        )
+
+    signing_input = f"{jws['protected']}.{jws['payload']}".encode("ascii")
+    try:
+        valid = expected.verify(public_key, signing_input, signature)
+    except Exception:
+        # cryptography may raise rather than return False on odd inputs.
+        valid = False
+    if not valid:
+        raise V1Problem.malformed("JWS verification error")
+    return jwk, protected, payload, expected.name
+
+
+def _parse_body(body: bytes, max_depth: int) -> dict:
+    try:
+        text = body.decode("utf-8") if isinstance(body, bytes) else None
+    except UnicodeDecodeError:
+        text = None
+    if text is None:
+        raise V1Problem.malformed(f"{_PARSE_ERROR}: body is not UTF-8 text")
+    if _COMPACT_JWS.fullmatch(text.strip()):
+        raise V1Problem.malformed(
+            f"{_PARSE_ERROR}: the compact serialization is not supported; "
+            "send the flattened JSON serialization"
+        )
+    try:
+        parsed = loads_bounded(text, max_depth)
+    except ValueError:
+        raise V1Problem.malformed(f"{_PARSE_ERROR}: body is not JSON")
+    if not isinstance(parsed, dict):
+        raise V1Problem.malformed(f"{_PARSE_ERROR}: body is not a JSON object")
+    return parsed
+
+
+def verify_v1_request(
+    body: bytes,
+    resource: Union[str, tuple[str, ...]],
+    nonces: NonceIssuer,
+    max_depth: int = DEFAULT_MAX_DEPTH,
+) -> VerifiedRequest:
+    """
+    Verify a v1 POST body for the endpoint whose ``resource`` value is
+    ``resource``, consuming its nonce.
+
+    :param resource: the endpoint's ``resource`` value (``new-reg``, ...), or
+        a tuple of the values it accepts.
+    :param nonces: the issuer of the gateway's nonces; the request's nonce is
+        redeemed only once the signature has verified.
+    :param max_depth: the deepest JSON nesting accepted in the body, the
+        protected header and the payload.
+    :raises V1Problem: ``malformed`` or ``badNonce``, always 400.
+    """
+    jws = _parse_body(body, max_depth)
+    jwk, protected, raw_payload, algorithm = _verify_signature(jws, max_depth)
+
+    nonce = protected.get("nonce")
+    if nonce is None or nonce == "":
+        raise V1Problem.bad_nonce("JWS has no anti-replay nonce")
+    if not nonces.redeem(nonce):
+        raise V1Problem.bad_nonce(
+            f"JWS has an invalid anti-replay nonce: {_describe(nonce)}"
+        )
+
+    payload = decode_json_payload(raw_payload, max_depth)
+    if "resource" not in payload or payload["resource"] == "":
+        raise V1Problem.malformed("Request payload does not specify a resource")
+    allowed = (resource,) if isinstance(resource, str) else tuple(resource)
+    requested = payload["resource"]
+    if not isinstance(requested, str) or requested not in allowed:
+        raise V1Problem.malformed(
+            "JWS resource payload does not match the HTTP resource: "
+            f"{_describe(requested)} != {' or '.join(allowed)}"
+        )
+
+    return VerifiedRequest(
+        jwk=jwk,
+        thumbprint=thumbprint(jwk),
+        algorithm=algorithm,
+        protected=protected,
+        payload=payload,
+        raw_payload=raw_payload,
+    )

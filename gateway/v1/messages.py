@@ -1,0 +1,197 @@
+"""
+The ACME v1 wire shapes the gateway renders, as Boulder's v1 WFE served
+them, built from the gateway's stored records.  Pure functions: no I/O.
+
+URLs follow Boulder's own paths (some legacy clients hard-code them rather
+than read the directory): ``/directory``, ``/acme/new-reg``,
+``/acme/reg/<id>``, ``/acme/new-authz``, ``/acme/authz/<id>``,
+``/acme/challenge/<authz>/<id>``, ``/acme/new-cert``, ``/acme/cert/<id>``,
+``/acme/issuer-cert/<id>``, ``/acme/revoke-cert``, ``/acme/key-change``,
+and ``/terms`` for the subscriber agreement.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, Optional, Sequence
+
+import attrs
+
+from gateway.store import Account, Authorization, Challenge
+
+#: Challenge types shown to v1 clients; others the CA offers (tls-alpn-01,
+#: Pebble's experimental types) are left out: v1 clients predate them.
+V1_CHALLENGE_TYPES = ("http-01", "dns-01")
+
+
+@attrs.frozen
+class V1URLs:
+    """
+    Every URL the gateway hands to v1 clients, under one base (scheme, host
+    and optional path prefix, no trailing slash).
+    """
+
+    base: str
+
+    @property
+    def directory(self) -> str:
+        return f"{self.base}/directory"
+
+    @property
+    def new_reg(self) -> str:
+        return f"{self.base}/acme/new-reg"
+
+    def reg(self, account_id: int) -> str:
+        return f"{self.base}/acme/reg/{account_id}"
+
+    @property
+    def new_authz(self) -> str:
+        return f"{self.base}/acme/new-authz"
+
+    def authz(self, authz_id: str) -> str:
+        return f"{self.base}/acme/authz/{authz_id}"
+
+    def challenge(self, authz_id: str, challenge_id: str) -> str:
+        return f"{self.base}/acme/challenge/{authz_id}/{challenge_id}"
+
+    @property
+    def new_cert(self) -> str:
+        return f"{self.base}/acme/new-cert"
+
+    def cert(self, cert_id: str) -> str:
+        return f"{self.base}/acme/cert/{cert_id}"
+
+    def issuer(self, issuer_id: str) -> str:
+        return f"{self.base}/acme/issuer-cert/{issuer_id}"
+
+    @property
+    def revoke_cert(self) -> str:
+        return f"{self.base}/acme/revoke-cert"
+
+    @property
+    def key_change(self) -> str:
+        return f"{self.base}/acme/key-change"
+
+    @property
+    def terms(self) -> str:
+        return f"{self.base}/terms"
+
+
+def link(url: str, rel: str) -> str:
+    """
+    One ``Link`` header value, with the relation quoted as clients expect.
+    """
+    return f'<{url}>;rel="{rel}"'
+
+
+def directory(urls: V1URLs, upstream_meta: dict) -> dict:
+    """
+    The v1 directory.  It has no ``newNonce`` and never contains the string
+    ``newOrder`` (dehydrated's ``API=auto`` would switch to v2 on either).
+    """
+    meta: dict = {"terms-of-service": urls.terms}
+    website = upstream_meta.get("website")
+    if isinstance(website, str):
+        meta["website"] = website
+    caa = upstream_meta.get("caaIdentities")
+    if isinstance(caa, list) and all(isinstance(c, str) for c in caa):
+        meta["caa-identities"] = caa
+    return {
+        "new-reg": urls.new_reg,
+        "new-authz": urls.new_authz,
+        "new-cert": urls.new_cert,
+        "revoke-cert": urls.revoke_cert,
+        "key-change": urls.key_change,
+        "meta": meta,
+    }
+
+
+def registration(account: Account) -> dict:
+    """
+    A v1 registration object; ``id`` is an integer (dehydrated parses it as
+    one and builds ``/acme/reg/<id>`` from it).
+    """
+    body = {
+        "id": account.id,
+        "key": account.public_jwk,
+        "contact": list(account.contact),
+        "initialIp": account.initial_ip,
+        "createdAt": account.created_at,
+        "status": "valid" if account.status == "valid" else "deactivated",
+    }
+    if account.agreement:
+        body["agreement"] = account.agreement
+    return body
+
+
+def _challenge_status(authorization_status: str, challenge_status: str) -> str:
+    if authorization_status == "invalid":
+        return "invalid"
+    if challenge_status == "processing":
+        return "pending"
+    return challenge_status
+
+
+def challenge(
+    urls: V1URLs,
+    authorization: Authorization,
+    record: Challenge,
+    thumbprint: str,
+    error: Optional[dict] = None,
+) -> dict:
+    """
+    A v1 challenge: ``uri`` (not ``url``), the key authorization echoed as
+    Boulder v1 did, ``processing`` shown as ``pending``.
+
+    ``validationRecord`` carries the challenge ``uri`` as an object: stock
+    dehydrated 0.7.0 with ``API=1`` reads the URI from there and dies without
+    it; clients that do not know the member ignore it.
+    """
+    uri = urls.challenge(authorization.id, record.id)
+    body = {
+        "type": record.type,
+        "status": _challenge_status(authorization.status, record.status),
+        "uri": uri,
+        "token": record.token,
+        "keyAuthorization": f"{record.token}.{thumbprint}",
+        "validationRecord": {"uri": uri},
+    }
+    if error is not None:
+        body["error"] = error
+    return body
+
+
+def authorization(
+    urls: V1URLs,
+    record: Authorization,
+    challenges: Sequence[Challenge],
+    thumbprint: str,
+    errors: Optional[dict] = None,
+) -> dict:
+    """
+    A v1 authorization with ``combinations`` synthesised as one challenge per
+    set (any single challenge suffices, as Boulder's 2021 v1 WFE said).
+    """
+    shown = [c for c in challenges if c.type in V1_CHALLENGE_TYPES]
+    if record.wildcard:
+        shown = [c for c in shown if c.type == "dns-01"]
+    errors = errors or {}
+    value = ("*." + record.identifier) if record.wildcard else record.identifier
+    body = {
+        "identifier": {"type": "dns", "value": value},
+        "status": record.status,
+        "challenges": [
+            challenge(urls, record, c, thumbprint, errors.get(c.id)) for c in shown
+        ],
+        "combinations": [[i] for i in range(len(shown))],
+    }
+    if record.expires:
+        body["expires"] = record.expires
+    return body
+
+
+def certificate_links(urls: V1URLs, issuer_ids: Iterable[str]) -> list:
+    """
+    The ``Link rel="up"`` of a leaf: its first issuer, if any.
+    """
+    issuer_ids = list(issuer_ids)
+    return [link(urls.issuer(issuer_ids[0]), "up")] if issuer_ids else []

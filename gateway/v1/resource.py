@@ -1,0 +1,367 @@
+"""
+The ACME v1 face: a twisted.web resource that serves Boulder's v1 API to
+legacy clients.
+
+Every request crosses this module once: it is routed by path, a POST body is
+verified as a v1 JWS (signature, nonce, ``resource``) before anything else
+happens, the translation layer does the work, and the result is rendered
+with the headers legacy clients rely on.  Every response, errors and HEAD
+included, carries a fresh ``Replay-Nonce``.  Every failure becomes a v1
+problem document (``application/problem+json``, ``urn:acme:error:*``):
+clients never see a traceback or a v2 error type.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import urllib.parse
+from typing import Optional
+
+import attrs
+from twisted.internet import defer
+from twisted.logger import Logger
+from twisted.web import resource, server
+
+from gateway.nonces import NonceIssuer
+from gateway.problems import V1Problem, from_upstream
+from gateway.translate import authorizations, issuance, registration, revocation
+from gateway.translate.context import Context
+from gateway.upstream.errors import UpstreamError
+from gateway.v1 import messages
+from gateway.v1.jws import VerifiedRequest, verify_v1_request
+
+DEFAULT_MAX_BODY = 64 * 1024
+_ID = r"[A-Za-z0-9_-]{1,64}"
+_HOST = re.compile(r"^(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?$")
+
+
+@attrs.frozen
+class V1Response:
+    """
+    A response ready to write.
+    """
+
+    status: int
+    body: bytes = b""
+    content_type: Optional[str] = "application/json"
+    headers: tuple = ()
+
+
+def json_response(status: int, body: dict, headers=()) -> V1Response:
+    return V1Response(status, json.dumps(body).encode("utf-8"), "application/json", tuple(headers))
+
+
+def problem_response(problem: V1Problem) -> V1Response:
+    return V1Response(
+        problem.status,
+        problem.body(),
+        "application/problem+json",
+        tuple(problem.headers.items()),
+    )
+
+
+@attrs.frozen
+class Route:
+    """
+    One path pattern, the methods it answers, and its handler's name.
+    """
+
+    pattern: re.Pattern
+    methods: tuple
+    name: str
+
+
+ROUTES = (
+    Route(re.compile(r"^/directory/?$"), ("GET",), "directory"),
+    Route(re.compile(r"^/acme/new-reg$"), ("POST",), "new_reg"),
+    Route(re.compile(rf"^/acme/reg/({_ID})$"), ("POST",), "reg"),
+    Route(re.compile(r"^/acme/new-authz$"), ("POST",), "new_authz"),
+    Route(re.compile(rf"^/acme/authz/({_ID})$"), ("GET", "POST"), "authz"),
+    Route(re.compile(rf"^/acme/challenge/({_ID})/({_ID})$"), ("GET", "POST"), "challenge"),
+    Route(re.compile(r"^/acme/new-cert$"), ("POST",), "new_cert"),
+    Route(re.compile(rf"^/acme/cert/({_ID})$"), ("GET",), "cert"),
+    Route(re.compile(rf"^/acme/issuer-cert/({_ID})$"), ("GET",), "issuer"),
+    Route(re.compile(r"^/acme/revoke-cert$"), ("POST",), "revoke_cert"),
+    Route(re.compile(r"^/acme/key-change$"), ("POST",), "key_change"),
+    Route(re.compile(r"^/terms$"), ("GET",), "terms"),
+)
+
+
+class V1Face(resource.Resource):
+    """
+    The v1 API.
+
+    :param context: the translation collaborators.
+    :param nonces: the issuer of the gateway's own nonces.
+    :param base_url: the public base URL used in every link and
+        ``Location``; when ``None`` it is derived from each request's scheme
+        and ``Host``.
+    :param max_body: the largest POST body read, in bytes.
+    """
+
+    isLeaf = True
+    log = Logger()
+
+    def __init__(
+        self,
+        context: Context,
+        nonces: NonceIssuer,
+        base_url: Optional[str] = None,
+        max_body: int = DEFAULT_MAX_BODY,
+    ):
+        super().__init__()
+        self.context = context
+        self.nonces = nonces
+        self.base_url = base_url.rstrip("/") if base_url else None
+        self._base_path = urllib.parse.urlsplit(self.base_url).path if self.base_url else ""
+        self.max_body = max_body
+
+    # -- twisted.web ---------------------------------------------------------
+
+    def render(self, request):
+        request.setHeader(b"Replay-Nonce", self.nonces.issue().encode("ascii"))
+        request.setHeader(b"Cache-Control", b"public, max-age=0, no-cache")
+        finished = []
+        request.notifyFinish().addBoth(finished.append)
+        respond = defer.Deferred.fromCoroutine(self._respond(request))
+        respond.addCallback(self._write, request, finished)
+        respond.addErrback(self._crash, request, finished)
+        return server.NOT_DONE_YET
+
+    def _write(self, response: V1Response, request, finished) -> None:
+        if finished:
+            return  # the client went away
+        request.setResponseCode(response.status)
+        if response.content_type:
+            request.setHeader(b"Content-Type", response.content_type.encode("ascii"))
+        for name, value in response.headers:
+            request.responseHeaders.addRawHeader(name.encode("ascii"), str(value).encode("latin-1"))
+        if request.method != b"HEAD":
+            request.write(response.body)
+        request.finish()
+
+    def _crash(self, failure, request, finished) -> None:
+        self.log.failure("unhandled error writing a v1 response", failure)
+        if not finished:
+            try:
+                self._write(problem_response(V1Problem.server_internal("Internal error")), request, finished)
+            except Exception:
+                pass
+
+    async def _respond(self, request) -> V1Response:
+        method = request.method.decode("ascii", "replace")
+        try:
+            response = await self._route(request, method)
+        except V1Problem as problem:
+            response = problem_response(problem)
+        except UpstreamError as error:
+            self.log.info("upstream refused or failed: {error}", error=str(error))
+            response = problem_response(from_upstream(error))
+        except Exception:
+            self.log.failure("error serving {method} {path}", method=method,
+                             path=request.path.decode("latin-1"))
+            response = problem_response(V1Problem.server_internal("The gateway failed to serve this request"))
+        self.log.info(
+            "{method} {path} -> {status}", method=method,
+            path=request.path.decode("latin-1"), status=response.status,
+        )
+        return response
+
+    # -- routing -------------------------------------------------------------
+
+    def _urls(self, request) -> messages.V1URLs:
+        if self.base_url:
+            return messages.V1URLs(self.base_url)
+        host = (request.getHeader(b"host") or b"").decode("latin-1")
+        if not _HOST.match(host):
+            raise V1Problem.malformed("Invalid Host header")
+        scheme = "https" if request.isSecure() else "http"
+        return messages.V1URLs(f"{scheme}://{host}")
+
+    async def _route(self, request, method: str) -> V1Response:
+        raw_path = request.uri.split(b"?", 1)[0]
+        if not raw_path.startswith(b"/"):
+            raise V1Problem.not_found("Not found")  # absolute-form targets
+        path = raw_path.decode("ascii", "replace")
+        if self._base_path and path.startswith(self._base_path + "/"):
+            path = path[len(self._base_path):]
+        if path in ("", "/"):
+            path = "/directory"
+        for route in ROUTES:
+            match = route.pattern.match(path)
+            if not match:
+                continue
+            allowed = route.methods + (("HEAD",) if "GET" in route.methods else ())
+            if method not in allowed:
+                raise V1Problem.method_not_allowed(allowed=route.methods)
+            if method == "HEAD":
+                method = "GET"
+            urls = self._urls(request)
+            handler = getattr(self, f"_{route.name}_{method.lower()}")
+            return await handler(request, urls, *match.groups())
+        raise V1Problem.not_found("Not found")
+
+    def _verify(self, request, resource_name) -> VerifiedRequest:
+        length = request.getHeader(b"content-length")
+        if length is not None:
+            try:
+                if int(length) > self.max_body:
+                    raise V1Problem.malformed("Request body too large", status=413)
+            except ValueError:
+                raise V1Problem.malformed("Invalid Content-Length")
+        body = request.content.read(self.max_body + 1)
+        if len(body) > self.max_body:
+            raise V1Problem.malformed("Request body too large", status=413)
+        if not body:
+            raise V1Problem.malformed("No body on POST")
+        return verify_v1_request(body, resource_name, self.nonces)
+
+    @staticmethod
+    def _ip(request) -> str:
+        address = request.getClientAddress()
+        return getattr(address, "host", "") or ""
+
+    # -- handlers ------------------------------------------------------------
+
+    async def _directory_get(self, request, urls):
+        directory = await self.context.upstream.directory()
+        return json_response(200, messages.directory(urls, directory.meta))
+
+    async def _terms_get(self, request, urls):
+        directory = await self.context.upstream.directory()
+        terms = directory.terms_of_service
+        if not terms:
+            raise V1Problem.not_found("The upstream CA publishes no terms of service")
+        if terms.startswith(("http://", "https://")):
+            return V1Response(302, b"", None, (("Location", terms),))
+        if terms.startswith("data:"):
+            header, _, data = terms[5:].partition(",")
+            content_type = header.split(";")[0] or "text/plain"
+            if ";base64" in header:
+                import base64
+
+                body = base64.b64decode(data + "=" * (-len(data) % 4))
+            else:
+                body = urllib.parse.unquote_to_bytes(data)
+            if not re.match(r"^[a-z]+/[a-z0-9.+-]+$", content_type):
+                content_type = "text/plain"
+            return V1Response(200, body, content_type)
+        raise V1Problem.not_found("The upstream terms of service are not fetchable")
+
+    def _registration_links(self, urls):
+        return (
+            ("Link", messages.link(urls.new_authz, "next")),
+            ("Link", messages.link(urls.terms, "terms-of-service")),
+        )
+
+    async def _new_reg_post(self, request, urls):
+        verified = self._verify(request, "new-reg")
+        outcome = await registration.new_registration(self.context, verified, self._ip(request))
+        location = urls.reg(outcome.account.id)
+        if not outcome.created:
+            problem = V1Problem.conflict("Registration key is already in use", location=location)
+            return problem_response(problem)
+        return json_response(
+            201,
+            messages.registration(outcome.account),
+            (("Location", location),) + self._registration_links(urls),
+        )
+
+    async def _reg_post(self, request, urls, registration_id):
+        verified = self._verify(request, "reg")
+        bound = await self.context.bind_account(verified, self._ip(request))
+        account, deactivated = await registration.apply_registration_update(
+            self.context, bound, registration_id, verified.payload
+        )
+        return json_response(
+            200 if deactivated else 202,
+            messages.registration(account),
+            self._registration_links(urls),
+        )
+
+    def _authz_response(self, status, urls, view, location=False):
+        headers = [("Link", messages.link(urls.new_cert, "next"))]
+        if location:
+            headers.insert(0, ("Location", urls.authz(view.authorization.id)))
+        body = messages.authorization(
+            urls, view.authorization, view.challenges, view.thumbprint, view.errors
+        )
+        return json_response(status, body, headers)
+
+    async def _new_authz_post(self, request, urls):
+        verified = self._verify(request, "new-authz")
+        bound = await self.context.bind_account(verified, self._ip(request))
+        view = await authorizations.new_authorization(self.context, bound, verified.payload)
+        return self._authz_response(201, urls, view, location=True)
+
+    async def _authz_get(self, request, urls, authorization_id):
+        view = await authorizations.read_authorization(self.context, authorization_id)
+        return self._authz_response(200, urls, view)
+
+    async def _authz_post(self, request, urls, authorization_id):
+        verified = self._verify(request, "authz")
+        bound = await self.context.bind_account(verified, self._ip(request))
+        view = await authorizations.deactivate_authorization(
+            self.context, bound, authorization_id, verified.payload
+        )
+        return self._authz_response(200, urls, view)
+
+    def _challenge_response(self, urls, view, challenge):
+        uri = urls.challenge(view.authorization.id, challenge.id)
+        body = messages.challenge(
+            urls, view.authorization, challenge, view.thumbprint, view.errors.get(challenge.id)
+        )
+        return json_response(
+            202, body,
+            (("Location", uri), ("Link", messages.link(urls.authz(view.authorization.id), "up"))),
+        )
+
+    async def _challenge_get(self, request, urls, authorization_id, challenge_id):
+        view, challenge = await authorizations.read_challenge(
+            self.context, authorization_id, challenge_id
+        )
+        return self._challenge_response(urls, view, challenge)
+
+    async def _challenge_post(self, request, urls, authorization_id, challenge_id):
+        verified = self._verify(request, "challenge")
+        bound = await self.context.bind_account(verified, self._ip(request))
+        view, challenge = await authorizations.answer_challenge(
+            self.context, bound, authorization_id, challenge_id, verified.payload
+        )
+        return self._challenge_response(urls, view, challenge)
+
+    def _certificate_response(self, status, urls, certificate, location=False):
+        headers = list(messages.certificate_links(urls, certificate.issuer_ids))
+        headers = [("Link", h) for h in headers]
+        if location:
+            headers.insert(0, ("Location", urls.cert(certificate.id)))
+        return V1Response(status, certificate.leaf_der, "application/pkix-cert", tuple(headers))
+
+    async def _new_cert_post(self, request, urls):
+        verified = self._verify(request, "new-cert")
+        bound = await self.context.bind_account(verified, self._ip(request))
+        certificate = await issuance.new_certificate(self.context, bound, verified.payload)
+        return self._certificate_response(201, urls, certificate, location=True)
+
+    async def _cert_get(self, request, urls, certificate_id):
+        certificate = await issuance.read_certificate(self.context, certificate_id)
+        return self._certificate_response(200, urls, certificate)
+
+    async def _issuer_get(self, request, urls, issuer_id):
+        issuer, parent = await issuance.read_issuer(self.context, issuer_id)
+        headers = (("Link", messages.link(urls.issuer(parent), "up")),) if parent else ()
+        return V1Response(200, issuer.der, "application/pkix-cert", headers)
+
+    async def _revoke_cert_post(self, request, urls):
+        verified = self._verify(request, "revoke-cert")
+        await revocation.revoke_certificate(self.context, verified, self._ip(request))
+        return V1Response(200, b"", None)
+
+    async def _key_change_post(self, request, urls):
+        verified = self._verify(request, "key-change")
+        bound = await self.context.bind_account(verified, self._ip(request))
+        account = await revocation.change_key(
+            self.context, bound, urls.reg(bound.record.id), verified.payload
+        )
+        return json_response(200, messages.registration(account), self._registration_links(urls))
