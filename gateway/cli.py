@@ -90,6 +90,19 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--request-timeout", action=_EnvDefault, default="30", metavar="SECONDS",
                        help="seconds before an upstream request is abandoned (default: %(default)s)")
 
+    demo = commands.add_parser(
+        "demo", help="run a local demo: Pebble upstream, SQLite state, the gateway on loopback",
+        description="Start Debian's Pebble as a local ACME v2 CA and the gateway in front of it, "
+                    "all on 127.0.0.1, and print a certbot command that gets a certificate.")
+    demo.add_argument("--workdir", action=_EnvDefault, default="./demo", metavar="DIR",
+                      help="where the demo keeps its state, keys and logs (default: %(default)s)")
+    demo.add_argument("--port", action=_EnvDefault, default="4000", metavar="PORT",
+                      help="the gateway's v1 port on 127.0.0.1 (default: %(default)s)")
+    demo.add_argument("--http01-port", action=_EnvDefault, default="5002", metavar="PORT",
+                      help="the port Pebble validates http-01 on (default: %(default)s)")
+    demo.add_argument("--certbot", action=_EnvDefault, metavar="PATH",
+                      help="the certbot 1.x executable to show in the printed command")
+
     keys = commands.add_parser("keys", help="inspect the key store")
     key_commands = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
     listing = key_commands.add_parser("list", help="print each key's RFC 7638 thumbprint, type and file")
@@ -189,6 +202,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "serve":
         return run_serve(parser, args)
+    if args.command == "demo":
+        from gateway.demo import run_demo
+
+        for flag, value in (("--port", args.port), ("--http01-port", args.http01_port)):
+            if not str(value).isdigit() or not 0 < int(value) < 65536:
+                _fail(parser, flag, f"expected a port number, got {value!r}")
+        return run_demo(args.workdir, int(args.port), int(args.http01_port), args.certbot)
     if args.command == "keys" and args.keys_command == "list":
         return run_keys_list(parser, args)
     parser.error("unknown command")

@@ -9,7 +9,7 @@ import sys
 from typing import Any, Optional
 
 import attrs
-from twisted.internet import defer, endpoints
+from twisted.internet import endpoints
 from twisted.logger import Logger
 from twisted.web import server
 

@@ -36,7 +36,6 @@ from twisted.internet import defer
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.web import client as web_client
-from twisted.web.http_headers import Headers
 
 from gateway import __version__
 from gateway.jose import AccountKey, b64url, sign_flattened

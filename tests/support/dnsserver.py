@@ -24,39 +24,9 @@ import json
 import os
 import sys
 
-from twisted.internet import defer
-from twisted.names import common, dns, server
 from twisted.web import resource, server as webserver
 
-
-def _normalise(name) -> str:
-    if isinstance(name, bytes):
-        name = name.decode("ascii", "replace")
-    return name.rstrip(".").lower()
-
-
-class LoopbackZone(common.ResolverBase):
-    """
-    Authoritative answers for every name: A 127.0.0.1, no AAAA, TXT from a
-    table.
-    """
-
-    def __init__(self):
-        common.ResolverBase.__init__(self)
-        self.txt = {}
-
-    def _lookup(self, name, cls, type, timeout):
-        key = _normalise(name)
-        answers = []
-        if type == dns.TXT:
-            for value in self.txt.get(key, []):
-                answers.append(
-                    dns.RRHeader(name, dns.TXT, dns.IN, 0,
-                                 dns.Record_TXT(value.encode("ascii"), ttl=0), auth=True))
-        elif type == dns.A:
-            answers.append(
-                dns.RRHeader(name, dns.A, dns.IN, 0, dns.Record_A("127.0.0.1", ttl=0), auth=True))
-        return defer.succeed((answers, [], []))
+from gateway.devstack import LoopbackZone, listen_dns
 
 
 class TXTApi(resource.Resource):
@@ -77,16 +47,14 @@ class TXTApi(resource.Resource):
     def render_POST(self, request):
         try:
             body = json.loads(request.content.read() or b"{}")
-            host = _normalise(body["host"])
+            host = str(body["host"])
         except (ValueError, KeyError, TypeError):
             request.setResponseCode(400)
             return b"bad request\n"
         if request.path == b"/set-txt":
-            values = self.zone.txt.setdefault(host, [])
-            if body.get("value") not in values:
-                values.append(str(body.get("value")))
+            self.zone.set_txt(host, str(body.get("value")))
         elif request.path == b"/clear-txt":
-            self.zone.txt.pop(host, None)
+            self.zone.clear_txt(host)
         else:
             request.setResponseCode(404)
             return b"not found\n"
@@ -106,13 +74,8 @@ def main(argv=None):
     from twisted.internet import reactor
 
     zone = LoopbackZone()
-    factory = server.DNSServerFactory(authorities=[zone])
-    factory.noisy = False
-    protocol = dns.DNSDatagramProtocol(factory)
-    protocol.noisy = False
-    udp = reactor.listenUDP(args.dns_port, protocol, interface=args.interface)
+    udp, _ = listen_dns(reactor, zone, args.dns_port, args.interface)
     dns_port = udp.getHost().port
-    reactor.listenTCP(dns_port, factory, interface=args.interface)
     site = webserver.Site(TXTApi(zone))
     site.noisy = False
     api = reactor.listenTCP(args.api_port, site, interface=args.interface)

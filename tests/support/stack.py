@@ -9,11 +9,8 @@ Processes are stopped by the PID this module started, nothing else.
 
 from __future__ import annotations
 
-import datetime
-import ipaddress
 import json
 import os
-import shutil
 import socket
 import ssl
 import subprocess
@@ -23,11 +20,13 @@ import urllib.request
 from typing import Optional
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-PEBBLE_BINARY = shutil.which("pebble") or "/usr/bin/pebble"
+from gateway.devstack import (
+    PEBBLE_QUIET_ENV,
+    make_tls_certificates,
+    pebble_command,
+    pebble_config,
+)
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
@@ -39,71 +38,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-def make_tls_certificates(directory: str) -> dict:
-    """
-    A throw-away CA and a server certificate for ``localhost``, ``127.0.0.1``
-    and ``::1``: Debian's pebble ships no TLS certificate, and Go ignores the
-    CN, so the names must be SANs.
-
-    :return: paths ``ca``, ``cert``, ``key``, ``ca_key``.
-    """
-    os.makedirs(directory, exist_ok=True)
-    paths = {name: os.path.join(directory, f"{name}.pem") for name in ("ca", "cert", "key", "ca_key")}
-    if all(os.path.exists(p) for p in paths.values()):
-        return paths
-    now = datetime.datetime.now(datetime.timezone.utc)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "acme-gateway test TLS CA")])
-    ca = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=3650))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(False, False, False, False, False, True, True, False, False),
-            critical=True,
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-    key = ec.generate_private_key(ec.SECP256R1())
-    leaf = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
-        .issuer_name(ca_name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=3650))
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [
-                    x509.DNSName("localhost"),
-                    x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-                    x509.IPAddress(ipaddress.ip_address("::1")),
-                ]
-            ),
-            critical=False,
-        )
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .sign(ca_key, hashes.SHA256())
-    )
-
-    def write(path, data, mode=0o644):
-        with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode), "wb") as f:
-            f.write(data)
-
-    pkcs8 = serialization.PrivateFormat.PKCS8
-    write(paths["ca"], ca.public_bytes(serialization.Encoding.PEM))
-    write(paths["cert"], leaf.public_bytes(serialization.Encoding.PEM))
-    write(paths["key"], key.private_bytes(serialization.Encoding.PEM, pkcs8, serialization.NoEncryption()), 0o600)
-    write(paths["ca_key"], ca_key.private_bytes(serialization.Encoding.PEM, pkcs8, serialization.NoEncryption()), 0o600)
-    return paths
 
 
 def _wait_for(predicate, timeout: float, what: str, process: subprocess.Popen, log_path: str):
@@ -195,11 +129,7 @@ class Pebble:
         reuse); tests that exercise those paths override them.
     """
 
-    DEFAULT_ENV = {
-        "PEBBLE_VA_NOSLEEP": "1",
-        "PEBBLE_WFE_NONCEREJECT": "0",
-        "PEBBLE_AUTHZREUSE": "0",
-    }
+    DEFAULT_ENV = PEBBLE_QUIET_ENV
 
     def __init__(self, workdir: str, dns_server: str, http_port: int, env: Optional[dict] = None,
                  port: Optional[int] = None, mgmt_port: Optional[int] = None):
@@ -243,27 +173,15 @@ class Pebble:
             return False
 
     def start(self) -> "Pebble":
-        config = {
-            "pebble": {
-                "listenAddress": f"127.0.0.1:{self.port}",
-                "managementListenAddress": f"127.0.0.1:{self.mgmt_port}",
-                "certificate": self.tls["cert"],
-                "privateKey": self.tls["key"],
-                "httpPort": self.http_port,
-                "tlsPort": free_port(),
-                "ocspResponderURL": "",
-                "externalAccountBindingRequired": False,
-            }
-        }
+        config = pebble_config(self.port, self.mgmt_port, self.http_port, free_port(), self.tls)
         config_path = os.path.join(self.workdir, f"pebble-{self.port}.json")
         with open(config_path, "w") as f:
             json.dump(config, f)
         env = {k: v for k, v in os.environ.items() if not k.startswith("PEBBLE_")}
         env.update(self.env)
         self.log_path = os.path.join(self.workdir, f"pebble-{self.port}.log")
-        # "-strict=false", never "-strict false": Go would stop parsing there.
         self.process = subprocess.Popen(
-            [PEBBLE_BINARY, "-config", config_path, "-strict=false", "-dnsserver", self.dns_server],
+            pebble_command(config_path, self.dns_server),
             env=env,
             stdout=open(self.log_path, "wb"),
             stderr=subprocess.STDOUT,
