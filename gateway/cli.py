@@ -89,6 +89,42 @@ def build_parser() -> argparse.ArgumentParser:
                             "no agreement (default: %(default)s)")
     serve.add_argument("--request-timeout", action=_EnvDefault, default="30", metavar="SECONDS",
                        help="seconds before an upstream request is abandoned (default: %(default)s)")
+    revalidation = serve.add_argument_group(
+        "revalidation", "How the gateway validates names itself when the upstream CA does not "
+        "honour a client's authorizations (and for every name in managed mode).")
+    revalidation.add_argument("--http01-listen", action=_EnvDefault, metavar="ENDPOINT",
+                              help="Twisted endpoint of the built-in HTTP-01 responder; route port "
+                                   "80's /.well-known/acme-challenge/ of the names to it")
+    revalidation.add_argument("--dns01-hook", action=_EnvDefault, metavar="CMD",
+                              help="command run as `CMD deploy|cleanup DOMAIN TXT-VALUE` with "
+                                   "CERTBOT_DOMAIN and CERTBOT_VALIDATION set")
+    revalidation.add_argument("--dns01-rfc2136", action=_EnvDefault, metavar="HOST:PORT",
+                              help="DNS server accepting RFC 2136 dynamic updates")
+    revalidation.add_argument("--dns01-rfc2136-key-name", action=_EnvDefault, metavar="NAME",
+                              help="TSIG key name for RFC 2136 updates")
+    revalidation.add_argument("--dns01-rfc2136-key-secret", action=_EnvDefault, metavar="BASE64",
+                              help="TSIG key secret (base64, as tsig-keygen prints it)")
+    revalidation.add_argument("--dns01-rfc2136-key-algorithm", action=_EnvDefault,
+                              default="hmac-sha256", metavar="ALG",
+                              help="TSIG algorithm (default: %(default)s)")
+    revalidation.add_argument("--dns01-rfc2136-zone", action=_EnvDefault, metavar="ZONE",
+                              help="zone to update (default: found by SOA queries to the server)")
+    revalidation.add_argument("--dns01-propagation-seconds", action=_EnvDefault, default="0",
+                              metavar="SECONDS",
+                              help="wait after publishing a TXT record before the CA checks it "
+                                   "(default: %(default)s)")
+    revalidation.add_argument("--challenge-preference", action=_EnvDefault, default="http-01,dns-01",
+                              metavar="TYPES",
+                              help="challenge types to try for names that are not wildcards, in "
+                                   "order (wildcards always use dns-01) (default: %(default)s)")
+    revalidation.add_argument("--unknown-keys", action=_EnvDefault, default="reject",
+                              choices=("reject", "managed"),
+                              help="reject: refuse clients whose key is not in the key store; "
+                                   "managed: serve them with an upstream key the gateway creates "
+                                   "and keeps, validating every name itself (default: %(default)s)")
+    revalidation.add_argument("--managed-keys", action=_EnvDefault, metavar="DIR",
+                              help="where managed-mode upstream keys are kept "
+                                   "(default: beside --state, <state>.managed-keys)")
 
     demo = commands.add_parser(
         "demo", help="run a local demo: Pebble upstream, SQLite state, the gateway on loopback",
@@ -136,6 +172,40 @@ def serve_config(parser, args):
             raise ValueError
     except ValueError:
         _fail(parser, "--request-timeout", f"expected a positive number, got {args.request_timeout!r}")
+    try:
+        propagation = float(args.dns01_propagation_seconds)
+        if propagation < 0:
+            raise ValueError
+    except ValueError:
+        _fail(parser, "--dns01-propagation-seconds",
+              f"expected a number of seconds, got {args.dns01_propagation_seconds!r}")
+    preference = tuple(t.strip() for t in args.challenge_preference.split(",") if t.strip())
+    if not preference or any(t not in ("http-01", "dns-01") for t in preference):
+        _fail(parser, "--challenge-preference",
+              f"expected a list of http-01 and dns-01, got {args.challenge_preference!r}")
+    rfc2136 = None
+    if args.dns01_rfc2136:
+        from gateway.validation.dns01 import parse_host_port
+
+        try:
+            rfc2136 = parse_host_port(args.dns01_rfc2136)
+        except ValueError as error:
+            _fail(parser, "--dns01-rfc2136", str(error))
+        if bool(args.dns01_rfc2136_key_name) != bool(args.dns01_rfc2136_key_secret):
+            _fail(parser, "--dns01-rfc2136-key-secret",
+                  "give both --dns01-rfc2136-key-name and --dns01-rfc2136-key-secret, or neither")
+        if args.dns01_rfc2136_key_secret:
+            import base64
+            import binascii
+
+            try:
+                base64.b64decode(args.dns01_rfc2136_key_secret, validate=True)
+            except (binascii.Error, ValueError):
+                _fail(parser, "--dns01-rfc2136-key-secret", "expected base64")
+    if args.unknown_keys == "managed" and not (args.http01_listen or args.dns01_hook or rfc2136):
+        _fail(parser, "--unknown-keys",
+              "managed mode validates every name itself: add --http01-listen, --dns01-hook "
+              "or --dns01-rfc2136")
     state_dir = os.path.dirname(os.path.abspath(args.state))
     if not os.path.isdir(state_dir):
         _fail(parser, "--state", f"directory {state_dir!r} does not exist")
@@ -148,6 +218,17 @@ def serve_config(parser, args):
         base_url=args.base_url,
         agree_to_terms=agree,
         request_timeout=timeout,
+        http01_listen=args.http01_listen,
+        dns01_hook=args.dns01_hook,
+        dns01_rfc2136=rfc2136,
+        dns01_rfc2136_key_name=args.dns01_rfc2136_key_name,
+        dns01_rfc2136_key_secret=args.dns01_rfc2136_key_secret,
+        dns01_rfc2136_key_algorithm=args.dns01_rfc2136_key_algorithm,
+        dns01_rfc2136_zone=args.dns01_rfc2136_zone,
+        dns01_propagation_seconds=propagation,
+        challenge_preference=preference,
+        unknown_keys=args.unknown_keys,
+        managed_keys=args.managed_keys,
     )
 
 

@@ -18,7 +18,16 @@ from gateway.nonces import NonceIssuer
 from gateway.store import SQLiteStore
 from gateway.translate.context import Context, Policy
 from gateway.upstream.client import UpstreamClient
+from gateway.managed import ManagedKeys
 from gateway.v1.resource import DEFAULT_MAX_BODY, V1Face
+from gateway.validation.dns01 import (
+    HookDNS01Responder,
+    RFC2136DNS01Responder,
+    TSIGKey,
+    responders_by_type,
+)
+from gateway.validation.http01 import HTTP01Responder
+from gateway.validation.revalidate import Validators
 
 log = Logger()
 
@@ -38,6 +47,17 @@ class ServeConfig:
     agree_to_terms: bool = True
     request_timeout: float = 30.0
     max_body: int = DEFAULT_MAX_BODY
+    http01_listen: Optional[str] = None
+    dns01_hook: Optional[str] = None
+    dns01_rfc2136: Optional[tuple] = None
+    dns01_rfc2136_key_name: Optional[str] = None
+    dns01_rfc2136_key_secret: Optional[str] = attrs.field(default=None, repr=False)
+    dns01_rfc2136_key_algorithm: str = "hmac-sha256"
+    dns01_rfc2136_zone: Optional[str] = None
+    dns01_propagation_seconds: float = 0.0
+    challenge_preference: tuple = ("http-01", "dns-01")
+    unknown_keys: str = "reject"
+    managed_keys: Optional[str] = None
 
 
 @attrs.define
@@ -50,9 +70,13 @@ class RunningGateway:
     store: Any
     port: Any
     site: Any
+    http01_port: Any = None
 
     async def stop(self) -> None:
         await self.port.stopListening()
+        await self.context.drain()
+        if self.http01_port is not None:
+            await self.http01_port.stopListening()
         await self.store.close()
 
 
@@ -84,12 +108,42 @@ async def start(reactor: Any, config: ServeConfig, keys: Optional[KeyStore] = No
         ca_bundle=config.upstream_ca_bundle,
         request_timeout=config.request_timeout,
     )
+    responders = []
+    http01_port = None
+    if config.http01_listen:
+        http01 = HTTP01Responder()
+        http01_site = server.Site(http01)
+        http01_site.noisy = False
+        try:
+            http01_port = await endpoints.serverFromString(reactor, config.http01_listen).listen(http01_site)
+        except Exception:
+            await store.close()
+            raise
+        responders.append(http01)
+    if config.dns01_hook:
+        responders.append(HookDNS01Responder(
+            reactor, config.dns01_hook, propagation_seconds=config.dns01_propagation_seconds))
+    if config.dns01_rfc2136:
+        key = None
+        if config.dns01_rfc2136_key_name:
+            key = TSIGKey(config.dns01_rfc2136_key_name, config.dns01_rfc2136_key_secret,
+                          config.dns01_rfc2136_key_algorithm)
+        host, dns_port = config.dns01_rfc2136
+        responders.append(RFC2136DNS01Responder(
+            reactor, host, dns_port, key=key, zone=config.dns01_rfc2136_zone,
+            propagation_seconds=config.dns01_propagation_seconds))
+    validators = Validators(responders_by_type(responders), config.challenge_preference)
+    managed = None
+    if config.unknown_keys == "managed":
+        managed = ManagedKeys.open(config.managed_keys or config.state + ".managed-keys")
     context = Context(
         upstream=upstream,
         store=store,
         keys=keys,
         clock=reactor,
         policy=Policy(agree_to_terms=config.agree_to_terms),
+        validators=validators,
+        managed_keys=managed,
     )
     face = V1Face(context, NonceIssuer(reactor), base_url=config.base_url, max_body=config.max_body)
     site = server.Site(face)
@@ -99,7 +153,9 @@ async def start(reactor: Any, config: ServeConfig, keys: Optional[KeyStore] = No
     try:
         port = await endpoint.listen(site)
     except Exception:
-        store.close()
+        if http01_port is not None:
+            await http01_port.stopListening()
+        await store.close()
         raise
     try:
         await upstream.directory()
@@ -108,4 +164,4 @@ async def start(reactor: Any, config: ServeConfig, keys: Optional[KeyStore] = No
                  url=config.upstream, error=str(error))
     address = port.getHost()
     log.info("acme-gateway v1 face listening on {address}", address=address)
-    return RunningGateway(context=context, store=store, port=port, site=site)
+    return RunningGateway(context=context, store=store, port=port, site=site, http01_port=http01_port)

@@ -18,15 +18,19 @@ from __future__ import annotations
 import time
 from typing import Optional
 
+from twisted.logger import Logger
+
 import attrs
 
 from gateway.policy import parse_v1_identifier
 from gateway.problems import V1Problem, from_upstream
 from gateway.store import Authorization, Challenge, Order
 from gateway.store.records import timestamp_instant
-from gateway.translate.context import BoundAccount, Context, key_not_in_store
-from gateway.upstream.errors import UpstreamError, UpstreamProblem
+from gateway.translate.context import BoundAccount, Context
+from gateway.upstream.errors import UpstreamProblem
 from gateway.upstream import messages as v2
+
+log = Logger()
 
 #: Authorization statuses that never change again: served from the store.
 SETTLED = frozenset({"valid", "deactivated", "revoked"})
@@ -155,7 +159,7 @@ async def new_authorization(context: Context, bound: BoundAccount, payload: dict
     ``new-authz``: reuse the account's pending or valid authorization for
     the name, else create a single-name order upstream.
     """
-    name = parse_v1_identifier(payload.get("identifier"))
+    name = parse_v1_identifier(payload.get("identifier"), allow_wildcard=True)
     lock = context.lock_for(f"authz:{bound.record.id}:{name.spelled}")
     await lock.acquire()
     try:
@@ -268,21 +272,77 @@ async def answer_challenge(
         )
     if "keyAuthorization" in payload:
         supplied = payload["keyAuthorization"]
-        if supplied != bound.key.key_authorization(challenge.token):
+        if supplied != f"{challenge.token}.{bound.thumbprint}":
             raise V1Problem.malformed("The key authorization provided does not match the expected value: provided key authorization was incorrect")
     if _expired(context, record.expires):
         raise V1Problem.not_found("Expired authorization")
-    if challenge.status == "pending" and record.status == "pending":
+    if bound.managed and record.status == "pending":
+        await _validate_for_managed_account(context, bound, record)
+    elif challenge.status == "pending" and record.status == "pending":
+        await _publish_for_client(context, bound, record, challenge)
         try:
             answered = await context.upstream.answer_challenge(bound.upstream, challenge.upstream_url)
         except UpstreamProblem as problem:
-            # Already answered (a retry, another client): read the state.
+            # A challenge answered already (a client's retry) is refused as
+            # malformed; anything else, or a challenge still pending, is a
+            # real refusal.
             if problem.code != "malformed":
+                raise
+            current = await context.upstream.get_challenge(bound.upstream, challenge.upstream_url)
+            if current.status == "pending":
                 raise
         else:
             await context.store.update_challenge(challenge.id, status=answered.status)
     view = await read_view(context, record, force=True)
     return view, view.challenge(challenge_id)
+
+
+async def _publish_for_client(context: Context, bound: BoundAccount, record: Authorization,
+                              challenge: Challenge) -> None:
+    """
+    With the built-in HTTP-01 responder configured, port 80's challenge path
+    is routed to the gateway, so the file a client writes into its own
+    webroot is no longer what the CA reads.  The gateway serves the client's
+    key authorization itself (it holds the client's key, so it is the same
+    value) until the authorization settles.
+    """
+    responder = context.validators.responders.get("http-01")
+    if responder is None or challenge.type != "http-01" or bound.managed:
+        return
+    key_authorization = bound.key.key_authorization(challenge.token)
+    await responder.publish(record.identifier, challenge.token, key_authorization)
+    context.in_background(
+        _withdraw_when_settled(context, bound, record, challenge, responder, key_authorization)
+    )
+
+
+async def _withdraw_when_settled(context, bound, record, challenge, responder, key_authorization):
+    try:
+        await context.upstream.poll_authorization(bound.upstream, record.upstream_url)
+    finally:
+        await responder.withdraw(record.identifier, challenge.token, key_authorization)
+
+
+async def _validate_for_managed_account(context: Context, bound: BoundAccount,
+                                        record: Authorization) -> None:
+    """
+    In managed mode the CA checks key authorizations against the gateway's
+    key, which the client's provisioning cannot match: whatever challenge
+    the client answers, the gateway validates the name itself.  A failure
+    shows in the authorization (``invalid`` with the CA's error), as a v1
+    validation failure would.
+    """
+    from gateway.validation.revalidate import revalidate
+
+    upstream = await context.upstream.get_authorization(bound.upstream, record.upstream_url)
+    if upstream.status != "pending":
+        return
+    context.revalidations += 1
+    try:
+        await revalidate(context.upstream, bound.upstream, [upstream], context.validators)
+    except V1Problem as problem:
+        log.info("managed validation of {name} failed: {detail}", name=upstream.name,
+                 detail=problem.detail)
 
 
 async def deactivate_authorization(

@@ -15,19 +15,26 @@ from __future__ import annotations
 from typing import Any, Dict, Optional
 
 import attrs
+from twisted.internet import defer
 from twisted.internet.defer import DeferredLock
+from twisted.python.failure import Failure
 from twisted.logger import Logger
 
 from gateway.jose import AccountKey
 from gateway.keystore import KeyStore
+from gateway.managed import ManagedKeys
 from gateway.problems import V1Problem
 from gateway.store import Account, DuplicateAccount
 from gateway.store.records import format_timestamp
 from gateway.upstream.client import UpstreamClient
 from gateway.upstream.messages import UpstreamAccount
 from gateway.v1.jws import VerifiedRequest
+from gateway.validation.revalidate import Validators
 
 log = Logger()
+
+#: The status of the record a key change leaves behind for the old key.
+RETIRED = "retired"
 
 
 @attrs.frozen
@@ -51,9 +58,14 @@ class BoundAccount:
 
     record: Account
     upstream: UpstreamAccount
+    #: Whether the upstream key is a gateway-managed one (not the client's).
+    managed: bool = False
 
     @property
     def key(self) -> AccountKey:
+        """
+        The key that signs upstream (the client's own, unless managed).
+        """
         return self.upstream.key
 
     @property
@@ -86,12 +98,43 @@ class Context:
     keys: KeyStore
     clock: Any
     policy: Policy = Policy()
+    validators: Validators = attrs.field(factory=Validators)
+    #: Upstream keys for clients whose key is not in the store
+    #: (``--unknown-keys managed``); ``None`` refuses such clients.
+    managed_keys: Optional[ManagedKeys] = None
+    #: Authorizations the gateway validated itself, for logs and metrics.
+    revalidations: int = 0
     _locks: Dict[str, DeferredLock] = attrs.field(factory=dict, init=False)
+    _background: set = attrs.field(factory=set, init=False)
     #: When each authorization was last read upstream (monotonic seconds).
     read_times: Dict[str, float] = attrs.field(factory=dict, init=False)
     #: Issuer id -> the id of the issuer above it in the chains seen, for the
     #: ``Link rel="up"`` of ``/acme/issuer-cert/<id>``.
     issuer_parents: Dict[str, str] = attrs.field(factory=dict, init=False)
+
+    def in_background(self, coroutine) -> defer.Deferred:
+        """
+        Run follow-up work that no response waits for (removing a challenge
+        file once its authorization settles); failures are logged, never
+        lost, and `drain` waits for whatever is still running.
+        """
+        work = defer.Deferred.fromCoroutine(coroutine)
+        self._background.add(work)
+
+        def done(result):
+            self._background.discard(work)
+            if isinstance(result, Failure):
+                log.failure("background work failed", result)
+            return None
+
+        return work.addBoth(done)
+
+    async def drain(self) -> None:
+        """
+        Wait for background work (at shutdown).
+        """
+        for work in list(self._background):
+            await work
 
     def now(self) -> str:
         """
@@ -109,23 +152,40 @@ class Context:
             lock = self._locks[name] = DeferredLock()
         return lock
 
-    def key_for(self, verified: VerifiedRequest) -> AccountKey:
-        """
-        The private key matching the verified signer.
-
-        :raises V1Problem: ``unauthorized`` when the store lacks it.
-        """
-        key = self.keys.get(verified.thumbprint)
-        if key is None:
-            raise key_not_in_store(verified.thumbprint)
+    def _stored_key(self, thumbprint: str) -> Optional[AccountKey]:
+        key = self.keys.get(thumbprint)
+        if key is None and self.managed_keys is not None:
+            key = self.managed_keys.get(thumbprint)
         return key
+
+    def is_managed(self, thumbprint: str) -> bool:
+        """
+        Whether the client key ``thumbprint`` is served with a managed key.
+        """
+        return thumbprint not in self.keys and self.managed_keys is not None
+
+    async def signing_key(self, thumbprint: str) -> AccountKey:
+        """
+        The private key that signs upstream for the client key
+        ``thumbprint``: that very key from the key store, or in managed mode
+        a gateway key bound to it.
+
+        :raises V1Problem: ``unauthorized`` when the store lacks the key and
+            the gateway does not manage accounts.
+        """
+        key = self.keys.get(thumbprint)
+        if key is not None:
+            return key
+        if self.managed_keys is not None:
+            return await self.managed_keys.obtain(thumbprint)
+        raise key_not_in_store(thumbprint)
 
     async def upstream_for(self, account: Account) -> UpstreamAccount:
         """
         The upstream account of a stored account, without any upstream call
         when its URL is known.
         """
-        key = self.keys.get(account.thumbprint)
+        key = self._stored_key(account.thumbprint)
         if key is None:
             raise key_not_in_store(account.thumbprint)
         if account.upstream_url is None:
@@ -152,13 +212,18 @@ class Context:
         :raises V1Problem: ``unauthorized`` for a key the store lacks or a
             deactivated registration.
         """
-        key = self.key_for(verified)
-        lock = self.lock_for("account:" + key.thumbprint)
+        key = await self.signing_key(verified.thumbprint)
+        lock = self.lock_for("account:" + verified.thumbprint)
         await lock.acquire()
         try:
-            record = await self.store.account_by_thumbprint(key.thumbprint)
+            record = await self.store.account_by_thumbprint(verified.thumbprint)
             if record is None:
                 record = await self._adopt(key, verified, remote_ip)
+            if record.status == RETIRED:
+                raise V1Problem.unauthorized(
+                    "No registration exists matching provided key (this key was replaced by a "
+                    "key change)"
+                )
             if record.status != "valid":
                 raise V1Problem.unauthorized(
                     f"Registration is not valid, has status '{record.status}'"
@@ -168,7 +233,8 @@ class Context:
                 record = await self.store.account_by_id(record.id)
         finally:
             lock.release()
-        return BoundAccount(record=record, upstream=upstream)
+        return BoundAccount(record=record, upstream=upstream,
+                            managed=self.is_managed(verified.thumbprint))
 
     async def _adopt(self, key: AccountKey, verified: VerifiedRequest, remote_ip: str) -> Account:
         """
@@ -183,14 +249,14 @@ class Context:
             )
         try:
             return await self.store.create_account(
-                thumbprint=key.thumbprint,
-                public_jwk=key.public_jwk_json,
+                thumbprint=verified.thumbprint,
+                public_jwk=verified.jwk.to_json(),
                 contact=tuple(upstream.contact),
                 agreement=None,
                 initial_ip=remote_ip,
                 upstream_url=upstream.url,
             )
         except DuplicateAccount:
-            existing = await self.store.account_by_thumbprint(key.thumbprint)
+            existing = await self.store.account_by_thumbprint(verified.thumbprint)
             assert existing is not None
             return existing

@@ -28,6 +28,7 @@ from gateway.translate.authorizations import record_authorization, store_upstrea
 from gateway.translate.context import BoundAccount, Context
 from gateway.upstream import messages as v2
 from gateway.upstream.errors import UpstreamProblem
+from gateway.validation.revalidate import revalidate
 from cryptography.hazmat.primitives import serialization
 
 log = Logger()
@@ -86,7 +87,7 @@ async def new_certificate(context: Context, bound: BoundAccount, payload: dict) 
     """
     ``new-cert``.
     """
-    csr = parse_csr(_csr_der(payload))
+    csr = parse_csr(_csr_der(payload), allow_wildcard=True)
     if csr.public_key_der == _account_spki(bound):
         raise V1Problem.malformed("Certificate public key must be different than account key")
     names = tuple(sorted(n.spelled for n in csr.names))
@@ -103,11 +104,7 @@ async def new_certificate(context: Context, bound: BoundAccount, payload: dict) 
         if upstream_order.status in ("pending", "ready"):
             authorizations = await _authorization_states(context, bound, record, upstream_order)
             if not v2.order_is_ready(upstream_order, authorizations):
-                missing = sorted(a.name for a in authorizations if a.status != "valid")
-                raise V1Problem.unauthorized(
-                    "Error creating new cert :: authorizations for these names not found or expired: "
-                    + ", ".join(missing)
-                )
+                await _complete_authorizations(context, bound, record, authorizations)
             upstream_order = await context.upstream.finalize(bound.upstream, upstream_order, csr.der)
         elif upstream_order.status == "processing":
             upstream_order = await context.upstream.poll_order(
@@ -124,6 +121,54 @@ async def new_certificate(context: Context, bound: BoundAccount, payload: dict) 
         return await store_chain(context, bound.record.id, record.id, chain)
     finally:
         lock.release()
+
+
+async def _complete_authorizations(context: Context, bound: BoundAccount, record: Order,
+                                   authorizations: list) -> None:
+    """
+    Make every authorization of the order valid, or refuse.
+
+    Without any configured responder the client gets Boulder's own answer,
+    naming the names and the flag that would let the gateway revalidate.
+    A name that is ``invalid``, ``deactivated`` or ``expired`` upstream can
+    never become valid in this order; the order is dropped, so the client's
+    retry starts a fresh one.
+    """
+    dead = [a for a in authorizations if a.status not in ("valid", "pending")]
+    if dead:
+        await context.store.update_order(record.id, status="invalid")
+        names = ", ".join(sorted(a.name for a in dead))
+        raise V1Problem.unauthorized(
+            f"Error creating new cert :: authorizations for these names are not valid "
+            f"({', '.join(sorted({a.status for a in dead}))}): {names}; request them again"
+        )
+    pending = [a for a in authorizations if a.status == "pending"]
+    if not context.validators.configured:
+        names = ", ".join(sorted(a.name for a in pending))
+        raise V1Problem.unauthorized(
+            "Error creating new cert :: authorizations for these names not found or expired: "
+            f"{names}. The upstream CA requires them to be validated again; start the gateway "
+            f"with {context.validators.missing_means(pending)} to let it revalidate them."
+        )
+    log.info("new-cert: revalidating {names} for order {order}",
+             names=[a.name for a in pending], order=record.id)
+    context.revalidations += len(pending)
+    try:
+        await revalidate(context.upstream, bound.upstream, pending, context.validators)
+    finally:
+        for final in await _fresh_states(context, bound, pending):
+            await record_authorization(context, bound.record.id, record.id, final)
+
+
+
+async def _fresh_states(context: Context, bound: BoundAccount, authorizations: list) -> list:
+    fresh = []
+    for authorization in authorizations:
+        try:
+            fresh.append(await context.upstream.get_authorization(bound.upstream, authorization.url))
+        except Exception:
+            continue
+    return fresh
 
 
 def _account_spki(bound: BoundAccount) -> bytes:

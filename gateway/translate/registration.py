@@ -16,7 +16,7 @@ import attrs
 
 from gateway.problems import V1Problem
 from gateway.store import Account, DuplicateAccount
-from gateway.translate.context import BoundAccount, Context
+from gateway.translate.context import RETIRED, BoundAccount, Context
 from gateway.v1.jws import VerifiedRequest
 
 _REGISTRATION_FIELDS = {"resource", "contact", "agreement", "key", "status", "id", "initialIp",
@@ -75,12 +75,16 @@ async def new_registration(context: Context, verified: VerifiedRequest, remote_i
     _check_fields(payload)
     contact = _contact(payload) or ()
     agreement = _agreement(payload)
-    key = context.key_for(verified)
-    lock = context.lock_for("account:" + key.thumbprint)
+    key = await context.signing_key(verified.thumbprint)
+    lock = context.lock_for("account:" + verified.thumbprint)
     await lock.acquire()
     try:
-        existing = await context.store.account_by_thumbprint(key.thumbprint)
+        existing = await context.store.account_by_thumbprint(verified.thumbprint)
         if existing is not None:
+            if existing.status == RETIRED:
+                raise V1Problem.unauthorized(
+                    "This key was replaced by a key change and cannot register again"
+                )
             return Registered(existing, created=False)
         upstream = await context.upstream.find_account(key)
         created = upstream is None
@@ -92,15 +96,15 @@ async def new_registration(context: Context, verified: VerifiedRequest, remote_i
             )
         try:
             account = await context.store.create_account(
-                thumbprint=key.thumbprint,
-                public_jwk=key.public_jwk_json,
+                thumbprint=verified.thumbprint,
+                public_jwk=verified.jwk.to_json(),
                 contact=contact if created else tuple(upstream.contact) or contact,
                 agreement=agreement,
                 initial_ip=remote_ip,
                 upstream_url=upstream.url,
             )
         except DuplicateAccount:
-            account = await context.store.account_by_thumbprint(key.thumbprint)
+            account = await context.store.account_by_thumbprint(verified.thumbprint)
             return Registered(account, created=False)
         return Registered(account, created=created)
     finally:

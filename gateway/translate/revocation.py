@@ -16,11 +16,10 @@ client's key authorizations would stop matching upstream.
 from __future__ import annotations
 
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 
 from gateway.jose import b64url_decode, public_jwk, thumbprint
 from gateway.problems import V1Problem
-from gateway.translate.context import BoundAccount, Context
+from gateway.translate.context import RETIRED, BoundAccount, Context
 from gateway.v1.jws import VerifiedRequest, loads_bounded, verify_jws_signature
 
 #: The reasons Boulder accepted (RFC 5280 codes).
@@ -121,6 +120,16 @@ async def change_key(
     if await context.store.account_by_thumbprint(new_thumbprint) is not None:
         raise V1Problem.conflict("New key is already in use for a different account")
     await context.upstream.change_key(bound.upstream, new_key)
-    return await context.store.update_account(
+    account = await context.store.update_account(
         bound.record.id, thumbprint=new_thumbprint, public_jwk=new_key.public_jwk_json
     )
+    # Remember that the old key was rolled away: it may still sit in the key
+    # store, and a request signed by it must be refused, not adopted as a
+    # brand-new upstream account.
+    await context.store.create_account(
+        thumbprint=bound.thumbprint,
+        public_jwk=bound.record.public_jwk,
+        status=RETIRED,
+        initial_ip=bound.record.initial_ip,
+    )
+    return account

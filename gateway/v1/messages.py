@@ -94,7 +94,7 @@ def directory(urls: V1URLs, upstream_meta: dict) -> dict:
         meta["website"] = website
     caa = upstream_meta.get("caaIdentities")
     if isinstance(caa, list) and all(isinstance(c, str) for c in caa):
-        meta["caa-identities"] = caa
+        meta["caaIdentities"] = caa
     return {
         "new-reg": urls.new_reg,
         "new-authz": urls.new_authz,

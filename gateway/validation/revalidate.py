@@ -1,0 +1,159 @@
+"""
+Completing an order's authorizations with the gateway's own responders.
+
+Let's Encrypt's v2 does not honour v1 authorizations, and legacy clients
+clean up their challenge files before ``new-cert``.  When the order to
+finalize still has pending authorizations, the gateway chooses one
+challenge per identifier (wildcards only by dns-01; other names by the
+operator's preference among the configured responders), provisions all of
+them, answers them, waits for the outcome, and removes every record
+afterwards — also when validation failed.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, Optional, Sequence, Tuple
+
+import attrs
+from twisted.logger import Logger
+
+from gateway.problems import V1Problem, from_upstream
+from gateway.upstream import messages as v2
+from gateway.validation.dns01 import ResponderError
+
+log = Logger()
+
+DEFAULT_PREFERENCE = ("http-01", "dns-01")
+
+#: The flag that enables each challenge type, for refusals that say how to
+#: let the gateway revalidate.
+ENABLING_FLAGS = {
+    "http-01": "--http01-listen",
+    "dns-01": "--dns01-hook or --dns01-rfc2136",
+}
+
+
+@attrs.frozen
+class Validators:
+    """
+    The configured responders, by challenge type, and the preference order
+    for names that are not wildcards.
+    """
+
+    responders: Dict[str, Any] = attrs.field(factory=dict)
+    preference: Tuple[str, ...] = DEFAULT_PREFERENCE
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.responders)
+
+    def acceptable_types(self, wildcard: bool) -> Tuple[str, ...]:
+        if wildcard:
+            return ("dns-01",)
+        return tuple(t for t in self.preference if t in ("http-01", "dns-01"))
+
+    def choose(self, authorization: v2.Authorization) -> Optional[Tuple[v2.Challenge, Any]]:
+        """
+        The challenge to use for ``authorization`` and its responder, or
+        ``None`` when no configured responder fits.
+        """
+        for kind in self.acceptable_types(authorization.wildcard):
+            responder = self.responders.get(kind)
+            challenge = authorization.challenge(kind)
+            if responder is not None and challenge is not None and challenge.token:
+                return challenge, responder
+        return None
+
+    def missing_means(self, authorizations: Sequence[v2.Authorization]) -> str:
+        """
+        Which flags would let the gateway validate ``authorizations``: dns-01
+        for a wildcard, either means for any other name.
+        """
+        if any(a.wildcard for a in authorizations):
+            return ENABLING_FLAGS["dns-01"]
+        return f"{ENABLING_FLAGS['http-01']} or {ENABLING_FLAGS['dns-01']}"
+
+
+class RevalidationFailed(Exception):
+    """
+    The CA did not validate a name; carries the v1 problem for the client.
+    """
+
+    def __init__(self, problem: V1Problem):
+        super().__init__(problem.detail)
+        self.problem = problem
+
+
+async def revalidate(
+    upstream: Any,
+    account: v2.UpstreamAccount,
+    authorizations: Sequence[v2.Authorization],
+    validators: Validators,
+) -> list:
+    """
+    Validate every pending authorization in ``authorizations``.
+
+    :return: the final upstream authorizations.
+    :raises V1Problem: ``unauthorized`` when some name has no usable
+        responder (naming the flag that would add one), or the CA's own
+        reason when validation fails.
+    """
+    pending = [a for a in authorizations if a.status == "pending"]
+    plan = []
+    unservable = []
+    for authorization in pending:
+        choice = validators.choose(authorization)
+        if choice is None:
+            unservable.append(authorization)
+        else:
+            plan.append((authorization, choice[0], choice[1]))
+    if unservable:
+        names = ", ".join(sorted(a.name for a in unservable))
+        raise V1Problem.unauthorized(
+            f"Error creating new cert :: authorizations for these names not found or expired: "
+            f"{names}. The upstream CA requires them to be validated again; start the gateway "
+            f"with {validators.missing_means(unservable)} to let it revalidate them."
+        )
+    published = []
+    try:
+        for authorization, challenge, responder in plan:
+            key_authorization = account.key.key_authorization(challenge.token)
+            await responder.publish(authorization.identifier, challenge.token, key_authorization)
+            published.append((authorization, challenge, responder, key_authorization))
+        for authorization, challenge, _, _ in published:
+            log.info("revalidating {name} with {kind}", name=authorization.name, kind=challenge.type)
+            await upstream.answer_challenge(account, challenge.url)
+        results = []
+        for authorization, challenge, _, _ in published:
+            final = await upstream.poll_authorization(account, authorization.url)
+            if final.status != "valid":
+                raise RevalidationFailed(_failure_problem(final, challenge.type))
+            results.append(final)
+        return results
+    except ResponderError as error:
+        raise V1Problem.server_internal(f"The gateway could not provision a challenge: {error}")
+    except RevalidationFailed as failed:
+        raise failed.problem
+    finally:
+        for authorization, challenge, responder, key_authorization in published:
+            try:
+                await responder.withdraw(authorization.identifier, challenge.token, key_authorization)
+            except Exception as error:
+                log.warn("cleanup of {kind} for {name} failed: {error}", kind=challenge.type,
+                         name=authorization.name, error=str(error))
+
+
+def _failure_problem(authorization: v2.Authorization, kind: str) -> V1Problem:
+    errors = [c.error for c in authorization.challenges if c.error is not None]
+    if errors:
+        problem = from_upstream(errors[0])
+        return V1Problem(
+            problem.code,
+            f"Revalidation of {authorization.name} by {kind} failed: {problem.detail}",
+            problem.status,
+            problem.headers,
+        )
+    return V1Problem.unauthorized(
+        f"Revalidation of {authorization.name} by {kind} failed: the authorization is "
+        f"{authorization.status}"
+    )
