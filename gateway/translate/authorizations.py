@@ -200,7 +200,7 @@ async def read_view(context: Context, record: Authorization, force: bool = False
     fresh_enough = recent is not None and time.monotonic() - recent < READ_COALESCE_SECONDS
     if not force and (record.status in SETTLED or fresh_enough):
         return await _view(context, record, account.thumbprint)
-    if account.thumbprint not in context.keys:
+    if not context.holds_key_for(account.thumbprint):
         # The key left the store: show what the gateway last knew.
         return await _view(context, record, account.thumbprint)
     upstream_account = await context.upstream_for(account)

@@ -158,6 +158,13 @@ class Context:
             key = self.managed_keys.get(thumbprint)
         return key
 
+    def holds_key_for(self, thumbprint: str) -> bool:
+        """
+        Whether the gateway can sign upstream for the client key
+        ``thumbprint`` right now (its own key, or a managed one).
+        """
+        return self._stored_key(thumbprint) is not None
+
     def is_managed(self, thumbprint: str) -> bool:
         """
         Whether the client key ``thumbprint`` is served with a managed key.

@@ -138,29 +138,6 @@ def upstream(pebble_factory):
     return pebble_factory(env=REUSING, http_port=free_port())
 
 
-@pytest.fixture
-def gateways(tmp_path):
-    """
-    ``gateways(pebble, keys_dir)`` starts an ``acme-gateway serve`` process
-    (``start=False``: only prepares one, whose ``url`` is already known);
-    every one is stopped when the test ends, and its output is printed (so a
-    failing test shows it).
-    """
-    started = []
-
-    def make(pebble, keys_dir, start=True, **kwargs):
-        os.makedirs(keys_dir, exist_ok=True)
-        workdir = tmp_path / f"gateway-{len(started)}"
-        process = GatewayProcess(str(workdir), pebble, keys_dir, **kwargs)
-        started.append(process)
-        return process.start() if start else process
-
-    yield make
-    for process in started:
-        process.stop()
-        print(f"--- acme-gateway output ({process.log_path}) ---\n{process.log()}")
-
-
 def seed_certbot_account(certbot: Certbot, gateway: GatewayProcess, key, keys_dir: str) -> str:
     """
     What a migrating operator has: certbot's account for the (now gateway-

@@ -133,7 +133,9 @@ class Provisioner:
             self.files.append(path)
             print(f"http-01 {name}: wrote {path}", flush=True)
         else:
-            record = challb.chall.validation_domain_name(name) + "."
+            # A wildcard's TXT record lives at its base domain (RFC 8555 §8.4).
+            base = name[2:] if name.startswith("*.") else name
+            record = challb.chall.validation_domain_name(base) + "."
             dns_api_post(self.args.dns_api, "/set-txt", {"host": record, "value": validation})
             self.records.append(record)
             print(f"dns-01 {name}: TXT {record} {validation}", flush=True)

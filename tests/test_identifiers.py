@@ -1,0 +1,113 @@
+"""
+Identifier policy for v1 clients: wildcards accepted only as Let's
+Encrypt's v2 accepts them, redundant names refused, names lower-cased and
+IDNA-checked — every refusal a v1 ``malformed`` before any upstream order.
+"""
+
+import pytest
+import pytest_twisted
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from gateway.jose import AccountKey, b64url
+from gateway.policy import DNSName, check_name_set, parse_dns_name
+from gateway.problems import V1Problem
+from gateway.testing import build_test_gateway
+from tests.integration.test_upstream_pebble import make_csr
+from tests.support.v1_client import V1TestClient
+
+KEY = AccountKey.from_private_key(ec.generate_private_key(ec.SECP256R1()))
+
+REFUSED_IDENTIFIERS = [
+    "*.*.example.test",      # more than one wildcard
+    "a.*.example.test",      # not the leftmost label
+    "*example.test",         # not a whole label
+    "ex*mple.test",
+    "*",
+    "*.test",                # a wildcard needs a registered domain under the TLD
+    "127.0.0.1",             # an IP address is not a DNS name
+    "a..example.test",
+    "-a.example.test",
+    "example",               # a single label
+    "a" * 64 + ".example.test",
+    "",
+]
+
+
+@pytest.mark.parametrize("name", REFUSED_IDENTIFIERS)
+def test_refused_names(name):
+    """
+    Each malformed name is a v1 ``malformed`` problem.
+    """
+    with pytest.raises(V1Problem) as raised:
+        parse_dns_name(name, allow_wildcard=True)
+    assert (raised.value.code, raised.value.status) == ("malformed", 400)
+
+
+def test_names_are_lowercased_and_idna_encoded():
+    """
+    Upper case is folded; a U-label becomes its A-label; a wildcard keeps its
+    base value apart from the flag.
+    """
+    assert parse_dns_name("WWW.Example.TEST") == DNSName("www.example.test")
+    assert parse_dns_name("bücher.example.test") == DNSName("xn--bcher-kva.example.test")
+    assert parse_dns_name("*.Example.test", allow_wildcard=True) == DNSName("example.test", True)
+
+
+def test_redundant_name_refused_but_base_and_wildcard_allowed():
+    """
+    ``*.example.test`` with ``www.example.test`` is redundant; with
+    ``example.test`` it is fine (two authorizations for one name).
+    """
+    base = check_name_set([DNSName("example.test", True), DNSName("example.test")])
+    assert [n.spelled for n in base] == ["*.example.test", "example.test"]
+    with pytest.raises(V1Problem) as raised:
+        check_name_set([DNSName("example.test", True), DNSName("www.example.test")])
+    assert "redundant" in raised.value.detail
+
+
+@pytest_twisted.ensureDeferred
+@pytest.mark.parametrize("name", REFUSED_IDENTIFIERS)
+async def test_new_authz_refusal_creates_no_order(name):
+    """
+    new-authz with a refused name answers 400 malformed, and the upstream
+    CA sees no order.
+    """
+    gateway = build_test_gateway([KEY])
+    client = V1TestClient(gateway.base_url, KEY, http=gateway.client)
+    reply = await client.post(gateway.url("/acme/new-authz"), {
+        "resource": "new-authz", "identifier": {"type": "dns", "value": name}})
+    assert reply.status == 400, reply.body
+    assert reply.json()["type"] == "urn:acme:error:malformed"
+    assert gateway.ca.orders == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_redundant_csr_refused_before_any_order():
+    """
+    new-cert for ``*.example.test`` and ``www.example.test`` is refused as
+    malformed with no upstream order.
+    """
+    gateway = build_test_gateway([KEY])
+    client = V1TestClient(gateway.base_url, KEY, http=gateway.client)
+    csr, _ = make_csr(["*.example.test", "www.example.test"])
+    reply = await client.post(gateway.url("/acme/new-cert"), {"resource": "new-cert", "csr": b64url(csr)})
+    assert reply.status == 400, reply.body
+    assert "redundant" in reply.json()["detail"]
+    assert len(gateway.ca.orders) == 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_wildcard_authorization_offers_only_dns01():
+    """
+    new-authz for ``*.example.test`` becomes a v2 wildcard order; the v1
+    authorization shows ``*.example.test`` and only dns-01.
+    """
+    gateway = build_test_gateway([KEY])
+    client = V1TestClient(gateway.base_url, KEY, http=gateway.client)
+    reply = await client.post(gateway.url("/acme/new-authz"), {
+        "resource": "new-authz", "identifier": {"type": "dns", "value": "*.Example.test"}})
+    assert reply.status == 201, reply.body
+    body = reply.json()
+    assert body["identifier"] == {"type": "dns", "value": "*.example.test"}
+    assert [c["type"] for c in body["challenges"]] == ["dns-01"]
+    assert len(gateway.ca.orders) == 1
