@@ -3,12 +3,19 @@ The ``acme-gateway`` command.
 
     acme-gateway serve --upstream URL --keys DIR [--upstream-ca-bundle PEM]
                        [--state FILE] [--listen ENDPOINT] [--base-url URL]
+                       [--admin-listen ENDPOINT] [--log-format text|json] …
+    acme-gateway report [--json] [--state FILE] [--migrated-after DURATION]
+    acme-gateway healthcheck [--ready] [--admin-listen ENDPOINT | --url URL]
     acme-gateway keys list --keys DIR
+    acme-gateway keys import PATH… --keys DIR [--dry-run]
+    acme-gateway adopt certbot|dehydrated|acme.sh … --gateway URL --keys DIR [--dry-run | --undo]
 
 Every flag can also come from the environment as ``ACME_GATEWAY_<FLAG>``
-(``--upstream-ca-bundle`` → ``ACME_GATEWAY_UPSTREAM_CA_BUNDLE``); a flag on
-the command line wins.  A bad value fails at start-up with a message naming
-the flag.
+(``--upstream-ca-bundle`` → ``ACME_GATEWAY_UPSTREAM_CA_BUNDLE``) and from a
+TOML config file (``--config FILE``; key ``upstream-ca-bundle``); the
+command line wins over the environment, which wins over the file
+(`gateway.config`).  A bad value fails at start-up with a message naming
+the flag and where its value came from.
 """
 
 from __future__ import annotations
@@ -19,32 +26,32 @@ import sys
 from typing import Optional, Sequence
 
 from gateway import __version__
+from gateway.adopt.command import add_adopt_command, add_import_command, run_adopt, run_keys_import
+from gateway.config import (  # noqa: F401 (ENV_PREFIX and env_name are re-exported)
+    ENV_PREFIX,
+    ConfigFileError,
+    Layers,
+    LayeredOption,
+    config_path,
+    env_name,
+    load_config_file,
+    origin_of,
+    use_layers,
+)
 
-ENV_PREFIX = "ACME_GATEWAY_"
+#: Every option reads the environment and the config file (gateway.config).
+_EnvDefault = LayeredOption
 
-
-def env_name(flag: str) -> str:
-    """
-    The environment variable of a ``--flag``.
-    """
-    return ENV_PREFIX + flag.lstrip("-").upper().replace("-", "_")
-
-
-class _EnvDefault(argparse.Action):
-    """
-    An option whose default comes from ``ACME_GATEWAY_<FLAG>``.
-    """
-
-    def __init__(self, option_strings, dest, required=False, default=None, **kwargs):
-        variable = env_name(option_strings[-1])
-        if variable in os.environ:
-            default = os.environ[variable]
-            required = False
-        kwargs["help"] = (kwargs.get("help") or "") + f" [env: {variable}]"
-        super().__init__(option_strings, dest, required=required, default=default, **kwargs)
-
-    def __call__(self, parser, namespace, values, option_string=None):
-        setattr(namespace, self.dest, values)
+_LAYERS_EPILOG = (
+    "Every flag can also be set as the environment variable ACME_GATEWAY_<FLAG> "
+    "(--admin-listen: ACME_GATEWAY_ADMIN_LISTEN) or as a key of the TOML file given by "
+    "--config (admin-listen = \"tcp:9180\"). The command line wins over the environment, "
+    "which wins over the file."
+)
+_SOME_LAYERED_EPILOG = (
+    "An option showing [env: …; config: …] can also be set by that environment variable or "
+    "config file key; the command line wins over the environment, which wins over the file."
+)
 
 
 def _bool(text) -> bool:
@@ -58,6 +65,19 @@ def _bool(text) -> bool:
     raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
+def _add_allow_shared_key_files(parser) -> None:
+    """
+    ``--allow-shared-key-files``: the one way to load key files that their
+    group or others may read (refused by default, gateway.keystore).
+    """
+    parser.add_argument("--allow-shared-key-files", action=_EnvDefault, nargs="?", const="true",
+                        default="false", metavar="BOOL",
+                        help="load private key files that their group or others may access "
+                             "(refused by default: chmod 600 them); for secret mounts that set "
+                             "group permissions on purpose, such as a Kubernetes Secret with "
+                             "defaultMode 0440 (default: %(default)s)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="acme-gateway",
@@ -67,7 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     serve = commands.add_parser("serve", help="run the gateway",
-                                description="Run the gateway's v1 face in front of an ACME v2 CA.")
+                                description="Run the gateway's v1 face in front of an ACME v2 CA.",
+                                epilog=_LAYERS_EPILOG)
     serve.add_argument("--upstream", action=_EnvDefault, required=True, metavar="URL",
                        help="the upstream ACME v2 directory URL")
     serve.add_argument("--keys", action=_EnvDefault, required=True, metavar="DIR",
@@ -89,6 +110,10 @@ def build_parser() -> argparse.ArgumentParser:
                             "no agreement (default: %(default)s)")
     serve.add_argument("--request-timeout", action=_EnvDefault, default="30", metavar="SECONDS",
                        help="seconds before an upstream request is abandoned (default: %(default)s)")
+    serve.add_argument("--max-body", action=_EnvDefault, default="65536", metavar="BYTES",
+                       help="the largest v1 request body accepted; larger ones are refused with "
+                            "413 before they are read (default: %(default)s)")
+    _add_allow_shared_key_files(serve)
     revalidation = serve.add_argument_group(
         "revalidation", "How the gateway validates names itself when the upstream CA does not "
         "honour a client's authorizations (and for every name in managed mode).")
@@ -122,9 +147,29 @@ def build_parser() -> argparse.ArgumentParser:
                               help="reject: refuse clients whose key is not in the key store; "
                                    "managed: serve them with an upstream key the gateway creates "
                                    "and keeps, validating every name itself (default: %(default)s)")
+    economy = serve.add_argument_group(
+        "rate-limit economy", "The gateway counts its own spend of each upstream account's "
+        "budget and answers 429 rateLimited itself before the CA would.")
+    economy.add_argument("--order-limit", action=_EnvDefault, default="300", metavar="N",
+                         help="new orders per account per --order-window (default: %(default)s)")
+    economy.add_argument("--order-window", action=_EnvDefault, default="10800", metavar="SECONDS",
+                         help="the sliding window of --order-limit (default: %(default)s, 3 hours)")
+    economy.add_argument("--pending-authz-limit", action=_EnvDefault, default="300", metavar="N",
+                         help="pending authorizations per account (default: %(default)s)")
+    economy.add_argument("--abandoned-authz-after", action=_EnvDefault, default="3600",
+                         metavar="SECONDS",
+                         help="deactivate upstream a pending authorization no client finished "
+                              "after this long; 0 never does (default: %(default)s)")
+    economy.add_argument("--bad-nonce-retries", action=_EnvDefault, default="5", metavar="N",
+                         help="re-sign an upstream request at most N times after badNonce "
+                              "(default: %(default)s)")
+    economy.add_argument("--shutdown-grace", action=_EnvDefault, default="10", metavar="SECONDS",
+                         help="on SIGTERM, wait this long for requests in flight "
+                              "(default: %(default)s)")
     revalidation.add_argument("--managed-keys", action=_EnvDefault, metavar="DIR",
                               help="where managed-mode upstream keys are kept "
                                    "(default: beside --state, <state>.managed-keys)")
+    _add_operations_flags(serve)
 
     demo = commands.add_parser(
         "demo", help="run a local demo: Pebble upstream, SQLite state, the gateway on loopback",
@@ -139,16 +184,161 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--certbot", action=_EnvDefault, metavar="PATH",
                       help="the certbot 1.x executable to show in the printed command")
 
+    _add_report_command(commands)
+    _add_healthcheck_command(commands)
+
     keys = commands.add_parser("keys", help="inspect the key store")
     key_commands = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
     listing = key_commands.add_parser("list", help="print each key's RFC 7638 thumbprint, type and file")
     listing.add_argument("--keys", action=_EnvDefault, required=True, metavar="DIR",
                          help="the key store directory")
+    _add_allow_shared_key_files(listing)
+    add_import_command(key_commands)
+    add_adopt_command(commands)
     return parser
 
 
+def _add_operations_flags(serve) -> None:
+    """
+    The flags of running unattended: configuration file, admin listener,
+    logs, and the migration report's notion of a client gone.
+    """
+    group = serve.add_argument_group(
+        "operations", "Running unattended: the admin listener (health, readiness, metrics, "
+        "the migration report), logs, configuration.")
+    group.add_argument("--config", action=_EnvDefault, metavar="FILE",
+                       help="a TOML file whose keys are flag names (upstream = \"…\"); "
+                            "the environment and the command line override it")
+    group.add_argument("--admin-listen", action=_EnvDefault, metavar="ENDPOINT",
+                       help="Twisted server endpoint of the admin listener: /healthz, /readyz, "
+                            "/metrics, /status (e.g. tcp:9180:interface=127.0.0.1; "
+                            "default: no admin listener)")
+    group.add_argument("--log-format", action=_EnvDefault, default="text", metavar="FORMAT",
+                       help="text, or json for one JSON object per line (default: %(default)s)")
+    group.add_argument("--log-level", action=_EnvDefault, default="info", metavar="LEVEL",
+                       help="debug, info, warn or error (default: %(default)s)")
+    group.add_argument("--migrated-after", action=_EnvDefault, default="90d", metavar="DURATION",
+                       help="a legacy client silent for longer than this counts as migrated away "
+                            "(90d, 36h, 600…; v1 clients call only when a renewal is due, about "
+                            "every 60 days) (default: %(default)s)")
+    group.add_argument("--ready-max-age", action=_EnvDefault, default="30", metavar="SECONDS",
+                       help="how old the upstream directory's last answer may be before /readyz "
+                            "asks the CA again (default: %(default)s)")
+
+
+def _add_report_command(commands) -> None:
+    report = commands.add_parser(
+        "report", help="print the migration report: which legacy clients still speak v1",
+        description="Print every legacy client the gateway has served (User-Agent, address, "
+                    "account thumbprints, names, first and last seen, successes and failures) "
+                    "from its state file; safe while the gateway runs.",
+        epilog=_SOME_LAYERED_EPILOG)
+    report.add_argument("--state", action=_EnvDefault, default="./acme-gateway.sqlite3",
+                        metavar="FILE", help="the gateway's SQLite state (default: %(default)s)")
+    report.add_argument("--migrated-after", action=_EnvDefault, default="90d", metavar="DURATION",
+                        help="silence that counts as migrated away (default: %(default)s)")
+    report.add_argument("--json", action="store_true", help="print JSON instead of text")
+    report.add_argument("--config", action=_EnvDefault, metavar="FILE",
+                        help="the gateway's TOML config file (for state and migrated-after)")
+
+
+def _add_healthcheck_command(commands) -> None:
+    health = commands.add_parser(
+        "healthcheck", help="exit 0 when the gateway's admin listener says it is healthy",
+        description="Ask the admin listener of the gateway running beside this command "
+                    "(/healthz, or /readyz with --ready); exit 0 on 200, 1 otherwise. "
+                    "Meant for a container HEALTHCHECK.",
+        epilog=_SOME_LAYERED_EPILOG)
+    health.add_argument("--admin-listen", action=_EnvDefault, metavar="ENDPOINT",
+                        help="the gateway's admin endpoint, which the URL is derived from")
+    health.add_argument("--url", metavar="URL", help="ask this URL instead")
+    health.add_argument("--ready", action="store_true", help="check /readyz instead of /healthz")
+    health.add_argument("--timeout", default="5", metavar="SECONDS",
+                        help="seconds to wait for an answer (default: %(default)s)")
+    health.add_argument("--config", action=_EnvDefault, metavar="FILE",
+                        help="the gateway's TOML config file (for admin-listen)")
+
+
 def _fail(parser: argparse.ArgumentParser, flag: str, message: str):
-    parser.error(f"{flag}: {message}")
+    origin = origin_of(flag)
+    parser.error(f"{flag}{f' (from {origin})' if origin else ''}: {message}")
+
+
+def _check_endpoint(parser, flag: str, description: str) -> None:
+    """
+    Fail at start-up, naming ``flag``, when ``description`` is not a Twisted
+    server endpoint (parsing one does not listen).
+    """
+    from twisted.internet import endpoints, reactor
+
+    try:
+        endpoints.serverFromString(reactor, description)
+    except Exception as error:
+        _fail(parser, flag, f"not a server endpoint such as tcp:4000:interface=127.0.0.1 "
+                            f"({error or type(error).__name__}): {description!r}")
+
+
+def _operations_config(parser, args) -> dict:
+    """
+    The checked values of the operations flags, as `ServeConfig` fields.
+    """
+    from gateway.logs import FORMATS, LEVELS
+    from gateway.report import parse_duration
+
+    _check_endpoint(parser, "--listen", args.listen)
+    if args.admin_listen:
+        _check_endpoint(parser, "--admin-listen", args.admin_listen)
+    if args.log_format not in FORMATS:
+        _fail(parser, "--log-format", f"expected one of {', '.join(FORMATS)}, got {args.log_format!r}")
+    if args.log_level not in LEVELS:
+        _fail(parser, "--log-level", f"expected one of {', '.join(LEVELS)}, got {args.log_level!r}")
+    try:
+        migrated_after = parse_duration(args.migrated_after)
+    except ValueError as error:
+        _fail(parser, "--migrated-after", str(error))
+    try:
+        ready_max_age = float(args.ready_max_age)
+        if not ready_max_age >= 0:
+            raise ValueError
+    except ValueError:
+        _fail(parser, "--ready-max-age", f"expected a number of seconds, got {args.ready_max_age!r}")
+    return {
+        "admin_listen": args.admin_listen,
+        "migrated_after": migrated_after,
+        "ready_max_age": ready_max_age,
+    }
+
+
+def _number(parser, flag: str, text, minimum: float, integer: bool = False):
+    try:
+        value = int(text) if integer else float(text)
+    except (TypeError, ValueError):
+        value = None
+    if value is None or value < minimum:
+        kind = "an integer" if integer else "a number"
+        _fail(parser, flag, f"expected {kind} >= {minimum:g}, got {text!r}")
+    return value
+
+
+def _economy_config(parser, args) -> dict:
+    """
+    The rate-limit and shutdown flags, checked.
+    """
+    from gateway.budget import BudgetLimits
+
+    abandoned = _number(parser, "--abandoned-authz-after", args.abandoned_authz_after, 0)
+    return {
+        "budget": BudgetLimits(
+            orders=_number(parser, "--order-limit", args.order_limit, 1, integer=True),
+            order_window=_number(parser, "--order-window", args.order_window, 1),
+            pending_authorizations=_number(
+                parser, "--pending-authz-limit", args.pending_authz_limit, 1, integer=True),
+            abandoned_after=abandoned or None,
+        ),
+        "shutdown_grace": _number(parser, "--shutdown-grace", args.shutdown_grace, 0),
+        "bad_nonce_retries": _number(parser, "--bad-nonce-retries", args.bad_nonce_retries, 0,
+                                     integer=True),
+    }
 
 
 def serve_config(parser, args):
@@ -172,6 +362,16 @@ def serve_config(parser, args):
             raise ValueError
     except ValueError:
         _fail(parser, "--request-timeout", f"expected a positive number, got {args.request_timeout!r}")
+    try:
+        max_body = int(args.max_body)
+        if max_body <= 0:
+            raise ValueError
+    except ValueError:
+        _fail(parser, "--max-body", f"expected a positive number of bytes, got {args.max_body!r}")
+    try:
+        allow_shared = _bool(args.allow_shared_key_files)
+    except argparse.ArgumentTypeError as error:
+        _fail(parser, "--allow-shared-key-files", str(error))
     try:
         propagation = float(args.dns01_propagation_seconds)
         if propagation < 0:
@@ -206,6 +406,8 @@ def serve_config(parser, args):
         _fail(parser, "--unknown-keys",
               "managed mode validates every name itself: add --http01-listen, --dns01-hook "
               "or --dns01-rfc2136")
+    economy = _economy_config(parser, args)
+    operations = _operations_config(parser, args)
     state_dir = os.path.dirname(os.path.abspath(args.state))
     if not os.path.isdir(state_dir):
         _fail(parser, "--state", f"directory {state_dir!r} does not exist")
@@ -218,6 +420,10 @@ def serve_config(parser, args):
         base_url=args.base_url,
         agree_to_terms=agree,
         request_timeout=timeout,
+        max_body=max_body,
+        allow_shared_key_files=allow_shared,
+        **operations,
+        **economy,
         http01_listen=args.http01_listen,
         dns01_hook=args.dns01_hook,
         dns01_rfc2136=rfc2136,
@@ -234,18 +440,22 @@ def serve_config(parser, args):
 
 def run_serve(parser, args) -> int:
     from twisted.internet import defer, reactor
-    from twisted.logger import globalLogBeginner, textFileLogObserver
 
     from gateway import service
     from gateway.keystore import KeyStore, KeyStoreError
+    from gateway.logs import start_logging
 
     config = serve_config(parser, args)
+    json_logs = args.log_format == "json"
     try:
-        keys = KeyStore.load(config.keys)
+        keys = KeyStore.load(config.keys, allow_shared=config.allow_shared_key_files)
     except KeyStoreError as error:
         _fail(parser, "--keys", str(error))
-    service.report_key_store(keys)
-    globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stdout)], redirectStandardIO=False)
+    if json_logs:
+        _log_key_store(keys)
+    else:
+        service.report_key_store(keys)
+    start_logging(args.log_format, args.log_level)
     outcome = {"code": 0}
 
     async def begin():
@@ -259,7 +469,11 @@ def run_serve(parser, args) -> int:
         host = running.port.getHost()
         scheme = "https" if config.listen.startswith("ssl:") else "http"
         base = config.base_url or f"{scheme}://{host.host}:{host.port}"
-        print(f"acme-gateway: v1 directory at {base.rstrip('/')}/directory", file=sys.stderr, flush=True)
+        _say(json_logs, "v1 directory at {url}", url=f"{base.rstrip('/')}/directory")
+        if running.admin_port is not None:
+            admin = running.admin_port.getHost()
+            _say(json_logs, "admin listener at {url} (healthz, readyz, metrics, status)",
+                 url=f"http://{admin.host}:{admin.port}/")
         reactor.addSystemEventTrigger("before", "shutdown", lambda: defer.Deferred.fromCoroutine(running.stop()))
 
     reactor.callWhenRunning(lambda: defer.Deferred.fromCoroutine(begin()))
@@ -271,18 +485,121 @@ def run_keys_list(parser, args) -> int:
     from gateway.keystore import KeyStore, KeyStoreError, format_listing
 
     try:
-        keys = KeyStore.load(args.keys)
+        allow_shared = _bool(args.allow_shared_key_files)
+    except argparse.ArgumentTypeError as error:
+        _fail(parser, "--allow-shared-key-files", str(error))
+    try:
+        keys = KeyStore.load(args.keys, allow_shared=allow_shared)
     except KeyStoreError as error:
         _fail(parser, "--keys", str(error))
     print(format_listing(keys))
     return 0
 
 
+def _say(json_logs: bool, message: str, **fields) -> None:
+    """
+    A start-up announcement: a plain ``acme-gateway: …`` line on stderr, or,
+    when logs are JSON, a log event (a container log pipeline that expects
+    JSON lines gets nothing else).
+    """
+    if json_logs:
+        from twisted.logger import Logger
+
+        # The same words as the text line, so that whatever waits for
+        # "acme-gateway: v1 directory at URL" finds it in the JSON too.
+        Logger(namespace="gateway.cli").info(f"acme-gateway: {message} (started)", **fields)
+    else:
+        print(f"acme-gateway: {message.format(**fields)}", file=sys.stderr, flush=True)
+
+
+def _log_key_store(keys) -> None:
+    """
+    `gateway.service.report_key_store` as log events: thumbprints and file
+    names, never key material.
+    """
+    from twisted.logger import Logger
+
+    log = Logger(namespace="gateway.keystore")
+    log.info("{count} account key(s) loaded from {directory}", count=len(keys),
+             directory=keys.directory)
+    for loaded in keys.loaded:
+        log.info("key {thumbprint} {label} {path}", thumbprint=loaded.key.thumbprint,
+                 label=loaded.key.label, path=loaded.path)
+    for problem in keys.problems:
+        log.error("unusable key file {path}: {reason}", path=problem.path, reason=problem.reason)
+    for skipped in keys.skipped:
+        log.info("skipped {path}: {reason}", path=skipped.path, reason=skipped.reason)
+
+
+def run_report(parser, args) -> int:
+    import json
+    import time
+
+    from gateway.report import build_report, parse_duration
+    from gateway.store import StoreError
+    from gateway.store.sqlite import read_clients
+
+    try:
+        migrated_after = parse_duration(args.migrated_after)
+    except ValueError as error:
+        _fail(parser, "--migrated-after", str(error))
+    try:
+        clients = read_clients(args.state)
+    except StoreError as error:
+        _fail(parser, "--state", str(error))
+    report = build_report(clients, time.time(), migrated_after)
+    if args.json:
+        print(json.dumps(report.as_json(), indent=2))
+    else:
+        print(report.as_text(), end="")
+    return 0
+
+
+def run_healthcheck(parser, args) -> int:
+    from gateway.probe import probe, url_for_endpoint
+
+    path = "/readyz" if args.ready else "/healthz"
+    url = args.url
+    if not url:
+        if not args.admin_listen:
+            _fail(parser, "--admin-listen", "give the gateway's admin endpoint (or --url)")
+        try:
+            url = url_for_endpoint(args.admin_listen, path)
+        except ValueError as error:
+            _fail(parser, "--admin-listen", str(error))
+    try:
+        timeout = float(args.timeout)
+    except ValueError:
+        _fail(parser, "--timeout", f"expected a number of seconds, got {args.timeout!r}")
+    ok, text = probe(url, timeout)
+    print(text.rstrip("\n"), file=sys.stdout if ok else sys.stderr)
+    return 0 if ok else 1
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    layers = use_layers(Layers())
+    # `adopt dehydrated --config FILE` names dehydrated's own config file,
+    # never the gateway's TOML (which ACME_GATEWAY_CONFIG may still give).
+    path = config_path(argv if argv[:1] != ["adopt"] else [], layers.environ)
+    if path:
+        try:
+            layers.file_values = load_config_file(path)
+            layers.file_path = path
+        except ConfigFileError as error:
+            build_parser().error(f"--config: {error}")
     parser = build_parser()
+    unknown = layers.unknown_keys()
+    if unknown:
+        parser.error(f"--config: {path}: no flag is called {', '.join(unknown)} "
+                     f"(keys are flag names, such as admin-listen)")
     args = parser.parse_args(argv)
     if args.command == "serve":
         return run_serve(parser, args)
+    if args.command == "report":
+        return run_report(parser, args)
+    if args.command == "healthcheck":
+        return run_healthcheck(parser, args)
     if args.command == "demo":
         from gateway.demo import run_demo
 
@@ -292,6 +609,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return run_demo(args.workdir, int(args.port), int(args.http01_port), args.certbot)
     if args.command == "keys" and args.keys_command == "list":
         return run_keys_list(parser, args)
+    if args.command == "keys" and args.keys_command == "import":
+        return run_keys_import(args)
+    if args.command == "adopt":
+        return run_adopt(args)
     parser.error("unknown command")
     return 2
 

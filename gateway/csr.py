@@ -86,8 +86,13 @@ def _load(der: bytes) -> x509.CertificateSigningRequest:
 
 
 def _signature_holds(csr: x509.CertificateSigningRequest) -> bool:
-    key = csr.public_key()
-    algorithm = csr.signature_hash_algorithm
+    try:
+        key = csr.public_key()
+        # Raises UnsupportedAlgorithm for a signature AlgorithmIdentifier
+        # cryptography does not know (a mangled one, or one with parameters).
+        algorithm = csr.signature_hash_algorithm
+    except Exception:
+        return False
     if algorithm is None:
         return False
     try:
@@ -182,9 +187,9 @@ def _verify_original_signature(der: bytes, patched: x509.CertificateSigningReque
     if info_offset < 0:
         return False
     tbs[original_version_at] = der[info_offset + original_version_at]
-    key = patched.public_key()
-    algorithm = patched.signature_hash_algorithm
     try:
+        key = patched.public_key()
+        algorithm = patched.signature_hash_algorithm
         if isinstance(key, rsa.RSAPublicKey):
             key.verify(patched.signature, bytes(tbs), padding.PKCS1v15(), algorithm)
         else:

@@ -15,7 +15,8 @@ key they expected is missing:
 
 * *loaded*: a usable private key, indexed by RFC 7638 thumbprint;
 * *problems*: something that looks like a key but cannot be used (encrypted,
-  corrupt, too short, wrong curve, unreadable) -- reported with a reason;
+  corrupt, too short, wrong curve, unreadable, or readable by group or
+  others unless ``--allow-shared-key-files``) -- reported with a reason;
 * *skipped*: files that hold no private key at all (registration JSON, public
   keys, certificates, configuration) -- noted, because they are expected in a
   client's account directory.
@@ -31,6 +32,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import stat
 from typing import Dict, Iterable, List, Optional, Tuple, Union
 
@@ -41,6 +43,11 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import dsa, ed448, ed25519
 
 from gateway.jose import AccountKey, UnsupportedKey
+
+#: Permission bits that let a user other than the file's owner at a key: a
+#: private key readable by a group or by everyone is as good as published
+#: to every process and user on the machine (or in the pod) that has them.
+SHARED_MODE_BITS = 0o077
 
 #: Files larger than this cannot be a key (a 16384-bit RSA JWK is ~20 KiB);
 #: refusing them keeps a stray archive from being read into memory.
@@ -305,10 +312,28 @@ def parse_key_bytes(data: bytes, name: str = "<bytes>") -> Optional[AccountKey]:
 # --------------------------------------------------------------------------
 
 
-def _examine_file(path: str) -> Union[AccountKey, _Skip]:
+def shared_mode_reason(path: str, mode: int) -> Optional[str]:
+    """
+    Why a private key file of permission ``mode`` is refused, with the
+    command that fixes it, or ``None`` when only its owner has access.
+    """
+    mode = stat.S_IMODE(mode)
+    if not mode & SHARED_MODE_BITS:
+        return None
+    return (
+        f"mode {mode:04o} gives group or others access to this private key; "
+        f"run `chmod 600 {shlex.quote(path)}`, or, where a "
+        "secret mount sets group permissions on purpose (a Kubernetes Secret with "
+        "defaultMode 0440), start the gateway with --allow-shared-key-files"
+    )
+
+
+def _examine_file(path: str, allow_shared: bool = False) -> Union[AccountKey, _Skip]:
     """
     Read and classify one file (following symlinks).
 
+    :param allow_shared: accept a key file that its group or others may
+        access (refused by default: see `shared_mode_reason`).
     :raises KeyFileError: for unreadable or unusable key files.
     """
     try:
@@ -331,18 +356,28 @@ def _examine_file(path: str) -> Union[AccountKey, _Skip]:
         raise KeyFileError(f"cannot read: {e.strerror or type(e).__name__}")
     if len(data) > MAX_KEY_FILE_SIZE:
         return _Skip("too large to be a key")
-    return _classify(data, path)
+    verdict = _classify(data, path)
+    if isinstance(verdict, AccountKey) and not allow_shared:
+        # A pure check of the file's permission bits, so that it holds for
+        # root too (who can read anything).  Only files holding a private key
+        # are judged: certbot's meta.json and regr.json are 0644 by design.
+        reason = shared_mode_reason(path, info.st_mode)
+        if reason is not None:
+            raise KeyFileError(reason)
+    return verdict
 
 
-def load_key_file(path: str) -> Optional[AccountKey]:
+def load_key_file(path: str, allow_shared: bool = False) -> Optional[AccountKey]:
     """
     Load the private key in the file at ``path``.
 
+    :param allow_shared: accept a key file its group or others may access.
     :return: the key, or ``None`` if the file holds no private key.
     :raises KeyFileError: if the file looks like a key but cannot be used,
-        or cannot be read.
+        or cannot be read, or (unless ``allow_shared``) its mode lets its
+        group or others at it.
     """
-    verdict = _examine_file(path)
+    verdict = _examine_file(path, allow_shared)
     return None if isinstance(verdict, _Skip) else verdict
 
 
@@ -415,10 +450,14 @@ class KeyStore:
     skipped: Tuple[SkippedFile, ...] = ()
 
     @classmethod
-    def load(cls, directory: str) -> "KeyStore":
+    def load(cls, directory: str, allow_shared: bool = False) -> "KeyStore":
         """
         Load every key file below ``directory``.  Unusable or foreign files
         end up in `problems` and `skipped`; they never stop loading.
+
+        :param allow_shared: accept key files that their group or others may
+            access (``--allow-shared-key-files``); by default such a file is a
+            problem whose reason says how to fix its mode.
 
         :raises KeyStoreError: if ``directory`` does not exist, is not a
             directory, or cannot be listed.
@@ -438,7 +477,7 @@ class KeyStore:
         skipped: List[SkippedFile] = []
         for path in paths:
             try:
-                verdict = _examine_file(path)
+                verdict = _examine_file(path, allow_shared)
             except KeyFileError as e:
                 problems.append(KeyFileProblem(path=path, reason=e.reason))
                 continue

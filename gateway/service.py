@@ -9,16 +9,21 @@ import sys
 from typing import Any, Optional
 
 import attrs
-from twisted.internet import endpoints
+from twisted.internet import defer, endpoints, task
 from twisted.logger import Logger
 from twisted.web import server
 
+from gateway.admin import DEFAULT_READY_MAX_AGE, Admin, Readiness
+from gateway.budget import Budget, BudgetLimits, deactivate_abandoned
 from gateway.keystore import KeyStore
+from gateway.metrics import Metrics
 from gateway.nonces import NonceIssuer
+from gateway.report import DEFAULT_MIGRATED_AFTER, ClientRecorder
 from gateway.store import SQLiteStore
 from gateway.translate.context import Context, Policy
 from gateway.upstream.client import UpstreamClient
 from gateway.managed import ManagedKeys
+from gateway.v1.limits import V1Site
 from gateway.v1.resource import DEFAULT_MAX_BODY, V1Face
 from gateway.validation.dns01 import (
     HookDNS01Responder,
@@ -47,6 +52,11 @@ class ServeConfig:
     agree_to_terms: bool = True
     request_timeout: float = 30.0
     max_body: int = DEFAULT_MAX_BODY
+    #: Load key files their group or others may read (``--allow-shared-key-files``).
+    allow_shared_key_files: bool = False
+    admin_listen: Optional[str] = None
+    migrated_after: float = DEFAULT_MIGRATED_AFTER
+    ready_max_age: float = DEFAULT_READY_MAX_AGE
     http01_listen: Optional[str] = None
     dns01_hook: Optional[str] = None
     dns01_rfc2136: Optional[tuple] = None
@@ -58,6 +68,9 @@ class ServeConfig:
     challenge_preference: tuple = ("http-01", "dns-01")
     unknown_keys: str = "reject"
     managed_keys: Optional[str] = None
+    budget: BudgetLimits = BudgetLimits()
+    shutdown_grace: float = 10.0
+    bad_nonce_retries: int = 5
 
 
 @attrs.define
@@ -71,9 +84,29 @@ class RunningGateway:
     port: Any
     site: Any
     http01_port: Any = None
+    admin_port: Any = None
+    metrics: Any = None
+    readiness: Any = None
+    face: Any = None
+    sweep: Any = None
+    clock: Any = None
+    shutdown_grace: float = 10.0
 
     async def stop(self) -> None:
+        """
+        Stop accepting, let the requests in flight finish within the grace
+        period, then close everything.
+        """
+        if self.sweep is not None and self.sweep.running:
+            self.sweep.stop()
         await self.port.stopListening()
+        if self.face is not None and self.clock is not None:
+            left = await self.face.quiesce(self.clock, self.shutdown_grace)
+            if left:
+                log.warn("shutdown: {count} request(s) still running after the grace period",
+                         count=left)
+        if self.admin_port is not None:
+            await self.admin_port.stopListening()
         await self.context.drain()
         if self.http01_port is not None:
             await self.http01_port.stopListening()
@@ -99,14 +132,18 @@ async def start(reactor: Any, config: ServeConfig, keys: Optional[KeyStore] = No
     Open the state, build the object graph and listen.
     """
     if keys is None:
-        keys = KeyStore.load(config.keys)
+        keys = KeyStore.load(config.keys, allow_shared=config.allow_shared_key_files)
         report_key_store(keys)
-    store = await SQLiteStore.open(config.state, reactor=reactor)
+    # The gateway closes the store itself, after requests in flight finish.
+    store = await SQLiteStore.open(config.state, reactor=reactor, close_on_shutdown=False)
+    metrics = Metrics()
     upstream = UpstreamClient.create(
         reactor,
         config.upstream,
         ca_bundle=config.upstream_ca_bundle,
         request_timeout=config.request_timeout,
+        metrics=metrics,
+        max_nonce_retries=config.bad_nonce_retries,
     )
     responders = []
     http01_port = None
@@ -144,11 +181,17 @@ async def start(reactor: Any, config: ServeConfig, keys: Optional[KeyStore] = No
         policy=Policy(agree_to_terms=config.agree_to_terms),
         validators=validators,
         managed_keys=managed,
+        budget=Budget(store, reactor, config.budget),
     )
-    face = V1Face(context, NonceIssuer(reactor), base_url=config.base_url, max_body=config.max_body)
-    site = server.Site(face)
+    face = V1Face(context, NonceIssuer(reactor), base_url=config.base_url, max_body=config.max_body,
+                  metrics=metrics, recorder=ClientRecorder(store))
+    # Bodies above max_body are refused as they arrive, never buffered.
+    site = V1Site(face)
     site.noisy = False
     site.displayTracebacks = False
+    # The v1 face logs each request itself, with named fields and its
+    # request id; Twisted's classic access line would only repeat it.
+    site.log = lambda request: None
     endpoint = endpoints.serverFromString(reactor, config.listen)
     try:
         port = await endpoint.listen(site)
@@ -157,11 +200,36 @@ async def start(reactor: Any, config: ServeConfig, keys: Optional[KeyStore] = No
             await http01_port.stopListening()
         await store.close()
         raise
+    readiness = Readiness(upstream, store, reactor, metrics=metrics, max_age=config.ready_max_age)
+    admin_port = None
+    if config.admin_listen:
+        admin = Admin(store, reactor, metrics, readiness, migrated_after=config.migrated_after)
+        try:
+            admin_port = await endpoints.serverFromString(reactor, config.admin_listen).listen(admin.site())
+        except Exception:
+            await port.stopListening()
+            if http01_port is not None:
+                await http01_port.stopListening()
+            await store.close()
+            raise
+        log.info("acme-gateway admin listener on {address}", address=admin_port.getHost())
     try:
         await upstream.directory()
+        readiness.upstream_answered()
     except Exception as error:
         log.warn("upstream directory {url} did not answer yet: {error}",
                  url=config.upstream, error=str(error))
     address = port.getHost()
     log.info("acme-gateway v1 face listening on {address}", address=address)
-    return RunningGateway(context=context, store=store, port=port, site=site, http01_port=http01_port)
+    sweep = None
+    if config.budget.abandoned_after:
+        sweep = task.LoopingCall(
+            lambda: defer.Deferred.fromCoroutine(deactivate_abandoned(context)).addErrback(
+                lambda failure: log.failure("abandoned-authorization sweep failed", failure))
+        )
+        sweep.clock = reactor
+        sweep.start(max(1.0, min(300.0, config.budget.abandoned_after / 4)), now=False)
+    return RunningGateway(context=context, store=store, port=port, site=site, http01_port=http01_port,
+                          admin_port=admin_port, metrics=metrics, readiness=readiness,
+                          face=face, sweep=sweep, clock=reactor,
+                          shutdown_grace=config.shutdown_grace)

@@ -118,11 +118,16 @@ def self_signed_cert_pem(key) -> bytes:
     return cert.public_bytes(PEM)
 
 
-def write(path: Path, data) -> Path:
+def write(path: Path, data, mode: int = 0o600) -> Path:
+    """
+    Write a file as clients write key files: readable by its owner only
+    (the key store refuses private keys that group or others may read).
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     if isinstance(data, str):
         data = data.encode()
     path.write_bytes(data)
+    path.chmod(mode)
     return path
 
 

@@ -828,7 +828,7 @@ async def test_sqlite_connection_settings(sqlite_store):
     """
     The connection runs in WAL mode with ``synchronous=FULL`` (an issued
     certificate must survive a crash), foreign keys on, a busy timeout, and
-    schema version 1.
+    the current schema version.
     """
 
     def settings():
@@ -843,7 +843,7 @@ async def test_sqlite_connection_settings(sqlite_store):
         "synchronous": 2,
         "foreign_keys": 1,
         "busy_timeout": sqlite_module.BUSY_TIMEOUT_MS,
-        "user_version": 1,
+        "user_version": sqlite_module.SCHEMA_VERSION,
     }
 
 

@@ -298,12 +298,63 @@ class UpstreamClientTests(SynchronousTestCase):
         """
         An HTML 502 page is `UpstreamUnavailable`, with its Retry-After.
         """
+        self.client.read_retries = 0
         self.ca.script("/order/1", 503, b"<html>down</html>", {"retry-after": "30",
                                                               "content-type": "text/html"})
         error = self.fail_with(
             self.client.get_order(self.account(), BASE + "/order/1"), UpstreamUnavailable
         )
         self.assertEqual(error.retry_after, 30.0)
+
+    def test_reads_are_retried_with_bounded_jittered_backoff(self):
+        """
+        A read that meets 5xx is retried after a delay within the jitter
+        bounds (0.5-1.5 x base, doubling), at most ``read_retries`` times;
+        then the last failure is raised.
+        """
+        self.client.read_retries = 2
+        self.client.retry_base_delay = 1.0
+        for _ in range(3):
+            self.ca.script("/order/1", 502, b"down", {"content-type": "text/plain"})
+        result = defer.Deferred.fromCoroutine(self.client.get_order(self.account(), BASE + "/order/1"))
+        self.assertEqual(len(self.ca.posts()), 1)
+        self.clock.advance(0.49)
+        self.assertEqual(len(self.ca.posts()), 1)
+        self.clock.advance(1.01)
+        self.assertEqual(len(self.ca.posts()), 2)
+        self.clock.advance(3.0)
+        self.assertEqual(len(self.ca.posts()), 3)
+        self.failureResultOf(result, UpstreamUnavailable)
+
+    def test_writes_are_not_retried(self):
+        """
+        A new order (not idempotent) that meets 5xx fails at once: retrying
+        it could create two orders.
+        """
+        self.ca.script("/new-order", 502, b"down", {"content-type": "text/plain"})
+        self.fail_with(self.client.new_order(self.account(), ["a.test"]), UpstreamUnavailable)
+        self.assertEqual(len(self.ca.posts()), 1)
+
+    def test_account_recovery_when_the_ca_forgot_the_account(self):
+        """
+        ``accountDoesNotExist`` for a known kid (a CA that lost its state)
+        calls the recovery hook once and retries with the URL it returns.
+        """
+        calls = []
+
+        async def recover(key, stale):
+            calls.append(stale)
+            return BASE + "/acct/2"
+
+        self.client.account_recovery = recover
+        self.ca.script("/order/1", 400, {"type": "urn:ietf:params:acme:error:accountDoesNotExist"})
+        self.ca.script("/order/1", 200, {"status": "pending", "identifiers": [], "authorizations": [],
+                                         "finalize": BASE + "/fin/1"})
+        order = self.resolve(self.client.get_order(self.account(), BASE + "/order/1"))
+        self.assertEqual(order.status, "pending")
+        self.assertEqual(calls, [self.account_url])
+        self.assertEqual([p["protected"]["kid"] for p in self.ca.posts()],
+                         [self.account_url, BASE + "/acct/2"])
 
     def test_non_json_success_body_is_protocol_error(self):
         """
@@ -319,6 +370,7 @@ class UpstreamClientTests(SynchronousTestCase):
         A CA that never answers gives `UpstreamUnavailable` once the request
         timeout passes on the clock.
         """
+        self.client.read_retries = 0
         self.ca.hang.add("/order/1")
         result = defer.Deferred.fromCoroutine(self.client.get_order(self.account(), BASE + "/order/1"))
         self.assertNoResult(result)

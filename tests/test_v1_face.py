@@ -837,10 +837,26 @@ class UpstreamFaultTests(FaceTestCase):
         directory with a 500 ``serverInternal``.
         """
         gateway = build_test_gateway([KEY])
+        gateway.upstream.read_retries = 0
         gateway.ca.fail_next("/directory", 502, b"bad gateway")
         reply = self.resolve(V1TestClient(gateway.base_url, KEY, http=gateway.client).get(
             gateway.url("/directory")))
         self.assertProblem(reply, 500, "serverInternal", "upstream CA failed")
+
+    def test_directory_read_is_retried(self):
+        """
+        One failed directory read is retried after a jittered backoff: the
+        client gets the directory, and the CA saw two reads.
+        """
+        gateway = build_test_gateway([KEY])
+        gateway.ca.fail_next("/directory", 502, b"bad gateway")
+        pending = defer.ensureDeferred(V1TestClient(
+            gateway.base_url, KEY, http=gateway.client).get(gateway.url("/directory")))
+        gateway.advance(1.0)
+        reply = self.successResultOf(pending)
+        self.assertEqual(reply.status, 200)
+        self.assertIn("new-reg", reply.json())
+        self.assertEqual(gateway.ca.counts["directory"], 2)
 
 
 async def _reply_of(response_deferred) -> Reply:

@@ -156,6 +156,24 @@ class IStore(Interface):
         :return: a Deferred firing with a list, newest ``created_at`` first.
         """
 
+    def order_times_since(account_id, since):
+        """
+        When the account created each of its orders at or after ``since``
+        (RFC 3339): the spend of the upstream new-orders budget in a sliding
+        window, and when the oldest of it leaves the window.
+
+        :return: a Deferred firing with a list of timestamps, oldest first.
+        """
+
+    def authorizations_with_status(status, account_id=None, created_before=None):
+        """
+        Authorizations in ``status``, optionally only an account's, and only
+        those created before ``created_before`` (RFC 3339): the pending
+        authorizations budget, and the sweep of abandoned ones.
+
+        :return: a Deferred firing with a list, oldest first.
+        """
+
     # Challenges
 
     def add_challenge(challenge):
@@ -223,6 +241,42 @@ class IStore(Interface):
     def issuer_by_id(id):
         """
         :return: a Deferred firing with the `Issuer`, or `None`.
+        """
+
+    # The migration report
+
+    def record_client(visit):
+        """
+        Count one v1 request (a `ClientVisit`) in its client's report row,
+        creating the row for a client never seen: one upsert per request.
+
+        :return: a Deferred firing with the updated `LegacyClient`.
+        """
+
+    def list_clients():
+        """
+        :return: a Deferred firing with every `LegacyClient`, most recently
+            seen first.
+        """
+
+    # Operations
+
+    def count_authorizations(status, unexpired_at=None):
+        """
+        Count authorizations in ``status``; with ``unexpired_at`` (a
+        timestamp), only those whose ``expires`` is unknown or later, so that
+        pending authorizations clients abandoned stop counting once the CA
+        has let them expire.
+
+        :return: a Deferred firing with an `int`.
+        """
+
+    def check_writable():
+        """
+        Commit a small write, to tell a readiness probe whether state can
+        still be saved (disk full, read-only volume, lost lock).
+
+        :return: a Deferred firing with `None`, or failing with the reason.
         """
 
     def close():

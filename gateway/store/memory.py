@@ -26,9 +26,11 @@ from gateway.store.records import (
     Authorization,
     Certificate,
     Challenge,
+    ClientVisit,
     Conflict,
     DuplicateAccount,
     Issuer,
+    LegacyClient,
     NotFound,
     Order,
     StoreError,
@@ -36,10 +38,12 @@ from gateway.store.records import (
     check_changes,
     format_timestamp,
     issuer_id,
+    merge_visit,
     newest_first,
     normalize_identifier,
     normalize_identifiers,
     normalize_statuses,
+    timestamp_instant,
 )
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -96,6 +100,7 @@ class MemoryStore:
     _challenges: Dict[str, Challenge] = attrs.field(factory=dict, init=False)
     _certificates: Dict[str, Certificate] = attrs.field(factory=dict, init=False)
     _issuers: Dict[str, Issuer] = attrs.field(factory=dict, init=False)
+    _clients: Dict[tuple, LegacyClient] = attrs.field(factory=dict, init=False)
 
     def new_id(self) -> str:
         return secrets.token_urlsafe(ID_BYTES)
@@ -314,6 +319,28 @@ class MemoryStore:
             and (wanted_statuses is None or authz.status in wanted_statuses)
         )
 
+    @_fired
+    def order_times_since(self, account_id: int, since: str) -> List[str]:
+        moment = timestamp_instant(since)
+        found = [
+            order.created_at for order in self._orders.values()
+            if order.account_id == account_id and timestamp_instant(order.created_at) >= moment
+        ]
+        return sorted(found, key=timestamp_instant)
+
+    @_fired
+    def authorizations_with_status(
+        self, status: str, account_id: Optional[int] = None, created_before: Optional[str] = None
+    ) -> List[Authorization]:
+        moment = timestamp_instant(created_before) if created_before else None
+        found = [
+            authz for authz in self._authorizations.values()
+            if authz.status == status
+            and (account_id is None or authz.account_id == account_id)
+            and (moment is None or timestamp_instant(authz.created_at) < moment)
+        ]
+        return sorted(found, key=lambda a: timestamp_instant(a.created_at))
+
     # -- Challenges --
 
     @_fired
@@ -393,6 +420,37 @@ class MemoryStore:
     @_fired
     def issuer_by_id(self, id: str) -> Optional[Issuer]:
         return self._issuers.get(id)
+
+    # -- The migration report --
+
+    @_fired
+    def record_client(self, visit: ClientVisit) -> LegacyClient:
+        if not isinstance(visit, ClientVisit):
+            raise TypeError(f"expected a ClientVisit, not {visit!r}")
+        key = (visit.address, visit.user_agent)
+        client = merge_visit(self._clients.get(key), visit)
+        self._clients[key] = client
+        return client
+
+    @_fired
+    def list_clients(self) -> List[LegacyClient]:
+        return newest_first(enumerate(self._clients.values()), attribute="last_seen")
+
+    # -- Operations --
+
+    @_fired
+    def count_authorizations(self, status: str, unexpired_at: Optional[str] = None) -> int:
+        limit = None if unexpired_at is None else timestamp_instant(unexpired_at)
+        return sum(
+            1
+            for a in self._authorizations.values()
+            if a.status == status
+            and (limit is None or a.expires is None or timestamp_instant(a.expires) > limit)
+        )
+
+    @_fired
+    def check_writable(self) -> None:
+        return None
 
     def close(self) -> defer.Deferred:
         self._closed = True

@@ -36,11 +36,14 @@ __all__ = [
     "Challenge",
     "Conflict",
     "DuplicateAccount",
+    "ClientVisit",
     "Issuer",
+    "LegacyClient",
     "NotFound",
     "Order",
     "StoreError",
     "apply_changes",
+    "merge_visit",
     "format_timestamp",
     "issuer_id",
     "newest_first",
@@ -429,3 +432,109 @@ def newest_first(rows: Iterable[Tuple[int, R]], attribute: str = "created_at") -
         reverse=True,
     )
     return [record for _, record in ordered]
+
+
+# --- The migration report ------------------------------------------------------
+
+#: Caps that keep one client's report row small whatever it sends: a client
+#: that asks for thousands of names, or rotates User-Agents, must not make
+#: every request's upsert (or the status page) expensive.
+MAX_USER_AGENT = 256
+MAX_NAMES = 100
+MAX_THUMBPRINTS = 10
+MAX_REASON = 400
+
+
+def _clip(limit: int) -> Any:
+    def convert(value: Any) -> Any:
+        return value[:limit] if isinstance(value, str) else value
+
+    return convert
+
+
+@attrs.frozen
+class ClientVisit:
+    """
+    One v1 request as the migration report sees it.
+
+    :ivar thumbprint: the account key's thumbprint when the request carried
+        a verified JWS, else `None`.
+    :ivar names: DNS names asked for (new-authz, new-cert), if any.
+    :ivar certificate: whether it was a new-cert that issued.
+    :ivar failure: why it failed (endpoint, status, problem), or `None` when
+        it succeeded.
+    """
+
+    user_agent: str = attrs.field(converter=_clip(MAX_USER_AGENT), validator=_str)
+    address: str = attrs.field(validator=_str)
+    at: str = attrs.field(validator=_timestamp)
+    thumbprint: Optional[str] = attrs.field(default=None, validator=_optional_str)
+    names: Tuple[str, ...] = attrs.field(default=(), converter=_str_tuple)
+    certificate: bool = attrs.field(default=False, validator=v.instance_of(bool))
+    failure: Optional[str] = attrs.field(
+        default=None, converter=_clip(MAX_REASON), validator=_optional_str
+    )
+
+
+@attrs.frozen
+class LegacyClient:
+    """
+    A legacy client the gateway has served, identified by its source
+    address and User-Agent (what an operator can find the machine by).
+
+    :ivar thumbprints: account key thumbprints it signed with, most recent
+        last (at most `MAX_THUMBPRINTS`).
+    :ivar names: the names it asked for, sorted (at most `MAX_NAMES`).
+    :ivar successes: requests answered below 400.
+    :ivar failures: requests answered 400 or above.
+    :ivar certificates: certificates issued to it.
+    :ivar last_failure_reason: what its latest failure was.
+    """
+
+    user_agent: str = attrs.field(validator=_str)
+    address: str = attrs.field(validator=_str)
+    thumbprints: Tuple[str, ...] = attrs.field(converter=_str_tuple)
+    names: Tuple[str, ...] = attrs.field(converter=_str_tuple)
+    first_seen: str = attrs.field(validator=_timestamp)
+    last_seen: str = attrs.field(validator=_timestamp)
+    successes: int = attrs.field(validator=_int)
+    failures: int = attrs.field(validator=_int)
+    certificates: int = attrs.field(validator=_int)
+    last_success: Optional[str] = attrs.field(validator=_optional_timestamp)
+    last_failure: Optional[str] = attrs.field(validator=_optional_timestamp)
+    last_failure_reason: Optional[str] = attrs.field(validator=_optional_str)
+
+
+def merge_visit(client: Optional[LegacyClient], visit: ClientVisit) -> LegacyClient:
+    """
+    The report row of ``visit``'s client after ``visit``: a new row for a
+    client never seen, else ``client`` with the visit counted in.
+    """
+    if client is None:
+        client = LegacyClient(
+            user_agent=visit.user_agent, address=visit.address, thumbprints=(), names=(),
+            first_seen=visit.at, last_seen=visit.at, successes=0, failures=0,
+            certificates=0, last_success=None, last_failure=None, last_failure_reason=None,
+        )
+    thumbprints = client.thumbprints
+    if visit.thumbprint is not None:
+        thumbprints = tuple(t for t in thumbprints if t != visit.thumbprint) + (visit.thumbprint,)
+        thumbprints = thumbprints[-MAX_THUMBPRINTS:]
+    names = client.names
+    if visit.names:
+        names = tuple(sorted(set(names) | {normalize_identifier(n) for n in visit.names}))
+        names = names[:MAX_NAMES]
+    changes: dict = {
+        "thumbprints": thumbprints,
+        "names": names,
+        "last_seen": max(client.last_seen, visit.at, key=timestamp_instant),
+        "certificates": client.certificates + (1 if visit.certificate else 0),
+    }
+    if visit.failure is None:
+        changes["successes"] = client.successes + 1
+        changes["last_success"] = visit.at
+    else:
+        changes["failures"] = client.failures + 1
+        changes["last_failure"] = visit.at
+        changes["last_failure_reason"] = visit.failure
+    return attrs.evolve(client, **changes)

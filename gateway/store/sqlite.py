@@ -21,6 +21,7 @@ import os
 import secrets
 import sqlite3
 import stat
+import urllib.parse
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import attrs
@@ -38,9 +39,11 @@ from gateway.store.records import (
     Authorization,
     Certificate,
     Challenge,
+    ClientVisit,
     Conflict,
     DuplicateAccount,
     Issuer,
+    LegacyClient,
     NotFound,
     Order,
     StoreError,
@@ -48,10 +51,12 @@ from gateway.store.records import (
     check_changes,
     format_timestamp,
     issuer_id,
+    merge_visit,
     newest_first,
     normalize_identifier,
     normalize_identifiers,
     normalize_statuses,
+    timestamp_instant,
 )
 
 log = Logger()
@@ -61,7 +66,7 @@ log = Logger()
 BUSY_TIMEOUT_MS = 5000
 
 #: The schema version this code writes, kept in ``PRAGMA user_version``.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 # Version 1.  Every table but ``issuers`` carries the owning account_id
 # (``accounts.id`` is it for accounts); issuers are public and shared.  The
@@ -162,9 +167,38 @@ _SCHEMA_1 = (
     "CREATE INDEX certificates_by_account ON certificates (account_id)",
 )
 
+# Version 2: the migration report, one row per legacy client (source
+# address and User-Agent), upserted on every v1 request; and a one-row table
+# the readiness probe writes to, to prove that state can still be committed.
+_SCHEMA_2 = (
+    """
+    CREATE TABLE clients (
+        address TEXT NOT NULL,
+        user_agent TEXT NOT NULL,
+        thumbprints TEXT NOT NULL,
+        names TEXT NOT NULL,
+        first_seen TEXT NOT NULL,
+        last_seen TEXT NOT NULL,
+        successes INTEGER NOT NULL,
+        failures INTEGER NOT NULL,
+        certificates INTEGER NOT NULL,
+        last_success TEXT,
+        last_failure TEXT,
+        last_failure_reason TEXT,
+        PRIMARY KEY (address, user_agent)
+    )
+    """,
+    """
+    CREATE TABLE probes (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        checked_at TEXT NOT NULL
+    )
+    """,
+)
+
 #: Statements that bring a database from version N-1 to N, keyed by N.  A new
 #: schema version adds an entry here and bumps `SCHEMA_VERSION`.
-MIGRATIONS: Dict[int, Sequence[str]] = {1: _SCHEMA_1}
+MIGRATIONS: Dict[int, Sequence[str]] = {1: _SCHEMA_1, 2: _SCHEMA_2}
 
 _TABLES = {
     Account: "accounts",
@@ -173,10 +207,13 @@ _TABLES = {
     Challenge: "challenges",
     Certificate: "certificates",
     Issuer: "issuers",
+    LegacyClient: "clients",
 }
 
 # Tuples and dicts are stored as JSON text, booleans as INTEGER, bytes as BLOB.
-_JSON_FIELDS = frozenset({"public_jwk", "contact", "identifiers", "issuer_ids"})
+_JSON_FIELDS = frozenset(
+    {"public_jwk", "contact", "identifiers", "issuer_ids", "thumbprints", "names"}
+)
 _BOOL_FIELDS = frozenset({"wildcard"})
 
 
@@ -321,7 +358,8 @@ class SQLiteStore:
     _shutdown_trigger: Any = attrs.field(default=None, init=False)
 
     @classmethod
-    def open(cls, path: "str | os.PathLike[str]", reactor: Any = None) -> defer.Deferred:
+    def open(cls, path: "str | os.PathLike[str]", reactor: Any = None,
+             close_on_shutdown: bool = True) -> defer.Deferred:
         """
         Open (creating and migrating as needed) the database at ``path``.
 
@@ -329,7 +367,9 @@ class SQLiteStore:
             ``":memory:"`` for a throwaway database.
         :param reactor: the reactor results are delivered on, whose clock
             timestamps new accounts; the global one by default.  If it is an
-            `IReactorCore`, the store closes itself before it shuts down.
+            `IReactorCore`, the store closes itself before it shuts down,
+            unless ``close_on_shutdown`` is false (an owner that must finish
+            requests in flight first closes it itself).
         :return: a Deferred firing with the `SQLiteStore`.
         """
         if reactor is None:
@@ -340,7 +380,7 @@ class SQLiteStore:
 
         def opened(connection: sqlite3.Connection) -> "SQLiteStore":
             store = cls(reactor, pool, connection)
-            if IReactorCore.providedBy(reactor):
+            if close_on_shutdown and IReactorCore.providedBy(reactor):
                 store._shutdown_trigger = reactor.addSystemEventTrigger(
                     "before", "shutdown", store._close_for_shutdown
                 )
@@ -647,6 +687,35 @@ class SQLiteStore:
 
         return self._call(work)
 
+    def order_times_since(self, account_id: int, since: str) -> defer.Deferred:
+        moment = timestamp_instant(since)
+
+        def work() -> List[str]:
+            rows = self._rows(Order, "account_id = ?", account_id)
+            found = [order.created_at for _, order in rows
+                     if timestamp_instant(order.created_at) >= moment]
+            return sorted(found, key=timestamp_instant)
+
+        return self._call(work)
+
+    def authorizations_with_status(
+        self, status: str, account_id: Optional[int] = None, created_before: Optional[str] = None
+    ) -> defer.Deferred:
+        moment = timestamp_instant(created_before) if created_before else None
+
+        def work() -> List[Authorization]:
+            if account_id is None:
+                rows = self._rows(Authorization, "status = ?", status)
+            else:
+                rows = self._rows(Authorization, "status = ? AND account_id = ?", status, account_id)
+            found = [
+                authz for _, authz in rows
+                if moment is None or timestamp_instant(authz.created_at) < moment
+            ]
+            return sorted(found, key=lambda a: timestamp_instant(a.created_at))
+
+        return self._call(work)
+
     # -- Challenges --
 
     def add_challenge(self, challenge: Challenge) -> defer.Deferred:
@@ -734,6 +803,60 @@ class SQLiteStore:
     def issuer_by_id(self, id: str) -> defer.Deferred:
         return self._call(self._one, Issuer, "id = ?", id)
 
+    # -- The migration report --
+
+    def record_client(self, visit: ClientVisit) -> defer.Deferred:
+        if not isinstance(visit, ClientVisit):
+            return defer.fail(TypeError(f"expected a ClientVisit, not {visit!r}"))
+
+        def work() -> LegacyClient:
+            row = self._connection.execute(
+                "SELECT * FROM clients WHERE address = ? AND user_agent = ?",
+                (visit.address, visit.user_agent),
+            ).fetchone()
+            client = merge_visit(None if row is None else _decode(LegacyClient, row), visit)
+            values = _encode(client)
+            self._connection.execute(
+                f"INSERT OR REPLACE INTO clients ({', '.join(values)})"
+                f" VALUES ({', '.join('?' for _ in values)})",
+                tuple(values.values()),
+            )
+            return client
+
+        return self._write(work)
+
+    def list_clients(self) -> defer.Deferred:
+        return self._call(_list_clients, self._connection)
+
+    # -- Operations --
+
+    def count_authorizations(self, status: str, unexpired_at: Optional[str] = None) -> defer.Deferred:
+        def work() -> int:
+            rows = self._connection.execute(
+                "SELECT expires FROM authorizations WHERE status = ?", (status,)
+            ).fetchall()
+            if unexpired_at is None:
+                return len(rows)
+            limit = timestamp_instant(unexpired_at)
+            # Upstream expiries are spelled as the CA spells them, so they are
+            # compared as instants here rather than as strings in SQL.
+            return sum(
+                1 for (expires,) in rows
+                if expires is None or timestamp_instant(expires) > limit
+            )
+
+        return self._call(work)
+
+    def check_writable(self) -> defer.Deferred:
+        checked_at = format_timestamp(self._reactor.seconds())
+
+        def work() -> None:
+            self._connection.execute(
+                "INSERT OR REPLACE INTO probes (id, checked_at) VALUES (1, ?)", (checked_at,)
+            )
+
+        return self._write(work)
+
     # -- Closing --
 
     def _close_for_shutdown(self) -> defer.Deferred:
@@ -771,3 +894,43 @@ class SQLiteStore:
             self._reactor, self._pool, self._connection.close
         ).addBoth(stop)
         return self._closed
+
+
+def _list_clients(connection: sqlite3.Connection) -> List[LegacyClient]:
+    rows = connection.execute("SELECT rowid AS _seq, * FROM clients").fetchall()
+    return newest_first(
+        ((row["_seq"], _decode(LegacyClient, row)) for row in rows), attribute="last_seen"
+    )
+
+
+def read_clients(path: "str | os.PathLike[str]") -> List[LegacyClient]:
+    """
+    The migration report rows of the database at ``path``, read without
+    writing anything (no migration, no WAL checkpoint), so that ``acme-gateway
+    report`` can run beside a serving gateway, or on a copy of its volume.
+
+    Synchronous: for the command line, never for the reactor thread.
+
+    :raises StoreError: when the file is missing or is not a gateway database.
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise StoreError(f"no gateway state at {path}")
+    try:
+        connection = sqlite3.connect(
+            f"file:{urllib.parse.quote(os.path.abspath(path))}?mode=ro", uri=True
+        )
+    except sqlite3.Error as error:
+        raise StoreError(f"cannot open {path}: {error}") from None
+    try:
+        connection.row_factory = sqlite3.Row
+        connection.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        version = connection.execute("PRAGMA user_version").fetchone()[0]
+        if version < 2:
+            # A gateway older than the report has recorded nobody yet.
+            return []
+        return _list_clients(connection)
+    except sqlite3.Error as error:
+        raise StoreError(f"cannot read {path}: {error}") from None
+    finally:
+        connection.close()

@@ -15,7 +15,6 @@ the owning account, which every stored row names.
 
 from __future__ import annotations
 
-import time
 from typing import Optional
 
 from twisted.logger import Logger
@@ -154,21 +153,44 @@ async def _view(context: Context, record: Authorization, thumbprint: str, upstre
     return AuthorizationView(record, challenges, thumbprint, errors)
 
 
+def requested_name(payload: dict):
+    """
+    The checked name of a ``new-authz`` payload.  Pure, so the face checks
+    it before binding the signer to an account: a malformed request must
+    cost no upstream call and write nothing.
+
+    :raises V1Problem: ``malformed``.
+    """
+    return parse_v1_identifier(payload.get("identifier"), allow_wildcard=True)
+
+
 async def new_authorization(context: Context, bound: BoundAccount, payload: dict) -> AuthorizationView:
     """
     ``new-authz``: reuse the account's pending or valid authorization for
     the name, else create a single-name order upstream.
     """
-    name = parse_v1_identifier(payload.get("identifier"), allow_wildcard=True)
+    name = requested_name(payload)
     lock = context.lock_for(f"authz:{bound.record.id}:{name.spelled}")
     await lock.acquire()
     try:
         for candidate in await context.store.find_authorizations(
             bound.record.id, name.value, name.wildcard, ("pending", "valid")
         ):
-            if not _expired(context, candidate.expires):
-                return await read_view(context, candidate)
-        order = await context.upstream.new_order(bound.upstream, [name.spelled])
+            if _expired(context, candidate.expires):
+                continue
+            try:
+                view = await read_view(context, candidate)
+            except V1Problem as problem:
+                if problem.status != 404:
+                    raise
+                # The CA no longer knows it (expired early, or a CA that lost
+                # its state): remember that, and order anew.
+                await context.store.update_authorization(
+                    candidate.id, status="expired", updated_at=context.now())
+                continue
+            if view.authorization.status in ("pending", "valid"):
+                return view
+        order = await context.new_order(bound, [name.spelled])
         stored_order = await store_upstream_order(context, bound, order)
         last = None
         for url in order.authorizations:
@@ -197,7 +219,7 @@ async def read_view(context: Context, record: Authorization, force: bool = False
     """
     account = await _owner(context, record)
     recent = context.read_times.get(record.id)
-    fresh_enough = recent is not None and time.monotonic() - recent < READ_COALESCE_SECONDS
+    fresh_enough = recent is not None and context.clock.seconds() - recent < READ_COALESCE_SECONDS
     if not force and (record.status in SETTLED or fresh_enough):
         return await _view(context, record, account.thumbprint)
     if not context.holds_key_for(account.thumbprint):
@@ -210,7 +232,7 @@ async def read_view(context: Context, record: Authorization, force: bool = False
         if problem.status == 404:
             raise V1Problem.not_found("Expired authorization")
         raise
-    context.read_times[record.id] = time.monotonic()
+    context.read_times[record.id] = context.clock.seconds()
     record = await _refresh_records(context, record, upstream)
     return await _view(context, record, account.thumbprint, upstream)
 
@@ -243,12 +265,18 @@ async def read_challenge(context: Context, authorization_id: str, challenge_id: 
     return view, challenge
 
 
-async def _owned(context: Context, bound: BoundAccount, authorization_id: str) -> Authorization:
+#: Boulder's refusals of another account's challenge and authorization.
+_NOT_YOUR_CHALLENGE = "User registration ID doesn't match registration ID in authorization"
+_NOT_YOUR_AUTHORIZATION = "Registration ID doesn't match ID for authorization"
+
+
+async def _owned(context: Context, bound: BoundAccount, authorization_id: str,
+                 refusal: str = _NOT_YOUR_CHALLENGE) -> Authorization:
     record = await context.store.authorization_by_id(authorization_id)
     if record is None:
         raise V1Problem.not_found("Unable to find authorization")
     if record.account_id != bound.record.id:
-        raise V1Problem.unauthorized("User registration ID doesn't match registration ID in authorization")
+        raise V1Problem.unauthorized(refusal)
     return record
 
 
@@ -349,11 +377,13 @@ async def deactivate_authorization(
     context: Context, bound: BoundAccount, authorization_id: str, payload: dict
 ) -> AuthorizationView:
     """
-    v1 authorization POST ``{"status": "deactivated"}``.
+    v1 authorization POST ``{"status": "deactivated"}``.  Ownership is
+    checked first, as Boulder did: another account learns nothing from the
+    payload's fate.
     """
+    record = await _owned(context, bound, authorization_id, _NOT_YOUR_AUTHORIZATION)
     if payload.get("status") != "deactivated":
         raise V1Problem.malformed("Invalid status value")
-    record = await _owned(context, bound, authorization_id)
     upstream = await context.upstream.deactivate_authorization(bound.upstream, record.upstream_url)
     record = await _refresh_records(context, record, upstream)
     return await _view(context, record, bound.thumbprint, upstream)

@@ -20,6 +20,7 @@ from twisted.internet.defer import DeferredLock
 from twisted.python.failure import Failure
 from twisted.logger import Logger
 
+from gateway.budget import Budget
 from gateway.jose import AccountKey
 from gateway.keystore import KeyStore
 from gateway.managed import ManagedKeys
@@ -27,6 +28,8 @@ from gateway.problems import V1Problem
 from gateway.store import Account, DuplicateAccount
 from gateway.store.records import format_timestamp
 from gateway.upstream.client import UpstreamClient
+from gateway.upstream import messages as v2
+from gateway.upstream.errors import UpstreamProblem
 from gateway.upstream.messages import UpstreamAccount
 from gateway.v1.jws import VerifiedRequest
 from gateway.validation.revalidate import Validators
@@ -104,9 +107,15 @@ class Context:
     managed_keys: Optional[ManagedKeys] = None
     #: Authorizations the gateway validated itself, for logs and metrics.
     revalidations: int = 0
+    budget: Budget = attrs.field(
+        default=attrs.Factory(lambda self: Budget(self.store, self.clock), takes_self=True)
+    )
+
+    def __attrs_post_init__(self):
+        self.upstream.account_recovery = self.recover_account
     _locks: Dict[str, DeferredLock] = attrs.field(factory=dict, init=False)
     _background: set = attrs.field(factory=set, init=False)
-    #: When each authorization was last read upstream (monotonic seconds).
+    #: When each authorization was last read upstream (clock seconds).
     read_times: Dict[str, float] = attrs.field(factory=dict, init=False)
     #: Issuer id -> the id of the issuer above it in the chains seen, for the
     #: ``Link rel="up"`` of ``/acme/issuer-cert/<id>``.
@@ -123,7 +132,7 @@ class Context:
 
         def done(result):
             self._background.discard(work)
-            if isinstance(result, Failure):
+            if isinstance(result, Failure) and not result.check(defer.CancelledError):
                 log.failure("background work failed", result)
             return None
 
@@ -131,10 +140,46 @@ class Context:
 
     async def drain(self) -> None:
         """
-        Wait for background work (at shutdown).
+        At shutdown: cancel background work (its ``finally`` clauses still
+        remove what it provisioned) and wait for it to end.
         """
         for work in list(self._background):
+            work.cancel()
+        for work in list(self._background):
             await work
+
+    async def new_order(self, bound: BoundAccount, names) -> v2.Order:
+        """
+        Create an upstream order for ``names``, within the account's budget:
+        refused locally (v1 429) when it would exceed a limit; an upstream
+        ``rateLimited`` holds the account back until its ``Retry-After``.
+        """
+        names = list(names)
+        await self.budget.check_new_order(bound.record.id, len(names))
+        try:
+            return await self.upstream.new_order(bound.upstream, names)
+        except UpstreamProblem as problem:
+            if problem.code == "rateLimited":
+                self.budget.hold(bound.record.id, problem.retry_after)
+            raise
+
+    async def recover_account(self, key: AccountKey, stale_url: str) -> str:
+        """
+        The upstream no longer knows the account at ``stale_url`` (a CA that
+        lost its state, as a restarted Pebble does): find or create the
+        account of ``key`` again, record its new URL, and return it.
+        """
+        upstream = await self.upstream.find_account(key)
+        if upstream is None:
+            upstream = await self.upstream.new_account(
+                key, terms_of_service_agreed=self.policy.agree_to_terms
+            )
+        for account in await self.store.list_accounts():
+            if account.upstream_url == stale_url:
+                await self.store.update_account(account.id, upstream_url=upstream.url)
+        log.warn("upstream lost account {stale}; re-attached as {url}", stale=stale_url,
+                 url=upstream.url)
+        return upstream.url
 
     def now(self) -> str:
         """

@@ -17,14 +17,15 @@ from __future__ import annotations
 
 from typing import Optional
 
+import josepy
 from cryptography import x509
 from twisted.logger import Logger
 
-from gateway.csr import parse_csr
+from gateway.csr import ParsedCSR, parse_csr
 from gateway.jose import b64url_decode
 from gateway.problems import V1Problem
 from gateway.store import Certificate, Order
-from gateway.translate.authorizations import record_authorization, store_upstream_order
+from gateway.translate.authorizations import _expired, record_authorization, store_upstream_order
 from gateway.translate.context import BoundAccount, Context
 from gateway.upstream import messages as v2
 from gateway.upstream.errors import UpstreamProblem
@@ -83,20 +84,76 @@ async def _authorization_states(context: Context, bound: BoundAccount, order_rec
     return states
 
 
+def _jwk_spki(jwk: josepy.JWK) -> Optional[bytes]:
+    try:
+        return jwk.key.public_numbers().public_key().public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    except Exception:
+        return None
+
+
+def parse_request(payload: dict, client_jwk: josepy.JWK) -> ParsedCSR:
+    """
+    The checked CSR of a ``new-cert`` payload signed with ``client_jwk``.
+    Pure, so the face checks it before binding the signer to an account:
+    a malformed request must cost no upstream call and write nothing.
+
+    :raises V1Problem: ``malformed`` for an unusable CSR, and for a CSR of
+        the account key itself (Boulder refused it: a certificate for the
+        account key would let whoever holds the certificate's key act as
+        the account).
+    """
+    csr = parse_csr(_csr_der(payload), allow_wildcard=True)
+    if csr.public_key_der == _jwk_spki(client_jwk):
+        raise V1Problem.malformed("Certificate public key must be different than account key")
+    return csr
+
+
+async def _names_not_authorized(context: Context, bound: BoundAccount, names) -> list:
+    """
+    The names for which the account holds no pending or valid, unexpired
+    authorization in the gateway's store.
+    """
+    missing = []
+    for name in names:
+        found = await context.store.find_authorizations(
+            bound.record.id, name.value, name.wildcard, ("pending", "valid")
+        )
+        if not any(not _expired(context, a.expires) for a in found):
+            missing.append(name)
+    return missing
+
+
 async def new_certificate(context: Context, bound: BoundAccount, payload: dict) -> Certificate:
     """
     ``new-cert``.
+
+    Without any means to validate names itself, the gateway refuses a CSR
+    naming a name the account never asked to authorize (``new-authz``)
+    before any upstream call, with Boulder's answer: the order could not
+    become ready, and creating it would only spend the account's upstream
+    order budget on a request that cannot succeed.
     """
-    csr = parse_csr(_csr_der(payload), allow_wildcard=True)
+    csr = parse_request(payload, josepy.JWK.from_json(bound.record.public_jwk))
     if csr.public_key_der == _account_spki(bound):
         raise V1Problem.malformed("Certificate public key must be different than account key")
+    if not context.validators.configured and not bound.managed:
+        missing = await _names_not_authorized(context, bound, csr.names)
+        if missing:
+            raise V1Problem.unauthorized(
+                "Error creating new cert :: authorizations for these names not found or "
+                f"expired: {', '.join(n.spelled for n in missing)}. Request an authorization "
+                f"(new-authz) for each name first, or start the gateway with "
+                f"{context.validators.missing_means(missing)} to let it validate them."
+            )
     names = tuple(sorted(n.spelled for n in csr.names))
     lock = context.lock_for(f"order:{bound.record.id}:{','.join(names)}")
     await lock.acquire()
     try:
         found = await _usable_order(context, bound, names)
         if found is None:
-            upstream_order = await context.upstream.new_order(bound.upstream, list(names))
+            upstream_order = await context.new_order(bound, names)
             record = await store_upstream_order(context, bound, upstream_order)
             log.info("new-cert: created order {order} for {names}", order=record.id, names=names)
         else:

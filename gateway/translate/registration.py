@@ -111,6 +111,44 @@ async def new_registration(context: Context, verified: VerifiedRequest, remote_i
         lock.release()
 
 
+def check_update(payload: dict) -> None:
+    """
+    Check a ``reg/<id>`` payload on its own (fields, contact, agreement,
+    status), before the signer is bound to an account: a malformed update
+    must cost no upstream call and write nothing.
+
+    :raises V1Problem: ``malformed`` or ``invalidEmail``.
+    """
+    _check_fields(payload)
+    _contact(payload)
+    _agreement(payload)
+    if payload.get("status") not in (None, "valid", "deactivated"):
+        raise V1Problem.malformed("Invalid value provided for status field")
+
+
+def names_signer(record_id, thumbprint: str, registration_id: str) -> bool:
+    """
+    Whether ``reg/<registration_id>`` is the signer's registration: its id,
+    or its key's thumbprint.  The thumbprint form is the registration URL
+    ``acme-gateway adopt`` gives a migrated certbot, whose stored one names
+    the dead v1 CA and whose gateway id is not known before its first
+    request; only that key can sign for it.
+    """
+    return registration_id == thumbprint or (record_id is not None and str(record_id) == registration_id)
+
+
+async def check_owner(context: Context, thumbprint: str, registration_id: str) -> None:
+    """
+    Refuse a ``reg/<id>`` request not signed by that registration's key,
+    before anything else happens (Boulder's 403).  A key the gateway has
+    not seen yet has no registration id to match (but may use its
+    thumbprint, see `names_signer`).
+    """
+    record = await context.store.account_by_thumbprint(thumbprint)
+    if not names_signer(None if record is None else record.id, thumbprint, registration_id):
+        raise V1Problem.unauthorized("Request signing key did not match registration key")
+
+
 async def apply_registration_update(
     context: Context, bound: BoundAccount, registration_id: str, payload: dict
 ) -> tuple:
@@ -120,7 +158,7 @@ async def apply_registration_update(
     :return: ``(account, deactivated)``; a deactivation answers 200, any
         other update 202.
     """
-    if str(bound.record.id) != registration_id:
+    if not names_signer(bound.record.id, bound.thumbprint, registration_id):
         raise V1Problem.unauthorized("Request signing key did not match registration key")
     _check_fields(payload)
     contact = _contact(payload)

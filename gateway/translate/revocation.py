@@ -5,7 +5,9 @@ Revocation may be signed by an account key or by the certificate's own
 key.  The gateway never holds a certificate key, so for the latter it
 checks the v1 signature against the certificate's public key (what Boulder
 v1 did) and revokes upstream as the account that issued the certificate,
-whose key it holds (RFC 8555 accepts the issuing account for any reason).
+whose key it holds (RFC 8555 accepts the issuing account for any reason),
+or, when no such account can and the certificate key was imported into the
+key store, with the certificate key itself.
 
 key-change needs an inner JWS by the *new* private key upstream, which a
 v1 client never sends; it works only when the new key is already in the
@@ -68,16 +70,23 @@ async def revoke_certificate(context: Context, verified: VerifiedRequest, remote
     certificate_jwk = public_jwk(certificate.public_key())
     signed_by_certificate_key = thumbprint(certificate_jwk) == verified.thumbprint
     if signed_by_certificate_key:
-        if stored is None:
+        # The certificate's own key revokes upstream only when the gateway
+        # holds it (imported) and no issuing account can: a certificate from
+        # before the gateway, or an issuer whose key left the store.
+        certificate_key = context.keys.get(verified.thumbprint)
+        issuer = None if stored is None else await context.store.account_by_id(stored.account_id)
+        if issuer is None and certificate_key is None:
             raise V1Problem.not_found("No such certificate")
-        issuer = await context.store.account_by_id(stored.account_id)
-        upstream = await context.upstream_for(issuer)
+        if certificate_key is not None and (issuer is None or not context.holds_key_for(issuer.thumbprint)):
+            signer = {"certificate_key": certificate_key}
+        else:
+            signer = {"account": await context.upstream_for(issuer)}
     else:
         bound = await context.bind_account(verified, remote_ip)
         if stored is not None and stored.account_id != bound.record.id:
             raise V1Problem.unauthorized(_NOT_ALLOWED)
-        upstream = bound.upstream
-    await context.upstream.revoke_certificate(der, reason=reason, account=upstream)
+        signer = {"account": bound.upstream}
+    await context.upstream.revoke_certificate(der, reason=reason, **signer)
     if stored is not None:
         await context.store.update_certificate(
             stored.id, revoked_at=context.now(), revocation_reason=reason if reason is not None else 0

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import collections
 import json
+import random
 from typing import Any, Iterable, Optional, Sequence
 
 import attrs
@@ -39,6 +40,7 @@ from twisted.web import client as web_client
 
 from gateway import __version__
 from gateway.jose import AccountKey, b64url, sign_flattened
+from gateway.scope import current_request_id
 from gateway.upstream.errors import (
     PollTimeout,
     UpstreamError,
@@ -151,6 +153,9 @@ class UpstreamClient:
         request_timeout: float = 30.0,
         max_nonce_retries: int = 5,
         poll_policy: PollPolicy = PollPolicy(),
+        metrics: Optional[Any] = None,
+        read_retries: int = 2,
+        retry_base_delay: float = 0.25,
     ):
         self.directory_url = directory_url
         self._http = http
@@ -163,6 +168,17 @@ class UpstreamClient:
         self._nonces: collections.deque = collections.deque(maxlen=_NONCE_POOL_SIZE)
         #: Counters of upstream requests by kind, for tests and metrics.
         self.request_counts: collections.Counter = collections.Counter()
+        #: A `gateway.metrics.Metrics` told of every exchange, or `None`.
+        self.metrics = metrics
+        #: Called as ``await account_recovery(key, stale_kid)`` when the CA
+        #: answers ``accountDoesNotExist`` for a ``kid`` it used to know (a
+        #: CA that lost its state); returns the account URL to retry with.
+        self.account_recovery = None
+        #: How often an idempotent read (directory, nonce, POST-as-GET) is
+        #: retried after the CA failed to answer, with jittered backoff.
+        self.read_retries = read_retries
+        self.retry_base_delay = retry_base_delay
+        self._random = random.Random()
 
     @classmethod
     def create(
@@ -230,9 +246,13 @@ class UpstreamClient:
 
         timer = self._clock.callLater(self._request_timeout, give_up)
         self.request_counts[kind] += 1
+        started = self._clock.seconds()
+        # The v1 request this call serves (None for probes and start-up).
+        request_id = current_request_id()
         try:
             response = await exchange
         except Exception as failure:
+            self._observe(method, url, kind, None, started, request_id, failure)
             # Connection refused or reset, TLS failures and cancellation all
             # surface here, under several exception types.
             if timed_out:
@@ -248,10 +268,32 @@ class UpstreamClient:
         nonce = response.header("replay-nonce")
         if nonce:
             self._nonces.append(nonce)
-        self.log.debug(
-            "upstream {method} {url} -> {status}", method=method, url=url, status=response.status
-        )
+        self._observe(method, url, kind, response.status, started, request_id)
         return response
+
+    def _observe(
+        self, method: str, url: str, kind: str, status: Optional[int], started: float,
+        request_id: Optional[str], failure: Optional[BaseException] = None,
+    ) -> None:
+        """
+        Log one exchange with named fields and the v1 request id it served,
+        and count it in the metrics.
+        """
+        seconds = self._clock.seconds() - started
+        if self.metrics is not None:
+            self.metrics.upstream_response(kind, status, seconds, request_id)
+        if failure is None:
+            self.log.info(
+                "upstream {method} {url} -> {status} ({kind}, {duration:.3f}s)",
+                method=method, url=url, status=status, kind=kind, duration=seconds,
+                request_id=request_id,
+            )
+        else:
+            self.log.warn(
+                "upstream {method} {url} failed ({kind}, {duration:.3f}s): {error}",
+                method=method, url=url, kind=kind, duration=seconds,
+                error=_describe(failure), request_id=request_id,
+            )
 
     def _raise_for_status(self, response: UpstreamResponse) -> None:
         if response.status < 400:
@@ -290,10 +332,38 @@ class UpstreamClient:
         The upstream directory, fetched once and cached.
         """
         if self._directory is None or refresh:
-            response = await self._send("GET", self.directory_url, kind="directory")
-            self._raise_for_status(response)
+            async def fetch():
+                response = await self._send("GET", self.directory_url, kind="directory")
+                self._raise_for_status(response)
+                return response
+
+            response = await self._retrying_read(fetch)
             self._directory = Directory.from_json(response.json())
         return self._directory
+
+    async def _retrying_read(self, read):
+        """
+        Run an idempotent read, retrying when the CA failed to answer
+        (connection refused or reset, timeout, 5xx) with exponential,
+        jittered backoff — never for a response that broke the protocol,
+        and never for a problem document.
+        """
+        attempt = 0
+        while True:
+            try:
+                return await read()
+            except UpstreamProtocolError:
+                raise
+            except UpstreamUnavailable as error:
+                if attempt >= self.read_retries:
+                    raise
+                delay = self.retry_base_delay * (2 ** attempt) * self._random.uniform(0.5, 1.5)
+                if error.retry_after is not None:
+                    delay = max(delay, min(error.retry_after, self.poll_policy.maximum))
+                attempt += 1
+                self.log.info("upstream read failed ({error}); retry {attempt} in {delay:.2f}s",
+                              error=str(error), attempt=attempt, delay=delay)
+                await self._sleep(delay)
 
     async def _nonce(self) -> str:
         if self._nonces:
@@ -327,6 +397,7 @@ class UpstreamClient:
             retries are exhausted, the last ``badNonce``).
         """
         attempts = 0
+        recovered = False
         while True:
             protected = {"nonce": await self._nonce(), "url": url}
             if kid is None:
@@ -347,14 +418,22 @@ class UpstreamClient:
                         url=url, attempt=attempts,
                     )
                     continue
+                if (problem.code == "accountDoesNotExist" and kid is not None
+                        and self.account_recovery is not None and not recovered):
+                    recovered = True
+                    kid = await self.account_recovery(key, kid)
+                    continue
                 raise
             return response
 
     async def post_as_get(self, account: UpstreamAccount, url: str, kind: str = "read") -> UpstreamResponse:
         """
-        Read ``url`` as ``account`` (RFC 8555 §6.3).
+        Read ``url`` as ``account`` (RFC 8555 §6.3), retried when the CA
+        failed to answer.
         """
-        return await self.signed_post(url, None, account.key, kid=account.url, kind=kind)
+        return await self._retrying_read(
+            lambda: self.signed_post(url, None, account.key, kid=account.url, kind=kind)
+        )
 
     # -- accounts ------------------------------------------------------------
 

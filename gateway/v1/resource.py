@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import re
 import urllib.parse
-from typing import Optional
+from typing import Any, Optional
 
 import attrs
 from twisted.internet import defer
@@ -24,14 +24,15 @@ from twisted.logger import Logger
 from twisted.web import resource, server
 
 from gateway.nonces import NonceIssuer
+from gateway.report import requested_names, visit_for
+from gateway.scope import RequestScope, current, request_id_from, run_in_scope
 from gateway.problems import V1Problem, from_upstream
 from gateway.translate import authorizations, issuance, registration, revocation
 from gateway.translate.context import Context
 from gateway.upstream.errors import UpstreamError
 from gateway.v1 import messages
 from gateway.v1.jws import VerifiedRequest, verify_v1_request
-
-DEFAULT_MAX_BODY = 64 * 1024
+from gateway.v1.limits import DEFAULT_MAX_BODY, too_large
 _ID = r"[A-Za-z0-9_-]{1,64}"
 _HOST = re.compile(r"^(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?$")
 
@@ -87,6 +88,10 @@ ROUTES = (
     Route(re.compile(r"^/terms$"), ("GET",), "terms"),
 )
 
+#: The v1 resource name of a route, where it is not its handler's name
+#: spelled with dashes: a bounded label for metrics and logs.
+_ENDPOINT_NAMES = {"issuer": "issuer-cert"}
+
 
 class V1Face(resource.Resource):
     """
@@ -98,6 +103,9 @@ class V1Face(resource.Resource):
         ``Location``; when ``None`` it is derived from each request's scheme
         and ``Host``.
     :param max_body: the largest POST body read, in bytes.
+    :param metrics: a `gateway.metrics.Metrics` told of every answer.
+    :param recorder: a `gateway.report.ClientRecorder` that records every
+        request in the migration report.
     """
 
     isLeaf = True
@@ -109,13 +117,19 @@ class V1Face(resource.Resource):
         nonces: NonceIssuer,
         base_url: Optional[str] = None,
         max_body: int = DEFAULT_MAX_BODY,
+        metrics: Optional[Any] = None,
+        recorder: Optional[Any] = None,
     ):
         super().__init__()
         self.context = context
         self.nonces = nonces
+        self.metrics = metrics
+        self.recorder = recorder
         self.base_url = base_url.rstrip("/") if base_url else None
         self._base_path = urllib.parse.urlsplit(self.base_url).path if self.base_url else ""
         self.max_body = max_body
+        #: The responses being worked on, for a graceful shutdown.
+        self.in_flight: set = set()
 
     # -- twisted.web ---------------------------------------------------------
 
@@ -124,10 +138,37 @@ class V1Face(resource.Resource):
         request.setHeader(b"Cache-Control", b"public, max-age=0, no-cache")
         finished = []
         request.notifyFinish().addBoth(finished.append)
-        respond = defer.Deferred.fromCoroutine(self._respond(request))
+        # Everything this request causes, upstream calls and log events
+        # included, runs in its scope and carries its id (gateway.scope).
+        scope = RequestScope(id=request_id_from(request.getHeader(b"x-request-id")))
+        request.setHeader(b"X-Request-Id", scope.id.encode("ascii"))
+        respond = run_in_scope(scope, defer.Deferred.fromCoroutine, self._respond(request, scope))
         respond.addCallback(self._write, request, finished)
         respond.addErrback(self._crash, request, finished)
+        self.in_flight.add(respond)
+        respond.addBoth(self._settled, respond)
         return server.NOT_DONE_YET
+
+    def _settled(self, result, respond) -> None:
+        self.in_flight.discard(respond)
+        return None
+
+    async def quiesce(self, clock, grace: float) -> int:
+        """
+        Wait up to ``grace`` seconds for the requests in flight (the
+        listener is already closed at shutdown).
+
+        :return: how many were still running when the grace ran out.
+        """
+        deadline = clock.seconds() + grace
+        while self.in_flight and clock.seconds() < deadline:
+            waiting = defer.DeferredList(list(self.in_flight), consumeErrors=True)
+            waiting.addTimeout(max(0.0, deadline - clock.seconds()), clock)
+            try:
+                await waiting
+            except defer.TimeoutError:
+                break
+        return len(self.in_flight)
 
     def _write(self, response: V1Response, request, finished) -> None:
         if finished:
@@ -149,8 +190,9 @@ class V1Face(resource.Resource):
             except Exception:
                 pass
 
-    async def _respond(self, request) -> V1Response:
+    async def _respond(self, request, scope: RequestScope) -> V1Response:
         method = request.method.decode("ascii", "replace")
+        started = self.context.clock.seconds()
         try:
             response = await self._route(request, method)
         except V1Problem as problem:
@@ -162,11 +204,31 @@ class V1Face(resource.Resource):
             self.log.failure("error serving {method} {path}", method=method,
                              path=request.path.decode("latin-1"))
             response = problem_response(V1Problem.server_internal("The gateway failed to serve this request"))
+        self._observe(request, scope, method, response, started)
+        return response
+
+    def _observe(self, request, scope: RequestScope, method: str, response: V1Response,
+                 started: float) -> None:
+        """
+        The access log event (named fields, thumbprint never key), the
+        metrics, and the migration report's record of this request.
+        """
+        now = self.context.clock.seconds()
+        user_agent = (request.getHeader(b"user-agent") or b"").decode("utf-8", "replace")
+        address = self._ip(request)
         self.log.info(
             "{method} {path} -> {status}", method=method,
-            path=request.path.decode("latin-1"), status=response.status,
+            path=request.path.decode("latin-1"), status=response.status, endpoint=scope.endpoint,
+            user_agent=user_agent, client=address, thumbprint=scope.thumbprint,
+            duration=round(now - started, 6), request_id=scope.id,
         )
-        return response
+        if self.metrics is not None:
+            self.metrics.v1_response(scope.endpoint, response.status)
+        if self.recorder is not None:
+            self.recorder.record(visit_for(
+                scope, user_agent, address, now, response.status,
+                response.content_type, response.body, method=method,
+            ))
 
     # -- routing -------------------------------------------------------------
 
@@ -192,6 +254,9 @@ class V1Face(resource.Resource):
             match = route.pattern.match(path)
             if not match:
                 continue
+            scope = current.get()
+            if scope is not None:
+                scope.endpoint = _ENDPOINT_NAMES.get(route.name, route.name.replace("_", "-"))
             allowed = route.methods + (("HEAD",) if "GET" in route.methods else ())
             if method not in allowed:
                 raise V1Problem.method_not_allowed(allowed=route.methods)
@@ -206,16 +271,22 @@ class V1Face(resource.Resource):
         length = request.getHeader(b"content-length")
         if length is not None:
             try:
-                if int(length) > self.max_body:
-                    raise V1Problem.malformed("Request body too large", status=413)
+                too_long = int(length) > self.max_body
             except ValueError:
                 raise V1Problem.malformed("Invalid Content-Length")
-        body = request.content.read(self.max_body + 1)
+            if too_long:
+                raise too_large(self.max_body)
+        body = request.content.read(self.max_body + 1) if request.content is not None else b""
         if len(body) > self.max_body:
-            raise V1Problem.malformed("Request body too large", status=413)
+            raise too_large(self.max_body)
         if not body:
             raise V1Problem.malformed("No body on POST")
-        return verify_v1_request(body, resource_name, self.nonces)
+        verified = verify_v1_request(body, resource_name, self.nonces)
+        scope = current.get()
+        if scope is not None:
+            scope.thumbprint = verified.thumbprint
+            scope.names = requested_names(resource_name, verified.payload)
+        return verified
 
     @staticmethod
     def _ip(request) -> str:
@@ -270,6 +341,10 @@ class V1Face(resource.Resource):
 
     async def _reg_post(self, request, urls, registration_id):
         verified = self._verify(request, "reg")
+        # Everything that can be refused without an account is refused
+        # before binding one, which may call upstream and write a row.
+        registration.check_update(verified.payload)
+        await registration.check_owner(self.context, verified.thumbprint, registration_id)
         bound = await self.context.bind_account(verified, self._ip(request))
         account, deactivated = await registration.apply_registration_update(
             self.context, bound, registration_id, verified.payload
@@ -291,6 +366,7 @@ class V1Face(resource.Resource):
 
     async def _new_authz_post(self, request, urls):
         verified = self._verify(request, "new-authz")
+        authorizations.requested_name(verified.payload)
         bound = await self.context.bind_account(verified, self._ip(request))
         view = await authorizations.new_authorization(self.context, bound, verified.payload)
         return self._authz_response(201, urls, view, location=True)
@@ -340,6 +416,7 @@ class V1Face(resource.Resource):
 
     async def _new_cert_post(self, request, urls):
         verified = self._verify(request, "new-cert")
+        issuance.parse_request(verified.payload, verified.jwk)
         bound = await self.context.bind_account(verified, self._ip(request))
         certificate = await issuance.new_certificate(self.context, bound, verified.payload)
         return self._certificate_response(201, urls, certificate, location=True)

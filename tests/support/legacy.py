@@ -205,17 +205,22 @@ class Certbot:
         return clean_env({**self.env, **(env or {})}, ca_bundle=self.ca_bundle)
 
     def run(self, *args: str, check: bool = True, env: Optional[dict] = None,
-            timeout: float = 120) -> subprocess.CompletedProcess:
+            timeout: float = 120, with_server: bool = True) -> subprocess.CompletedProcess:
         """
         ``certbot <args> --non-interactive --config-dir … --work-dir …
         --logs-dir … --server <server_url>``.  With ``check``, a non-zero
         exit fails with certbot's output and the tail of its log.
+        ``with_server=False`` leaves ``--server`` out, so that certbot uses
+        the server its stored configuration names (as ``certbot renew``
+        from cron does).
         """
         command = [
             self.binary, *args, "--non-interactive",
             "--config-dir", self.config_dir, "--work-dir", self.work_dir,
-            "--logs-dir", self.logs_dir, "--server", self.server_url,
+            "--logs-dir", self.logs_dir,
         ]
+        if with_server:
+            command += ["--server", self.server_url]
         return _run(command, env=self._env(env), timeout=timeout, check=check,
                     what="certbot", log_path=self.log_path)
 

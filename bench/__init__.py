@@ -1,0 +1,1 @@
+"""acme-gateway benchmarks: see bench/README.md (run with bench/run.py)."""

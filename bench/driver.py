@@ -1,0 +1,245 @@
+#!/usr/bin/env python3
+"""
+One benchmark client: the acme 1.32 library, either as a native ACME v2
+client (``ClientV2`` straight to the CA) or as a legacy ACME v1 client
+(``Client`` through the gateway).  Run it with the legacy venv's interpreter
+(``.venvs/certbot1/bin/python``), so both modes use the same library.
+
+    driver.py JOB.json
+
+The job names the mode, the directory, the account key, the webroot the
+http-01 responder serves, the poll interval and the certificates (lists of
+names).  The driver sets up (directory, account) untimed, prints ``READY``
+and waits for a line on stdin (the start barrier shared by concurrent
+drivers), then obtains the certificates one after another and writes
+per-certificate timings to the job's ``out`` file.
+
+Both modes use the same flow and the same polling: request authorizations
+(v2: ``newOrder``; v1: ``new-authz`` per name), publish every http-01 key
+authorization and answer the challenges, poll each authorization
+immediately and then every ``poll_interval`` seconds until it is valid,
+request the certificate (v2: finalize, then poll the order the same way and
+download the chain; v1: ``new-cert``, then follow ``Link: rel="up"`` for the
+chain).  A fresh EC P-256 key and CSR per certificate; EC P-256 account keys.
+"""
+
+import json
+import os
+import sys
+import time
+import traceback
+import warnings
+
+warnings.simplefilter("ignore")
+
+import josepy as jose  # noqa: E402
+import OpenSSL  # noqa: E402
+from cryptography.hazmat.primitives import serialization  # noqa: E402
+from cryptography.hazmat.primitives.asymmetric import ec  # noqa: E402
+
+from acme import challenges, client, crypto_util, errors, messages  # noqa: E402
+
+USER_AGENT = "acme-gateway-bench (acme/1.32.0)"
+
+
+class PollTimeout(Exception):
+    pass
+
+
+def load_key(path):
+    with open(path, "rb") as f:
+        private_key = serialization.load_pem_private_key(f.read(), password=None)
+    if not isinstance(private_key, ec.EllipticCurvePrivateKey) or private_key.curve.name != "secp256r1":
+        raise SystemExit("bench account keys are EC P-256")
+    return jose.JWKEC(key=private_key), jose.ES256
+
+
+def make_csr(names):
+    key = ec.generate_private_key(ec.SECP256R1())
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    return crypto_util.make_csr(key_pem, names)
+
+
+class Webroot:
+    def __init__(self, root):
+        self.directory = os.path.join(root, ".well-known", "acme-challenge")
+        os.makedirs(self.directory, exist_ok=True)
+        self.files = []
+
+    def publish(self, challb, account_key):
+        response, validation = challb.response_and_validation(account_key)
+        path = os.path.join(self.directory, challb.chall.encode("token"))
+        with open(path, "w") as f:
+            f.write(validation)
+        self.files.append(path)
+        return response
+
+    def cleanup(self):
+        for path in self.files:
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+        self.files = []
+
+
+def http01(authzr):
+    for challb in authzr.body.challenges:
+        if isinstance(challb.chall, challenges.HTTP01):
+            return challb
+    raise RuntimeError(f"{authzr.uri} offers no http-01")
+
+
+def poll_until_valid(poll, authzr, interval, deadline, counter):
+    """
+    Poll at once, then every ``interval`` seconds, until the authorization
+    is valid (or invalid: raise).
+    """
+    while True:
+        authzr, _ = poll(authzr)
+        counter[0] += 1
+        status = authzr.body.status
+        if status == messages.STATUS_VALID:
+            return authzr
+        if status == messages.STATUS_INVALID:
+            errors = [str(c.error) for c in authzr.body.challenges if c.error is not None]
+            raise RuntimeError(f"authorization {authzr.uri} invalid: {errors}")
+        if time.monotonic() + interval > deadline:
+            raise PollTimeout(f"authorization {authzr.uri} still {status}")
+        time.sleep(interval)
+
+
+class Native:
+    """``ClientV2`` straight to the CA."""
+
+    def __init__(self, job):
+        self.job = job
+        self.key, alg = load_key(job["key"])
+        self.net = client.ClientNetwork(self.key, alg=alg, user_agent=USER_AGENT,
+                                        verify_ssl=job.get("ca_bundle") or True)
+        directory = messages.Directory.from_json(self.net.get(job["directory"]).json())
+        self.acme = client.ClientV2(directory, net=self.net)
+        try:
+            self.acme.new_account(messages.NewRegistration.from_data(terms_of_service_agreed=True))
+        except errors.ConflictError as existing:  # registered by an earlier job
+            self.net.account = messages.RegistrationResource(
+                uri=existing.location, body=messages.Registration())
+
+    def issue(self, names, webroot, interval, deadline, counter):
+        acme = self.acme
+        csr_pem = make_csr(names)
+        orderr = acme.new_order(csr_pem)
+        pending = []
+        for authzr in orderr.authorizations:
+            if authzr.body.status == messages.STATUS_VALID:
+                continue
+            challb = http01(authzr)
+            acme.answer_challenge(challb, webroot.publish(challb, self.key))
+            pending.append(authzr)
+        for authzr in pending:
+            poll_until_valid(acme.poll, authzr, interval, deadline, counter)
+        csr = OpenSSL.crypto.load_certificate_request(OpenSSL.crypto.FILETYPE_PEM, csr_pem)
+        response = acme._post(orderr.body.finalize,
+                              messages.CertificateRequest(csr=jose.ComparableX509(csr)))
+        order = messages.Order.from_json(response.json())
+        order_polls = 0
+        # Like the authorizations: poll at once, then every ``interval``.
+        while order.status != messages.STATUS_VALID or order.certificate is None:
+            if order.status == messages.STATUS_INVALID:
+                raise RuntimeError(f"order {orderr.uri} invalid: {order.error}")
+            if order_polls:
+                if time.monotonic() + interval > deadline:
+                    raise PollTimeout(f"order {orderr.uri} still {order.status}")
+                time.sleep(interval)
+            order = messages.Order.from_json(acme._post_as_get(orderr.uri).json())
+            order_polls += 1
+            counter[0] += 1
+        fullchain = acme._post_as_get(order.certificate).text
+        return fullchain
+
+
+class Legacy:
+    """The v1 ``Client`` through the gateway."""
+
+    def __init__(self, job):
+        self.job = job
+        self.key, alg = load_key(job["key"])
+        self.net = client.ClientNetwork(self.key, alg=alg, user_agent=USER_AGENT,
+                                        verify_ssl=job.get("ca_bundle") or True)
+        directory = messages.Directory.from_json(self.net.get(job["directory"]).json())
+        self.acme = client.Client(directory, key=self.key, net=self.net)
+        try:
+            regr = self.acme.register(messages.NewRegistration.from_data(email="bench@example.test"))
+        except errors.ConflictError:  # 409: registered by an earlier job
+            pass
+        else:
+            if regr.terms_of_service:
+                self.acme.agree_to_tos(regr)
+
+    def issue(self, names, webroot, interval, deadline, counter):
+        acme = self.acme
+        csr_pem = make_csr(names)
+        authzrs = []
+        pending = []
+        for name in names:
+            authzr = acme.request_domain_challenges(name)
+            authzrs.append(authzr)
+            if authzr.body.status == messages.STATUS_VALID:
+                continue
+            challb = http01(authzr)
+            acme.answer_challenge(challb, webroot.publish(challb, self.key))
+            pending.append(authzr)
+        updated = {}
+        for authzr in pending:
+            updated[authzr.uri] = poll_until_valid(acme.poll, authzr, interval, deadline, counter)
+        authzrs = [updated.get(a.uri, a) for a in authzrs]
+        csr = OpenSSL.crypto.load_certificate_request(OpenSSL.crypto.FILETYPE_PEM, csr_pem)
+        certr = acme.request_issuance(jose.ComparableX509(csr), authzrs)
+        chain = acme.fetch_chain(certr)
+        pems = [OpenSSL.crypto.dump_certificate(OpenSSL.crypto.FILETYPE_PEM, c.wrapped)
+                for c in [certr.body] + chain]
+        return b"".join(pems).decode("ascii")
+
+
+def main(argv):
+    with open(argv[1]) as f:
+        job = json.load(f)
+    os.environ.pop("REQUESTS_CA_BUNDLE", None)
+    session = (Native if job["mode"] == "native" else Legacy)(job)
+    webroot = Webroot(job["webroot"])
+    interval = float(job["poll_interval"])
+    print("READY", flush=True)
+    if job.get("barrier", True):
+        sys.stdin.readline()
+    results = []
+    first_chain = None
+    for names in job["certs"]:
+        counter = [0]
+        start = time.monotonic()
+        try:
+            fullchain = session.issue(names, webroot, interval, start + float(job.get("timeout", 60)),
+                                      counter)
+        except Exception as error:
+            end = time.monotonic()
+            detail = f"{type(error).__name__}: {error}"
+            results.append({"names": names, "start": start, "end": end, "ok": False,
+                            "error": detail[:500], "polls": counter[0]})
+            if job.get("verbose"):
+                traceback.print_exc()
+        else:
+            end = time.monotonic()
+            results.append({"names": names, "start": start, "end": end, "ok": True, "polls": counter[0]})
+            if first_chain is None:
+                first_chain = fullchain
+        finally:
+            webroot.cleanup()
+    with open(job["out"], "w") as f:
+        json.dump({"mode": job["mode"], "results": results, "first_chain": first_chain}, f)
+    print("DONE", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

@@ -1,0 +1,465 @@
+"""
+The benchmark's outputs: the Markdown tables, the PNG chart (matplotlib,
+optional) and the closing summary, all from ``results.json``'s structure.
+
+Every row of the main table exists in every run, the smoke run included: a
+figure that could not be measured reads ``n/a`` with the reason, so that a
+missing row means a broken benchmark, not a skipped one.
+"""
+
+from __future__ import annotations
+
+from typing import List, Optional
+
+from bench.stats import ratio
+
+SCENARIOS = (
+    ("reuse", "single", "1 name, authz reuse on"),
+    ("reuse", "multi3", "3 names, authz reuse on"),
+    ("noreuse", "single", "1 name, authz reuse off"),
+    ("noreuse", "multi3", "3 names, authz reuse off"),
+)
+
+KIND_ORDER = ("directory", "newNonce", "newAccount", "newOrder", "authorization", "challenge",
+              "finalize", "order", "certificate", "account", "other")
+
+
+class Row:
+    def __init__(self, section, measure, native="n/a", legacy="n/a", ratio_text="—", target="—",
+                 verdict="—", key=None):
+        self.section = section
+        self.measure = measure
+        self.native = native
+        self.legacy = legacy
+        self.ratio = ratio_text
+        self.target = target
+        self.verdict = verdict
+        self.key = key  # the target's short name, for the summary
+
+    def cells(self):
+        return [self.section, self.measure, self.native, self.legacy, self.ratio, self.target, self.verdict]
+
+
+def _phase(results, stack, name, mode):
+    return results.get("phases", {}).get(f"{stack}/{name}/{mode}")
+
+
+def _fmt(value, digits=3, unit=""):
+    if value is None:
+        return "n/a"
+    return f"{value:.{digits}f}{unit}"
+
+
+def _ratio_text(value):
+    return "—" if value is None else f"{value:.2f}×"
+
+
+def _issued_note(phase):
+    if phase is None:
+        return " (not run)"
+    if phase["issued"] < phase["attempted"]:
+        return f" ({phase['issued']}/{phase['attempted']} issued)"
+    return ""
+
+
+def _cell(phase, getter, digits=3, unit=""):
+    if phase is None:
+        return "n/a (not run)"
+    if not phase["issued"]:
+        error = phase["errors"][0] if phase.get("errors") else "no certificate issued"
+        return f"fails: {_short_error(error)} (0/{phase['attempted']})"
+    return _fmt(getter(phase), digits, unit) + _issued_note(phase)
+
+
+def _short_error(error: str) -> str:
+    error = error.replace("|", "/")
+    for marker in ("authorizations for these names not found or expired",):
+        if marker in error:
+            return "403 " + marker
+    return error[:80]
+
+
+def _verdict(ok: Optional[bool]) -> str:
+    if ok is None:
+        return "n/a"
+    return "met" if ok else "**MISSED**"
+
+
+def rows(results) -> List[Row]:
+    out: List[Row] = []
+    # 1. issuance time --------------------------------------------------------
+    for name, label in (("single", "1 name"), ("multi3", "3 names")):
+        native = _phase(results, "reuse", name, "native")
+        legacy = _phase(results, "reuse", name, "legacy")
+        for stat, statlabel in (("p50", "median"), ("p95", "p95")):
+            get = (lambda s: (lambda p: p["latency"][s]))(stat)
+            r = None
+            if native and legacy and native["issued"] and legacy["issued"]:
+                r = ratio(get(legacy), get(native))
+            targeted = stat == "p50"
+            out.append(Row(
+                "1 issuance time", f"{label}, sequential, {statlabel} per certificate (s)",
+                _cell(native, get), _cell(legacy, get), _ratio_text(r),
+                "≤ 1.10×" if targeted else "(info)",
+                _verdict(None if r is None else r <= 1.10) if targeted else "—",
+                key=f"issuance time {label} median" if targeted else None,
+            ))
+    # 2. cost to the CA -------------------------------------------------------
+    for stack, name, label in SCENARIOS:
+        native = _phase(results, stack, name, "native")
+        legacy = _phase(results, stack, name, "legacy")
+        get = lambda p: p["requests_per_cert"]  # noqa: E731
+        r = None
+        if native and legacy and native["issued"] and legacy["issued"]:
+            r = ratio(get(legacy), get(native))
+        verdict = _verdict(None if r is None else r <= 1.0)
+        if legacy and not legacy["issued"]:
+            verdict = "n/a: fails (documented)" if name == "multi3" else "**MISSED** (fails)"
+        out.append(Row("2 cost to the CA", f"upstream requests per certificate, {label}",
+                       _cell(native, get, 2), _cell(legacy, get, 2), _ratio_text(r), "≤ 1.0×", verdict,
+                       key=f"upstream requests/cert, {label}"))
+    for stack, name, label in SCENARIOS:
+        native = _phase(results, stack, name, "native")
+        legacy = _phase(results, stack, name, "legacy")
+        get = lambda p: p["orders_per_cert"]  # noqa: E731
+        value = legacy["orders_per_cert"] if legacy and legacy["issued"] else None
+        r = None
+        if native and legacy and native["issued"] and legacy["issued"]:
+            r = ratio(get(legacy), get(native))
+        if name == "single":
+            target, verdict, key = "= 1.0", _verdict(None if value is None else abs(value - 1.0) < 1e-9), \
+                f"orders per certificate, {label}"
+        else:
+            target, verdict, key = "(info)", "—", None
+            if legacy and not legacy["issued"]:
+                verdict = "n/a: fails (documented)"
+        out.append(Row("2 cost to the CA", f"upstream orders per certificate, {label}",
+                       _cell(native, get, 2), _cell(legacy, get, 2), _ratio_text(r), target, verdict,
+                       key=key))
+    # 3. concurrency ------------------------------------------------------------
+    ks = results.get("settings", {}).get("concurrency", [])
+    for k in ks:
+        native = _phase(results, f"k{k}", f"k{k}", "native")
+        legacy = _phase(results, f"k{k}", f"k{k}", "legacy")
+        get = lambda p: p["certs_per_s"]  # noqa: E731
+        r = None
+        if native and legacy and native["issued"] and legacy["issued"]:
+            r = ratio(get(legacy), get(native))
+        targeted = k == 32
+        out.append(Row("3 concurrency", f"K={k} clients: certificates per second",
+                       _cell(native, get, 2), _cell(legacy, get, 2), _ratio_text(r),
+                       "≥ 0.90×" if targeted else "(info)",
+                       _verdict(None if r is None else r >= 0.90) if targeted else "—",
+                       key="throughput K=32" if targeted else None))
+        for stat in ("p50", "p99"):
+            get = (lambda s: (lambda p: p["latency"][s]))(stat)
+            r = None
+            if native and legacy and native["issued"] and legacy["issued"]:
+                r = ratio(get(legacy), get(native))
+            out.append(Row("3 concurrency", f"K={k} clients: {stat} latency per certificate (s)",
+                           _cell(native, get), _cell(legacy, get), _ratio_text(r), "(info)"))
+    # 4. gateway-local cost --------------------------------------------------------
+    load = results.get("http_load", {})
+    connections = load.get("connections", 64)
+    for method in ("HEAD", "GET"):
+        measured = load.get(method)
+        tool = f" [{measured['tool']}]" if measured else ""
+        for field, label, digits in (("rps", "requests per second", 0), ("p50_ms", "p50 latency (ms)", 2),
+                                     ("p99_ms", "p99 latency (ms)", 2)):
+            value = measured.get(field) if measured else None
+            target, verdict, key = "(info)", "—", None
+            if method == "HEAD" and field == "p99_ms":
+                target, key = "< 5 ms", "HEAD /directory p99"
+                verdict = _verdict(None if value is None else value < 5.0)
+            out.append(Row("4 gateway-local", f"{method} /directory at {connections} connections: "
+                           f"{label}{tool}", "—", _fmt(value, digits), "—", target, verdict, key=key))
+    cpu_sources = [("reuse", "single", "1 name, sequential"), ("reuse", "multi3", "3 names, sequential")]
+    if ks:
+        cpu_sources.append((f"k{max(ks)}", f"k{max(ks)}", f"1 name, K={max(ks)}"))
+    for stack, name, label in cpu_sources:
+        legacy = _phase(results, stack, name, "legacy")
+        value = legacy.get("gateway_cpu_ms_per_cert") if legacy and legacy["issued"] else None
+        out.append(Row("4 gateway-local", f"gateway CPU time per issued certificate, {label} (ms)",
+                       "—", _fmt(value, 1), "—", "(info)"))
+    # 5. memory -------------------------------------------------------------------
+    memory = results.get("memory")
+    samples = memory["samples"] if memory else []
+    idle = samples[0]["VmRSS"] if samples else None
+    warm = samples[1] if len(samples) > 1 else None
+    last = samples[-1] if len(samples) > 1 else None
+    total = last["issued"] if last else results.get("settings", {}).get("issuances_for_memory")
+    out.append(Row("5 memory", "gateway RSS idle, just started (MB)", "—", _fmt(idle, 1)))
+    out.append(Row("5 memory", f"gateway RSS after a warm-up of {warm['issued'] if warm else '?'} "
+                   "issuances (MB)", "—", _fmt(warm["VmRSS"] if warm else None, 1)))
+    out.append(Row("5 memory", f"gateway RSS after {total} issuances (MB)", "—",
+                   _fmt(last["VmRSS"] if last else None, 1)))
+    growth = (last["VmRSS"] - idle) if last and idle is not None else None
+    out.append(Row("5 memory", f"RSS growth, idle → after {total} issuances (MB)", "—", _fmt(growth, 1),
+                   "—", "< 10 MB", _verdict(None if growth is None else growth < 10.0),
+                   key=f"memory growth after {total} issuances"))
+    steady = (last["VmRSS"] - warm["VmRSS"]) if last and warm else None
+    per_1000 = None
+    if last and warm and last["issued"] > warm["issued"]:
+        per_1000 = steady * 1000 / (last["issued"] - warm["issued"])
+    out.append(Row("5 memory", "RSS growth after the warm-up, per 1000 issuances (MB)", "—",
+                   _fmt(per_1000, 1), "—", "(info)"))
+    return out
+
+
+def _table(header, body) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    for cells in body:
+        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+    return "\n".join(lines)
+
+
+def main_table(results) -> str:
+    return _table(["§", "measure", "native v2 (ClientV2 → Pebble)", "legacy v1 via gateway",
+                   "gateway / native", "target", "verdict"], [r.cells() for r in rows(results)])
+
+
+def kinds_table(results) -> str:
+    body = []
+    present = set()
+    for stack, name, _ in SCENARIOS:
+        for mode in ("native", "legacy"):
+            phase = _phase(results, stack, name, mode)
+            if phase:
+                present.update(phase["upstream"]["requests"])
+    kinds = [k for k in KIND_ORDER if k in present] + sorted(present - set(KIND_ORDER))
+    for stack, name, label in SCENARIOS:
+        for mode in ("native", "legacy"):
+            phase = _phase(results, stack, name, mode)
+            if not phase:
+                continue
+            count = phase["issued"] or phase["attempted"]
+            per = "per issued" if phase["issued"] else "per attempt (none issued)"
+            cells = [label, mode, per]
+            for kind in kinds:
+                cells.append(f"{phase['upstream']['requests'].get(kind, 0) / count:.2f}")
+            cells.append(f"{phase['upstream']['total'] / count:.2f}")
+            cells.append(f"{phase['upstream']['orders_created'] / count:.2f}")
+            cells.append(_fmt(phase.get("pebble_cpu_ms_per_cert"), 1))
+            cells.append(_fmt(phase.get("polls_per_cert"), 1))
+            body.append(cells)
+    return _table(["scenario", "mode", "certificate"] + kinds +
+                  ["total", "orders", "Pebble CPU ms", "client polls"], body)
+
+
+def load_table(results) -> str:
+    load = results.get("http_load")
+    if not load:
+        return "(not measured)"
+    body = []
+
+    def line(label, m):
+        return [label, m.get("connections", load.get("connections", "?")), m["tool"], f"{m['rps']:.0f}",
+                _fmt(m["p50_ms"], 2), _fmt(m["p99_ms"], 2), m["errors"], m["requests"],
+                _fmt(m.get("gateway_cpu_us_per_request"), 0), _fmt(m.get("gateway_cores_busy"), 2)]
+
+    for method in ("HEAD", "GET"):
+        if method in load:
+            body.append(line(f"{method} /directory", load[method]))
+    if "HEAD@1" in load:
+        body.append(line("HEAD /directory, one connection", load["HEAD@1"]))
+    for method, m in (load.get("cross_check") or {}).items():
+        body.append(line(f"{method} /directory (cross-check)", m))
+    return _table(["request", "connections", "generator", "req/s", "p50 ms", "p99 ms", "errors", "requests",
+                   "gateway CPU µs/request", "gateway cores busy"], body)
+
+
+def memory_table(results) -> str:
+    memory = results.get("memory")
+    if not memory:
+        return "(not measured)"
+    body = [[s["label"], s["issued"], _fmt(s.get("VmRSS"), 1), _fmt(s.get("VmHWM"), 1),
+             _fmt(s.get("gateway_cpu_ms_per_cert"), 1)] for s in memory["samples"]]
+    return _table(["point", "issued", "RSS MB", "peak RSS MB", "gateway CPU ms/cert in the batch"], body)
+
+
+def profile_section(results) -> str:
+    profiles = results.get("profiles")
+    if not profiles:
+        return ""
+    parts = ["## Profiles (py-spy, gateway process)\n"]
+    for name, summary in profiles.items():
+        parts.append(f"**{name}** — {summary.get('samples', 0)} samples ({summary.get('file', '')})\n")
+        if summary.get("inclusive"):
+            parts.append(_table(["inclusive %", "function"],
+                                [[p, f"`{n}`"] for n, p in summary["inclusive"]]))
+            parts.append("")
+        if summary.get("self"):
+            parts.append(_table(["self %", "function"], [[p, f"`{n}`"] for n, p in summary["self"]]))
+        parts.append("")
+    return "\n".join(parts) + "\n"
+
+
+def header(results) -> str:
+    machine = results.get("machine", {})
+    settings = results.get("settings", {})
+    env = results.get("pebble_env", {})
+    lines = [
+        f"Date: {results.get('date', '?')}. Machine: {machine.get('nproc', '?')} cores "
+        f"(`nproc`), {machine.get('memory_total', '?')} RAM (`free -h`), {machine.get('cpu_model', '?')}, "
+        f"Linux {machine.get('kernel', '?')}, Python {machine.get('python', '?')}; load average "
+        f"{machine.get('loadavg_at_start', '?')} at the start, {machine.get('loadavg_at_end', '?')} at the end.",
+        f"Command: `{results.get('command', '?')}`"
+        + (f" — took {results['elapsed_s'] / 60:.1f} min." if "elapsed_s" in results else "."),
+        f"Settings: N = {settings.get('n')} single-name and {settings.get('n_multi')} 3-name certificates "
+        f"per mode, sequentially; K = {', '.join(map(str, settings.get('concurrency', [])))}; "
+        f"poll interval {settings.get('poll_interval_s')} s in both modes; "
+        f"{settings.get('key_type')}; {settings.get('client_library')}; Pebble "
+        + ", ".join(f"{k}={v}" for k, v in (env.get("reuse") or {}).items())
+        + " for §1 and the reuse-on rows of §2; PEBBLE_AUTHZREUSE=0 for the reuse-off rows, §3 (a fresh "
+        f"Pebble, proxy and gateway per K) and §5. Each measurement alternates the modes over "
+        f"{settings.get('rounds', 1)} round(s). Gateway revision: {settings.get('gateway_revision', '?')}.",
+    ]
+    if settings.get("gateway_src"):
+        lines.append(f"Gateway package from: `{settings['gateway_src']}` (not this checkout).")
+    if results.get("aborted"):
+        lines.append(f"**The run was aborted: {results['aborted']}** — rows after that point read n/a.")
+    return "\n".join(lines)
+
+
+def markdown(results) -> str:
+    parts = [
+        "# acme-gateway benchmark\n",
+        header(results) + "\n",
+        main_table(results) + "\n",
+        "## Upstream requests per certificate, by kind (counted at the pass-through in front of Pebble)\n",
+        kinds_table(results) + "\n",
+        "## Gateway-local HTTP load\n",
+        load_table(results) + "\n",
+        "## Gateway memory (fresh gateway process)\n",
+        memory_table(results) + "\n",
+    ]
+    if results.get("memory_diagnosis"):
+        parts.append(f"Allocation sites that grew (tracemalloc): `{results['memory_diagnosis']}`\n")
+    profiles = profile_section(results)
+    if profiles:
+        parts.append(profiles)
+    notes = results.get("notes") or []
+    if notes:
+        parts.append("## Notes\n")
+        parts.extend(f"- {n}" for n in notes)
+        parts.append("")
+    return "\n".join(parts)
+
+
+def summary(results, out: str, chart: Optional[str]) -> str:
+    lines = [f"acme-gateway benchmark — {results.get('date', '?')}"]
+    for row in rows(results):
+        if row.key:
+            lines.append(f"  {row.verdict.replace('**', ''):>8}  {row.key}: gateway {row.legacy}, "
+                         f"native {row.native}, ratio {row.ratio} (target {row.target})")
+    lines.append(f"tables: {out}/results.md; data: {out}/results.json"
+                 + (f"; chart: {chart}" if chart else "; chart: none"))
+    for note in results.get("notes") or []:
+        lines.append(f"note: {note}")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------
+# the chart
+# ---------------------------------------------------------------------------
+
+def chart(results, path: str) -> Optional[str]:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    colors = {"native": "#4477aa", "legacy": "#ee6677"}
+    fig, axes = plt.subplots(2, 3, figsize=(16, 9))
+    fig.suptitle(f"acme-gateway vs native ACME v2 client — {results.get('date', '')}, "
+                 f"{results.get('machine', {}).get('nproc', '?')} cores", fontsize=13)
+
+    def bars(ax, groups, values, title, ylabel):
+        width = 0.38
+        for offset, mode in ((-width / 2, "native"), (width / 2, "legacy")):
+            heights = [v.get(mode) or 0 for v in values]
+            ax.bar([i + offset for i in range(len(groups))], heights, width,
+                   label="native v2" if mode == "native" else "legacy via gateway", color=colors[mode])
+        ax.set_xticks(range(len(groups)))
+        ax.set_xticklabels(groups, fontsize=8)
+        ax.set_title(title, fontsize=10)
+        ax.set_ylabel(ylabel)
+        ax.legend(fontsize=8)
+
+    groups, values = [], []
+    for name, label in (("single", "1 name"), ("multi3", "3 names")):
+        for stat in ("p50", "p95"):
+            groups.append(f"{label}\n{stat}")
+            entry = {}
+            for mode in ("native", "legacy"):
+                p = _phase(results, "reuse", name, mode)
+                entry[mode] = p["latency"][stat] if p and p["issued"] else None
+            values.append(entry)
+    bars(axes[0][0], groups, values, "1. issuance time per certificate (sequential)", "seconds")
+
+    groups, values = [], []
+    for stack, name, label in SCENARIOS:
+        groups.append(label.replace(", ", "\n"))
+        entry = {}
+        for mode in ("native", "legacy"):
+            p = _phase(results, stack, name, mode)
+            entry[mode] = p.get("requests_per_cert") if p and p["issued"] else None
+        values.append(entry)
+    bars(axes[0][1], groups, values, "2. upstream requests per certificate", "requests")
+
+    ks = results.get("settings", {}).get("concurrency", [])
+    for ax, getter, title, ylabel in (
+        (axes[0][2], lambda p: p["certs_per_s"], "3. throughput", "certificates / s"),
+        (axes[1][0], lambda p: p["latency"]["p99"], "3. p99 latency per certificate", "seconds"),
+    ):
+        for mode in ("native", "legacy"):
+            xs, ys = [], []
+            for k in ks:
+                p = _phase(results, f"k{k}", f"k{k}", mode)
+                if p and p["issued"]:
+                    xs.append(k)
+                    ys.append(getter(p))
+            ax.plot(xs, ys, marker="o", color=colors[mode],
+                    label="native v2" if mode == "native" else "legacy via gateway")
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(ks or [1])
+        ax.set_xticklabels([str(k) for k in ks] or ["1"])
+        ax.set_xlabel("concurrent clients K")
+        ax.set_title(title, fontsize=10)
+        ax.set_ylabel(ylabel)
+        ax.legend(fontsize=8)
+
+    ax = axes[1][1]
+    load = results.get("http_load", {})
+    labels, p50s, p99s = [], [], []
+    for method in ("HEAD", "GET"):
+        if method in load:
+            labels.append(f"{method}\n{load[method]['rps']:.0f} req/s [{load[method]['tool']}]")
+            p50s.append(load[method]["p50_ms"] or 0)
+            p99s.append(load[method]["p99_ms"] or 0)
+    ax.bar([i - 0.2 for i in range(len(labels))], p50s, 0.4, label="p50", color="#228833")
+    ax.bar([i + 0.2 for i in range(len(labels))], p99s, 0.4, label="p99", color="#ccbb44")
+    ax.axhline(5.0, color="black", linestyle="--", linewidth=1, label="HEAD p99 target 5 ms")
+    ax.set_xticks(range(len(labels)))
+    ax.set_xticklabels(labels, fontsize=8)
+    ax.set_title(f"4. /directory at {load.get('connections', 64)} connections", fontsize=10)
+    ax.set_ylabel("ms")
+    ax.legend(fontsize=8)
+
+    ax = axes[1][2]
+    memory = results.get("memory")
+    if memory:
+        xs = [s["issued"] for s in memory["samples"]]
+        ys = [s["VmRSS"] for s in memory["samples"]]
+        ax.plot(xs, ys, marker="o", color=colors["legacy"], label="gateway RSS")
+        ax.axhline(ys[0] + 10, color="black", linestyle="--", linewidth=1, label="idle + 10 MB")
+        ax.legend(fontsize=8)
+    ax.set_title("5. gateway resident memory", fontsize=10)
+    ax.set_xlabel("issuances")
+    ax.set_ylabel("MB")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -1,0 +1,915 @@
+#!/usr/bin/env python3
+"""
+acme-gateway benchmarks: what the gateway costs, measured side by side
+against a native ACME v2 client, in one run, against one local Pebble.
+
+    .venv/bin/python bench/run.py                      # the full run (~10 min on 2 cores)
+    .venv/bin/python bench/run.py --smoke --out DIR    # N=2, K=1, tiny memory run (CI)
+    ./bench/run [ARGS]                                 # installs wrk/hey/matplotlib first
+
+Both sides use the acme 1.32 library from the legacy venv: native =
+``ClientV2`` straight to Pebble, legacy = the v1 ``Client`` through the
+gateway (its own process, ``acme-gateway serve``).  Both reach Pebble through
+one counting TLS pass-through (``bench/helper.py``), so upstream requests and
+orders are counted the same way for both.  Every figure is a ratio against
+the native baseline measured in the same run.  See ``bench/README.md``.
+
+Output in ``--out`` (default ``bench/results/<UTC date-time>``):
+``results.md`` (the tables), ``results.json`` (everything), ``chart.png``
+(when matplotlib is installed), logs under ``work/`` with ``--keep-work``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import math
+import os
+import platform
+import selectors
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import types
+import urllib.request
+from typing import Dict, List, Optional
+
+BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
+REPO_ROOT = os.path.dirname(BENCH_DIR)
+if REPO_ROOT not in sys.path:
+    sys.path.insert(0, REPO_ROOT)
+
+from bench import report  # noqa: E402
+from bench.stats import summarize  # noqa: E402
+
+DEFAULT_LEGACY_VENV = os.path.join(REPO_ROOT, ".venvs", "certbot1")
+PEBBLE_BENCH_ENV = {"PEBBLE_VA_NOSLEEP": "1", "PEBBLE_WFE_NONCEREJECT": "0"}
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def log(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+# ---------------------------------------------------------------------------
+# process accounting
+# ---------------------------------------------------------------------------
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process, from /proc (its own accounting)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def rss_mb(pid: int) -> Dict[str, float]:
+    """VmRSS and VmHWM in MB (10^6 bytes)."""
+    values = {}
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            name, _, rest = line.partition(":")
+            if name in ("VmRSS", "VmHWM"):
+                values[name] = int(rest.split()[0]) * 1024 / 1e6
+    return values
+
+
+def machine_info() -> dict:
+    cpu = platform.processor() or "unknown"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    try:
+        memory = subprocess.run(["free", "-h"], capture_output=True, text=True, timeout=10).stdout
+        total = memory.splitlines()[1].split()[1]
+    except (OSError, IndexError, subprocess.SubprocessError):
+        total = "?"
+    return {"nproc": os.cpu_count(), "memory_total": total, "cpu_model": cpu,
+            "kernel": platform.release(), "python": platform.python_version(),
+            "loadavg_at_start": load_average()}
+
+
+def gateway_revision(src: Optional[str]) -> str:
+    """The commit measured, and whether gateway/ had uncommitted changes (read-only git)."""
+    if src:
+        return f"copy at {src}"
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True,
+                              text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "gateway"], cwd=REPO_ROOT,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return f"{head or 'unknown'}{' + uncommitted changes in gateway/' if dirty else ''}"
+
+
+def load_average() -> str:
+    """The 1/5/15-minute load averages: other work on the machine skews every figure."""
+    try:
+        with open("/proc/loadavg") as f:
+            return " ".join(f.read().split()[:3])
+    except OSError:
+        return "?"
+
+
+# ---------------------------------------------------------------------------
+# the stack: DNS, Pebble, the helper (counting proxy + http-01), the gateway
+# ---------------------------------------------------------------------------
+
+def make_key(path: str) -> None:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as f:
+        f.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                  serialization.NoEncryption()))
+
+
+class Helper:
+    """bench/helper.py as a child process (stopped by its PID)."""
+
+    def __init__(self, workdir: str, pebble, webroot: str):
+        from gateway.devstack import make_tls_certificates
+
+        self.workdir = workdir
+        self.tls = make_tls_certificates(os.path.join(workdir, "proxy-tls"))
+        self.log_path = os.path.join(workdir, f"helper-{pebble.port}.log")
+        command = [sys.executable, os.path.join(BENCH_DIR, "helper.py"),
+                   "--upstream", f"https://localhost:{pebble.port}", "--upstream-ca", pebble.ca_bundle,
+                   "--tls-cert", self.tls["cert"], "--tls-key", self.tls["key"],
+                   "--http01-port", str(pebble.http_port), "--webroot", webroot]
+        self.process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.PIPE,
+                                        stderr=open(self.log_path, "wb"), text=True)
+        line = _read_line(self.process, time.monotonic() + 30)
+        if not line:
+            raise RuntimeError(f"bench helper did not start: {_tail(self.log_path)}")
+        ports = json.loads(line)
+        self.proxy_port, self.control_port = ports["proxy_port"], ports["control_port"]
+
+    @property
+    def directory_url(self) -> str:
+        return f"https://localhost:{self.proxy_port}/dir"
+
+    @property
+    def ca_bundle(self) -> str:
+        return self.tls["ca"]
+
+    def counts(self) -> dict:
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        with opener.open(f"http://127.0.0.1:{self.control_port}/counts", timeout=10) as response:
+            return json.loads(response.read())
+
+    def stop(self):
+        _stop(self.process)
+
+
+def _stop(process: Optional[subprocess.Popen], timeout: float = 10) -> None:
+    if process is None or process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def _tail(path: str, lines: int = 40) -> str:
+    try:
+        with open(path, errors="replace") as f:
+            return "".join(f.readlines()[-lines:])
+    except OSError as error:
+        return f"({path}: {error})"
+
+
+def _read_line(process: subprocess.Popen, deadline: float) -> str:
+    """One line of a child's stdout, or '' at EOF or the deadline."""
+    selector = selectors.DefaultSelector()
+    selector.register(process.stdout, selectors.EVENT_READ)
+    try:
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return ""
+            if selector.select(min(remaining, 1.0)):
+                return process.stdout.readline()
+            if process.poll() is not None:
+                return process.stdout.readline()
+    finally:
+        selector.unregister(process.stdout)
+
+
+def start_gateway(workdir: str, helper: Helper, keys_dir: str, name: str,
+                  gateway_src: Optional[str] = None, tracemalloc_file: Optional[str] = None):
+    """``acme-gateway serve`` (through bench/gateway_main.py) in front of the proxy."""
+    from tests.support.gateway_process import GatewayProcess
+
+    prefix = [sys.executable, os.path.join(BENCH_DIR, "gateway_main.py")]
+    if gateway_src:
+        prefix += ["--bench-src", gateway_src]
+    if tracemalloc_file:
+        prefix += ["--bench-tracemalloc", tracemalloc_file]
+    prefix.append("--")
+
+    class BenchGateway(GatewayProcess):
+        def command(self):
+            return prefix + [
+                "serve",
+                "--upstream", self.pebble.directory_url,
+                "--upstream-ca-bundle", self.pebble.ca_bundle,
+                "--keys", self.keys_dir,
+                "--state", self.state,
+                "--listen", f"tcp:{self.port}:interface=127.0.0.1",
+                *self.extra_args,
+            ]
+
+    upstream = types.SimpleNamespace(directory_url=helper.directory_url, ca_bundle=helper.ca_bundle)
+    gateway = BenchGateway(os.path.join(workdir, name), upstream, keys_dir)
+    return gateway.start(timeout=60)
+
+
+class Stack:
+    """One Pebble (with the given authorization reuse), its helper and a gateway."""
+
+    def __init__(self, bench: "Bench", label: str, authz_reuse: int):
+        from tests.support.stack import Pebble, free_port
+
+        self.bench = bench
+        self.label = label
+        self.workdir = os.path.join(bench.workdir, label)
+        os.makedirs(self.workdir, exist_ok=True)
+        self.webroot = os.path.join(self.workdir, "webroot")
+        os.makedirs(self.webroot, exist_ok=True)
+        env = dict(PEBBLE_BENCH_ENV, PEBBLE_AUTHZREUSE=str(authz_reuse))
+        self.pebble_env = env
+        self.pebble = Pebble(os.path.join(self.workdir, "pebble"), bench.dns.address,
+                             http_port=free_port(), env=env).start()
+        self.helper = None
+        self.gateway = None
+        try:
+            self.helper = Helper(self.workdir, self.pebble, self.webroot)
+            self.gateway = start_gateway(self.workdir, self.helper, bench.legacy_keys_dir, "gateway",
+                                         bench.args.gateway_src)
+        except Exception:
+            self.stop()
+            raise
+
+    def new_gateway(self, name: str, tracemalloc_file: Optional[str] = None):
+        return start_gateway(self.workdir, self.helper, self.bench.legacy_keys_dir, name,
+                             self.bench.args.gateway_src, tracemalloc_file)
+
+    def stop(self):
+        for part in (self.gateway, self.helper, self.pebble):
+            if part is not None:
+                try:
+                    part.stop()
+                except Exception as error:  # keep stopping the rest
+                    log(f"stopping {part}: {error}")
+
+
+# ---------------------------------------------------------------------------
+# client phases
+# ---------------------------------------------------------------------------
+
+class Bench:
+    def __init__(self, args, out: str, workdir: str):
+        self.args = args
+        self.out = out
+        self.workdir = workdir
+        self.legacy_python = os.path.join(args.legacy_venv, "bin", "python")
+        self.results: dict = {"phases": {}, "notes": []}
+        self.dns = None
+        self.stacks: List[Stack] = []
+        self.keys_dir = os.path.join(workdir, "keys")
+        self.legacy_keys_dir = os.path.join(self.keys_dir, "legacy")
+        self.native_keys_dir = os.path.join(self.keys_dir, "native")
+        self.accounts = max(max(args.concurrency), args.memory_clients, 1)
+        self.driver_seq = 0
+
+    def note(self, text: str) -> None:
+        self.results["notes"].append(text)
+        log("note: " + text)
+
+    # -- setup -----------------------------------------------------------------
+
+    def prepare(self):
+        for d in (self.legacy_keys_dir, self.native_keys_dir):
+            os.makedirs(d, exist_ok=True)
+        for i in range(self.accounts):
+            make_key(os.path.join(self.legacy_keys_dir, f"legacy-{i}.pem"))
+            make_key(os.path.join(self.native_keys_dir, f"native-{i}.pem"))
+        from tests.support.stack import DNSServer
+
+        self.dns = DNSServer(os.path.join(self.workdir, "dns")).start()
+
+    def start_stack(self, label: str, authz_reuse: int) -> Stack:
+        log(f"starting Pebble (PEBBLE_AUTHZREUSE={authz_reuse}), the counting proxy and the gateway [{label}]")
+        stack = Stack(self, label, authz_reuse)
+        self.stacks.append(stack)
+        return stack
+
+    def stop_stack(self, stack: Stack):
+        stack.stop()
+        self.stacks.remove(stack)
+
+    def stop_all(self):
+        for stack in list(self.stacks):
+            self.stop_stack(stack)
+        if self.dns is not None:
+            self.dns.stop()
+            self.dns = None
+
+    # -- one phase: W drivers, each with a list of certificates ----------------
+
+    def run_phase(self, stack: Stack, mode: str, name: str, plan: List[List[List[str]]],
+                  gateway=None, record: bool = True) -> dict:
+        """
+        Run ``len(plan)`` drivers of ``mode`` concurrently (driver i issues
+        ``plan[i]``, a list of name lists, one after another) behind a start
+        barrier, and measure: per-certificate latency, wall time, upstream
+        requests and orders (counted at the proxy), gateway and Pebble CPU.
+        """
+        gateway = gateway or stack.gateway
+        phase_dir = os.path.join(self.workdir, "drivers", f"{stack.label}-{name}-{mode}")
+        os.makedirs(phase_dir, exist_ok=True)
+        processes = []
+        try:
+            for index, certs in enumerate(plan):
+                self.driver_seq += 1
+                job = {
+                    "mode": mode,
+                    "key": os.path.join(self.legacy_keys_dir if mode == "legacy" else self.native_keys_dir,
+                                        f"{mode}-{index}.pem"),
+                    "directory": gateway.directory_url if mode == "legacy" else stack.helper.directory_url,
+                    "ca_bundle": None if mode == "legacy" else stack.helper.ca_bundle,
+                    "webroot": stack.webroot,
+                    "poll_interval": self.args.poll_interval,
+                    "timeout": self.args.cert_timeout,
+                    "certs": certs,
+                    "out": os.path.join(phase_dir, f"result-{index}.json"),
+                }
+                job_path = os.path.join(phase_dir, f"job-{index}.json")
+                with open(job_path, "w") as f:
+                    json.dump(job, f)
+                env = {k: v for k, v in os.environ.items()
+                       if k not in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "PYTHONPATH", "VIRTUAL_ENV")
+                       and not k.lower().endswith("_proxy")}
+                env["NO_PROXY"] = env["no_proxy"] = "127.0.0.1,localhost"
+                processes.append(subprocess.Popen(
+                    [self.legacy_python, os.path.join(BENCH_DIR, "driver.py"), job_path],
+                    stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                    stderr=open(os.path.join(phase_dir, f"driver-{index}.log"), "wb"),
+                    text=True, env=env, cwd=phase_dir,
+                ))
+            deadline = time.monotonic() + 60 + 2 * len(plan)
+            for index, process in enumerate(processes):
+                if _read_line(process, deadline).strip() != "READY":
+                    raise RuntimeError(f"driver {mode} #{index} did not get ready:\n"
+                                       + _tail(os.path.join(phase_dir, f"driver-{index}.log")))
+            counts_before = stack.helper.counts()
+            gateway_cpu_before = cpu_seconds(gateway.process.pid)
+            pebble_cpu_before = cpu_seconds(stack.pebble.process.pid)
+            started = time.monotonic()
+            for process in processes:
+                process.stdin.write("go\n")
+                process.stdin.flush()
+            total = sum(len(c) for c in plan)
+            budget = 120 + self.args.cert_timeout * max(len(c) for c in plan)
+            for index, process in enumerate(processes):
+                try:
+                    process.wait(max(1, started + budget - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    raise RuntimeError(f"driver {mode} #{index} did not finish in {budget}s")
+            finished = time.monotonic()
+            counts_after = stack.helper.counts()
+            gateway_cpu = cpu_seconds(gateway.process.pid) - gateway_cpu_before
+            pebble_cpu = cpu_seconds(stack.pebble.process.pid) - pebble_cpu_before
+        finally:
+            for process in processes:
+                _stop(process)
+        results, chains = [], []
+        for index in range(len(plan)):
+            path = os.path.join(phase_dir, f"result-{index}.json")
+            if not os.path.exists(path):
+                raise RuntimeError(f"driver {mode} #{index} wrote no result:\n"
+                                   + _tail(os.path.join(phase_dir, f"driver-{index}.log")))
+            with open(path) as f:
+                data = json.load(f)
+            results.extend(data["results"])
+            if data.get("first_chain"):
+                chains.append((data["results"][0]["names"], data["first_chain"]))
+        ok = [r for r in results if r["ok"]]
+        failed = [r for r in results if not r["ok"]]
+        if ok:
+            wall = max(r["end"] for r in ok) - min(r["start"] for r in results)
+        else:
+            wall = finished - started
+        phase = derive({
+            "mode": mode, "name": name, "stack": stack.label, "clients": len(plan), "rounds": 1,
+            "attempted": total, "issued": len(ok), "failed": len(failed),
+            "errors": sorted({r["error"] for r in failed})[:5],
+            "durations": [r["end"] - r["start"] for r in ok],
+            "polls": sum(r["polls"] for r in ok),
+            "wall_s": wall,
+            "upstream": _count_delta(counts_before, counts_after),
+            "gateway_cpu_s": gateway_cpu,
+            "pebble_cpu_s": pebble_cpu,
+        })
+        if chains and self.args.verify:
+            phase["verified"] = self.verify(stack, chains[0])
+        key = f"{stack.label}/{name}/{mode}"
+        if record:
+            self.record(key, phase)
+        _log_phase(key, phase)
+        return phase
+
+    def record(self, key: str, phase: dict) -> dict:
+        """Keep a phase; a second round of the same key is merged into the first."""
+        phases = self.results["phases"]
+        phases[key] = merge(phases[key], phase) if key in phases else phase
+        return phases[key]
+
+    def verify(self, stack: Stack, sample) -> bool:
+        """Check one issued chain against Pebble's root (cryptography's verifier)."""
+        from cryptography import x509
+
+        from tests.support.stack import verify_chain
+
+        names, pem = sample
+        certificates = x509.load_pem_x509_certificates(pem.encode("ascii"))
+        leaf = certificates[0].public_bytes(_der())
+        issuers = [c.public_bytes(_der()) for c in certificates[1:]]
+        try:
+            verify_chain(leaf, issuers, stack.pebble.root_pem(), names[0])
+        except Exception as error:
+            self.note(f"chain verification failed for {names}: {error}")
+            return False
+        return True
+
+    # -- the plan ----------------------------------------------------------------
+
+    @staticmethod
+    def names(prefix: str, count: int, per_cert: int) -> List[List[str]]:
+        return [[f"{prefix}-{i}-{j}.bench.test" for j in range(per_cert)] for i in range(count)]
+
+    def alternating(self, stack: Stack, name: str, plan_for, rounds: int):
+        """
+        Both modes, ``rounds`` times, alternating which goes first (native,
+        legacy, legacy, native, ...) so that drift on a shared machine
+        falls on both; the rounds of a mode are merged.
+        """
+        for index in range(rounds):
+            modes = ("native", "legacy") if index % 2 == 0 else ("legacy", "native")
+            for mode in modes:
+                self.run_phase(stack, mode, name, plan_for(mode, index))
+
+    @staticmethod
+    def split(total: int, rounds: int, index: int) -> int:
+        return total // rounds + (1 if index < total % rounds else 0)
+
+    def sequential(self, stack: Stack, tag: str):
+        rounds = self.args.rounds
+        n, m = self.args.n, self.args.n_multi
+        self.alternating(stack, "single", lambda mode, i: [self.names(
+            f"{tag}{mode[0]}s{i}", self.split(n, min(rounds, n), i), 1)], min(rounds, n))
+        self.alternating(stack, "multi3", lambda mode, i: [self.names(
+            f"{tag}{mode[0]}m{i}", self.split(m, min(rounds, m), i), 3)], min(rounds, m))
+
+    def warm_up(self, stack: Stack, tag: str, gateway=None):
+        """Register every account and issue one certificate per mode (untimed)."""
+        clients = self.accounts
+        for mode in ("native", "legacy"):
+            short = "n" if mode == "native" else "l"
+            plan = [self.names(f"{tag}w{short}{i}", 1 if i == 0 else 0, 1) for i in range(clients)]
+            self.run_phase(stack, mode, "warmup", plan, gateway=gateway, record=False)
+
+    def concurrency(self):
+        """
+        Each K on a fresh stack (Pebble with authorization reuse off: the
+        names are unique, so reuse changes nothing but Pebble's lock
+        traffic), both modes alternating over ``--rounds`` rounds.
+        """
+        for k in self.args.concurrency:
+            stack = self.start_stack(f"k{k}", 0)
+            try:
+                self.warm_up(stack, f"k{k}")
+                per_client = max(self.args.certs_per_client, math.ceil(self.args.min_certs_per_k / k))
+                self.alternating(stack, f"k{k}", lambda mode, i: [
+                    self.names(f"k{k}{mode[0]}{i}c{c}", per_client, 1) for c in range(k)], self.args.rounds)
+                self.results.setdefault("concurrency_stack_env", stack.pebble_env)
+            finally:
+                self.stop_stack(stack)
+
+    def http_load(self, stack: Stack):
+        from bench import httpload
+
+        url = stack.gateway.directory_url
+        results = {}
+        duration = self.args.load_duration
+        connections = self.args.load_connections
+        pid = stack.gateway.process.pid
+
+        def measured(method, conns, seconds, tool):
+            cpu_before, wall_before = cpu_seconds(pid), time.monotonic()
+            r = httpload.run(url, method, conns, seconds, tool)
+            cpu, wall = cpu_seconds(pid) - cpu_before, time.monotonic() - wall_before
+            r["gateway_cpu_us_per_request"] = (cpu * 1e6 / r["requests"]) if r["requests"] else None
+            r["gateway_cores_busy"] = cpu / wall if wall else None
+            r["connections"] = conns
+            return r
+
+        for method in ("HEAD", "GET"):
+            httpload.run(url, method, connections, min(2.0, duration), self.args.load_tool)  # warm-up
+            results[method] = r = measured(method, connections, duration, self.args.load_tool)
+            log(f"  {method} /directory @{connections}: {r['rps']:.0f} req/s, p50 {r['p50_ms']:.2f} ms, "
+                f"p99 {r['p99_ms']:.2f} ms ({r['tool']}); gateway CPU "
+                f"{r['gateway_cpu_us_per_request'] or 0:.0f} us/request, {r['gateway_cores_busy']:.2f} cores busy")
+        # The same with one connection: the service time when nothing queues.
+        results["HEAD@1"] = measured("HEAD", 1, min(duration, 5.0), self.args.load_tool)
+        cross = httpload.cross_check(url, connections, duration)
+        if cross:
+            results["cross_check"] = cross
+        results["connections"] = connections
+        results["duration_s"] = duration
+        self.results["http_load"] = results
+        for note in httpload.NOTES:
+            self.note(note)
+
+    def memory(self, stack: Stack):
+        """
+        A fresh gateway: RSS right after start, after a warm-up, and after
+        every checkpoint up to ``--issuances-for-memory`` issuances.
+        """
+        gateway = stack.new_gateway("gateway-memory")
+        try:
+            pid = gateway.process.pid
+            time.sleep(1.0)
+            samples = [{"issued": 0, "label": "idle (just started)", **rss_mb(pid)}]
+            log(f"  memory: idle RSS {samples[0]['VmRSS']:.1f} MB")
+            clients = self.args.memory_clients
+            issued = 0
+            checkpoints = self.args.memory_checkpoints
+            for index, target in enumerate(checkpoints):
+                count = target - issued
+                per_client = [count // clients + (1 if c < count % clients else 0) for c in range(clients)]
+                plan = [self.names(f"m{index}c{c}", per_client[c], 1) for c in range(clients)]
+                phase = self.run_phase(stack, "legacy", f"memory-{target}", plan, gateway=gateway,
+                                       record=False)
+                issued += phase["issued"]
+                if phase["failed"]:
+                    self.note(f"memory run: {phase['failed']} issuance(s) failed: {phase['errors'][:1]}")
+                sample = {"issued": issued, "label": f"after {issued} issuances", **rss_mb(pid),
+                          "gateway_cpu_ms_per_cert": phase.get("gateway_cpu_ms_per_cert")}
+                samples.append(sample)
+                log(f"  memory: after {issued} issuances RSS {sample['VmRSS']:.1f} MB")
+            self.results["memory"] = {"samples": samples, "clients": clients,
+                                      "warmup_issuances": checkpoints[0]}
+        finally:
+            gateway.stop()
+
+    def memory_diagnosis(self, stack: Stack):
+        """
+        tracemalloc in the gateway (slow; untimed): what the Python heap
+        holds after the warm-up and after ``--memory-diagnosis`` more
+        issuances.
+        """
+        trace = os.path.join(self.out, "memory-diagnosis.txt")
+        if os.path.exists(trace):
+            os.unlink(trace)
+        gateway = stack.new_gateway("gateway-tracemalloc", tracemalloc_file=trace)
+        try:
+            clients = self.args.memory_clients
+            plan = [self.names(f"tdw{c}", 2, 1) for c in range(clients)]
+            self.run_phase(stack, "legacy", "diag-warm", plan, gateway=gateway, record=False)
+            self._snapshot(gateway, trace, 1)
+            count = self.args.memory_diagnosis
+            plan = [self.names(f"td{c}", count // clients, 1) for c in range(clients)]
+            self.run_phase(stack, "legacy", "diag", plan, gateway=gateway, record=False)
+            self._snapshot(gateway, trace, 2)
+        finally:
+            gateway.stop()
+        log(f"  memory diagnosis written to {trace}")
+        self.results["memory_diagnosis"] = os.path.relpath(trace, self.out)
+
+    @staticmethod
+    def _snapshot(gateway, trace: str, number: int, timeout: float = 120) -> None:
+        """Ask the traced gateway for snapshot ``number`` and wait until it is written."""
+        os.kill(gateway.process.pid, signal.SIGUSR1)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                with open(trace) as f:
+                    text = f.read()
+            except OSError:
+                text = ""
+            if text.count("=== end of snapshot") >= number:
+                return
+            time.sleep(0.5)
+        log(f"  tracemalloc snapshot {number} not written within {timeout:.0f}s")
+
+    def profile(self, stack: Stack):
+        """py-spy on the gateway during a K=max legacy phase and during HEAD load."""
+        from bench import profiling
+
+        if not profiling.available():
+            self.note("--profile: py-spy is not installed (pip install py-spy); no profile taken")
+            return
+        k = max(self.args.concurrency)
+        per_client = max(self.args.certs_per_client, math.ceil(self.args.min_certs_per_k / k))
+        plan = [self.names(f"pk{k}l{i}", per_client, 1) for i in range(k)]
+        with profiling.Recorder(stack.gateway.process.pid, os.path.join(self.out, f"profile-k{k}-legacy")) as rec:
+            self.run_phase(stack, "legacy", f"profile-k{k}", plan, record=False)
+        self.results.setdefault("profiles", {})[f"k{k}-legacy"] = rec.summary
+        from bench import httpload
+
+        with profiling.Recorder(stack.gateway.process.pid, os.path.join(self.out, "profile-head")) as rec:
+            httpload.run(stack.gateway.directory_url, "HEAD", self.args.load_connections,
+                         self.args.load_duration, self.args.load_tool)
+        self.results["profiles"]["head-directory"] = rec.summary
+
+    # -- everything --------------------------------------------------------------
+
+    def run_all(self):
+        self.prepare()
+        started = time.monotonic()
+        main = self.start_stack("reuse", 100)
+        self.results["pebble_env"] = {"reuse": main.pebble_env}
+        self.warm_up(main, "r")
+        log("section 1+2: sequential issuance, authorization reuse on")
+        self.sequential(main, "r")
+        log("section 4: gateway-local HTTP load")
+        self.http_load(main)
+        if self.args.profile:
+            log("profiling the gateway (py-spy)")
+            self.profile(main)
+        self.stop_stack(main)
+
+        log("section 3: concurrency (a fresh stack per K)")
+        self.concurrency()
+
+        other = self.start_stack("noreuse", 0)
+        self.results["pebble_env"]["noreuse"] = other.pebble_env
+        self.warm_up(other, "o")
+        log("section 2: sequential issuance, authorization reuse off")
+        self.sequential(other, "o")
+        log("section 5: memory (a fresh gateway)")
+        self.memory(other)
+        if self.args.memory_diagnosis:
+            log("memory diagnosis (tracemalloc, untimed)")
+            self.memory_diagnosis(other)
+        self.stop_stack(other)
+        self.results["elapsed_s"] = time.monotonic() - started
+
+
+def derive(phase: dict) -> dict:
+    """The figures of a phase, from its raw sums and durations."""
+    issued = phase["issued"]
+    phase["latency"] = summarize(phase["durations"])
+    phase["polls_per_cert"] = phase["polls"] / issued if issued else None
+    phase["certs_per_s"] = issued / phase["wall_s"] if issued and phase["wall_s"] > 0 else 0.0
+    for field in ("upstream_per_cert", "requests_per_cert", "orders_per_cert",
+                  "pebble_cpu_ms_per_cert", "gateway_cpu_ms_per_cert"):
+        phase.pop(field, None)
+    if issued:
+        phase["upstream_per_cert"] = {k: v / issued for k, v in phase["upstream"]["requests"].items()}
+        phase["requests_per_cert"] = phase["upstream"]["total"] / issued
+        phase["orders_per_cert"] = phase["upstream"]["orders_created"] / issued
+        phase["pebble_cpu_ms_per_cert"] = phase["pebble_cpu_s"] * 1000 / issued
+        if phase["mode"] == "legacy":
+            phase["gateway_cpu_ms_per_cert"] = phase["gateway_cpu_s"] * 1000 / issued
+    return phase
+
+
+def merge(a: dict, b: dict) -> dict:
+    """Two rounds of one phase as one: sums, pooled durations, walls added."""
+    upstream = {
+        "requests": {k: a["upstream"]["requests"].get(k, 0) + b["upstream"]["requests"].get(k, 0)
+                     for k in set(a["upstream"]["requests"]) | set(b["upstream"]["requests"])},
+        "total": a["upstream"]["total"] + b["upstream"]["total"],
+        "orders_created": a["upstream"]["orders_created"] + b["upstream"]["orders_created"],
+        "bad_nonce": a["upstream"]["bad_nonce"] + b["upstream"]["bad_nonce"],
+    }
+    merged = dict(a)
+    merged.update({
+        "rounds": a.get("rounds", 1) + b.get("rounds", 1),
+        "attempted": a["attempted"] + b["attempted"],
+        "issued": a["issued"] + b["issued"],
+        "failed": a["failed"] + b["failed"],
+        "errors": sorted(set(a["errors"]) | set(b["errors"]))[:5],
+        "durations": a["durations"] + b["durations"],
+        "polls": a["polls"] + b["polls"],
+        "wall_s": a["wall_s"] + b["wall_s"],
+        "upstream": upstream,
+        "gateway_cpu_s": a["gateway_cpu_s"] + b["gateway_cpu_s"],
+        "pebble_cpu_s": a["pebble_cpu_s"] + b["pebble_cpu_s"],
+        "verified": a.get("verified", True) and b.get("verified", True),
+    })
+    return derive(merged)
+
+
+def _log_phase(key: str, phase: dict) -> None:
+    lat = phase["latency"]
+    log(f"  {key}: {phase['issued']}/{phase['attempted']} issued, {phase['certs_per_s']:.2f} certs/s, "
+        f"p50 {_ms(lat.get('p50'))} p95 {_ms(lat.get('p95'))} p99 {_ms(lat.get('p99'))}, "
+        f"upstream {phase.get('requests_per_cert', float('nan')):.2f} req/cert, "
+        f"{phase.get('orders_per_cert', float('nan')):.2f} orders/cert"
+        + (f"; first error: {phase['errors'][0]}" if phase["failed"] else ""))
+
+
+def _der():
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    return Encoding.DER
+
+
+def _ms(seconds) -> str:
+    return "-" if seconds is None else f"{seconds * 1000:.0f}ms"
+
+
+def _count_delta(before: dict, after: dict) -> dict:
+    kinds = set(before["requests"]) | set(after["requests"])
+    requests = {k: after["requests"].get(k, 0) - before["requests"].get(k, 0) for k in kinds}
+    requests = {k: v for k, v in requests.items() if v}
+    return {
+        "requests": requests,
+        "total": after["total"] - before["total"],
+        "orders_created": after["orders_created"] - before["orders_created"],
+        "bad_nonce": after["bad_nonce"] - before["bad_nonce"],
+    }
+
+
+# ---------------------------------------------------------------------------
+# command line
+# ---------------------------------------------------------------------------
+
+def _int_list(text: str) -> List[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a comma-separated list of integers, got {text!r}")
+    if not values or any(v < 1 for v in values):
+        raise argparse.ArgumentTypeError("expected positive integers")
+    return values
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(
+        prog="bench/run.py",
+        description="Benchmark acme-gateway side by side against a native ACME v2 client.")
+    parser.add_argument("--n", type=int, default=40,
+                        help="sequential single-name certificates per mode (default: %(default)s)")
+    parser.add_argument("--n-multi", type=int, default=None,
+                        help="sequential 3-name certificates per mode (default: --n)")
+    parser.add_argument("--concurrency", type=_int_list, default=[1, 8, 32],
+                        help="concurrent clients K, comma-separated (default: 1,8,32)")
+    parser.add_argument("--certs-per-client", type=int, default=3,
+                        help="certificates each concurrent client obtains (default: %(default)s)")
+    parser.add_argument("--min-certs-per-k", type=int, default=24,
+                        help="at least this many certificates per K and mode (default: %(default)s)")
+    parser.add_argument("--rounds", type=int, default=2,
+                        help="alternate the two modes over this many rounds per measurement "
+                             "(native first, then legacy first, ...; default: %(default)s)")
+    parser.add_argument("--issuances-for-memory", type=int, default=1000,
+                        help="issuances through a fresh gateway for the memory figure (default: %(default)s)")
+    parser.add_argument("--memory-clients", type=int, default=8,
+                        help="concurrent legacy clients in the memory run (default: %(default)s)")
+    parser.add_argument("--memory-diagnosis", type=int, default=0, metavar="N",
+                        help="also run N issuances under tracemalloc and write the allocation sites "
+                             "that grew (untimed; default: off)")
+    parser.add_argument("--poll-interval", type=float, default=0.1,
+                        help="seconds between polls, both modes (default: %(default)s)")
+    parser.add_argument("--cert-timeout", type=float, default=60.0,
+                        help="give up on one certificate after this long (default: %(default)s)")
+    parser.add_argument("--load-duration", type=float, default=10.0,
+                        help="seconds of HTTP load per measurement (default: %(default)s)")
+    parser.add_argument("--load-connections", type=int, default=64,
+                        help="connections of the HTTP load (default: %(default)s)")
+    parser.add_argument("--load-tool", choices=("auto", "wrk", "hey", "python"), default="auto",
+                        help="HTTP load generator (auto: wrk for GET, hey for HEAD, the built-in "
+                             "Python one when they are missing)")
+    parser.add_argument("--profile", action="store_true",
+                        help="also record py-spy profiles of the gateway (K=max legacy, HEAD load)")
+    parser.add_argument("--gateway-src", metavar="DIR",
+                        help="run the gateway package from DIR (a patched copy) instead of this checkout")
+    parser.add_argument("--legacy-venv", default=os.environ.get("ACME_GATEWAY_LEGACY_VENV") or DEFAULT_LEGACY_VENV,
+                        help="venv with acme 1.32 (default: .venvs/certbot1)")
+    parser.add_argument("--out", help="results folder (default: bench/results/<UTC date-time>)")
+    parser.add_argument("--workdir", help="scratch folder (default: a temporary one, removed)")
+    parser.add_argument("--keep-work", action="store_true", help="keep the scratch folder (logs)")
+    parser.add_argument("--no-verify", dest="verify", action="store_false",
+                        help="skip verifying one chain per phase against Pebble's root")
+    parser.add_argument("--no-chart", action="store_true", help="skip the PNG chart")
+    parser.add_argument("--smoke", action="store_true",
+                        help="a tiny run for CI: N=2, K=1, 10 issuances for memory, 1 s of HTTP load")
+    args = parser.parse_args(argv)
+    if args.smoke:
+        args.n = 2
+        args.n_multi = 2
+        args.concurrency = [1]
+        args.certs_per_client = 1
+        args.min_certs_per_k = 2
+        args.issuances_for_memory = 10
+        args.memory_clients = 2
+        args.load_duration = 1.0
+        args.rounds = 1
+    if args.n_multi is None:
+        args.n_multi = args.n
+    if args.n < 1 or args.n_multi < 1:
+        parser.error("--n must be at least 1")
+    total = args.issuances_for_memory
+    if total < 4:
+        parser.error("--issuances-for-memory must be at least 4")
+    warm = min(max(2, total // 20), 50)
+    args.memory_clients = max(1, min(args.memory_clients, warm))
+    points = [warm] + [warm + (total - warm) * i // 4 for i in range(1, 5)]
+    args.memory_checkpoints = sorted(set(points))
+    return args
+
+
+def check_requirements(args) -> List[str]:
+    problems = []
+    python = os.path.join(args.legacy_venv, "bin", "python")
+    if not os.path.exists(python):
+        problems.append(f"the legacy venv with acme 1.32 is missing ({python}): run ./scripts/setup")
+    if shutil.which("pebble") is None and not os.path.exists("/usr/bin/pebble"):
+        problems.append("Debian's pebble is not installed: run ./scripts/setup")
+    return problems
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    problems = check_requirements(args)
+    if problems:
+        for problem in problems:
+            print(f"bench: {problem}", file=sys.stderr)
+        return 2
+    now = datetime.datetime.now(datetime.timezone.utc)
+    out = os.path.abspath(args.out or os.path.join(BENCH_DIR, "results", now.strftime("%Y-%m-%d_%H%M%SZ")))
+    os.makedirs(out, exist_ok=True)
+    workdir = os.path.abspath(args.workdir) if args.workdir else tempfile.mkdtemp(prefix="acme-gateway-bench-")
+    os.makedirs(workdir, exist_ok=True)
+    bench = Bench(args, out, workdir)
+    bench.results.update({
+        "date": now.strftime("%Y-%m-%d %H:%M UTC"),
+        "command": "bench/run.py " + " ".join(sys.argv[1:] if argv is None else argv),
+        "machine": machine_info(),
+        "settings": {
+            "n": args.n, "n_multi": args.n_multi, "concurrency": args.concurrency,
+            "certs_per_client": args.certs_per_client, "min_certs_per_k": args.min_certs_per_k,
+            "poll_interval_s": args.poll_interval, "issuances_for_memory": args.issuances_for_memory,
+            "memory_clients": args.memory_clients, "memory_checkpoints": args.memory_checkpoints,
+            "load_connections": args.load_connections, "load_duration_s": args.load_duration,
+            "smoke": args.smoke, "gateway_src": args.gateway_src, "rounds": args.rounds,
+            "gateway_revision": gateway_revision(args.gateway_src),
+            "key_type": "EC P-256 (account and certificate keys, both modes)",
+            "client_library": "acme 1.32.0 (legacy venv), both modes",
+        },
+    })
+    log(f"results -> {out}; scratch -> {workdir}")
+    failed = None
+    try:
+        bench.run_all()
+    except KeyboardInterrupt:
+        failed = "interrupted"
+    except Exception as error:
+        failed = f"{type(error).__name__}: {error}"
+        import traceback
+
+        traceback.print_exc()
+    finally:
+        bench.stop_all()
+    bench.results["machine"]["loadavg_at_end"] = load_average()
+    if failed:
+        bench.results["aborted"] = failed
+    with open(os.path.join(out, "results.json"), "w") as f:
+        json.dump(bench.results, f, indent=2, default=str)
+    table = report.markdown(bench.results)
+    with open(os.path.join(out, "results.md"), "w") as f:
+        f.write(table)
+    chart = None
+    if not args.no_chart:
+        chart = report.chart(bench.results, os.path.join(out, "chart.png"))
+        if chart is None:
+            bench.note("matplotlib is not installed: no chart (pip install matplotlib into .venv)")
+    print()
+    print(report.summary(bench.results, out, chart))
+    if failed:
+        print(f"bench: aborted: {failed}; scratch kept in {workdir}", file=sys.stderr)
+        return 1
+    if not (args.keep_work or args.workdir):
+        shutil.rmtree(workdir, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,297 @@
+"""
+The admin listener (``--admin-listen``): what an orchestrator and an
+operator ask a running gateway, on a port of its own so that it is never
+exposed where legacy clients reach the v1 face.
+
+- ``/healthz``: the process serves (liveness) — nothing else is checked, so
+  that a slow CA never gets the gateway restarted;
+- ``/readyz``: the upstream directory answered recently and the store can
+  commit a write (readiness); a failure names the check and the reason;
+- ``/metrics``: Prometheus exposition (`gateway.metrics`);
+- ``/status``: the migration report as a page (`gateway.statuspage`), and
+  ``/status.json`` as data.
+
+Every page is computed from ``async def`` code; the store is only read
+through its own thread.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Awaitable, Callable, List, Optional, Tuple
+
+import attrs
+from twisted.internet import defer
+from twisted.logger import Logger
+from twisted.web import pages, resource, server
+
+from gateway import statuspage
+from gateway.metrics import Metrics
+from gateway.report import DEFAULT_MIGRATED_AFTER, build_report
+from gateway.store.records import format_timestamp
+
+log = Logger()
+
+#: How long a readiness check may take before it counts as failed: probes
+#: time out after a few seconds, and a hanging check must say so itself.
+CHECK_TIMEOUT = 4.0
+#: How old the last good answer of the upstream directory may be before
+#: ``/readyz`` asks the CA again.
+DEFAULT_READY_MAX_AGE = 30.0
+
+_HTML_POLICY = b"default-src 'none'; style-src 'unsafe-inline'; img-src 'none'; base-uri 'none'"
+
+
+class CheckTimedOut(Exception):
+    """
+    A readiness check that did not finish within its time.
+    """
+
+
+async def _within(clock: Any, seconds: float, start: Callable[[], defer.Deferred]) -> Any:
+    """
+    Await ``start()``, abandoning it (cancelled) after ``seconds``.
+
+    :raises CheckTimedOut: when it did not finish in time.
+    """
+    waiting = start()
+    timed_out: List[bool] = []
+
+    def give_up() -> None:
+        timed_out.append(True)
+        waiting.cancel()
+
+    timer = clock.callLater(seconds, give_up)
+    try:
+        return await waiting
+    except Exception:
+        if timed_out:
+            raise CheckTimedOut(f"no answer within {seconds:g}s") from None
+        raise
+    finally:
+        if timer.active():
+            timer.cancel()
+
+
+@attrs.frozen
+class CheckResult:
+    """
+    The outcome of one readiness check, with a reason a person can act on.
+    """
+
+    name: str
+    ok: bool
+    detail: str
+
+
+@attrs.define
+class Readiness:
+    """
+    Whether the gateway can serve v1 clients right now.
+
+    :ivar max_age: seconds a good upstream answer stays good; after that a
+        probe fetches the directory again (so a CA that went away turns the
+        gateway unready within ``max_age`` plus one probe period).
+    """
+
+    upstream: Any  # gateway.upstream.client.UpstreamClient
+    store: Any  # gateway.store.IStore
+    clock: Any
+    metrics: Optional[Metrics] = None
+    max_age: float = DEFAULT_READY_MAX_AGE
+    timeout: float = CHECK_TIMEOUT
+    _upstream_ok_at: Optional[float] = attrs.field(default=None, init=False)
+
+    def upstream_answered(self) -> None:
+        """
+        Note that the upstream directory answered just now.
+        """
+        self._upstream_ok_at = self.clock.seconds()
+
+    async def check_upstream(self) -> CheckResult:
+        now = self.clock.seconds()
+        if self._upstream_ok_at is not None and now - self._upstream_ok_at < self.max_age:
+            return CheckResult("upstream", True, f"directory answered {now - self._upstream_ok_at:.0f}s ago")
+        url = self.upstream.directory_url
+        try:
+            await _within(
+                self.clock, self.timeout,
+                lambda: defer.Deferred.fromCoroutine(self.upstream.directory(refresh=True)),
+            )
+        except Exception as error:
+            return CheckResult("upstream", False, f"directory {url} did not answer: {error}")
+        self.upstream_answered()
+        return CheckResult("upstream", True, f"directory {url} answered")
+
+    async def check_store(self) -> CheckResult:
+        try:
+            await _within(self.clock, self.timeout, self.store.check_writable)
+        except Exception as error:
+            return CheckResult("store", False, f"cannot commit a write: {error}")
+        return CheckResult("store", True, "writable")
+
+    async def check(self) -> List[CheckResult]:
+        """
+        Run both checks concurrently.
+        """
+        results = await defer.gatherResults(
+            [
+                defer.Deferred.fromCoroutine(self.check_upstream()),
+                defer.Deferred.fromCoroutine(self.check_store()),
+            ]
+        )
+        if self.metrics is not None:
+            for result in results:
+                self.metrics.set_ready(result.name, result.ok)
+        return list(results)
+
+
+#: What a page answers: status, content type, body, extra headers.
+Answer = Tuple[int, bytes, bytes, Tuple[Tuple[bytes, bytes], ...]]
+
+
+class _Page(resource.Resource):
+    """
+    A leaf that answers GET and HEAD from an ``async def``.
+    """
+
+    isLeaf = True
+
+    def __init__(self, answer: Callable[[Any], Awaitable[Answer]]):
+        super().__init__()
+        self._answer = answer
+
+    def render_GET(self, request):
+        if request.postpath not in ([], [b""]):
+            return pages.notFound().render(request)
+        finished: list = []
+        request.notifyFinish().addBoth(finished.append)
+        answering = defer.Deferred.fromCoroutine(self._answer(request))
+        answering.addErrback(self._failed)
+        answering.addCallback(self._write, request, finished)
+        answering.addErrback(lambda failure: log.failure("writing an admin page failed", failure))
+        return server.NOT_DONE_YET
+
+    render_HEAD = render_GET
+
+    @staticmethod
+    def _failed(failure) -> Answer:
+        log.failure("admin page failed", failure)
+        return 500, b"text/plain; charset=utf-8", b"internal error\n", ()
+
+    @staticmethod
+    def _write(answer: Answer, request, finished) -> None:
+        if finished:
+            return
+        status, content_type, body, headers = answer
+        request.setResponseCode(status)
+        request.setHeader(b"Content-Type", content_type)
+        request.setHeader(b"Cache-Control", b"no-store")
+        request.setHeader(b"X-Content-Type-Options", b"nosniff")
+        for name, value in headers:
+            request.setHeader(name, value)
+        if request.method != b"HEAD":
+            request.write(body)
+        request.finish()
+
+
+class _Root(resource.Resource):
+    """
+    The admin pages; any other path is a plain 404.
+    """
+
+    def getChild(self, path, request):
+        return pages.notFound()
+
+
+def _text(status: int, text: str) -> Answer:
+    return status, b"text/plain; charset=utf-8", text.encode("utf-8"), ()
+
+
+@attrs.define
+class Admin:
+    """
+    The admin listener's pages over one gateway's store, upstream client
+    and metrics.
+    """
+
+    store: Any
+    clock: Any
+    metrics: Metrics
+    readiness: Readiness
+    migrated_after: float = DEFAULT_MIGRATED_AFTER
+
+    async def healthz(self, request) -> Answer:
+        return _text(200, "ok\n")
+
+    async def readyz(self, request) -> Answer:
+        results = await self.readiness.check()
+        ready = all(r.ok for r in results)
+        lines = ["ready" if ready else "not ready"]
+        lines += [f"{r.name}: {'ok' if r.ok else 'FAILED'}: {r.detail}" for r in results]
+        if not ready:
+            log.warn("not ready: {failed}",
+                     failed="; ".join(f"{r.name}: {r.detail}" for r in results if not r.ok))
+        return _text(200 if ready else 503, "\n".join(lines) + "\n")
+
+    async def _report(self):
+        clients = await self.store.list_clients()
+        return build_report(clients, self.clock.seconds(), self.migrated_after)
+
+    async def metrics_page(self, request) -> Answer:
+        try:
+            now = format_timestamp(self.clock.seconds())
+            self.metrics.set_pending_authorizations(
+                await self.store.count_authorizations("pending", unexpired_at=now)
+            )
+            self.metrics.set_client_states((await self._report()).counts())
+        except Exception as error:
+            # Counters are still worth a scrape when the store is not.
+            log.warn("metrics: store-backed gauges not refreshed: {error}", error=str(error))
+        accept = (request.getHeader(b"accept") or b"").decode("latin-1")
+        body, content_type = self.metrics.render(accept)
+        return 200, content_type.encode("ascii"), body, ()
+
+    async def status_page(self, request) -> Answer:
+        page = statuspage.render(await self._report())
+        return 200, b"text/html; charset=utf-8", page, ((b"Content-Security-Policy", _HTML_POLICY),)
+
+    async def status_json(self, request) -> Answer:
+        body = json.dumps((await self._report()).as_json(), indent=2).encode("utf-8") + b"\n"
+        return 200, b"application/json", body, ()
+
+    async def index(self, request) -> Answer:
+        page = (
+            "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"
+            "<title>acme-gateway admin</title></head><body><h1>acme-gateway admin</h1><ul>"
+            '<li><a href="status">status</a>: the migration report</li>'
+            '<li><a href="status.json">status.json</a></li>'
+            '<li><a href="metrics">metrics</a></li>'
+            '<li><a href="healthz">healthz</a></li><li><a href="readyz">readyz</a></li>'
+            "</ul></body></html>"
+        ).encode("utf-8")
+        return 200, b"text/html; charset=utf-8", page, ((b"Content-Security-Policy", _HTML_POLICY),)
+
+    def resource(self) -> resource.Resource:
+        """
+        The admin listener's resource tree.
+        """
+        root = _Root()
+        for path, answer in (
+            (b"", self.index),
+            (b"healthz", self.healthz),
+            (b"readyz", self.readyz),
+            (b"metrics", self.metrics_page),
+            (b"status", self.status_page),
+            (b"status.json", self.status_json),
+        ):
+            root.putChild(path, _Page(answer))
+        return root
+
+    def site(self) -> server.Site:
+        site = server.Site(self.resource())
+        site.noisy = False
+        site.displayTracebacks = False
+        # Probes every few seconds must not fill the log with access lines.
+        site.log = lambda request: None
+        return site

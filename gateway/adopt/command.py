@@ -1,0 +1,173 @@
+"""
+The command line of adoption and key import::
+
+    acme-gateway adopt certbot    --config-dir DIR          --gateway URL --keys DIR
+    acme-gateway adopt dehydrated --basedir DIR [--config FILE] --gateway URL --keys DIR
+    acme-gateway adopt acme.sh    --home DIR                --gateway URL --keys DIR
+        [--dry-run] [--host NAME]          |  … --undo
+    acme-gateway keys import PATH… --keys DIR [--dry-run] [--host NAME]
+
+Everything is planned first and printed; ``--dry-run`` stops there.  The
+exit status is 0 when everything was adopted, 1 when some file had to be
+left untouched (the rest was still done), 2 for unusable arguments.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from urllib.parse import urlsplit, urlunsplit
+
+from gateway.adopt import changes
+from gateway.adopt.keyimport import KeyImporter, plan_key_import
+from gateway.config import LayeredOption
+
+#: Characters a gateway URL must not hold: it is written into shell and
+#: configobj files, quoted as the file already quoted the old value.
+_UNSAFE_URL = re.compile(r"""[\s"'$`\\#;&|<>()]""")
+
+_CLIENTS = {
+    "certbot": "certbot 0.x/1.x: accounts/ and renewal/*.conf of --config-dir",
+    "dehydrated": "dehydrated: accounts/<base64(CA)>/ and the config file's CA=",
+    "acme.sh": "acme.sh: ca/<server>/account.key and each <domain>/<domain>.conf's Le_API",
+}
+
+
+def gateway_url(text: str) -> tuple:
+    """
+    The gateway's v1 directory URL as clients must store it, and a note when
+    ``/directory`` was added to a bare base URL.
+
+    :raises changes.AdoptError: for anything but a plain http(s) URL.
+    """
+    parsed = urlsplit(text)
+    if parsed.scheme not in ("http", "https") or not parsed.netloc or _UNSAFE_URL.search(text):
+        raise changes.AdoptError(f"--gateway {text!r}: expected the gateway's http(s) directory URL, "
+                                 f"such as http://127.0.0.1:4000/directory")
+    if parsed.path in ("", "/"):
+        url = urlunsplit(parsed._replace(path="/directory"))
+        return url, f"--gateway has no path: using its directory URL {url}"
+    return text, None
+
+
+def add_adopt_command(commands) -> None:
+    """
+    ``adopt`` and its three clients.
+    """
+    adopt = commands.add_parser(
+        "adopt", help="move a legacy client installation onto the gateway",
+        description="Import a legacy client's account keys into the key store, give the client "
+                    "its existing account under the gateway's URL, and point its stored server "
+                    "URLs at the gateway. Every edited file is backed up (*.acme-gateway-backup) "
+                    "and --undo restores it.")
+    clients = adopt.add_subparsers(dest="client", required=True, metavar="CLIENT")
+    for name, help_text in _CLIENTS.items():
+        client = clients.add_parser(name, help=help_text, description=f"Adopt {help_text}.")
+        if name == "certbot":
+            client.add_argument("--config-dir", required=True, metavar="DIR",
+                                help="certbot's configuration directory (e.g. /etc/letsencrypt)")
+        elif name == "dehydrated":
+            client.add_argument("--basedir", metavar="DIR",
+                                help="dehydrated's BASEDIR (default: the config's BASEDIR)")
+            client.add_argument("--config", dest="client_config", metavar="FILE",
+                                help="dehydrated's config file (default: BASEDIR/config)")
+        else:
+            client.add_argument("--home", required=True, metavar="DIR",
+                                help="acme.sh's home directory (e.g. ~/.acme.sh)")
+        client.add_argument("--gateway", metavar="URL",
+                            help="the gateway's v1 directory URL, as the client will reach it")
+        _add_store_flags(client)
+        client.add_argument("--undo", action="store_true",
+                            help="restore the backups of an earlier adoption and remove what it "
+                                 "created (imported keys stay in the key store)")
+
+
+def _add_store_flags(parser) -> None:
+    parser.add_argument("--keys", action=LayeredOption, metavar="DIR",
+                        help="the gateway's key store directory (created, mode 0700, if missing)")
+    parser.add_argument("--host", metavar="NAME",
+                        help="the machine name used in imported key file names "
+                             "(default: this machine's host name)")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="print every change and make none")
+
+
+def add_import_command(key_commands) -> None:
+    """
+    ``keys import``.
+    """
+    importing = key_commands.add_parser(
+        "import", help="copy private keys from anywhere into the key store (mode 0600)",
+        description="Copy every account private key found in PATHs (files, or directories "
+                    "searched recursively) into the key store, named "
+                    "imported-<host>-<file>-<thumbprint>, skipping keys already there. "
+                    "Restart the gateway afterwards: it loads keys at start-up.")
+    importing.add_argument("paths", nargs="+", metavar="PATH")
+    _add_store_flags(importing)
+
+
+def _finish(plan: changes.Plan, dry_run: bool) -> int:
+    if not dry_run:
+        changes.apply(plan)
+    print(changes.describe(plan, dry_run), end="")
+    return 1 if plan.problems else 0
+
+
+def _error(message: str) -> int:
+    print(f"acme-gateway: {message}", file=sys.stderr)
+    return 2
+
+
+def _root(args) -> str:
+    if args.client == "certbot":
+        return args.config_dir
+    if args.client == "acme.sh":
+        return args.home
+    if args.basedir:
+        return args.basedir
+    raise changes.AdoptError("--undo needs --basedir")
+
+
+def run_adopt(args) -> int:
+    """
+    ``acme-gateway adopt CLIENT …``.
+    """
+    from gateway.adopt.acmesh import plan_acmesh
+    from gateway.adopt.certbot import plan_certbot
+    from gateway.adopt.dehydrated import plan_dehydrated
+
+    try:
+        if args.undo:
+            root = os.path.abspath(_root(args))
+            lines = changes.undo(root, args.client)
+            print(f"{args.client} installation {root}:")
+            print("\n".join(lines))
+            return 1 if any("problem:" in line for line in lines) else 0
+        if not args.gateway:
+            return _error("adopt: --gateway URL is required")
+        if not args.keys:
+            return _error("adopt: --keys DIR is required (or ACME_GATEWAY_KEYS)")
+        gateway, note = gateway_url(args.gateway)
+        importer = KeyImporter.for_store(args.keys, args.host)
+        if args.client == "certbot":
+            plan = plan_certbot(args.config_dir, gateway, importer)
+        elif args.client == "dehydrated":
+            plan = plan_dehydrated(args.basedir, args.client_config, gateway, importer)
+        else:
+            plan = plan_acmesh(args.home, gateway, importer)
+    except changes.AdoptError as error:
+        return _error(f"adopt {args.client}: {error}")
+    if note:
+        plan.notes.insert(0, note)
+    return _finish(plan, args.dry_run)
+
+
+def run_keys_import(args) -> int:
+    """
+    ``acme-gateway keys import PATH…``.
+    """
+    if not args.keys:
+        return _error("keys import: --keys DIR is required (or ACME_GATEWAY_KEYS)")
+    plan = plan_key_import(args.paths, args.keys, args.host)
+    return _finish(plan, args.dry_run)

@@ -1,0 +1,158 @@
+"""
+Where the gateway's ``twisted.logger`` events go, and in which shape.
+
+Containers hand stdout to a log pipeline that wants one JSON object per
+line (``--log-format json``); a person at a terminal wants the classic text
+(``--log-format text``).  Either way every event emitted while a v1 request
+is served carries that request's id (``request_id``), including events of
+modules that know nothing about requests, because the id is read from the
+request scope (`gateway.scope`) at the moment the event is emitted.
+
+JSON lines carry the event's named fields, so ``thumbprint``, ``status`` or
+``kind`` can be filtered on without parsing messages.  Key material never
+gets there: an object that has a ``thumbprint`` (an account key) is written
+as its thumbprint, and bytes only as their length.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import datetime, timezone
+from typing import IO, Any, Callable, Dict, Optional
+
+from twisted.logger import (
+    FileLogObserver,
+    FilteringLogObserver,
+    ILogObserver,
+    LogLevel,
+    LogLevelFilterPredicate,
+    formatEvent,
+    formatEventAsClassicLogText,
+    globalLogBeginner,
+)
+from zope.interface import provider
+
+from gateway.scope import current_request_id
+
+FORMATS = ("text", "json")
+LEVELS = {
+    "debug": LogLevel.debug,
+    "info": LogLevel.info,
+    "warn": LogLevel.warn,
+    "error": LogLevel.error,
+    "critical": LogLevel.critical,
+}
+
+#: Keys of an event that are Twisted's bookkeeping (or the legacy-log
+#: bridge's), not named fields of the message.
+_INTERNAL = frozenset({"message", "isError", "system", "format", "why", "failure", "time"})
+_RESERVED = frozenset({"time", "level", "namespace", "message", "request_id", "error", "traceback"})
+_MAX_DEPTH = 4
+
+
+def with_request_id(observer: ILogObserver) -> ILogObserver:
+    """
+    Wrap ``observer`` so that each event emitted inside a v1 request scope
+    gets that request's ``request_id`` (unless it named one itself).
+    """
+
+    @provider(ILogObserver)
+    def stamp(event: Dict[str, Any]) -> None:
+        if "request_id" not in event:
+            request_id = current_request_id()
+            if request_id is not None:
+                event = dict(event, request_id=request_id)
+        observer(event)
+
+    return stamp
+
+
+def _safe(value: Any, depth: int = 0) -> Any:
+    """
+    A JSON-ready copy of a field value that can hold no key material.
+    """
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return f"<{len(value)} bytes>"
+    thumbprint = getattr(value, "thumbprint", None)
+    if isinstance(thumbprint, str):
+        return thumbprint
+    if depth >= _MAX_DEPTH:
+        return str(type(value).__name__)
+    if isinstance(value, dict):
+        return {str(k): _safe(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [_safe(v, depth + 1) for v in value]
+    return str(value)
+
+
+def event_as_json(event: Dict[str, Any]) -> str:
+    """
+    One event as one line of JSON: ``time`` (RFC 3339, UTC), ``level``,
+    ``namespace``, ``message`` (the formatted text), ``request_id`` when
+    there is one, ``error``/``traceback`` for a failure, and every named
+    field of the event.
+    """
+    level = event.get("log_level")
+    moment = datetime.fromtimestamp(event.get("log_time") or 0, tz=timezone.utc)
+    record: Dict[str, Any] = {
+        "time": moment.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        "level": getattr(level, "name", "info"),
+        "namespace": event.get("log_namespace"),
+        "message": formatEvent(event),
+    }
+    if event.get("request_id") is not None:
+        record["request_id"] = str(event["request_id"])
+    failure = event.get("log_failure")
+    if failure is not None:
+        record["error"] = failure.getErrorMessage()
+        record["traceback"] = failure.getTraceback()
+    for key, value in event.items():
+        if key.startswith("log_") or key in _INTERNAL or key == "request_id":
+            continue
+        name = f"field_{key}" if key in _RESERVED else key
+        record[name] = _safe(value)
+    return json.dumps(record, ensure_ascii=False, default=str) + "\n"
+
+
+def event_as_text(event: Dict[str, Any]) -> Optional[str]:
+    """
+    Twisted's classic one-line text, with `` request_id=…`` appended when
+    the event belongs to a v1 request.
+    """
+    text = formatEventAsClassicLogText(event)
+    if text is None:
+        return None
+    request_id = event.get("request_id")
+    if request_id is not None:
+        text = f"{text.rstrip(chr(10))} request_id={request_id}\n"
+    return text
+
+
+def observer_for(log_format: str, level: str = "info", out: IO[str] = sys.stdout) -> ILogObserver:
+    """
+    The observer ``acme-gateway serve`` logs through: ``log_format`` lines on
+    ``out``, events below ``level`` dropped, request ids stamped.
+
+    :raises ValueError: for an unknown format or level.
+    """
+    if log_format not in FORMATS:
+        raise ValueError(f"expected one of {', '.join(FORMATS)}, got {log_format!r}")
+    if level not in LEVELS:
+        raise ValueError(f"expected one of {', '.join(LEVELS)}, got {level!r}")
+    formatter: Callable[[Dict[str, Any]], Optional[str]] = (
+        event_as_json if log_format == "json" else event_as_text
+    )
+    writer = FileLogObserver(out, formatter)
+    predicate = LogLevelFilterPredicate(defaultLogLevel=LEVELS[level])
+    return FilteringLogObserver(with_request_id(writer), [predicate])
+
+
+def start_logging(log_format: str, level: str = "info", out: IO[str] = sys.stdout) -> None:
+    """
+    Send every ``twisted.logger`` event (and those buffered since start-up)
+    to `observer_for`.
+    """
+    globalLogBeginner.beginLoggingTo([observer_for(log_format, level, out)], redirectStandardIO=False)

@@ -1,0 +1,171 @@
+"""
+The gateway's Prometheus metrics: the families, and the few rules that turn
+what the v1 face and the upstream client see into them.
+
+Each gateway owns its own `CollectorRegistry` rather than the process-wide
+default, so that two gateways in one process (the test suite) never share
+counters, and nothing else in the process leaks into ``/metrics``.
+
+Some families are defined before the feature that fills them exists — the
+rate-limit budget and revalidations — so that dashboards and alerts can be
+written against stable names; they stay empty (no samples) until then.
+They are never given made-up values.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping, Optional
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.gc_collector import GCCollector
+from prometheus_client.platform_collector import PlatformCollector
+from prometheus_client.process_collector import ProcessCollector
+
+from gateway import __version__
+
+PREFIX = "acme_gateway"
+
+#: Upstream latency buckets: a directory GET answers in milliseconds, a
+#: finalize that waits on the CA's issuance pipeline in seconds.
+UPSTREAM_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+#: The states a legacy client can be in (see `gateway.report`).
+CLIENT_STATES = ("active", "failing", "migrated")
+
+
+class Metrics:
+    """
+    Every metric family of one gateway.
+
+    The v1 face calls `v1_response`, the upstream client calls
+    `upstream_response`; the admin listener refreshes the store-backed
+    gauges (`set_pending_authorizations`, `set_client_states`) right before
+    it renders a scrape, because the store is read off the reactor thread
+    and a collector cannot wait for it.
+    """
+
+    def __init__(self, registry: Optional[CollectorRegistry] = None, process: bool = True):
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+        if process:
+            ProcessCollector(registry=r)
+            PlatformCollector(registry=r)
+            GCCollector(registry=r)
+        Info(f"{PREFIX}_build", "The running acme-gateway.", registry=r).info(
+            {"version": __version__}
+        )
+        self.v1_requests = Counter(
+            f"{PREFIX}_v1_requests", "v1 requests answered, by v1 endpoint and HTTP status.",
+            ["endpoint", "status"], registry=r,
+        )
+        self.upstream_requests = Counter(
+            f"{PREFIX}_upstream_requests",
+            "Requests to the upstream ACME v2 CA, by kind and HTTP status "
+            "(status 'error' when no response came: refused, reset, TLS failure, timeout).",
+            ["kind", "status"], registry=r,
+        )
+        self.upstream_seconds = Histogram(
+            f"{PREFIX}_upstream_request_duration_seconds",
+            "Time to a complete upstream response, by kind; exemplars carry the v1 request id.",
+            ["kind"], buckets=UPSTREAM_BUCKETS, registry=r,
+        )
+        self.orders_created = Counter(
+            f"{PREFIX}_orders_created", "Upstream orders created (newOrder answered 201).",
+            registry=r,
+        )
+        self.pending_authorizations = Gauge(
+            f"{PREFIX}_pending_authorizations",
+            "Unexpired authorizations the gateway last saw pending (from its store).",
+            registry=r,
+        )
+        self.rate_limit_budget = Gauge(
+            f"{PREFIX}_rate_limit_budget_remaining",
+            "Upstream requests the gateway may still make for an account in the current "
+            "rate-limit window, by account thumbprint (filled by gateway-side rate limiting).",
+            ["account"], registry=r,
+        )
+        self.revalidations = Counter(
+            f"{PREFIX}_revalidations",
+            "Gateway-side revalidations of expired authorizations for multi-name new-cert, "
+            "by outcome (filled by gateway-side revalidation).",
+            ["outcome"], registry=r,
+        )
+        self.certificates_issued = Counter(
+            f"{PREFIX}_certificates_issued", "Certificates issued to v1 clients (new-cert 201).",
+            registry=r,
+        )
+        self.certificates_revoked = Counter(
+            f"{PREFIX}_certificates_revoked", "Certificates revoked for v1 clients (revoke-cert 200).",
+            registry=r,
+        )
+        self.legacy_clients = Gauge(
+            f"{PREFIX}_legacy_clients",
+            "Legacy v1 clients in the migration report, by state "
+            "(active, failing, migrated: silent for longer than --migrated-after).",
+            ["state"], registry=r,
+        )
+        self.ready = Gauge(
+            f"{PREFIX}_ready",
+            "Result of the last readiness check, by check (1 passed, 0 failed).",
+            ["check"], registry=r,
+        )
+
+    # -- hooks -----------------------------------------------------------------
+
+    def v1_response(self, endpoint: str, status: int) -> None:
+        """
+        Count one v1 answer; a 201 from new-cert is an issued certificate and
+        a 200 from revoke-cert a revoked one.
+        """
+        self.v1_requests.labels(endpoint, str(status)).inc()
+        if endpoint == "new-cert" and status == 201:
+            self.certificates_issued.inc()
+        elif endpoint == "revoke-cert" and status == 200:
+            self.certificates_revoked.inc()
+
+    def upstream_response(
+        self, kind: str, status: Optional[int], seconds: float, request_id: Optional[str] = None
+    ) -> None:
+        """
+        Count one upstream exchange (``status`` `None` when none came back)
+        and its latency; a 201 from newOrder is a created order.
+        """
+        self.upstream_requests.labels(kind, "error" if status is None else str(status)).inc()
+        exemplar = {"request_id": request_id} if request_id else None
+        self.upstream_seconds.labels(kind).observe(max(seconds, 0.0), exemplar=exemplar)
+        if kind == "newOrder" and status == 201:
+            self.orders_created.inc()
+
+    def revalidation(self, outcome: str) -> None:
+        """
+        For gateway-side revalidation: count one, by outcome (``valid``,
+        ``invalid``, ``error``…).
+        """
+        self.revalidations.labels(outcome).inc()
+
+    def set_rate_limit_budget(self, thumbprint: str, remaining: float) -> None:
+        """
+        For gateway-side rate limiting: what an account may still spend.
+        """
+        self.rate_limit_budget.labels(thumbprint).set(remaining)
+
+    def set_pending_authorizations(self, count: int) -> None:
+        self.pending_authorizations.set(count)
+
+    def set_client_states(self, counts: Mapping[str, int]) -> None:
+        for state in CLIENT_STATES:
+            self.legacy_clients.labels(state).set(counts.get(state, 0))
+
+    def set_ready(self, check: str, ok: bool) -> None:
+        self.ready.labels(check).set(1 if ok else 0)
+
+    # -- exposition ------------------------------------------------------------
+
+    def render(self, accept: Optional[str]) -> tuple:
+        """
+        The scrape body and its content type, in the format the scraper
+        asked for (OpenMetrics, with exemplars, when it accepts it).
+        """
+        encoder, content_type = choose_encoder(accept or "")
+        return encoder(self.registry), content_type

@@ -1,0 +1,354 @@
+"""
+The migration report: which legacy clients still speak v1 through the
+gateway, how recently, and which of them fail and why.
+
+This is what tells an operator that a migration is done.  Every v1 request
+is recorded as a `ClientVisit` against its client — identified by source
+address and User-Agent, with the account thumbprints and names it used —
+in one store upsert made off the reactor thread (`ClientRecorder`).  The
+report classifies each client (`classify`) and is printed by ``acme-gateway
+report``, served as JSON at the admin listener's ``/status.json``, and as a
+page at ``/status`` (`gateway.statuspage`).
+
+A client that has not called for ``--migrated-after`` counts as migrated
+away.  The default is long (90 days) on purpose: certbot and most v1
+clients only contact the CA when a certificate is due for renewal, about
+every 60 days, so a shorter period would declare a still-legacy client gone.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from typing import Any, Iterable, Mapping, Optional, Sequence, Tuple
+
+import attrs
+from twisted.internet import defer
+from twisted.logger import Logger
+
+from gateway.scope import RequestScope
+from gateway.store.records import ClientVisit, LegacyClient, format_timestamp, timestamp_instant
+
+log = Logger()
+
+#: Seconds of silence after which a client counts as migrated away.
+DEFAULT_MIGRATED_AFTER = 90 * 86400.0
+
+ACTIVE, FAILING, MIGRATED = "active", "failing", "migrated"
+#: The order clients are listed in: what needs attention first.
+STATE_ORDER = (FAILING, ACTIVE, MIGRATED)
+STATE_LABELS = {ACTIVE: "active", FAILING: "failing", MIGRATED: "migrated away"}
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
+_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_duration(text: Any) -> float:
+    """
+    Seconds in a duration spelled ``90d``, ``36h``, ``15m``, ``30s``, ``2w``
+    or a plain number of seconds.
+
+    :raises ValueError: for anything else, or a duration that is not positive.
+    """
+    match = _DURATION.match(str(text))
+    if match is None:
+        raise ValueError(f"expected a duration such as 90d, 36h or 600, got {text!r}")
+    seconds = float(match[1]) * _UNITS[match[2]]
+    if seconds <= 0:
+        raise ValueError(f"expected a positive duration, got {text!r}")
+    return seconds
+
+
+def format_duration(seconds: float) -> str:
+    """
+    A duration the way a person says it: ``90d``, ``36h``, ``15m``, ``30s``.
+    """
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{seconds:g}s"
+
+
+def ago(seconds: float) -> str:
+    """
+    How long ago, roughly: ``just now``, ``5 minutes ago``, ``3 days ago``.
+    """
+    seconds = max(0.0, seconds)
+    if seconds < 60:
+        return "just now"
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds >= size:
+            count = int(seconds // size)
+            return f"{count} {unit}{'' if count == 1 else 's'} ago"
+    return "just now"  # pragma: no cover
+
+
+# --- What a v1 request tells about its client -------------------------------------
+
+
+def requested_names(endpoint: str, payload: Any) -> Tuple[str, ...]:
+    """
+    The DNS names a verified v1 request asked for: the identifier of a
+    new-authz, the CSR names of a new-cert; nothing for anything else, or
+    when the payload is not what the endpoint expects (the request fails
+    then anyway, and the report records that).
+    """
+    if not isinstance(payload, dict):
+        return ()
+    if endpoint == "new-authz":
+        identifier = payload.get("identifier")
+        value = identifier.get("value") if isinstance(identifier, dict) else None
+        return (value.lower(),) if isinstance(value, str) and value else ()
+    if endpoint == "new-cert" and isinstance(payload.get("csr"), str):
+        from gateway.csr import parse_csr
+
+        try:
+            text = payload["csr"]
+            der = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+            return tuple(n.spelled for n in parse_csr(der, allow_wildcard=True).names)
+        except Exception:
+            return ()
+    return ()
+
+
+def failure_reason(endpoint: str, status: int, content_type: Optional[str], body: bytes) -> str:
+    """
+    Why a v1 request failed, in one line: the endpoint, the status, and the
+    problem document's type and detail when there is one.
+    """
+    reason = f"{endpoint} {status}"
+    if content_type == "application/problem+json" and body:
+        try:
+            problem = json.loads(body)
+        except ValueError:
+            problem = None
+        if isinstance(problem, dict):
+            kind = problem.get("type")
+            detail = problem.get("detail")
+            if isinstance(kind, str) and kind:
+                reason += f" {kind}"
+            if isinstance(detail, str) and detail:
+                reason += f": {detail}"
+    return reason
+
+
+def visit_for(
+    scope: RequestScope,
+    user_agent: str,
+    address: str,
+    at: float,
+    status: int,
+    content_type: Optional[str] = None,
+    body: bytes = b"",
+    method: str = "GET",
+) -> ClientVisit:
+    """
+    The `ClientVisit` of a v1 request that was answered with ``status``.
+
+    A HEAD is a nonce fetch whatever its status: certbot 1.x sends HEAD to
+    POST-only resources (new-authz, new-reg) and takes the ``Replay-Nonce``
+    of the 405, as it did from Boulder, so it never counts as a failure.
+    """
+    failed = status >= 400 and method != "HEAD"
+    return ClientVisit(
+        user_agent=user_agent or "(no User-Agent)",
+        address=address or "(unknown)",
+        at=format_timestamp(at),
+        thumbprint=scope.thumbprint,
+        names=scope.names,
+        certificate=scope.endpoint == "new-cert" and status == 201,
+        failure=failure_reason(scope.endpoint, status, content_type, body) if failed else None,
+    )
+
+
+@attrs.define
+class ClientRecorder:
+    """
+    Records each v1 request in the migration report, without making the
+    client wait: the upsert runs on the store's thread after the response
+    is on its way, and a failure to record is logged, never answered.
+    """
+
+    store: Any  # gateway.store.IStore
+
+    def record(self, visit: ClientVisit) -> defer.Deferred:
+        recorded = self.store.record_client(visit)
+        recorded.addErrback(
+            lambda failure: log.failure(
+                "could not record {address} in the migration report", failure,
+                address=visit.address,
+            )
+        )
+        return recorded
+
+
+# --- The report --------------------------------------------------------------------
+
+
+def classify(client: LegacyClient, now: float, migrated_after: float) -> str:
+    """
+    ``migrated`` when the client has been silent for longer than
+    ``migrated_after`` seconds, else ``failing`` when its latest outcome was
+    a failure, else ``active``.
+    """
+    silent = now - timestamp_instant(client.last_seen).timestamp()
+    if silent > migrated_after:
+        return MIGRATED
+    if client.last_failure is not None and (
+        client.last_success is None
+        or timestamp_instant(client.last_failure) >= timestamp_instant(client.last_success)
+    ):
+        return FAILING
+    return ACTIVE
+
+
+@attrs.frozen
+class ClientStatus:
+    """
+    One client as the report shows it.
+    """
+
+    client: LegacyClient
+    state: str
+    silent_seconds: float
+
+
+@attrs.frozen
+class MigrationReport:
+    """
+    Every legacy client with its state, at one moment.
+
+    :ivar now: POSIX time the report was made at.
+    :ivar migrated_after: the silence, in seconds, that counts as migrated.
+    """
+
+    now: float
+    migrated_after: float
+    clients: Tuple[ClientStatus, ...]
+
+    def count(self, state: str) -> int:
+        return sum(1 for c in self.clients if c.state == state)
+
+    def counts(self) -> dict:
+        return {state: self.count(state) for state in STATE_ORDER}
+
+    @property
+    def still_legacy(self) -> int:
+        """
+        Clients that still speak v1: active or failing.
+        """
+        return self.count(ACTIVE) + self.count(FAILING)
+
+    @property
+    def done(self) -> bool:
+        """
+        Whether the migration looks finished: clients were seen, and every
+        one has been silent for longer than ``migrated_after``.
+        """
+        return bool(self.clients) and self.still_legacy == 0
+
+    def summary(self) -> str:
+        """
+        The report in one sentence.
+        """
+        if not self.clients:
+            return "No legacy client has called the gateway yet."
+        counts = self.counts()
+        text = (
+            f"{len(self.clients)} legacy client{'s' if len(self.clients) != 1 else ''}: "
+            f"{counts[ACTIVE]} active, {counts[FAILING]} failing, "
+            f"{counts[MIGRATED]} migrated away."
+        )
+        if self.done:
+            text += (
+                f" The migration looks done: no client has called for "
+                f"{format_duration(self.migrated_after)}."
+            )
+        return text
+
+    def as_json(self) -> dict:
+        """
+        The report as a JSON object (``acme-gateway report --json``,
+        ``/status.json``).
+        """
+        return {
+            "generated_at": format_timestamp(self.now),
+            "migrated_after_seconds": self.migrated_after,
+            "counts": self.counts(),
+            "done": self.done,
+            "clients": [
+                {
+                    "state": status.state,
+                    "user_agent": status.client.user_agent,
+                    "address": status.client.address,
+                    "thumbprints": list(status.client.thumbprints),
+                    "names": list(status.client.names),
+                    "first_seen": status.client.first_seen,
+                    "last_seen": status.client.last_seen,
+                    "silent_seconds": int(status.silent_seconds),
+                    "successes": status.client.successes,
+                    "failures": status.client.failures,
+                    "certificates": status.client.certificates,
+                    "last_success": status.client.last_success,
+                    "last_failure": status.client.last_failure,
+                    "last_failure_reason": status.client.last_failure_reason,
+                }
+                for status in self.clients
+            ],
+        }
+
+    def as_text(self) -> str:
+        """
+        The report for a terminal: a summary line, then each client, those
+        that need attention first.
+        """
+        lines = [
+            f"acme-gateway migration report, {format_timestamp(self.now)} "
+            f"(a client silent for more than {format_duration(self.migrated_after)} "
+            f"counts as migrated away)",
+            self.summary(),
+        ]
+        for status in self.clients:
+            client = status.client
+            lines += [
+                "",
+                f"{STATE_LABELS[status.state].upper()}  {client.address}  {client.user_agent}",
+                f"  last seen {client.last_seen} ({ago(status.silent_seconds)}), "
+                f"first seen {client.first_seen}",
+                f"  requests: {client.successes} succeeded, {client.failures} failed; "
+                f"certificates issued: {client.certificates}",
+            ]
+            if client.thumbprints:
+                lines.append(f"  account key thumbprints: {', '.join(client.thumbprints)}")
+            if client.names:
+                lines.append(f"  names: {', '.join(client.names)}")
+            if client.last_failure is not None:
+                lines.append(f"  last failure {client.last_failure}: {client.last_failure_reason}")
+        return "\n".join(lines) + "\n"
+
+
+def build_report(
+    clients: Iterable[LegacyClient], now: float, migrated_after: float = DEFAULT_MIGRATED_AFTER
+) -> MigrationReport:
+    """
+    Classify ``clients`` at ``now`` and order them: failing, active, then
+    migrated away; most recently seen first within each.
+    """
+    statuses = [
+        ClientStatus(
+            client=client,
+            state=classify(client, now, migrated_after),
+            silent_seconds=max(0.0, now - timestamp_instant(client.last_seen).timestamp()),
+        )
+        for client in clients
+    ]
+    statuses.sort(key=lambda s: (STATE_ORDER.index(s.state), s.silent_seconds))
+    return MigrationReport(now=now, migrated_after=migrated_after, clients=tuple(statuses))
+
+
+def state_counts(clients: Sequence[LegacyClient], now: float, migrated_after: float) -> Mapping[str, int]:
+    """
+    How many clients are in each state, for the ``legacy_clients`` gauge.
+    """
+    return build_report(clients, now, migrated_after).counts()

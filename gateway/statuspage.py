@@ -1,0 +1,158 @@
+"""
+The migration report as a page a person reads at a glance (the admin
+listener's ``/status``): how many legacy clients still speak v1, then one
+row per client — those failing first, in red, with why; those migrated away
+last, greyed.
+
+It is one self-contained HTML document: no script, no external style sheet
+or font, so it renders the same behind any proxy and under the strict
+``Content-Security-Policy`` the admin listener sends.  Everything a client
+controls (its User-Agent above all) is escaped.
+"""
+
+from __future__ import annotations
+
+from html import escape
+from typing import Iterable
+
+from gateway import __version__
+from gateway.report import (
+    ACTIVE,
+    FAILING,
+    MIGRATED,
+    STATE_LABELS,
+    MigrationReport,
+    ago,
+    format_duration,
+)
+from gateway.store.records import format_timestamp, timestamp_instant
+
+_STYLE = """
+body { font: 15px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, "Liberation Sans", sans-serif;
+       margin: 0; color: #1d2430; background: #f5f6f8; }
+header { background: #1d2430; color: #fff; padding: 14px 24px; }
+header h1 { font-size: 19px; margin: 0; font-weight: 600; }
+header p { margin: 2px 0 0; color: #b9c0cc; font-size: 13px; }
+main { padding: 18px 24px 32px; }
+.summary { display: flex; gap: 12px; flex-wrap: wrap; margin-bottom: 10px; }
+.card { background: #fff; border-radius: 8px; padding: 10px 16px; min-width: 130px;
+        box-shadow: 0 1px 2px rgba(0,0,0,.08); border-top: 4px solid #8a94a6; }
+.card b { display: block; font-size: 28px; line-height: 1.1; }
+.card.failing { border-top-color: #c62828; } .card.active { border-top-color: #2e7d32; }
+.card.migrated { border-top-color: #8a94a6; }
+.verdict { margin: 8px 0 16px; font-size: 16px; }
+.verdict.done { color: #2e7d32; font-weight: 600; }
+table { border-collapse: collapse; width: 100%; background: #fff; border-radius: 8px;
+        overflow: hidden; box-shadow: 0 1px 2px rgba(0,0,0,.08); }
+th, td { text-align: left; padding: 8px 10px; vertical-align: top; border-bottom: 1px solid #e6e8ec; }
+th { background: #eef0f3; font-size: 12px; text-transform: uppercase; letter-spacing: .04em; color: #4a5363; }
+tr.failing td { background: #fff5f5; }
+tr.migrated td { color: #8a94a6; }
+.state { display: inline-block; border-radius: 10px; padding: 1px 9px; font-size: 12px;
+         font-weight: 600; color: #fff; white-space: nowrap; }
+.state.failing { background: #c62828; } .state.active { background: #2e7d32; }
+.state.migrated { background: #8a94a6; }
+.ua { font-family: ui-monospace, "DejaVu Sans Mono", monospace; font-size: 13px; overflow-wrap: anywhere; min-width: 14em; }
+.small { font-size: 12px; color: #5b6473; }
+.reason { color: #b71c1c; font-size: 13px; }
+td.when, td.count { white-space: nowrap; }
+h2 { font-size: 20px; margin: 6px 0 14px; }
+code { font-size: 12px; }
+footer { color: #8a94a6; font-size: 12px; margin-top: 14px; }
+"""
+
+
+def _time(timestamp: str, now: float) -> str:
+    seconds = now - timestamp_instant(timestamp).timestamp()
+    return f'<time datetime="{escape(timestamp)}" title="{escape(timestamp)}">{escape(ago(seconds))}</time>'
+
+
+def _thumbprints(thumbprints: Iterable[str]) -> str:
+    items = [
+        f'<code title="{escape(t)}">{escape(t[:12])}&hellip;</code>' for t in thumbprints
+    ]
+    return "<br>".join(items) if items else '<span class="small">none yet</span>'
+
+
+def _names(names: Iterable[str]) -> str:
+    names = list(names)
+    if not names:
+        return '<span class="small">none yet</span>'
+    shown = ", ".join(escape(n) for n in names[:8])
+    if len(names) > 8:
+        shown += f' <span class="small">and {len(names) - 8} more</span>'
+    return shown
+
+
+def _row(status, now: float) -> str:
+    client = status.client
+    failure = ""
+    if client.last_failure is not None:
+        failure = (
+            f'<div class="reason">{escape(client.last_failure_reason or "")}</div>'
+            f'<div class="small">{_time(client.last_failure, now)}</div>'
+        )
+    return (
+        f'<tr class="{status.state}">'
+        f'<td><span class="state {status.state}">{escape(STATE_LABELS[status.state])}</span></td>'
+        f'<td class="ua">{escape(client.user_agent)}</td>'
+        f"<td>{escape(client.address)}</td>"
+        f'<td class="when">{_time(client.last_seen, now)}'
+        f'<div class="small">first seen {_time(client.first_seen, now)}</div></td>'
+        f'<td class="count">{client.successes} ok / {client.failures} failed'
+        f'<div class="small">{client.certificates} certificate{"" if client.certificates == 1 else "s"}</div></td>'
+        f"<td>{_names(client.names)}</td>"
+        f"<td>{_thumbprints(client.thumbprints)}</td>"
+        f"<td>{failure}</td>"
+        "</tr>"
+    )
+
+
+def _headline(report: MigrationReport) -> str:
+    if not report.clients:
+        return "No legacy client yet"
+    if report.done:
+        return "Every legacy client has migrated away"
+    count = report.still_legacy
+    return f"{count} legacy client{'' if count == 1 else 's'} still speak{'s' if count == 1 else ''} ACME v1"
+
+
+def render(report: MigrationReport) -> bytes:
+    """
+    The ``/status`` page of ``report``, as UTF-8 HTML.
+    """
+    counts = report.counts()
+    cards = "".join(
+        f'<div class="card {state}"><b>{counts[state]}</b>{escape(STATE_LABELS[state])}</div>'
+        for state in (FAILING, ACTIVE, MIGRATED)
+    )
+    verdict_class = "verdict done" if report.done else "verdict"
+    if report.clients:
+        rows = "".join(_row(status, report.now) for status in report.clients)
+        table = (
+            "<table><thead><tr><th>State</th><th>Client (User-Agent)</th><th>Address</th>"
+            "<th>Last seen</th><th>Requests</th><th>Names</th><th>Account keys</th>"
+            "<th>Last failure</th></tr></thead>"
+            f"<tbody>{rows}</tbody></table>"
+        )
+    else:
+        table = "<p>No legacy client has called the gateway yet.</p>"
+    page = (
+        "<!DOCTYPE html>"
+        '<html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>acme-gateway: {report.still_legacy} legacy client"
+        f"{'' if report.still_legacy == 1 else 's'} still on ACME v1</title>"
+        f"<style>{_STYLE}</style></head><body>"
+        "<header><h1>acme-gateway &mdash; ACME v1 migration status</h1>"
+        f"<p>{escape(format_timestamp(report.now))} &middot; a client silent for more than "
+        f"{escape(format_duration(report.migrated_after))} counts as migrated away</p></header>"
+        f"<main><h2>{escape(_headline(report))}</h2>"
+        f'<section class="summary">{cards}</section>'
+        f'<p class="{verdict_class}">{escape(report.summary())}</p>'
+        f"{table}"
+        f"<footer>acme-gateway {escape(__version__)} &middot; "
+        '<a href="status.json">JSON</a> &middot; <a href="metrics">metrics</a></footer>'
+        "</main></body></html>"
+    )
+    return page.encode("utf-8")

@@ -1,0 +1,138 @@
+"""
+The rate-limit economy against the in-memory CA and a fake clock: local
+refusals before the CA's limits, upstream ``rateLimited`` holding the
+account, abandoned pending authorizations freeing the budget, and poll
+coalescing.
+"""
+
+from cryptography.hazmat.primitives.asymmetric import ec
+from twisted.internet import defer
+from twisted.trial.unittest import SynchronousTestCase
+
+from gateway.budget import BudgetLimits, deactivate_abandoned
+from gateway.jose import AccountKey
+from gateway.testing import build_test_gateway
+from tests.support.v1_client import V1TestClient
+
+KEY = AccountKey.from_private_key(ec.generate_private_key(ec.SECP256R1()))
+
+
+class BudgetTests(SynchronousTestCase):
+    """
+    Each test drives v1 new-authz requests through a whole in-memory gateway.
+    """
+
+    def setUp(self):
+        self.gateway = build_test_gateway([KEY])
+        self.client = V1TestClient(self.gateway.base_url, KEY, http=self.gateway.client)
+
+    def resolve(self, coroutine):
+        return self.successResultOf(defer.ensureDeferred(coroutine))
+
+    def new_authz(self, name):
+        return self.resolve(self.client.post(self.gateway.url("/acme/new-authz"), {
+            "resource": "new-authz", "identifier": {"type": "dns", "value": name}}))
+
+    def limit(self, **limits):
+        self.gateway.context.budget.limits = BudgetLimits(**limits)
+
+    def assertRateLimited(self, reply, words):
+        self.assertEqual(reply.status, 429, reply.body)
+        problem = reply.json()
+        self.assertEqual(problem["type"], "urn:acme:error:rateLimited")
+        self.assertIn(words, problem["detail"])
+        self.assertGreater(int(reply.header("retry-after")), 0)
+        return int(reply.header("retry-after"))
+
+    def test_order_limit_refuses_locally_and_recovers_after_the_window(self):
+        """
+        With a limit of 3 orders per hour, the fourth new-authz is refused
+        with 429, a detail naming the limit and a Retry-After up to the
+        window; the CA saw exactly 3 orders.  Once the window has passed,
+        orders are allowed again.
+        """
+        self.limit(orders=3, order_window=3600, pending_authorizations=100)
+        for index in range(3):
+            self.assertEqual(self.new_authz(f"n{index}.example.test").status, 201)
+        retry = self.assertRateLimited(self.new_authz("n3.example.test"), "too many new orders")
+        self.assertIn("--order-limit", self.new_authz("n3.example.test").json()["detail"])
+        self.assertLessEqual(retry, 3600)
+        self.assertEqual(self.gateway.ca.counts["newOrder"], 3)
+        self.gateway.advance(retry + 1)
+        self.client.nonce = None  # the last one expired with the hour
+        self.assertEqual(self.new_authz("n3.example.test").status, 201)
+        self.assertEqual(self.gateway.ca.counts["newOrder"], 4)
+
+    def test_pending_limit_and_abandoned_authorizations(self):
+        """
+        With 2 pending authorizations allowed, a third new-authz is refused
+        locally; after the idle time, the sweep deactivates the abandoned
+        ones upstream, and the budget recovers.
+        """
+        self.limit(orders=100, pending_authorizations=2, abandoned_after=600)
+        self.assertEqual(self.new_authz("p0.example.test").status, 201)
+        self.assertEqual(self.new_authz("p1.example.test").status, 201)
+        self.assertRateLimited(self.new_authz("p2.example.test"), "pending authorizations")
+        self.assertEqual(self.gateway.ca.counts["newOrder"], 2)
+        self.gateway.advance(601)
+        done = self.successResultOf(defer.ensureDeferred(deactivate_abandoned(self.gateway.context)))
+        self.assertEqual(done, 2)
+        statuses = sorted(a.status for a in self.gateway.ca.authorizations.values())
+        self.assertEqual(statuses, ["deactivated", "deactivated"])
+        self.assertEqual(self.new_authz("p2.example.test").status, 201)
+
+    def test_upstream_rate_limit_holds_the_account(self):
+        """
+        An upstream ``rateLimited`` with Retry-After reaches the client as a
+        v1 429 with that Retry-After; until it passes, further orders are
+        refused without calling upstream.
+        """
+        self.gateway.ca.fail_next("/new-order", 429, {"type": "rateLimited",
+                                                      "detail": "too many new orders recently"},
+                                  {"Retry-After": "120"})
+        reply = self.new_authz("r0.example.test")
+        self.assertEqual(reply.status, 429)
+        self.assertEqual(reply.header("retry-after"), "120")
+        calls = self.gateway.ca.counts["newOrder"]
+        retry = self.assertRateLimited(self.new_authz("r1.example.test"), "rate-limited this account")
+        self.assertLessEqual(retry, 120)
+        self.assertEqual(self.gateway.ca.counts["newOrder"], calls)
+        self.gateway.advance(121)
+        self.assertEqual(self.new_authz("r1.example.test").status, 201)
+
+    def test_budget_state_reports_what_is_left(self):
+        """
+        The budget state counts orders in the window and pending
+        authorizations.
+        """
+        self.limit(orders=10, pending_authorizations=5)
+        self.new_authz("s0.example.test")
+        self.new_authz("s1.example.test")
+        account = self.resolve(self.gateway.store.account_by_thumbprint(KEY.thumbprint))
+        state = self.resolve(self.gateway.context.budget.state(account.id))
+        self.assertEqual((state.orders_used, state.orders_left, state.pending, state.pending_left),
+                         (2, 8, 2, 3))
+
+
+class PollCoalescingTests(SynchronousTestCase):
+    """
+    A client polling an authorization as fast as it likes costs the CA a
+    bounded number of reads.
+    """
+
+    def test_fifty_polls_in_a_second(self):
+        """
+        50 GETs of a pending authorization within one second cause at most
+        2 upstream reads.
+        """
+        gateway = build_test_gateway([KEY])
+        client = V1TestClient(gateway.base_url, KEY, http=gateway.client)
+        reply = self.successResultOf(defer.ensureDeferred(client.post(gateway.url("/acme/new-authz"), {
+            "resource": "new-authz", "identifier": {"type": "dns", "value": "poll.example.test"}})))
+        authz_url = reply.header("location")
+        before = gateway.ca.counts["authorization"]
+        for _ in range(50):
+            poll = self.successResultOf(defer.ensureDeferred(client.get(authz_url)))
+            self.assertEqual(poll.status, 200)
+            gateway.advance(0.02)
+        self.assertLessEqual(gateway.ca.counts["authorization"] - before, 2)

@@ -1,0 +1,236 @@
+"""
+The migration report (`gateway.report`) and its page
+(`gateway.statuspage`): durations, classification, ordering, the text and
+JSON forms, what a v1 request tells about its client, and an HTML page
+that shows each client and escapes what clients control.
+"""
+
+from __future__ import annotations
+
+import json
+from html.parser import HTMLParser
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from gateway import statuspage
+from gateway.jose import b64url
+from gateway.report import (
+    ACTIVE,
+    FAILING,
+    MIGRATED,
+    ago,
+    build_report,
+    classify,
+    failure_reason,
+    format_duration,
+    parse_duration,
+    requested_names,
+    visit_for,
+)
+from gateway.scope import RequestScope
+from gateway.store.records import LegacyClient, timestamp_instant
+
+NOW = timestamp_instant("2026-11-28T17:00:00Z").timestamp()
+DAY = 86400.0
+
+
+def client(ua="CertbotACMEClient/1.32.0", address="192.0.2.7", last_seen="2026-11-28T16:55:00Z",
+           last_success="2026-11-28T16:55:00Z", last_failure=None, reason=None) -> LegacyClient:
+    return LegacyClient(
+        user_agent=ua, address=address, thumbprints=("tp-abcdefghijklmnop",),
+        names=("a.example.test",), first_seen="2026-09-01T00:00:00Z", last_seen=last_seen,
+        successes=10, failures=1 if last_failure else 0, certificates=2,
+        last_success=last_success, last_failure=last_failure, last_failure_reason=reason,
+    )
+
+
+@pytest.mark.parametrize("text, seconds", [
+    ("90d", 90 * DAY), ("36h", 36 * 3600), ("15m", 900), ("30s", 30), ("600", 600),
+    ("2w", 14 * DAY), ("1.5h", 5400), (" 7d ", 7 * DAY),
+])
+def test_parse_duration(text, seconds):
+    """
+    Durations are spelled with a unit suffix or as plain seconds.
+    """
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "0", "-5d", "ten days", "5y", "5 d x"])
+def test_parse_duration_rejects(text):
+    """
+    Anything else, and durations that are not positive, are refused.
+    """
+    with pytest.raises(ValueError):
+        parse_duration(text)
+
+
+def test_format_duration_and_ago():
+    """
+    Durations and ages read the way a person says them.
+    """
+    assert format_duration(90 * DAY) == "90d"
+    assert format_duration(7200) == "2h"
+    assert format_duration(90) == "90s"
+    assert ago(5) == "just now"
+    assert ago(61) == "1 minute ago"
+    assert ago(3 * 3600 + 5) == "3 hours ago"
+    assert ago(40 * DAY) == "40 days ago"
+
+
+def test_classify():
+    """
+    Silent for longer than the period: migrated; else latest outcome a
+    failure: failing; else active.
+    """
+    assert classify(client(), NOW, 90 * DAY) == ACTIVE
+    failing = client(last_failure="2026-11-28T16:56:00Z", reason="new-cert 403")
+    assert classify(failing, NOW, 90 * DAY) == FAILING
+    recovered = client(last_success="2026-11-28T16:57:00Z", last_failure="2026-11-28T16:56:00Z")
+    assert classify(recovered, NOW, 90 * DAY) == ACTIVE
+    old = client(last_seen="2026-08-01T00:00:00Z", last_success="2026-08-01T00:00:00Z")
+    assert classify(old, NOW, 90 * DAY) == MIGRATED
+    assert classify(client(), NOW, 60) == MIGRATED
+
+
+def test_report_orders_and_summarises():
+    """
+    Failing clients come first, then active, then migrated; the summary
+    counts them; the migration is done only when every client is migrated.
+    """
+    report = build_report([
+        client(ua="old", last_seen="2026-06-01T00:00:00Z", last_success="2026-06-01T00:00:00Z"),
+        client(ua="ok"),
+        client(ua="bad", last_failure="2026-11-28T16:58:00Z", reason="new-authz 400"),
+    ], NOW, 90 * DAY)
+    assert [c.client.user_agent for c in report.clients] == ["bad", "ok", "old"]
+    assert report.counts() == {FAILING: 1, ACTIVE: 1, MIGRATED: 1}
+    assert report.summary() == "3 legacy clients: 1 active, 1 failing, 1 migrated away."
+    assert not report.done
+    done = build_report([client()], NOW + 100 * DAY, 90 * DAY)
+    assert done.done and "migration looks done" in done.summary()
+    assert not build_report([], NOW).done
+
+
+def test_report_text_and_json():
+    """
+    The text form names each client with its state, address, User-Agent,
+    accounts, names and last failure; the JSON form carries the same.
+    """
+    report = build_report([client(last_failure="2026-11-28T16:58:00Z",
+                                  reason="new-cert 403 urn:acme:error:unauthorized: key")], NOW)
+    text = report.as_text()
+    assert "FAILING  192.0.2.7  CertbotACMEClient/1.32.0" in text
+    assert "account key thumbprints: tp-abcdefghijklmnop" in text
+    assert "names: a.example.test" in text
+    assert "last failure 2026-11-28T16:58:00Z: new-cert 403 urn:acme:error:unauthorized: key" in text
+    data = json.loads(json.dumps(report.as_json()))
+    assert data["counts"] == {"failing": 1, "active": 0, "migrated": 0}
+    (entry,) = data["clients"]
+    assert entry["state"] == "failing"
+    assert entry["user_agent"] == "CertbotACMEClient/1.32.0"
+    assert entry["silent_seconds"] == 300
+    assert entry["last_failure_reason"].startswith("new-cert 403")
+
+
+def _csr(names) -> str:
+    key = ec.generate_private_key(ec.SECP256R1())
+    csr = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])]))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    return b64url(csr.public_bytes(serialization.Encoding.DER))
+
+
+def test_requested_names():
+    """
+    new-authz asks for its identifier, new-cert for its CSR's names;
+    anything else, or a malformed payload, for nothing.
+    """
+    assert requested_names("new-authz", {"identifier": {"type": "dns", "value": "A.example.test"}}) \
+        == ("a.example.test",)
+    assert set(requested_names("new-cert", {"csr": _csr(["x.example.test", "*.y.example.test"])})) \
+        == {"x.example.test", "*.y.example.test"}
+    assert requested_names("new-cert", {"csr": "not-base64!"}) == ()
+    assert requested_names("new-authz", {"identifier": "x"}) == ()
+    assert requested_names("reg", {"contact": []}) == ()
+    assert requested_names("new-authz", None) == ()
+
+
+def test_failure_reason_and_visit():
+    """
+    A failure is summarised from the problem document; a success has none.
+    """
+    body = json.dumps({"type": "urn:acme:error:malformed", "detail": "JWS has no nonce"}).encode()
+    assert failure_reason("new-reg", 400, "application/problem+json", body) == \
+        "new-reg 400 urn:acme:error:malformed: JWS has no nonce"
+    assert failure_reason("cert", 404, "text/plain", b"x") == "cert 404"
+    scope = RequestScope(id="r1", endpoint="new-cert", thumbprint="tp", names=("a.example.test",))
+    visit = visit_for(scope, "", "", NOW, 201)
+    assert visit.user_agent == "(no User-Agent)" and visit.address == "(unknown)"
+    assert visit.certificate and visit.failure is None and visit.at == "2026-11-28T17:00:00Z"
+    failed = visit_for(scope, "ua", "127.0.0.1", NOW, 400, "application/problem+json", body)
+    assert not failed.certificate and failed.failure.startswith("new-cert 400")
+
+
+class _Text(HTMLParser):
+    """
+    The text of an HTML document, and whether it ever opened a <script>.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.parts, self.scripts = [], 0
+
+    def handle_starttag(self, tag, attrs):
+        self.scripts += tag == "script"
+
+    def handle_data(self, data):
+        self.parts.append(data)
+
+
+def test_status_page_shows_clients_and_escapes_them():
+    """
+    The page lists each client with its state, how recently it called and
+    why it fails; a User-Agent carrying markup is shown as text, never run.
+    """
+    hostile = '<script>alert("x")</script> EvilClient/1.0'
+    report = build_report([
+        client(ua=hostile, last_failure="2026-11-28T16:58:00Z", reason="new-cert 403 <b>boom</b>"),
+        client(ua="CertbotACMEClient/1.32.0", last_seen="2026-06-01T00:00:00Z",
+               last_success="2026-06-01T00:00:00Z"),
+    ], NOW, 90 * DAY)
+    page = statuspage.render(report).decode("utf-8")
+    parser = _Text()
+    parser.feed(page)
+    text = " ".join(parser.parts)
+    assert parser.scripts == 0
+    assert hostile in text
+    assert "new-cert 403 <b>boom</b>" in text
+    assert "CertbotACMEClient/1.32.0" in text
+    assert "migrated away" in text and "failing" in text
+    assert "2 minutes ago" in text
+    assert "1 legacy client still on ACME v1" in page
+
+
+def test_status_page_without_clients():
+    """
+    Before any client called, the page says so.
+    """
+    page = statuspage.render(build_report([], NOW)).decode()
+    assert "No legacy client has called the gateway yet." in page
+
+
+def test_nonce_fetches_are_not_failures():
+    """
+    certbot 1.x HEADs POST-only resources for a nonce and gets a 405 with
+    one, as from Boulder: that is how it works, not a failure to report.
+    """
+    scope = RequestScope(id="r2", endpoint="new-authz")
+    assert visit_for(scope, "certbot", "127.0.0.1", NOW, 405, method="HEAD").failure is None
+    assert visit_for(scope, "certbot", "127.0.0.1", NOW, 405, method="GET").failure == "new-authz 405"
