@@ -264,8 +264,15 @@ def load_table(results) -> str:
         body.append(line("HEAD /directory, one connection", load["HEAD@1"]))
     for method, m in (load.get("cross_check") or {}).items():
         body.append(line(f"{method} /directory (cross-check)", m))
-    return _table(["request", "connections", "generator", "req/s", "p50 ms", "p99 ms", "errors", "requests",
-                   "gateway CPU µs/request", "gateway cores busy"], body)
+    table = _table(["request", "connections", "generator", "req/s", "p50 ms", "p99 ms", "errors", "requests",
+                    "gateway CPU µs/request", "gateway cores busy"], body)
+    if "signed_request_after_s" in load:
+        after = load["signed_request_after_s"]
+        table += ("\n\nA legacy client's start-up through the gateway (process start, directory, new-reg "
+                  f"answered 409): {_fmt(load.get('signed_request_before_s'), 2)} s before the load, "
+                  + (f"{after:.2f} s right after it." if after is not None else
+                     "**did not complete** right after it (see the notes)."))
+    return table
 
 
 def memory_table(results) -> str:

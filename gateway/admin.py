@@ -220,6 +220,8 @@ class Admin:
     metrics: Metrics
     readiness: Readiness
     migrated_after: float = DEFAULT_MIGRATED_AFTER
+    #: The gateway's `gateway.budget.Budget`, for the budget gauges.
+    budget: Any = None
 
     async def healthz(self, request) -> Answer:
         return _text(200, "ok\n")
@@ -245,6 +247,12 @@ class Admin:
                 await self.store.count_authorizations("pending", unexpired_at=now)
             )
             self.metrics.set_client_states((await self._report()).counts())
+            if self.budget is not None:
+                for account in await self.store.list_accounts():
+                    if account.status == "valid":
+                        state = await self.budget.state(account.id)
+                        self.metrics.set_rate_limit_budget(
+                            account.thumbprint, min(state.orders_left, state.pending_left))
         except Exception as error:
             # Counters are still worth a scrape when the store is not.
             log.warn("metrics: store-backed gauges not refreshed: {error}", error=str(error))

@@ -81,8 +81,9 @@ class Metrics:
         )
         self.rate_limit_budget = Gauge(
             f"{PREFIX}_rate_limit_budget_remaining",
-            "Upstream requests the gateway may still make for an account in the current "
-            "rate-limit window, by account thumbprint (filled by gateway-side rate limiting).",
+            "New orders the gateway may still create for an account before a rate limit "
+            "(the smaller of the orders left in the window and the pending authorizations "
+            "left), by account thumbprint.",
             ["account"], registry=r,
         )
         self.revalidations = Counter(

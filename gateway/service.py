@@ -182,6 +182,7 @@ async def start(reactor: Any, config: ServeConfig, keys: Optional[KeyStore] = No
         validators=validators,
         managed_keys=managed,
         budget=Budget(store, reactor, config.budget),
+        metrics=metrics,
     )
     face = V1Face(context, NonceIssuer(reactor), base_url=config.base_url, max_body=config.max_body,
                   metrics=metrics, recorder=ClientRecorder(store))
@@ -203,7 +204,8 @@ async def start(reactor: Any, config: ServeConfig, keys: Optional[KeyStore] = No
     readiness = Readiness(upstream, store, reactor, metrics=metrics, max_age=config.ready_max_age)
     admin_port = None
     if config.admin_listen:
-        admin = Admin(store, reactor, metrics, readiness, migrated_after=config.migrated_after)
+        admin = Admin(store, reactor, metrics, readiness, migrated_after=config.migrated_after,
+                      budget=context.budget)
         try:
             admin_port = await endpoints.serverFromString(reactor, config.admin_listen).listen(admin.site())
         except Exception:

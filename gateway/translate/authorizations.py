@@ -365,12 +365,14 @@ async def _validate_for_managed_account(context: Context, bound: BoundAccount,
     upstream = await context.upstream.get_authorization(bound.upstream, record.upstream_url)
     if upstream.status != "pending":
         return
-    context.revalidations += 1
     try:
         await revalidate(context.upstream, bound.upstream, [upstream], context.validators)
     except V1Problem as problem:
+        context.count_revalidation("invalid")
         log.info("managed validation of {name} failed: {detail}", name=upstream.name,
                  detail=problem.detail)
+    else:
+        context.count_revalidation("valid")
 
 
 async def deactivate_authorization(

@@ -107,6 +107,8 @@ class Context:
     managed_keys: Optional[ManagedKeys] = None
     #: Authorizations the gateway validated itself, for logs and metrics.
     revalidations: int = 0
+    #: A `gateway.metrics.Metrics` told of revalidations, or ``None``.
+    metrics: Any = None
     budget: Budget = attrs.field(
         default=attrs.Factory(lambda self: Budget(self.store, self.clock), takes_self=True)
     )
@@ -180,6 +182,15 @@ class Context:
         log.warn("upstream lost account {stale}; re-attached as {url}", stale=stale_url,
                  url=upstream.url)
         return upstream.url
+
+    def count_revalidation(self, outcome: str, count: int = 1) -> None:
+        """
+        Count names the gateway validated itself, by outcome.
+        """
+        self.revalidations += count
+        if self.metrics is not None:
+            for _ in range(count):
+                self.metrics.revalidation(outcome)
 
     def now(self) -> str:
         """

@@ -209,9 +209,13 @@ async def _complete_authorizations(context: Context, bound: BoundAccount, record
         )
     log.info("new-cert: revalidating {names} for order {order}",
              names=[a.name for a in pending], order=record.id)
-    context.revalidations += len(pending)
     try:
         await revalidate(context.upstream, bound.upstream, pending, context.validators)
+    except V1Problem:
+        context.count_revalidation("invalid", len(pending))
+        raise
+    else:
+        context.count_revalidation("valid", len(pending))
     finally:
         for final in await _fresh_states(context, bound, pending):
             await record_authorization(context, bound.record.id, record.id, final)

@@ -2,9 +2,9 @@
 v1 ``revoke-cert`` and ``key-change`` translated to v2.
 
 Revocation may be signed by an account key or by the certificate's own
-key.  The gateway never holds a certificate key, so for the latter it
-checks the v1 signature against the certificate's public key (what Boulder
-v1 did) and revokes upstream as the account that issued the certificate,
+key.  The gateway does not normally hold a certificate key, so for the
+latter it checks the v1 signature against the certificate's public key (what
+Boulder v1 did) and revokes upstream as the account that issued the certificate,
 whose key it holds (RFC 8555 accepts the issuing account for any reason),
 or, when no such account can and the certificate key was imported into the
 key store, with the certificate key itself.

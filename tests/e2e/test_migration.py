@@ -152,7 +152,8 @@ def test_adopted_certbot_renews_and_revokes(tmp_path, upstream, gateways):
     without registering anything.  Then ``certbot revoke`` works signed by
     the account key (the pre-migration certificate, which the gateway never
     saw) and signed by the certificate key (``--key-path``, the renewed
-    one); Pebble reports both revoked, with the reasons certbot gave.
+    one); Pebble reports both revoked, with the reasons certbot gave, and a
+    second revocation is Boulder's "Certificate already revoked".
     ``certbot update_account`` and ``unregister`` reach the account too.
     """
     pebble = upstream
@@ -197,6 +198,11 @@ def test_adopted_certbot_renews_and_revokes(tmp_path, upstream, gateways):
     certbot.revoke(first_path, reason="keycompromise")
     status = pebble.certificate_status(format(first.serial_number, "x"))
     assert (status["Status"], status["Reason"]) == ("Revoked", 1), status
+    again = certbot.revoke(first_path, check=False)
+    assert again.returncode != 0
+    with open(certbot.log_path) as f:
+        assert ('{"type": "urn:acme:error:malformed", "detail": "Certificate already revoked", '
+                '"status": 409}') in f.read()
 
     # Signed by the certificate key, found by lineage (its server: the gateway).
     certbot.run("revoke", "--cert-name", lineage, "--key-path", certbot.live_path(lineage, "privkey.pem"),
