@@ -85,6 +85,18 @@ def _verdict(ok: Optional[bool]) -> str:
     return "met" if ok else "**MISSED**"
 
 
+def _both_clean(native, legacy) -> bool:
+    return bool(native and legacy and not native["failed"] and not legacy["failed"])
+
+
+def _judge(native, legacy, ok: Optional[bool]) -> str:
+    """A verdict only for a clean comparison: failures make it n/a, said why."""
+    if native and legacy and (native["failed"] or legacy["failed"]):
+        who = [m for m, p in (("native", native), ("gateway", legacy)) if p["failed"]]
+        return f"n/a: {' and '.join(who)} had failures"
+    return _verdict(ok)
+
+
 def rows(results) -> List[Row]:
     out: List[Row] = []
     # 1. issuance time --------------------------------------------------------
@@ -101,7 +113,7 @@ def rows(results) -> List[Row]:
                 "1 issuance time", f"{label}, sequential, {statlabel} per certificate (s)",
                 _cell(native, get), _cell(legacy, get), _ratio_text(r),
                 "≤ 1.10×" if targeted else "(info)",
-                _verdict(None if r is None else r <= 1.10) if targeted else "—",
+                _judge(native, legacy, None if r is None else r <= 1.10) if targeted else "—",
                 key=f"issuance time {label} median" if targeted else None,
             ))
     # 2. cost to the CA -------------------------------------------------------
@@ -112,7 +124,7 @@ def rows(results) -> List[Row]:
         r = None
         if native and legacy and native["issued"] and legacy["issued"]:
             r = ratio(get(legacy), get(native))
-        verdict = _verdict(None if r is None else r <= 1.0)
+        verdict = _judge(native, legacy, None if r is None else r <= 1.0)
         if legacy and not legacy["issued"]:
             verdict = "n/a: fails (documented)" if name == "multi3" else "**MISSED** (fails)"
         out.append(Row("2 cost to the CA", f"upstream requests per certificate, {label}",
@@ -149,7 +161,7 @@ def rows(results) -> List[Row]:
         out.append(Row("3 concurrency", f"K={k} clients: certificates per second",
                        _cell(native, get, 2), _cell(legacy, get, 2), _ratio_text(r),
                        "≥ 0.90×" if targeted else "(info)",
-                       _verdict(None if r is None else r >= 0.90) if targeted else "—",
+                       _judge(native, legacy, None if r is None else r >= 0.90) if targeted else "—",
                        key="throughput K=32" if targeted else None))
         for stat in ("p50", "p99"):
             get = (lambda s: (lambda p: p["latency"][s]))(stat)
