@@ -175,9 +175,32 @@ async def new_certificate(context: Context, bound: BoundAccount, payload: dict) 
             record.id, status="valid", certificate_url=upstream_order.certificate
         )
         chain = await context.upstream.download_certificate(bound.upstream, upstream_order.certificate)
-        return await store_chain(context, bound.record.id, record.id, chain)
+        certificate = await store_chain(context, bound.record.id, record.id, chain)
+        log.info(
+            "certificate {certificate} for {names} cost {orders} upstream order(s)",
+            certificate=certificate.id, names=list(names),
+            orders=await _orders_spent(context, bound, record, csr.names),
+        )
+        return certificate
     finally:
         lock.release()
+
+
+async def _orders_spent(context: Context, bound: BoundAccount, final: Order, names) -> int:
+    """
+    The upstream orders a certificate cost: the order finalized, plus the
+    single-name orders whose authorizations (still valid) proved its names —
+    the figure the order economy keeps at 1 for a single name.
+    """
+    orders = {final.id}
+    for name in names:
+        for authorization in await context.store.find_authorizations(
+            bound.record.id, name.value, name.wildcard, ("valid",)
+        ):
+            if authorization.order_id is not None:
+                orders.add(authorization.order_id)
+                break
+    return len(orders)
 
 
 async def _complete_authorizations(context: Context, bound: BoundAccount, record: Order,

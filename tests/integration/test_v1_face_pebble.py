@@ -62,8 +62,12 @@ async def test_full_v1_flow_shapes(tmp_path, pebble):
     """
     from twisted.internet import reactor
 
+    from twisted.logger import globalLogPublisher
+
     key = AccountKey.from_private_key(rsa.generate_private_key(65537, 2048))
     running, base = await start_gateway(tmp_path, pebble, [key])
+    events = []
+    globalLogPublisher.addObserver(events.append)
     files = ChallengeFiles()
     http01 = listen_http01(reactor, pebble.http_port, files)
     try:
@@ -137,7 +141,10 @@ async def test_full_v1_flow_shapes(tmp_path, pebble):
         assert certificate_names(leaf) == {name}
         orders = running.context.upstream.request_counts["newOrder"]
         assert orders == 1, "a single-name certificate costs exactly one upstream order"
+        spent = [e["orders"] for e in events if "orders" in e and "certificate" in e]
+        assert spent == [1], "the gateway logs the orders each certificate cost"
     finally:
+        globalLogPublisher.removeObserver(events.append)
         await http01.stopListening()
         await running.stop()
 
