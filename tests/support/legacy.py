@@ -21,7 +21,6 @@ is trusted only when the caller passes one.
 from __future__ import annotations
 
 import base64
-import datetime
 import json
 import os
 import shlex
@@ -364,68 +363,22 @@ class Certbot:
     def seed_existing_account(self, key, server_url: Optional[str] = None,
                               regr_uri: Optional[str] = None, *,
                               new_authz_uri: Optional[str] = None,
-                              creation_dt: Optional[datetime.datetime] = None,
                               creation_host: str = "legacy-host.example.test") -> str:
         """
         Write the account directory certbot 1.32 would have left behind after
         registering ``key`` at ``server_url`` (an operator migrating from the
-        old v1 CA), so certbot uses ``key`` without registering again.
-
-        Layout (``certbot/_internal/account.py``)::
-
-            config/accounts/<host:port><path>/<id>/
-                private_key.json  0400  the JWK with its private members
-                regr.json               {"body": {}, "uri": regr_uri,
-                                         "new_authzr_uri": new-authz URL}
-                meta.json               {"creation_dt": RFC 3339, "creation_host": …}
-
-        where ``<id>`` is the MD5 hex digest of the public key's PEM
-        SubjectPublicKeyInfo.  ``new_authz_uri`` defaults to Boulder's
-        ``<base>/acme/new-authz`` beside the directory URL.
+        old v1 CA), so certbot uses ``key`` without registering again — with
+        the gateway's own writer of that layout
+        (`gateway.clients.certbot.write_account`), which ``adopt`` uses too.
 
         :param key: a ``cryptography`` RSA or EC private key.
         :return: the account id.
         """
-        import hashlib
-        from urllib.parse import urlparse, urlunparse
+        from gateway.clients.certbot import write_account
 
-        import josepy
-        from cryptography.hazmat.primitives import serialization
-        from cryptography.hazmat.primitives.asymmetric import ec, rsa
-
-        server_url = server_url or self.server_url
         assert regr_uri, "regr_uri (the account's URI at the CA) is required"
-        if new_authz_uri is None:
-            parsed = urlparse(server_url)
-            new_authz_uri = urlunparse(parsed._replace(path="/acme/new-authz", query="", fragment=""))
-        if isinstance(key, rsa.RSAPrivateKey):
-            jwk = josepy.JWKRSA(key=key)
-        elif isinstance(key, ec.EllipticCurvePrivateKey):
-            jwk = josepy.JWKEC(key=key)
-        else:
-            raise TypeError(f"unsupported account key {type(key).__name__}")
-        public_pem = key.public_key().public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
-        account_id = hashlib.md5(public_pem).hexdigest()
-        creation_dt = creation_dt or datetime.datetime.now(datetime.timezone.utc)
-        creation_dt = creation_dt.astimezone(datetime.timezone.utc).replace(microsecond=0)
-
-        account_dir = os.path.join(self.accounts_dir(server_url), account_id)
-        os.makedirs(account_dir, mode=0o700, exist_ok=True)
-        os.chmod(account_dir, 0o700)
-        key_path = os.path.join(account_dir, "private_key.json")
-        if os.path.exists(key_path):
-            os.chmod(key_path, 0o600)
-            os.unlink(key_path)
-        with open(os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o400), "w") as f:
-            f.write(json.dumps(jwk.to_json()))
-        with open(os.path.join(account_dir, "regr.json"), "w") as f:
-            json.dump({"body": {}, "uri": regr_uri, "new_authzr_uri": new_authz_uri}, f)
-        with open(os.path.join(account_dir, "meta.json"), "w") as f:
-            json.dump({"creation_dt": creation_dt.strftime("%Y-%m-%dT%H:%M:%SZ"),
-                       "creation_host": creation_host}, f)
-        return account_id
+        return write_account(self.config_dir, server_url or self.server_url, key, regr_uri,
+                             new_authz_uri=new_authz_uri, creation_host=creation_host)
 
     def load_accounts_with_certbot(self, server_url: Optional[str] = None) -> list:
         """
