@@ -30,7 +30,6 @@ import platform
 import selectors
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -310,7 +309,14 @@ class Bench:
             make_key(os.path.join(self.native_keys_dir, f"native-{i}.pem"))
         from tests.support.stack import DNSServer
 
-        self.dns = DNSServer(os.path.join(self.workdir, "dns")).start()
+        for attempt in range(3):  # its TCP port is its UDP port: taken, now and then
+            try:
+                self.dns = DNSServer(os.path.join(self.workdir, "dns")).start()
+                break
+            except RuntimeError:
+                if attempt == 2:
+                    raise
+                log("the loopback DNS server could not bind its port; trying another")
 
     def start_stack(self, label: str, authz_reuse: int) -> Stack:
         log(f"starting Pebble (PEBBLE_AUTHZREUSE={authz_reuse}), the counting proxy and the gateway [{label}]")
@@ -960,16 +966,16 @@ def main(argv=None) -> int:
     bench.results["machine"]["loadavg_at_end"] = load_average()
     if failed:
         bench.results["aborted"] = failed
-    with open(os.path.join(out, "results.json"), "w") as f:
-        json.dump(bench.results, f, indent=2, default=str)
-    table = report.markdown(bench.results)
-    with open(os.path.join(out, "results.md"), "w") as f:
-        f.write(table)
     chart = None
     if not args.no_chart:
         chart = report.chart(bench.results, os.path.join(out, "chart.png"))
         if chart is None:
             bench.note("matplotlib is not installed: no chart (pip install matplotlib into .venv)")
+    with open(os.path.join(out, "results.json"), "w") as f:
+        json.dump(bench.results, f, indent=2, default=str)
+    table = report.markdown(bench.results)
+    with open(os.path.join(out, "results.md"), "w") as f:
+        f.write(table)
     print()
     print(report.summary(bench.results, out, chart))
     if failed:

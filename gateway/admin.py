@@ -222,6 +222,8 @@ class Admin:
     migrated_after: float = DEFAULT_MIGRATED_AFTER
     #: The gateway's `gateway.budget.Budget`, for the budget gauges.
     budget: Any = None
+    #: The batching `gateway.report.ClientRecorder`, flushed before a report.
+    recorder: Any = None
 
     async def healthz(self, request) -> Answer:
         return _text(200, "ok\n")
@@ -237,6 +239,8 @@ class Admin:
         return _text(200 if ready else 503, "\n".join(lines) + "\n")
 
     async def _report(self):
+        if self.recorder is not None:
+            await self.recorder.flush()
         clients = await self.store.list_clients()
         return build_report(clients, self.clock.seconds(), self.migrated_after)
 

@@ -166,18 +166,45 @@ def visit_for(
 class ClientRecorder:
     """
     Records each v1 request in the migration report, without making the
-    client wait: the upsert runs on the store's thread after the response
-    is on its way, and a failure to record is logged, never answered.
+    client wait and without a transaction per request: visits are batched
+    and written together every ``flush_interval`` seconds (one SQLite
+    transaction, on the store's thread).  A failure to record is logged,
+    never answered.  Without a ``clock`` every visit is written at once.
     """
 
     store: Any  # gateway.store.IStore
+    clock: Any = None
+    flush_interval: float = 1.0
+    _pending: list = attrs.field(factory=list, init=False)
+    _scheduled: Any = attrs.field(default=None, init=False)
 
     def record(self, visit: ClientVisit) -> defer.Deferred:
-        recorded = self.store.record_client(visit)
+        if self.clock is None:
+            return self._write([visit])
+        self._pending.append(visit)
+        if self._scheduled is None or not self._scheduled.active():
+            self._scheduled = self.clock.callLater(self.flush_interval, self.flush)
+        return defer.succeed(None)
+
+    def flush(self) -> defer.Deferred:
+        """
+        Write every visit waiting (at the interval, before the report is
+        read, and at shutdown).
+        """
+        if self._scheduled is not None and self._scheduled.active():
+            self._scheduled.cancel()
+        self._scheduled = None
+        visits, self._pending = self._pending, []
+        if not visits:
+            return defer.succeed(None)
+        return self._write(visits)
+
+    def _write(self, visits: list) -> defer.Deferred:
+        recorded = self.store.record_clients(visits)
         recorded.addErrback(
             lambda failure: log.failure(
-                "could not record {address} in the migration report", failure,
-                address=visit.address,
+                "could not record {count} visit(s) in the migration report", failure,
+                count=len(visits),
             )
         )
         return recorded

@@ -108,6 +108,8 @@ class RunningGateway:
         if self.admin_port is not None:
             await self.admin_port.stopListening()
         await self.context.drain()
+        if self.face is not None and getattr(self.face, "recorder", None) is not None:
+            await self.face.recorder.flush()
         if self.http01_port is not None:
             await self.http01_port.stopListening()
         await self.store.close()
@@ -184,8 +186,9 @@ async def start(reactor: Any, config: ServeConfig, keys: Optional[KeyStore] = No
         budget=Budget(store, reactor, config.budget),
         metrics=metrics,
     )
+    recorder = ClientRecorder(store, clock=reactor)
     face = V1Face(context, NonceIssuer(reactor), base_url=config.base_url, max_body=config.max_body,
-                  metrics=metrics, recorder=ClientRecorder(store))
+                  metrics=metrics, recorder=recorder)
     # Bodies above max_body are refused as they arrive, never buffered.
     site = V1Site(face)
     site.noisy = False
@@ -205,7 +208,7 @@ async def start(reactor: Any, config: ServeConfig, keys: Optional[KeyStore] = No
     admin_port = None
     if config.admin_listen:
         admin = Admin(store, reactor, metrics, readiness, migrated_after=config.migrated_after,
-                      budget=context.budget)
+                      budget=context.budget, recorder=recorder)
         try:
             admin_port = await endpoints.serverFromString(reactor, config.admin_listen).listen(admin.site())
         except Exception:

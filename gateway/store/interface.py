@@ -245,6 +245,14 @@ class IStore(Interface):
 
     # The migration report
 
+    def record_clients(visits):
+        """
+        Record several visits in one transaction (the batched form of
+        `record_client`).
+
+        :return: a Deferred firing with the updated clients, in order.
+        """
+
     def record_client(visit):
         """
         Count one v1 request (a `ClientVisit`) in its client's report row,

@@ -432,6 +432,16 @@ class MemoryStore:
         self._clients[key] = client
         return client
 
+    def record_clients(self, visits) -> defer.Deferred:
+        clients = []
+        for visit in visits:
+            recorded = self.record_client(visit)
+            failures = []
+            recorded.addCallbacks(clients.append, failures.append)
+            if failures:
+                return defer.fail(failures[0])
+        return defer.succeed(clients)
+
     @_fired
     def list_clients(self) -> List[LegacyClient]:
         return newest_first(enumerate(self._clients.values()), attribute="last_seen")

@@ -806,22 +806,30 @@ class SQLiteStore:
     # -- The migration report --
 
     def record_client(self, visit: ClientVisit) -> defer.Deferred:
-        if not isinstance(visit, ClientVisit):
-            return defer.fail(TypeError(f"expected a ClientVisit, not {visit!r}"))
+        return self.record_clients([visit]).addCallback(lambda clients: clients[0])
 
-        def work() -> LegacyClient:
-            row = self._connection.execute(
-                "SELECT * FROM clients WHERE address = ? AND user_agent = ?",
-                (visit.address, visit.user_agent),
-            ).fetchone()
-            client = merge_visit(None if row is None else _decode(LegacyClient, row), visit)
-            values = _encode(client)
-            self._connection.execute(
-                f"INSERT OR REPLACE INTO clients ({', '.join(values)})"
-                f" VALUES ({', '.join('?' for _ in values)})",
-                tuple(values.values()),
-            )
-            return client
+    def record_clients(self, visits) -> defer.Deferred:
+        visits = list(visits)
+        for visit in visits:
+            if not isinstance(visit, ClientVisit):
+                return defer.fail(TypeError(f"expected a ClientVisit, not {visit!r}"))
+
+        def work() -> list:
+            clients = []
+            for visit in visits:
+                row = self._connection.execute(
+                    "SELECT * FROM clients WHERE address = ? AND user_agent = ?",
+                    (visit.address, visit.user_agent),
+                ).fetchone()
+                client = merge_visit(None if row is None else _decode(LegacyClient, row), visit)
+                values = _encode(client)
+                self._connection.execute(
+                    f"INSERT OR REPLACE INTO clients ({', '.join(values)})"
+                    f" VALUES ({', '.join('?' for _ in values)})",
+                    tuple(values.values()),
+                )
+                clients.append(client)
+            return clients
 
         return self._write(work)
 

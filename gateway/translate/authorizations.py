@@ -35,7 +35,7 @@ log = Logger()
 SETTLED = frozenset({"valid", "deactivated", "revoked"})
 #: Repeated reads of a changing authorization within this many seconds are
 #: answered from the store: legacy clients poll as fast as they like.
-READ_COALESCE_SECONDS = 1.0
+READ_COALESCE_SECONDS = 0.25
 
 
 @attrs.frozen

@@ -36,6 +36,10 @@ from gateway.validation.revalidate import Validators
 
 log = Logger()
 
+#: Per-name locks and read times are pruned when this many accumulate, so
+#: memory stays bounded however many names a long-running gateway serves.
+_PRUNE_AT = 1024
+
 #: The status of the record a key change leaves behind for the old key.
 RETIRED = "retired"
 
@@ -205,6 +209,10 @@ class Context:
         """
         lock = self._locks.get(name)
         if lock is None:
+            if len(self._locks) >= _PRUNE_AT:
+                self._locks = {n: l for n, l in self._locks.items() if l.locked or l.waiting}
+                now = self.clock.seconds()
+                self.read_times = {i: t for i, t in self.read_times.items() if now - t < 60}
             lock = self._locks[name] = DeferredLock()
         return lock
 

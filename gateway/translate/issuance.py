@@ -151,22 +151,22 @@ async def new_certificate(context: Context, bound: BoundAccount, payload: dict) 
     lock = context.lock_for(f"order:{bound.record.id}:{','.join(names)}")
     await lock.acquire()
     try:
-        found = await _usable_order(context, bound, names)
-        if found is None:
-            upstream_order = await context.new_order(bound, names)
-            record = await store_upstream_order(context, bound, upstream_order)
-            log.info("new-cert: created order {order} for {names}", order=record.id, names=names)
+        finalized = await _finalize_known_ready_order(context, bound, names, csr.der)
+        if finalized is not None:
+            record, upstream_order = finalized
         else:
-            record, upstream_order = found
-        if upstream_order.status in ("pending", "ready"):
-            authorizations = await _authorization_states(context, bound, record, upstream_order)
-            if not v2.order_is_ready(upstream_order, authorizations):
-                await _complete_authorizations(context, bound, record, authorizations)
-            upstream_order = await context.upstream.finalize(bound.upstream, upstream_order, csr.der)
-        elif upstream_order.status == "processing":
-            upstream_order = await context.upstream.poll_order(
-                bound.upstream, upstream_order.url, until=("valid", "invalid")
-            )
+            record, upstream_order = await _order_for(context, bound, names)
+            if upstream_order.status == "ready":
+                upstream_order = await context.upstream.finalize(bound.upstream, upstream_order, csr.der)
+            elif upstream_order.status == "pending":
+                authorizations = await _authorization_states(context, bound, record, upstream_order)
+                if not v2.order_is_ready(upstream_order, authorizations):
+                    await _complete_authorizations(context, bound, record, authorizations)
+                upstream_order = await context.upstream.finalize(bound.upstream, upstream_order, csr.der)
+            elif upstream_order.status == "processing":
+                upstream_order = await context.upstream.poll_order(
+                    bound.upstream, upstream_order.url, until=("valid", "invalid")
+                )
         if upstream_order.status != "valid" or not upstream_order.certificate:
             await context.store.update_order(record.id, status=upstream_order.status)
             detail = upstream_order.error.detail if upstream_order.error else "the order is " + upstream_order.status
@@ -184,6 +184,56 @@ async def new_certificate(context: Context, bound: BoundAccount, payload: dict) 
         return certificate
     finally:
         lock.release()
+
+
+async def _order_for(context: Context, bound: BoundAccount, names: tuple) -> tuple:
+    """
+    The order to finalize for ``names``: a usable stored one (refreshed
+    from upstream), else a new one within the account's budget.
+
+    :return: ``(order record, upstream order)``.
+    """
+    found = await _usable_order(context, bound, names)
+    if found is not None:
+        return found
+    upstream_order = await context.new_order(bound, names)
+    record = await store_upstream_order(context, bound, upstream_order)
+    log.info("new-cert: created order {order} for {names}", order=record.id, names=names)
+    return record, upstream_order
+
+
+async def _finalize_known_ready_order(context: Context, bound: BoundAccount, names: tuple,
+                                     csr_der: bytes) -> Optional[tuple]:
+    """
+    The fast path of the usual v1 flow: the client validated each name
+    through the gateway (so the stored authorizations of a stored order for
+    exactly these names are all valid), and the order can be finalized at
+    once — no re-reading of the order and its authorizations, the same
+    upstream cost as a native v2 client.  Should the CA disagree
+    (``orderNotReady``, an order it no longer knows), the careful path runs.
+
+    :return: ``(order record, finalized upstream order)`` or ``None``.
+    """
+    for record in await context.store.find_orders(bound.record.id, names, ("pending", "ready")):
+        authorizations = await context.store.authorizations_for_order(record.id)
+        if not authorizations or any(
+            a.status != "valid" or _expired(context, a.expires) for a in authorizations
+        ):
+            continue
+        order = v2.Order(
+            url=record.upstream_url, status="ready", identifiers=record.identifiers,
+            authorizations=tuple(a.upstream_url for a in authorizations),
+            finalize=record.finalize_url, certificate=None, expires=record.expires,
+        )
+        try:
+            return record, await context.upstream.finalize(bound.upstream, order, csr_der)
+        except UpstreamProblem as problem:
+            if problem.code not in ("orderNotReady", "malformed") and problem.status != 404:
+                raise
+            log.info("new-cert: order {order} was not ready upstream ({code}); re-reading it",
+                     order=record.id, code=problem.code)
+            return None
+    return None
 
 
 async def _orders_spent(context: Context, bound: BoundAccount, final: Order, names) -> int:

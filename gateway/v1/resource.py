@@ -180,6 +180,9 @@ class V1Face(resource.Resource):
             request.responseHeaders.addRawHeader(name.encode("ascii"), str(value).encode("latin-1"))
         if request.method != b"HEAD":
             request.write(response.body)
+        else:
+            # What a GET would carry, so load generators can frame the answer.
+            request.setHeader(b"Content-Length", str(len(response.body)).encode("ascii"))
         request.finish()
 
     def _crash(self, failure, request, finished) -> None:
