@@ -18,7 +18,6 @@ every 60 days, so a shorter period would declare a still-legacy client gone.
 
 from __future__ import annotations
 
-import base64
 import json
 import re
 from typing import Any, Iterable, Mapping, Optional, Sequence, Tuple
@@ -90,8 +89,9 @@ def ago(seconds: float) -> str:
 def requested_names(endpoint: str, payload: Any) -> Tuple[str, ...]:
     """
     The DNS names a verified v1 request asked for: the identifier of a
-    new-authz, the CSR names of a new-cert; nothing for anything else, or
-    when the payload is not what the endpoint expects (the request fails
+    new-authz (a new-cert's CSR names are noted by the issuance flow, which
+    parses the CSR anyway, through `gateway.scope.note_names`); nothing for
+    anything else, or when the payload is not what the endpoint expects (the request fails
     then anyway, and the report records that).
     """
     if not isinstance(payload, dict):
@@ -100,15 +100,6 @@ def requested_names(endpoint: str, payload: Any) -> Tuple[str, ...]:
         identifier = payload.get("identifier")
         value = identifier.get("value") if isinstance(identifier, dict) else None
         return (value.lower(),) if isinstance(value, str) and value else ()
-    if endpoint == "new-cert" and isinstance(payload.get("csr"), str):
-        from gateway.csr import parse_csr
-
-        try:
-            text = payload["csr"]
-            der = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-            return tuple(n.spelled for n in parse_csr(der, allow_wildcard=True).names)
-        except Exception:
-            return ()
     return ()
 
 

@@ -252,6 +252,19 @@ class ReportRecordingTests(OperationsTestCase):
         self.assertGreaterEqual(client.successes, 4)
         self.assertIsNone(client.last_failure_reason)
 
+    def test_new_cert_names_come_from_its_csr(self):
+        """
+        A new-cert records the CSR's names (wildcard included), parsed once
+        by the issuance flow — also when the request is then refused.
+        """
+        client = self.client()
+        reply = self.resolve(client.post(self.gateway.url("/acme/new-cert"), {
+            "resource": "new-cert",
+            "csr": b64url(make_csr(["x.csr.example.test", "*.y.example.test"]))}))
+        self.assertEqual(reply.status, 403)
+        (recorded,) = self.successResultOf(self.gateway.store.list_clients())
+        self.assertEqual(set(recorded.names), {"x.csr.example.test", "*.y.example.test"})
+
     def test_failure_is_recorded_with_its_reason(self):
         """
         A correctly signed request by a key the gateway lacks is recorded as

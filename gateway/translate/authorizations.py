@@ -24,7 +24,6 @@ import attrs
 from gateway.policy import parse_v1_identifier
 from gateway.problems import V1Problem, from_upstream
 from gateway.store import Authorization, Challenge, Order
-from gateway.store.records import timestamp_instant
 from gateway.translate.context import BoundAccount, Context
 from gateway.upstream.errors import UpstreamProblem
 from gateway.upstream import messages as v2
@@ -55,15 +54,6 @@ class AuthorizationView:
             if challenge.id == challenge_id:
                 return challenge
         return None
-
-
-def _expired(context: Context, expires: Optional[str]) -> bool:
-    if not expires:
-        return False
-    try:
-        return timestamp_instant(expires).timestamp() <= context.clock.seconds()
-    except ValueError:
-        return False
 
 
 async def store_upstream_order(context: Context, bound: BoundAccount, order: v2.Order) -> Order:
@@ -176,7 +166,7 @@ async def new_authorization(context: Context, bound: BoundAccount, payload: dict
         for candidate in await context.store.find_authorizations(
             bound.record.id, name.value, name.wildcard, ("pending", "valid")
         ):
-            if _expired(context, candidate.expires):
+            if context.has_expired(candidate.expires):
                 continue
             try:
                 view = await read_view(context, candidate)
@@ -244,7 +234,7 @@ async def read_authorization(context: Context, authorization_id: str) -> Authori
     record = await context.store.authorization_by_id(authorization_id)
     if record is None:
         raise V1Problem.not_found("Unable to find authorization")
-    if record.status == "expired" or _expired(context, record.expires):
+    if record.status == "expired" or context.has_expired(record.expires):
         raise V1Problem.not_found("Expired authorization")
     view = await read_view(context, record)
     if view.authorization.status == "expired":
@@ -302,7 +292,7 @@ async def answer_challenge(
         supplied = payload["keyAuthorization"]
         if supplied != f"{challenge.token}.{bound.thumbprint}":
             raise V1Problem.malformed("The key authorization provided does not match the expected value: provided key authorization was incorrect")
-    if _expired(context, record.expires):
+    if context.has_expired(record.expires):
         raise V1Problem.not_found("Expired authorization")
     if bound.managed and record.status == "pending":
         await _validate_for_managed_account(context, bound, record)

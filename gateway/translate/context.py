@@ -26,7 +26,7 @@ from gateway.keystore import KeyStore
 from gateway.managed import ManagedKeys
 from gateway.problems import V1Problem
 from gateway.store import Account, DuplicateAccount
-from gateway.store.records import format_timestamp
+from gateway.store.records import format_timestamp, timestamp_instant
 from gateway.upstream.client import UpstreamClient
 from gateway.upstream import messages as v2
 from gateway.upstream.errors import UpstreamProblem
@@ -195,6 +195,18 @@ class Context:
         if self.metrics is not None:
             for _ in range(count):
                 self.metrics.revalidation(outcome)
+
+    def has_expired(self, expires: Optional[str]) -> bool:
+        """
+        Whether an RFC 3339 ``expires`` (of an authorization or order) has
+        passed on the gateway's clock; no or unreadable expiry never has.
+        """
+        if not expires:
+            return False
+        try:
+            return timestamp_instant(expires).timestamp() <= self.clock.seconds()
+        except ValueError:
+            return False
 
     def now(self) -> str:
         """

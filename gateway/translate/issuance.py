@@ -24,8 +24,9 @@ from twisted.logger import Logger
 from gateway.csr import ParsedCSR, parse_csr
 from gateway.jose import b64url_decode
 from gateway.problems import V1Problem
+from gateway.scope import note_names
 from gateway.store import Certificate, Order
-from gateway.translate.authorizations import _expired, record_authorization, store_upstream_order
+from gateway.translate.authorizations import record_authorization, store_upstream_order
 from gateway.translate.context import BoundAccount, Context
 from gateway.upstream import messages as v2
 from gateway.upstream.errors import UpstreamProblem
@@ -120,7 +121,7 @@ async def _names_not_authorized(context: Context, bound: BoundAccount, names) ->
         found = await context.store.find_authorizations(
             bound.record.id, name.value, name.wildcard, ("pending", "valid")
         )
-        if not any(not _expired(context, a.expires) for a in found):
+        if not any(not context.has_expired(a.expires) for a in found):
             missing.append(name)
     return missing
 
@@ -136,6 +137,7 @@ async def new_certificate(context: Context, bound: BoundAccount, payload: dict) 
     order budget on a request that cannot succeed.
     """
     csr = parse_request(payload, josepy.JWK.from_json(bound.record.public_jwk))
+    note_names(sorted(n.spelled for n in csr.names))
     if csr.public_key_der == _account_spki(bound):
         raise V1Problem.malformed("Certificate public key must be different than account key")
     if not context.validators.configured and not bound.managed:
@@ -217,7 +219,7 @@ async def _finalize_known_ready_order(context: Context, bound: BoundAccount, nam
     for record in await context.store.find_orders(bound.record.id, names, ("pending", "ready")):
         authorizations = await context.store.authorizations_for_order(record.id)
         if not authorizations or any(
-            a.status != "valid" or _expired(context, a.expires) for a in authorizations
+            a.status != "valid" or context.has_expired(a.expires) for a in authorizations
         ):
             continue
         order = v2.Order(
