@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import shutil
 import stat
 
 import pytest
@@ -280,7 +281,7 @@ def test_dehydrated_adoption(tmp_path, capsys):
         assert read(os.path.join(new, name)) == read(os.path.join(old, name))
         assert os.stat(os.path.join(new, name)).st_mode == os.stat(os.path.join(old, name)).st_mode
     (imported,) = os.listdir(keys)
-    assert imported == f"dehydrated-web1-acme-v01.api.letsencrypt.org-{thumbprint(RSA_KEY)[:12]}.pem"
+    assert imported == f"dehydrated-web1-acme-v01.api.letsencrypt.org-{thumbprint(RSA_KEY)[:12].rstrip('_-')}.pem"
     assert read(os.path.join(keys, imported)) == pem(RSA_KEY)
 
 
@@ -471,6 +472,147 @@ def test_undo_after_the_client_rewrote_a_file(tmp_path, capsys):
     assert read(conf) == original
 
 
+def test_manifest_paths_are_relative_to_the_installation(tmp_path, capsys):
+    """
+    The manifest names what adoption edited and created relative to the
+    installation's root, and records where that root was.
+    """
+    root, keys = str(tmp_path / "le"), str(tmp_path / "keys")
+    certbot_tree(root)
+    assert adopt(capsys, *_adopt_args("certbot", root, keys))[0] == 0
+    with open(os.path.join(root, ".acme-gateway-adopt.json")) as f:
+        manifest = json.load(f)
+    assert manifest["format"] == 2 and manifest["root"] == root
+    paths = ([e["path"] for e in manifest["edited"]] + [e["backup"] for e in manifest["edited"]]
+             + [e["path"] for e in manifest["created"]] + manifest["created_dirs"])
+    assert paths and not any(os.path.isabs(p) for p in paths), paths
+    assert "renewal/example.com.conf" in paths
+
+
+def test_undo_of_a_copy_touches_only_the_copy(tmp_path, capsys):
+    """
+    Undoing a copy of an adopted installation restores the copy byte for
+    byte and leaves the original — still adopted, its manifest included —
+    as it was; the original can then be undone too.
+    """
+    root, keys = str(tmp_path / "le"), str(tmp_path / "keys")
+    certbot_tree(root)
+    before = snapshot(root)
+    assert adopt(capsys, *_adopt_args("certbot", root, keys))[0] == 0
+    adopted = snapshot(root)
+    copy = str(tmp_path / "le-copy")
+    shutil.copytree(root, copy, symlinks=True)
+    code, out = adopt(capsys, "certbot", "--config-dir", copy, "--undo")
+    assert code == 0, out
+    assert differences(before, snapshot(copy)) == []
+    assert differences(adopted, snapshot(root)) == []
+    code, out = adopt(capsys, "certbot", "--config-dir", root, "--undo")
+    assert code == 0, out
+    assert differences(before, snapshot(root)) == []
+
+
+def test_undo_of_a_moved_installation(tmp_path, capsys):
+    """
+    An installation moved after adoption is undone where it is now.
+    """
+    root, keys = str(tmp_path / "le"), str(tmp_path / "keys")
+    certbot_tree(root)
+    before = snapshot(root)
+    assert adopt(capsys, *_adopt_args("certbot", root, keys))[0] == 0
+    moved = str(tmp_path / "elsewhere")
+    os.rename(root, moved)
+    code, out = adopt(capsys, "certbot", "--config-dir", moved, "--undo")
+    assert code == 0, out
+    assert differences(before, snapshot(moved)) == []
+
+
+def test_a_failed_undo_keeps_the_manifest(tmp_path, capsys):
+    """
+    A backup that is missing stops only its own file: undo restores the
+    rest, exits 1, and keeps a manifest naming what is left, so that once
+    the backup is back a second undo finishes the job.
+    """
+    root, keys = str(tmp_path / "le"), str(tmp_path / "keys")
+    certbot_tree(root, names=("example.com", "www.example.org"))
+    before = snapshot(root)
+    assert adopt(capsys, *_adopt_args("certbot", root, keys))[0] == 0
+    backup = os.path.join(root, "renewal", "example.com.conf.acme-gateway-backup")
+    saved = str(tmp_path / "saved-backup")
+    os.rename(backup, saved)
+    code, out = adopt(capsys, "certbot", "--config-dir", root, "--undo")
+    assert code == 1, out
+    assert f"problem: backup {backup} is missing" in out
+    assert ".acme-gateway-adopt.json keeps what is left" in out
+    with open(os.path.join(root, ".acme-gateway-adopt.json")) as f:
+        left = json.load(f)
+    assert [e["path"] for e in left["edited"]] == ["renewal/example.com.conf"]
+    assert left["created"] == [] and left["created_dirs"] == []
+    assert read(os.path.join(root, "renewal", "www.example.org.conf")) == \
+        before["renewal/www.example.org.conf"][1]
+    os.rename(saved, backup)
+    code, out = adopt(capsys, "certbot", "--config-dir", root, "--undo")
+    assert code == 0, out
+    assert differences(before, snapshot(root)) == []
+
+
+def _outside_config(tmp_path, basedir) -> str:
+    """
+    A dehydrated config outside its BASEDIR (Debian: /etc/dehydrated/config).
+    """
+    dehydrated_tree(basedir)
+    os.unlink(os.path.join(basedir, "config"))
+    return write(str(tmp_path / "etc" / "dehydrated" / "config"),
+                 f"# Debian's dehydrated config\nBASEDIR={basedir}\nCA=\"{V1}\"\nAPI=1\n")
+
+
+def test_a_file_outside_the_installation_is_undone_only_where_adopted(tmp_path, capsys):
+    """
+    A config file outside the installation's root (recorded by its absolute
+    path) is undone by the installation where it was adopted, never by a
+    copy: the copy's undo restores its own files, says why it left the
+    config alone, exits 1 and keeps that entry.
+    """
+    basedir, keys = str(tmp_path / "dehydrated"), str(tmp_path / "keys")
+    config = _outside_config(tmp_path, basedir)
+    original_config, before = read(config), snapshot(basedir)
+    code, out = adopt(capsys, "dehydrated", "--basedir", basedir, "--config", config,
+                      "--gateway", GATEWAY, "--keys", keys, "--host", "web1")
+    assert code == 0, out
+    adopted_config = read(config)
+    copy = str(tmp_path / "dehydrated-copy")
+    shutil.copytree(basedir, copy)
+    code, out = adopt(capsys, "dehydrated", "--basedir", copy, "--undo")
+    assert code == 1, out
+    assert f"{config} lies outside the installation, which was adopted at {basedir}" in out
+    assert read(config) == adopted_config
+    assert differences(before, {k: v for k, v in snapshot(copy).items()
+                                if k != ".acme-gateway-adopt.json"}) == []
+    code, out = adopt(capsys, "dehydrated", "--basedir", basedir, "--config", config, "--undo")
+    assert code == 0, out
+    assert read(config) == original_config
+    assert differences(before, snapshot(basedir)) == []
+
+
+def test_dehydrated_config_alone_undoes_with_the_printed_command(tmp_path, capsys):
+    """
+    Adopted with ``--config FILE`` alone (``--basedir`` from the config's
+    BASEDIR), the command adoption prints to undo — the same one with
+    ``--undo`` — works.
+    """
+    basedir, keys = str(tmp_path / "var" / "lib" / "dehydrated"), str(tmp_path / "keys")
+    config = _outside_config(tmp_path, basedir)
+    original_config, before = read(config), snapshot(basedir)
+    argv = ["dehydrated", "--config", config, "--gateway", GATEWAY, "--keys", keys, "--host", "web1"]
+    code, out = adopt(capsys, *argv)
+    assert code == 0, out
+    assert "undo with the same command and --undo" in out
+    assert read(config) != original_config
+    code, out = adopt(capsys, *argv, "--undo")
+    assert code == 0, out
+    assert read(config) == original_config
+    assert differences(before, snapshot(basedir)) == []
+
+
 def test_gateway_url_is_checked(tmp_path, capsys):
     """
     A gateway URL that is not http(s), or holds characters that would need
@@ -522,13 +664,13 @@ def test_keys_import(tmp_path, capsys):
     code = main(["keys", "import", str(source), ec_path, "--keys", keys, "--host", "ops"])
     out = capsys.readouterr().out
     assert code == 0, out
+    # A file name never ends in "_" or "-": nor does a thumbprint's part of it.
+    rsa_name = f"imported-ops-account_key-{thumbprint(RSA_KEY)[:12].rstrip('_-')}.pem"
     assert sorted(os.listdir(keys)) == sorted([
-        f"imported-ops-account_key-{thumbprint(RSA_KEY)[:12]}.pem",
-        f"imported-ops-ec-{thumbprint(EC_KEY)[:12]}.pem",
-    ])
+        rsa_name, f"imported-ops-ec-{thumbprint(EC_KEY)[:12].rstrip('_-')}.pem"])
     for name in os.listdir(keys):
         assert stat.S_IMODE(os.stat(os.path.join(keys, name)).st_mode) == 0o600
-    assert read(os.path.join(keys, f"imported-ops-account_key-{thumbprint(RSA_KEY)[:12]}.pem")) == read(rsa_path)
+    assert read(os.path.join(keys, rsa_name)) == read(rsa_path)
     assert "2 key(s) imported" in out
 
     broken = write(str(tmp_path / "broken.pem"), "-----BEGIN RSA PRIVATE KEY-----\nnope\n-----END RSA PRIVATE KEY-----\n")

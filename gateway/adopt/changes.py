@@ -12,7 +12,12 @@ be parsed stops only its own change.  Applying
 * records every edited and created file in a manifest at the installation's
   root (``.acme-gateway-adopt.json``), so that ``--undo`` can put the
   backups back and remove what adoption created: the installation returns
-  byte for byte to what it was;
+  byte for byte to what it was.  Paths below the root are recorded relative
+  to it, so that undoing a copied or moved installation touches that copy
+  and nothing else; a file outside the root (dehydrated's ``--config`` in
+  ``/etc``) is recorded by its absolute path and undone only where the
+  installation was adopted.  What an undo could not do stays in the
+  manifest, so that it can be run again;
 * writes imported keys into the gateway's key store with mode 0600.  Undo
   leaves them there: a key in the store changes nothing by itself, and the
   gateway may already be serving the account with it.
@@ -195,7 +200,9 @@ def describe(plan: Plan, dry_run: bool) -> str:
     for problem in plan.problems:
         lines.append(f"  problem: {_shown(problem.path, plan.root)}: {problem.reason}; left untouched")
     count = len(plan.changes)
-    if not count:
+    if not count and plan.problems:
+        lines.append("nothing imported" if only_keys else "nothing changed")
+    elif not count:
         lines.append("nothing to import: every key is in the store already" if only_keys
                      else "nothing to change: the installation already uses the gateway")
     elif dry_run:
@@ -215,37 +222,73 @@ def describe(plan: Plan, dry_run: bool) -> str:
 # --------------------------------------------------------------------------
 
 
+def _stored(path: str, root: str) -> str:
+    """
+    How the manifest records ``path``: relative to ``root`` when it lies
+    below it, else absolute.
+    """
+    relative = os.path.relpath(os.path.abspath(path), os.path.abspath(root))
+    return os.path.abspath(path) if relative.split(os.sep)[0] == os.pardir else relative
+
+
 @attrs.define
 class Manifest:
     """
     The record of what adoption did to one installation, for ``--undo``.
+
+    Entries name files as `_stored` does (relative to the root, or absolute
+    outside it).
+
+    :ivar root: the installation's root, where the manifest is now.
+    :ivar adopted_root: where the installation was when it was adopted
+        (``None`` in a manifest of format 1, which recorded absolute paths).
     """
 
     path: str
+    root: str
     client: str
+    adopted_root: Optional[str] = None
+    format: int = 2
     edited: List[dict] = attrs.field(factory=list)
     created: List[dict] = attrs.field(factory=list)
     created_dirs: List[str] = attrs.field(factory=list)
 
     @classmethod
     def load(cls, root: str, client: str) -> "Manifest":
+        root = os.path.abspath(root)
         path = os.path.join(root, MANIFEST_NAME)
         if not os.path.exists(path):
-            return cls(path=path, client=client)
+            return cls(path=path, root=root, client=client, adopted_root=root)
         with open(path) as f:
             data = json.load(f)
-        return cls(path=path, client=data.get("client", client), edited=data.get("edited", []),
-                   created=data.get("created", []), created_dirs=data.get("created_dirs", []))
+        if not isinstance(data, dict):
+            raise ValueError("not a JSON object")
+        return cls(path=path, root=root, client=data.get("client", client),
+                   adopted_root=data.get("root"), format=data.get("format", 1),
+                   edited=data.get("edited", []), created=data.get("created", []),
+                   created_dirs=data.get("created_dirs", []))
+
+    def resolve(self, stored: str) -> str:
+        """
+        The path an entry names, for this installation where it is now.
+        """
+        return os.path.normpath(os.path.join(self.root, stored))
+
+    def store(self, path: str) -> str:
+        return _stored(path, self.root)
 
     def backup_of(self, path: str) -> Optional[str]:
         for entry in self.edited:
-            if entry["path"] == path:
-                return entry["backup"]
+            if self.resolve(entry["path"]) == os.path.normpath(path):
+                return self.resolve(entry["backup"])
         return None
 
+    def empty(self) -> bool:
+        return not (self.edited or self.created or self.created_dirs)
+
     def save(self) -> None:
-        data = {"format": 1, "client": self.client, "edited": self.edited,
-                "created": self.created, "created_dirs": self.created_dirs}
+        data = {"format": self.format, "client": self.client, "root": self.adopted_root,
+                "edited": self.edited, "created": self.created, "created_dirs": self.created_dirs}
         temporary = self.path + ".tmp"
         with open(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
             json.dump(data, f, indent=2)
@@ -314,32 +357,72 @@ def apply(plan: Plan) -> None:
         _write_new(change.path, change.data, 0o600)
     for change in undoable:
         if isinstance(change, CreateFile):
-            _make_dirs(os.path.dirname(change.path), 0o700, manifest.created_dirs)
+            made: List[str] = []
+            _make_dirs(os.path.dirname(change.path), 0o700, made)
+            manifest.created_dirs.extend(manifest.store(d) for d in made)
             _write_new(change.path, change.data, change.mode)
-            manifest.created.append({"path": change.path, "sha256": sha256(change.data)})
+            manifest.created.append({"path": manifest.store(change.path),
+                                     "sha256": sha256(change.data)})
         else:
+            stored = manifest.store(change.path)
             backup = manifest.backup_of(change.path)
             if backup is None or not os.path.exists(backup):
                 if backup is not None:
-                    manifest.edited = [e for e in manifest.edited if e["path"] != change.path]
+                    manifest.edited = [e for e in manifest.edited
+                                       if manifest.resolve(e["path"]) != manifest.resolve(stored)]
                 backup = _backup_name(change.path)
                 shutil.copy2(change.path, backup)
-                manifest.edited.append({"path": change.path, "backup": backup,
+                manifest.edited.append({"path": stored, "backup": manifest.store(backup),
                                         "sha256": sha256(change.new)})
             else:
                 for entry in manifest.edited:
-                    if entry["path"] == change.path:
+                    if manifest.resolve(entry["path"]) == manifest.resolve(stored):
                         entry["sha256"] = sha256(change.new)
             _replace(change.path, change.new)
         manifest.save()
 
 
+def _same_place(one: str, other: str) -> bool:
+    try:
+        return os.path.samefile(one, other)
+    except OSError:
+        return os.path.realpath(one) == os.path.realpath(other)
+
+
+def _where(manifest: Manifest, stored: str):
+    """
+    The file an entry names, or ``(None, why)`` when undo must not touch it:
+    an absolute path (outside the root) in an installation that is no
+    longer where it was adopted, or in a manifest of format 1 (absolute
+    paths only), where a copy cannot be told from the original.
+    """
+    if not os.path.isabs(stored):
+        path = manifest.resolve(stored)
+        if _stored(path, manifest.root) != os.path.normpath(stored):
+            return None, f"{stored} points outside {manifest.root}; left as it is"
+        return path, None
+    if manifest.format < 2:
+        if _stored(stored, manifest.root) != stored:
+            return stored, None
+        return None, (f"{stored} lies outside {manifest.root} (a manifest of an earlier "
+                      f"acme-gateway, with absolute paths: if this installation was copied or "
+                      f"moved, undo it where it was adopted); left as it is")
+    if manifest.adopted_root is not None and not _same_place(manifest.adopted_root, manifest.root):
+        return None, (f"{stored} lies outside the installation, which was adopted at "
+                      f"{manifest.adopted_root}: left as it is (undo it there, or put its "
+                      f"backup back by hand)")
+    return stored, None
+
+
 def undo(root: str, client: str) -> List[str]:
     """
     Restore every backup the manifest at ``root`` names and remove every file
-    and directory adoption created, then the manifest itself.
+    and directory adoption created.  The manifest goes when everything was
+    undone; otherwise it keeps what was not, so that undo can run again once
+    the problem is fixed.
 
-    :return: report lines.
+    :return: report lines; a line with ``problem:`` means something was not
+        undone.
     :raises AdoptError: when there is no manifest (nothing to undo).
     """
     path = os.path.join(root, MANIFEST_NAME)
@@ -350,11 +433,18 @@ def undo(root: str, client: str) -> List[str]:
         manifest = Manifest.load(root, client)
     except (OSError, ValueError) as error:
         raise AdoptError(f"cannot read {path}: {error}")
-    lines = []
+    lines: List[str] = []
+    kept_edited, kept_created = [], []
     for entry in reversed(manifest.edited):
-        target, backup = entry["path"], entry["backup"]
+        target, why = _where(manifest, entry["path"])
+        backup, backup_why = _where(manifest, entry["backup"])
+        if target is None or backup is None:
+            lines.append(f"  problem: {why or backup_why}")
+            kept_edited.insert(0, entry)
+            continue
         if not os.path.exists(backup):
             lines.append(f"  problem: backup {backup} is missing; {target} left as it is")
+            kept_edited.insert(0, entry)
             continue
         if os.path.exists(target) and sha256(read_small(target)) != entry.get("sha256"):
             lines.append(f"  note: {target} changed since adoption (the client rewrote it?); "
@@ -362,17 +452,33 @@ def undo(root: str, client: str) -> List[str]:
         os.replace(backup, target)
         lines.append(f"  restored {target}")
     for entry in reversed(manifest.created):
-        target = entry["path"]
+        target, why = _where(manifest, entry["path"])
+        if target is None:
+            lines.append(f"  problem: {why}")
+            kept_created.insert(0, entry)
+            continue
         if os.path.lexists(target):
             os.unlink(target)
             lines.append(f"  removed {target}")
-    for directory in reversed(manifest.created_dirs):
+    kept_dirs = []
+    for stored in reversed(manifest.created_dirs):
+        directory, why = _where(manifest, stored)
+        if directory is None:
+            lines.append(f"  problem: {why}")
+            kept_dirs.insert(0, stored)
+            continue
         try:
             os.rmdir(directory)
         except FileNotFoundError:
             pass
         except OSError:
             lines.append(f"  note: {directory} is not empty (files were added since); kept")
-    os.unlink(path)
-    lines.append("undone; keys imported into the key store were left there")
+    manifest.edited, manifest.created, manifest.created_dirs = kept_edited, kept_created, kept_dirs
+    if manifest.empty():
+        os.unlink(path)
+        lines.append("undone; keys imported into the key store were left there")
+    else:
+        manifest.save()
+        lines.append(f"not everything was undone: {MANIFEST_NAME} keeps what is left; fix the "
+                     f"problems above and run --undo again")
     return lines

@@ -8,8 +8,9 @@ The command line of adoption and key import::
     acme-gateway keys import PATH… --keys DIR [--dry-run] [--host NAME]
 
 Everything is planned first and printed; ``--dry-run`` stops there.  The
-exit status is 0 when everything was adopted, 1 when some file had to be
-left untouched (the rest was still done), 2 for unusable arguments.
+exit status is 0 when everything was adopted (or undone), 1 when some file
+had to be left untouched (the rest was still done), 2 for unusable
+arguments (nothing was changed).
 """
 
 from __future__ import annotations
@@ -51,6 +52,31 @@ def gateway_url(text: str) -> tuple:
     return text, None
 
 
+#: How each client's installation is named on the command line.
+_LOCATIONS = {
+    "certbot": "--config-dir DIR",
+    "dehydrated": "(--basedir DIR [--config FILE] | --config FILE)",
+    "acme.sh": "--home DIR",
+}
+
+ADOPT_EXIT_STATUS = (
+    "Exit status: 0 when everything was adopted (or undone); 1 when some file had to be left "
+    "untouched, each named on a 'problem:' line (everything else was still done; for --undo, "
+    "the manifest keeps what was not undone); 2 for unusable arguments (nothing was changed)."
+)
+
+
+def _usage(name: str) -> str:
+    """
+    A client's usage on two lines: ``--gateway`` and ``--keys`` are
+    required to adopt (``--keys`` may come from ``ACME_GATEWAY_KEYS``), and
+    not used by ``--undo``, which argparse cannot express by itself.
+    """
+    where = _LOCATIONS[name]
+    return (f"acme-gateway adopt {name} {where} --gateway URL --keys DIR [--host NAME] [--dry-run]\n"
+            f"       acme-gateway adopt {name} {where} --undo")
+
+
 def add_adopt_command(commands) -> None:
     """
     ``adopt`` and its three clients.
@@ -60,10 +86,12 @@ def add_adopt_command(commands) -> None:
         description="Import a legacy client's account keys into the key store, give the client "
                     "its existing account under the gateway's URL, and point its stored server "
                     "URLs at the gateway. Every edited file is backed up (*.acme-gateway-backup) "
-                    "and --undo restores it.")
+                    "and --undo restores it.",
+        epilog=ADOPT_EXIT_STATUS)
     clients = adopt.add_subparsers(dest="client", required=True, metavar="CLIENT")
     for name, help_text in _CLIENTS.items():
-        client = clients.add_parser(name, help=help_text, description=f"Adopt {help_text}.")
+        client = clients.add_parser(name, help=help_text, description=f"Adopt {help_text}.",
+                                    usage=_usage(name), epilog=ADOPT_EXIT_STATUS)
         if name == "certbot":
             client.add_argument("--config-dir", required=True, metavar="DIR",
                                 help="certbot's configuration directory (e.g. /etc/letsencrypt)")
@@ -76,16 +104,18 @@ def add_adopt_command(commands) -> None:
             client.add_argument("--home", required=True, metavar="DIR",
                                 help="acme.sh's home directory (e.g. ~/.acme.sh)")
         client.add_argument("--gateway", metavar="URL",
-                            help="the gateway's v1 directory URL, as the client will reach it")
-        _add_store_flags(client)
+                            help="the gateway's v1 directory URL, as the client will reach it "
+                                 "(required, except with --undo)")
+        _add_store_flags(client, "required, except with --undo")
         client.add_argument("--undo", action="store_true",
                             help="restore the backups of an earlier adoption and remove what it "
                                  "created (imported keys stay in the key store)")
 
 
-def _add_store_flags(parser) -> None:
+def _add_store_flags(parser, required: str = "required") -> None:
     parser.add_argument("--keys", action=LayeredOption, metavar="DIR",
-                        help="the gateway's key store directory (created, mode 0700, if missing)")
+                        help=f"the gateway's key store directory (created, mode 0700, if "
+                             f"missing; {required})")
     parser.add_argument("--host", metavar="NAME",
                         help="the machine name used in imported key file names "
                              "(default: this machine's host name)")
@@ -102,8 +132,14 @@ def add_import_command(key_commands) -> None:
         description="Copy every account private key found in PATHs (files, or directories "
                     "searched recursively) into the key store, named "
                     "imported-<host>-<file>-<thumbprint>, skipping keys already there. "
-                    "Restart the gateway afterwards: it loads keys at start-up.")
-    importing.add_argument("paths", nargs="+", metavar="PATH")
+                    "Restart the gateway afterwards: it loads keys at start-up.",
+        epilog="Exit status: 0 when every key found was imported (or was there already); 1 when "
+               "some file could not be used, each named on a 'problem:' line (the rest was still "
+               "imported); 2 without --keys.")
+    importing.add_argument("paths", nargs="+", metavar="PATH",
+                           help="a private key file (PEM, or JWK JSON such as certbot's "
+                                "private_key.json), or a directory searched recursively (certbot's "
+                                "accounts/, dehydrated's accounts/, acme.sh's ca/)")
     _add_store_flags(importing)
 
 
@@ -114,22 +150,37 @@ def _finish(plan: changes.Plan, dry_run: bool) -> int:
     return 1 if plan.problems else 0
 
 
-def _error(message: str) -> int:
+def _error(message: str, parser=None) -> int:
+    """
+    Exit status 2 for unusable arguments, after the command's usage when
+    the arguments themselves are incomplete.
+    """
+    if parser is not None:
+        parser.print_usage(sys.stderr)
     print(f"acme-gateway: {message}", file=sys.stderr)
     return 2
 
 
 def _root(args) -> str:
+    """
+    The installation root an ``--undo`` works on: the same one adoption
+    used, so that the command adoption printed works with ``--undo``
+    (dehydrated's ``--config FILE`` alone: the config's ``BASEDIR``).
+    """
+    from gateway.adopt.dehydrated import basedir_of
+
     if args.client == "certbot":
         return args.config_dir
     if args.client == "acme.sh":
         return args.home
     if args.basedir:
         return args.basedir
-    raise changes.AdoptError("--undo needs --basedir")
+    if args.client_config:
+        return basedir_of(args.client_config)
+    raise changes.AdoptError("give --basedir or --config")
 
 
-def run_adopt(args) -> int:
+def run_adopt(args, parser=None) -> int:
     """
     ``acme-gateway adopt CLIENT …``.
     """
@@ -145,9 +196,9 @@ def run_adopt(args) -> int:
             print("\n".join(lines))
             return 1 if any("problem:" in line for line in lines) else 0
         if not args.gateway:
-            return _error("adopt: --gateway URL is required")
+            return _error("adopt: --gateway URL is required", parser)
         if not args.keys:
-            return _error("adopt: --keys DIR is required (or ACME_GATEWAY_KEYS)")
+            return _error("adopt: --keys DIR is required (or ACME_GATEWAY_KEYS)", parser)
         gateway, note = gateway_url(args.gateway)
         importer = KeyImporter.for_store(args.keys, args.host)
         if args.client == "certbot":
@@ -163,11 +214,11 @@ def run_adopt(args) -> int:
     return _finish(plan, args.dry_run)
 
 
-def run_keys_import(args) -> int:
+def run_keys_import(args, parser=None) -> int:
     """
     ``acme-gateway keys import PATH…``.
     """
     if not args.keys:
-        return _error("keys import: --keys DIR is required (or ACME_GATEWAY_KEYS)")
+        return _error("keys import: --keys DIR is required (or ACME_GATEWAY_KEYS)", parser)
     plan = plan_key_import(args.paths, args.keys, args.host)
     return _finish(plan, args.dry_run)

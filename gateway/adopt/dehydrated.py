@@ -143,6 +143,26 @@ def _plan_copy(plan: Plan, accounts: str, old_ca: str) -> None:
                                        summary=f"account of {old_ca}"))
 
 
+def basedir_of(config: str) -> str:
+    """
+    The ``BASEDIR`` the dehydrated config file at ``config`` sets, as an
+    absolute path: what ``--basedir`` defaults to, for adoption and undo.
+
+    :raises AdoptError: when the file cannot be read or sets no literal
+        ``BASEDIR``.
+    """
+    config = os.path.abspath(config)
+    try:
+        config_lines = textlines.split_lines(read_small(config))
+    except (OSError, ValueError) as error:
+        raise AdoptError(f"cannot read --config {config}: {getattr(error, 'strerror', None) or error}")
+    probe = Plan(client="dehydrated", root="", gateway="", keys_dir=None)
+    basedir = _literal(probe, config, config_lines, "BASEDIR")
+    if not basedir:
+        raise AdoptError(f"{config} sets no literal BASEDIR: give --basedir")
+    return os.path.abspath(basedir)
+
+
 def plan_dehydrated(basedir: Optional[str], config: Optional[str], gateway: str,
                     importer: KeyImporter) -> Plan:
     """
@@ -159,16 +179,11 @@ def plan_dehydrated(basedir: Optional[str], config: Optional[str], gateway: str,
     config = os.path.abspath(config)
     if not os.path.isfile(config):
         raise AdoptError(f"--config {config} is not a file")
-    probe = Plan(client="dehydrated", root="", gateway=gateway, keys_dir=None)
     try:
         config_lines = textlines.split_lines(read_small(config))
     except (OSError, ValueError) as error:
         raise AdoptError(f"cannot read --config {config}: {getattr(error, 'strerror', None) or error}")
-    if basedir is None:
-        basedir = _literal(probe, config, config_lines, "BASEDIR")
-        if not basedir:
-            raise AdoptError(f"{config} sets no literal BASEDIR: give --basedir")
-    basedir = os.path.abspath(basedir)
+    basedir = os.path.abspath(basedir if basedir is not None else basedir_of(config))
     if not os.path.isdir(basedir):
         raise AdoptError(f"--basedir {basedir} is not a directory")
     plan = Plan(client="dehydrated", root=basedir, gateway=gateway, keys_dir=importer.keys_dir)
