@@ -10,6 +10,14 @@ report classifies each client (`classify`) and is printed by ``acme-gateway
 report``, served as JSON at the admin listener's ``/status.json``, and as a
 page at ``/status`` (`gateway.statuspage`).
 
+One machine often shows up under several User-Agents: certbot's carries
+its subcommand and flags (``(certonly; flags: n)``, ``(renew; flags: frn
+n)``).  The report therefore groups the stored rows (`group_clients`): one
+client per source address, product and version (the User-Agent's first
+token, ``CertbotACMEClient/1.32.0``) and account — rows that share an
+account key thumbprint — with each full User-Agent shown as a variant
+inside.
+
 A client that has not called for ``--migrated-after`` counts as migrated
 away.  The default is long (90 days) on purpose: certbot and most v1
 clients only contact the CA when a certificate is due for renewal, about
@@ -20,7 +28,7 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any, Iterable, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import attrs
 from twisted.internet import defer
@@ -103,25 +111,32 @@ def requested_names(endpoint: str, payload: Any) -> Tuple[str, ...]:
     return ()
 
 
+def problem_text(content_type: Optional[str], body: bytes) -> Optional[str]:
+    """
+    A v1 problem document's type and detail in one line (``urn:acme:error:
+    unauthorized: The account key …``), or `None` for a body that is not one.
+    """
+    if content_type != "application/problem+json" or not body:
+        return None
+    try:
+        problem = json.loads(body)
+    except ValueError:
+        return None
+    if not isinstance(problem, dict):
+        return None
+    kind, detail = problem.get("type"), problem.get("detail")
+    parts = [part for part in (kind, detail) if isinstance(part, str) and part]
+    return ": ".join(parts) or None
+
+
 def failure_reason(endpoint: str, status: int, content_type: Optional[str], body: bytes) -> str:
     """
     Why a v1 request failed, in one line: the endpoint, the status, and the
     problem document's type and detail when there is one.
     """
     reason = f"{endpoint} {status}"
-    if content_type == "application/problem+json" and body:
-        try:
-            problem = json.loads(body)
-        except ValueError:
-            problem = None
-        if isinstance(problem, dict):
-            kind = problem.get("type")
-            detail = problem.get("detail")
-            if isinstance(kind, str) and kind:
-                reason += f" {kind}"
-            if isinstance(detail, str) and detail:
-                reason += f": {detail}"
-    return reason
+    problem = problem_text(content_type, body)
+    return f"{reason} {problem}" if problem else reason
 
 
 def visit_for(
@@ -201,6 +216,90 @@ class ClientRecorder:
         return recorded
 
 
+# --- One client, several User-Agents ----------------------------------------------
+
+
+def product_of(user_agent: str) -> str:
+    """
+    The product and version a User-Agent starts with (RFC 9110 §10.1.5:
+    ``CertbotACMEClient/1.32.0`` of ``CertbotACMEClient/1.32.0 (certbot;
+    …) … (renew; flags: frn n) Py/3.11.2``), or the whole value when it
+    does not start with a product token.
+    """
+    first = user_agent.strip().split(" ", 1)[0]
+    return first if re.fullmatch(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+(/[!#$%&'*+.^_`|~0-9A-Za-z-]+)?",
+                                 first) else user_agent
+
+
+def _latest(*timestamps: Optional[str]) -> Optional[str]:
+    present = [t for t in timestamps if t is not None]
+    return max(present, key=timestamp_instant) if present else None
+
+
+def merge_rows(rows: Sequence[LegacyClient]) -> LegacyClient:
+    """
+    The rows of one client as one: its product and version as the
+    User-Agent, every thumbprint and name, the earliest first and latest
+    last seen, the sums of its counts, and its latest failure.
+    """
+    ordered = sorted(rows, key=lambda r: timestamp_instant(r.last_seen))
+    latest_failure = max((r for r in rows if r.last_failure is not None),
+                         key=lambda r: timestamp_instant(r.last_failure), default=None)
+    thumbprints: List[str] = []
+    for row in ordered:  # most recently used last
+        for thumbprint in row.thumbprints:
+            if thumbprint in thumbprints:
+                thumbprints.remove(thumbprint)
+            thumbprints.append(thumbprint)
+    return LegacyClient(
+        user_agent=product_of(ordered[0].user_agent),
+        address=ordered[0].address,
+        thumbprints=tuple(thumbprints),
+        names=tuple(sorted({name for row in rows for name in row.names})),
+        first_seen=min((r.first_seen for r in rows), key=timestamp_instant),
+        last_seen=ordered[-1].last_seen,
+        successes=sum(r.successes for r in rows),
+        failures=sum(r.failures for r in rows),
+        certificates=sum(r.certificates for r in rows),
+        last_success=_latest(*(r.last_success for r in rows)),
+        last_failure=latest_failure.last_failure if latest_failure else None,
+        last_failure_reason=latest_failure.last_failure_reason if latest_failure else None,
+    )
+
+
+def group_clients(rows: Iterable[LegacyClient]) -> List[Tuple[LegacyClient, ...]]:
+    """
+    The stored rows (one per address and full User-Agent) grouped by
+    client: the same address and product/version, and a shared account key
+    thumbprint (transitively: a key change links both keys).  Rows that
+    never signed join their product's only account group on that address,
+    or make one group of their own when there are several or none.
+    """
+    by_product: Dict[Tuple[str, str], List[LegacyClient]] = {}
+    for row in rows:
+        by_product.setdefault((row.address, product_of(row.user_agent)), []).append(row)
+    groups: List[Tuple[LegacyClient, ...]] = []
+    for members in by_product.values():
+        signed = [row for row in members if row.thumbprints]
+        unsigned = [row for row in members if not row.thumbprints]
+        accounts: List[Tuple[set, List[LegacyClient]]] = []
+        for row in signed:
+            keys = set(row.thumbprints)
+            touching = [group for group in accounts if group[0] & keys]
+            merged_keys, merged_rows = set(keys), [row]
+            for group in touching:
+                accounts.remove(group)
+                merged_keys |= group[0]
+                merged_rows = group[1] + merged_rows
+            accounts.append((merged_keys, merged_rows))
+        if unsigned and len(accounts) == 1:
+            accounts[0][1].extend(unsigned)
+        elif unsigned:
+            accounts.append((set(), unsigned))
+        groups.extend(tuple(group_rows) for _, group_rows in accounts)
+    return groups
+
+
 # --- The report --------------------------------------------------------------------
 
 
@@ -225,11 +324,16 @@ def classify(client: LegacyClient, now: float, migrated_after: float) -> str:
 class ClientStatus:
     """
     One client as the report shows it.
+
+    :ivar client: its rows merged (`merge_rows`); ``user_agent`` is its
+        product and version.
+    :ivar variants: its rows, one per full User-Agent, most recent first.
     """
 
     client: LegacyClient
     state: str
     silent_seconds: float
+    variants: Tuple[LegacyClient, ...] = ()
 
 
 @attrs.frozen
@@ -311,6 +415,19 @@ class MigrationReport:
                     "last_success": status.client.last_success,
                     "last_failure": status.client.last_failure,
                     "last_failure_reason": status.client.last_failure_reason,
+                    "variants": [
+                        {
+                            "user_agent": variant.user_agent,
+                            "first_seen": variant.first_seen,
+                            "last_seen": variant.last_seen,
+                            "successes": variant.successes,
+                            "failures": variant.failures,
+                            "certificates": variant.certificates,
+                            "last_failure": variant.last_failure,
+                            "last_failure_reason": variant.last_failure_reason,
+                        }
+                        for variant in status.variants
+                    ],
                 }
                 for status in self.clients
             ],
@@ -343,6 +460,11 @@ class MigrationReport:
                 lines.append(f"  names: {', '.join(client.names)}")
             if client.last_failure is not None:
                 lines.append(f"  last failure {client.last_failure}: {client.last_failure_reason}")
+            lines.append(f"  User-Agent variants: {len(status.variants)}")
+            for variant in status.variants:
+                lines.append(f"    {variant.user_agent}")
+                lines.append(f"      last seen {variant.last_seen}; {variant.successes} succeeded, "
+                             f"{variant.failures} failed, {variant.certificates} certificate(s)")
         return "\n".join(lines) + "\n"
 
 
@@ -350,17 +472,19 @@ def build_report(
     clients: Iterable[LegacyClient], now: float, migrated_after: float = DEFAULT_MIGRATED_AFTER
 ) -> MigrationReport:
     """
-    Classify ``clients`` at ``now`` and order them: failing, active, then
-    migrated away; most recently seen first within each.
+    Group the stored rows into clients (`group_clients`), classify each at
+    ``now`` and order them: failing, active, then migrated away; most
+    recently seen first within each.
     """
-    statuses = [
-        ClientStatus(
+    statuses = []
+    for rows in group_clients(clients):
+        client = merge_rows(rows)
+        statuses.append(ClientStatus(
             client=client,
             state=classify(client, now, migrated_after),
             silent_seconds=max(0.0, now - timestamp_instant(client.last_seen).timestamp()),
-        )
-        for client in clients
-    ]
+            variants=tuple(sorted(rows, key=lambda r: timestamp_instant(r.last_seen), reverse=True)),
+        ))
     statuses.sort(key=lambda s: (STATE_ORDER.index(s.state), s.silent_seconds))
     return MigrationReport(now=now, migrated_after=migrated_after, clients=tuple(statuses))
 

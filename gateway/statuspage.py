@@ -54,6 +54,7 @@ tr.migrated td { color: #8a94a6; }
 .state.migrated { background: #8a94a6; }
 .ua { font-family: ui-monospace, "DejaVu Sans Mono", monospace; font-size: 13px; overflow-wrap: anywhere; min-width: 14em; }
 .small { font-size: 12px; color: #5b6473; }
+details ul { margin: 4px 0 0; padding-left: 16px; } .ua-variant { overflow-wrap: anywhere; }
 .reason { color: #b71c1c; font-size: 13px; }
 td.when, td.count { white-space: nowrap; }
 h2 { font-size: 20px; margin: 6px 0 14px; }
@@ -84,6 +85,23 @@ def _names(names: Iterable[str]) -> str:
     return shown
 
 
+def _variants(status, now: float) -> str:
+    """
+    The full User-Agents the client used (certbot's says which subcommand
+    and flags ran), each with its counts.
+    """
+    if not status.variants:
+        return ""
+    items = "".join(
+        f'<li><span class="ua-variant">{escape(v.user_agent)}</span> '
+        f'<span class="small">{v.successes} ok / {v.failures} failed, last {_time(v.last_seen, now)}</span></li>'
+        for v in status.variants
+    )
+    count = len(status.variants)
+    return (f'<details class="small"><summary>{count} User-Agent variant{"" if count == 1 else "s"}'
+            f"</summary><ul>{items}</ul></details>")
+
+
 def _row(status, now: float) -> str:
     client = status.client
     failure = ""
@@ -95,7 +113,7 @@ def _row(status, now: float) -> str:
     return (
         f'<tr class="{status.state}">'
         f'<td><span class="state {status.state}">{escape(STATE_LABELS[status.state])}</span></td>'
-        f'<td class="ua">{escape(client.user_agent)}</td>'
+        f'<td class="ua">{escape(client.user_agent)}{_variants(status, now)}</td>'
         f"<td>{escape(client.address)}</td>"
         f'<td class="when">{_time(client.last_seen, now)}'
         f'<div class="small">first seen {_time(client.first_seen, now)}</div></td>'
@@ -130,7 +148,7 @@ def render(report: MigrationReport) -> bytes:
     if report.clients:
         rows = "".join(_row(status, report.now) for status in report.clients)
         table = (
-            "<table><thead><tr><th>State</th><th>Client (User-Agent)</th><th>Address</th>"
+            "<table><thead><tr><th>State</th><th>Client (product/version; User-Agents)</th><th>Address</th>"
             "<th>Last seen</th><th>Requests</th><th>Names</th><th>Account keys</th>"
             "<th>Last failure</th></tr></thead>"
             f"<tbody>{rows}</tbody></table>"

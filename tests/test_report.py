@@ -28,6 +28,7 @@ from gateway.report import (
     failure_reason,
     format_duration,
     parse_duration,
+    product_of,
     requested_names,
     visit_for,
 )
@@ -136,6 +137,91 @@ def test_report_text_and_json():
     assert entry["last_failure_reason"].startswith("new-cert 403")
 
 
+CERTONLY_UA = ("CertbotACMEClient/1.32.0 (certbot; Debian GNU/Linux 12 (bookworm)) "
+               "Authenticator/standalone Installer/None (certonly; flags: n) Py/3.11.2")
+RENEW_UA = ("CertbotACMEClient/1.32.0 (certbot; Debian GNU/Linux 12 (bookworm)) "
+            "Authenticator/standalone Installer/None (renew; flags: frn n) Py/3.11.2")
+
+
+def row(ua, thumbprints=("tp-one",), address="192.0.2.7", last_seen="2026-11-28T16:55:00Z",
+        successes=3, failures=0, certificates=1, last_failure=None, reason=None,
+        names=("a.example.test",), first_seen="2026-11-01T00:00:00Z") -> LegacyClient:
+    return LegacyClient(
+        user_agent=ua, address=address, thumbprints=thumbprints, names=names,
+        first_seen=first_seen, last_seen=last_seen, successes=successes, failures=failures,
+        certificates=certificates, last_success=last_seen if successes else None,
+        last_failure=last_failure, last_failure_reason=reason,
+    )
+
+
+def test_one_machine_is_one_client_whatever_certbot_subcommand_ran():
+    """
+    certbot's certonly and its later renew (User-Agents that differ only in
+    the subcommand and flags) on one machine with one account are one
+    client: its product and version, counts summed, the latest outcome
+    deciding its state, and both User-Agents shown as variants.
+    """
+    rows = [
+        row(CERTONLY_UA, last_seen="2026-11-01T10:00:00Z", failures=1,
+            last_failure="2026-11-01T09:59:00Z", reason="new-authz 429 urn:acme:error:rateLimited: x",
+            first_seen="2026-11-01T09:00:00Z"),
+        row(RENEW_UA, last_seen="2026-11-28T16:55:00Z", names=("b.example.test",),
+            first_seen="2026-11-28T16:50:00Z"),
+    ]
+    report = build_report(rows, NOW)
+    (status,) = report.clients
+    assert status.state == ACTIVE  # the renew succeeded after the certonly failure
+    merged = status.client
+    assert merged.user_agent == "CertbotACMEClient/1.32.0"
+    assert (merged.successes, merged.failures, merged.certificates) == (6, 1, 2)
+    assert merged.first_seen == "2026-11-01T09:00:00Z" and merged.last_seen == "2026-11-28T16:55:00Z"
+    assert merged.names == ("a.example.test", "b.example.test")
+    assert merged.last_failure_reason.startswith("new-authz 429")
+    assert [v.user_agent for v in status.variants] == [RENEW_UA, CERTONLY_UA]
+    assert report.summary() == "1 legacy client: 1 active, 0 failing, 0 migrated away."
+
+    text = report.as_text()
+    assert "ACTIVE  192.0.2.7  CertbotACMEClient/1.32.0\n" in text
+    assert "User-Agent variants: 2" in text
+    assert f"    {RENEW_UA}\n      last seen 2026-11-28T16:55:00Z; 3 succeeded, 0 failed" in text
+    (entry,) = json.loads(json.dumps(report.as_json()))["clients"]
+    assert [v["user_agent"] for v in entry["variants"]] == [RENEW_UA, CERTONLY_UA]
+    assert entry["variants"][1]["last_failure_reason"].startswith("new-authz 429")
+
+
+def test_clients_stay_apart_by_account_address_and_version():
+    """
+    Another account key, another address or another certbot version is
+    another client; a key change (a row with both keys) joins the old key's
+    rows and the new one's; a row that never signed joins the only account
+    of its product on its address.
+    """
+    rows = [
+        row(CERTONLY_UA, thumbprints=("tp-one",)),
+        row(RENEW_UA, thumbprints=("tp-two",)),
+        row(RENEW_UA, thumbprints=("tp-one",), address="198.51.100.9"),
+        row(CERTONLY_UA.replace("1.32.0", "1.31.0"), thumbprints=("tp-one",)),
+    ]
+    assert len(build_report(rows, NOW).clients) == 4
+    linked = build_report(rows[:2] + [row(RENEW_UA + " x", thumbprints=("tp-one", "tp-two"))], NOW)
+    (status,) = linked.clients
+    assert set(status.client.thumbprints) == {"tp-one", "tp-two"} and len(status.variants) == 3
+    unsigned = build_report([row(CERTONLY_UA), row("CertbotACMEClient/1.32.0 (register)", thumbprints=())],
+                            NOW)
+    assert len(unsigned.clients) == 1 and len(unsigned.clients[0].variants) == 2
+
+
+def test_product_of():
+    """
+    The product and version is a User-Agent's first token; anything else
+    stays whole.
+    """
+    assert product_of(RENEW_UA) == "CertbotACMEClient/1.32.0"
+    assert product_of("dehydrated/0.7.0 curl/7.88.1") == "dehydrated/0.7.0"
+    assert product_of("(no User-Agent)") == "(no User-Agent)"
+    assert product_of("acme-tiny") == "acme-tiny"
+
+
 def _csr(names) -> str:
     key = ec.generate_private_key(ec.SECP256R1())
     csr = (
@@ -217,6 +303,20 @@ def test_status_page_shows_clients_and_escapes_them():
     assert "migrated away" in text and "failing" in text
     assert "2 minutes ago" in text
     assert "1 legacy client still on ACME v1" in page
+
+
+def test_status_page_shows_each_clients_variants():
+    """
+    A client's row names its product and version, and lists the full
+    User-Agents inside (escaped).
+    """
+    page = statuspage.render(build_report([row(CERTONLY_UA), row(RENEW_UA + " <i>x</i>")], NOW))
+    parser = _Text()
+    parser.feed(page.decode("utf-8"))
+    text = " ".join(parser.parts)
+    assert "2 User-Agent variants" in text
+    assert CERTONLY_UA in text and RENEW_UA + " <i>x</i>" in text
+    assert page.count(b'<tr class="active">') == 1
 
 
 def test_status_page_without_clients():

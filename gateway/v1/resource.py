@@ -24,7 +24,7 @@ from twisted.logger import Logger
 from twisted.web import resource, server
 
 from gateway.nonces import NonceIssuer
-from gateway.report import requested_names, visit_for
+from gateway.report import problem_text, requested_names, visit_for
 from gateway.scope import RequestScope, current, request_id_from, run_in_scope
 from gateway.problems import V1Problem, from_upstream
 from gateway.translate import authorizations, issuance, registration, revocation
@@ -219,11 +219,15 @@ class V1Face(resource.Resource):
         now = self.context.clock.seconds()
         user_agent = (request.getHeader(b"user-agent") or b"").decode("utf-8", "replace")
         address = self._ip(request)
+        # A failure's problem goes into the log too: some clients hide it
+        # (certbot 1.32 on Python 3.11 shows "AttributeError: can't set attribute").
+        problem = problem_text(response.content_type, response.body) if response.status >= 400 else None
         self.log.info(
-            "{method} {path} -> {status}", method=method,
+            "{method} {path} -> {status}" + (" {problem}" if problem else ""), method=method,
             path=request.path.decode("latin-1"), status=response.status, endpoint=scope.endpoint,
             user_agent=user_agent, client=address, thumbprint=scope.thumbprint,
             duration=round(now - started, 6), request_id=scope.id,
+            **({"problem": problem} if problem else {}),
         )
         if self.metrics is not None:
             self.metrics.v1_response(scope.endpoint, response.status)
