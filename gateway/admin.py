@@ -5,9 +5,15 @@ exposed where legacy clients reach the v1 face.
 
 - ``/healthz``: the process serves (liveness) — nothing else is checked, so
   that a slow CA never gets the gateway restarted;
-- ``/readyz``: the upstream directory answered recently and the store can
-  commit a write (readiness); a failure names the check and the reason;
-- ``/metrics``: Prometheus exposition (`gateway.metrics`);
+- ``/readyz``: the gateway can serve — its v1 listener is listening, the
+  store commits a write, and it has account keys (or serves unknown keys in
+  managed mode); a failure names the check and the reason.  It never asks
+  the CA: as a sidecar's readiness probe, a CA outage must not take the
+  legacy application's pod out of its Service.  ``/readyz?upstream=1``
+  also asks whether the upstream directory answered recently;
+- ``/metrics``: Prometheus exposition (`gateway.metrics`), with the
+  upstream's reachability refreshed at each scrape
+  (``acme_gateway_ready{check="upstream"}``), for alerts;
 - ``/status``: the migration report as a page (`gateway.statuspage`), and
   ``/status.json`` as data.
 
@@ -87,11 +93,17 @@ class CheckResult:
 @attrs.define
 class Readiness:
     """
-    Whether the gateway can serve v1 clients right now.
+    Whether the gateway can serve v1 clients right now (`check`), and
+    whether its upstream answers (`check_upstream`).
 
     :ivar max_age: seconds a good upstream answer stays good; after that a
         probe fetches the directory again (so a CA that went away turns the
         gateway unready within ``max_age`` plus one probe period).
+    :ivar listeners: ``(name, port)`` of each listener that must be
+        listening (the v1 face); a port stops listening at shutdown.
+    :ivar keys: the `gateway.keystore.KeyStore`, or `None` not to check it.
+    :ivar managed: whether unknown keys are served in managed mode (then an
+        empty key store is fine).
     """
 
     upstream: Any  # gateway.upstream.client.UpstreamClient
@@ -100,6 +112,9 @@ class Readiness:
     metrics: Optional[Metrics] = None
     max_age: float = DEFAULT_READY_MAX_AGE
     timeout: float = CHECK_TIMEOUT
+    listeners: Tuple[Tuple[str, Any], ...] = ()
+    keys: Any = None
+    managed: bool = False
     _upstream_ok_at: Optional[float] = attrs.field(default=None, init=False)
 
     def upstream_answered(self) -> None:
@@ -130,20 +145,60 @@ class Readiness:
             return CheckResult("store", False, f"cannot commit a write: {error}")
         return CheckResult("store", True, "writable")
 
-    async def check(self) -> List[CheckResult]:
+    async def check_listening(self) -> CheckResult:
+        down = [name for name, port in self.listeners if not getattr(port, "connected", False)]
+        if down:
+            return CheckResult("listening", False, f"not listening: {', '.join(down)} (stopping?)")
+        where = ", ".join(f"{name} on {_address(port)}" for name, port in self.listeners)
+        return CheckResult("listening", True, where or "nothing to check")
+
+    async def check_keys(self) -> CheckResult:
+        count = len(self.keys)
+        if count:
+            return CheckResult("keys", True, f"{count} account key(s) loaded")
+        if self.managed:
+            return CheckResult("keys", True, "no account key loaded; managed mode serves unknown keys")
+        return CheckResult("keys", False, f"no usable account key in {self.keys.directory}: every "
+                                          f"client would be refused")
+
+    async def check(self, upstream: bool = False) -> List[CheckResult]:
         """
-        Run both checks concurrently.
+        Run the checks of being able to serve — listening, store, keys —
+        and, with ``upstream``, the upstream's, concurrently.
         """
-        results = await defer.gatherResults(
-            [
-                defer.Deferred.fromCoroutine(self.check_upstream()),
-                defer.Deferred.fromCoroutine(self.check_store()),
-            ]
-        )
+        checks = []
+        if self.listeners:
+            checks.append(self.check_listening())
+        checks.append(self.check_store())
+        if self.keys is not None:
+            checks.append(self.check_keys())
+        if upstream:
+            checks.append(self.check_upstream())
+        results = await defer.gatherResults([defer.Deferred.fromCoroutine(c) for c in checks])
+        self._note(results)
+        return list(results)
+
+    async def upstream_gauge(self) -> CheckResult:
+        """
+        Check the upstream (at most every ``max_age``) and set its gauge:
+        what a metrics scrape does, so alerts see a CA that went away.
+        """
+        result = await self.check_upstream()
+        self._note([result])
+        return result
+
+    def _note(self, results) -> None:
         if self.metrics is not None:
             for result in results:
                 self.metrics.set_ready(result.name, result.ok)
-        return list(results)
+
+
+def _address(port: Any) -> str:
+    try:
+        host = port.getHost()
+    except Exception:
+        return "?"
+    return f"{getattr(host, 'host', host)}:{getattr(host, 'port', '')}"
 
 
 #: What a page answers: status, content type, body, extra headers.
@@ -229,7 +284,8 @@ class Admin:
         return _text(200, "ok\n")
 
     async def readyz(self, request) -> Answer:
-        results = await self.readiness.check()
+        asked = (request.args.get(b"upstream") or [b""])[-1].lower()
+        results = await self.readiness.check(upstream=asked in (b"1", b"true", b"yes"))
         ready = all(r.ok for r in results)
         lines = ["ready" if ready else "not ready"]
         lines += [f"{r.name}: {'ok' if r.ok else 'FAILED'}: {r.detail}" for r in results]
@@ -245,6 +301,7 @@ class Admin:
         return build_report(clients, self.clock.seconds(), self.migrated_after)
 
     async def metrics_page(self, request) -> Answer:
+        await self.readiness.upstream_gauge()
         try:
             now = format_timestamp(self.clock.seconds())
             self.metrics.set_pending_authorizations(
@@ -279,7 +336,8 @@ class Admin:
             '<li><a href="status">status</a>: the migration report</li>'
             '<li><a href="status.json">status.json</a></li>'
             '<li><a href="metrics">metrics</a></li>'
-            '<li><a href="healthz">healthz</a></li><li><a href="readyz">readyz</a></li>'
+            '<li><a href="healthz">healthz</a></li><li><a href="readyz">readyz</a> '
+            '(<a href="readyz?upstream=1">with the upstream</a>)</li>'
             "</ul></body></html>"
         ).encode("utf-8")
         return 200, b"text/html; charset=utf-8", page, ((b"Content-Security-Policy", _HTML_POLICY),)

@@ -8,7 +8,8 @@ The ``acme-gateway`` command.
     acme-gateway healthcheck [--ready] [--admin-listen ENDPOINT | --url URL]
     acme-gateway keys list --keys DIR
     acme-gateway keys import PATH… --keys DIR [--dry-run]
-    acme-gateway adopt certbot|dehydrated|acme.sh … --gateway URL --keys DIR [--dry-run | --undo]
+    acme-gateway adopt certbot|dehydrated|acme.sh … --gateway URL --keys DIR [--dry-run]
+    acme-gateway adopt certbot|dehydrated|acme.sh … --undo
 
 Every flag can also come from the environment as ``ACME_GATEWAY_<FLAG>``
 (``--upstream-ca-bundle`` → ``ACME_GATEWAY_UPSTREAM_CA_BUNDLE``) and from a
@@ -90,10 +91,14 @@ def build_parser() -> argparse.ArgumentParser:
                                 description="Run the gateway's v1 face in front of an ACME v2 CA.",
                                 epilog=_LAYERS_EPILOG)
     serve.add_argument("--upstream", action=_EnvDefault, required=True, metavar="URL",
-                       help="the upstream ACME v2 directory URL")
+                       help="the upstream ACME v2 directory URL; an answer that is not one (a "
+                            "web page, a 404, a certificate not trusted) stops start-up, a CA "
+                            "not reachable yet is asked again until it answers")
     serve.add_argument("--keys", action=_EnvDefault, required=True, metavar="DIR",
                        help="the key store: every private key file below DIR is loaded "
-                            "(PEM PKCS#1/PKCS#8/SEC1, JWK JSON; client account trees welcome)")
+                            "(PEM PKCS#1/PKCS#8/SEC1, JWK JSON; client account trees welcome); "
+                            "serve refuses to start without a usable key, unless "
+                            "--unknown-keys managed")
     serve.add_argument("--upstream-ca-bundle", action=_EnvDefault, metavar="PEM",
                        help="PEM roots that verify the upstream's TLS (default: system trust)")
     serve.add_argument("--state", action=_EnvDefault, default="./acme-gateway.sqlite3", metavar="FILE",
@@ -163,9 +168,6 @@ def build_parser() -> argparse.ArgumentParser:
     economy.add_argument("--bad-nonce-retries", action=_EnvDefault, default="5", metavar="N",
                          help="re-sign an upstream request at most N times after badNonce "
                               "(default: %(default)s)")
-    economy.add_argument("--shutdown-grace", action=_EnvDefault, default="10", metavar="SECONDS",
-                         help="on SIGTERM, wait this long for requests in flight "
-                              "(default: %(default)s)")
     revalidation.add_argument("--managed-keys", action=_EnvDefault, metavar="DIR",
                               help="where managed-mode upstream keys are kept "
                                    "(default: beside --state, <state>.managed-keys)")
@@ -174,22 +176,34 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser(
         "demo", help="run a local demo: Pebble upstream, SQLite state, the gateway on loopback",
         description="Start Debian's Pebble as a local ACME v2 CA and the gateway in front of it, "
-                    "all on 127.0.0.1, and print a certbot command that gets a certificate.")
+                    "all on 127.0.0.1, and print the certbot commands that get a certificate "
+                    "through it and renew it. Ctrl-C stops it.")
     demo.add_argument("--workdir", action=_EnvDefault, default="./demo", metavar="DIR",
-                      help="where the demo keeps its state, keys and logs (default: %(default)s)")
+                      help="where the demo keeps its state, keys and logs; one running demo per "
+                           "directory (default: %(default)s)")
     demo.add_argument("--port", action=_EnvDefault, default="4000", metavar="PORT",
                       help="the gateway's v1 port on 127.0.0.1 (default: %(default)s)")
     demo.add_argument("--http01-port", action=_EnvDefault, default="5002", metavar="PORT",
                       help="the port Pebble validates http-01 on (default: %(default)s)")
     demo.add_argument("--certbot", action=_EnvDefault, metavar="PATH",
-                      help="the certbot 1.x executable to show in the printed command")
+                      help="the certbot 1.x executable to show in the printed commands "
+                           "(default: certbot)")
 
     _add_report_command(commands)
     _add_healthcheck_command(commands)
 
-    keys = commands.add_parser("keys", help="inspect the key store")
+    keys = commands.add_parser(
+        "keys", help="list the key store's account keys, or import keys into it",
+        description="The key store holds the legacy clients' account private keys, which the "
+                    "gateway signs upstream with: list what it would load, or import keys.")
     key_commands = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
-    listing = key_commands.add_parser("list", help="print each key's RFC 7638 thumbprint, type and file")
+    listing = key_commands.add_parser(
+        "list", help="print each key's RFC 7638 thumbprint, type and file",
+        description="Print what the gateway would load from the key store: each key's RFC 7638 "
+                    "thumbprint, type and file, then every file it could not use and why.",
+        epilog="Exit status: 0 when it lists at least one usable key; 1 when none is usable "
+               "(serve would refuse to start, unless --unknown-keys managed); 2 when the "
+               "directory cannot be read.")
     listing.add_argument("--keys", action=_EnvDefault, required=True, metavar="DIR",
                          help="the key store directory")
     _add_allow_shared_key_files(listing)
@@ -210,9 +224,9 @@ def _add_operations_flags(serve) -> None:
                        help="a TOML file whose keys are flag names (upstream = \"…\"); "
                             "the environment and the command line override it")
     group.add_argument("--admin-listen", action=_EnvDefault, metavar="ENDPOINT",
-                       help="Twisted server endpoint of the admin listener: /healthz, /readyz, "
-                            "/metrics, /status (e.g. tcp:9180:interface=127.0.0.1; "
-                            "default: no admin listener)")
+                       help="Twisted server endpoint of the admin listener: /healthz, /readyz "
+                            "(can serve; /readyz?upstream=1 also asks the CA), /metrics, /status "
+                            "(e.g. tcp:9180:interface=127.0.0.1; default: no admin listener)")
     group.add_argument("--log-format", action=_EnvDefault, default="text", metavar="FORMAT",
                        help="text, or json for one JSON object per line (default: %(default)s)")
     group.add_argument("--log-level", action=_EnvDefault, default="info", metavar="LEVEL",
@@ -222,16 +236,23 @@ def _add_operations_flags(serve) -> None:
                             "(90d, 36h, 600…; v1 clients call only when a renewal is due, about "
                             "every 60 days) (default: %(default)s)")
     group.add_argument("--ready-max-age", action=_EnvDefault, default="30", metavar="SECONDS",
-                       help="how old the upstream directory's last answer may be before /readyz "
-                            "asks the CA again (default: %(default)s)")
+                       help="how old the upstream directory's last answer may be before "
+                            "/readyz?upstream=1 or a /metrics scrape asks the CA again "
+                            "(default: %(default)s)")
+    group.add_argument("--shutdown-grace", action=_EnvDefault, default="10", metavar="SECONDS",
+                       help="on SIGTERM, wait this long for requests in flight "
+                            "(default: %(default)s)")
 
 
 def _add_report_command(commands) -> None:
     report = commands.add_parser(
         "report", help="print the migration report: which legacy clients still speak v1",
-        description="Print every legacy client the gateway has served (User-Agent, address, "
-                    "account thumbprints, names, first and last seen, successes and failures) "
-                    "from its state file; safe while the gateway runs.",
+        description="Print every legacy client the gateway has served from its state file: one "
+                    "per address, product and version (the User-Agent's first word) and account, "
+                    "with its account thumbprints, names, first and last seen, successes and "
+                    "failures, and each full User-Agent it used (certbot's names the subcommand "
+                    "and flags). Safe while the gateway runs, which writes what it saw within a "
+                    "second.",
         epilog=_SOME_LAYERED_EPILOG)
     report.add_argument("--state", action=_EnvDefault, default="./acme-gateway.sqlite3",
                         metavar="FILE", help="the gateway's SQLite state (default: %(default)s)")
@@ -246,13 +267,15 @@ def _add_healthcheck_command(commands) -> None:
     health = commands.add_parser(
         "healthcheck", help="exit 0 when the gateway's admin listener says it is healthy",
         description="Ask the admin listener of the gateway running beside this command "
-                    "(/healthz, or /readyz with --ready); exit 0 on 200, 1 otherwise. "
-                    "Meant for a container HEALTHCHECK.",
+                    "(/healthz, or /readyz with --ready); exit 0 on 200, 1 otherwise, 2 for "
+                    "unusable arguments. Meant for a container HEALTHCHECK.",
         epilog=_SOME_LAYERED_EPILOG)
     health.add_argument("--admin-listen", action=_EnvDefault, metavar="ENDPOINT",
                         help="the gateway's admin endpoint, which the URL is derived from")
     health.add_argument("--url", metavar="URL", help="ask this URL instead")
-    health.add_argument("--ready", action="store_true", help="check /readyz instead of /healthz")
+    health.add_argument("--ready", action="store_true",
+                        help="check /readyz (the gateway can serve: listening, state writable, "
+                             "keys loaded; never the CA) instead of /healthz")
     health.add_argument("--timeout", default="5", metavar="SECONDS",
                         help="seconds to wait for an answer (default: %(default)s)")
     health.add_argument("--config", action=_EnvDefault, metavar="FILE",
@@ -410,7 +433,9 @@ def serve_config(parser, args):
     operations = _operations_config(parser, args)
     state_dir = os.path.dirname(os.path.abspath(args.state))
     if not os.path.isdir(state_dir):
-        _fail(parser, "--state", f"directory {state_dir!r} does not exist")
+        _fail(parser, "--state", f"{args.state}: its directory {state_dir} does not exist")
+    if os.path.isdir(args.state):
+        _fail(parser, "--state", f"{args.state} is a directory; give the database file's path")
     return ServeConfig(
         upstream=args.upstream,
         keys=args.keys,
@@ -456,13 +481,27 @@ def run_serve(parser, args) -> int:
     else:
         service.report_key_store(keys)
     start_logging(args.log_format, args.log_level)
+    if not len(keys) and config.unknown_keys != "managed":
+        unusable = f" ({len(keys.problems)} unusable file(s) listed above)" if keys.problems else ""
+        _fail(parser, "--keys",
+              f"no usable account key in {config.keys}{unusable}: the gateway would refuse every "
+              f"client. Put the legacy clients' account keys there (acme-gateway adopt …, or "
+              f"acme-gateway keys import PATH… --keys DIR), or serve clients whose keys it does "
+              f"not hold with --unknown-keys managed")
     outcome = {"code": 0}
+
+    def fatal(error) -> None:
+        print(f"acme-gateway: stopping: {_start_error_text(error)}", file=sys.stderr, flush=True)
+        outcome["code"] = 1
+        if reactor.running:
+            reactor.stop()
 
     async def begin():
         try:
-            running = await service.start(reactor, config, keys)
+            running = await service.start(reactor, config, keys, on_fatal=fatal)
         except Exception as error:
-            print(f"acme-gateway: cannot start: {error}", file=sys.stderr)
+            text = _start_error_text(error) if isinstance(error, service.StartError) else str(error)
+            print(f"acme-gateway: cannot start: {text}", file=sys.stderr, flush=True)
             outcome["code"] = 1
             reactor.stop()
             return
@@ -481,6 +520,15 @@ def run_serve(parser, args) -> int:
     return outcome["code"]
 
 
+def _start_error_text(error) -> str:
+    """
+    A `gateway.service.StartError` as the operator reads it: the flag, its
+    value, where the value came from when not from the command line, and why.
+    """
+    origin = origin_of(error.flag)
+    return f"{error.flag} {error.value}{f' (from {origin})' if origin else ''}: {error.reason}"
+
+
 def run_keys_list(parser, args) -> int:
     from gateway.keystore import KeyStore, KeyStoreError, format_listing
 
@@ -493,7 +541,8 @@ def run_keys_list(parser, args) -> int:
     except KeyStoreError as error:
         _fail(parser, "--keys", str(error))
     print(format_listing(keys))
-    return 0
+    # A store that would refuse every client is a failure a script must see.
+    return 0 if len(keys) else 1
 
 
 def _say(json_logs: bool, message: str, **fields) -> None:
@@ -576,6 +625,20 @@ def run_healthcheck(parser, args) -> int:
     return 0 if ok else 1
 
 
+def command_parser(parser: argparse.ArgumentParser, *names: str) -> argparse.ArgumentParser:
+    """
+    The parser of a (sub)command, such as ``command_parser(parser, "keys",
+    "list")``, so that its errors print its own usage, not the top level's.
+    Names that are not commands stop the walk.
+    """
+    for name in names:
+        actions = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        if not actions or name not in actions[0].choices:
+            break
+        parser = actions[0].choices[name]
+    return parser
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     layers = use_layers(Layers())
@@ -587,32 +650,35 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             layers.file_values = load_config_file(path)
             layers.file_path = path
         except ConfigFileError as error:
-            build_parser().error(f"--config: {error}")
+            command_parser(build_parser(), *argv[:2]).error(f"--config: {error}")
     parser = build_parser()
     unknown = layers.unknown_keys()
     if unknown:
-        parser.error(f"--config: {path}: no flag is called {', '.join(unknown)} "
-                     f"(keys are flag names, such as admin-listen)")
+        command_parser(parser, *argv[:2]).error(
+            f"--config: {path}: no flag is called {', '.join(unknown)} "
+            f"(keys are flag names, such as admin-listen)")
     args = parser.parse_args(argv)
+    own = command_parser(parser, args.command,
+                         getattr(args, "keys_command", None) or getattr(args, "client", None) or "")
     if args.command == "serve":
-        return run_serve(parser, args)
+        return run_serve(own, args)
     if args.command == "report":
-        return run_report(parser, args)
+        return run_report(own, args)
     if args.command == "healthcheck":
-        return run_healthcheck(parser, args)
+        return run_healthcheck(own, args)
     if args.command == "demo":
         from gateway.demo import run_demo
 
         for flag, value in (("--port", args.port), ("--http01-port", args.http01_port)):
             if not str(value).isdigit() or not 0 < int(value) < 65536:
-                _fail(parser, flag, f"expected a port number, got {value!r}")
+                _fail(own, flag, f"expected a port number, got {value!r}")
         return run_demo(args.workdir, int(args.port), int(args.http01_port), args.certbot)
     if args.command == "keys" and args.keys_command == "list":
-        return run_keys_list(parser, args)
+        return run_keys_list(own, args)
     if args.command == "keys" and args.keys_command == "import":
-        return run_keys_import(args)
+        return run_keys_import(args, own)
     if args.command == "adopt":
-        return run_adopt(args)
+        return run_adopt(args, own)
     parser.error("unknown command")
     return 2
 

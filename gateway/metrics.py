@@ -6,10 +6,9 @@ Each gateway owns its own `CollectorRegistry` rather than the process-wide
 default, so that two gateways in one process (the test suite) never share
 counters, and nothing else in the process leaks into ``/metrics``.
 
-Some families are defined before the feature that fills them exists — the
-rate-limit budget and revalidations — so that dashboards and alerts can be
-written against stable names; they stay empty (no samples) until then.
-They are never given made-up values.
+A family has no samples until something happens that fills it (the budget
+gauge once an account has one, revalidations once the gateway validated a
+name itself); it is never given made-up values.
 """
 
 from __future__ import annotations
@@ -88,8 +87,8 @@ class Metrics:
         )
         self.revalidations = Counter(
             f"{PREFIX}_revalidations",
-            "Gateway-side revalidations of expired authorizations for multi-name new-cert, "
-            "by outcome (filled by gateway-side revalidation).",
+            "Names the gateway validated itself (revalidation at new-cert, and every name in "
+            "managed mode), by outcome.",
             ["outcome"], registry=r,
         )
         self.certificates_issued = Counter(

@@ -5,8 +5,9 @@ the SQLite store, the upstream client, the v1 face and its listener.
 
 from __future__ import annotations
 
+import os
 import sys
-from typing import Any, Optional
+from typing import Any, Callable, List, Optional
 
 import attrs
 from twisted.internet import defer, endpoints, task
@@ -22,6 +23,7 @@ from gateway.report import DEFAULT_MIGRATED_AFTER, ClientRecorder
 from gateway.store import SQLiteStore
 from gateway.translate.context import Context, Policy
 from gateway.upstream.client import UpstreamClient
+from gateway.upstream.startup import diagnose, keep_asking
 from gateway.managed import ManagedKeys
 from gateway.v1.limits import V1Site
 from gateway.v1.resource import DEFAULT_MAX_BODY, V1Face
@@ -91,6 +93,8 @@ class RunningGateway:
     sweep: Any = None
     clock: Any = None
     shutdown_grace: float = 10.0
+    #: Asking an upstream that was not reachable at start-up, until it answers.
+    upstream_watch: Any = None
 
     async def stop(self) -> None:
         """
@@ -99,6 +103,8 @@ class RunningGateway:
         """
         if self.sweep is not None and self.sweep.running:
             self.sweep.stop()
+        if self.upstream_watch is not None:
+            self.upstream_watch.cancel()
         await self.port.stopListening()
         if self.face is not None and self.clock is not None:
             left = await self.face.quiesce(self.clock, self.shutdown_grace)
@@ -129,15 +135,85 @@ def report_key_store(keys: KeyStore, out=sys.stderr) -> None:
         print(f"  skipped: {skipped.path}: {skipped.reason}", file=out)
 
 
-async def start(reactor: Any, config: ServeConfig, keys: Optional[KeyStore] = None) -> RunningGateway:
+class StartError(Exception):
     """
-    Open the state, build the object graph and listen.
+    The gateway cannot start because of one setting: the flag, its value,
+    and why (with the fix, where there is one).
+    """
+
+    def __init__(self, flag: str, value: Any, reason: str):
+        super().__init__(flag, value, reason)
+        self.flag = flag
+        self.value = value
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return f"{self.flag} {self.value}: {self.reason}"
+
+
+def _state_problem(path: str, error: BaseException) -> str:
+    """
+    Why the state database at ``path`` cannot be opened, in terms an
+    operator can act on (SQLite only says "unable to open database file").
+    """
+    directory = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        return "cannot open the state database: it is a directory; give a file path"
+    # SQLite's write-ahead log puts two more files beside the database.
+    if not os.access(directory, os.W_OK | os.X_OK):
+        return (f"cannot open the state database: this user (uid {os.getuid()}) cannot create "
+                f"files in {directory} ({error})")
+    if os.path.exists(path) and not os.access(path, os.R_OK | os.W_OK):
+        return (f"cannot open the state database: this user (uid {os.getuid()}) cannot read "
+                f"and write it ({error})")
+    return f"cannot open the state database: {error}"
+
+
+async def _listen(reactor: Any, flag: str, description: str, factory: Any) -> Any:
+    try:
+        return await endpoints.serverFromString(reactor, description).listen(factory)
+    except Exception as error:
+        raise StartError(flag, description, f"cannot listen: {error}") from error
+
+
+async def start(reactor: Any, config: ServeConfig, keys: Optional[KeyStore] = None,
+                on_fatal: Optional[Callable[[StartError], None]] = None) -> RunningGateway:
+    """
+    Open the state, build the object graph, listen, and ask the upstream
+    for its directory.
+
+    :param on_fatal: called when an upstream that could not be reached at
+        start-up later answers, and is not a usable ACME v2 directory.
+    :raises StartError: naming the setting that stopped it; whatever was
+        opened is closed again.
     """
     if keys is None:
         keys = KeyStore.load(config.keys, allow_shared=config.allow_shared_key_files)
         report_key_store(keys)
-    # The gateway closes the store itself, after requests in flight finish.
-    store = await SQLiteStore.open(config.state, reactor=reactor, close_on_shutdown=False)
+    opened: List[Callable[[], Any]] = []
+
+    async def close_opened() -> None:
+        for close in reversed(opened):
+            closing = close()
+            if closing is not None:
+                await closing
+
+    try:
+        running = await _start(reactor, config, keys, opened, on_fatal)
+    except BaseException:
+        await close_opened()
+        raise
+    return running
+
+
+async def _start(reactor: Any, config: ServeConfig, keys: KeyStore, opened: list,
+                 on_fatal: Optional[Callable[[StartError], None]]) -> RunningGateway:
+    try:
+        # The gateway closes the store itself, after requests in flight finish.
+        store = await SQLiteStore.open(config.state, reactor=reactor, close_on_shutdown=False)
+    except Exception as error:
+        raise StartError("--state", config.state, _state_problem(config.state, error)) from error
+    opened.append(store.close)
     metrics = Metrics()
     upstream = UpstreamClient.create(
         reactor,
@@ -153,11 +229,8 @@ async def start(reactor: Any, config: ServeConfig, keys: Optional[KeyStore] = No
         http01 = HTTP01Responder()
         http01_site = server.Site(http01)
         http01_site.noisy = False
-        try:
-            http01_port = await endpoints.serverFromString(reactor, config.http01_listen).listen(http01_site)
-        except Exception:
-            await store.close()
-            raise
+        http01_port = await _listen(reactor, "--http01-listen", config.http01_listen, http01_site)
+        opened.append(http01_port.stopListening)
         responders.append(http01)
     if config.dns01_hook:
         responders.append(HookDNS01Responder(
@@ -174,7 +247,12 @@ async def start(reactor: Any, config: ServeConfig, keys: Optional[KeyStore] = No
     validators = Validators(responders_by_type(responders), config.challenge_preference)
     managed = None
     if config.unknown_keys == "managed":
-        managed = ManagedKeys.open(config.managed_keys or config.state + ".managed-keys")
+        managed_dir = config.managed_keys or config.state + ".managed-keys"
+        try:
+            managed = ManagedKeys.open(managed_dir)
+        except (OSError, ValueError) as error:
+            raise StartError("--managed-keys", managed_dir,
+                             f"cannot use the managed-key directory: {error}") from error
     context = Context(
         upstream=upstream,
         store=store,
@@ -196,34 +274,29 @@ async def start(reactor: Any, config: ServeConfig, keys: Optional[KeyStore] = No
     # The v1 face logs each request itself, with named fields and its
     # request id; Twisted's classic access line would only repeat it.
     site.log = lambda request: None
-    endpoint = endpoints.serverFromString(reactor, config.listen)
-    try:
-        port = await endpoint.listen(site)
-    except Exception:
-        if http01_port is not None:
-            await http01_port.stopListening()
-        await store.close()
-        raise
-    readiness = Readiness(upstream, store, reactor, metrics=metrics, max_age=config.ready_max_age)
+    port = await _listen(reactor, "--listen", config.listen, site)
+    opened.append(port.stopListening)
+    readiness = Readiness(upstream, store, reactor, metrics=metrics, max_age=config.ready_max_age,
+                          listeners=(("v1", port),), keys=keys, managed=managed is not None)
     admin_port = None
     if config.admin_listen:
         admin = Admin(store, reactor, metrics, readiness, migrated_after=config.migrated_after,
                       budget=context.budget, recorder=recorder)
-        try:
-            admin_port = await endpoints.serverFromString(reactor, config.admin_listen).listen(admin.site())
-        except Exception:
-            await port.stopListening()
-            if http01_port is not None:
-                await http01_port.stopListening()
-            await store.close()
-            raise
+        admin_port = await _listen(reactor, "--admin-listen", config.admin_listen, admin.site())
+        opened.append(admin_port.stopListening)
         log.info("acme-gateway admin listener on {address}", address=admin_port.getHost())
+    watch = None
     try:
         await upstream.directory()
         readiness.upstream_answered()
     except Exception as error:
-        log.warn("upstream directory {url} did not answer yet: {error}",
-                 url=config.upstream, error=str(error))
+        diagnosis = diagnose(error, config.upstream, config.upstream_ca_bundle)
+        if diagnosis.wrong:
+            raise StartError("--upstream", config.upstream, diagnosis.reason) from error
+        log.warn("upstream directory {url} is not reachable (yet): {reason}; the gateway serves "
+                 "and keeps asking (v1 clients get serverInternal until it answers)",
+                 url=config.upstream, reason=diagnosis.reason)
+        watch = _keep_asking(reactor, config, upstream, readiness, on_fatal)
     address = port.getHost()
     log.info("acme-gateway v1 face listening on {address}", address=address)
     sweep = None
@@ -237,4 +310,27 @@ async def start(reactor: Any, config: ServeConfig, keys: Optional[KeyStore] = No
     return RunningGateway(context=context, store=store, port=port, site=site, http01_port=http01_port,
                           admin_port=admin_port, metrics=metrics, readiness=readiness,
                           face=face, sweep=sweep, clock=reactor,
-                          shutdown_grace=config.shutdown_grace)
+                          shutdown_grace=config.shutdown_grace, upstream_watch=watch)
+
+
+def _keep_asking(reactor: Any, config: ServeConfig, upstream: Any, readiness: Readiness,
+                 on_fatal: Optional[Callable[[StartError], None]]) -> defer.Deferred:
+    """
+    Ask the upstream directory until it answers (`gateway.upstream.startup`);
+    an answer that shows ``--upstream`` is wrong is fatal, as at start-up.
+    """
+
+    def answered() -> None:
+        readiness.upstream_answered()
+        log.info("upstream directory {url} answered", url=config.upstream)
+
+    def wrong(diagnosis) -> None:
+        error = StartError("--upstream", config.upstream, diagnosis.reason)
+        log.critical("{error}", error=str(error))
+        if on_fatal is not None:
+            on_fatal(error)
+
+    asking = defer.Deferred.fromCoroutine(keep_asking(
+        upstream, reactor, config.upstream, config.upstream_ca_bundle, answered, wrong))
+    asking.addErrback(lambda failure: failure.trap(defer.CancelledError))
+    return asking

@@ -1,8 +1,9 @@
 """
 The admin listener (`gateway.admin`) on a loopback port, over a
 `MemoryStore` and a scriptable stand-in for the upstream client: liveness,
-readiness and what makes it fail (with the reason), metrics, and the
-migration report as a page and as JSON.
+readiness (the sidecar's, which never asks the CA, and ``?upstream=1``)
+and what makes it fail (with the reason), metrics, and the migration
+report as a page and as JSON.
 """
 
 from __future__ import annotations
@@ -13,9 +14,13 @@ import pytest
 import pytest_twisted
 import treq
 from prometheus_client.parser import text_string_to_metric_families
+from cryptography.hazmat.primitives.asymmetric import ec
 from twisted.internet import defer, reactor
+from twisted.internet.address import IPv4Address
 
 from gateway.admin import Admin, Readiness
+from gateway.jose import AccountKey
+from gateway.keystore import KeyStore
 from gateway.metrics import Metrics
 from gateway.store import ClientVisit, MemoryStore
 from gateway.store.records import format_timestamp
@@ -45,16 +50,30 @@ class StandInUpstream:
         return {"newNonce": "…"}
 
 
+class StandInListener:
+    """
+    What readiness asks of a listening port: ``connected`` and ``getHost``.
+    """
+
+    connected = True
+
+    def getHost(self):
+        return IPv4Address("TCP", "127.0.0.1", 4000)
+
+
 @pytest_twisted.async_yield_fixture
 async def admin():
     """
-    An admin listener on 127.0.0.1 with a fresh store and stand-in upstream;
-    yields (base URL, admin, upstream, store).
+    An admin listener on 127.0.0.1 with a fresh store, stand-in upstream
+    and v1 listener, and a key store of one key; yields (base URL, admin,
+    upstream, store).
     """
     store = MemoryStore(clock=reactor)
     upstream = StandInUpstream()
     metrics = Metrics(process=False)
-    readiness = Readiness(upstream, store, reactor, metrics=metrics, max_age=0, timeout=0.2)
+    keys = KeyStore.from_keys([AccountKey.from_private_key(ec.generate_private_key(ec.SECP256R1()))])
+    readiness = Readiness(upstream, store, reactor, metrics=metrics, max_age=0, timeout=0.2,
+                          listeners=(("v1", StandInListener()),), keys=keys)
     service = Admin(store, reactor, metrics, readiness)
     port = reactor.listenTCP(0, service.site(), interface="127.0.0.1")
     yield f"http://127.0.0.1:{port.getHost().port}", service, upstream, store
@@ -84,31 +103,63 @@ async def test_healthz(admin):
 @pytest_twisted.ensureDeferred
 async def test_readyz_names_each_check(admin):
     """
-    Ready: 200 with both checks; a CA that refuses, a CA that hangs, and a
-    store that cannot write each make it 503, naming the check and reason.
+    ``/readyz`` (a sidecar's readiness) checks what serving needs — the v1
+    listener, a store write, the keys — and never the CA: a CA that is
+    down leaves it 200.  Each local failure makes it 503, naming the check
+    and the reason.
     """
-    base, _, upstream, store = admin
-    status, _, body = await get(base + "/readyz")
-    assert status == 200, body
-    assert body.splitlines()[0] == "ready"
-    assert "upstream: ok: directory https://ca.test/dir answered" in body
-    assert "store: ok: writable" in body
-
+    base, service, upstream, store = admin
     upstream.mode = "down"
     status, _, body = await get(base + "/readyz")
-    assert status == 503
-    assert "upstream: FAILED: directory https://ca.test/dir did not answer: cannot reach" in body
-    assert "Connection refused" in body and "store: ok" in body
+    assert status == 200, body
+    assert body.splitlines() == ["ready", "listening: ok: v1 on 127.0.0.1:4000", "store: ok: writable",
+                                 "keys: ok: 1 account key(s) loaded"]
+    assert upstream.calls == 0
 
-    upstream.mode = "hang"
+    listener = service.readiness.listeners[0][1]
+    listener.connected = False
     status, _, body = await get(base + "/readyz")
-    assert status == 503 and "no answer within 0.2s" in body
+    assert status == 503 and "listening: FAILED: not listening: v1 (stopping?)" in body
+    listener.connected = True
 
-    upstream.mode = "up"
+    keys = service.readiness.keys
+    service.readiness.keys = KeyStore.from_keys([])
+    status, _, body = await get(base + "/readyz")
+    assert status == 503 and "keys: FAILED: no usable account key" in body
+    service.readiness.managed = True
+    status, _, body = await get(base + "/readyz")
+    assert status == 200 and "managed mode serves unknown keys" in body
+    service.readiness.keys, service.readiness.managed = keys, False
+
     await store.close()
     status, _, body = await get(base + "/readyz")
     assert status == 503
-    assert "upstream: ok" in body and "store: FAILED: cannot commit a write: the store is closed" in body
+    assert "store: FAILED: cannot commit a write: the store is closed" in body
+    assert upstream.calls == 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_readyz_upstream_names_the_ca(admin):
+    """
+    ``/readyz?upstream=1`` adds the CA: 200 while it answers; a CA that
+    refuses or hangs makes it 503, naming the upstream and the reason.
+    """
+    base, _, upstream, _ = admin
+    status, _, body = await get(base + "/readyz?upstream=1")
+    assert status == 200, body
+    assert "upstream: ok: directory https://ca.test/dir answered" in body
+    assert "store: ok: writable" in body and "listening: ok" in body
+
+    upstream.mode = "down"
+    status, _, body = await get(base + "/readyz?upstream=1")
+    assert status == 503
+    assert "upstream: FAILED: directory https://ca.test/dir did not answer: cannot reach" in body
+    assert "Connection refused" in body and "store: ok" in body
+    assert (await get(base + "/readyz"))[0] == 200
+
+    upstream.mode = "hang"
+    status, _, body = await get(base + "/readyz?upstream=1")
+    assert status == 503 and "no answer within 0.2s" in body
 
 
 @pytest_twisted.ensureDeferred
@@ -119,7 +170,7 @@ async def test_recent_upstream_answer_is_reused(admin):
     _, service, upstream, _ = admin
     service.readiness.max_age = 60
     for _ in range(3):
-        results = await service.readiness.check()
+        results = await service.readiness.check(upstream=True)
         assert all(r.ok for r in results)
     assert upstream.calls == 1
 
@@ -130,7 +181,7 @@ async def test_metrics_page(admin):
     ``/metrics`` is Prometheus text (OpenMetrics when asked), with the
     store-backed gauges refreshed for the scrape.
     """
-    base, _, _, store = admin
+    base, _, upstream, store = admin
     await store.record_client(ClientVisit(UA, "127.0.0.1", format_timestamp(reactor.seconds())))
     await get(base + "/readyz")
     status, headers, body = await get(base + "/metrics")
@@ -141,6 +192,12 @@ async def test_metrics_page(admin):
     assert samples[("acme_gateway_pending_authorizations", ())] == 0
     assert samples[("acme_gateway_legacy_clients", (("state", "active"),))] == 1
     assert samples[("acme_gateway_ready", (("check", "store"),))] == 1
+    # The scrape itself asks the CA (at most every ready-max-age): alerts see it.
+    assert samples[("acme_gateway_ready", (("check", "upstream"),))] == 1
+    upstream.mode = "down"
+    _, _, body = await get(base + "/metrics")
+    assert 'acme_gateway_ready{check="upstream"} 0.0' in body
+    upstream.mode = "up"
     status, headers, body = await get(
         base + "/metrics", {"Accept": "application/openmetrics-text; version=1.0.0"})
     assert headers.getRawHeaders("content-type")[0].startswith("application/openmetrics-text")
@@ -153,7 +210,7 @@ async def test_status_page_and_json(admin):
     ``/status`` is a self-contained HTML page naming each client, under a
     policy that forbids scripts; ``/status.json`` carries the same data.
     """
-    base, _, _, store = admin
+    base, _, upstream, store = admin
     await store.record_client(ClientVisit(UA, "127.0.0.1", format_timestamp(reactor.seconds()),
                                           "tp-123456789012345", ("a.example.test",)))
     status, headers, body = await get(base + "/status")

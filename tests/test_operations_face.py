@@ -232,6 +232,64 @@ class MetricsTests(OperationsTestCase):
                                 (("endpoint", "unknown"), ("status", "404")))], 3)
 
 
+class FilledFamiliesTests(OperationsTestCase):
+    """
+    The families the README once called "empty until a later feature" are
+    filled: revalidations by outcome, and the budget left per account.
+    """
+
+    def test_revalidations_are_counted(self):
+        """
+        A two-name new-cert whose order the CA did not give the client's
+        authorizations (no reuse) is revalidated by the gateway's own
+        HTTP-01 responder: two revalidations, both valid.
+        """
+        from gateway.validation.http01 import HTTP01Responder
+        from gateway.validation.revalidate import Validators
+
+        self.gateway.ca.reuse_authorizations = False
+        self.gateway.context.metrics = self.metrics
+        self.gateway.context.validators = Validators({"http-01": HTTP01Responder()})
+        client = self.client()
+        names = ["one.example.test", "two.example.test"]
+        directory = self.resolve(client.directory())
+        for name in names:
+            reply = self.resolve(client.post(directory["new-authz"], {
+                "resource": "new-authz", "identifier": {"type": "dns", "value": name}}))
+            challenge = next(c for c in reply.json()["challenges"] if c["type"] == "http-01")
+            self.resolve(client.post(challenge["uri"], {
+                "resource": "challenge", "type": "http-01",
+                "keyAuthorization": KEY.key_authorization(challenge["token"])}))
+        reply = self.resolve(client.post(directory["new-cert"], {
+            "resource": "new-cert", "csr": b64url(make_csr(names))}))
+        self.assertEqual(reply.status, 201, reply.body)
+        found = samples(self.metrics)
+        self.assertEqual(found[("acme_gateway_revalidations_total", (("outcome", "valid"),))], 2)
+
+    def test_budget_left_is_a_gauge_per_account(self):
+        """
+        After one issuance, a scrape of the admin listener's ``/metrics``
+        shows the orders the account may still create: the limit less one.
+        """
+        from gateway.admin import Admin, Readiness
+
+        self.issue(self.client())
+        context = self.gateway.context
+        readiness = Readiness(self.gateway.upstream, self.gateway.store, self.gateway.clock,
+                              metrics=self.metrics)
+        admin = Admin(self.gateway.store, self.gateway.clock, self.metrics, readiness,
+                      budget=context.budget)
+
+        class Scrape:
+            def getHeader(self, name):
+                return None
+
+        self.resolve(admin.metrics_page(Scrape()))
+        limit = context.budget.limits.orders
+        self.assertEqual(samples(self.metrics)[("acme_gateway_rate_limit_budget_remaining",
+                                                (("account", KEY.thumbprint),))], limit - 1)
+
+
 class ReportRecordingTests(OperationsTestCase):
     """
     The migration report's record of each client.

@@ -124,6 +124,10 @@ class Directory:
     @classmethod
     def from_json(cls, document: Any) -> "Directory":
         what = "upstream directory"
+        if isinstance(document, dict) and "newNonce" not in document and "new-reg" in document:
+            raise UpstreamProtocolError(
+                f"{what} is an ACME v1 directory (new-reg, no newNonce): give the CA's ACME v2 "
+                f"directory URL")
         meta = document.get("meta") if isinstance(document, dict) else None
         optional = lambda name: (
             document.get(name) if isinstance(document.get(name), str) else None

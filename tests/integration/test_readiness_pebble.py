@@ -1,7 +1,9 @@
 """
 Readiness against a real upstream: the gateway, in process, in front of a
-Pebble of the test's own, turns unready when that Pebble stops — and says
-that the upstream is why.
+Pebble of the test's own.  When that Pebble stops, ``/readyz?upstream=1``
+and the readiness gauge turn unready and say that the upstream is why,
+while ``/readyz`` — the sidecar's readiness probe — stays ready: the
+gateway still serves.
 """
 
 import os
@@ -11,7 +13,10 @@ import pytest_twisted
 import treq
 from twisted.internet import reactor, threads
 
+from cryptography.hazmat.primitives.asymmetric import ec
+
 from gateway import service
+from gateway.jose import AccountKey
 from gateway.keystore import KeyStore
 
 pytestmark = pytest.mark.integration
@@ -25,9 +30,9 @@ async def get(url):
 @pytest_twisted.ensureDeferred
 async def test_readyz_turns_unready_when_pebble_stops(tmp_path, pebble_factory):
     """
-    ``/readyz`` is 200 while Pebble answers and 503 naming the upstream
-    once it has stopped; ``/healthz`` stays 200 (the process still serves),
-    and the readiness gauge follows.
+    ``/readyz?upstream=1`` is 200 while Pebble answers and 503 naming the
+    upstream once it has stopped; ``/readyz`` and ``/healthz`` stay 200 (the
+    gateway still serves), and the upstream's readiness gauge follows.
     """
     upstream = pebble_factory()
     config = service.ServeConfig(
@@ -40,20 +45,23 @@ async def test_readyz_turns_unready_when_pebble_stops(tmp_path, pebble_factory):
         ready_max_age=0,
         request_timeout=3,
     )
-    running = await service.start(reactor, config, KeyStore.from_keys([]))
+    key = AccountKey.from_private_key(ec.generate_private_key(ec.SECP256R1()))
+    running = await service.start(reactor, config, KeyStore.from_keys([key]))
     admin = f"http://127.0.0.1:{running.admin_port.getHost().port}"
     try:
-        status, body = await get(admin + "/readyz")
+        status, body = await get(admin + "/readyz?upstream=1")
         assert status == 200, body
         assert f"upstream: ok: directory {upstream.directory_url} answered" in body
 
         await threads.deferToThread(upstream.stop)  # blocking: off the reactor thread
 
-        status, body = await get(admin + "/readyz")
+        status, body = await get(admin + "/readyz?upstream=1")
         assert status == 503, body
         assert body.startswith("not ready\n")
         assert f"upstream: FAILED: directory {upstream.directory_url} did not answer" in body
         assert "store: ok: writable" in body
+        status, body = await get(admin + "/readyz")
+        assert status == 200 and "upstream" not in body, body
         assert (await get(admin + "/healthz"))[0] == 200
         _, metrics = await get(admin + "/metrics")
         assert 'acme_gateway_ready{check="upstream"} 0.0' in metrics

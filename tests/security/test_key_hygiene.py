@@ -175,10 +175,10 @@ def test_public_files_of_client_layouts_unaffected(tmp_path):
     assert len(store.skipped) == 2
 
 
-def _keys_list(argv, capsys, environ=None) -> str:
+def _keys_list(argv, capsys, environ=None, code=0) -> str:
     use_layers(Layers(environ=environ or {}))
     parser = cli.build_parser()
-    assert cli.run_keys_list(parser, parser.parse_args(argv)) == 0
+    assert cli.run_keys_list(parser, parser.parse_args(argv)) == code
     return capsys.readouterr().out
 
 
@@ -192,7 +192,8 @@ def test_keys_list_shows_the_refusal(tmp_path, capsys):
     path = write_key(tmp_path / "keys" / "account.pem", pem(key), 0o644)
     thumbprint = AccountKey.from_private_key(key).thumbprint
     keys = str(tmp_path / "keys")
-    text = _keys_list(["keys", "list", "--keys", keys], capsys)
+    # The refused file leaves nothing usable: exit status 1.
+    text = _keys_list(["keys", "list", "--keys", keys], capsys, code=1)
     assert f"error: {path}: mode 0644" in text and f"chmod 600 {path}" in text
     assert thumbprint not in text
     assert thumbprint in _keys_list(["keys", "list", "--keys", keys, "--allow-shared-key-files"], capsys)
