@@ -1,9 +1,21 @@
 """
 deploy/ checked as far as a machine without a container engine can: the
 Dockerfile's entry command and health check run from a plain install with
-the image's own configuration, and the Dockerfile, the compose example and
-the Kubernetes manifests parse and refer only to files, volumes, ports and
-flags that exist.
+the image's own environment and config file (as ``docker run`` would), the
+same entry command runs with the image's environment **and** the Kubernetes
+Deployment's environment and ConfigMap file (as the pod would), and the
+Dockerfile, the compose example and the Kubernetes manifests parse and
+refer only to files, volumes, ports and flags that exist.
+
+"Running the image" here means: a temporary directory stands for the
+container's root filesystem (every absolute path of the image, of its
+config files and of the manifests' mounts lies below it), the files the
+Dockerfile copies and the manifests mount are put there, and the entry
+command runs with the environment the Dockerfile (and the Deployment) set.
+Ports become free loopback ports; an endpoint on every interface of the
+container (its network namespace) becomes loopback, so that nothing binds
+beyond loopback; endpoints from the image's *environment* are used as they
+are, ports aside.
 """
 
 from __future__ import annotations
@@ -12,9 +24,11 @@ import json
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 import time
+import tomllib
 import urllib.request
 
 import pytest
@@ -25,6 +39,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from gateway import cli
 from gateway.config import Layers, env_name, load_config_file, use_layers
+from gateway.jose import AccountKey
 from gateway.keystore import KeyStore
 from tests.support.gateway_process import _child_env
 from tests.support.stack import REPO_ROOT, free_port
@@ -104,6 +119,30 @@ def entry_command() -> list:
     return exec_form(entrypoint) + exec_form(command)
 
 
+def copied_files() -> dict:
+    """
+    The files the final stage copies from the build context: destination
+    in the image → source in the repository.
+    """
+    copies = {}
+    for arguments in instruction(final_stage(), "COPY"):
+        parts = arguments.split()
+        if parts[0].startswith("--from="):
+            continue
+        (source, destination) = parts
+        copies[destination] = os.path.join(REPO_ROOT, source)
+    return copies
+
+
+def image_config() -> dict:
+    """
+    The image's own config file (the one its ``ACME_GATEWAY_CONFIG``
+    names, as the Dockerfile copies it in), as flag name → value.
+    """
+    with open(copied_files()[image_env()["ACME_GATEWAY_CONFIG"]], "rb") as f:
+        return tomllib.load(f)
+
+
 def serve_env_names() -> set:
     """
     The ``ACME_GATEWAY_*`` variable of every ``serve`` flag.
@@ -145,17 +184,25 @@ def test_dockerfile_shape():
     uid = user.split(":")[0]
     assert uid.isdigit() and int(uid) != 0, "run as a numeric non-root user (runAsNonRoot can check it)"
     env = image_env()
-    unknown = {n for n in env if n.startswith("ACME_GATEWAY_")} - serve_env_names()
-    assert not unknown, f"the image sets variables no flag reads: {unknown}"
+    # The environment wins over a config file: any other ACME_GATEWAY_*
+    # variable the image set would silently beat the operator's file (a
+    # Kubernetes ConfigMap).  The image's settings are its config file.
+    assert {n for n in env if n.startswith("ACME_GATEWAY_")} == {"ACME_GATEWAY_CONFIG"}
+    assert env["ACME_GATEWAY_CONFIG"] in copied_files()
     assert env.get("PYTHONDONTWRITEBYTECODE") == "1", "a read-only root filesystem takes no .pyc"
+    config = image_config()
+    unknown = {env_name(key) for key in config} - serve_env_names()
+    assert not unknown, f"the image's config file sets keys no flag reads: {unknown}"
+    assert "upstream" not in config, "the operator names the CA"
     (volume,) = instruction(stage, "VOLUME")
     volumes = exec_form(volume)
-    assert any(env["ACME_GATEWAY_STATE"].startswith(v.rstrip("/") + "/") for v in volumes)
-    assert not any(env["ACME_GATEWAY_KEYS"].startswith(v) for v in volumes), \
+    assert any(config["state"].startswith(v.rstrip("/") + "/") for v in volumes)
+    assert not any(config["keys"].startswith(v) for v in volumes), \
         "keys are mounted read-only, not kept on the state volume"
     exposed = {int(p) for arguments in instruction(stage, "EXPOSE") for p in arguments.split()}
-    assert {endpoint_port(env["ACME_GATEWAY_LISTEN"]), endpoint_port(env["ACME_GATEWAY_ADMIN_LISTEN"])} \
-        == exposed
+    assert {endpoint_port(config["listen"]), endpoint_port(config["admin-listen"])} == exposed
+    # The admin listener has no authentication: loopback unless published on purpose.
+    assert "interface=127.0.0.1" in config["admin-listen"]
     assert entry_command() == ["acme-gateway", "serve"]
     assert healthcheck_command()[:2] == ["acme-gateway", "healthcheck"]
 
@@ -187,6 +234,8 @@ def _wait_for(url: str, process: subprocess.Popen, log_path: str, timeout: float
         try:
             with opener.open(url, timeout=2) as response:
                 return response.read().decode()
+        except urllib.error.HTTPError as error:
+            return error.read().decode()
         except OSError:
             pass
         if process.poll() is not None or time.monotonic() > deadline:
@@ -195,67 +244,263 @@ def _wait_for(url: str, process: subprocess.Popen, log_path: str, timeout: float
         time.sleep(0.1)
 
 
+def _get(url: str) -> tuple:
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(url, timeout=10) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
+
+
+def listening_sockets(port: int) -> set:
+    """
+    The local addresses of the TCP sockets listening on ``port`` on this
+    machine (``/proc/net/tcp``): ``{"127.0.0.1"}`` for loopback,
+    ``{"0.0.0.0"}`` for every interface.
+    """
+    found = set()
+    with open("/proc/net/tcp") as f:
+        for line in f.read().splitlines()[1:]:
+            fields = line.split()
+            address, state = fields[1], fields[3]
+            host_hex, port_hex = address.split(":")
+            if state == "0A" and int(port_hex, 16) == port:
+                found.add(".".join(str(b) for b in reversed(bytes.fromhex(host_hex))))
+    return found
+
+
+class ContainerRoot:
+    """
+    A directory standing for a container's root filesystem, and the
+    free loopback ports standing for the container's ports.
+    """
+
+    def __init__(self, root, ports):
+        self.root = str(root)
+        self.ports = dict(ports)
+
+    def path(self, image_path: str) -> str:
+        assert os.path.isabs(image_path), image_path
+        return os.path.join(self.root, image_path.lstrip("/"))
+
+    def endpoint(self, value: str, every_interface_to_loopback: bool) -> str:
+        match = re.match(r"^(tcp6?|ssl):(?:port=)?(\d+)(.*)$", value)
+        if not match or int(match[2]) not in self.ports:
+            return value
+        rest = match[3]
+        if every_interface_to_loopback and "interface=" not in rest:
+            rest += ":interface=127.0.0.1"
+        return f"{match[1]}:{self.ports[int(match[2])]}{rest}"
+
+    def value(self, value, every_interface_to_loopback: bool):
+        """
+        A setting as it reads on this machine: absolute paths below the
+        root, ports mapped.
+        """
+        if not isinstance(value, str):
+            return value
+        if value.startswith("/"):
+            return self.path(value)
+        return self.endpoint(value, every_interface_to_loopback)
+
+    def environment(self, env: dict) -> dict:
+        return {name: self.value(value, False) if name.startswith("ACME_GATEWAY_") else value
+                for name, value in env.items()}
+
+    def put_config(self, image_path: str, settings: dict) -> None:
+        """
+        Write a TOML config file at ``image_path``, its values mapped.
+        """
+        lines = []
+        for key, value in settings.items():
+            value = self.value(value, True)
+            if isinstance(value, bool):
+                lines.append(f"{key} = {'true' if value else 'false'}")
+            else:
+                lines.append(f"{key} = {json.dumps(value)}")
+        os.makedirs(os.path.dirname(self.path(image_path)), exist_ok=True)
+        with open(self.path(image_path), "w") as f:
+            f.write("\n".join(lines) + "\n")
+
+    def put_image_files(self) -> None:
+        """
+        What the Dockerfile puts in the image: its directories, and the
+        files it copies (config files with their values mapped).
+        """
+        for directory in ("/etc/acme-gateway/keys", "/var/lib/acme-gateway"):
+            os.makedirs(self.path(directory), exist_ok=True)
+        for destination, source in copied_files().items():
+            if destination.endswith(".toml"):
+                with open(source, "rb") as f:
+                    self.put_config(destination, tomllib.load(f))
+            else:
+                os.makedirs(os.path.dirname(self.path(destination)), exist_ok=True)
+                shutil.copy(source, self.path(destination))
+
+    def files(self) -> set:
+        found = set()
+        for directory, _, names in os.walk(self.root):
+            found |= {os.path.relpath(os.path.join(directory, n), self.root) for n in names}
+        return found
+
+
+def _put_key(path: str, mode: int) -> str:
+    key = ec.generate_private_key(ec.SECP256R1())
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "wb") as f:
+        f.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                  serialization.NoEncryption()))
+    os.chmod(path, mode)
+    return AccountKey.from_private_key(key).thumbprint
+
+
+def _container_env(env: dict) -> dict:
+    """
+    ``env`` and nothing else of the test's ``ACME_GATEWAY_*``, with the
+    install under test's console scripts first on ``PATH``.
+    """
+    child_env = {**_child_env(), **env}
+    scripts = os.path.dirname(sys.executable)
+    child_env["PATH"] = scripts + os.pathsep + child_env.get("PATH", "")
+    assert os.access(os.path.join(scripts, "acme-gateway"), os.X_OK), "the console script is installed"
+    return child_env
+
+
+def _run_image(command: list, env: dict, container: ContainerRoot, log_path: str) -> subprocess.Popen:
+    """
+    The image's command (its first word a console script of the install
+    under test), in the image's WORKDIR, with ``env``.
+    """
+    child_env = _container_env(env)
+    (workdir,) = instruction(final_stage(), "WORKDIR")
+    os.makedirs(container.path(workdir), exist_ok=True)
+    with open(log_path, "wb") as log:
+        return subprocess.Popen(command, env=child_env, cwd=container.path(workdir),
+                                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+
+
+def _json_log(log_path: str) -> list:
+    with open(log_path) as f:
+        return [json.loads(line) for line in f.read().splitlines() if line.strip()]
+
+
 @pytest.mark.integration
 def test_entry_command_runs_from_a_plain_install(tmp_path, pebble):
     """
-    The image's entry command and environment, run from the installed
-    console script with the volume, the key mount and the ports mapped to
-    the test's own, start a gateway whose health check command passes and
-    whose log is JSON lines — and it writes nothing outside its volume.
+    ``docker run`` as the README shows it: the image's entry command, its
+    environment and config file, plus the CA an operator adds
+    (``ACME_GATEWAY_UPSTREAM``).  The gateway serves the v1 directory, its
+    health check command passes (finding the admin listener through the
+    image's config file), its log is JSON lines, and it writes nothing
+    outside its volume.
     """
-    env = image_env()
-    volume = exec_form(instruction(final_stage(), "VOLUME")[0])[0]
-    state_dir = tmp_path / "volume"
-    keys_dir = tmp_path / "keys"
-    workdir_root = tmp_path / "root"
-    for directory in (state_dir, keys_dir, workdir_root):
-        directory.mkdir()
-    key = ec.generate_private_key(ec.SECP256R1())
-    (keys_dir / "account.pem").write_bytes(key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
-    os.chmod(keys_dir / "account.pem", 0o600)
-    v1_port, admin_port = free_port(), free_port()
-    mounted = {
-        env["ACME_GATEWAY_STATE"]: str(state_dir / os.path.relpath(env["ACME_GATEWAY_STATE"], volume)),
-        env["ACME_GATEWAY_KEYS"]: str(keys_dir),
-        env["ACME_GATEWAY_LISTEN"]: f"tcp:{v1_port}:interface=127.0.0.1",
-        env["ACME_GATEWAY_ADMIN_LISTEN"]: f"tcp:{admin_port}:interface=127.0.0.1",
-    }
-    child_env = _child_env()
-    child_env.update({name: mounted.get(value, value) for name, value in env.items()})
-    # What an operator adds: the CA.
-    child_env["ACME_GATEWAY_UPSTREAM"] = pebble.directory_url
-    child_env["ACME_GATEWAY_UPSTREAM_CA_BUNDLE"] = pebble.ca_bundle
-    scripts = os.path.dirname(sys.executable)
-    child_env["PATH"] = scripts + os.pathsep + child_env.get("PATH", "")
-    command = entry_command()
-    assert os.access(os.path.join(scripts, command[0]), os.X_OK), "the console script is installed"
+    config = image_config()
+    container = ContainerRoot(tmp_path / "root", {
+        endpoint_port(config["listen"]): free_port(), endpoint_port(config["admin-listen"]): free_port()})
+    container.put_image_files()
+    thumbprint = _put_key(container.path(config["keys"]) + "/account.pem", 0o600)
+    before = container.files()
+    env = container.environment(image_env())
+    # What an operator adds: the CA (here Pebble, with its CA bundle).
+    env["ACME_GATEWAY_UPSTREAM"] = pebble.directory_url
+    env["ACME_GATEWAY_UPSTREAM_CA_BUNDLE"] = pebble.ca_bundle
     log_path = str(tmp_path / "gateway.log")
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(command, env=child_env, cwd=str(workdir_root),
-                                   stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+    process = _run_image(entry_command(), env, container, log_path)
+    admin_port = container.ports[endpoint_port(config["admin-listen"])]
+    v1_port = container.ports[endpoint_port(config["listen"])]
     try:
         body = _wait_for(f"http://127.0.0.1:{admin_port}/healthz", process, log_path)
         assert body == "ok\n"
-        check = subprocess.run(healthcheck_command(), env=child_env, capture_output=True, text=True,
-                               timeout=60)
+        check = subprocess.run(healthcheck_command(), env=_container_env(env),
+                               capture_output=True, text=True, timeout=60)
         assert check.returncode == 0, check.stderr
-        ready = subprocess.run(healthcheck_command() + ["--ready"], env=child_env,
+        ready = subprocess.run(healthcheck_command() + ["--ready"], env=_container_env(env),
                                capture_output=True, text=True, timeout=60)
         assert ready.returncode == 0, ready.stderr
         directory = _wait_for(f"http://127.0.0.1:{v1_port}/directory", process, log_path)
         assert "new-reg" in json.loads(directory)
+        assert listening_sockets(admin_port) == {"127.0.0.1"}, "the image's admin listener is loopback"
     finally:
         process.terminate()
         process.wait(10)
     assert process.returncode == 0
-    with open(log_path) as f:
-        records = [json.loads(line) for line in f.read().splitlines() if line.strip()]
+    records = _json_log(log_path)
     assert any("v1 directory at" in r["message"] for r in records)
-    assert any(r.get("thumbprint") for r in records if r["namespace"] == "gateway.keystore")
-    assert sorted(os.listdir(workdir_root)) == [], "the gateway wrote outside its volume"
-    assert sorted(os.listdir(keys_dir)) == ["account.pem"]
-    assert set(os.listdir(state_dir)) <= {"state.sqlite3", "state.sqlite3-wal", "state.sqlite3-shm"}
+    assert any(r.get("thumbprint") == thumbprint for r in records if r["namespace"] == "gateway.keystore")
+    (volume,) = exec_form(instruction(final_stage(), "VOLUME")[0])
+    written = {path for path in container.files() - before}
+    assert written and all(path.startswith(volume.lstrip("/") + "/") for path in written), \
+        f"the gateway wrote outside its volume: {sorted(written)}"
+
+
+def test_kubernetes_pod_runs_the_configmap(tmp_path):
+    """
+    The gateway container as the Deployment runs it: the image's entry
+    point with the Deployment's ``args``, the image's environment with the
+    Deployment's on top, the ConfigMap's file, the Secret's key (mode 0440,
+    as ``defaultMode`` makes it) and the state claim mounted where the
+    Deployment mounts them.  Every setting of the ConfigMap takes effect —
+    the v1 face listens on the pod's loopback only, the admin listener
+    where the probes and Prometheus reach it, the logs are JSON — and the
+    readiness probe passes while the CA does not answer (here: nothing
+    listens at the ConfigMap's upstream), which ``/readyz?upstream=1``
+    reports.
+    """
+    objects = kubernetes_objects()
+    pod = objects[("Deployment", "legacy-web")]["spec"]["template"]["spec"]
+    gateway = {c["name"]: c for c in pod["containers"]}["acme-gateway"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    configmap = objects[("ConfigMap", "acme-gateway-config")]
+    env = {**image_env(), **{e["name"]: e["value"] for e in gateway["env"]}}
+    config_file = env["ACME_GATEWAY_CONFIG"]
+    settings = tomllib.loads(configmap["data"][os.path.basename(config_file)])
+    ports = {endpoint_port(settings["listen"]): free_port(),
+             endpoint_port(settings["admin-listen"]): free_port()}
+    container = ContainerRoot(tmp_path / "root", ports)
+    container.put_image_files()
+    # The CA: a port of this machine nobody listens on (the cluster's CA is
+    # out of reach here, and the probe must not need it anyway).
+    upstream_port = free_port()
+    settings["upstream"] = f"http://127.0.0.1:{upstream_port}/directory"
+    for mount in gateway["volumeMounts"]:
+        volume = volumes[mount["name"]]
+        if "configMap" in volume:
+            assert volume["configMap"]["name"] == configmap["metadata"]["name"]
+            assert config_file == mount["mountPath"] + "/" + os.path.basename(config_file)
+            container.put_config(config_file, settings)
+        elif "secret" in volume:
+            thumbprint = _put_key(container.path(mount["mountPath"]) + "/certbot-account.pem",
+                                  volume["secret"]["defaultMode"])
+        else:
+            os.makedirs(container.path(mount["mountPath"]), exist_ok=True)
+    command = exec_form(instruction(final_stage(), "ENTRYPOINT")[0]) + gateway["args"]
+    log_path = str(tmp_path / "gateway.log")
+    process = _run_image(command, container.environment(env), container, log_path)
+    admin = ports[endpoint_port(settings["admin-listen"])]
+    v1_port = ports[endpoint_port(settings["listen"])]
+    probe_port = {p["name"]: p["containerPort"] for p in gateway["ports"]}
+    try:
+        readiness = gateway["readinessProbe"]["httpGet"]
+        body = _wait_for(f"http://127.0.0.1:{ports[probe_port[readiness['port']]]}{readiness['path']}",
+                         process, log_path)
+        assert body.startswith("ready\n"), body
+        liveness = gateway["livenessProbe"]["httpGet"]
+        assert _get(f"http://127.0.0.1:{ports[probe_port[liveness['port']]]}{liveness['path']}")[0] == 200
+        status, body = _get(f"http://127.0.0.1:{admin}/readyz?upstream=1")
+        assert status == 503 and f"127.0.0.1:{upstream_port}" in body, body
+        # The v1 face answers (a v1 problem: the CA is not there yet) ...
+        status, body = _get(f"http://127.0.0.1:{v1_port}/directory")
+        assert status == 500 and json.loads(body)["type"] == "urn:acme:error:serverInternal"
+        # ... on the ConfigMap's `listen = "tcp:4000:interface=127.0.0.1"`: loopback only.
+        assert listening_sockets(v1_port) == {"127.0.0.1"}
+    finally:
+        process.terminate()
+        process.wait(10)
+    assert process.returncode == 0
+    records = _json_log(log_path)
+    assert any(r.get("thumbprint") == thumbprint for r in records if r["namespace"] == "gateway.keystore")
+    assert any("is not reachable (yet)" in r["message"] for r in records)
 
 
 # --------------------------------------------------------------------------
@@ -279,18 +524,24 @@ def test_compose_example(tmp_path):
     gateway = services["gateway"]
     assert gateway["image"] == setup["image"]
     assert gateway["read_only"] is True
-    env = image_env()
+    config = image_config()
     assert set(gateway["environment"]) <= serve_env_names()
     assert "ACME_GATEWAY_UPSTREAM" in gateway["environment"]
+    # It publishes the admin port, so it moves the image's loopback admin
+    # listener to the container's interfaces.
+    published = {int(p.split(":")[-1]) for p in gateway["ports"]}
+    admin = gateway["environment"].get("ACME_GATEWAY_ADMIN_LISTEN", config["admin-listen"])
+    if endpoint_port(admin) in published:
+        assert "interface=" not in admin, "a published admin port must listen beyond loopback"
     mounts = {m.split(":")[1]: m for m in gateway["volumes"]}
-    assert mounts[env["ACME_GATEWAY_KEYS"]].endswith(":ro")
-    state_volume = os.path.dirname(env["ACME_GATEWAY_STATE"])
+    assert mounts[config["keys"]].endswith(":ro")
+    state_volume = os.path.dirname(config["state"])
     assert state_volume in mounts and not mounts[state_volume].endswith(":ro")
     bundle = gateway["environment"]["ACME_GATEWAY_UPSTREAM_CA_BUNDLE"]
     assert any(bundle.startswith(target + "/") for target in mounts)
     certbot = services["certbot"]["command"]
     server = certbot[certbot.index("--server") + 1]
-    assert server == f"http://gateway:{endpoint_port(env['ACME_GATEWAY_LISTEN'])}/directory"
+    assert server == f"http://gateway:{endpoint_port(config['listen'])}/directory"
     assert services["certbot"]["depends_on"]["gateway"]["condition"] == "service_healthy"
     assert server == setup["environment"]["GATEWAY_DIRECTORY"]
     declared = set(compose["volumes"])
