@@ -8,16 +8,21 @@ with SQLite state — the same ``serve`` code path as production.  To show a
 *migrating* client, it also leaves behind a certbot configuration that
 already holds that account (as a certbot that registered at the old v1 CA
 would), and prints the one-line certbot command that gets a certificate
-through the gateway.
+through the gateway, then the one that renews it.
+
+One demo per work directory: a second one refuses to start rather than
+rewrite the running one's Pebble configuration (``--workdir`` gives it a
+directory of its own).
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import subprocess
 import sys
-from typing import Optional
+from typing import IO, Optional
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -62,15 +67,83 @@ def _account_key(keys_dir: str):
     return key, path
 
 
+#: The lock file a running demo holds in its work directory.
+LOCK_NAME = "demo.lock"
+
+
+def lock_workdir(workdir: str) -> Optional[IO[str]]:
+    """
+    Hold the work directory's lock for as long as the returned file stays
+    open (the system drops it when the process ends, however it ends), or
+    `None` when another running demo holds it.  The lock file names the
+    holder's process id.
+    """
+    lock = open(os.path.join(workdir, LOCK_NAME), "a+")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        lock.close()
+        return None
+    lock.seek(0)
+    lock.truncate()
+    lock.write(f"{os.getpid()}\n")
+    lock.flush()
+    return lock
+
+
+def _holder(workdir: str) -> str:
+    try:
+        with open(os.path.join(workdir, LOCK_NAME)) as f:
+            pid = f.read().strip()
+    except OSError:
+        pid = ""
+    return f" (pid {pid})" if pid.isdigit() else ""
+
+
+def banner(workdir: str, upstream: str, base: str, key_path: str, certbot: str,
+           certbot_dir: str, http01_port: int) -> str:
+    """
+    What the demo prints once it runs: where everything is, the certbot
+    command that gets a certificate through the gateway, the one that
+    renews it, and where certbot 1.32 hides the gateway's errors.
+    """
+    dirs = (f"--config-dir {certbot_dir}/config --work-dir {certbot_dir}/work "
+            f"--logs-dir {certbot_dir}/logs")
+    return (
+        "\n"
+        f"acme-gateway demo is running (Ctrl-C stops it; files in {workdir}).\n"
+        f"  upstream ACME v2 CA (Pebble): {upstream}\n"
+        f"  v1 directory for legacy clients: {base}/directory\n"
+        f"  account key in the key store: {key_path}\n"
+        "\n"
+        "Get a certificate with certbot 1.32 speaking ACME v1, using its existing account:\n"
+        f"  {certbot} certonly --non-interactive --server {base}/directory {dirs} "
+        f"--standalone --http-01-address 127.0.0.1 --http-01-port {http01_port} "
+        f"-d demo.example.test\n"
+        "\n"
+        "Renew it as cron would (the server comes from certbot's renewal file; without\n"
+        "--no-random-sleep-on-renew a non-interactive renew first sleeps up to 8 minutes):\n"
+        f"  {certbot} renew --non-interactive --no-random-sleep-on-renew --force-renewal {dirs}\n"
+        "(Pebble reuses the authorization certonly validated, as a CA may for some hours;\n"
+        "for later renewals the gateway validates names itself: --http01-listen, see\n"
+        "the README's Revalidation.)\n"
+        "\n"
+        "If certbot says \"An unexpected error occurred: AttributeError: can't set attribute\",\n"
+        "that is certbot 1.32 on Python 3.11 hiding the gateway's error: read it in\n"
+        f"{certbot_dir}/logs/letsencrypt.log (the acme.messages.Error line), in this\n"
+        "window (the request's log line), or with certbot --debug.\n"
+    )
+
+
 def run_demo(workdir: str, port: int, http01_port: int, certbot: Optional[str]) -> int:
     """
     Start Pebble, the DNS server and the gateway; block until interrupted.
     """
     from twisted.internet import defer, reactor
-    from twisted.logger import globalLogBeginner, textFileLogObserver
 
     from gateway import service
     from gateway.keystore import KeyStore
+    from gateway.logs import start_logging
 
     if not os.path.exists(PEBBLE_BINARY):
         print("acme-gateway demo: Debian's pebble is not installed (apt-get install pebble)",
@@ -78,6 +151,12 @@ def run_demo(workdir: str, port: int, http01_port: int, certbot: Optional[str]) 
         return 1
     workdir = os.path.abspath(workdir)
     os.makedirs(workdir, exist_ok=True)
+    lock = lock_workdir(workdir)
+    if lock is None:
+        print(f"acme-gateway demo: another demo is running in {workdir}{_holder(workdir)}; "
+              f"stop it (Ctrl-C), or give this one a directory of its own with --workdir DIR "
+              f"(and other ports with --port and --http01-port)", file=sys.stderr)
+        return 1
     zone = LoopbackZone()
     udp, tcp = listen_dns(reactor, zone)
     dns_address = f"127.0.0.1:{udp.getHost().port}"
@@ -89,6 +168,10 @@ def run_demo(workdir: str, port: int, http01_port: int, certbot: Optional[str]) 
         json.dump(pebble_config(pebble_port, management_port, http01_port, _free_port(), tls), f)
     env = {k: v for k, v in os.environ.items() if not k.startswith("PEBBLE_")}
     env.update(PEBBLE_QUIET_ENV)
+    # The renew the banner shows comes minutes after certonly, when a CA
+    # still reuses the valid authorization (certbot 1.x sees it valid and
+    # answers no challenge); Pebble reuses it only when told to.
+    env["PEBBLE_AUTHZREUSE"] = "100"
     pebble_log = open(os.path.join(workdir, "pebble.log"), "wb")
     pebble = subprocess.Popen(pebble_command(config_path, dns_address), env=env,
                               stdout=pebble_log, stderr=subprocess.STDOUT)
@@ -110,7 +193,7 @@ def run_demo(workdir: str, port: int, http01_port: int, certbot: Optional[str]) 
     )
     keys = KeyStore.load(config.keys)
     service.report_key_store(keys)
-    globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stdout)], redirectStandardIO=False)
+    start_logging("text")
     outcome = {"code": 0}
 
     def stop_pebble():
@@ -142,28 +225,17 @@ def run_demo(workdir: str, port: int, http01_port: int, certbot: Optional[str]) 
         try:
             running = await service.start(reactor, config, keys)
         except Exception as error:
-            print(f"acme-gateway demo: cannot start the gateway: {error}", file=sys.stderr)
+            hint = ""
+            if isinstance(error, service.StartError) and error.flag == "--listen":
+                hint = " (give the demo another port with --port)"
+            print(f"acme-gateway demo: cannot start the gateway: {error}{hint}", file=sys.stderr)
             outcome["code"] = 1
             reactor.stop()
             return
         reactor.addSystemEventTrigger("before", "shutdown",
                                       lambda: defer.Deferred.fromCoroutine(running.stop()))
-        certbot_command = certbot or "certbot"
-        print(
-            "\n"
-            f"acme-gateway demo is running (Ctrl-C stops it; files in {workdir}).\n"
-            f"  upstream ACME v2 CA (Pebble): {upstream}\n"
-            f"  v1 directory for legacy clients: {base}/directory\n"
-            f"  account key in the key store: {key_path}\n"
-            "\n"
-            "Get a certificate with certbot 1.32 speaking ACME v1, using its existing account:\n"
-            f"  {certbot_command} certonly --non-interactive --server {base}/directory "
-            f"--config-dir {certbot_dir}/config --work-dir {certbot_dir}/work "
-            f"--logs-dir {certbot_dir}/logs --standalone --http-01-address 127.0.0.1 "
-            f"--http-01-port {http01_port} -d demo.example.test\n",
-            file=sys.stderr,
-            flush=True,
-        )
+        print(banner(workdir, upstream, base, key_path, certbot or "certbot", certbot_dir,
+                     http01_port), file=sys.stderr, flush=True)
 
     reactor.addSystemEventTrigger("after", "shutdown", stop_pebble)
     reactor.callWhenRunning(lambda: defer.Deferred.fromCoroutine(begin()))
@@ -171,4 +243,5 @@ def run_demo(workdir: str, port: int, http01_port: int, certbot: Optional[str]) 
         reactor.run()
     finally:
         stop_pebble()
+        lock.close()
     return outcome["code"]

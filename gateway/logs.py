@@ -24,9 +24,11 @@ from typing import IO, Any, Callable, Dict, Optional
 from twisted.logger import (
     FileLogObserver,
     FilteringLogObserver,
+    ILogFilterPredicate,
     ILogObserver,
     LogLevel,
     LogLevelFilterPredicate,
+    PredicateResult,
     formatEvent,
     formatEventAsClassicLogText,
     globalLogBeginner,
@@ -49,6 +51,24 @@ LEVELS = {
 _INTERNAL = frozenset({"message", "isError", "system", "format", "why", "failure", "time"})
 _RESERVED = frozenset({"time", "level", "namespace", "message", "request_id", "error", "traceback"})
 _MAX_DEPTH = 4
+
+#: Namespaces whose events tell an operator nothing: Twisted's HTTP client
+#: logs "Starting factory _HTTP11ClientFactory(<function …>, <endpoint>)"
+#: and "Stopping factory …" for each upstream connection it opens.
+QUIET_NAMESPACES = frozenset({"twisted.web.client._HTTP11ClientFactory"})
+
+
+@provider(ILogFilterPredicate)
+def without_noise(event: Dict[str, Any]) -> PredicateResult:
+    """
+    Drop the events of `QUIET_NAMESPACES` below warning level.
+    """
+    level = event.get("log_level")
+    if event.get("log_namespace") in QUIET_NAMESPACES and (
+        level is None or level < LogLevel.warn
+    ):
+        return PredicateResult.no
+    return PredicateResult.maybe
 
 
 def with_request_id(observer: ILogObserver) -> ILogObserver:
@@ -134,7 +154,8 @@ def event_as_text(event: Dict[str, Any]) -> Optional[str]:
 def observer_for(log_format: str, level: str = "info", out: IO[str] = sys.stdout) -> ILogObserver:
     """
     The observer ``acme-gateway serve`` logs through: ``log_format`` lines on
-    ``out``, events below ``level`` dropped, request ids stamped.
+    ``out``, events below ``level`` and Twisted's connection chatter
+    (`without_noise`) dropped, request ids stamped.
 
     :raises ValueError: for an unknown format or level.
     """
@@ -147,7 +168,7 @@ def observer_for(log_format: str, level: str = "info", out: IO[str] = sys.stdout
     )
     writer = FileLogObserver(out, formatter)
     predicate = LogLevelFilterPredicate(defaultLogLevel=LEVELS[level])
-    return FilteringLogObserver(with_request_id(writer), [predicate])
+    return FilteringLogObserver(with_request_id(writer), [without_noise, predicate])
 
 
 def start_logging(log_format: str, level: str = "info", out: IO[str] = sys.stdout) -> None:
