@@ -324,6 +324,41 @@ async def test_state_errors_name_the_flag_and_the_path(tmp_path):
         await page.stopListening()
 
 
+def test_an_unwritable_state_directory_names_the_user(tmp_path, monkeypatch):
+    """
+    SQLite's "unable to open database file" for a directory this user may
+    not write in (the suite runs as root, which may write anywhere: the
+    permission answer is the one stand-in here) becomes which directory and
+    which user.
+    """
+    directory = str(tmp_path)
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode: False if path == directory
+                        else real_access(path, mode))
+    reason = service._state_problem(os.path.join(directory, "state.sqlite3"),
+                                    Exception("unable to open database file"))
+    assert reason == (f"cannot open the state database: this user (uid {os.getuid()}) cannot "
+                      f"create files in {directory} (unable to open database file)")
+
+
+def test_a_missing_state_directory_names_the_flag_and_path(tmp_path, capsys):
+    """
+    ``--state`` in a directory that does not exist fails before anything
+    starts, naming the flag, the path and the directory.
+    """
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    state = tmp_path / "nope" / "state.sqlite3"
+    use_layers(Layers(environ={}))
+    with pytest.raises(SystemExit):
+        cli.main(["serve", "--upstream", "https://ca.test/dir", "--keys", str(keys),
+                  "--state", str(state)])
+    err = capsys.readouterr().err
+    assert err.startswith("usage: acme-gateway serve ")
+    assert err.splitlines()[-1] == (f"acme-gateway serve: error: --state: {state}: its directory "
+                                    f"{tmp_path / 'nope'} does not exist")
+
+
 @pytest_twisted.ensureDeferred
 async def test_a_busy_port_names_its_flag(tmp_path):
     """
