@@ -76,7 +76,9 @@ def test_certbot_hides_the_gateway_error_and_where_to_find_it(tmp_path, pebble, 
     assert any("/acme/new-authz -> 429 urn:acme:error:rateLimited" in line and "--order-limit" in line
                for line in gateway.log().splitlines()), gateway.log()
 
-    # 4. the migration report's last failure.
+    # 4. the migration report's last failure (once the gateway stopped: it
+    # writes visits in batches, at the latest when it stops).
+    gateway.stop()
     report = subprocess.run([*gateway_command(), "report", "--state", gateway.state],
                             env=_child_env(), capture_output=True, text=True, timeout=60, check=True)
     assert "new-authz 429 urn:acme:error:rateLimited" in report.stdout, report.stdout
