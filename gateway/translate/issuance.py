@@ -21,7 +21,7 @@ import josepy
 from cryptography import x509
 from twisted.logger import Logger
 
-from gateway.csr import ParsedCSR, parse_csr
+from gateway.csr import ParsedCSR, cn_only_refusal, parse_csr
 from gateway.jose import b64url_decode
 from gateway.problems import V1Problem
 from gateway.scope import note_names
@@ -153,25 +153,20 @@ async def new_certificate(context: Context, bound: BoundAccount, payload: dict) 
     lock = context.lock_for(f"order:{bound.record.id}:{','.join(names)}")
     await lock.acquire()
     try:
-        finalized = await _finalize_known_ready_order(context, bound, names, csr.der)
-        if finalized is not None:
-            record, upstream_order = finalized
-        else:
-            record, upstream_order = await _order_for(context, bound, names)
-            if upstream_order.status == "ready":
-                upstream_order = await context.upstream.finalize(bound.upstream, upstream_order, csr.der)
-            elif upstream_order.status == "pending":
-                authorizations = await _authorization_states(context, bound, record, upstream_order)
-                if not v2.order_is_ready(upstream_order, authorizations):
-                    await _complete_authorizations(context, bound, record, authorizations)
-                upstream_order = await context.upstream.finalize(bound.upstream, upstream_order, csr.der)
-            elif upstream_order.status == "processing":
-                upstream_order = await context.upstream.poll_order(
-                    bound.upstream, upstream_order.url, until=("valid", "invalid")
-                )
+        try:
+            record, upstream_order = await _finalized_order(context, bound, names, csr)
+        except UpstreamProblem as problem:
+            hint = cn_only_refusal(csr, problem.code, problem.detail)
+            if hint is not None:
+                raise hint
+            raise
         if upstream_order.status != "valid" or not upstream_order.certificate:
             await context.store.update_order(record.id, status=upstream_order.status)
-            detail = upstream_order.error.detail if upstream_order.error else "the order is " + upstream_order.status
+            error = upstream_order.error
+            hint = error and cn_only_refusal(csr, error.code, error.detail)
+            if hint:
+                raise hint
+            detail = error.detail if error else "the order is " + upstream_order.status
             raise V1Problem.unauthorized(f"Error creating new cert :: {detail}")
         record = await context.store.update_order(
             record.id, status="valid", certificate_url=upstream_order.certificate
@@ -186,6 +181,32 @@ async def new_certificate(context: Context, bound: BoundAccount, payload: dict) 
         return certificate
     finally:
         lock.release()
+
+
+async def _finalized_order(context: Context, bound: BoundAccount, names: tuple,
+                           csr: ParsedCSR) -> tuple:
+    """
+    Finalize the order for ``names`` with ``csr``: the known ready one at
+    once, else a usable or new one, its authorizations completed first.
+
+    :return: ``(order record, upstream order)`` as finalize left it.
+    """
+    finalized = await _finalize_known_ready_order(context, bound, names, csr.der)
+    if finalized is not None:
+        return finalized
+    record, upstream_order = await _order_for(context, bound, names)
+    if upstream_order.status == "ready":
+        upstream_order = await context.upstream.finalize(bound.upstream, upstream_order, csr.der)
+    elif upstream_order.status == "pending":
+        authorizations = await _authorization_states(context, bound, record, upstream_order)
+        if not v2.order_is_ready(upstream_order, authorizations):
+            await _complete_authorizations(context, bound, record, authorizations)
+        upstream_order = await context.upstream.finalize(bound.upstream, upstream_order, csr.der)
+    elif upstream_order.status == "processing":
+        upstream_order = await context.upstream.poll_order(
+            bound.upstream, upstream_order.url, until=("valid", "invalid")
+        )
+    return record, upstream_order
 
 
 async def _order_for(context: Context, bound: BoundAccount, names: tuple) -> tuple:
