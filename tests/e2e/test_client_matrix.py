@@ -96,7 +96,7 @@ def test_legacy_client_issues_and_renews_with_its_existing_account(
     driver = row.prepare(str(tmp_path / "client"), gateway.directory_url, matrix_webroot, key, keys_dir)
     gateway.start()
 
-    name = f"{row.id.replace('.', '-')}.matrix.example.test"
+    name = f"{row.id.replace('.', '-').replace('_', '-').lower()}.matrix.example.test"
     first = assert_issued(driver.issue(name), matrix_pebble, name)
     renewed = assert_issued(driver.renew(name), matrix_pebble, name)
 

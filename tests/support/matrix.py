@@ -81,10 +81,12 @@ def _read(path: str) -> bytes:
 
 class WebrootServer:
     """
-    A static file server (Python's ``http.server``, a child process) for
-    ``directory`` on 127.0.0.1:``port`` -- the Pebble's http-01 port -- so
-    every client's ``directory/.well-known/acme-challenge/<token>`` file is
-    what the CA fetches, while the tests stay synchronous.
+    ``tests/support/webroot_server.py`` as a child process on
+    127.0.0.1:``port`` -- the Pebble's http-01 port -- serving
+    ``directory/.well-known/acme-challenge/<token>``: every client's http-01
+    file is what the CA fetches, while the tests stay synchronous.
+    `proxy_url` is the same server as an ``http_proxy`` for clients that
+    fetch their own file before answering.
     """
 
     def __init__(self, directory: str, port: int):
@@ -100,9 +102,9 @@ class WebrootServer:
             f.write("up")
         self.log_path = os.path.join(os.path.dirname(self.directory), f"webroot-{self.port}.log")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "http.server", str(self.port), "--bind", "127.0.0.1",
-             "--directory", self.directory],
-            stdin=subprocess.DEVNULL, stdout=open(self.log_path, "wb"), stderr=subprocess.STDOUT,
+            [sys.executable, "-m", "tests.support.webroot_server", "--port", str(self.port),
+             "--directory", self.challenge_dir],
+            cwd=REPO_ROOT, stdin=subprocess.DEVNULL, stdout=open(self.log_path, "wb"), stderr=subprocess.STDOUT,
         )
         opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
         deadline = time.monotonic() + 20
@@ -118,6 +120,10 @@ class WebrootServer:
                 self.stop()
                 raise RuntimeError(f"the webroot server did not start:\n{_read(self.log_path).decode()}")
             time.sleep(0.05)
+
+    @property
+    def proxy_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
 
     def stop(self):
         process, self.process = self.process, None
@@ -355,6 +361,235 @@ class DehydratedDriver(MatrixDriver):
         return self.dehydrated.version()
 
 
+
+# --- command-line clients from PyPI ---------------------------------------------
+
+def venv_bin(venv: str, program: str) -> str:
+    return os.path.join(matrix_venv(venv), "bin", program)
+
+
+def base_url(directory_url: str) -> str:
+    """The gateway's base URL: clients that hard-code Boulder's paths take this."""
+    return directory_url.rsplit("/directory", 1)[0]
+
+
+def make_san_csr(workdir: str, name: str) -> Tuple[str, str]:
+    """
+    A certificate key and a CSR naming ``name`` as CN and SAN, made with the
+    ``openssl`` command line as acme-tiny's README tells its users
+    (``openssl req -new -sha256 -key domain.key -subj … -addext
+    subjectAltName=…``).  Returns ``(key_path, csr_path)``.
+    """
+    key_path = os.path.join(workdir, "domain.key")
+    csr_path = os.path.join(workdir, "domain.csr")
+    _run(["openssl", "genrsa", "-out", key_path, "2048"], env=clean_env(), timeout=60,
+         check=True, what="openssl genrsa")
+    _run(["openssl", "req", "-new", "-sha256", "-key", key_path, "-subj", f"/CN={name}",
+          "-addext", f"subjectAltName=DNS:{name}", "-out", csr_path],
+         env=clean_env(), timeout=60, check=True, what="openssl req")
+    return key_path, csr_path
+
+
+class CommandRow(MatrixClient):
+    """A client from PyPI run as a command, from its own venv."""
+
+    def __init__(self, package: str, version: str, driver, venv: Optional[str] = None):
+        self.package = package
+        self.version = version
+        self.id = f"{package}-{version}"
+        self.venv = venv or self.id
+        self.label = f"{package} {version}"
+        self.driver = driver
+
+    def prepare(self, workdir, directory_url, webroot, key, keys_dir):
+        os.makedirs(workdir, exist_ok=True)
+        return self.driver(self, os.path.abspath(workdir), directory_url, webroot, key, keys_dir)
+
+
+class AcmeTinyDriver(MatrixDriver):
+    """
+    acme-tiny 3.0.0 (the last v1 release on PyPI): the account is just the
+    ``openssl genrsa`` key it was always run with (it sends new-reg every
+    time; an existing account is a 409); the CSR comes from ``openssl req``;
+    it writes the key authorization into ``--acme-dir`` and fetches
+    ``http://<name>/.well-known/…`` itself before answering -- through
+    ``http_proxy``, the webroot server -- and prints the certificate.  A
+    renewal is the same command again.  Boulder's paths are hard-coded
+    under ``--ca``.
+    """
+
+    def __init__(self, row, workdir, directory_url, webroot, key, keys_dir):
+        self.row, self.workdir, self.webroot = row, workdir, webroot
+        self.ca = base_url(directory_url)
+        self.key_path = write_pem_key(os.path.join(workdir, "account.key"), key, traditional=True)
+        shutil.copy(self.key_path, os.path.join(keys_dir, "acme-tiny-account.key"))
+        self.runs = 0
+
+    def _run_client(self, name):
+        if self.runs == 0:
+            make_san_csr(self.workdir, name)
+        self.runs += 1
+        result = _run(
+            [venv_bin(self.row.venv, "acme-tiny"), "--account-key", self.key_path,
+             "--csr", os.path.join(self.workdir, "domain.csr"), "--acme-dir", self.webroot.challenge_dir,
+             "--ca", self.ca],
+            env=clean_env({"http_proxy": self.webroot.proxy_url}), timeout=120, check=True,
+            what=self.row.label)
+        return Issued(pem_ders(result.stdout.encode())[0], [])
+
+    issue = renew = _run_client
+
+
+class SimpLeDriver(MatrixDriver):
+    """
+    simp_le 0.14.0 (the last v1 release): everything lives in its working
+    directory; the account is ``account_key.json`` (a JWK); it sends new-reg
+    on every run (409 for an existing account).  A renewal is the same
+    command with ``--valid_min`` longer than the certificate's life, which
+    is how its docs say to force one.
+    """
+
+    def __init__(self, row, workdir, directory_url, webroot, key, keys_dir):
+        from gateway.clients.certbot import _jwk
+
+        self.row, self.workdir, self.webroot, self.directory_url = row, workdir, webroot, directory_url
+        path = os.path.join(workdir, "account_key.json")
+        with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
+            f.write(json.dumps(_jwk(key).to_json()))
+        shutil.copy(path, os.path.join(keys_dir, "simp_le-account_key.json"))
+
+    def _run_client(self, name, *extra):
+        _run([venv_bin(self.row.venv, "simp_le"), "--server", self.directory_url,
+              "--email", "legacy-simp-le@example.test",
+              "-f", "account_key.json", "-f", "key.pem", "-f", "cert.pem", "-f", "chain.pem",
+              "-d", f"{name}:{self.webroot.directory}", *extra],
+             env=clean_env(), timeout=120, check=True, what=self.row.label, cwd=self.workdir)
+        return Issued(pem_ders(_read(os.path.join(self.workdir, "cert.pem")))[0],
+                      pem_ders(_read(os.path.join(self.workdir, "chain.pem"))))
+
+    def issue(self, name):
+        return self._run_client(name)
+
+    def renew(self, name):
+        return self._run_client(name, "--valid_min", str(100 * 365 * 86400))
+
+
+class WileDriver(MatrixDriver):
+    """
+    wile 1.0.6: ``--account-key`` PEM (it registers only a key it generated
+    itself), ``cert request --webroot``-style ``DOMAIN:WEBROOT``; a renewal
+    is ``cert request --force``.
+    """
+
+    def __init__(self, row, workdir, directory_url, webroot, key, keys_dir):
+        self.row, self.workdir, self.webroot, self.directory_url = row, workdir, webroot, directory_url
+        self.key_path = write_pem_key(os.path.join(workdir, "account.key"), key, traditional=True)
+        shutil.copy(self.key_path, os.path.join(keys_dir, "wile-account.key"))
+
+    def _run_client(self, name, *extra):
+        out = os.path.join(self.workdir, "out")
+        os.makedirs(out, exist_ok=True)
+        _run([venv_bin(self.row.venv, "wile"), "--directory-url", self.directory_url,
+              "--account-key", self.key_path, "cert", "request", "--separate-chain",
+              "--output-dir", out, *extra, f"{name}:{self.webroot.directory}"],
+             env=clean_env({"HOME": self.workdir}), timeout=120, check=True, what=self.row.label,
+             cwd=self.workdir)
+        return Issued(pem_ders(_read(os.path.join(out, f"{name}.crt")))[0],
+                      pem_ders(_read(os.path.join(out, f"{name}.chain.crt"))))
+
+    def issue(self, name):
+        return self._run_client(name)
+
+    def renew(self, name):
+        return self._run_client(name, "--force")
+
+
+class ManualeDriver(MatrixDriver):
+    """
+    manuale 1.1.0: ``account.json`` holds the key (PEM) and the account URI;
+    ``authorize --method http`` writes the key authorization into the
+    current directory (run from the challenge directory) and waits for
+    Enter; ``issue`` makes the key and CSR and writes ``<name>.crt`` and
+    ``<name>.chain.crt``.  A renewal is authorize (nothing to do while the
+    authorization is valid) and issue again.  Boulder's paths are
+    hard-coded under ``--server``.
+    """
+
+    def __init__(self, row, workdir, directory_url, webroot, key, keys_dir):
+        self.row, self.workdir, self.webroot = row, workdir, webroot
+        self.server = base_url(directory_url) + "/"
+        self.account = os.path.join(workdir, "account.json")
+        pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
+                                serialization.NoEncryption()).decode()
+        with open(os.open(self.account, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
+            json.dump({"key": pem, "uri": f"{base_url(directory_url)}/acme/reg/4711"}, f)
+        write_pem_key(os.path.join(keys_dir, "manuale-account.pem"), key)
+
+    def _manuale(self, *args, cwd, stdin=""):
+        command = [venv_bin(self.row.venv, "manuale"), "--server", self.server,
+                   "--account", self.account, *args]
+        result = subprocess.run(command, env=clean_env(), cwd=cwd, input=stdin, text=True,
+                                capture_output=True, timeout=120)
+        if result.returncode != 0 or "failed" in result.stdout + result.stderr:
+            raise AssertionError(f"{self.row.label} {args[0]} exited {result.returncode}:\n"
+                                 f"--- stdout ---\n{result.stdout}\n--- stderr ---\n{result.stderr}")
+        return result
+
+    def _run_client(self, name):
+        self._manuale("authorize", "--method", "http", name, cwd=self.webroot.challenge_dir, stdin="\n")
+        out = os.path.join(self.workdir, "out")
+        os.makedirs(out, exist_ok=True)
+        self._manuale("issue", "--output", out, name, cwd=self.workdir)
+        return Issued(pem_ders(_read(os.path.join(out, f"{name}.crt")))[0],
+                      pem_ders(_read(os.path.join(out, f"{name}.chain.crt"))))
+
+    issue = renew = _run_client
+
+
+class FreeTlsDriver(MatrixDriver):
+    """
+    free_tls_certificates 0.1.6 (Mail-in-a-Box's client): its account cache
+    directory holds ``account.pem`` and ``registration.json`` (the
+    registration resource, which it re-reads from the CA on every run); it
+    installs the challenge file under the static path, checks it over HTTP
+    itself (through ``http_proxy``), then answers.  It renews only a
+    certificate that expires within 30 days, so the renewal removes the
+    certificate file first, as an operator forcing one does.
+    """
+
+    def __init__(self, row, workdir, directory_url, webroot, key, keys_dir):
+        self.row, self.workdir, self.webroot, self.directory_url = row, workdir, webroot, directory_url
+        cache = os.path.join(workdir, "account")
+        os.makedirs(cache, exist_ok=True)
+        write_pem_key(os.path.join(cache, "account.pem"), key, traditional=True)
+        thumbprint = _thumbprint(key)
+        with open(os.path.join(cache, "registration.json"), "w") as f:
+            json.dump({"body": {}, "uri": f"{base_url(directory_url)}/acme/reg/{thumbprint}",
+                       "new_authzr_uri": f"{base_url(directory_url)}/acme/new-authz",
+                       "terms_of_service": f"{base_url(directory_url)}/terms"}, f)
+        shutil.copy(os.path.join(cache, "account.pem"), os.path.join(keys_dir, "free-tls-account.pem"))
+        self.cache = cache
+
+    def _run_client(self, name):
+        cert = os.path.join(self.workdir, "certificate.crt")
+        if os.path.exists(cert):
+            os.unlink(cert)
+        _run([venv_bin(self.row.venv, "free_tls_certificate"), "--server", self.directory_url,
+              name, os.path.join(self.workdir, "private.key"), cert, self.webroot.directory, self.cache],
+             env=clean_env({"http_proxy": self.webroot.proxy_url}), timeout=120, check=True,
+             what=self.row.label, cwd=self.workdir)
+        ders = pem_ders(_read(cert))
+        return Issued(ders[0], ders[1:])
+
+    issue = renew = _run_client
+
+
+def _thumbprint(key) -> str:
+    from gateway.jose import AccountKey
+
+    return AccountKey.from_private_key(key).thumbprint
+
+
 #: Every row of the matrix, in the README table's order.
 ROWS: List[MatrixClient] = [
     CertbotRow("0.27.1", random_sleep_flag=False),
@@ -365,4 +600,9 @@ ROWS: List[MatrixClient] = [
     Acme1Row("0.31.0", venv="certbot-0.31.0"),
     Acme1Row("1.12.0", venv="certbot-1.12.0"),
     DehydratedRow(),
+    CommandRow("acme-tiny", "3.0.0", AcmeTinyDriver),
+    CommandRow("simp_le", "0.14.0", SimpLeDriver, venv="simp_le-client-0.14.0"),
+    CommandRow("manuale", "1.1.0", ManualeDriver),
+    CommandRow("free_tls_certificates", "0.1.6", FreeTlsDriver),
+    CommandRow("wile", "1.0.6", WileDriver),
 ]
