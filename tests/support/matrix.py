@@ -584,6 +584,69 @@ class FreeTlsDriver(MatrixDriver):
     issue = renew = _run_client
 
 
+# --- Node.js clients from npm --------------------------------------------------
+
+LE_ACME_CORE_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "le_acme_core_client.js")
+
+
+class NpmRow(MatrixClient):
+    """
+    A client from npm, installed by ``scripts/setup`` into
+    ``.venvs/<package>-<version>/node_modules`` from
+    ``tests/legacy-clients/npm/<package>-<version>/``.
+    """
+
+    def __init__(self, package: str, version: str, driver):
+        self.package = package
+        self.version = version
+        self.id = self.venv = f"{package}-{version}"
+        self.label = f"{package} {version} (npm)"
+        self.driver = driver
+
+    @property
+    def node_modules(self) -> str:
+        return os.path.join(matrix_venv(self.venv), "node_modules")
+
+    def missing(self):
+        if not os.path.isdir(os.path.join(self.node_modules, self.package)):
+            return (f"{self.node_modules}/{self.package} is missing: run ./scripts/setup, which "
+                    f"installs it from tests/legacy-clients/npm/{self.venv}/")
+        if not shutil.which("node"):
+            return "node is not installed: run ./scripts/setup"
+        return None
+
+    def prepare(self, workdir, directory_url, webroot, key, keys_dir):
+        os.makedirs(workdir, exist_ok=True)
+        return self.driver(self, os.path.abspath(workdir), directory_url, webroot, key, keys_dir)
+
+
+class LeAcmeCoreDriver(MatrixDriver):
+    """
+    le-acme-core 2.1.4 through ``tests/support/le_acme_core_client.js``:
+    node-letsencrypt and greenlock 2.x kept the account key PEM and called
+    ``getCertificate`` with it on every issuance and renewal, never
+    registering again.
+    """
+
+    def __init__(self, row, workdir, directory_url, webroot, key, keys_dir):
+        self.row, self.workdir, self.webroot, self.directory_url = row, workdir, webroot, directory_url
+        self.key_path = write_pem_key(os.path.join(workdir, "account.pem"), key, traditional=True)
+        shutil.copy(self.key_path, os.path.join(keys_dir, "le-acme-core-account.pem"))
+        self.runs = 0
+
+    def _run_client(self, name):
+        self.runs += 1
+        out = os.path.join(self.workdir, f"run-{self.runs}")
+        _run([shutil.which("node") or "node", LE_ACME_CORE_SCRIPT, self.directory_url, self.key_path,
+              name, self.webroot.challenge_dir, out],
+             env=clean_env({"NODE_PATH": self.row.node_modules}), timeout=120, check=True,
+             what=self.row.label)
+        return Issued(pem_ders(_read(os.path.join(out, "cert.pem")))[0],
+                      pem_ders(_read(os.path.join(out, "chain.pem"))))
+
+    issue = renew = _run_client
+
+
 def _thumbprint(key) -> str:
     from gateway.jose import AccountKey
 
@@ -605,4 +668,5 @@ ROWS: List[MatrixClient] = [
     CommandRow("manuale", "1.1.0", ManualeDriver),
     CommandRow("free_tls_certificates", "0.1.6", FreeTlsDriver),
     CommandRow("wile", "1.0.6", WileDriver),
+    NpmRow("le-acme-core", "2.1.4", LeAcmeCoreDriver),
 ]
