@@ -586,7 +586,7 @@ class FreeTlsDriver(MatrixDriver):
 
 # --- Node.js clients from npm --------------------------------------------------
 
-LE_ACME_CORE_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "le_acme_core_client.js")
+LE_CORE_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "le_core_client.js")
 
 
 class NpmRow(MatrixClient):
@@ -620,10 +620,11 @@ class NpmRow(MatrixClient):
         return self.driver(self, os.path.abspath(workdir), directory_url, webroot, key, keys_dir)
 
 
-class LeAcmeCoreDriver(MatrixDriver):
+class LeCoreDriver(MatrixDriver):
     """
-    le-acme-core 2.1.4 through ``tests/support/le_acme_core_client.js``:
-    node-letsencrypt and greenlock 2.x kept the account key PEM and called
+    le-acme-core 2.1.4 or letiny-core 2.0.3 through
+    ``tests/support/le_core_client.js``: node-letsencrypt, greenlock 2.x
+    and letiny-based tools kept the account key PEM and called
     ``getCertificate`` with it on every issuance and renewal, never
     registering again.
     """
@@ -631,13 +632,14 @@ class LeAcmeCoreDriver(MatrixDriver):
     def __init__(self, row, workdir, directory_url, webroot, key, keys_dir):
         self.row, self.workdir, self.webroot, self.directory_url = row, workdir, webroot, directory_url
         self.key_path = write_pem_key(os.path.join(workdir, "account.pem"), key, traditional=True)
-        shutil.copy(self.key_path, os.path.join(keys_dir, "le-acme-core-account.pem"))
+        shutil.copy(self.key_path, os.path.join(keys_dir, f"{row.package}-account.pem"))
         self.runs = 0
 
     def _run_client(self, name):
         self.runs += 1
         out = os.path.join(self.workdir, f"run-{self.runs}")
-        _run([shutil.which("node") or "node", LE_ACME_CORE_SCRIPT, self.directory_url, self.key_path,
+        _run([shutil.which("node") or "node", LE_CORE_SCRIPT, self.row.package, self.directory_url,
+              self.key_path,
               name, self.webroot.challenge_dir, out],
              env=clean_env({"NODE_PATH": self.row.node_modules}), timeout=120, check=True,
              what=self.row.label)
@@ -668,5 +670,6 @@ ROWS: List[MatrixClient] = [
     CommandRow("manuale", "1.1.0", ManualeDriver),
     CommandRow("free_tls_certificates", "0.1.6", FreeTlsDriver),
     CommandRow("wile", "1.0.6", WileDriver),
-    NpmRow("le-acme-core", "2.1.4", LeAcmeCoreDriver),
+    NpmRow("le-acme-core", "2.1.4", LeCoreDriver),
+    NpmRow("letiny-core", "2.0.3", LeCoreDriver),
 ]

@@ -1,13 +1,14 @@
 #!/usr/bin/env node
 // A legacy ACME v1 client for the matrix: le-acme-core (the v1 core of
-// node-letsencrypt and greenlock 2.x) driven the way those libraries drove
-// it, for an account that already exists (no registration):
+// node-letsencrypt and greenlock 2.x) or letiny-core (the fork of letiny it
+// came from; the same getCertificate interface), driven the way those
+// libraries drove it, for an account that already exists (no registration):
 // getAcmeUrls(directory), then getCertificate() -- new-authz, http-01 file,
 // challenge, poll, new-cert, a GET of the certificate URL compared with the
 // new-cert body, and the issuer through Link rel="up".
 //
-//   NODE_PATH=<prefix>/node_modules node le_acme_core_client.js \
-//       DIRECTORY ACCOUNT_KEY_PEM NAME CHALLENGE_DIR OUT_DIR
+//   NODE_PATH=<prefix>/node_modules node le_core_client.js \
+//       le-acme-core|letiny-core DIRECTORY ACCOUNT_KEY_PEM NAME CHALLENGE_DIR OUT_DIR
 //
 // Writes OUT_DIR/cert.pem, chain.pem, privkey.pem; exits 1 with the error
 // on stderr when anything fails.
@@ -17,17 +18,19 @@ const crypto = require('crypto');
 const fs = require('fs');
 const path = require('path');
 
-const [directory, accountKeyPath, name, challengeDir, outDir] = process.argv.slice(2);
-if (!outDir) {
-  console.error('usage: le_acme_core_client.js DIRECTORY ACCOUNT_KEY_PEM NAME CHALLENGE_DIR OUT_DIR');
+const [library, directory, accountKeyPath, name, challengeDir, outDir] = process.argv.slice(2);
+if (!outDir || !['le-acme-core', 'letiny-core'].includes(library)) {
+  console.error('usage: le_core_client.js le-acme-core|letiny-core DIRECTORY ACCOUNT_KEY_PEM NAME CHALLENGE_DIR OUT_DIR');
   process.exit(2);
 }
 
-const LeCore = require('le-acme-core').ACME.create();
+// le-acme-core exports a factory; letiny-core exports the ready core.
+const exported = require(library);
+const LeCore = exported.ACME ? exported.ACME.create() : exported;
 const RSA = require('rsa-compat').RSA;
 
 function fail(err) {
-  console.error('le-acme-core failed:', err && (err.stack || err.message || err));
+  console.error(library + ' failed:', err && (err.stack || err.message || err));
   if (err && err.description) console.error('detail:', JSON.stringify(err.description));
   process.exit(1);
 }
