@@ -584,6 +584,35 @@ class FreeTlsDriver(MatrixDriver):
     issue = renew = _run_client
 
 
+TXACME_CLIENT_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "txacme_client.py")
+
+
+class TxacmeDriver(MatrixDriver):
+    """
+    txacme 0.9.3 through ``tests/support/txacme_client.py``: the account is
+    the key a service loads on start (no new-reg); every issuance and
+    renewal validates the name and asks for the certificate.
+    """
+
+    def __init__(self, row, workdir, directory_url, webroot, key, keys_dir):
+        self.row, self.workdir, self.webroot, self.directory_url = row, workdir, webroot, directory_url
+        self.key_path = write_pem_key(os.path.join(workdir, "account.pem"), key)
+        shutil.copy(self.key_path, os.path.join(keys_dir, "txacme-account.pem"))
+        self.runs = 0
+
+    def _run_client(self, name):
+        self.runs += 1
+        out = os.path.join(self.workdir, f"run-{self.runs}")
+        _run([venv_bin(self.row.venv, "python"), TXACME_CLIENT_SCRIPT, self.directory_url,
+              self.key_path, name, self.webroot.challenge_dir, out],
+             env=clean_env(), timeout=120, check=True, what=self.row.label, cwd=self.workdir)
+        chain_dir = os.path.join(out, "chain")
+        issuers = [_read(os.path.join(chain_dir, f"{i}.der")) for i in range(len(os.listdir(chain_dir)))]
+        return Issued(_read(os.path.join(out, "cert.der")), issuers)
+
+    issue = renew = _run_client
+
+
 # --- Node.js clients from npm --------------------------------------------------
 
 LE_CORE_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "le_core_client.js")
@@ -670,6 +699,7 @@ ROWS: List[MatrixClient] = [
     CommandRow("manuale", "1.1.0", ManualeDriver),
     CommandRow("free_tls_certificates", "0.1.6", FreeTlsDriver),
     CommandRow("wile", "1.0.6", WileDriver),
+    CommandRow("txacme", "0.9.3", TxacmeDriver),
     NpmRow("le-acme-core", "2.1.4", LeCoreDriver),
     NpmRow("letiny-core", "2.0.3", LeCoreDriver),
 ]
