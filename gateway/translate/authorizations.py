@@ -5,9 +5,19 @@ Let's Encrypt's v2 offers no ``newAuthz`` (no pre-authorization), so a v1
 ``new-authz`` becomes a single-name order whose one authorization is
 returned to the client (MAPPING.md §3.5b, option A).  A later single-name
 ``new-cert`` finalizes that very order, so such a certificate costs one
-order, as a native v2 client's would.  Before creating anything, a pending
-or valid authorization the account already holds for the name is reused,
-as Boulder v1 did.
+order, as a native v2 client's would.
+
+Before creating anything, an authorization the account already holds for the
+name is returned, as Boulder v1 did — but only one that a later ``new-cert``
+can still use (`usable_view`).  A *used* valid authorization is never
+returned: one whose order was finalized (or failed, or is being finalized),
+or that the CA may no longer honour (it lapses within `HONOUR_MARGIN_SECONDS`,
+its order is gone, the CA lost its state).  Handing such an authorization to a
+client made its ``new-cert`` need a fresh order whose authorization is
+pending at a CA that reuses nothing, and fail.  Instead ``new-authz`` orders
+anew; the CA answers with a valid authorization (it reused it, and it now
+belongs to the new order) or a pending one (the client validates again), and
+the single-name certificate still costs one order.
 
 v1 reads are unauthenticated GETs; upstream they are POST-as-GET signed by
 the owning account, which every stored row names.
@@ -24,6 +34,7 @@ import attrs
 from gateway.policy import parse_v1_identifier
 from gateway.problems import V1Problem, from_upstream
 from gateway.store import Authorization, Challenge, Order
+from gateway.store.records import timestamp_instant
 from gateway.translate.context import BoundAccount, Context
 from gateway.upstream.errors import UpstreamProblem
 from gateway.upstream import messages as v2
@@ -156,8 +167,8 @@ def requested_name(payload: dict):
 
 async def new_authorization(context: Context, bound: BoundAccount, payload: dict) -> AuthorizationView:
     """
-    ``new-authz``: reuse the account's pending or valid authorization for
-    the name, else create a single-name order upstream.
+    ``new-authz``: the account's authorization for the name that a
+    ``new-cert`` can still use, else a new single-name order upstream.
     """
     name = requested_name(payload)
     lock = context.lock_for(f"authz:{bound.record.id}:{name.spelled}")
@@ -166,19 +177,8 @@ async def new_authorization(context: Context, bound: BoundAccount, payload: dict
         for candidate in await context.store.find_authorizations(
             bound.record.id, name.value, name.wildcard, ("pending", "valid")
         ):
-            if context.has_expired(candidate.expires):
-                continue
-            try:
-                view = await read_view(context, candidate)
-            except V1Problem as problem:
-                if problem.status != 404:
-                    raise
-                # The CA no longer knows it (expired early, or a CA that lost
-                # its state): remember that, and order anew.
-                await context.store.update_authorization(
-                    candidate.id, status="expired", updated_at=context.now())
-                continue
-            if view.authorization.status in ("pending", "valid"):
+            view = await usable_view(context, bound, candidate)
+            if view is not None:
                 return view
         order = await context.new_order(bound, [name.spelled])
         stored_order = await store_upstream_order(context, bound, order)
@@ -186,6 +186,10 @@ async def new_authorization(context: Context, bound: BoundAccount, payload: dict
         for url in order.authorizations:
             upstream = await context.upstream.get_authorization(bound.upstream, url)
             record = await record_authorization(context, bound.record.id, stored_order.id, upstream)
+            if record.order_id != stored_order.id:
+                # The CA reused an authorization of an earlier order: it now
+                # belongs to this one, which the client's new-cert finalizes.
+                record = await context.store.update_authorization(record.id, order_id=stored_order.id)
             if upstream.identifier == name.value and upstream.wildcard == name.wildcard:
                 last = (record, upstream)
         if last is None:
@@ -193,6 +197,95 @@ async def new_authorization(context: Context, bound: BoundAccount, payload: dict
         return await _view(context, last[0], bound.thumbprint, last[1])
     finally:
         lock.release()
+
+
+#: A valid authorization (or its order) that lapses sooner than this is not
+#: handed out again: the client's new-cert could come too late for it.
+HONOUR_MARGIN_SECONDS = 300
+
+#: Statuses of an order that can still be finalized.
+_FINALIZABLE = ("pending", "ready")
+
+
+def _lapses_within(context: Context, expires: Optional[str], seconds: float) -> bool:
+    if not expires:
+        return False
+    try:
+        return timestamp_instant(expires).timestamp() <= context.clock.seconds() + seconds
+    except ValueError:
+        return False
+
+
+async def usable_view(context: Context, bound: BoundAccount,
+                      candidate: Authorization) -> Optional[AuthorizationView]:
+    """
+    The view of a stored pending or valid authorization that ``new-authz``
+    may return, or ``None`` when it is used or the CA may no longer honour
+    it.
+
+    - pending: its order can still be finalized, and the CA still has it
+      pending (read upstream, as before);
+    - valid: its order was not finalized, neither authorization nor order
+      lapses within `HONOUR_MARGIN_SECONDS`, and the CA confirms the order
+      ``ready`` (one POST-as-GET; an order the CA no longer knows, after it
+      lost its state, is remembered as invalid).
+    """
+    if context.has_expired(candidate.expires):
+        return None
+    order = None
+    if candidate.order_id is not None:
+        order = await context.store.order_by_id(candidate.order_id)
+        if order is not None and (
+            order.status not in _FINALIZABLE or context.has_expired(order.expires)
+        ):
+            return None
+    if candidate.status == "valid":
+        if order is None:
+            return None
+        if (_lapses_within(context, candidate.expires, HONOUR_MARGIN_SECONDS)
+                or _lapses_within(context, order.expires, HONOUR_MARGIN_SECONDS)):
+            return None
+        return await _confirmed_ready(context, bound, candidate, order)
+    try:
+        view = await read_view(context, candidate)
+    except V1Problem as problem:
+        if problem.status != 404:
+            raise
+        # The CA no longer knows it (expired early, or a CA that lost its
+        # state): remember that, and order anew.
+        await context.store.update_authorization(
+            candidate.id, status="expired", updated_at=context.now())
+        return None
+    if view.authorization.status == "pending":
+        return view
+    if view.authorization.status == "valid":
+        # Validated upstream since the store last looked: judge it as valid.
+        return await usable_view(context, bound, view.authorization)
+    return None
+
+
+async def _confirmed_ready(context: Context, bound: BoundAccount, candidate: Authorization,
+                           order: Order) -> Optional[AuthorizationView]:
+    """
+    Ask the CA whether the order of a valid authorization is still ready to
+    be finalized; record what it says.
+    """
+    try:
+        upstream = await context.upstream.get_order(bound.upstream, order.upstream_url)
+    except UpstreamProblem as problem:
+        if problem.status != 404:
+            raise
+        await context.store.update_order(order.id, status="invalid")
+        await context.store.update_authorization(
+            candidate.id, status="expired", updated_at=context.now())
+        log.info("new-authz: the CA no longer knows order {order}; ordering anew", order=order.id)
+        return None
+    if upstream.status != order.status:
+        await context.store.update_order(order.id, status=upstream.status,
+                                         certificate_url=upstream.certificate)
+    if upstream.status != "ready":
+        return None
+    return await _view(context, candidate, bound.thumbprint)
 
 
 async def _owner(context: Context, record: Authorization):

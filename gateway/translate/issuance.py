@@ -262,11 +262,15 @@ async def _finalize_known_ready_order(context: Context, bound: BoundAccount, nam
 async def _orders_spent(context: Context, bound: BoundAccount, final: Order, names) -> int:
     """
     The upstream orders a certificate cost: the order finalized, plus the
-    single-name orders whose authorizations (still valid) proved its names —
-    the figure the order economy keeps at 1 for a single name.
+    single-name orders whose authorizations (still valid) proved the names
+    the finalized order did not create or take over itself — the figure the
+    order economy keeps at 1 for a single name.
     """
     orders = {final.id}
+    own = {(a.identifier, a.wildcard) for a in await context.store.authorizations_for_order(final.id)}
     for name in names:
+        if (name.value, name.wildcard) in own:
+            continue
         for authorization in await context.store.find_authorizations(
             bound.record.id, name.value, name.wildcard, ("valid",)
         ):
