@@ -9,9 +9,12 @@ Per client: the certificate chains to Pebble's root and names exactly the
 name asked for; the renewal is a new certificate; the client never made a
 new account, and the gateway acted upstream for that one key only.
 
-One Pebble (reusing valid authorizations, as Let's Encrypt did for v1
-flows) and one webroot server on its http-01 port serve the whole module;
-each client gets its own gateway process, key and name.
+The whole matrix runs twice: against a Pebble that reuses every valid
+authorization (as Let's Encrypt did for v1 flows) and against one that
+reuses none (a renewal must validate again: Let's Encrypt's reuse window is
+shrinking to hours).  One Pebble of each kind and one webroot server on its
+http-01 port serve all clients; each client gets its own gateway process,
+key and name.
 """
 
 from __future__ import annotations
@@ -31,14 +34,14 @@ from tests.support.stack import Pebble, certificate_names, free_port, verify_cha
 pytestmark = pytest.mark.e2e
 
 
-@pytest.fixture(scope="module")
-def matrix_pebble(stack_dir, dns_server):
-    """The module's Pebble: reuses valid authorizations (``PEBBLE_AUTHZREUSE=100``)."""
+@pytest.fixture(scope="module", params=["100", "0"], ids=["reuse100", "reuse0"])
+def matrix_pebble(request, stack_dir, dns_server):
+    """The matrix's Pebble, reusing all (``PEBBLE_AUTHZREUSE=100``) or no valid authorizations."""
     from tests.conftest import _require_pebble
 
     _require_pebble()
     pebble = Pebble(os.path.join(stack_dir, "pebble"), dns_server.address, http_port=free_port(),
-                    env={"PEBBLE_AUTHZREUSE": "100"}).start()
+                    env={"PEBBLE_AUTHZREUSE": request.param}).start()
     yield pebble
     pebble.stop()
 
