@@ -36,7 +36,6 @@ from tests.support.legacy import (
     Dehydrated,
     _run,
     clean_env,
-    dehydrated_binary,
 )
 
 VENVS_DIR = os.path.join(REPO_ROOT, ".venvs")
@@ -356,9 +355,6 @@ class DehydratedDriver(MatrixDriver):
     def renew(self, name):
         self.dehydrated.issue(name, force=True)
         return self._issued(name)
-
-    def version(self) -> str:
-        return self.dehydrated.version()
 
 
 
