@@ -171,6 +171,11 @@ class WithoutReuseTests(ReuseTestCase):
             reply = self.new_authz(name)
             self.assertEqual(reply.json()["status"], "pending")
             self.authorize(name)
+            # Asked again while the two-name order waits for the other name:
+            # the same authorization, valid, and no new order.
+            again = self.new_authz(name)
+            self.assertEqual((again.header("location"), again.json()["status"]),
+                             (reply.header("location"), "valid"))
         self.assertEqual(self.new_cert(names).status, 201)
         self.assertEqual(self.ca.counts["newOrder"], 3)
 
