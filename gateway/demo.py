@@ -160,7 +160,13 @@ def run_demo(workdir: str, port: int, http01_port: int, certbot: Optional[str]) 
             f"  {certbot_command} certonly --non-interactive --server {base}/directory "
             f"--config-dir {certbot_dir}/config --work-dir {certbot_dir}/work "
             f"--logs-dir {certbot_dir}/logs --standalone --http-01-address 127.0.0.1 "
-            f"--http-01-port {http01_port} -d demo.example.test\n",
+            f"--http-01-port {http01_port} -d demo.example.test\n"
+            "\n"
+            "Renew it, as cron would, as often as you like (this Pebble reuses no "
+            "authorization, so each renewal validates again):\n"
+            f"  {certbot_command} renew --force-renewal --no-random-sleep-on-renew --non-interactive "
+            f"--config-dir {certbot_dir}/config --work-dir {certbot_dir}/work "
+            f"--logs-dir {certbot_dir}/logs\n",
             file=sys.stderr,
             flush=True,
         )

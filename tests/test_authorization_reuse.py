@@ -16,7 +16,7 @@ from __future__ import annotations
 from cryptography import x509
 
 from gateway.jose import b64url
-from gateway.testing import FakeCA
+from gateway.testing import CAAccount, FakeCA
 from gateway.testing import build_test_gateway
 from gateway.translate.authorizations import HONOUR_MARGIN_SECONDS
 from tests.test_v1_face import KEY, NAME, FaceTestCase, make_csr
@@ -115,6 +115,36 @@ class WithoutReuseTests(ReuseTestCase):
         self.assertEqual(self.new_cert().status, 201)
         self.assertEqual(self.ca.counts["newOrder"], 2)
 
+    def lose_state(self):
+        """
+        The CA comes back without the accounts, orders and authorizations it
+        had (a restarted Pebble): the same key's account gets another URL.
+        """
+        self.ca.orders.clear()
+        self.ca.authorizations.clear()
+        self.ca.accounts = {1: CAAccount(1, self.ca.url("/acct/someone-else"), {}, "someone-else", [], True)}
+
+    def test_after_the_ca_lost_its_state_renewals_order_anew(self):
+        """
+        Both kinds of stored valid authorization: one whose order was
+        finalized (a renewal), and one whose order was validated but never
+        finalized.  The gateway finds its account again and orders anew.
+        """
+        self.register()
+        self.authorize()
+        self.assertEqual(self.new_cert().status, 201)
+        validated_url, _ = self.authorize("other.example.test")
+        self.lose_state()
+        for name in (NAME, "other.example.test"):
+            reply = self.new_authz(name)
+            self.assertEqual((reply.status, reply.json()["status"]), (201, "pending"), reply.body)
+            self.authorize(name)
+            issued = self.new_cert((name,))
+            self.assertEqual(issued.status, 201, issued.body)
+        self.assertEqual(self.stored(validated_url).status, "expired")
+        self.assertEqual(len(self.ca.orders), 2, "one order per certificate at the new CA")
+        self.assertEqual(self.ca.accounts[2].thumbprint, KEY.thumbprint)
+
     def test_pending_authorization_of_a_dropped_order_is_not_returned(self):
         self.register()
         reply = self.new_authz()
@@ -141,6 +171,11 @@ class WithoutReuseTests(ReuseTestCase):
             reply = self.new_authz(name)
             self.assertEqual(reply.json()["status"], "pending")
             self.authorize(name)
+            # Asked again while the two-name order waits for the other name:
+            # the same authorization, valid, and no new order.
+            again = self.new_authz(name)
+            self.assertEqual((again.header("location"), again.json()["status"]),
+                             (reply.header("location"), "valid"))
         self.assertEqual(self.new_cert(names).status, 201)
         self.assertEqual(self.ca.counts["newOrder"], 3)
 

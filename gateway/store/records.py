@@ -275,7 +275,9 @@ class Authorization:
     A gateway authorization, in ``/acme/authz/{id}``, backed by an upstream
     authorization.
 
-    :ivar order_id: the order that created it, if any.
+    :ivar order_id: the order it belongs to, if any: the one that created
+        it, or the later single-name order of a ``new-authz`` that the CA
+        reused it in (the order that client's ``new-cert`` finalizes).
     :ivar identifier: the lower-cased DNS name; for a wildcard, the base
         domain (``example.com``) with ``wildcard`` set, as in RFC 8555.
     :ivar updated_at: when the gateway last refreshed ``status`` and

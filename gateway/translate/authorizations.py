@@ -228,7 +228,8 @@ async def usable_view(context: Context, bound: BoundAccount,
     - valid: its order was not finalized, neither authorization nor order
       lapses within `HONOUR_MARGIN_SECONDS`, and the CA confirms the order
       ``ready`` (one POST-as-GET; an order the CA no longer knows, after it
-      lost its state, is remembered as invalid).
+      lost its state, is remembered as invalid) — or, for an order of
+      several names, still ``pending`` for the others.
     """
     if context.has_expired(candidate.expires):
         return None
@@ -283,7 +284,10 @@ async def _confirmed_ready(context: Context, bound: BoundAccount, candidate: Aut
     if upstream.status != order.status:
         await context.store.update_order(order.id, status=upstream.status,
                                          certificate_url=upstream.certificate)
-    if upstream.status != "ready":
+    # A single-name order that is not ready has lost this authorization; an
+    # order for several names may still wait for the others.
+    if upstream.status != "ready" and not (upstream.status == "pending"
+                                           and len(order.identifiers) > 1):
         return None
     return await _view(context, candidate, bound.thumbprint)
 
