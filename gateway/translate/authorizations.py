@@ -21,6 +21,7 @@ from twisted.logger import Logger
 
 import attrs
 
+from gateway.crashpoints import crash_point
 from gateway.policy import parse_v1_identifier
 from gateway.problems import V1Problem, from_upstream
 from gateway.store import Authorization, Challenge, Order
@@ -60,7 +61,7 @@ async def store_upstream_order(context: Context, bound: BoundAccount, order: v2.
     """
     Record an upstream order the gateway just created.
     """
-    return await context.store.add_order(
+    stored = await context.store.add_order(
         Order(
             id=context.store.new_id(),
             account_id=bound.record.id,
@@ -73,6 +74,8 @@ async def store_upstream_order(context: Context, bound: BoundAccount, order: v2.
             created_at=context.now(),
         )
     )
+    crash_point("order-row")
+    return stored
 
 
 async def record_authorization(
@@ -98,6 +101,7 @@ async def record_authorization(
                 updated_at=now,
             )
         )
+        crash_point("authorization-row")
         for challenge in upstream.challenges:
             if challenge.token is None:
                 continue

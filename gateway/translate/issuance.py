@@ -21,6 +21,7 @@ import josepy
 from cryptography import x509
 from twisted.logger import Logger
 
+from gateway.crashpoints import crash_point
 from gateway.csr import ParsedCSR, parse_csr
 from gateway.jose import b64url_decode
 from gateway.problems import V1Problem
@@ -321,6 +322,7 @@ async def store_chain(context: Context, account_id: int, order_id: Optional[str]
     for der in chain.issuers:
         issuer = await context.store.add_issuer(der)
         issuer_ids.append(issuer.id)
+    crash_point("issuer-row")
     leaf = x509.load_der_x509_certificate(chain.leaf)
     serial = format(leaf.serial_number, "x")
     existing = await context.store.certificate_by_serial(serial)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from cryptography import x509
 
+from gateway.crashpoints import crash_point
 from gateway.jose import b64url_decode, public_jwk, thumbprint
 from gateway.problems import V1Problem
 from gateway.translate.context import RETIRED, BoundAccount, Context
@@ -132,6 +133,7 @@ async def change_key(
     account = await context.store.update_account(
         bound.record.id, thumbprint=new_thumbprint, public_jwk=new_key.public_jwk_json
     )
+    crash_point("account-row")
     # Remember that the old key was rolled away: it may still sit in the key
     # store, and a request signed by it must be refused, not adopted as a
     # brand-new upstream account.
