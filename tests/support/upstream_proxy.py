@@ -79,7 +79,7 @@ class UpstreamProxy(resource.Resource):
         if self.hook is not None:
             held = self.hook(method, path)
             if held is not None and (await held) == "drop":
-                request.channel.transport.abortConnection()
+                _abort(request)
                 return
         headers = Headers()
         for name, values in request.requestHeaders.getAllRawHeaders():
@@ -107,7 +107,7 @@ class UpstreamProxy(resource.Resource):
             self.answered_hook(method, path, response.code)
         if self._loses(method, path):
             self.lost[path.strip("/").split("/")[0] or "/"] += 1
-            request.channel.transport.abortConnection()
+            _abort(request)
             return
         if request._disconnected:
             return
@@ -119,6 +119,14 @@ class UpstreamProxy(resource.Resource):
                 request.responseHeaders.addRawHeader(name, value)
         request.write(content)
         request.finish()
+
+
+def _abort(request) -> None:
+    """
+    Drop the gateway's connection (unless the gateway is gone already).
+    """
+    if request.channel is not None and request.channel.transport is not None:
+        request.channel.transport.abortConnection()
 
 
 def listen_proxy(reactor, proxy: UpstreamProxy, port: int, tls: dict):
