@@ -255,3 +255,41 @@ class UpstreamSwitchTests(FaceTestCase):
         reply = self.post("/acme/new-cert", {"resource": "new-cert", "csr": b64url(make_csr([NAME]))})
         self.assertProblem(reply, 403, "unauthorized", "not found or expired", NAME)
         self.issue()
+
+
+class LostCAStateTests(FaceTestCase):
+    """
+    The CA lost its state (a Pebble restarted on the same address): the
+    account is found or created again by key, and nothing the CA knew of
+    the old one is offered to a client again.
+    """
+
+    def test_client_flow_works_after_the_ca_forgot_everything(self):
+        """
+        A client that validated its name and got a certificate runs its
+        flow again after the CA forgot everything: within two runs of the
+        flow (one, with the rule that new-authz never returns a used
+        authorization) it gets a certificate, and the authorizations from
+        before are expired once the gateway noticed the loss.
+        """
+        old_authz, _ = self.authorize()
+        reply = self.post("/acme/new-cert", {"resource": "new-cert", "csr": b64url(make_csr([NAME]))})
+        self.assertEqual(reply.status, 201, reply.body)
+        for table in (self.ca.accounts, self.ca.authorizations, self.ca._challenges):
+            table.clear()
+        del self.ca.orders[:], self.ca.certificates[:]
+
+        for run in range(2):
+            authz = self.new_authz(NAME)
+            self.assertEqual(authz.status, 201, authz.body)
+            if authz.json()["status"] != "valid":
+                challenge = next(c for c in authz.json()["challenges"] if c["type"] == "http-01")
+                self.post(challenge["uri"], {"resource": "challenge", "type": "http-01",
+                                             "keyAuthorization": KEY.key_authorization(challenge["token"])})
+            issued = self.post("/acme/new-cert", {"resource": "new-cert",
+                                                  "csr": b64url(make_csr([NAME]))})
+            if issued.status == 201:
+                break
+        self.assertEqual(issued.status, 201, issued.body)
+        self.assertEqual(len(self.ca.certificates), 1)
+        self.assertProblem(self.get(old_authz[len(self.base):]), 404, "malformed", "Expired")

@@ -25,7 +25,7 @@ from gateway.jose import AccountKey
 from gateway.keystore import KeyStore
 from gateway.managed import ManagedKeys
 from gateway.problems import V1Problem
-from gateway.store import Account, DuplicateAccount, Insert, OrderAttempt, Update
+from gateway.store import Account, Authorization, DuplicateAccount, Insert, OrderAttempt, Update
 from gateway.store.records import ATTEMPT_REFUSED
 from gateway.store.records import format_timestamp, timestamp_instant
 from gateway.upstream.client import UpstreamClient
@@ -220,6 +220,12 @@ class Context:
         The upstream no longer knows the account at ``stale_url`` (a CA that
         lost its state, as a restarted Pebble does): find or create the
         account of ``key`` again, record its new URL, and return it.
+
+        Whatever the CA knew of the old account went with it: its pending
+        and valid authorizations are recorded as expired in the same
+        transaction, so that none is offered to a client again (a client
+        told its name is still authorized would skip validating it, and its
+        ``new-cert`` could not succeed).
         """
         upstream = await self.upstream.find_account(key)
         if upstream is None:
@@ -228,7 +234,13 @@ class Context:
             )
         for account in await self.store.list_accounts():
             if account.upstream_url == stale_url:
-                await self.store.update_account(account.id, upstream_url=upstream.url)
+                gone = [a for status in ("pending", "valid") for a in
+                        await self.store.authorizations_with_status(status, account_id=account.id)]
+                await self.store.write([
+                    Update(Account, account.id, {"upstream_url": upstream.url}),
+                    *(Update(Authorization, a.id, {"status": "expired", "updated_at": self.now()})
+                      for a in gone),
+                ])
         log.warn("upstream lost account {stale}; re-attached as {url}", stale=stale_url,
                  url=upstream.url)
         return upstream.url
