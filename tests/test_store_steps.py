@@ -10,6 +10,7 @@ before schema version 3, ``check_state`` on a file).
 from __future__ import annotations
 
 import sqlite3
+import time
 
 import attrs
 import pytest
@@ -52,6 +53,8 @@ from tests.test_store import (
     make_challenge,
     make_order,
 )
+from tests.test_store import make_authorization as make_authorization_expiring
+from tests.test_store import make_order as make_order_expiring
 
 CA_A = "https://ca-a.test/dir"
 CA_B = "https://ca-b.test:14000/dir"
@@ -81,7 +84,9 @@ class Stores:
         if self.current is not None:
             await self.current.close()
         if self.kind == "memory":
-            self.current = MemoryStore(clock=Clock(), upstream=upstream)
+            clock = Clock()
+            clock.advance(time.time())
+            self.current = MemoryStore(clock=clock, upstream=upstream)
         else:
             self.current = await SQLiteStore.open(self.path, reactor, upstream=upstream)
         return self.current
@@ -254,12 +259,28 @@ async def test_orphaned_certificates_are_listed(stores):
 # --- Consistency ------------------------------------------------------------------
 
 
+#: Partial rows are reported only while unexpired (the CA drops them then).
+LATER = "2099-01-01T00:00:00Z"
+
+
 async def partial_rows(store, thumbprint: str = "tp-1") -> dict:
     """
     One of each partial row a crash of an older gateway (or a lost answer)
-    leaves, plus complete ones that must not be reported.
+    leaves, plus complete ones and expired partial ones that must not be
+    reported.
     """
+
+    def make_order(*args, **kwargs):
+        return attrs.evolve(make_order_expiring(*args, **kwargs), expires=LATER)
+
+    def make_authorization(*args, **kwargs):
+        return attrs.evolve(make_authorization_expiring(*args, **kwargs), expires=LATER)
+
     account = await store.create_account(thumbprint, JWK)
+    await store.add_authorization(attrs.evolve(make_authorization(store, account),
+                                               expires="2001-01-01T00:00:00Z"))
+    await store.add_order(attrs.evolve(make_order(store, account, identifiers=("old.example",)),
+                                       expires="2001-01-01T00:00:00Z"))
     complete = make_order(store, account)
     complete_authz = make_authorization(store, account, complete)
     await store.write([Insert(attrs.evolve(complete, authorization_urls=(complete_authz.upstream_url,))),

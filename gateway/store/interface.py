@@ -334,9 +334,10 @@ class IStore(Interface):
     def inconsistencies():
         """
         What a crash or an outside edit left incomplete, of every CA: open
-        order attempts without their order, pending authorizations without
-        challenges, pending or ready orders without their authorizations,
-        and rows whose parent is missing.  Recovery repairs those of the
+        order attempts without their order, unexpired pending
+        authorizations without challenges, unexpired pending or ready
+        orders without their authorizations, and rows whose parent is
+        missing.  Recovery repairs those of the
         bound CA from the CA; ``acme-gateway check`` reports them.
 
         :return: a Deferred firing with a list of `Finding`.

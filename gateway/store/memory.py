@@ -595,15 +595,21 @@ class MemoryStore:
                     UNSTORED_ORDER, "order_attempts", attempt.id,
                     f"newOrder for {', '.join(attempt.identifiers)} sent at "
                     f"{attempt.created_at}, its order never stored", attempt.directory_url))
+        now = self._clock.seconds()
+
+        def unexpired(expires):
+            return expires is None or timestamp_instant(expires).timestamp() > now
+
         with_challenges = {c.authorization_id for c in self._challenges.values()}
         for authz in self._authorizations.values():
-            if authz.status == "pending" and authz.id not in with_challenges:
+            if (authz.status == "pending" and authz.id not in with_challenges
+                    and unexpired(authz.expires)):
                 findings.append(Finding(
                     PARTIAL_AUTHORIZATION, "authorizations", authz.id,
                     f"pending authorization for {authz.identifier} without challenges",
                     authz.directory_url))
         for order in self._orders.values():
-            if order.status not in ("pending", "ready"):
+            if order.status not in ("pending", "ready") or not unexpired(order.expires):
                 continue
             stored = {(a.account_id, a.upstream_url) for a in self._authorizations.values()}
             if order.authorization_urls:

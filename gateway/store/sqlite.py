@@ -21,6 +21,7 @@ import os
 import secrets
 import sqlite3
 import stat
+import time
 import urllib.parse
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
@@ -1015,7 +1016,7 @@ class SQLiteStore:
         return self._call(work)
 
     def inconsistencies(self) -> defer.Deferred:
-        return self._call(_inconsistencies, self._connection)
+        return self._call(_inconsistencies, self._connection, self._reactor.seconds())
 
     def check_writable(self) -> defer.Deferred:
         checked_at = format_timestamp(self._reactor.seconds())
@@ -1081,7 +1082,11 @@ def _orphaned_certificates(connection: sqlite3.Connection) -> List[Certificate]:
     )
 
 
-def _inconsistencies(connection: sqlite3.Connection) -> List[Finding]:
+def _unexpired(expires: Optional[str], now: float) -> bool:
+    return expires is None or timestamp_instant(expires).timestamp() > now
+
+
+def _inconsistencies(connection: sqlite3.Connection, now: float) -> List[Finding]:
     """
     `IStore.inconsistencies` in SQL, for the store and for ``acme-gateway
     check`` (which reads a file the gateway may be using).
@@ -1096,18 +1101,23 @@ def _inconsistencies(connection: sqlite3.Connection) -> List[Finding]:
             f"newOrder for {', '.join(json.loads(row['identifiers']))} sent at "
             f"{row['created_at']}, its order never stored", row["directory_url"]))
     for row in connection.execute(
-        "SELECT id, identifier, directory_url FROM authorizations a WHERE status = 'pending'"
+        "SELECT id, identifier, expires, directory_url FROM authorizations a"
+        " WHERE status = 'pending'"
         " AND NOT EXISTS (SELECT 1 FROM challenges c WHERE c.authorization_id = a.id)"
         " ORDER BY rowid"
     ):
+        if not _unexpired(row["expires"], now):
+            continue
         findings.append(Finding(
             PARTIAL_AUTHORIZATION, "authorizations", row["id"],
             f"pending authorization for {row['identifier']} without challenges",
             row["directory_url"]))
     for row in connection.execute(
-        "SELECT id, account_id, identifiers, authorization_urls, directory_url FROM orders"
-        " WHERE status IN ('pending', 'ready') ORDER BY rowid"
+        "SELECT id, account_id, identifiers, authorization_urls, expires, directory_url"
+        " FROM orders WHERE status IN ('pending', 'ready') ORDER BY rowid"
     ):
+        if not _unexpired(row["expires"], now):
+            continue
         urls = json.loads(row["authorization_urls"])
         if urls:
             missing = [url for url in urls if connection.execute(
@@ -1154,7 +1164,8 @@ def check_state(path: "str | os.PathLike[str]") -> StateCheck:
     """
     Check the database at ``path`` without writing anything: SQLite's
     ``PRAGMA integrity_check``, then the store's consistency check (partial
-    and orphaned rows, orders whose answer was lost).  Safe beside a running
+    and orphaned rows, orders whose answer was lost; partial authorizations
+    and orders past their expiry are dead at the CA too, and not reported).  Safe beside a running
     gateway, which may have a write in flight (an open order attempt is
     normal then).
 
@@ -1184,7 +1195,7 @@ def check_state(path: "str | os.PathLike[str]") -> StateCheck:
                 f"{path} has schema version {version}, this gateway checks version "
                 f"{SCHEMA_VERSION}: start the gateway on it once to migrate it")
         try:
-            findings = tuple(_inconsistencies(connection))
+            findings = tuple(_inconsistencies(connection, time.time()))
         except sqlite3.DatabaseError as error:
             findings = (Finding(ORPHAN_ROW, "-", "-", f"cannot read the rows: {error}"),)
         counts = {}
