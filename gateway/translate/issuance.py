@@ -162,7 +162,17 @@ async def new_certificate(context: Context, bound: BoundAccount, payload: dict) 
     await lock.acquire()
     try:
         for _ in range(MAX_FOREIGN_CERTIFICATES + 1):
-            record, upstream_order = await _issue(context, bound, names, csr.der)
+            record, upstream_order = await _finalized_order(context, bound, names, csr)
+            if upstream_order.status != "valid" or not upstream_order.certificate:
+                await context.store.update_order(record.id, status=upstream_order.status)
+                error = upstream_order.error
+                detail = error.detail if error else "the order is " + upstream_order.status
+                raise V1Problem.unauthorized(f"Error creating new cert :: {detail}")
+            record = await context.store.update_order(
+                record.id, status="valid", certificate_url=upstream_order.certificate
+            )
+            # The order may have been finalized by an earlier attempt whose
+            # answer was lost: its certificate is then for that attempt's key.
             chain = await context.upstream.download_certificate(bound.upstream, upstream_order.certificate)
             if _leaf_spki(chain.leaf) == csr.public_key_der:
                 certificate = await store_chain(context, bound.record.id, record.id, chain)
@@ -197,40 +207,32 @@ def _leaf_spki(der: bytes) -> bytes:
     )
 
 
-async def _issue(context: Context, bound: BoundAccount, names: tuple, csr_der: bytes) -> tuple:
+async def _finalized_order(context: Context, bound: BoundAccount, names: tuple,
+                           csr: ParsedCSR) -> tuple:
     """
-    Get an order for ``names`` to ``valid``: finalize the one the client
-    validated, or a usable stored one, or a new one (validating its names
-    when needed).  The certificate it holds is for ``csr_der``'s key unless
-    the order was finalized before, by an attempt whose answer was lost:
-    the caller compares keys.
+    Finalize the order for ``names`` with ``csr``: the known ready one at
+    once, else a usable or new one, its authorizations completed first.  A
+    usable one may be finalized already (``processing`` or ``valid``), by
+    an earlier attempt whose answer was lost: the caller compares keys.
 
-    :return: ``(order record, valid upstream order)``.
+    :return: ``(order record, upstream order)`` as finalize left it.
     """
-    finalized = await _finalize_known_ready_order(context, bound, names, csr_der)
+    finalized = await _finalize_known_ready_order(context, bound, names, csr.der)
     if finalized is not None:
-        record, upstream_order = finalized
-    else:
-        record, upstream_order, authorizations = await _order_for(context, bound, names)
-        if upstream_order.status == "ready":
-            upstream_order = await context.upstream.finalize(bound.upstream, upstream_order, csr_der)
-        elif upstream_order.status == "pending":
-            if authorizations is None:
-                authorizations = await _authorization_states(context, bound, record, upstream_order)
-            if not v2.order_is_ready(upstream_order, authorizations):
-                await _complete_authorizations(context, bound, record, authorizations)
-            upstream_order = await context.upstream.finalize(bound.upstream, upstream_order, csr_der)
-        elif upstream_order.status == "processing":
-            upstream_order = await context.upstream.poll_order(
-                bound.upstream, upstream_order.url, until=("valid", "invalid")
-            )
-    if upstream_order.status != "valid" or not upstream_order.certificate:
-        await context.store.update_order(record.id, status=upstream_order.status)
-        detail = upstream_order.error.detail if upstream_order.error else "the order is " + upstream_order.status
-        raise V1Problem.unauthorized(f"Error creating new cert :: {detail}")
-    record = await context.store.update_order(
-        record.id, status="valid", certificate_url=upstream_order.certificate
-    )
+        return finalized
+    record, upstream_order, authorizations = await _order_for(context, bound, names)
+    if upstream_order.status == "ready":
+        upstream_order = await context.upstream.finalize(bound.upstream, upstream_order, csr.der)
+    elif upstream_order.status == "pending":
+        if authorizations is None:
+            authorizations = await _authorization_states(context, bound, record, upstream_order)
+        if not v2.order_is_ready(upstream_order, authorizations):
+            await _complete_authorizations(context, bound, record, authorizations)
+        upstream_order = await context.upstream.finalize(bound.upstream, upstream_order, csr.der)
+    elif upstream_order.status == "processing":
+        upstream_order = await context.upstream.poll_order(
+            bound.upstream, upstream_order.url, until=("valid", "invalid")
+        )
     return record, upstream_order
 
 
