@@ -46,7 +46,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509.oid import NameOID
 
-from gateway.policy import DNSName, check_name_set, parse_dns_name
+from gateway.policy import DNSName, check_name_set, parse_csr_name
 from gateway.problems import V1Problem
 
 MAX_CSR_BYTES = 16 * 1024
@@ -274,7 +274,7 @@ def parse_csr(der: bytes, allow_wildcard: bool = False) -> ParsedCSR:
         raise V1Problem.malformed("Error parsing certificate request extensions")
     if must_staple:
         raise V1Problem.malformed(MUST_STAPLE)
-    names = check_name_set(parse_dns_name(n, allow_wildcard=allow_wildcard) for n in raw_names)
+    names = check_name_set(parse_csr_name(n, allow_wildcard=allow_wildcard) for n in raw_names)
     spki = public_key.public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )

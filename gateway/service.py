@@ -21,6 +21,7 @@ from gateway.nonces import NonceIssuer
 from gateway.report import DEFAULT_MIGRATED_AFTER, ClientRecorder
 from gateway.store import SQLiteStore
 from gateway.translate.context import Context, Policy
+from gateway.translate.recovery import recover
 from gateway.upstream.client import UpstreamClient
 from gateway.managed import ManagedKeys
 from gateway.v1.limits import V1Site
@@ -115,6 +116,39 @@ class RunningGateway:
         await self.store.close()
 
 
+#: How long start-up waits for recovery before serving anyway (recovery
+#: then continues with the sweeps).
+RECOVERY_AT_START_SECONDS = 15.0
+
+
+async def _recover_before_serving(reactor: Any, context: Context) -> None:
+    """
+    Complete from the CA what a crash left unfinished (`gateway.translate.
+    recovery`) before the first client is served, within
+    `RECOVERY_AT_START_SECONDS`; a CA that does not answer only delays it.
+    """
+    attempt = defer.Deferred.fromCoroutine(recover(context))
+    attempt.addTimeout(RECOVERY_AT_START_SECONDS, reactor)
+    try:
+        await attempt
+    except Exception as error:
+        log.warn("recovery at start-up did not finish ({error}); the sweeps will retry",
+                 error=str(error) or type(error).__name__)
+
+
+async def _sweep(context: Context, request_timeout: float) -> None:
+    """
+    The periodic sweep: recovery, then abandoned pending authorizations
+    (which recovery may just have made visible).  A newOrder younger than
+    ten request timeouts may still be in flight: recovery leaves it.
+    """
+    try:
+        await recover(context, settled_after=10 * request_timeout)
+    except Exception as error:
+        log.warn("recovery failed: {error}", error=str(error))
+    await deactivate_abandoned(context)
+
+
 def report_key_store(keys: KeyStore, out=sys.stderr) -> None:
     """
     Say at start-up what the key store holds, which files could not be used
@@ -137,16 +171,23 @@ async def start(reactor: Any, config: ServeConfig, keys: Optional[KeyStore] = No
         keys = KeyStore.load(config.keys, allow_shared=config.allow_shared_key_files)
         report_key_store(keys)
     # The gateway closes the store itself, after requests in flight finish.
-    store = await SQLiteStore.open(config.state, reactor=reactor, close_on_shutdown=False)
+    # Bound to --upstream: nothing of a CA the state was used with before
+    # (account URLs, orders, authorizations) is used with this one.
+    store = await SQLiteStore.open(config.state, reactor=reactor, close_on_shutdown=False,
+                                   upstream=config.upstream)
     metrics = Metrics()
-    upstream = UpstreamClient.create(
-        reactor,
-        config.upstream,
-        ca_bundle=config.upstream_ca_bundle,
-        request_timeout=config.request_timeout,
-        metrics=metrics,
-        max_nonce_retries=config.bad_nonce_retries,
-    )
+
+    def upstream_client(directory_url: str) -> UpstreamClient:
+        return UpstreamClient.create(
+            reactor,
+            directory_url,
+            ca_bundle=config.upstream_ca_bundle,
+            request_timeout=config.request_timeout,
+            metrics=metrics,
+            max_nonce_retries=config.bad_nonce_retries,
+        )
+
+    upstream = upstream_client(config.upstream)
     responders = []
     http01_port = None
     if config.http01_listen:
@@ -185,7 +226,9 @@ async def start(reactor: Any, config: ServeConfig, keys: Optional[KeyStore] = No
         managed_keys=managed,
         budget=Budget(store, reactor, config.budget),
         metrics=metrics,
+        upstream_factory=upstream_client,
     )
+    await _recover_before_serving(reactor, context)
     recorder = ClientRecorder(store, clock=reactor)
     face = V1Face(context, NonceIssuer(reactor), base_url=config.base_url, max_body=config.max_body,
                   metrics=metrics, recorder=recorder)
@@ -229,7 +272,7 @@ async def start(reactor: Any, config: ServeConfig, keys: Optional[KeyStore] = No
     sweep = None
     if config.budget.abandoned_after:
         sweep = task.LoopingCall(
-            lambda: defer.Deferred.fromCoroutine(deactivate_abandoned(context)).addErrback(
+            lambda: defer.Deferred.fromCoroutine(_sweep(context, config.request_timeout)).addErrback(
                 lambda failure: log.failure("abandoned-authorization sweep failed", failure))
         )
         sweep.clock = reactor

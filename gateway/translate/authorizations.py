@@ -33,7 +33,7 @@ import attrs
 
 from gateway.policy import parse_v1_identifier
 from gateway.problems import V1Problem, from_upstream
-from gateway.store import Authorization, Challenge, Order
+from gateway.store import Authorization, Challenge, Insert, Order, Update
 from gateway.store.records import timestamp_instant
 from gateway.translate.context import BoundAccount, Context
 from gateway.upstream.errors import UpstreamProblem
@@ -67,23 +67,125 @@ class AuthorizationView:
         return None
 
 
-async def store_upstream_order(context: Context, bound: BoundAccount, order: v2.Order) -> Order:
-    """
-    Record an upstream order the gateway just created.
-    """
-    return await context.store.add_order(
-        Order(
-            id=context.store.new_id(),
-            account_id=bound.record.id,
-            upstream_url=order.url,
-            identifiers=order.identifiers,
-            status=order.status,
-            finalize_url=order.finalize,
-            expires=order.expires,
-            certificate_url=order.certificate,
-            created_at=context.now(),
-        )
+def _order_record(context: Context, account_id: int, order: v2.Order, order_id: str,
+                  created_at: Optional[str] = None) -> Order:
+    return Order(
+        id=order_id,
+        account_id=account_id,
+        upstream_url=order.url,
+        identifiers=order.identifiers,
+        status=order.status,
+        finalize_url=order.finalize,
+        expires=order.expires,
+        certificate_url=order.certificate,
+        created_at=created_at or context.now(),
+        authorization_urls=order.authorizations,
     )
+
+
+def _challenge_inserts(context: Context, authorization_id: str, account_id: int,
+                       challenges) -> list:
+    return [
+        Insert(Challenge(
+            id=context.store.new_id(),
+            authorization_id=authorization_id,
+            account_id=account_id,
+            upstream_url=challenge.url,
+            type=challenge.type,
+            token=challenge.token,
+            status=challenge.status,
+        ))
+        for challenge in challenges
+        if challenge.token is not None
+    ]
+
+
+def _authorization_inserts(context: Context, account_id: int, order_id: Optional[str],
+                           upstream: v2.Authorization) -> list:
+    """
+    An upstream authorization and its challenges as `Insert` operations,
+    the authorization first: one logical step, written in one transaction.
+    """
+    now = context.now()
+    authorization = Authorization(
+        id=context.store.new_id(),
+        account_id=account_id,
+        order_id=order_id,
+        upstream_url=upstream.url,
+        identifier=upstream.identifier,
+        wildcard=upstream.wildcard,
+        status=upstream.status,
+        expires=upstream.expires,
+        created_at=now,
+        updated_at=now,
+    )
+    return [Insert(authorization),
+            *_challenge_inserts(context, authorization.id, account_id, upstream.challenges)]
+
+
+async def create_order(context: Context, bound: BoundAccount, names) -> tuple:
+    """
+    Create an upstream order for ``names`` and store it with its
+    authorizations.
+
+    The ``newOrder`` is recorded before it is sent (`Context.new_order`), so
+    that an order whose answer never arrives is still known (recovery finds
+    it in the account's order list at the CA, and the budget counts it).
+
+    :return: ``(order record, upstream order, [(authorization record,
+        upstream authorization), …])``, in the order's authorization order.
+    """
+    order_id = context.store.new_id()
+    order = await context.new_order(bound, names, attempt_id=order_id)
+    record, authorizations = await store_new_order(
+        context, bound.record.id, bound.upstream, order, order_id)
+    return record, order, authorizations
+
+
+async def store_new_order(context: Context, account_id: int, upstream_account, order: v2.Order,
+                          order_id: str, created_at: Optional[str] = None) -> tuple:
+    """
+    Store an order the CA just created (or recovery found) with its
+    authorizations and their challenges, read from the CA first, in one
+    transaction: a crash leaves all of it or none.  An authorization an
+    earlier order already stored (the CA reused it) is refreshed instead.
+
+    Should reading the authorizations fail, the order is stored alone, with
+    their URLs, for recovery to complete, and the error raised.
+
+    :return: ``(order record, [(authorization record, upstream
+        authorization), …])``.
+    """
+    record = _order_record(context, account_id, order, order_id, created_at)
+    try:
+        fetched = [await context.upstream.get_authorization(upstream_account, url)
+                   for url in order.authorizations]
+    except Exception:
+        await context.store.write([Insert(record)])
+        raise
+    operations = [Insert(record)]
+    pairs = []
+    for upstream in fetched:
+        existing = await context.store.authorization_by_upstream_url(account_id, upstream.url)
+        if existing is None:
+            pairs.append((len(operations), upstream))
+            operations += _authorization_inserts(context, account_id, order_id, upstream)
+        else:
+            if existing.order_id != order_id:
+                # The CA reused an authorization of an earlier order: it now
+                # belongs to this one, the order a new-cert will finalize
+                # (new-authz judges an authorization by its order's fate).
+                operations.append(Update(Authorization, existing.id, {"order_id": order_id}))
+                existing = attrs.evolve(existing, order_id=order_id)
+            pairs.append((existing, upstream))
+    written = await context.store.write(operations)
+    authorizations = []
+    for stored, upstream in pairs:
+        if isinstance(stored, int):
+            authorizations.append((written[stored], upstream))
+        else:
+            authorizations.append((await _refresh_records(context, stored, upstream), upstream))
+    return written[0], authorizations
 
 
 async def record_authorization(
@@ -93,53 +195,52 @@ async def record_authorization(
     Store (or refresh) an upstream authorization and its challenges.
     """
     existing = await context.store.authorization_by_upstream_url(account_id, upstream.url)
-    now = context.now()
     if existing is None:
-        authorization = await context.store.add_authorization(
-            Authorization(
-                id=context.store.new_id(),
-                account_id=account_id,
-                order_id=order_id,
-                upstream_url=upstream.url,
-                identifier=upstream.identifier,
-                wildcard=upstream.wildcard,
-                status=upstream.status,
-                expires=upstream.expires,
-                created_at=now,
-                updated_at=now,
-            )
-        )
-        for challenge in upstream.challenges:
-            if challenge.token is None:
-                continue
-            await context.store.add_challenge(
-                Challenge(
-                    id=context.store.new_id(),
-                    authorization_id=authorization.id,
-                    account_id=account_id,
-                    upstream_url=challenge.url,
-                    type=challenge.type,
-                    token=challenge.token,
-                    status=challenge.status,
-                )
-            )
-        return authorization
+        written = await context.store.write(
+            _authorization_inserts(context, account_id, order_id, upstream))
+        return written[0]
     return await _refresh_records(context, existing, upstream)
 
 
 async def _refresh_records(
     context: Context, record: Authorization, upstream: v2.Authorization
 ) -> Authorization:
-    if record.status != upstream.status or record.expires != upstream.expires:
-        record = await context.store.update_authorization(
-            record.id, status=upstream.status, expires=upstream.expires, updated_at=context.now()
-        )
+    """
+    Bring a stored authorization and its challenges up to the CA's view, in
+    one transaction; a challenge the CA lists that the store lacks is added
+    (the repair of a row a crash left without its challenges).
+    """
+    operations = []
+    changed = record.status != upstream.status or record.expires != upstream.expires
+    if changed:
+        operations.append(Update(Authorization, record.id, {
+            "status": upstream.status, "expires": upstream.expires, "updated_at": context.now()}))
     by_url = {c.url: c for c in upstream.challenges}
-    for challenge in await context.store.challenges_for_authorization(record.id):
+    stored = await context.store.challenges_for_authorization(record.id)
+    for challenge in stored:
         fresh = by_url.get(challenge.upstream_url)
         if fresh is not None and fresh.status != challenge.status:
-            await context.store.update_challenge(challenge.id, status=fresh.status)
-    return record
+            operations.append(Update(Challenge, challenge.id, {"status": fresh.status}))
+    known = {c.upstream_url for c in stored}
+    missing = _challenge_inserts(context, record.id, record.account_id,
+                                 [c for c in upstream.challenges if c.url not in known])
+    if missing and upstream.status == "pending":
+        log.info("authorization {id} was stored without {count} of its challenges; "
+                 "added them from the CA", id=record.id, count=len(missing))
+        operations += missing
+    if not operations:
+        return record
+    written = await context.store.write(operations)
+    return written[0] if changed else record
+
+
+async def refresh_authorization(context: Context, record: Authorization,
+                                upstream: v2.Authorization) -> Authorization:
+    """
+    Bring a stored authorization (and its challenges) up to ``upstream``,
+    the CA's current view of it.
+    """
+    return await _refresh_records(context, record, upstream)
 
 
 async def _view(context: Context, record: Authorization, thumbprint: str, upstream=None) -> AuthorizationView:
@@ -180,16 +281,9 @@ async def new_authorization(context: Context, bound: BoundAccount, payload: dict
             view = await usable_view(context, bound, candidate)
             if view is not None:
                 return view
-        order = await context.new_order(bound, [name.spelled])
-        stored_order = await store_upstream_order(context, bound, order)
+        _, _, authorizations = await create_order(context, bound, [name.spelled])
         last = None
-        for url in order.authorizations:
-            upstream = await context.upstream.get_authorization(bound.upstream, url)
-            record = await record_authorization(context, bound.record.id, stored_order.id, upstream)
-            if record.order_id != stored_order.id:
-                # The CA reused an authorization of an earlier order: it now
-                # belongs to this one, which the client's new-cert finalizes.
-                record = await context.store.update_authorization(record.id, order_id=stored_order.id)
+        for record, upstream in authorizations:
             if upstream.identifier == name.value and upstream.wildcard == name.wildcard:
                 last = (record, upstream)
         if last is None:
@@ -308,7 +402,10 @@ async def read_view(context: Context, record: Authorization, force: bool = False
     recent = context.read_times.get(record.id)
     fresh_enough = recent is not None and context.clock.seconds() - recent < READ_COALESCE_SECONDS
     if not force and (record.status in SETTLED or fresh_enough):
-        return await _view(context, record, account.thumbprint)
+        view = await _view(context, record, account.thumbprint)
+        # A pending one without challenges is a partial row: read it anew.
+        if view.challenges or record.status != "pending":
+            return view
     if not context.holds_key_for(account.thumbprint):
         # The key left the store: show what the gateway last knew.
         return await _view(context, record, account.thumbprint)
@@ -333,6 +430,8 @@ async def read_authorization(context: Context, authorization_id: str) -> Authori
         raise V1Problem.not_found("Unable to find authorization")
     if record.status == "expired" or context.has_expired(record.expires):
         raise V1Problem.not_found("Expired authorization")
+    if not context.is_current(record):
+        raise V1Problem.not_found(_OF_ANOTHER_CA)
     view = await read_view(context, record)
     if view.authorization.status == "expired":
         raise V1Problem.not_found("Expired authorization")
@@ -352,6 +451,10 @@ async def read_challenge(context: Context, authorization_id: str, challenge_id: 
     return view, challenge
 
 
+#: What an authorization made at a CA the gateway no longer uses is, to a
+#: v1 client: gone (its names are authorized anew at the current CA).
+_OF_ANOTHER_CA = "Expired authorization (it was made at a previous upstream CA)"
+
 #: Boulder's refusals of another account's challenge and authorization.
 _NOT_YOUR_CHALLENGE = "User registration ID doesn't match registration ID in authorization"
 _NOT_YOUR_AUTHORIZATION = "Registration ID doesn't match ID for authorization"
@@ -364,6 +467,8 @@ async def _owned(context: Context, bound: BoundAccount, authorization_id: str,
         raise V1Problem.not_found("Unable to find authorization")
     if record.account_id != bound.record.id:
         raise V1Problem.unauthorized(refusal)
+    if not context.is_current(record):
+        raise V1Problem.not_found(_OF_ANOTHER_CA)
     return record
 
 
