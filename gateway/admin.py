@@ -33,7 +33,7 @@ from twisted.web import pages, resource, server
 
 from gateway import statuspage
 from gateway.metrics import Metrics
-from gateway.report import DEFAULT_MIGRATED_AFTER, build_report
+from gateway.report import DEFAULT_MIGRATED_AFTER, OrphanedCertificate, build_report
 from gateway.store.records import format_timestamp
 
 log = Logger()
@@ -298,7 +298,10 @@ class Admin:
         if self.recorder is not None:
             await self.recorder.flush()
         clients = await self.store.list_clients()
-        return build_report(clients, self.clock.seconds(), self.migrated_after)
+        orphaned = await self.store.orphaned_certificates()
+        thumbprints = {a.id: a.thumbprint for a in await self.store.list_accounts()} if orphaned else {}
+        orphans = [OrphanedCertificate.of(c, thumbprints.get(c.account_id, "")) for c in orphaned]
+        return build_report(clients, self.clock.seconds(), self.migrated_after, orphans)
 
     async def metrics_page(self, request) -> Answer:
         await self.readiness.upstream_gauge()

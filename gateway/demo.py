@@ -124,9 +124,8 @@ def banner(workdir: str, upstream: str, base: str, key_path: str, certbot: str,
         "Renew it as cron would (the server comes from certbot's renewal file; without\n"
         "--no-random-sleep-on-renew a non-interactive renew first sleeps up to 8 minutes):\n"
         f"  {certbot} renew --non-interactive --no-random-sleep-on-renew --force-renewal {dirs}\n"
-        "(Pebble reuses the authorization certonly validated, as a CA may for some hours;\n"
-        "for later renewals the gateway validates names itself: --http01-listen, see\n"
-        "the README's Revalidation.)\n"
+        "(this Pebble reuses no authorization, as a CA need not: each renewal gets a fresh\n"
+        "order from the gateway and certbot validates the name again, as often as you like.)\n"
         "\n"
         "If certbot says \"An unexpected error occurred: AttributeError: can't set attribute\",\n"
         "that is certbot 1.32 on Python 3.11 hiding the gateway's error: read it in\n"
@@ -168,10 +167,6 @@ def run_demo(workdir: str, port: int, http01_port: int, certbot: Optional[str]) 
         json.dump(pebble_config(pebble_port, management_port, http01_port, _free_port(), tls), f)
     env = {k: v for k, v in os.environ.items() if not k.startswith("PEBBLE_")}
     env.update(PEBBLE_QUIET_ENV)
-    # The renew the banner shows comes minutes after certonly, when a CA
-    # still reuses the valid authorization (certbot 1.x sees it valid and
-    # answers no challenge); Pebble reuses it only when told to.
-    env["PEBBLE_AUTHZREUSE"] = "100"
     pebble_log = open(os.path.join(workdir, "pebble.log"), "wb")
     pebble = subprocess.Popen(pebble_command(config_path, dns_address), env=env,
                               stdout=pebble_log, stderr=subprocess.STDOUT)

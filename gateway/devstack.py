@@ -15,7 +15,7 @@ import datetime
 import ipaddress
 import os
 import shutil
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -121,13 +121,16 @@ def pebble_config(port: int, management_port: int, http_port: int, tls_port: int
     }
 
 
-def pebble_command(config_path: str, dns_address: str) -> List[str]:
+def pebble_command(config_path: str, dns_address: str, binary: Optional[str] = None) -> List[str]:
     """
-    Pebble's command line.  ``-strict=false``, never ``-strict false`` (Go
-    would stop parsing flags there and ignore ``-config``); ``-dnsserver``
-    always, or Pebble would use the machine's resolver.
+    Pebble's command line (Debian's ``pebble`` unless ``binary`` names
+    another build; today's Pebble takes the same flags).  ``-strict=false``,
+    never ``-strict false`` (Go would stop parsing flags there and ignore
+    ``-config``); ``-dnsserver`` always, or Pebble would use the machine's
+    resolver.
     """
-    return [PEBBLE_BINARY, "-config", config_path, "-strict=false", "-dnsserver", dns_address]
+    return [binary or PEBBLE_BINARY, "-config", config_path, "-strict=false",
+            "-dnsserver", dns_address]
 
 
 def _normalise(name) -> str:

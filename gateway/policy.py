@@ -94,6 +94,35 @@ def parse_dns_name(raw: object, allow_wildcard: bool = False) -> DNSName:
     return DNSName(name, wildcard)
 
 
+def parse_csr_name(raw: object, allow_wildcard: bool = False) -> DNSName:
+    """
+    Check one name of a ``new-cert`` CSR.
+
+    The CSR goes upstream as the client signed it, and the CA compares its
+    names with the order's identifiers lower-cased but otherwise as written
+    (Pebble: "CSR is missing Order domain"; Boulder refuses a name ending in
+    a dot outright).  So a name the gateway would have to respell for the
+    order — a trailing dot, surrounding spaces, a U-label — can never be
+    finalized: refuse it here, before an order and a finalize are spent.
+
+    :raises V1Problem: ``malformed`` naming the name and what to change.
+    """
+    name = parse_dns_name(raw, allow_wildcard=allow_wildcard)
+    spelled = raw.lower() if isinstance(raw, str) else raw
+    if spelled != name.spelled:
+        if raw.strip().endswith("."):
+            why = "Domain name ends in a dot; remove the trailing dot"
+        elif raw != raw.strip():
+            why = "the name has surrounding spaces"
+        else:
+            why = f"the name must be spelled as the certificate will carry it, {name.spelled!r}"
+        raise V1Problem.malformed(
+            f"Error creating new cert :: CSR name {raw!r} cannot be issued as written: {why} "
+            f"(the CA compares the CSR's names with the order's exactly)"
+        )
+    return name
+
+
 def parse_v1_identifier(identifier: object, allow_wildcard: bool = False) -> DNSName:
     """
     Check a v1 ``identifier`` object (``{"type": "dns", "value": ...}``).

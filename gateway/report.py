@@ -337,17 +337,57 @@ class ClientStatus:
 
 
 @attrs.frozen
+class OrphanedCertificate:
+    """
+    A certificate the CA issued that no client received, and none will: the
+    answer to the request that asked for it was lost, and the client
+    retried with a new key (`gateway.store.records.Certificate.orphaned`).
+    The operator may want to revoke it; it is listed so that nothing the CA
+    issued goes unaccounted for.
+    """
+
+    id: str
+    serial: str
+    names: Tuple[str, ...]
+    thumbprint: str
+    issued_at: str
+    directory_url: Optional[str]
+
+    @classmethod
+    def of(cls, certificate: Any, thumbprint: str) -> "OrphanedCertificate":
+        from cryptography import x509
+
+        try:
+            leaf = x509.load_der_x509_certificate(certificate.leaf_der)
+            san = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+            names = tuple(san.get_values_for_type(x509.DNSName))
+        except Exception:
+            names = ()
+        return cls(id=certificate.id, serial=certificate.serial, names=names,
+                   thumbprint=thumbprint, issued_at=certificate.issued_at,
+                   directory_url=certificate.directory_url)
+
+    def as_json(self) -> dict:
+        return {"id": self.id, "serial": self.serial, "names": list(self.names),
+                "thumbprint": self.thumbprint, "issued_at": self.issued_at,
+                "ca": self.directory_url}
+
+
+@attrs.frozen
 class MigrationReport:
     """
     Every legacy client with its state, at one moment.
 
     :ivar now: POSIX time the report was made at.
     :ivar migrated_after: the silence, in seconds, that counts as migrated.
+    :ivar orphans: certificates issued that no client received
+        (`OrphanedCertificate`), newest first.
     """
 
     now: float
     migrated_after: float
     clients: Tuple[ClientStatus, ...]
+    orphans: Tuple[OrphanedCertificate, ...] = ()
 
     def count(self, state: str) -> int:
         return sum(1 for c in self.clients if c.state == state)
@@ -431,6 +471,7 @@ class MigrationReport:
                 }
                 for status in self.clients
             ],
+            "orphaned_certificates": [orphan.as_json() for orphan in self.orphans],
         }
 
     def as_text(self) -> str:
@@ -465,11 +506,24 @@ class MigrationReport:
                 lines.append(f"    {variant.user_agent}")
                 lines.append(f"      last seen {variant.last_seen}; {variant.successes} succeeded, "
                              f"{variant.failures} failed, {variant.certificates} certificate(s)")
+        if self.orphans:
+            lines += [
+                "",
+                f"{len(self.orphans)} certificate{'s' if len(self.orphans) != 1 else ''} issued "
+                f"that no client received (the answer was lost and the client retried with a "
+                f"new key; never handed out):",
+            ]
+            for orphan in self.orphans:
+                lines.append(
+                    f"  serial {orphan.serial}  {', '.join(orphan.names)}  issued "
+                    f"{orphan.issued_at}  account key {orphan.thumbprint}  "
+                    f"CA {orphan.directory_url or '(unknown)'}")
         return "\n".join(lines) + "\n"
 
 
 def build_report(
-    clients: Iterable[LegacyClient], now: float, migrated_after: float = DEFAULT_MIGRATED_AFTER
+    clients: Iterable[LegacyClient], now: float, migrated_after: float = DEFAULT_MIGRATED_AFTER,
+    orphans: Iterable[OrphanedCertificate] = (),
 ) -> MigrationReport:
     """
     Group the stored rows into clients (`group_clients`), classify each at
@@ -486,7 +540,8 @@ def build_report(
             variants=tuple(sorted(rows, key=lambda r: timestamp_instant(r.last_seen), reverse=True)),
         ))
     statuses.sort(key=lambda s: (STATE_ORDER.index(s.state), s.silent_seconds))
-    return MigrationReport(now=now, migrated_after=migrated_after, clients=tuple(statuses))
+    return MigrationReport(now=now, migrated_after=migrated_after, clients=tuple(statuses),
+                           orphans=tuple(orphans))
 
 
 def state_counts(clients: Sequence[LegacyClient], now: float, migrated_after: float) -> Mapping[str, int]:

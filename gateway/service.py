@@ -22,6 +22,7 @@ from gateway.nonces import NonceIssuer
 from gateway.report import DEFAULT_MIGRATED_AFTER, ClientRecorder
 from gateway.store import SQLiteStore
 from gateway.translate.context import Context, Policy
+from gateway.translate.recovery import recover
 from gateway.upstream.client import UpstreamClient
 from gateway.upstream.startup import diagnose, keep_asking
 from gateway.managed import ManagedKeys
@@ -121,6 +122,39 @@ class RunningGateway:
         await self.store.close()
 
 
+#: How long start-up waits for recovery before serving anyway (recovery
+#: then continues with the sweeps).
+RECOVERY_AT_START_SECONDS = 15.0
+
+
+async def _recover_before_serving(reactor: Any, context: Context) -> None:
+    """
+    Complete from the CA what a crash left unfinished (`gateway.translate.
+    recovery`) before the first client is served, within
+    `RECOVERY_AT_START_SECONDS`; a CA that does not answer only delays it.
+    """
+    attempt = defer.Deferred.fromCoroutine(recover(context))
+    attempt.addTimeout(RECOVERY_AT_START_SECONDS, reactor)
+    try:
+        await attempt
+    except Exception as error:
+        log.warn("recovery at start-up did not finish ({error}); the sweeps will retry",
+                 error=str(error) or type(error).__name__)
+
+
+async def _sweep(context: Context, request_timeout: float) -> None:
+    """
+    The periodic sweep: recovery, then abandoned pending authorizations
+    (which recovery may just have made visible).  A newOrder younger than
+    ten request timeouts may still be in flight: recovery leaves it.
+    """
+    try:
+        await recover(context, settled_after=10 * request_timeout)
+    except Exception as error:
+        log.warn("recovery failed: {error}", error=str(error))
+    await deactivate_abandoned(context)
+
+
 def report_key_store(keys: KeyStore, out=sys.stderr) -> None:
     """
     Say at start-up what the key store holds, which files could not be used
@@ -210,19 +244,26 @@ async def _start(reactor: Any, config: ServeConfig, keys: KeyStore, opened: list
                  on_fatal: Optional[Callable[[StartError], None]]) -> RunningGateway:
     try:
         # The gateway closes the store itself, after requests in flight finish.
-        store = await SQLiteStore.open(config.state, reactor=reactor, close_on_shutdown=False)
+        # Bound to --upstream: nothing of a CA the state was used with before
+        # (account URLs, orders, authorizations) is used with this one.
+        store = await SQLiteStore.open(config.state, reactor=reactor, close_on_shutdown=False,
+                                       upstream=config.upstream)
     except Exception as error:
         raise StartError("--state", config.state, _state_problem(config.state, error)) from error
     opened.append(store.close)
     metrics = Metrics()
-    upstream = UpstreamClient.create(
-        reactor,
-        config.upstream,
-        ca_bundle=config.upstream_ca_bundle,
-        request_timeout=config.request_timeout,
-        metrics=metrics,
-        max_nonce_retries=config.bad_nonce_retries,
-    )
+
+    def upstream_client(directory_url: str) -> UpstreamClient:
+        return UpstreamClient.create(
+            reactor,
+            directory_url,
+            ca_bundle=config.upstream_ca_bundle,
+            request_timeout=config.request_timeout,
+            metrics=metrics,
+            max_nonce_retries=config.bad_nonce_retries,
+        )
+
+    upstream = upstream_client(config.upstream)
     responders = []
     http01_port = None
     if config.http01_listen:
@@ -263,7 +304,9 @@ async def _start(reactor: Any, config: ServeConfig, keys: KeyStore, opened: list
         managed_keys=managed,
         budget=Budget(store, reactor, config.budget),
         metrics=metrics,
+        upstream_factory=upstream_client,
     )
+    await _recover_before_serving(reactor, context)
     recorder = ClientRecorder(store, clock=reactor)
     face = V1Face(context, NonceIssuer(reactor), base_url=config.base_url, max_body=config.max_body,
                   metrics=metrics, recorder=recorder)
@@ -302,7 +345,7 @@ async def _start(reactor: Any, config: ServeConfig, keys: KeyStore, opened: list
     sweep = None
     if config.budget.abandoned_after:
         sweep = task.LoopingCall(
-            lambda: defer.Deferred.fromCoroutine(deactivate_abandoned(context)).addErrback(
+            lambda: defer.Deferred.fromCoroutine(_sweep(context, config.request_timeout)).addErrback(
                 lambda failure: log.failure("abandoned-authorization sweep failed", failure))
         )
         sweep.clock = reactor

@@ -155,6 +155,22 @@ def render(report: MigrationReport) -> bytes:
         )
     else:
         table = "<p>No legacy client has called the gateway yet.</p>"
+    orphans = ""
+    if report.orphans:
+        rows = "".join(
+            f"<tr><td><code>{escape(o.serial)}</code></td><td>{_names(o.names)}</td>"
+            f"<td>{_time(o.issued_at, report.now)}</td><td>{_thumbprints([o.thumbprint])}</td>"
+            f'<td class="small">{escape(o.directory_url or "")}</td></tr>'
+            for o in report.orphans
+        )
+        orphans = (
+            f'<h2 id="orphans">{len(report.orphans)} certificate'
+            f'{"" if len(report.orphans) == 1 else "s"} issued that no client received</h2>'
+            "<p>The answer to the request was lost and the client retried with a new key; "
+            "the gateway keeps these and never hands them out.</p>"
+            "<table><thead><tr><th>Serial</th><th>Names</th><th>Issued</th><th>Account key</th>"
+            f"<th>CA</th></tr></thead><tbody>{rows}</tbody></table>"
+        )
     page = (
         "<!DOCTYPE html>"
         '<html lang="en"><head><meta charset="utf-8">'
@@ -168,7 +184,7 @@ def render(report: MigrationReport) -> bytes:
         f"<main><h2>{escape(_headline(report))}</h2>"
         f'<section class="summary">{cards}</section>'
         f'<p class="{verdict_class}">{escape(report.summary())}</p>'
-        f"{table}"
+        f"{table}{orphans}"
         f"<footer>acme-gateway {escape(__version__)} &middot; "
         '<a href="status.json">JSON</a> &middot; <a href="metrics">metrics</a></footer>'
         "</main></body></html>"

@@ -835,7 +835,7 @@ def build_test_gateway(
         ca = FakeCA(clock=clock)
     key_store = keys if isinstance(keys, KeyStore) else KeyStore.from_keys(keys)
     upstream = UpstreamClient(ca.directory_url, StubTreq(ca), clock, request_timeout=request_timeout)
-    store = MemoryStore(clock=clock)
+    store = MemoryStore(clock=clock, upstream=ca.directory_url)
     context = Context(upstream=upstream, store=store, keys=key_store, clock=clock, policy=policy)
     nonces = NonceIssuer(clock)
     face = V1Face(context, nonces, base_url=base_url)

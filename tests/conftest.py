@@ -12,7 +12,7 @@ import shutil
 
 import pytest
 
-from tests.support.stack import DNSServer, Pebble, free_port
+from tests.support.stack import DNSServer, Pebble, current_pebble, free_port
 
 
 def pytest_configure(config):
@@ -55,15 +55,17 @@ def pebble(stack_dir, dns_server):
 def pebble_factory(stack_dir, dns_server):
     """
     Start extra Pebbles with their own settings: ``pebble_factory(env={...},
-    http_port=...)``; all are stopped when the test ends.
+    http_port=..., current=False)`` (``current=True``: today's Pebble instead
+    of Debian's 2.4); all are stopped when the test ends.
     """
     _require_pebble()
     started = []
 
-    def start(env=None, http_port=None):
+    def start(env=None, http_port=None, current=False):
         instance = Pebble(
             os.path.join(stack_dir, "pebble"), dns_server.address,
             http_port=http_port or free_port(), env=env,
+            binary=current_pebble() if current else None,
         ).start()
         started.append(instance)
         return instance

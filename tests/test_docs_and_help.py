@@ -159,8 +159,12 @@ def test_setup_demo_installs_only_what_the_demo_needs(tmp_path):
     shutil.copy(os.path.join(REPO_ROOT, "scripts", "setup"), copy / "scripts" / "setup")
     shutil.copy(os.path.join(REPO_ROOT, "tests", "legacy-clients.txt"), copy / "tests")
     record = _fake_bin(str(tmp_path / "bin"), ["bash", "cat", "sha256sum", "cut", "id", "touch",
-                                               "rm", "dirname"])
-    env = {"PATH": str(tmp_path / "bin"), "HOME": str(tmp_path)}
+                                               "rm", "dirname", "mkdir", "basename"])
+    # The full setup also builds today's Pebble: a stand-in builder here.
+    builder = tmp_path / "build-pebble.sh"
+    builder.write_text("echo /nonexistent/pebble\n")
+    env = {"PATH": str(tmp_path / "bin"), "HOME": str(tmp_path),
+           "ACME_GATEWAY_PEBBLE_CURRENT_BUILD": str(builder)}
 
     def stamps():
         sources = subprocess.run(

@@ -111,3 +111,62 @@ async def test_wildcard_authorization_offers_only_dns01():
     assert body["identifier"] == {"type": "dns", "value": "*.example.test"}
     assert [c["type"] for c in body["challenges"]] == ["dns-01"]
     assert len(gateway.ca.orders) == 1
+
+
+def _csr_naming(name: str) -> bytes:
+    """
+    A CSR whose CN is ``name`` as written, and whose SAN carries it too when
+    it is ASCII (a SAN dNSName cannot hold a U-label).
+    """
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.x509.oid import NameOID
+
+    builder = x509.CertificateSigningRequestBuilder().subject_name(
+        x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+    if name.isascii():
+        builder = builder.add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]),
+                                        critical=False)
+    return builder.sign(ec.generate_private_key(ec.SECP256R1()), hashes.SHA256()).public_bytes(
+        serialization.Encoding.DER)
+
+
+#: CSR names the gateway would have to respell for the order, which the CA
+#: then compares with the CSR's names as written: never issuable.
+RESPELLED_CSR_NAMES = {
+    "trailing.example.test.": "Domain name ends in a dot",
+    " spaced.example.test": "surrounding spaces",
+    "bücher.example.test": "xn--bcher-kva.example.test",
+}
+
+
+@pytest_twisted.ensureDeferred
+@pytest.mark.parametrize("name", sorted(RESPELLED_CSR_NAMES))
+async def test_csr_name_the_ca_would_not_match_is_refused_before_any_order(name):
+    """
+    A CSR naming ``name.`` (or a name with spaces, or a U-label) is refused
+    as malformed, naming the name and what to change, with no upstream
+    order — even with the name's authorization valid — instead of costing
+    an order and a finalize the CA then refuses ("CSR is missing Order
+    domain").
+    """
+    gateway = build_test_gateway([KEY])
+    client = V1TestClient(gateway.base_url, KEY, http=gateway.client)
+    reply = await client.post(gateway.url("/acme/new-cert"), {
+        "resource": "new-cert", "csr": b64url(_csr_naming(name))})
+    assert reply.status == 400, reply.body
+    problem = reply.json()
+    assert problem["type"] == "urn:acme:error:malformed"
+    assert repr(name) in problem["detail"] and RESPELLED_CSR_NAMES[name] in problem["detail"]
+    assert gateway.ca.orders == [] and gateway.ca.counts["finalize"] == 0
+
+
+def test_csr_names_differing_only_in_case_are_accepted():
+    """
+    The CA lower-cases a CSR's names before comparing them, so upper case
+    is no reason to refuse.
+    """
+    from gateway.csr import parse_csr
+
+    parsed = parse_csr(_csr_naming("WWW.Example.TEST"))
+    assert [n.spelled for n in parsed.names] == ["www.example.test"]

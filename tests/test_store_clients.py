@@ -159,7 +159,7 @@ async def test_version_1_database_is_migrated(tmp_path):
         await store.record_client(ClientVisit(UA, "127.0.0.1", T0))
         version = await store._call(
             lambda: store._connection.execute("PRAGMA user_version").fetchone()[0])
-        assert version == sqlite_module.SCHEMA_VERSION == 2
+        assert version == sqlite_module.SCHEMA_VERSION == 3
     finally:
         await store.close()
 

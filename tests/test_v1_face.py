@@ -956,6 +956,31 @@ class HappyPathTests(FaceTestCase):
         self.assertEqual(reply.status, 201, reply.body)
         self.assertEqual(len(self.ca.accounts), 1)
 
+    def test_migrated_account_registration_shows_agreement(self):
+        """
+        A client that registered at the old CA and never sends new-reg to
+        the gateway reads its registration (free_tls_certificates does, on
+        every run): it shows the terms the gateway agreed to upstream on
+        its behalf, as Boulder showed ``agreement`` for an account that had
+        agreed; without ``--agree-to-terms`` there is none to show.
+        """
+        self.assertEqual(self.new_authz().status, 201)
+        reply = self.post("/acme/reg/1", {"resource": "reg"})
+        self.assertEqual(reply.status, 202, reply.body)
+        self.assertEqual(reply.json()["agreement"], self.url("/terms"))
+
+        # Without --agree-to-terms (and a CA that asks for none), only an
+        # agreement the client sent is shown.
+        ca = FakeCA(terms_of_service=None)
+        gateway = build_test_gateway([KEY], ca=ca, policy=Policy(agree_to_terms=False))
+        client = V1TestClient(gateway.base_url, KEY, http=gateway.client)
+        reply = self.resolve(client.post(gateway.url("/acme/new-authz"), {
+            "resource": "new-authz", "identifier": {"type": "dns", "value": NAME}}))
+        self.assertEqual(reply.status, 201, reply.body)
+        reply = self.resolve(client.post(gateway.url("/acme/reg/1"), {"resource": "reg"}))
+        self.assertEqual(reply.status, 202, reply.body)
+        self.assertNotIn("agreement", reply.json())
+
     def test_key_change(self):
         """
         key-change to a key the gateway holds: 200 with the new key, the

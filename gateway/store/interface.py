@@ -19,12 +19,31 @@ Semantics shared by both implementations:
   authorization's or certificate's order, a certificate's issuers).  Updates
   that change such a reference are checked the same way.
 * A write has been committed to durable storage when its Deferred fires.
+  `IStore.write` commits several records at once, all or nothing: each
+  logical step (an order with its authorizations and their challenges, an
+  authorization with its challenges, a certificate with its issuers, a key
+  change) is one call, so a crash never leaves half of one.
 * After `IStore.close`, every call fails with `StoreError`.
+
+Upstreams.  A store may be bound to one upstream CA, by its directory URL
+(``upstream``; `None` for a store that sees everything, as a unit test or a
+read-only tool does).  Orders, authorizations, certificates and order
+attempts record the CA they belong to (``directory_url``, stamped on insert
+when unset).  A bound store answers every search — ``find_orders``,
+``find_authorizations``, ``authorization_by_upstream_url``,
+``authorizations_with_status``, ``order_times_since``,
+``count_authorizations``, ``open_order_attempts`` — with rows of its own CA
+only, and shows an account's ``upstream_url`` only when it was recorded at
+that CA (otherwise `None`: the account is found or created again there by
+key).  Lookups by id see every row, so that old certificates stay readable
+and a v1 URL of another CA can be answered for what it is.  Rows written
+before the store recorded CAs count as the bound CA's when their upstream
+URL has its origin.
 """
 
 from __future__ import annotations
 
-from zope.interface import Interface
+from zope.interface import Attribute, Interface
 
 
 class IStore(Interface):
@@ -32,6 +51,22 @@ class IStore(Interface):
     Durable gateway state: accounts, and the mapping from the gateway's v1
     URLs to upstream v2 URLs and their owning accounts (MAPPING.md §3.1).
     """
+
+    upstream = Attribute(
+        "The directory URL of the CA this store is bound to, or None (see the module "
+        "docstring)."
+    )
+
+    def write(operations):
+        """
+        Apply `Insert` and `Update` operations in one transaction: all of
+        them, or (when one fails, or the process dies) none.  Each is
+        checked as its ``add_*`` or ``update_*`` method would check it, and
+        may refer to records inserted earlier in the same call.
+
+        :return: a Deferred firing with the stored or updated records, in
+            the order of ``operations``.
+        """
 
     def new_id() -> str:
         """
@@ -50,7 +85,8 @@ class IStore(Interface):
     ):
         """
         Create an account with the next integer id (starting at 1, never
-        reused) and ``created_at`` set to now.
+        reused) and ``created_at`` set to now.  An ``upstream_url`` is
+        recorded as the bound CA's.
 
         :return: a Deferred firing with the new `Account`, or failing with
             `DuplicateAccount` if ``thumbprint`` is taken.
@@ -174,6 +210,14 @@ class IStore(Interface):
         :return: a Deferred firing with a list, oldest first.
         """
 
+    def open_order_attempts():
+        """
+        The `OrderAttempt` records of the bound CA still ``open`` whose order
+        was never stored: ``newOrder`` requests whose answer was lost.
+
+        :return: a Deferred firing with a list, oldest first.
+        """
+
     # Challenges
 
     def add_challenge(challenge):
@@ -228,6 +272,14 @@ class IStore(Interface):
             ``issued_at`` first.
         """
 
+    def orphaned_certificates():
+        """
+        Every certificate marked ``orphaned``, of any CA, for the migration
+        report.
+
+        :return: a Deferred firing with a list, newest ``issued_at`` first.
+        """
+
     # Issuers
 
     def add_issuer(der):
@@ -277,6 +329,18 @@ class IStore(Interface):
         has let them expire.
 
         :return: a Deferred firing with an `int`.
+        """
+
+    def inconsistencies():
+        """
+        What a crash or an outside edit left incomplete, of every CA: open
+        order attempts without their order, unexpired pending
+        authorizations without challenges, unexpired pending or ready
+        orders without their authorizations, and rows whose parent is
+        missing.  Recovery repairs those of the
+        bound CA from the CA; ``acme-gateway check`` reports them.
+
+        :return: a Deferred firing with a list of `Finding`.
         """
 
     def check_writable():

@@ -22,6 +22,11 @@ from zope.interface import implementer
 
 from gateway.store.interface import IStore
 from gateway.store.records import (
+    ATTEMPT_OPEN,
+    ATTEMPT_REFUSED,
+    PARTIAL_AUTHORIZATION,
+    PARTIAL_ORDER,
+    UNSTORED_ORDER,
     Account,
     Authorization,
     Certificate,
@@ -29,11 +34,15 @@ from gateway.store.records import (
     ClientVisit,
     Conflict,
     DuplicateAccount,
+    Finding,
+    Insert,
     Issuer,
     LegacyClient,
     NotFound,
     Order,
+    OrderAttempt,
     StoreError,
+    Update,
     apply_changes,
     check_changes,
     format_timestamp,
@@ -87,10 +96,16 @@ class MemoryStore:
 
     :param clock: an `IReactorTime` (a `twisted.internet.task.Clock` in
         tests) that timestamps new accounts; the system clock by default.
+    :param upstream: the directory URL of the CA the store is bound to (see
+        `IStore`), or `None`.
     """
 
     _clock: IReactorTime = attrs.field(factory=_WallClock)
+    upstream: Optional[str] = None
     _closed: bool = attrs.field(default=False, init=False)
+    #: The CA each account's upstream_url was recorded at.
+    _account_upstreams: Dict[int, Optional[str]] = attrs.field(factory=dict, init=False)
+    _attempts: Dict[str, OrderAttempt] = attrs.field(factory=dict, init=False)
     _next_account_id: int = attrs.field(default=1, init=False)
     _accounts: Dict[int, Account] = attrs.field(factory=dict, init=False)
     # Python dicts keep insertion order, which stands in for SQLite's rowid
@@ -104,6 +119,90 @@ class MemoryStore:
 
     def new_id(self) -> str:
         return secrets.token_urlsafe(ID_BYTES)
+
+    # -- Upstreams --
+
+    def _mine(self, record: Any) -> bool:
+        return self.upstream is None or record.directory_url == self.upstream
+
+    def _stamped(self, record: Any) -> Any:
+        if self.upstream is not None and record.directory_url is None:
+            return attrs.evolve(record, directory_url=self.upstream)
+        return record
+
+    # -- Atomic writes --
+
+    #: The add_* method of each record type `write` inserts.
+    _INSERTS = {
+        Order: "add_order",
+        Authorization: "add_authorization",
+        Challenge: "add_challenge",
+        Certificate: "add_certificate",
+        OrderAttempt: "_add_attempt",
+    }
+    _UPDATES = {
+        Account: "update_account",
+        Order: "update_order",
+        Authorization: "update_authorization",
+        Challenge: "update_challenge",
+        Certificate: "update_certificate",
+        OrderAttempt: "_update_attempt",
+    }
+
+    @_fired
+    def write(self, operations: Iterable[Any]) -> list:
+        operations = list(operations)
+        # All or nothing: apply in turn on the live tables, and put copies
+        # taken beforehand back when one fails.
+        saved = {name: dict(getattr(self, name)) for name in self._TABLES}
+        saved_next = self._next_account_id
+        try:
+            return [self._apply(operation) for operation in operations]
+        except BaseException:
+            for name, table in saved.items():
+                setattr(self, name, table)
+            self._next_account_id = saved_next
+            raise
+
+    _TABLES = ("_accounts", "_account_upstreams", "_orders", "_authorizations", "_challenges",
+               "_certificates", "_issuers", "_attempts")
+
+    def _apply(self, operation: Any) -> Any:
+        # The undecorated methods (functools.wraps keeps them as __wrapped__)
+        # run now, inside this write.
+        if isinstance(operation, Insert):
+            record = operation.record
+            if isinstance(record, Account):
+                return type(self).create_account.__wrapped__(
+                    self, record.thumbprint, record.public_jwk, record.contact, record.agreement,
+                    record.initial_ip, record.upstream_url, record.status)
+            if isinstance(record, Issuer):
+                return type(self).add_issuer.__wrapped__(self, record.der)
+            name = self._INSERTS.get(type(record))
+        elif isinstance(operation, Update):
+            name = self._UPDATES.get(operation.record_type)
+            if name is not None:
+                method = getattr(type(self), name)
+                method = getattr(method, "__wrapped__", method)
+                return method(self, operation.id, **operation.changes)
+        else:
+            raise TypeError(f"expected an Insert or Update, not {operation!r}")
+        if name is None:
+            raise TypeError(f"cannot write {operation!r}")
+        method = getattr(type(self), name)
+        return getattr(method, "__wrapped__", method)(self, record)
+
+    def _add_attempt(self, attempt: OrderAttempt) -> OrderAttempt:
+        self._add(self._attempts, attempt, OrderAttempt)
+        self._need_account(attempt.account_id)
+        attempt = self._stamped(attempt)
+        self._attempts[attempt.id] = attempt
+        return attempt
+
+    def _update_attempt(self, id: str, **changes: Any) -> OrderAttempt:
+        updated = self._update(self._attempts, OrderAttempt, id, changes)
+        self._attempts[id] = updated
+        return updated
 
     # -- Integrity checks shared by adds and updates --
 
@@ -160,10 +259,12 @@ class MemoryStore:
 
     # -- Accounts --
 
-    @staticmethod
-    def _detached(account: Account) -> Account:
+    def _detached(self, account: Account) -> Account:
         # Re-running the converter copies public_jwk, so a caller mutating the
-        # dict cannot change what is stored (as with SQLiteStore).
+        # dict cannot change what is stored (as with SQLiteStore).  An
+        # upstream URL of another CA is not shown.
+        if self.upstream is not None and self._account_upstreams.get(account.id) != self.upstream:
+            return attrs.evolve(account, upstream_url=None)
         return attrs.evolve(account)
 
     @_fired
@@ -192,6 +293,7 @@ class MemoryStore:
             raise DuplicateAccount(f"thumbprint {thumbprint!r} is already registered")
         self._next_account_id += 1
         self._accounts[account.id] = account
+        self._account_upstreams[account.id] = self.upstream if upstream_url is not None else None
         return self._detached(account)
 
     def _account_id_for(self, thumbprint: str) -> Optional[int]:
@@ -216,12 +318,16 @@ class MemoryStore:
         account = self._accounts.get(id)
         if account is None:
             raise NotFound(f"no Account {id!r}")
+        # The stored record keeps an upstream URL of another CA (not shown)
+        # unless the change replaces it.
         updated = apply_changes(account, changes)
         owner = self._account_id_for(updated.thumbprint)
         if owner is not None and owner != id:
             raise DuplicateAccount(
                 f"thumbprint {updated.thumbprint!r} is already registered"
             )
+        if "upstream_url" in changes:
+            self._account_upstreams[id] = self.upstream if updated.upstream_url is not None else None
         self._accounts[id] = updated
         return self._detached(updated)
 
@@ -235,6 +341,7 @@ class MemoryStore:
     def add_order(self, order: Order) -> Order:
         self._add(self._orders, order, Order)
         self._need_account(order.account_id)
+        order = self._stamped(order)
         self._orders[order.id] = order
         return order
 
@@ -262,6 +369,7 @@ class MemoryStore:
             for seq, order in enumerate(self._orders.values())
             if order.account_id == account_id
             and order.identifiers == wanted
+            and self._mine(order)
             and (wanted_statuses is None or order.status in wanted_statuses)
         )
 
@@ -271,6 +379,7 @@ class MemoryStore:
     def add_authorization(self, authorization: Authorization) -> Authorization:
         self._add(self._authorizations, authorization, Authorization)
         self._check_authorization(authorization)
+        authorization = self._stamped(authorization)
         self._authorizations[authorization.id] = authorization
         return authorization
 
@@ -285,7 +394,7 @@ class MemoryStore:
         matches = newest_first(
             (seq, authz)
             for seq, authz in enumerate(self._authorizations.values())
-            if authz.account_id == account_id and authz.upstream_url == url
+            if authz.account_id == account_id and authz.upstream_url == url and self._mine(authz)
         )
         return matches[0] if matches else None
 
@@ -316,16 +425,19 @@ class MemoryStore:
             if authz.account_id == account_id
             and authz.identifier == wanted
             and authz.wildcard == bool(wildcard)
+            and self._mine(authz)
             and (wanted_statuses is None or authz.status in wanted_statuses)
         )
 
     @_fired
     def order_times_since(self, account_id: int, since: str) -> List[str]:
         moment = timestamp_instant(since)
-        found = [
-            order.created_at for order in self._orders.values()
-            if order.account_id == account_id and timestamp_instant(order.created_at) >= moment
-        ]
+        spent = [o for o in self._orders.values() if o.account_id == account_id and self._mine(o)]
+        # A newOrder whose answer was lost still spent the budget.
+        spent += [a for a in self._attempts.values()
+                  if a.account_id == account_id and self._mine(a) and a.id not in self._orders
+                  and a.status != ATTEMPT_REFUSED]
+        found = [o.created_at for o in spent if timestamp_instant(o.created_at) >= moment]
         return sorted(found, key=timestamp_instant)
 
     @_fired
@@ -336,9 +448,16 @@ class MemoryStore:
         found = [
             authz for authz in self._authorizations.values()
             if authz.status == status
+            and self._mine(authz)
             and (account_id is None or authz.account_id == account_id)
             and (moment is None or timestamp_instant(authz.created_at) < moment)
         ]
+        return sorted(found, key=lambda a: timestamp_instant(a.created_at))
+
+    @_fired
+    def open_order_attempts(self) -> List[OrderAttempt]:
+        found = [a for a in self._attempts.values()
+                 if a.status == ATTEMPT_OPEN and self._mine(a) and a.id not in self._orders]
         return sorted(found, key=lambda a: timestamp_instant(a.created_at))
 
     # -- Challenges --
@@ -375,6 +494,7 @@ class MemoryStore:
     def add_certificate(self, certificate: Certificate) -> Certificate:
         self._add(self._certificates, certificate, Certificate)
         self._check_certificate(certificate)
+        certificate = self._stamped(certificate)
         self._certificates[certificate.id] = certificate
         return certificate
 
@@ -404,6 +524,13 @@ class MemoryStore:
                 for seq, c in enumerate(self._certificates.values())
                 if c.account_id == account_id
             ),
+            attribute="issued_at",
+        )
+
+    @_fired
+    def orphaned_certificates(self) -> List[Certificate]:
+        return newest_first(
+            ((seq, c) for seq, c in enumerate(self._certificates.values()) if c.orphaned),
             attribute="issued_at",
         )
 
@@ -455,8 +582,51 @@ class MemoryStore:
             1
             for a in self._authorizations.values()
             if a.status == status
+            and self._mine(a)
             and (limit is None or a.expires is None or timestamp_instant(a.expires) > limit)
         )
+
+    @_fired
+    def inconsistencies(self) -> List[Finding]:
+        findings = []
+        for attempt in self._attempts.values():
+            if attempt.status == ATTEMPT_OPEN and attempt.id not in self._orders:
+                findings.append(Finding(
+                    UNSTORED_ORDER, "order_attempts", attempt.id,
+                    f"newOrder for {', '.join(attempt.identifiers)} sent at "
+                    f"{attempt.created_at}, its order never stored", attempt.directory_url))
+        now = self._clock.seconds()
+
+        def unexpired(expires):
+            return expires is None or timestamp_instant(expires).timestamp() > now
+
+        with_challenges = {c.authorization_id for c in self._challenges.values()}
+        for authz in self._authorizations.values():
+            if (authz.status == "pending" and authz.id not in with_challenges
+                    and unexpired(authz.expires)):
+                findings.append(Finding(
+                    PARTIAL_AUTHORIZATION, "authorizations", authz.id,
+                    f"pending authorization for {authz.identifier} without challenges",
+                    authz.directory_url))
+        for order in self._orders.values():
+            if order.status not in ("pending", "ready") or not unexpired(order.expires):
+                continue
+            stored = {(a.account_id, a.upstream_url) for a in self._authorizations.values()}
+            if order.authorization_urls:
+                missing = [u for u in order.authorization_urls
+                           if (order.account_id, u) not in stored]
+            else:
+                linked = any(a.order_id == order.id for a in self._authorizations.values())
+                missing = [] if linked else ["(unknown)"]
+            if missing:
+                findings.append(Finding(
+                    PARTIAL_ORDER, "orders", order.id,
+                    f"order for {', '.join(order.identifiers)} without "
+                    f"{len(missing) if order.authorization_urls else 'any'} of its "
+                    f"authorizations", order.directory_url))
+        # The add_* checks keep parents present; nothing in memory can
+        # orphan a row.
+        return findings
 
     @_fired
     def check_writable(self) -> None:

@@ -37,11 +37,15 @@ __all__ = [
     "Conflict",
     "DuplicateAccount",
     "ClientVisit",
+    "Finding",
+    "Insert",
     "Issuer",
     "LegacyClient",
     "NotFound",
     "Order",
+    "OrderAttempt",
     "StoreError",
+    "Update",
     "apply_changes",
     "merge_visit",
     "format_timestamp",
@@ -256,6 +260,11 @@ class Order:
     :ivar finalize_url: the upstream finalize URL, used verbatim.
     :ivar expires: the upstream expiry, verbatim.
     :ivar certificate_url: the upstream certificate URL, once issued.
+    :ivar authorization_urls: the upstream URLs of the order's
+        authorizations, as the CA listed them (some may be authorizations
+        an earlier order created); empty in rows older than this field.
+    :ivar directory_url: the directory URL of the CA the order lives at
+        (see "Upstreams" in `gateway.store.interface`); stamped by the store.
     """
 
     id: str = attrs.field(validator=_str)
@@ -267,6 +276,8 @@ class Order:
     expires: Optional[str] = attrs.field(validator=_optional_timestamp)
     certificate_url: Optional[str] = attrs.field(validator=_optional_str)
     created_at: str = attrs.field(validator=_timestamp)
+    authorization_urls: Tuple[str, ...] = attrs.field(default=(), converter=_str_tuple)
+    directory_url: Optional[str] = attrs.field(default=None, validator=_optional_str)
 
 
 @attrs.frozen
@@ -275,11 +286,14 @@ class Authorization:
     A gateway authorization, in ``/acme/authz/{id}``, backed by an upstream
     authorization.
 
-    :ivar order_id: the order that created it, if any.
+    :ivar order_id: the order it belongs to, if any: the one that created
+        it, or the later single-name order of a ``new-authz`` that the CA
+        reused it in (the order that client's ``new-cert`` finalizes).
     :ivar identifier: the lower-cased DNS name; for a wildcard, the base
         domain (``example.com``) with ``wildcard`` set, as in RFC 8555.
     :ivar updated_at: when the gateway last refreshed ``status`` and
         ``expires`` from upstream.  Stores do not bump it by themselves.
+    :ivar directory_url: the CA it lives at; stamped by the store.
     """
 
     id: str = attrs.field(validator=_str)
@@ -292,6 +306,7 @@ class Authorization:
     expires: Optional[str] = attrs.field(validator=_optional_timestamp)
     created_at: str = attrs.field(validator=_timestamp)
     updated_at: str = attrs.field(validator=_timestamp)
+    directory_url: Optional[str] = attrs.field(default=None, validator=_optional_str)
 
 
 @attrs.frozen
@@ -322,6 +337,12 @@ class Certificate:
     :ivar serial: the serial as it appears in v1 URLs; unique.
     :ivar issuer_ids: ids of the `Issuer` records of the chain, leaf side
         first.
+    :ivar directory_url: the CA that issued it (where it can be revoked);
+        stamped by the store.
+    :ivar orphaned: issued for a CSR key no client is waiting for any more
+        (the CA issued for an earlier attempt whose answer was lost, and the
+        client retried with a new key).  Kept and reported, never handed
+        out.
     """
 
     id: str = attrs.field(validator=_str)
@@ -338,6 +359,62 @@ class Certificate:
     revocation_reason: Optional[int] = attrs.field(
         default=None, validator=v.optional(_int)
     )
+    directory_url: Optional[str] = attrs.field(default=None, validator=_optional_str)
+    orphaned: bool = attrs.field(default=False, validator=v.instance_of(bool))
+
+
+#: `OrderAttempt.status` values: sent, outcome unknown; its order is not
+#: at the CA either (it spent the budget all the same); the CA refused it.
+ATTEMPT_OPEN, ATTEMPT_LOST, ATTEMPT_REFUSED = "open", "lost", "refused"
+
+
+@attrs.frozen
+class OrderAttempt:
+    """
+    A ``newOrder`` the gateway is about to send, written before it is sent.
+
+    The order the CA creates is stored under the same id once its answer
+    arrives, in the same transaction as its authorizations; an attempt
+    without that order is one whose answer was lost (a crash, a dropped
+    connection).  It still spent the account's order budget, and the CA may
+    hold pending authorizations for it, so the budget counts it, and
+    recovery looks for the order in the account's order list at the CA;
+    ``lost`` when the CA has no such list or the order is not in it.
+
+    :ivar status: ``open``, ``lost`` or ``refused`` (the CA answered with an
+        error: no order, nothing spent).
+    """
+
+    id: str = attrs.field(validator=_str)
+    account_id: int = attrs.field(validator=_int)
+    identifiers: Tuple[str, ...] = attrs.field(converter=normalize_identifiers)
+    created_at: str = attrs.field(validator=_timestamp)
+    directory_url: Optional[str] = attrs.field(default=None, validator=_optional_str)
+    status: str = attrs.field(default=ATTEMPT_OPEN, validator=v.in_((ATTEMPT_OPEN, ATTEMPT_LOST, ATTEMPT_REFUSED)))
+
+
+@attrs.frozen
+class Insert:
+    """
+    An operation of `IStore.write`: add ``record`` (an `Order`,
+    `Authorization`, `Challenge`, `Certificate`, `Issuer`, `OrderAttempt`,
+    or an `Account`, whose id the store assigns), checked as its ``add_*``
+    method checks it.
+    """
+
+    record: Any
+
+
+@attrs.frozen
+class Update:
+    """
+    An operation of `IStore.write`: change the ``record_type`` record ``id``
+    as its ``update_*`` method would.
+    """
+
+    record_type: type
+    id: Any
+    changes: Mapping[str, Any] = attrs.field(converter=dict)
 
 
 @attrs.frozen
@@ -355,6 +432,52 @@ class Issuer:
 
     id: str = attrs.field(validator=_str)
     der: bytes = attrs.field(validator=v.instance_of(bytes), repr=False)
+
+
+# --- Consistency ---------------------------------------------------------------
+
+#: `Finding` kinds.
+UNSTORED_ORDER = "order-attempt-without-order"
+PARTIAL_AUTHORIZATION = "authorization-without-challenges"
+PARTIAL_ORDER = "order-without-its-authorizations"
+ORPHAN_ROW = "orphan-row"
+
+
+@attrs.frozen
+class Finding:
+    """
+    Something in the state that a crash or an outside edit left incomplete
+    (`IStore.inconsistencies`, ``acme-gateway check``).
+
+    :ivar kind: `UNSTORED_ORDER` (a ``newOrder`` sent whose order was never
+        stored), `PARTIAL_AUTHORIZATION` (a pending authorization without
+        challenges), `PARTIAL_ORDER` (a pending or ready order some of whose
+        authorizations are not stored) or `ORPHAN_ROW` (a row whose parent
+        is missing).
+    :ivar table: the table of the row concerned.
+    :ivar record_id: its id.
+    :ivar detail: one line for a person.
+    :ivar directory_url: the CA the row belongs to, if known.
+    """
+
+    kind: str
+    table: str
+    record_id: str
+    detail: str
+    directory_url: Optional[str] = None
+
+    def describe(self) -> str:
+        return f"{self.kind}: {self.table} {self.record_id}: {self.detail}"
+
+
+def origin_of(url: str) -> str:
+    """
+    ``scheme://host[:port]`` of a URL: how rows stored before the gateway
+    recorded each row's CA are attributed to one (a CA's URLs share its
+    directory's origin).
+    """
+    parts = url.split("/", 3)
+    return "/".join(parts[:3]) if len(parts) >= 3 and parts[0].endswith(":") else url
 
 
 # --- Helpers shared by the stores ----------------------------------------------
@@ -377,12 +500,14 @@ R = TypeVar("R")
 #: Fields an update may never change, per record type.  Ids are what v1
 #: clients hold; the owning account decides whose key signs upstream, so
 #: moving a record to another account would be a silent privilege change.
+#: An object never moves to another CA either.
 IMMUTABLE_FIELDS: Mapping[type, frozenset] = {
     Account: frozenset({"id"}),
-    Order: frozenset({"id", "account_id"}),
-    Authorization: frozenset({"id", "account_id"}),
+    Order: frozenset({"id", "account_id", "directory_url"}),
+    Authorization: frozenset({"id", "account_id", "directory_url"}),
     Challenge: frozenset({"id", "account_id"}),
-    Certificate: frozenset({"id", "account_id"}),
+    Certificate: frozenset({"id", "account_id", "directory_url"}),
+    OrderAttempt: frozenset({"id", "account_id", "directory_url", "identifiers", "created_at"}),
 }
 
 

@@ -21,6 +21,7 @@ import os
 import secrets
 import sqlite3
 import stat
+import time
 import urllib.parse
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
@@ -32,9 +33,16 @@ from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
+from gateway.crashpoints import crash_point
 from gateway.store.interface import IStore
 from gateway.store.memory import ID_BYTES
 from gateway.store.records import (
+    ATTEMPT_OPEN,
+    ATTEMPT_REFUSED,
+    ORPHAN_ROW,
+    PARTIAL_AUTHORIZATION,
+    PARTIAL_ORDER,
+    UNSTORED_ORDER,
     Account,
     Authorization,
     Certificate,
@@ -42,11 +50,15 @@ from gateway.store.records import (
     ClientVisit,
     Conflict,
     DuplicateAccount,
+    Finding,
+    Insert,
     Issuer,
     LegacyClient,
     NotFound,
     Order,
+    OrderAttempt,
     StoreError,
+    Update,
     apply_changes,
     check_changes,
     format_timestamp,
@@ -56,6 +68,7 @@ from gateway.store.records import (
     normalize_identifier,
     normalize_identifiers,
     normalize_statuses,
+    origin_of,
     timestamp_instant,
 )
 
@@ -66,7 +79,7 @@ log = Logger()
 BUSY_TIMEOUT_MS = 5000
 
 #: The schema version this code writes, kept in ``PRAGMA user_version``.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 # Version 1.  Every table but ``issuers`` carries the owning account_id
 # (``accounts.id`` is it for accounts); issuers are public and shared.  The
@@ -196,9 +209,36 @@ _SCHEMA_2 = (
     """,
 )
 
+# Version 3: every row of an upstream object records the CA it lives at
+# (the directory URL), so a gateway restarted with another --upstream never
+# uses the old CA's accounts, orders or authorizations; an order lists its
+# authorizations' URLs; a certificate may be an orphan (issued for a key no
+# client waits for); and each newOrder is recorded before it is sent
+# (order_attempts), so an order whose answer was lost is still known.
+_SCHEMA_3 = (
+    "ALTER TABLE accounts ADD COLUMN upstream_directory TEXT",
+    "ALTER TABLE orders ADD COLUMN authorization_urls TEXT NOT NULL DEFAULT '[]'",
+    "ALTER TABLE orders ADD COLUMN directory_url TEXT",
+    "ALTER TABLE authorizations ADD COLUMN directory_url TEXT",
+    "ALTER TABLE certificates ADD COLUMN directory_url TEXT",
+    "ALTER TABLE certificates ADD COLUMN orphaned INTEGER NOT NULL DEFAULT 0",
+    """
+    CREATE TABLE order_attempts (
+        id TEXT PRIMARY KEY,
+        account_id INTEGER NOT NULL REFERENCES accounts (id),
+        identifiers TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        directory_url TEXT,
+        status TEXT NOT NULL
+    )
+    """,
+    "CREATE INDEX order_attempts_by_status ON order_attempts (status, directory_url)",
+    "CREATE INDEX authorizations_by_status ON authorizations (status, directory_url)",
+)
+
 #: Statements that bring a database from version N-1 to N, keyed by N.  A new
 #: schema version adds an entry here and bumps `SCHEMA_VERSION`.
-MIGRATIONS: Dict[int, Sequence[str]] = {1: _SCHEMA_1, 2: _SCHEMA_2}
+MIGRATIONS: Dict[int, Sequence[str]] = {1: _SCHEMA_1, 2: _SCHEMA_2, 3: _SCHEMA_3}
 
 _TABLES = {
     Account: "accounts",
@@ -208,13 +248,15 @@ _TABLES = {
     Certificate: "certificates",
     Issuer: "issuers",
     LegacyClient: "clients",
+    OrderAttempt: "order_attempts",
 }
 
 # Tuples and dicts are stored as JSON text, booleans as INTEGER, bytes as BLOB.
 _JSON_FIELDS = frozenset(
-    {"public_jwk", "contact", "identifiers", "issuer_ids", "thumbprints", "names"}
+    {"public_jwk", "contact", "identifiers", "issuer_ids", "thumbprints", "names",
+     "authorization_urls"}
 )
-_BOOL_FIELDS = frozenset({"wildcard"})
+_BOOL_FIELDS = frozenset({"wildcard", "orphaned"})
 
 
 def _json(value: Any) -> str:
@@ -314,7 +356,33 @@ def _migrate(connection: sqlite3.Connection) -> None:
         _in_transaction(connection, step)
 
 
-def _connect(path: str) -> sqlite3.Connection:
+def _claim_legacy_rows(connection: sqlite3.Connection, upstream: str) -> None:
+    """
+    Attribute rows written before the store recorded each row's CA to
+    ``upstream`` when their upstream URL has its origin (a CA's URLs share
+    its directory's origin); other such rows stay unattributed, and a bound
+    store never uses them.
+    """
+    origin = origin_of(upstream)
+    like = origin.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "/%"
+    match = "(upstream_url = ? OR upstream_url LIKE ? ESCAPE '\\')"
+
+    def claim() -> None:
+        for table in ("orders", "authorizations", "certificates"):
+            connection.execute(
+                f"UPDATE {table} SET directory_url = ? WHERE directory_url IS NULL AND {match}",
+                (upstream, origin, like),
+            )
+        connection.execute(
+            f"UPDATE accounts SET upstream_directory = ?"
+            f" WHERE upstream_directory IS NULL AND upstream_url IS NOT NULL AND {match}",
+            (upstream, origin, like),
+        )
+
+    _in_transaction(connection, claim)
+
+
+def _connect(path: str, upstream: Optional[str] = None) -> sqlite3.Connection:
     """
     Open and prepare the connection.  Runs in the store's worker thread.
     """
@@ -333,10 +401,25 @@ def _connect(path: str) -> sqlite3.Connection:
         connection.execute("PRAGMA synchronous = FULL")
         connection.execute("PRAGMA foreign_keys = ON")
         _migrate(connection)
+        if upstream is not None:
+            _claim_legacy_rows(connection, upstream)
     except BaseException:
         connection.close()
         raise
     return connection
+
+
+#: The crash point after a row of each kind, when more of its logical step
+#: follows in the same `SQLiteStore.write` (`gateway.crashpoints`).
+_ROW_POINTS = {
+    Account: "account-row",
+    Order: "order-row",
+    Authorization: "authorization-row",
+    Challenge: "challenge-row",
+    Certificate: "certificate-row",
+    Issuer: "issuer-row",
+    OrderAttempt: "order-attempt-row",
+}
 
 
 @implementer(IStore)
@@ -352,6 +435,8 @@ class SQLiteStore:
     _reactor: Any
     _pool: ThreadPool
     _connection: sqlite3.Connection
+    #: The directory URL of the CA the store is bound to (`IStore.upstream`).
+    upstream: Optional[str] = None
     _closing: bool = attrs.field(default=False, init=False)
     _closed: Optional[defer.Deferred] = attrs.field(default=None, init=False)
     _close_waiters: List[defer.Deferred] = attrs.field(factory=list, init=False)
@@ -359,7 +444,7 @@ class SQLiteStore:
 
     @classmethod
     def open(cls, path: "str | os.PathLike[str]", reactor: Any = None,
-             close_on_shutdown: bool = True) -> defer.Deferred:
+             close_on_shutdown: bool = True, upstream: Optional[str] = None) -> defer.Deferred:
         """
         Open (creating and migrating as needed) the database at ``path``.
 
@@ -370,6 +455,8 @@ class SQLiteStore:
             `IReactorCore`, the store closes itself before it shuts down,
             unless ``close_on_shutdown`` is false (an owner that must finish
             requests in flight first closes it itself).
+        :param upstream: the directory URL of the CA to bind the store to
+            (see `IStore`), or `None` for every row of every CA.
         :return: a Deferred firing with the `SQLiteStore`.
         """
         if reactor is None:
@@ -379,7 +466,7 @@ class SQLiteStore:
         pool.start()
 
         def opened(connection: sqlite3.Connection) -> "SQLiteStore":
-            store = cls(reactor, pool, connection)
+            store = cls(reactor, pool, connection, upstream)
             if close_on_shutdown and IReactorCore.providedBy(reactor):
                 store._shutdown_trigger = reactor.addSystemEventTrigger(
                     "before", "shutdown", store._close_for_shutdown
@@ -390,7 +477,7 @@ class SQLiteStore:
             pool.stop()
             return failure
 
-        return deferToThreadPool(reactor, pool, _connect, path).addCallbacks(
+        return deferToThreadPool(reactor, pool, _connect, path, upstream).addCallbacks(
             opened, failed
         )
 
@@ -406,6 +493,25 @@ class SQLiteStore:
 
     def new_id(self) -> str:
         return secrets.token_urlsafe(ID_BYTES)
+
+    def write(self, operations: Iterable[Any]) -> defer.Deferred:
+        operations = list(operations)
+        for operation in operations:
+            if not isinstance(operation, (Insert, Update)):
+                return defer.fail(TypeError(f"expected an Insert or Update, not {operation!r}"))
+
+        def work() -> list:
+            results = []
+            for index, operation in enumerate(operations):
+                results.append(self._apply(operation))
+                if index + 1 < len(operations):
+                    # Inside the transaction: a crash here must leave nothing.
+                    kind = (type(operation.record) if isinstance(operation, Insert)
+                            else operation.record_type)
+                    crash_point(_ROW_POINTS.get(kind, "row"))
+            return results
+
+        return self._write(work)
 
     # -- Helpers; these run in the worker thread --
 
@@ -433,6 +539,19 @@ class SQLiteStore:
             ).fetchone()
             is not None
         )
+
+    def _scoped(self, where: str, params: Sequence[Any]) -> Tuple[str, Tuple[Any, ...]]:
+        """
+        ``where`` limited to the bound CA's rows.
+        """
+        if self.upstream is None:
+            return where, tuple(params)
+        return f"({where}) AND directory_url = ?", (*params, self.upstream)
+
+    def _stamped(self, record: Any) -> Any:
+        if self.upstream is not None and getattr(record, "directory_url", False) is None:
+            return attrs.evolve(record, directory_url=self.upstream)
+        return record
 
     def _insert(self, record: Any) -> None:
         row = _encode(record)
@@ -513,7 +632,115 @@ class SQLiteStore:
         ordered = tuple(sorted(wanted))
         return f" AND status IN ({', '.join('?' for _ in ordered)})", ordered
 
+    # -- Writes: every add_* and update_* is one operation of `write` --
+
+    def _apply(self, operation: Any) -> Any:
+        if isinstance(operation, Insert):
+            record = operation.record
+            if isinstance(record, Account):
+                return self._insert_account(record)
+            if isinstance(record, Issuer):
+                return self._insert_issuer(record.der)
+            for record_type, check in self._INSERT_CHECKS.items():
+                if isinstance(record, record_type):
+                    record = self._stamped(record)
+                    self._check_new(record, record_type)
+                    check(self, record)
+                    self._insert(record)
+                    return record
+            raise TypeError(f"cannot insert {record!r}")
+        if operation.record_type is Account:
+            return self._update_account(operation.id, dict(operation.changes))
+        check = self._UPDATE_CHECKS.get(operation.record_type)
+        if check is None:
+            raise TypeError(f"cannot update a {operation.record_type!r}")
+        record = self._changed(operation.record_type, operation.id, dict(operation.changes))
+        check(self, record)
+        self._replace(record)
+        return record
+
+    def _insert_as(self, record_type: type, record: Any) -> Any:
+        if not isinstance(record, record_type):
+            raise TypeError(f"expected a {record_type.__name__}, not {record!r}")
+        return self._apply(Insert(record))
+
+    def _check_order(self, order: Order) -> None:
+        self._need_account(order.account_id)
+
+    def _check_attempt(self, attempt: OrderAttempt) -> None:
+        self._need_account(attempt.account_id)
+
+    def _no_check(self, record: Any) -> None:
+        return None
+
+    _INSERT_CHECKS = {
+        Order: _check_order,
+        Authorization: _check_authorization,
+        Challenge: _check_challenge,
+        Certificate: _check_certificate,
+        OrderAttempt: _check_attempt,
+    }
+    _UPDATE_CHECKS = {
+        Order: _no_check,
+        Authorization: _check_authorization,
+        Challenge: _check_challenge,
+        Certificate: _check_certificate,
+        OrderAttempt: _no_check,
+    }
+
     # -- Accounts --
+
+    def _account(self, where: str, *params: Any) -> Optional[Account]:
+        """
+        The account as the bound CA sees it: its ``upstream_url`` only when
+        recorded at that CA.
+        """
+        row = self._connection.execute(
+            f"SELECT * FROM accounts WHERE {where}", params
+        ).fetchone()
+        return None if row is None else self._presented(row)
+
+    def _presented(self, row: sqlite3.Row) -> Account:
+        account = _decode(Account, row)
+        if self.upstream is not None and row["upstream_directory"] != self.upstream:
+            account = attrs.evolve(account, upstream_url=None)
+        return account
+
+    def _insert_account(self, account: Account) -> Account:
+        if not isinstance(account, Account):
+            raise TypeError(f"expected an Account, not {account!r}")
+        if self._exists("accounts", "thumbprint = ?", account.thumbprint):
+            raise DuplicateAccount(f"thumbprint {account.thumbprint!r} is already registered")
+        row = _encode(account)
+        del row["id"]
+        row["upstream_directory"] = self.upstream if account.upstream_url is not None else None
+        cursor = self._connection.execute(
+            f"INSERT INTO accounts ({', '.join(row)})"
+            f" VALUES ({', '.join('?' for _ in row)})",
+            tuple(row.values()),
+        )
+        return attrs.evolve(account, id=cursor.lastrowid)
+
+    def _update_account(self, id: int, changes: Dict[str, Any]) -> Account:
+        check_changes(Account, changes)
+        current = self._account("id = ?", id)
+        if current is None:
+            raise NotFound(f"no Account {id!r}")
+        account = apply_changes(current, changes)
+        if self._exists("accounts", "thumbprint = ? AND id != ?", account.thumbprint, id):
+            raise DuplicateAccount(f"thumbprint {account.thumbprint!r} is already registered")
+        # Only the changed columns: an upstream URL of another CA, which
+        # this store does not show, stays as it was unless replaced.
+        row = {name: value for name, value in _encode(account).items() if name in changes}
+        if "upstream_url" in changes:
+            row["upstream_directory"] = (
+                self.upstream if account.upstream_url is not None else None)
+        if row:
+            self._connection.execute(
+                f"UPDATE accounts SET {', '.join(f'{c} = ?' for c in row)} WHERE id = ?",
+                (*row.values(), id),
+            )
+        return account
 
     def create_account(
         self,
@@ -526,8 +753,7 @@ class SQLiteStore:
         status: str = "valid",
     ) -> defer.Deferred:
         created_at = format_timestamp(self._reactor.seconds())
-
-        def work() -> Account:
+        try:
             # Validate with a provisional id; SQLite assigns the real one.
             account = Account(
                 id=0,
@@ -540,69 +766,36 @@ class SQLiteStore:
                 created_at=created_at,
                 initial_ip=initial_ip,
             )
-            if self._exists("accounts", "thumbprint = ?", thumbprint):
-                raise DuplicateAccount(
-                    f"thumbprint {thumbprint!r} is already registered"
-                )
-            row = _encode(account)
-            del row["id"]
-            cursor = self._connection.execute(
-                f"INSERT INTO accounts ({', '.join(row)})"
-                f" VALUES ({', '.join('?' for _ in row)})",
-                tuple(row.values()),
-            )
-            return attrs.evolve(account, id=cursor.lastrowid)
-
-        return self._write(work)
+        except (TypeError, ValueError) as error:
+            return defer.fail(error)
+        return self._write(self._insert_account, account)
 
     def account_by_id(self, id: int) -> defer.Deferred:
-        return self._call(self._one, Account, "id = ?", id)
+        return self._call(self._account, "id = ?", id)
 
     def account_by_thumbprint(self, thumbprint: str) -> defer.Deferred:
-        return self._call(self._one, Account, "thumbprint = ?", thumbprint)
+        return self._call(self._account, "thumbprint = ?", thumbprint)
 
     def update_account(self, id: int, /, **changes: Any) -> defer.Deferred:
-        def work() -> Account:
-            account = self._changed(Account, id, changes)
-            if self._exists(
-                "accounts", "thumbprint = ? AND id != ?", account.thumbprint, id
-            ):
-                raise DuplicateAccount(
-                    f"thumbprint {account.thumbprint!r} is already registered"
-                )
-            self._replace(account)
-            return account
-
-        return self._write(work)
+        return self._write(self._update_account, id, changes)
 
     def list_accounts(self) -> defer.Deferred:
         def work() -> List[Account]:
             rows = self._connection.execute("SELECT * FROM accounts ORDER BY id")
-            return [_decode(Account, row) for row in rows]
+            return [self._presented(row) for row in rows]
 
         return self._call(work)
 
     # -- Orders --
 
     def add_order(self, order: Order) -> defer.Deferred:
-        def work() -> Order:
-            self._check_new(order, Order)
-            self._need_account(order.account_id)
-            self._insert(order)
-            return order
-
-        return self._write(work)
+        return self._write(self._insert_as, Order, order)
 
     def order_by_id(self, id: str) -> defer.Deferred:
         return self._call(self._one, Order, "id = ?", id)
 
     def update_order(self, id: str, /, **changes: Any) -> defer.Deferred:
-        def work() -> Order:
-            order = self._changed(Order, id, changes)
-            self._replace(order)
-            return order
-
-        return self._write(work)
+        return self._write(self._apply, Update(Order, id, changes))
 
     def find_orders(
         self,
@@ -613,51 +806,30 @@ class SQLiteStore:
         def work() -> List[Order]:
             wanted = _json(normalize_identifiers(identifiers))
             clause, params = self._status_clause(statuses)
-            return newest_first(
-                self._rows(
-                    Order,
-                    "account_id = ? AND identifiers = ?" + clause,
-                    account_id,
-                    wanted,
-                    *params,
-                )
-            )
+            where, values = self._scoped(
+                "account_id = ? AND identifiers = ?" + clause, (account_id, wanted, *params))
+            return newest_first(self._rows(Order, where, *values))
 
         return self._call(work)
 
     # -- Authorizations --
 
     def add_authorization(self, authorization: Authorization) -> defer.Deferred:
-        def work() -> Authorization:
-            self._check_new(authorization, Authorization)
-            self._check_authorization(authorization)
-            self._insert(authorization)
-            return authorization
-
-        return self._write(work)
+        return self._write(self._insert_as, Authorization, authorization)
 
     def authorization_by_id(self, id: str) -> defer.Deferred:
         return self._call(self._one, Authorization, "id = ?", id)
 
     def authorization_by_upstream_url(self, account_id: int, url: str) -> defer.Deferred:
         def work() -> Optional[Authorization]:
-            matches = newest_first(
-                self._rows(
-                    Authorization, "account_id = ? AND upstream_url = ?", account_id, url
-                )
-            )
+            where, values = self._scoped("account_id = ? AND upstream_url = ?", (account_id, url))
+            matches = newest_first(self._rows(Authorization, where, *values))
             return matches[0] if matches else None
 
         return self._call(work)
 
     def update_authorization(self, id: str, /, **changes: Any) -> defer.Deferred:
-        def work() -> Authorization:
-            authorization = self._changed(Authorization, id, changes)
-            self._check_authorization(authorization)
-            self._replace(authorization)
-            return authorization
-
-        return self._write(work)
+        return self._write(self._apply, Update(Authorization, id, changes))
 
     def authorizations_for_order(self, order_id: str) -> defer.Deferred:
         def work() -> List[Authorization]:
@@ -674,16 +846,11 @@ class SQLiteStore:
     ) -> defer.Deferred:
         def work() -> List[Authorization]:
             clause, params = self._status_clause(statuses)
-            return newest_first(
-                self._rows(
-                    Authorization,
-                    "account_id = ? AND identifier = ? AND wildcard = ?" + clause,
-                    account_id,
-                    normalize_identifier(identifier),
-                    int(bool(wildcard)),
-                    *params,
-                )
+            where, values = self._scoped(
+                "account_id = ? AND identifier = ? AND wildcard = ?" + clause,
+                (account_id, normalize_identifier(identifier), int(bool(wildcard)), *params),
             )
+            return newest_first(self._rows(Authorization, where, *values))
 
         return self._call(work)
 
@@ -691,9 +858,13 @@ class SQLiteStore:
         moment = timestamp_instant(since)
 
         def work() -> List[str]:
-            rows = self._rows(Order, "account_id = ?", account_id)
-            found = [order.created_at for _, order in rows
-                     if timestamp_instant(order.created_at) >= moment]
+            where, values = self._scoped("account_id = ?", (account_id,))
+            times = [order.created_at for _, order in self._rows(Order, where, *values)]
+            # A newOrder whose answer was lost still spent the budget.
+            times += [attempt.created_at for _, attempt in self._rows(
+                OrderAttempt, where + " AND status != ? AND id NOT IN (SELECT id FROM orders)",
+                *values, ATTEMPT_REFUSED)]
+            found = [t for t in times if timestamp_instant(t) >= moment]
             return sorted(found, key=timestamp_instant)
 
         return self._call(work)
@@ -705,13 +876,22 @@ class SQLiteStore:
 
         def work() -> List[Authorization]:
             if account_id is None:
-                rows = self._rows(Authorization, "status = ?", status)
+                where, values = self._scoped("status = ?", (status,))
             else:
-                rows = self._rows(Authorization, "status = ? AND account_id = ?", status, account_id)
+                where, values = self._scoped("status = ? AND account_id = ?", (status, account_id))
             found = [
-                authz for _, authz in rows
+                authz for _, authz in self._rows(Authorization, where, *values)
                 if moment is None or timestamp_instant(authz.created_at) < moment
             ]
+            return sorted(found, key=lambda a: timestamp_instant(a.created_at))
+
+        return self._call(work)
+
+    def open_order_attempts(self) -> defer.Deferred:
+        def work() -> List[OrderAttempt]:
+            where, values = self._scoped(
+                "status = ? AND id NOT IN (SELECT id FROM orders)", (ATTEMPT_OPEN,))
+            found = [attempt for _, attempt in self._rows(OrderAttempt, where, *values)]
             return sorted(found, key=lambda a: timestamp_instant(a.created_at))
 
         return self._call(work)
@@ -719,13 +899,7 @@ class SQLiteStore:
     # -- Challenges --
 
     def add_challenge(self, challenge: Challenge) -> defer.Deferred:
-        def work() -> Challenge:
-            self._check_new(challenge, Challenge)
-            self._check_challenge(challenge)
-            self._insert(challenge)
-            return challenge
-
-        return self._write(work)
+        return self._write(self._insert_as, Challenge, challenge)
 
     def challenge_by_id(self, id: str) -> defer.Deferred:
         return self._call(self._one, Challenge, "id = ?", id)
@@ -742,24 +916,12 @@ class SQLiteStore:
         return self._call(work)
 
     def update_challenge(self, id: str, /, **changes: Any) -> defer.Deferred:
-        def work() -> Challenge:
-            challenge = self._changed(Challenge, id, changes)
-            self._check_challenge(challenge)
-            self._replace(challenge)
-            return challenge
-
-        return self._write(work)
+        return self._write(self._apply, Update(Challenge, id, changes))
 
     # -- Certificates --
 
     def add_certificate(self, certificate: Certificate) -> defer.Deferred:
-        def work() -> Certificate:
-            self._check_new(certificate, Certificate)
-            self._check_certificate(certificate)
-            self._insert(certificate)
-            return certificate
-
-        return self._write(work)
+        return self._write(self._insert_as, Certificate, certificate)
 
     def certificate_by_id(self, id: str) -> defer.Deferred:
         return self._call(self._one, Certificate, "id = ?", id)
@@ -768,13 +930,7 @@ class SQLiteStore:
         return self._call(self._one, Certificate, "serial = ?", serial)
 
     def update_certificate(self, id: str, /, **changes: Any) -> defer.Deferred:
-        def work() -> Certificate:
-            certificate = self._changed(Certificate, id, changes)
-            self._check_certificate(certificate)
-            self._replace(certificate)
-            return certificate
-
-        return self._write(work)
+        return self._write(self._apply, Update(Certificate, id, changes))
 
     def certificates_for_account(self, account_id: int) -> defer.Deferred:
         def work() -> List[Certificate]:
@@ -785,20 +941,23 @@ class SQLiteStore:
 
         return self._call(work)
 
+    def orphaned_certificates(self) -> defer.Deferred:
+        return self._call(_orphaned_certificates, self._connection)
+
     # -- Issuers --
 
-    def add_issuer(self, der: bytes) -> defer.Deferred:
-        def work() -> Issuer:
-            issuer = Issuer(id=issuer_id(der), der=der)
-            stored = self._one(Issuer, "id = ?", issuer.id)
-            if stored is None:
-                self._insert(issuer)
-                return issuer
-            if stored.der != der:
-                raise Conflict(f"issuer id {issuer.id!r} already holds another DER")
-            return stored
+    def _insert_issuer(self, der: bytes) -> Issuer:
+        issuer = Issuer(id=issuer_id(der), der=der)
+        stored = self._one(Issuer, "id = ?", issuer.id)
+        if stored is None:
+            self._insert(issuer)
+            return issuer
+        if stored.der != der:
+            raise Conflict(f"issuer id {issuer.id!r} already holds another DER")
+        return stored
 
-        return self._write(work)
+    def add_issuer(self, der: bytes) -> defer.Deferred:
+        return self._write(self._insert_issuer, der)
 
     def issuer_by_id(self, id: str) -> defer.Deferred:
         return self._call(self._one, Issuer, "id = ?", id)
@@ -840,8 +999,9 @@ class SQLiteStore:
 
     def count_authorizations(self, status: str, unexpired_at: Optional[str] = None) -> defer.Deferred:
         def work() -> int:
+            where, values = self._scoped("status = ?", (status,))
             rows = self._connection.execute(
-                "SELECT expires FROM authorizations WHERE status = ?", (status,)
+                f"SELECT expires FROM authorizations WHERE {where}", values
             ).fetchall()
             if unexpired_at is None:
                 return len(rows)
@@ -854,6 +1014,9 @@ class SQLiteStore:
             )
 
         return self._call(work)
+
+    def inconsistencies(self) -> defer.Deferred:
+        return self._call(_inconsistencies, self._connection, self._reactor.seconds())
 
     def check_writable(self) -> defer.Deferred:
         checked_at = format_timestamp(self._reactor.seconds())
@@ -909,6 +1072,167 @@ def _list_clients(connection: sqlite3.Connection) -> List[LegacyClient]:
     return newest_first(
         ((row["_seq"], _decode(LegacyClient, row)) for row in rows), attribute="last_seen"
     )
+
+
+def _orphaned_certificates(connection: sqlite3.Connection) -> List[Certificate]:
+    rows = connection.execute(
+        "SELECT rowid AS _seq, * FROM certificates WHERE orphaned = 1").fetchall()
+    return newest_first(
+        ((row["_seq"], _decode(Certificate, row)) for row in rows), attribute="issued_at"
+    )
+
+
+def _unexpired(expires: Optional[str], now: float) -> bool:
+    return expires is None or timestamp_instant(expires).timestamp() > now
+
+
+def _inconsistencies(connection: sqlite3.Connection, now: float) -> List[Finding]:
+    """
+    `IStore.inconsistencies` in SQL, for the store and for ``acme-gateway
+    check`` (which reads a file the gateway may be using).
+    """
+    findings = []
+    for row in connection.execute(
+        "SELECT id, identifiers, created_at, directory_url FROM order_attempts"
+        " WHERE status = ? AND id NOT IN (SELECT id FROM orders) ORDER BY rowid", (ATTEMPT_OPEN,)
+    ):
+        findings.append(Finding(
+            UNSTORED_ORDER, "order_attempts", row["id"],
+            f"newOrder for {', '.join(json.loads(row['identifiers']))} sent at "
+            f"{row['created_at']}, its order never stored", row["directory_url"]))
+    for row in connection.execute(
+        "SELECT id, identifier, expires, directory_url FROM authorizations a"
+        " WHERE status = 'pending'"
+        " AND NOT EXISTS (SELECT 1 FROM challenges c WHERE c.authorization_id = a.id)"
+        " ORDER BY rowid"
+    ):
+        if not _unexpired(row["expires"], now):
+            continue
+        findings.append(Finding(
+            PARTIAL_AUTHORIZATION, "authorizations", row["id"],
+            f"pending authorization for {row['identifier']} without challenges",
+            row["directory_url"]))
+    for row in connection.execute(
+        "SELECT id, account_id, identifiers, authorization_urls, expires, directory_url"
+        " FROM orders WHERE status IN ('pending', 'ready') ORDER BY rowid"
+    ):
+        if not _unexpired(row["expires"], now):
+            continue
+        urls = json.loads(row["authorization_urls"])
+        if urls:
+            missing = [url for url in urls if connection.execute(
+                "SELECT 1 FROM authorizations WHERE account_id = ? AND upstream_url = ?",
+                (row["account_id"], url)).fetchone() is None]
+        else:
+            linked = connection.execute(
+                "SELECT 1 FROM authorizations WHERE order_id = ?", (row["id"],)).fetchone()
+            missing = [] if linked else ["(unknown)"]
+        if missing:
+            findings.append(Finding(
+                PARTIAL_ORDER, "orders", row["id"],
+                f"order for {', '.join(json.loads(row['identifiers']))} without "
+                f"{len(missing) if urls else 'any'} of its authorizations", row["directory_url"]))
+    for table, rowid, parent, _ in connection.execute("PRAGMA foreign_key_check").fetchall():
+        found = connection.execute(f"SELECT id FROM {table} WHERE rowid = ?", (rowid,)).fetchone()
+        findings.append(Finding(
+            ORPHAN_ROW, table, str(found[0] if found else rowid),
+            f"refers to a missing row of {parent}"))
+    return findings
+
+
+@attrs.frozen
+class StateCheck:
+    """
+    What ``acme-gateway check`` found in a state file.
+
+    :ivar integrity: ``PRAGMA integrity_check``'s lines (``["ok"]`` when the
+        file is intact).
+    :ivar findings: the store's own consistency findings (`Finding`).
+    :ivar counts: rows per table, for the summary.
+    """
+
+    integrity: Tuple[str, ...]
+    findings: Tuple[Finding, ...]
+    counts: Dict[str, int]
+
+    @property
+    def clean(self) -> bool:
+        return self.integrity == ("ok",) and not self.findings
+
+
+def check_state(path: "str | os.PathLike[str]") -> StateCheck:
+    """
+    Check the database at ``path`` without writing anything: SQLite's
+    ``PRAGMA integrity_check``, then the store's consistency check (partial
+    and orphaned rows, orders whose answer was lost; partial authorizations
+    and orders past their expiry are dead at the CA too, and not reported).  Safe beside a running
+    gateway, which may have a write in flight (an open order attempt is
+    normal then).
+
+    Synchronous: for the command line.
+
+    :raises StoreError: when the file is missing, or not a database.
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise StoreError(f"no gateway state at {path}")
+    try:
+        connection = sqlite3.connect(
+            f"file:{urllib.parse.quote(os.path.abspath(path))}?mode=ro", uri=True
+        )
+    except sqlite3.Error as error:
+        raise StoreError(f"cannot open {path}: {error}") from None
+    try:
+        connection.row_factory = sqlite3.Row
+        connection.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        try:
+            integrity = tuple(row[0] for row in connection.execute("PRAGMA integrity_check"))
+        except sqlite3.DatabaseError as error:
+            return StateCheck((f"not a readable SQLite database: {error}",), (), {})
+        version = connection.execute("PRAGMA user_version").fetchone()[0]
+        if version != SCHEMA_VERSION:
+            raise StoreError(
+                f"{path} has schema version {version}, this gateway checks version "
+                f"{SCHEMA_VERSION}: start the gateway on it once to migrate it")
+        try:
+            findings = tuple(_inconsistencies(connection, time.time()))
+        except sqlite3.DatabaseError as error:
+            findings = (Finding(ORPHAN_ROW, "-", "-", f"cannot read the rows: {error}"),)
+        counts = {}
+        for table in ("accounts", "orders", "authorizations", "challenges", "certificates",
+                      "order_attempts"):
+            try:
+                counts[table] = connection.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+            except sqlite3.DatabaseError:
+                counts[table] = -1
+        return StateCheck(integrity, findings, counts)
+    except sqlite3.OperationalError as error:
+        raise StoreError(f"cannot read {path}: {error}") from None
+    finally:
+        connection.close()
+
+
+def read_orphaned_certificates(path: "str | os.PathLike[str]") -> List[Tuple[Certificate, str]]:
+    """
+    The orphaned certificates of the database at ``path``, each with its
+    account's key thumbprint, read without writing anything, for
+    ``acme-gateway report``.  Synchronous.
+    """
+    path = os.fspath(path)
+    connection = sqlite3.connect(
+        f"file:{urllib.parse.quote(os.path.abspath(path))}?mode=ro", uri=True
+    )
+    try:
+        connection.row_factory = sqlite3.Row
+        connection.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        if connection.execute("PRAGMA user_version").fetchone()[0] < 3:
+            return []
+        thumbprints = dict(connection.execute("SELECT id, thumbprint FROM accounts").fetchall())
+        return [(c, thumbprints.get(c.account_id, "")) for c in _orphaned_certificates(connection)]
+    except sqlite3.Error as error:
+        raise StoreError(f"cannot read {path}: {error}") from None
+    finally:
+        connection.close()
 
 
 def read_clients(path: "str | os.PathLike[str]") -> List[LegacyClient]:

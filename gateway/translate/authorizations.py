@@ -5,9 +5,19 @@ Let's Encrypt's v2 offers no ``newAuthz`` (no pre-authorization), so a v1
 ``new-authz`` becomes a single-name order whose one authorization is
 returned to the client (MAPPING.md §3.5b, option A).  A later single-name
 ``new-cert`` finalizes that very order, so such a certificate costs one
-order, as a native v2 client's would.  Before creating anything, a pending
-or valid authorization the account already holds for the name is reused,
-as Boulder v1 did.
+order, as a native v2 client's would.
+
+Before creating anything, an authorization the account already holds for the
+name is returned, as Boulder v1 did — but only one that a later ``new-cert``
+can still use (`usable_view`).  A *used* valid authorization is never
+returned: one whose order was finalized (or failed, or is being finalized),
+or that the CA may no longer honour (it lapses within `HONOUR_MARGIN_SECONDS`,
+its order is gone, the CA lost its state).  Handing such an authorization to a
+client made its ``new-cert`` need a fresh order whose authorization is
+pending at a CA that reuses nothing, and fail.  Instead ``new-authz`` orders
+anew; the CA answers with a valid authorization (it reused it, and it now
+belongs to the new order) or a pending one (the client validates again), and
+the single-name certificate still costs one order.
 
 v1 reads are unauthenticated GETs; upstream they are POST-as-GET signed by
 the owning account, which every stored row names.
@@ -23,7 +33,8 @@ import attrs
 
 from gateway.policy import parse_v1_identifier
 from gateway.problems import V1Problem, from_upstream
-from gateway.store import Authorization, Challenge, Order
+from gateway.store import Authorization, Challenge, Insert, Order, Update
+from gateway.store.records import timestamp_instant
 from gateway.translate.context import BoundAccount, Context
 from gateway.upstream.errors import UpstreamProblem
 from gateway.upstream import messages as v2
@@ -56,23 +67,125 @@ class AuthorizationView:
         return None
 
 
-async def store_upstream_order(context: Context, bound: BoundAccount, order: v2.Order) -> Order:
-    """
-    Record an upstream order the gateway just created.
-    """
-    return await context.store.add_order(
-        Order(
-            id=context.store.new_id(),
-            account_id=bound.record.id,
-            upstream_url=order.url,
-            identifiers=order.identifiers,
-            status=order.status,
-            finalize_url=order.finalize,
-            expires=order.expires,
-            certificate_url=order.certificate,
-            created_at=context.now(),
-        )
+def _order_record(context: Context, account_id: int, order: v2.Order, order_id: str,
+                  created_at: Optional[str] = None) -> Order:
+    return Order(
+        id=order_id,
+        account_id=account_id,
+        upstream_url=order.url,
+        identifiers=order.identifiers,
+        status=order.status,
+        finalize_url=order.finalize,
+        expires=order.expires,
+        certificate_url=order.certificate,
+        created_at=created_at or context.now(),
+        authorization_urls=order.authorizations,
     )
+
+
+def _challenge_inserts(context: Context, authorization_id: str, account_id: int,
+                       challenges) -> list:
+    return [
+        Insert(Challenge(
+            id=context.store.new_id(),
+            authorization_id=authorization_id,
+            account_id=account_id,
+            upstream_url=challenge.url,
+            type=challenge.type,
+            token=challenge.token,
+            status=challenge.status,
+        ))
+        for challenge in challenges
+        if challenge.token is not None
+    ]
+
+
+def _authorization_inserts(context: Context, account_id: int, order_id: Optional[str],
+                           upstream: v2.Authorization) -> list:
+    """
+    An upstream authorization and its challenges as `Insert` operations,
+    the authorization first: one logical step, written in one transaction.
+    """
+    now = context.now()
+    authorization = Authorization(
+        id=context.store.new_id(),
+        account_id=account_id,
+        order_id=order_id,
+        upstream_url=upstream.url,
+        identifier=upstream.identifier,
+        wildcard=upstream.wildcard,
+        status=upstream.status,
+        expires=upstream.expires,
+        created_at=now,
+        updated_at=now,
+    )
+    return [Insert(authorization),
+            *_challenge_inserts(context, authorization.id, account_id, upstream.challenges)]
+
+
+async def create_order(context: Context, bound: BoundAccount, names) -> tuple:
+    """
+    Create an upstream order for ``names`` and store it with its
+    authorizations.
+
+    The ``newOrder`` is recorded before it is sent (`Context.new_order`), so
+    that an order whose answer never arrives is still known (recovery finds
+    it in the account's order list at the CA, and the budget counts it).
+
+    :return: ``(order record, upstream order, [(authorization record,
+        upstream authorization), …])``, in the order's authorization order.
+    """
+    order_id = context.store.new_id()
+    order = await context.new_order(bound, names, attempt_id=order_id)
+    record, authorizations = await store_new_order(
+        context, bound.record.id, bound.upstream, order, order_id)
+    return record, order, authorizations
+
+
+async def store_new_order(context: Context, account_id: int, upstream_account, order: v2.Order,
+                          order_id: str, created_at: Optional[str] = None) -> tuple:
+    """
+    Store an order the CA just created (or recovery found) with its
+    authorizations and their challenges, read from the CA first, in one
+    transaction: a crash leaves all of it or none.  An authorization an
+    earlier order already stored (the CA reused it) is refreshed instead.
+
+    Should reading the authorizations fail, the order is stored alone, with
+    their URLs, for recovery to complete, and the error raised.
+
+    :return: ``(order record, [(authorization record, upstream
+        authorization), …])``.
+    """
+    record = _order_record(context, account_id, order, order_id, created_at)
+    try:
+        fetched = [await context.upstream.get_authorization(upstream_account, url)
+                   for url in order.authorizations]
+    except Exception:
+        await context.store.write([Insert(record)])
+        raise
+    operations = [Insert(record)]
+    pairs = []
+    for upstream in fetched:
+        existing = await context.store.authorization_by_upstream_url(account_id, upstream.url)
+        if existing is None:
+            pairs.append((len(operations), upstream))
+            operations += _authorization_inserts(context, account_id, order_id, upstream)
+        else:
+            if existing.order_id != order_id:
+                # The CA reused an authorization of an earlier order: it now
+                # belongs to this one, the order a new-cert will finalize
+                # (new-authz judges an authorization by its order's fate).
+                operations.append(Update(Authorization, existing.id, {"order_id": order_id}))
+                existing = attrs.evolve(existing, order_id=order_id)
+            pairs.append((existing, upstream))
+    written = await context.store.write(operations)
+    authorizations = []
+    for stored, upstream in pairs:
+        if isinstance(stored, int):
+            authorizations.append((written[stored], upstream))
+        else:
+            authorizations.append((await _refresh_records(context, stored, upstream), upstream))
+    return written[0], authorizations
 
 
 async def record_authorization(
@@ -82,53 +195,52 @@ async def record_authorization(
     Store (or refresh) an upstream authorization and its challenges.
     """
     existing = await context.store.authorization_by_upstream_url(account_id, upstream.url)
-    now = context.now()
     if existing is None:
-        authorization = await context.store.add_authorization(
-            Authorization(
-                id=context.store.new_id(),
-                account_id=account_id,
-                order_id=order_id,
-                upstream_url=upstream.url,
-                identifier=upstream.identifier,
-                wildcard=upstream.wildcard,
-                status=upstream.status,
-                expires=upstream.expires,
-                created_at=now,
-                updated_at=now,
-            )
-        )
-        for challenge in upstream.challenges:
-            if challenge.token is None:
-                continue
-            await context.store.add_challenge(
-                Challenge(
-                    id=context.store.new_id(),
-                    authorization_id=authorization.id,
-                    account_id=account_id,
-                    upstream_url=challenge.url,
-                    type=challenge.type,
-                    token=challenge.token,
-                    status=challenge.status,
-                )
-            )
-        return authorization
+        written = await context.store.write(
+            _authorization_inserts(context, account_id, order_id, upstream))
+        return written[0]
     return await _refresh_records(context, existing, upstream)
 
 
 async def _refresh_records(
     context: Context, record: Authorization, upstream: v2.Authorization
 ) -> Authorization:
-    if record.status != upstream.status or record.expires != upstream.expires:
-        record = await context.store.update_authorization(
-            record.id, status=upstream.status, expires=upstream.expires, updated_at=context.now()
-        )
+    """
+    Bring a stored authorization and its challenges up to the CA's view, in
+    one transaction; a challenge the CA lists that the store lacks is added
+    (the repair of a row a crash left without its challenges).
+    """
+    operations = []
+    changed = record.status != upstream.status or record.expires != upstream.expires
+    if changed:
+        operations.append(Update(Authorization, record.id, {
+            "status": upstream.status, "expires": upstream.expires, "updated_at": context.now()}))
     by_url = {c.url: c for c in upstream.challenges}
-    for challenge in await context.store.challenges_for_authorization(record.id):
+    stored = await context.store.challenges_for_authorization(record.id)
+    for challenge in stored:
         fresh = by_url.get(challenge.upstream_url)
         if fresh is not None and fresh.status != challenge.status:
-            await context.store.update_challenge(challenge.id, status=fresh.status)
-    return record
+            operations.append(Update(Challenge, challenge.id, {"status": fresh.status}))
+    known = {c.upstream_url for c in stored}
+    missing = _challenge_inserts(context, record.id, record.account_id,
+                                 [c for c in upstream.challenges if c.url not in known])
+    if missing and upstream.status == "pending":
+        log.info("authorization {id} was stored without {count} of its challenges; "
+                 "added them from the CA", id=record.id, count=len(missing))
+        operations += missing
+    if not operations:
+        return record
+    written = await context.store.write(operations)
+    return written[0] if changed else record
+
+
+async def refresh_authorization(context: Context, record: Authorization,
+                                upstream: v2.Authorization) -> Authorization:
+    """
+    Bring a stored authorization (and its challenges) up to ``upstream``,
+    the CA's current view of it.
+    """
+    return await _refresh_records(context, record, upstream)
 
 
 async def _view(context: Context, record: Authorization, thumbprint: str, upstream=None) -> AuthorizationView:
@@ -156,8 +268,8 @@ def requested_name(payload: dict):
 
 async def new_authorization(context: Context, bound: BoundAccount, payload: dict) -> AuthorizationView:
     """
-    ``new-authz``: reuse the account's pending or valid authorization for
-    the name, else create a single-name order upstream.
+    ``new-authz``: the account's authorization for the name that a
+    ``new-cert`` can still use, else a new single-name order upstream.
     """
     name = requested_name(payload)
     lock = context.lock_for(f"authz:{bound.record.id}:{name.spelled}")
@@ -166,26 +278,12 @@ async def new_authorization(context: Context, bound: BoundAccount, payload: dict
         for candidate in await context.store.find_authorizations(
             bound.record.id, name.value, name.wildcard, ("pending", "valid")
         ):
-            if context.has_expired(candidate.expires):
-                continue
-            try:
-                view = await read_view(context, candidate)
-            except V1Problem as problem:
-                if problem.status != 404:
-                    raise
-                # The CA no longer knows it (expired early, or a CA that lost
-                # its state): remember that, and order anew.
-                await context.store.update_authorization(
-                    candidate.id, status="expired", updated_at=context.now())
-                continue
-            if view.authorization.status in ("pending", "valid"):
+            view = await usable_view(context, bound, candidate)
+            if view is not None:
                 return view
-        order = await context.new_order(bound, [name.spelled])
-        stored_order = await store_upstream_order(context, bound, order)
+        _, _, authorizations = await create_order(context, bound, [name.spelled])
         last = None
-        for url in order.authorizations:
-            upstream = await context.upstream.get_authorization(bound.upstream, url)
-            record = await record_authorization(context, bound.record.id, stored_order.id, upstream)
+        for record, upstream in authorizations:
             if upstream.identifier == name.value and upstream.wildcard == name.wildcard:
                 last = (record, upstream)
         if last is None:
@@ -193,6 +291,99 @@ async def new_authorization(context: Context, bound: BoundAccount, payload: dict
         return await _view(context, last[0], bound.thumbprint, last[1])
     finally:
         lock.release()
+
+
+#: A valid authorization (or its order) that lapses sooner than this is not
+#: handed out again: the client's new-cert could come too late for it.
+HONOUR_MARGIN_SECONDS = 300
+
+#: Statuses of an order that can still be finalized.
+_FINALIZABLE = ("pending", "ready")
+
+
+def _lapses_within(context: Context, expires: Optional[str], seconds: float) -> bool:
+    if not expires:
+        return False
+    try:
+        return timestamp_instant(expires).timestamp() <= context.clock.seconds() + seconds
+    except ValueError:
+        return False
+
+
+async def usable_view(context: Context, bound: BoundAccount,
+                      candidate: Authorization) -> Optional[AuthorizationView]:
+    """
+    The view of a stored pending or valid authorization that ``new-authz``
+    may return, or ``None`` when it is used or the CA may no longer honour
+    it.
+
+    - pending: its order can still be finalized, and the CA still has it
+      pending (read upstream, as before);
+    - valid: its order was not finalized, neither authorization nor order
+      lapses within `HONOUR_MARGIN_SECONDS`, and the CA confirms the order
+      ``ready`` (one POST-as-GET; an order the CA no longer knows, after it
+      lost its state, is remembered as invalid) — or, for an order of
+      several names, still ``pending`` for the others.
+    """
+    if context.has_expired(candidate.expires):
+        return None
+    order = None
+    if candidate.order_id is not None:
+        order = await context.store.order_by_id(candidate.order_id)
+        if order is not None and (
+            order.status not in _FINALIZABLE or context.has_expired(order.expires)
+        ):
+            return None
+    if candidate.status == "valid":
+        if order is None:
+            return None
+        if (_lapses_within(context, candidate.expires, HONOUR_MARGIN_SECONDS)
+                or _lapses_within(context, order.expires, HONOUR_MARGIN_SECONDS)):
+            return None
+        return await _confirmed_ready(context, bound, candidate, order)
+    try:
+        view = await read_view(context, candidate)
+    except V1Problem as problem:
+        if problem.status != 404:
+            raise
+        # The CA no longer knows it (expired early, or a CA that lost its
+        # state): remember that, and order anew.
+        await context.store.update_authorization(
+            candidate.id, status="expired", updated_at=context.now())
+        return None
+    if view.authorization.status == "pending":
+        return view
+    if view.authorization.status == "valid":
+        # Validated upstream since the store last looked: judge it as valid.
+        return await usable_view(context, bound, view.authorization)
+    return None
+
+
+async def _confirmed_ready(context: Context, bound: BoundAccount, candidate: Authorization,
+                           order: Order) -> Optional[AuthorizationView]:
+    """
+    Ask the CA whether the order of a valid authorization is still ready to
+    be finalized; record what it says.
+    """
+    try:
+        upstream = await context.upstream.get_order(bound.upstream, order.upstream_url)
+    except UpstreamProblem as problem:
+        if problem.status != 404:
+            raise
+        await context.store.update_order(order.id, status="invalid")
+        await context.store.update_authorization(
+            candidate.id, status="expired", updated_at=context.now())
+        log.info("new-authz: the CA no longer knows order {order}; ordering anew", order=order.id)
+        return None
+    if upstream.status != order.status:
+        await context.store.update_order(order.id, status=upstream.status,
+                                         certificate_url=upstream.certificate)
+    # A single-name order that is not ready has lost this authorization; an
+    # order for several names may still wait for the others.
+    if upstream.status != "ready" and not (upstream.status == "pending"
+                                           and len(order.identifiers) > 1):
+        return None
+    return await _view(context, candidate, bound.thumbprint)
 
 
 async def _owner(context: Context, record: Authorization):
@@ -211,7 +402,10 @@ async def read_view(context: Context, record: Authorization, force: bool = False
     recent = context.read_times.get(record.id)
     fresh_enough = recent is not None and context.clock.seconds() - recent < READ_COALESCE_SECONDS
     if not force and (record.status in SETTLED or fresh_enough):
-        return await _view(context, record, account.thumbprint)
+        view = await _view(context, record, account.thumbprint)
+        # A pending one without challenges is a partial row: read it anew.
+        if view.challenges or record.status != "pending":
+            return view
     if not context.holds_key_for(account.thumbprint):
         # The key left the store: show what the gateway last knew.
         return await _view(context, record, account.thumbprint)
@@ -236,6 +430,8 @@ async def read_authorization(context: Context, authorization_id: str) -> Authori
         raise V1Problem.not_found("Unable to find authorization")
     if record.status == "expired" or context.has_expired(record.expires):
         raise V1Problem.not_found("Expired authorization")
+    if not context.is_current(record):
+        raise V1Problem.not_found(_OF_ANOTHER_CA)
     view = await read_view(context, record)
     if view.authorization.status == "expired":
         raise V1Problem.not_found("Expired authorization")
@@ -255,6 +451,10 @@ async def read_challenge(context: Context, authorization_id: str, challenge_id: 
     return view, challenge
 
 
+#: What an authorization made at a CA the gateway no longer uses is, to a
+#: v1 client: gone (its names are authorized anew at the current CA).
+_OF_ANOTHER_CA = "Expired authorization (it was made at a previous upstream CA)"
+
 #: Boulder's refusals of another account's challenge and authorization.
 _NOT_YOUR_CHALLENGE = "User registration ID doesn't match registration ID in authorization"
 _NOT_YOUR_AUTHORIZATION = "Registration ID doesn't match ID for authorization"
@@ -267,6 +467,8 @@ async def _owned(context: Context, bound: BoundAccount, authorization_id: str,
         raise V1Problem.not_found("Unable to find authorization")
     if record.account_id != bound.record.id:
         raise V1Problem.unauthorized(refusal)
+    if not context.is_current(record):
+        raise V1Problem.not_found(_OF_ANOTHER_CA)
     return record
 
 

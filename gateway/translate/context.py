@@ -12,7 +12,7 @@ in the store, and remembers it, so later requests cost no upstream lookup.
 
 from __future__ import annotations
 
-from typing import Any, Dict, Optional
+from typing import Any, Callable, Dict, Optional
 
 import attrs
 from twisted.internet import defer
@@ -25,7 +25,8 @@ from gateway.jose import AccountKey
 from gateway.keystore import KeyStore
 from gateway.managed import ManagedKeys
 from gateway.problems import V1Problem
-from gateway.store import Account, DuplicateAccount
+from gateway.store import Account, Authorization, DuplicateAccount, Insert, OrderAttempt, Update
+from gateway.store.records import ATTEMPT_REFUSED
 from gateway.store.records import format_timestamp, timestamp_instant
 from gateway.upstream.client import UpstreamClient
 from gateway.upstream import messages as v2
@@ -116,11 +117,16 @@ class Context:
     budget: Budget = attrs.field(
         default=attrs.Factory(lambda self: Budget(self.store, self.clock), takes_self=True)
     )
+    #: ``upstream_factory(directory_url)``: an `UpstreamClient` of another CA
+    #: (the one an older certificate came from, to revoke it there), or
+    #: `None` when the gateway cannot reach other CAs.
+    upstream_factory: Optional[Callable[[str], UpstreamClient]] = None
 
     def __attrs_post_init__(self):
         self.upstream.account_recovery = self.recover_account
     _locks: Dict[str, DeferredLock] = attrs.field(factory=dict, init=False)
     _background: set = attrs.field(factory=set, init=False)
+    _other_upstreams: Dict[str, UpstreamClient] = attrs.field(factory=dict, init=False)
     #: When each authorization was last read upstream (clock seconds).
     read_times: Dict[str, float] = attrs.field(factory=dict, init=False)
     #: Issuer id -> the id of the issuer above it in the chains seen, for the
@@ -154,26 +160,72 @@ class Context:
         for work in list(self._background):
             await work
 
-    async def new_order(self, bound: BoundAccount, names) -> v2.Order:
+    async def new_order(self, bound: BoundAccount, names, attempt_id: Optional[str] = None) -> v2.Order:
         """
         Create an upstream order for ``names``, within the account's budget:
         refused locally (v1 429) when it would exceed a limit; an upstream
         ``rateLimited`` holds the account back until its ``Retry-After``.
+
+        :param attempt_id: when given, an `OrderAttempt` with this id is
+            written before the request is sent, so that an order whose
+            answer is lost (a crash, a dropped connection) is still known:
+            store the order under the same id.  A refusal by the CA marks it
+            ``refused``; an unanswered request leaves it open for recovery.
         """
         names = list(names)
         await self.budget.check_new_order(bound.record.id, len(names))
+        if attempt_id is not None:
+            await self.store.write([Insert(OrderAttempt(
+                id=attempt_id, account_id=bound.record.id, identifiers=names,
+                created_at=self.now()))])
         try:
             return await self.upstream.new_order(bound.upstream, names)
         except UpstreamProblem as problem:
             if problem.code == "rateLimited":
                 self.budget.hold(bound.record.id, problem.retry_after)
+            if attempt_id is not None:
+                await self.store.write([Update(OrderAttempt, attempt_id, {"status": ATTEMPT_REFUSED})])
             raise
+
+    def is_current(self, record: Any) -> bool:
+        """
+        Whether a stored order, authorization or certificate belongs to the
+        CA the gateway runs against now (``--upstream``), rather than to one
+        it ran against before.
+        """
+        bound_to = getattr(self.store, "upstream", None)
+        return bound_to is None or record.directory_url == bound_to
+
+    def upstream_at(self, directory_url: str) -> UpstreamClient:
+        """
+        A client of the CA at ``directory_url`` (another than the current
+        one: where an older certificate came from).
+
+        :raises V1Problem: ``serverInternal`` when the gateway has no way to
+            reach other CAs.
+        """
+        if directory_url == self.upstream.directory_url:
+            return self.upstream
+        client = self._other_upstreams.get(directory_url)
+        if client is None:
+            if self.upstream_factory is None:
+                raise V1Problem.server_internal(
+                    f"This certificate was issued by another CA ({directory_url}) than the "
+                    f"gateway's upstream, which the gateway cannot reach")
+            client = self._other_upstreams[directory_url] = self.upstream_factory(directory_url)
+        return client
 
     async def recover_account(self, key: AccountKey, stale_url: str) -> str:
         """
         The upstream no longer knows the account at ``stale_url`` (a CA that
         lost its state, as a restarted Pebble does): find or create the
         account of ``key`` again, record its new URL, and return it.
+
+        Whatever the CA knew of the old account went with it: its pending
+        and valid authorizations are recorded as expired in the same
+        transaction, so that none is offered to a client again (a client
+        told its name is still authorized would skip validating it, and its
+        ``new-cert`` could not succeed).
         """
         upstream = await self.upstream.find_account(key)
         if upstream is None:
@@ -182,7 +234,13 @@ class Context:
             )
         for account in await self.store.list_accounts():
             if account.upstream_url == stale_url:
-                await self.store.update_account(account.id, upstream_url=upstream.url)
+                gone = [a for status in ("pending", "valid") for a in
+                        await self.store.authorizations_with_status(status, account_id=account.id)]
+                await self.store.write([
+                    Update(Account, account.id, {"upstream_url": upstream.url}),
+                    *(Update(Authorization, a.id, {"status": "expired", "updated_at": self.now()})
+                      for a in gone),
+                ])
         log.warn("upstream lost account {stale}; re-attached as {url}", stale=stale_url,
                  url=upstream.url)
         return upstream.url

@@ -11,6 +11,14 @@ client gets Boulder's own answer, 403 ``unauthorized`` naming the names.
 
 An issued certificate is stored before it is returned, so a client that
 loses the response finds it again at its ``Location``.
+
+A certificate is only handed out for the CSR key it certifies.  When the
+CA issued but its answer never reached the client (finalize's answer lost,
+the download failing, the gateway killed), the client's retry usually
+comes with a new key (certbot makes one on every run), and the order it
+finds valid holds a certificate for the old one: that certificate is
+stored as an orphan (listed in the migration report, never handed out)
+and the retry gets a new order for its own key.
 """
 
 from __future__ import annotations
@@ -21,12 +29,12 @@ import josepy
 from cryptography import x509
 from twisted.logger import Logger
 
-from gateway.csr import ParsedCSR, parse_csr
+from gateway.csr import ParsedCSR, cn_only_refusal, parse_csr
 from gateway.jose import b64url_decode
 from gateway.problems import V1Problem
 from gateway.scope import note_names
-from gateway.store import Certificate, Order
-from gateway.translate.authorizations import record_authorization, store_upstream_order
+from gateway.store import Certificate, Insert, Issuer, Order, issuer_id
+from gateway.translate.authorizations import create_order, record_authorization
 from gateway.translate.context import BoundAccount, Context
 from gateway.upstream import messages as v2
 from gateway.upstream.errors import UpstreamProblem
@@ -153,39 +161,88 @@ async def new_certificate(context: Context, bound: BoundAccount, payload: dict) 
     lock = context.lock_for(f"order:{bound.record.id}:{','.join(names)}")
     await lock.acquire()
     try:
-        finalized = await _finalize_known_ready_order(context, bound, names, csr.der)
-        if finalized is not None:
-            record, upstream_order = finalized
-        else:
-            record, upstream_order = await _order_for(context, bound, names)
-            if upstream_order.status == "ready":
-                upstream_order = await context.upstream.finalize(bound.upstream, upstream_order, csr.der)
-            elif upstream_order.status == "pending":
-                authorizations = await _authorization_states(context, bound, record, upstream_order)
-                if not v2.order_is_ready(upstream_order, authorizations):
-                    await _complete_authorizations(context, bound, record, authorizations)
-                upstream_order = await context.upstream.finalize(bound.upstream, upstream_order, csr.der)
-            elif upstream_order.status == "processing":
-                upstream_order = await context.upstream.poll_order(
-                    bound.upstream, upstream_order.url, until=("valid", "invalid")
-                )
-        if upstream_order.status != "valid" or not upstream_order.certificate:
-            await context.store.update_order(record.id, status=upstream_order.status)
-            detail = upstream_order.error.detail if upstream_order.error else "the order is " + upstream_order.status
-            raise V1Problem.unauthorized(f"Error creating new cert :: {detail}")
-        record = await context.store.update_order(
-            record.id, status="valid", certificate_url=upstream_order.certificate
-        )
-        chain = await context.upstream.download_certificate(bound.upstream, upstream_order.certificate)
-        certificate = await store_chain(context, bound.record.id, record.id, chain)
-        log.info(
-            "certificate {certificate} for {names} cost {orders} upstream order(s)",
-            certificate=certificate.id, names=list(names),
-            orders=await _orders_spent(context, bound, record, csr.names),
-        )
-        return certificate
+        for _ in range(MAX_FOREIGN_CERTIFICATES + 1):
+            try:
+                record, upstream_order = await _finalized_order(context, bound, names, csr)
+            except UpstreamProblem as problem:
+                hint = cn_only_refusal(csr, problem.code, problem.detail)
+                if hint is not None:
+                    raise hint
+                raise
+            if upstream_order.status != "valid" or not upstream_order.certificate:
+                await context.store.update_order(record.id, status=upstream_order.status)
+                error = upstream_order.error
+                hint = error and cn_only_refusal(csr, error.code, error.detail)
+                if hint:
+                    raise hint
+                detail = error.detail if error else "the order is " + upstream_order.status
+                raise V1Problem.unauthorized(f"Error creating new cert :: {detail}")
+            record = await context.store.update_order(
+                record.id, status="valid", certificate_url=upstream_order.certificate
+            )
+            # The order may have been finalized by an earlier attempt whose
+            # answer was lost: its certificate is then for that attempt's key.
+            chain = await context.upstream.download_certificate(bound.upstream, upstream_order.certificate)
+            if _leaf_spki(chain.leaf) == csr.public_key_der:
+                certificate = await store_chain(context, bound.record.id, record.id, chain)
+                if not certificate.orphaned:
+                    log.info(
+                        "certificate {certificate} for {names} cost {orders} upstream order(s)",
+                        certificate=certificate.id, names=list(names),
+                        orders=await _orders_spent(context, bound, record, csr.names),
+                    )
+                    return certificate
+            orphan = await store_chain(context, bound.record.id, record.id, chain, orphaned=True)
+            log.warn(
+                "new-cert: order {order} holds a certificate for another key (an earlier attempt "
+                "whose answer was lost); kept as orphan {certificate}, never handed out; "
+                "ordering anew", order=record.id, certificate=orphan.id)
+        raise V1Problem.server_internal(
+            "Error creating new cert :: the upstream CA keeps returning certificates for "
+            "another key than the CSR's")
     finally:
         lock.release()
+
+
+#: How many certificates for other keys (each kept as an orphan) one
+#: new-cert may come across before it gives up: one per earlier attempt
+#: whose answer was lost is the most a client's retries can leave.
+MAX_FOREIGN_CERTIFICATES = 3
+
+
+def _leaf_spki(der: bytes) -> bytes:
+    return x509.load_der_x509_certificate(der).public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+
+
+async def _finalized_order(context: Context, bound: BoundAccount, names: tuple,
+                           csr: ParsedCSR) -> tuple:
+    """
+    Finalize the order for ``names`` with ``csr``: the known ready one at
+    once, else a usable or new one, its authorizations completed first.  A
+    usable one may be finalized already (``processing`` or ``valid``), by
+    an earlier attempt whose answer was lost: the caller compares keys.
+
+    :return: ``(order record, upstream order)`` as finalize left it.
+    """
+    finalized = await _finalize_known_ready_order(context, bound, names, csr.der)
+    if finalized is not None:
+        return finalized
+    record, upstream_order, authorizations = await _order_for(context, bound, names)
+    if upstream_order.status == "ready":
+        upstream_order = await context.upstream.finalize(bound.upstream, upstream_order, csr.der)
+    elif upstream_order.status == "pending":
+        if authorizations is None:
+            authorizations = await _authorization_states(context, bound, record, upstream_order)
+        if not v2.order_is_ready(upstream_order, authorizations):
+            await _complete_authorizations(context, bound, record, authorizations)
+        upstream_order = await context.upstream.finalize(bound.upstream, upstream_order, csr.der)
+    elif upstream_order.status == "processing":
+        upstream_order = await context.upstream.poll_order(
+            bound.upstream, upstream_order.url, until=("valid", "invalid")
+        )
+    return record, upstream_order
 
 
 async def _order_for(context: Context, bound: BoundAccount, names: tuple) -> tuple:
@@ -193,15 +250,15 @@ async def _order_for(context: Context, bound: BoundAccount, names: tuple) -> tup
     The order to finalize for ``names``: a usable stored one (refreshed
     from upstream), else a new one within the account's budget.
 
-    :return: ``(order record, upstream order)``.
+    :return: ``(order record, upstream order, its upstream authorizations
+        when already read, else None)``.
     """
     found = await _usable_order(context, bound, names)
     if found is not None:
-        return found
-    upstream_order = await context.new_order(bound, names)
-    record = await store_upstream_order(context, bound, upstream_order)
+        return (*found, None)
+    record, upstream_order, authorizations = await create_order(context, bound, names)
     log.info("new-cert: created order {order} for {names}", order=record.id, names=names)
-    return record, upstream_order
+    return record, upstream_order, [upstream for _, upstream in authorizations]
 
 
 async def _finalize_known_ready_order(context: Context, bound: BoundAccount, names: tuple,
@@ -217,7 +274,7 @@ async def _finalize_known_ready_order(context: Context, bound: BoundAccount, nam
     :return: ``(order record, finalized upstream order)`` or ``None``.
     """
     for record in await context.store.find_orders(bound.record.id, names, ("pending", "ready")):
-        authorizations = await context.store.authorizations_for_order(record.id)
+        authorizations = await _stored_authorizations(context, record)
         if not authorizations or any(
             a.status != "valid" or context.has_expired(a.expires) for a in authorizations
         ):
@@ -238,14 +295,34 @@ async def _finalize_known_ready_order(context: Context, bound: BoundAccount, nam
     return None
 
 
+async def _stored_authorizations(context: Context, record: Order) -> list:
+    """
+    The stored authorizations of an order (an empty list when one is
+    missing: the order is then read from the CA).
+    """
+    if not record.authorization_urls:
+        return await context.store.authorizations_for_order(record.id)
+    found = []
+    for url in record.authorization_urls:
+        authorization = await context.store.authorization_by_upstream_url(record.account_id, url)
+        if authorization is None:
+            return []
+        found.append(authorization)
+    return found
+
+
 async def _orders_spent(context: Context, bound: BoundAccount, final: Order, names) -> int:
     """
     The upstream orders a certificate cost: the order finalized, plus the
-    single-name orders whose authorizations (still valid) proved its names —
-    the figure the order economy keeps at 1 for a single name.
+    single-name orders whose authorizations (still valid) proved the names
+    the finalized order did not create or take over itself — the figure the
+    order economy keeps at 1 for a single name.
     """
     orders = {final.id}
+    own = {(a.identifier, a.wildcard) for a in await context.store.authorizations_for_order(final.id)}
     for name in names:
+        if (name.value, name.wildcard) in own:
+            continue
         for authorization in await context.store.find_authorizations(
             bound.record.id, name.value, name.wildcard, ("valid",)
         ):
@@ -313,21 +390,24 @@ def _account_spki(bound: BoundAccount) -> bytes:
     )
 
 
-async def store_chain(context: Context, account_id: int, order_id: Optional[str], chain: v2.CertificateChain) -> Certificate:
+async def store_chain(context: Context, account_id: int, order_id: Optional[str],
+                      chain: v2.CertificateChain, orphaned: bool = False) -> Certificate:
     """
-    Store a downloaded chain: each issuer once, then the leaf.
+    Store a downloaded chain, its issuers (each once) and its leaf in one
+    transaction.
+
+    :param orphaned: the leaf is for a key no client waits for (see
+        `Certificate.orphaned`): keep it, never hand it out.
     """
-    issuer_ids = []
-    for der in chain.issuers:
-        issuer = await context.store.add_issuer(der)
-        issuer_ids.append(issuer.id)
+    issuer_ids = [issuer_id(der) for der in chain.issuers]
     leaf = x509.load_der_x509_certificate(chain.leaf)
     serial = format(leaf.serial_number, "x")
     existing = await context.store.certificate_by_serial(serial)
     if existing is not None:
         return existing
-    certificate = await context.store.add_certificate(
-        Certificate(
+    written = await context.store.write([
+        *(Insert(Issuer(id=issuer_id(der), der=der)) for der in chain.issuers),
+        Insert(Certificate(
             id=context.store.new_id(),
             account_id=account_id,
             order_id=order_id,
@@ -336,11 +416,14 @@ async def store_chain(context: Context, account_id: int, order_id: Optional[str]
             issuer_ids=tuple(issuer_ids),
             upstream_url=chain.url,
             issued_at=context.now(),
-        )
-    )
+            orphaned=orphaned,
+        )),
+    ])
+    certificate = written[-1]
     for previous, following in zip(issuer_ids, issuer_ids[1:]):
         context.issuer_parents[previous] = following
-    log.info("issued certificate {certificate} serial {serial}", certificate=certificate.id, serial=serial)
+    log.info("issued certificate {certificate} serial {serial}{orphan}", certificate=certificate.id,
+             serial=serial, orphan=" (orphan)" if orphaned else "")
     return certificate
 
 

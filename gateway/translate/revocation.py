@@ -18,11 +18,16 @@ client's key authorizations would stop matching upstream.
 from __future__ import annotations
 
 from cryptography import x509
+from twisted.logger import Logger
 
 from gateway.jose import b64url_decode, public_jwk, thumbprint
 from gateway.problems import V1Problem
+from gateway.store import Account, Insert, Update
 from gateway.translate.context import RETIRED, BoundAccount, Context
+from gateway.upstream.errors import UpstreamProblem
 from gateway.v1.jws import VerifiedRequest, loads_bounded, verify_jws_signature
+
+log = Logger()
 
 #: The reasons Boulder accepted (RFC 5280 codes).
 ALLOWED_REASONS = (0, 1, 3, 4, 5)
@@ -69,6 +74,10 @@ async def revoke_certificate(context: Context, verified: VerifiedRequest, remote
         raise V1Problem.conflict("Certificate already revoked")
     certificate_jwk = public_jwk(certificate.public_key())
     signed_by_certificate_key = thumbprint(certificate_jwk) == verified.thumbprint
+    # A certificate from a CA the gateway ran against before (--upstream
+    # changed) is revoked there, as long as that CA answers.
+    elsewhere = stored is not None and not context.is_current(stored) and stored.directory_url
+    client = context.upstream_at(stored.directory_url) if elsewhere else context.upstream
     if signed_by_certificate_key:
         # The certificate's own key revokes upstream only when the gateway
         # holds it (imported) and no issuing account can: a certificate from
@@ -79,18 +88,36 @@ async def revoke_certificate(context: Context, verified: VerifiedRequest, remote
             raise V1Problem.not_found("No such certificate")
         if certificate_key is not None and (issuer is None or not context.holds_key_for(issuer.thumbprint)):
             signer = {"certificate_key": certificate_key}
+        elif elsewhere:
+            signer = {"account": await _account_at(context, client, issuer)}
         else:
             signer = {"account": await context.upstream_for(issuer)}
     else:
         bound = await context.bind_account(verified, remote_ip)
         if stored is not None and stored.account_id != bound.record.id:
             raise V1Problem.unauthorized(_NOT_ALLOWED)
-        signer = {"account": bound.upstream}
-    await context.upstream.revoke_certificate(der, reason=reason, **signer)
+        if elsewhere:
+            signer = {"account": await _account_at(context, client, bound.record)}
+        else:
+            signer = {"account": bound.upstream}
+    await client.revoke_certificate(der, reason=reason, **signer)
     if stored is not None:
         await context.store.update_certificate(
             stored.id, revoked_at=context.now(), revocation_reason=reason if reason is not None else 0
         )
+
+
+async def _account_at(context: Context, client, account):
+    """
+    The upstream account of ``account``'s key at the CA of ``client``
+    (another CA than the current one), found by key.
+    """
+    found = await client.find_account(await context.signing_key(account.thumbprint))
+    if found is None:
+        raise V1Problem.unauthorized(
+            f"The account that issued this certificate is not known to the CA that issued it "
+            f"({client.directory_url}) any more")
+    return found
 
 
 async def change_key(
@@ -128,17 +155,28 @@ async def change_key(
         )
     if await context.store.account_by_thumbprint(new_thumbprint) is not None:
         raise V1Problem.conflict("New key is already in use for a different account")
-    await context.upstream.change_key(bound.upstream, new_key)
-    account = await context.store.update_account(
-        bound.record.id, thumbprint=new_thumbprint, public_jwk=new_key.public_jwk_json
-    )
-    # Remember that the old key was rolled away: it may still sit in the key
-    # store, and a request signed by it must be refused, not adopted as a
-    # brand-new upstream account.
-    await context.store.create_account(
-        thumbprint=bound.thumbprint,
-        public_jwk=bound.record.public_jwk,
-        status=RETIRED,
-        initial_ip=bound.record.initial_ip,
-    )
-    return account
+    try:
+        await context.upstream.change_key(bound.upstream, new_key)
+    except UpstreamProblem:
+        # The CA may have rolled the account over already, for an attempt
+        # whose outcome the gateway never recorded (a crash, a lost answer):
+        # the old key is then refused, and the new key finds the account.
+        moved = await context.upstream.find_account(new_key)
+        if moved is None or moved.url != bound.upstream.url:
+            raise
+        log.info("key change of account {account} was already done at the CA; recording it",
+                 account=bound.record.id)
+    # One transaction: the registration under the new key, and the old key
+    # remembered as rolled away (it may still sit in the key store, and a
+    # request signed by it must be refused, not adopted as a brand-new
+    # upstream account).
+    written = await context.store.write([
+        Update(Account, bound.record.id,
+               {"thumbprint": new_thumbprint, "public_jwk": new_key.public_jwk_json}),
+        Insert(Account(
+            id=0, thumbprint=bound.thumbprint, public_jwk=bound.record.public_jwk,
+            upstream_url=None, contact=(), agreement=None, status=RETIRED,
+            created_at=context.now(), initial_ip=bound.record.initial_ip,
+        )),
+    ])
+    return written[0]

@@ -39,6 +39,7 @@ from twisted.logger import Logger
 from twisted.web import client as web_client
 
 from gateway import __version__
+from gateway.crashpoints import crash_point
 from gateway.jose import AccountKey, b64url, sign_flattened
 from gateway.scope import current_request_id
 from gateway.upstream.errors import (
@@ -538,6 +539,7 @@ class UpstreamClient:
         )
         if not response.location:
             raise UpstreamProtocolError("newOrder answered without a Location", url=response.url)
+        crash_point("after-new-order")
         return Order.from_json(response.location, response.json())
 
     async def get_order(self, account: UpstreamAccount, url: str) -> Order:
@@ -632,6 +634,7 @@ class UpstreamClient:
         response = await self.signed_post(
             order.finalize, {"csr": b64url(csr_der)}, account.key, kid=account.url, kind="finalize"
         )
+        crash_point("after-finalize")
         finalized = Order.from_json(order.url, response.json())
         if finalized.status in ORDER_FINAL:
             return finalized

@@ -105,10 +105,17 @@ def directory(urls: V1URLs, upstream_meta: dict) -> dict:
     }
 
 
-def registration(account: Account) -> dict:
+def registration(account: Account, agreed_terms: Optional[str] = None) -> dict:
     """
     A v1 registration object; ``id`` is an integer (dehydrated parses it as
     one and builds ``/acme/reg/<id>`` from it).
+
+    ``agreement`` is the one the client sent, else ``agreed_terms``: the
+    terms the gateway agreed to upstream on the client's behalf
+    (``--agree-to-terms``).  Boulder showed ``agreement`` on every account
+    that had agreed, and a client that migrated with its old account never
+    sends one to the gateway; free_tls_certificates reads a registration
+    without it as "must agree first" and stops unless a person answers.
     """
     body = {
         "id": account.id,
@@ -118,8 +125,8 @@ def registration(account: Account) -> dict:
         "createdAt": account.created_at,
         "status": "valid" if account.status == "valid" else "deactivated",
     }
-    if account.agreement:
-        body["agreement"] = account.agreement
+    if account.agreement or agreed_terms:
+        body["agreement"] = account.agreement or agreed_terms
     return body
 
 

@@ -327,6 +327,10 @@ class V1Face(resource.Resource):
             return V1Response(200, body, content_type)
         raise V1Problem.not_found("The upstream terms of service are not fetchable")
 
+    def _agreed_terms(self, urls) -> Optional[str]:
+        """The terms a registration shows as agreed when the client sent none."""
+        return urls.terms if self.context.policy.agree_to_terms else None
+
     def _registration_links(self, urls):
         return (
             ("Link", messages.link(urls.new_authz, "next")),
@@ -358,7 +362,7 @@ class V1Face(resource.Resource):
         )
         return json_response(
             200 if deactivated else 202,
-            messages.registration(account),
+            messages.registration(account, self._agreed_terms(urls)),
             self._registration_links(urls),
         )
 
@@ -448,4 +452,5 @@ class V1Face(resource.Resource):
         account = await revocation.change_key(
             self.context, bound, urls.reg(bound.record.id), verified.payload
         )
-        return json_response(200, messages.registration(account), self._registration_links(urls))
+        return json_response(200, messages.registration(account, self._agreed_terms(urls)),
+                             self._registration_links(urls))

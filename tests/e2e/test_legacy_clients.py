@@ -6,13 +6,17 @@ Debian's Pebble, with the clients' account keys in its ``--keys`` directory.
 Every certificate must chain to Pebble's root and carry exactly the names
 asked for.
 
-Each test has a Pebble of its own that reuses valid authorizations, as Let's
-Encrypt does: a v1 client validates each name through its own ``new-authz``
-(a single-name order upstream) and only then asks for a certificate for all
-of them, so the order ``new-cert`` finalizes can only be ready when the CA
-reuses the authorizations those single-name orders validated.  The same
-holds for a renewal, whose ``new-authz`` the gateway answers with the
-still-valid authorization.
+Each test has a Pebble of its own (the ``upstream`` fixture), once under
+each kind of noise (`tests.e2e.conftest.NOISE`): reusing every valid
+authorization, reusing none, and Pebble's own defaults (50 % reuse, 5 % of
+nonces rejected).  A v1 client validates each name through its own
+``new-authz`` (a single-name order upstream) and only then asks for a
+certificate for all of them, so the order a multi-name ``new-cert``
+finalizes is ready only when the CA reuses the authorizations those
+single-name orders validated: without reuse, multi-name flows need a means
+for the gateway to validate names itself (`multi_name_means`: its dns-01
+hook, or its HTTP-01 responder where the test leaves Pebble's port free).
+A single-name flow needs none, whatever the CA reuses.
 
 The clients, the gateway, Pebble and the DNS server are all separate
 processes, so most tests are plain synchronous ones; only those whose http-01
@@ -35,6 +39,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from gateway.jose import AccountKey
+from tests.e2e.conftest import assert_means_used_as_needed, multi_name_means
 from tests.support.gateway_process import GatewayProcess
 from tests.support.legacy import (
     Certbot,
@@ -44,7 +49,7 @@ from tests.support.legacy import (
     off_reactor,
     run_acme1_client,
 )
-from tests.support.stack import certificate_names, free_port, verify_chain
+from tests.support.stack import certificate_names, verify_chain
 
 pytestmark = pytest.mark.e2e
 
@@ -125,17 +130,8 @@ def assert_certbot_issued(certbot: Certbot, pebble, names) -> x509.Certificate:
     return assert_issued(leaf_der, pem_ders(certbot.chain_pem(lineage)), pebble, names)
 
 
-#: What makes Pebble behave like Let's Encrypt for v1 flows (see above).
+#: What makes Pebble behave like Let's Encrypt within its reuse window.
 REUSING = {"PEBBLE_AUTHZREUSE": "100"}
-
-
-@pytest.fixture
-def upstream(pebble_factory):
-    """
-    A Pebble of the test's own that reuses valid authorizations; nothing
-    listens on its http-01 port (``http_port``) yet.
-    """
-    return pebble_factory(env=REUSING, http_port=free_port())
 
 
 def seed_certbot_account(certbot: Certbot, gateway: GatewayProcess, key, keys_dir: str) -> str:
@@ -154,19 +150,23 @@ def seed_certbot_account(certbot: Certbot, gateway: GatewayProcess, key, keys_di
 # certbot 1.32
 # --------------------------------------------------------------------------
 
-def test_certbot_existing_account_standalone_then_renew_after_restart(tmp_path, upstream, gateways):
+def test_certbot_existing_account_standalone_then_renew_after_restart(tmp_path, upstream, dns_server,
+                                                                     gateways):
     """
     certbot with an account it already had (never registering again) gets a
     two-name certificate over http-01 with its standalone server; the
     gateway signs upstream with that very key.  After a gateway restart on
     the same state file, ``certbot renew --force-renewal`` works too.
+    certbot's standalone server takes Pebble's http-01 port, so the
+    gateway's means (when the CA may not reuse) is its dns-01 hook.
     """
     pebble = upstream
     keys_dir = str(tmp_path / "keys")
     key = rsa.generate_private_key(65537, 2048)
     thumbprint = thumbprint_of(key)
 
-    gateway = gateways(pebble, keys_dir, start=False)
+    gateway = gateways(pebble, keys_dir, start=False,
+                       extra_args=multi_name_means(pebble, dns_server, tmp_path))
     certbot = Certbot(str(tmp_path / "certbot"), gateway.directory_url)
     account_id = seed_certbot_account(certbot, gateway, key, keys_dir)
     gateway.start()
@@ -188,17 +188,20 @@ def test_certbot_existing_account_standalone_then_renew_after_restart(tmp_path, 
     assert renewed.serial_number != first.serial_number
     assert certbot.account_ids() == [account_id]
     assert state_accounts(gateway.state) == [(thumbprint, upstream_url, "valid")]
+    assert_means_used_as_needed(gateway, pebble)
 
 
 def test_certbot_dns01_manual_hooks(tmp_path, upstream, dns_server, gateways):
     """
     certbot's ``--manual`` dns-01 with hooks that publish TXT records in the
-    test DNS server, for an existing EC account.
+    test DNS server, for an existing EC account; the gateway's means, when
+    the CA may not reuse, is its HTTP-01 responder.
     """
     keys_dir = str(tmp_path / "keys")
     pebble = upstream
     key = ec.generate_private_key(ec.SECP256R1())
-    gateway = gateways(pebble, keys_dir, start=False)
+    gateway = gateways(pebble, keys_dir, start=False,
+                       extra_args=multi_name_means(pebble, dns_server, tmp_path, kind="http-01"))
     certbot = Certbot(str(tmp_path / "certbot"), gateway.directory_url)
     account_id = seed_certbot_account(certbot, gateway, key, keys_dir)
     gateway.start()
@@ -209,6 +212,7 @@ def test_certbot_dns01_manual_hooks(tmp_path, upstream, dns_server, gateways):
     assert_certbot_issued(certbot, pebble, names)
     assert certbot.account_ids() == [account_id]
     assert [row[0] for row in state_accounts(gateway.state)] == [thumbprint_of(key)]
+    assert_means_used_as_needed(gateway, pebble)
 
 
 # --------------------------------------------------------------------------
@@ -216,16 +220,18 @@ def test_certbot_dns01_manual_hooks(tmp_path, upstream, dns_server, gateways):
 # --------------------------------------------------------------------------
 
 @pytest.fixture(params=["RS256", "ES256"])
-def acme1_setup(request, tmp_path, upstream, gateways):
+def acme1_setup(request, tmp_path, upstream, dns_server, gateways):
     """
     An account key of the parameter's kind, already in the key store of a
-    running gateway in front of the test's Pebble.
+    running gateway in front of the test's Pebble (with its dns-01 hook when
+    the CA may not reuse: the test serves http-01 itself).
     """
     key = rsa.generate_private_key(65537, 2048) if request.param == "RS256" \
         else ec.generate_private_key(ec.SECP256R1())
     keys_dir = str(tmp_path / "keys")
     key_path = write_pem(os.path.join(keys_dir, "account.pem"), key)
-    return request.param, key, key_path, gateways(upstream, keys_dir)
+    means = multi_name_means(upstream, dns_server, tmp_path)
+    return request.param, key, key_path, gateways(upstream, keys_dir, extra_args=means)
 
 
 @pytest_twisted.ensureDeferred
@@ -264,6 +270,7 @@ async def test_acme1_client_registers_and_issues_over_http01(tmp_path, upstream,
     assert_issued(leaf_der, issuers, pebble, names)
     assert [row[0] for row in state_accounts(gateway.state)] == [thumbprint_of(key)]
     assert len(listening.resource.requests) >= len(names)
+    assert_means_used_as_needed(gateway, pebble)
 
 
 # --------------------------------------------------------------------------
@@ -271,7 +278,7 @@ async def test_acme1_client_registers_and_issues_over_http01(tmp_path, upstream,
 # --------------------------------------------------------------------------
 
 @pytest_twisted.ensureDeferred
-async def test_dehydrated_registers_and_issues_over_http01(tmp_path, upstream, gateways):
+async def test_dehydrated_registers_and_issues_over_http01(tmp_path, upstream, dns_server, gateways):
     """
     Stock dehydrated 0.7.0 with ``API=1`` registers (new-reg) through the
     gateway and gets a two-name certificate over http-01 from its WELLKNOWN
@@ -283,7 +290,8 @@ async def test_dehydrated_registers_and_issues_over_http01(tmp_path, upstream, g
     then refuses: "not implemented for ACMEv1"); a generated key cannot be in
     the gateway's store beforehand, and dehydrated deletes it when new-reg
     is refused.  So the operator generates the key, puts it into the store,
-    and hands it to dehydrated with ``--privkey``.
+    and hands it to dehydrated with ``--privkey``.  (The gateway's means, when
+    the CA may not reuse, is its dns-01 hook: the test serves http-01.)
     """
     from twisted.internet import reactor
 
@@ -291,7 +299,8 @@ async def test_dehydrated_registers_and_issues_over_http01(tmp_path, upstream, g
     keys_dir = str(tmp_path / "keys")
     key = rsa.generate_private_key(65537, 2048)
     write_pem(os.path.join(keys_dir, "dehydrated.pem"), key)
-    gateway = await off_reactor(gateways, pebble, keys_dir)
+    gateway = await off_reactor(gateways, pebble, keys_dir,
+                                extra_args=multi_name_means(pebble, dns_server, tmp_path))
     dehydrated = Dehydrated(str(tmp_path / "dehydrated"), gateway.directory_url)
     account_key = write_pem(os.path.join(dehydrated.workdir, "account.key"), key)
     with_key = ["--privkey", account_key]
@@ -309,6 +318,7 @@ async def test_dehydrated_registers_and_issues_over_http01(tmp_path, upstream, g
         assert '"id"' in f.read()
     assert_dehydrated_issued(dehydrated, pebble, names)
     assert [row[0] for row in state_accounts(gateway.state)] == [thumbprint_of(key)]
+    assert_means_used_as_needed(gateway, pebble)
 
 
 @pytest_twisted.ensureDeferred
@@ -317,7 +327,8 @@ async def test_dehydrated_with_a_migrated_account_issues_over_http01(tmp_path, u
     A dehydrated that registered at the old v1 CA keeps ``account_key.pem``
     and ``registration_info.json`` in its account directory and never sends
     new-reg again; with the key in the store, the gateway adopts the account
-    on its first new-authz.
+    on its first new-authz.  Its single-name certificate, and a forced
+    renewal, need no means whatever the CA reuses, at one order each.
     """
     from twisted.internet import reactor
 
@@ -336,8 +347,13 @@ async def test_dehydrated_with_a_migrated_account_issues_over_http01(tmp_path, u
     listening = listen_well_known(reactor, pebble.http_port, dehydrated.wellknown)
     try:
         await off_reactor(dehydrated.issue, names[0])
+        first = assert_dehydrated_issued(dehydrated, pebble, names)
+        await off_reactor(dehydrated.issue, names[0], force=True)
     finally:
         await listening.stopListening()
 
-    assert_dehydrated_issued(dehydrated, pebble, names)
+    renewed = assert_dehydrated_issued(dehydrated, pebble, names)
+    assert renewed.serial_number != first.serial_number
     assert [row[0] for row in state_accounts(gateway.state)] == [thumbprint_of(key)]
+    assert gateway.log().count("cost 1 upstream order(s)") == 2
+    assert "revalidating" not in gateway.log()

@@ -29,8 +29,8 @@ import pytest_twisted
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from tests.e2e.conftest import multi_name_means
 from tests.e2e.test_legacy_clients import (
-    REUSING,
     assert_certbot_issued,
     assert_dehydrated_issued,
     pem_ders,
@@ -41,22 +41,12 @@ from tests.e2e.test_legacy_clients import (
 )
 from tests.support.gateway_process import gateway_command
 from tests.support.legacy import Certbot, Dehydrated, lineage_name, listen_well_known, off_reactor
-from tests.support.stack import free_port
 from tests.support.trees import differences, snapshot
 
 pytestmark = pytest.mark.e2e
 
 #: Where the installations' v1 CA used to be.
 DEAD = "http://127.0.0.1:1/directory"
-
-
-@pytest.fixture
-def upstream(pebble_factory):
-    """
-    A Pebble of the test's own that reuses valid authorizations, as Let's
-    Encrypt does (see `tests.e2e.test_legacy_clients`).
-    """
-    return pebble_factory(env=REUSING, http_port=free_port())
 
 
 def operator(*args: str) -> subprocess.CompletedProcess:
@@ -143,7 +133,7 @@ def age_certbot(certbot: Certbot, old_url: str) -> None:
             f.write(text.replace(f"server = {old_url}\n", f"server = {DEAD}\n"))
 
 
-def test_adopted_certbot_renews_and_revokes(tmp_path, upstream, gateways):
+def test_adopted_certbot_renews_and_revokes(tmp_path, upstream, dns_server, gateways):
     """
     certbot 1.32 whose account and renewal file name a dead v1 URL: after
     ``adopt certbot``, ``certbot renew --force-renewal`` (no ``--server``)
@@ -155,14 +145,17 @@ def test_adopted_certbot_renews_and_revokes(tmp_path, upstream, gateways):
     one); Pebble reports both revoked, with the reasons certbot gave, and a
     second revocation is Boulder's "Certificate already revoked".
     ``certbot update_account`` and ``unregister`` reach the account too.
+    (Two names: when the CA may not reuse, both gateways validate them
+    again through their dns-01 hook.)
     """
     pebble = upstream
     key = rsa.generate_private_key(65537, 2048)
     names = ["adopted-certbot.example.test", "www.adopted-certbot.example.test"]
     lineage = lineage_name(names)
+    means = multi_name_means(pebble, dns_server, tmp_path)
 
     setup_keys = str(tmp_path / "setup-keys")
-    old = gateways(pebble, setup_keys, start=False)
+    old = gateways(pebble, setup_keys, start=False, extra_args=means)
     certbot = Certbot(str(tmp_path / "certbot"), old.directory_url)
     account_id = seed_certbot_account(certbot, old, key, setup_keys)
     old.start()
@@ -175,7 +168,7 @@ def test_adopted_certbot_renews_and_revokes(tmp_path, upstream, gateways):
     assert dead.returncode != 0, "certbot renewed against a v1 URL nobody serves"
 
     keys = str(tmp_path / "keys")
-    gateway = gateways(pebble, keys, start=False)
+    gateway = gateways(pebble, keys, start=False, extra_args=means)
     check_adopt_cycle(["certbot", "--config-dir", certbot.config_dir], certbot.config_dir,
                       gateway.directory_url, keys)
     imported = os.path.join(keys, f"certbot-web1-{account_id}.json")

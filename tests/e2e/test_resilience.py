@@ -31,6 +31,7 @@ from tests.support.legacy import Certbot, off_reactor
 from tests.support.stack import Pebble, free_port
 from tests.support.upstream_proxy import UpstreamProxy, listen_proxy
 from tests.support.v1_client import V1TestClient
+from tests.support.v1_flows import spki
 
 pytestmark = pytest.mark.e2e
 
@@ -81,8 +82,10 @@ async def test_sigkill_between_finalize_and_download_loses_nothing(tmp_path, peb
     """
     The gateway is killed (SIGKILL) while its certificate download is in
     flight, after the order was finalized.  After a restart on the same
-    state, the client's retried new-cert gets the certificate, from the same
-    upstream order (no second order).
+    state, the client's retried new-cert (the same CSR) gets the
+    certificate, from the same upstream order (no second order).  (A retry
+    with a new key gets a certificate for that key from a new order:
+    `tests.e2e.test_retries_crashes`.)
     """
     pebble = pebble_factory(env={"PEBBLE_AUTHZREUSE": "0"}, http_port=free_port())
     proxy, listening, upstream = await proxied(pebble)
@@ -102,7 +105,8 @@ async def test_sigkill_between_finalize_and_download_loses_nothing(tmp_path, peb
 
         proxy.hook = hook
         names = ["killed.example.test"]
-        attempt = defer.ensureDeferred(new_cert(gateway.url, key, names))
+        csr_key = ec.generate_private_key(ec.SECP256R1())
+        attempt = defer.ensureDeferred(new_cert(gateway.url, key, names, csr_key=csr_key))
         await download_seen
         gateway.process.send_signal(signal.SIGKILL)
         await off_reactor(gateway.process.wait)
@@ -113,9 +117,10 @@ async def test_sigkill_between_finalize_and_download_loses_nothing(tmp_path, peb
         proxy.hook = None
         gateway.process = None
         await off_reactor(gateway.start)
-        reply, issuers = await new_cert(gateway.url, key, names)
+        reply, issuers = await new_cert(gateway.url, key, names, csr_key=csr_key)
         assert reply.status == 201, reply.body
-        assert_issued(reply.body, issuers, pebble, names)
+        leaf = assert_issued(reply.body, issuers, pebble, names)
+        assert spki(leaf.public_key()) == spki(csr_key.public_key())
         assert proxy.counts["order-plz"] == 1, "the retry reused the finalized order"
         assert proxy.counts["finalize-order"] == 1
     finally:

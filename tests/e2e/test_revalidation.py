@@ -41,16 +41,16 @@ def http01_flag(pebble) -> list:
     return ["--http01-listen", f"tcp:{pebble.http_port}:interface=127.0.0.1"]
 
 
-async def new_cert(base: str, key: AccountKey, names) -> tuple:
+async def new_cert(base: str, key: AccountKey, names, csr_key=None) -> tuple:
     """
     A v1 client that believes its old v1 authorizations still hold: its
-    only request is ``new-cert``.
+    only request is ``new-cert`` (with a CSR for ``csr_key``, or a new key).
 
     :return: ``(reply, issuer DER chain)``.
     """
     client = V1TestClient(base, key)
     directory = await client.directory()
-    csr, _ = make_csr(list(names))
+    csr, _ = make_csr(list(names), key=csr_key)
     reply = await client.post(directory["new-cert"], {"resource": "new-cert", "csr": b64url(csr)})
     issuers = []
     if reply.status == 201:

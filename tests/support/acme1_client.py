@@ -47,7 +47,12 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa  # noqa: E402
 
 from acme import challenges, client, crypto_util, errors, messages  # noqa: E402
 
-USER_AGENT = "acme-gateway-e2e acme1_client (acme/1.32.0)"
+try:  # the acme release of the venv running this (1.32 usually; 0.31, 1.12 in the matrix)
+    from importlib.metadata import version as _version
+
+    USER_AGENT = f"acme-gateway-e2e acme1_client (acme/{_version('acme')})"
+except Exception:  # noqa: BLE001 - a user agent is no reason to fail
+    USER_AGENT = "acme-gateway-e2e acme1_client"
 
 
 def parse_args(argv=None):

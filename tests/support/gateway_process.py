@@ -61,10 +61,15 @@ class GatewayProcess:
     :param port: the loopback port to listen on; by default a free one,
         chosen here so that `url` is known before `start` (a client's stored
         configuration may have to name it first).
+    :ivar env: variables added to the process's scrubbed environment at
+        each `start` (``ACME_GATEWAY_CRASH_AT`` for a crash test); change it
+        between starts.
     """
 
     def __init__(self, workdir: str, pebble, keys_dir: str, state: Optional[str] = None,
-                 extra_args: Sequence[str] = (), port: Optional[int] = None):
+                 extra_args: Sequence[str] = (), port: Optional[int] = None,
+                 env: Optional[dict] = None):
+        self.env = dict(env or {})
         self.workdir = os.path.abspath(workdir)
         os.makedirs(self.workdir, exist_ok=True)
         self.pebble = pebble
@@ -113,7 +118,7 @@ class GatewayProcess:
             log.flush()
             start_offset = log.tell()
             self.process = subprocess.Popen(
-                self.command(), cwd=self.workdir, env=_child_env(),
+                self.command(), cwd=self.workdir, env={**_child_env(), **self.env},
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
             )
         deadline = time.monotonic() + timeout
@@ -165,6 +170,25 @@ class GatewayProcess:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+    def kill(self) -> int:
+        """
+        ``kill -9`` the process started here (by its PID), as a crash would,
+        and return its exit status once it is gone.
+        """
+        process, self.process = self.process, None
+        assert process is not None, "not running"
+        process.kill()
+        return process.wait()
+
+    def wait_for_exit(self, timeout: float = 30) -> int:
+        """
+        Wait until the process ends by itself (a crash point) and return its
+        exit status; `start` may be called again afterwards.
+        """
+        process, self.process = self.process, None
+        assert process is not None, "not running"
+        return process.wait(timeout)
 
     def restart(self) -> "GatewayProcess":
         """Stop, and start again on the same port with the same state file."""

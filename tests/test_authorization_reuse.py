@@ -1,0 +1,207 @@
+"""
+``new-authz`` never returns a used authorization
+(`gateway.translate.authorizations.usable_view`), through whole in-memory
+gateways over a `FakeCA` that reuses valid authorizations or not, with no
+means for the gateway to validate names itself.
+
+A renewal's ``new-authz`` finds the authorization the last certificate used:
+returning it made the client skip validation, and its ``new-cert`` then
+needed a new order whose authorization was pending at a CA that reuses
+nothing.  Now such a ``new-authz`` orders anew, and every single-name
+certificate still costs one upstream order.
+"""
+
+from __future__ import annotations
+
+from cryptography import x509
+
+from gateway.jose import b64url
+from gateway.testing import CAAccount, FakeCA
+from gateway.testing import build_test_gateway
+from gateway.translate.authorizations import HONOUR_MARGIN_SECONDS
+from tests.test_v1_face import KEY, NAME, FaceTestCase, make_csr
+
+
+class ReuseTestCase(FaceTestCase):
+    """
+    A FaceTestCase whose CA reuses valid authorizations when ``reuse``.
+    """
+
+    reuse = False
+
+    def setUp(self):
+        self.gateway = build_test_gateway(self.keys, ca=FakeCA(reuse_authorizations=self.reuse))
+        self.ca = self.gateway.ca
+        self.base = self.gateway.base_url
+        self.clients = {}
+
+    def new_cert(self, names=(NAME,)):
+        return self.post("/acme/new-cert", {"resource": "new-cert", "csr": b64url(make_csr(list(names)))})
+
+    def stored(self, authz_url: str):
+        authz_id = authz_url.rsplit("/", 1)[1]
+        return self.successResultOf(self.gateway.store.authorization_by_id(authz_id))
+
+    def stored_order(self, order_id: str):
+        return self.successResultOf(self.gateway.store.order_by_id(order_id))
+
+
+class WithoutReuseTests(ReuseTestCase):
+
+    def test_certificate_and_three_renewals_cost_one_order_each(self):
+        """
+        certbot's flow four times (new-authz, challenge, new-cert): each
+        run gets a fresh pending authorization, validates it, and its
+        certificate, at one order.
+        """
+        self.register()
+        serials, authz_urls = set(), []
+        for run in range(4):
+            reply = self.new_authz()
+            self.assertEqual(reply.status, 201, reply.body)
+            self.assertEqual(reply.json()["status"], "pending", f"run {run}: a used authorization")
+            authz_urls.append(reply.header("location"))
+            self.authorize()  # the same pending authorization again, then its challenge
+            issued = self.new_cert()
+            self.assertEqual(issued.status, 201, issued.body)
+            serials.add(x509.load_der_x509_certificate(issued.body).serial_number)
+            self.assertEqual(self.ca.counts["newOrder"], run + 1)
+        self.assertEqual(len(serials), 4)
+        self.assertEqual(len(set(authz_urls)), 4)
+        self.assertEqual(self.ca.counts["finalize"], 4)
+
+    def test_valid_authorization_of_an_unfinalized_order_is_returned(self):
+        """
+        Validated but not yet used: the same authorization, valid, once the
+        CA confirms its order is still ready — and no new order.
+        """
+        self.register()
+        authz_url, _ = self.authorize()
+        reads = self.ca.counts["order"]
+        reply = self.new_authz()
+        self.assertEqual((reply.status, reply.json()["status"]), (201, "valid"))
+        self.assertEqual(reply.header("location"), authz_url)
+        self.assertEqual(self.ca.counts["newOrder"], 1)
+        self.assertEqual(self.ca.counts["order"], reads + 1, "the CA was asked about the order")
+        self.assertEqual(self.new_cert().status, 201)
+        self.assertEqual(self.ca.counts["newOrder"], 1)
+
+    def test_valid_authorization_lapsing_within_the_margin_is_not_returned(self):
+        self.register()
+        authz_url, _ = self.authorize()
+        # FakeCA authorizations and orders last 7 days.
+        self.gateway.advance(7 * 86400 - HONOUR_MARGIN_SECONDS + 10)
+        self.client().nonce = None  # the one it holds expired meanwhile
+        reply = self.new_authz()
+        self.assertEqual((reply.status, reply.json()["status"]), (201, "pending"))
+        self.assertNotEqual(reply.header("location"), authz_url)
+        self.assertEqual(self.ca.counts["newOrder"], 2)
+
+    def test_order_the_ca_no_longer_knows(self):
+        """
+        The CA lost the order (a CA that lost its state): the authorization
+        is remembered as expired, its order as invalid, and a new order made.
+        """
+        self.register()
+        authz_url, _ = self.authorize()
+        old = self.stored(authz_url)
+        self.ca.fail_next("/order/", 404, {"type": "malformed", "detail": "No order for ID"})
+        reply = self.new_authz()
+        self.assertEqual((reply.status, reply.json()["status"]), (201, "pending"))
+        self.assertEqual(self.ca.counts["newOrder"], 2)
+        self.assertEqual(self.stored(authz_url).status, "expired")
+        self.assertEqual(self.stored_order(old.order_id).status, "invalid")
+        self.authorize()
+        self.assertEqual(self.new_cert().status, 201)
+        self.assertEqual(self.ca.counts["newOrder"], 2)
+
+    def lose_state(self):
+        """
+        The CA comes back without the accounts, orders and authorizations it
+        had (a restarted Pebble): the same key's account gets another URL.
+        """
+        self.ca.orders.clear()
+        self.ca.authorizations.clear()
+        self.ca.accounts = {1: CAAccount(1, self.ca.url("/acct/someone-else"), {}, "someone-else", [], True)}
+
+    def test_after_the_ca_lost_its_state_renewals_order_anew(self):
+        """
+        Both kinds of stored valid authorization: one whose order was
+        finalized (a renewal), and one whose order was validated but never
+        finalized.  The gateway finds its account again and orders anew.
+        """
+        self.register()
+        self.authorize()
+        self.assertEqual(self.new_cert().status, 201)
+        validated_url, _ = self.authorize("other.example.test")
+        self.lose_state()
+        for name in (NAME, "other.example.test"):
+            reply = self.new_authz(name)
+            self.assertEqual((reply.status, reply.json()["status"]), (201, "pending"), reply.body)
+            self.authorize(name)
+            issued = self.new_cert((name,))
+            self.assertEqual(issued.status, 201, issued.body)
+        self.assertEqual(self.stored(validated_url).status, "expired")
+        self.assertEqual(len(self.ca.orders), 2, "one order per certificate at the new CA")
+        self.assertEqual(self.ca.accounts[2].thumbprint, KEY.thumbprint)
+
+    def test_pending_authorization_of_a_dropped_order_is_not_returned(self):
+        self.register()
+        reply = self.new_authz()
+        record = self.stored(reply.header("location"))
+        self.successResultOf(self.gateway.store.update_order(record.order_id, status="invalid"))
+        again = self.new_authz()
+        self.assertEqual(again.status, 201)
+        self.assertNotEqual(again.header("location"), reply.header("location"))
+        self.assertEqual(self.ca.counts["newOrder"], 2)
+
+    def test_multi_name_retry_validates_the_new_orders_authorizations(self):
+        """
+        Without reuse and without means, a two-name new-cert is refused; the
+        client's retry gets the pending authorizations of the two-name order
+        from new-authz, validates them, and its new-cert finalizes that order.
+        """
+        self.register()
+        names = ("a.example.test", "b.example.test")
+        for name in names:
+            self.authorize(name)
+        self.assertProblem(self.new_cert(names), 403, "unauthorized", "not found or expired")
+        self.assertEqual(self.ca.counts["newOrder"], 3)
+        for name in names:
+            reply = self.new_authz(name)
+            self.assertEqual(reply.json()["status"], "pending")
+            self.authorize(name)
+            # Asked again while the two-name order waits for the other name:
+            # the same authorization, valid, and no new order.
+            again = self.new_authz(name)
+            self.assertEqual((again.header("location"), again.json()["status"]),
+                             (reply.header("location"), "valid"))
+        self.assertEqual(self.new_cert(names).status, 201)
+        self.assertEqual(self.ca.counts["newOrder"], 3)
+
+
+class WithReuseTests(ReuseTestCase):
+
+    reuse = True
+
+    def test_used_authorization_leads_to_a_new_order_the_ca_answers_valid(self):
+        """
+        The CA reuses the valid authorization in the new order: the client
+        gets it valid (same v1 URL), and its new-cert finalizes the new
+        order, which the authorization now belongs to.
+        """
+        self.register()
+        authz_url, _ = self.authorize()
+        first = self.new_cert()
+        self.assertEqual(first.status, 201)
+        reply = self.new_authz()
+        self.assertEqual((reply.status, reply.json()["status"]), (201, "valid"))
+        self.assertEqual(reply.header("location"), authz_url)
+        self.assertEqual(self.ca.counts["newOrder"], 2)
+        record = self.stored(authz_url)
+        self.assertEqual(self.stored_order(record.order_id).upstream_url, self.ca.orders[-1].url)
+        second = self.new_cert()
+        self.assertEqual(second.status, 201, second.body)
+        self.assertEqual(self.ca.counts["newOrder"], 2)
+        self.assertEqual(self.ca.counts["finalize"], 2)
+        self.assertEqual(self.ca.orders[-1].status, "valid")

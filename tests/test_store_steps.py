@@ -1,0 +1,455 @@
+"""
+Tests for what the stores do so that crashes and CA changes lose nothing
+and mix nothing up: atomic multi-record writes (`IStore.write`), binding
+to one upstream CA, order attempts, orphaned certificates, and the
+consistency check — against both `MemoryStore` and `SQLiteStore` where the
+contract is shared, plus the SQLite-only parts (attributing rows written
+before schema version 3, ``check_state`` on a file).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+
+import attrs
+import pytest
+import pytest_twisted
+from twisted.internet import reactor
+from twisted.internet.task import Clock
+
+import gateway.store.sqlite as sqlite_module
+from gateway.store import (
+    Account,
+    Authorization,
+    Challenge,
+    Conflict,
+    Insert,
+    Issuer,
+    MemoryStore,
+    NotFound,
+    Order,
+    OrderAttempt,
+    SQLiteStore,
+    Update,
+    issuer_id,
+)
+from gateway.store.records import (
+    ATTEMPT_LOST,
+    ATTEMPT_REFUSED,
+    ORPHAN_ROW,
+    PARTIAL_AUTHORIZATION,
+    PARTIAL_ORDER,
+    UNSTORED_ORDER,
+)
+from gateway.store.sqlite import check_state
+from tests.test_store import (
+    JWK,
+    T0,
+    T1,
+    expect_failure,
+    make_authorization,
+    make_certificate,
+    make_challenge,
+    make_order,
+)
+from tests.test_store import make_authorization as make_authorization_expiring
+from tests.test_store import make_order as make_order_expiring
+
+CA_A = "https://ca-a.test/dir"
+CA_B = "https://ca-b.test:14000/dir"
+
+
+def order_at(store, account, directory: str, **kwargs) -> Order:
+    order = make_order(store, account, **kwargs)
+    base = directory.rsplit("/", 1)[0]
+    return attrs.evolve(order, upstream_url=f"{base}/order/{order.id}",
+                        finalize_url=f"{base}/finalize/{order.id}")
+
+
+class Stores:
+    """
+    Opens a store of one implementation bound to a CA, and "restarts" it
+    bound to another on the same state (the same object for memory, the
+    same file for SQLite).
+    """
+
+    def __init__(self, kind: str, path: str):
+        self.kind, self.path, self.current = kind, path, None
+
+    async def open(self, upstream=None):
+        if self.current is not None and self.kind == "memory":
+            self.current.upstream = upstream
+            return self.current
+        if self.current is not None:
+            await self.current.close()
+        if self.kind == "memory":
+            clock = Clock()
+            clock.advance(time.time())
+            self.current = MemoryStore(clock=clock, upstream=upstream)
+        else:
+            self.current = await SQLiteStore.open(self.path, reactor, upstream=upstream)
+        return self.current
+
+
+@pytest_twisted.async_yield_fixture(params=["memory", "sqlite"])
+async def stores(request, tmp_path):
+    opened = Stores(request.param, str(tmp_path / "state.sqlite3"))
+    yield opened
+    if opened.current is not None:
+        await opened.current.close()
+
+
+# --- Atomic writes ----------------------------------------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_write_stores_a_whole_step_and_returns_each_record(stores):
+    """
+    An order, its authorization and the authorization's challenges in one
+    write; later operations may refer to earlier ones; updates too.
+    """
+    store = await stores.open()
+    account = await store.create_account("tp-1", JWK)
+    order = make_order(store, account)
+    authorization = make_authorization(store, account, order)
+    challenges = [make_challenge(store, authorization, t) for t in ("http-01", "dns-01")]
+    written = await store.write([Insert(order), Insert(authorization),
+                                 *(Insert(c) for c in challenges),
+                                 Update(Order, order.id, {"status": "ready"})])
+    assert written[:4] == [order, authorization, *challenges]
+    assert written[4] == attrs.evolve(order, status="ready")
+    assert await store.order_by_id(order.id) == attrs.evolve(order, status="ready")
+    assert await store.challenges_for_authorization(authorization.id) == challenges
+
+
+@pytest_twisted.ensureDeferred
+async def test_write_is_all_or_nothing(stores):
+    """
+    When one operation fails (here the last: a challenge of an unknown
+    authorization), nothing of the write is stored, updates included.
+    """
+    store = await stores.open()
+    account = await store.create_account("tp-1", JWK)
+    kept = await store.add_order(make_order(store, account))
+    order = make_order(store, account)
+    authorization = make_authorization(store, account, order)
+    stray = make_challenge(store, make_authorization(store, account))
+    await expect_failure(store.write([
+        Insert(order), Insert(authorization), Insert(make_challenge(store, authorization)),
+        Update(Order, kept.id, {"status": "invalid"}),
+        Insert(Account(id=0, thumbprint="tp-2", public_jwk=JWK, upstream_url=None, contact=(),
+                       agreement=None, status="valid", created_at=T0, initial_ip="")),
+        Insert(stray),
+    ]), NotFound)
+    assert await store.order_by_id(order.id) is None
+    assert await store.authorization_by_id(authorization.id) is None
+    assert await store.challenges_for_authorization(authorization.id) == []
+    assert (await store.order_by_id(kept.id)).status == "pending"
+    assert await store.account_by_thumbprint("tp-2") is None
+    await expect_failure(store.write([Insert(order), Insert(order)]), Conflict)
+    assert await store.order_by_id(order.id) is None
+
+
+@pytest_twisted.ensureDeferred
+async def test_write_inserts_accounts_and_issuers(stores):
+    """
+    An `Account` insert gets the next id; an `Issuer` insert is idempotent.
+    """
+    store = await stores.open()
+    first = await store.create_account("tp-1", JWK)
+    der = b"\x30\x82issuer"
+    issuer = Issuer(id=issuer_id(der), der=der)
+    written = await store.write([
+        Update(Account, first.id, {"thumbprint": "tp-new"}),
+        Insert(Account(id=0, thumbprint="tp-1", public_jwk=JWK, upstream_url=None, contact=(),
+                       agreement=None, status="retired", created_at=T0, initial_ip="")),
+        Insert(issuer), Insert(issuer),
+    ])
+    assert written[0].thumbprint == "tp-new" and written[1].id == first.id + 1
+    assert (await store.account_by_thumbprint("tp-1")).status == "retired"
+    assert written[2] == written[3] == issuer
+
+
+@pytest_twisted.ensureDeferred
+async def test_write_refuses_what_is_not_an_operation(stores):
+    store = await stores.open()
+    account = await store.create_account("tp-1", JWK)
+    await expect_failure(store.write([make_order(store, account)]), TypeError)
+
+
+# --- Bound to one CA --------------------------------------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_rows_are_stamped_and_searches_see_only_the_bound_ca(stores):
+    """
+    Orders, authorizations and certificates record the CA they came from;
+    after the store is bound to another CA, searches find none of the old
+    CA's, lookups by id still do, and the account's upstream URL is hidden
+    until it is recorded anew — then the old CA's returns with the old CA.
+    """
+    store = await stores.open(CA_A)
+    account = await store.create_account("tp-1", JWK, upstream_url="https://ca-a.test/acct/1")
+    order = await store.add_order(order_at(store, account, CA_A))
+    authorization = await store.add_authorization(make_authorization(store, account, order))
+    certificate = await store.add_certificate(make_certificate(store, account, order))
+    attempt = await store.write([Insert(OrderAttempt(
+        id=store.new_id(), account_id=account.id, identifiers=("x.example",), created_at=T0))])
+    assert order.directory_url == authorization.directory_url == CA_A
+    assert certificate.directory_url == attempt[0].directory_url == CA_A
+    assert await store.find_orders(account.id, ("example.com",)) == [order]
+
+    store = await stores.open(CA_B)
+    assert await store.find_orders(account.id, ("example.com",)) == []
+    assert await store.find_authorizations(account.id, "example.com", False) == []
+    assert await store.authorization_by_upstream_url(account.id, authorization.upstream_url) is None
+    assert await store.authorizations_with_status("pending") == []
+    assert await store.count_authorizations("pending") == 0
+    assert await store.order_times_since(account.id, T0) == []
+    assert await store.open_order_attempts() == []
+    assert await store.order_by_id(order.id) == order
+    assert await store.authorization_by_id(authorization.id) == authorization
+    assert await store.certificate_by_id(certificate.id) == certificate
+    assert (await store.account_by_id(account.id)).upstream_url is None
+    assert (await store.account_by_thumbprint("tp-1")).upstream_url is None
+    assert [a.upstream_url for a in await store.list_accounts()] == [None]
+    # An unrelated change does not lose the old CA's URL.
+    assert (await store.update_account(account.id, contact=("mailto:x@example.test",))).upstream_url is None
+    at_b = await store.update_account(account.id, upstream_url="https://ca-b.test:14000/acct/9")
+    assert at_b.upstream_url == "https://ca-b.test:14000/acct/9"
+    assert (await store.add_order(order_at(store, account, CA_B))).directory_url == CA_B
+
+    store = await stores.open(None)
+    assert len(await store.find_orders(account.id, ("example.com",))) == 2
+
+
+@pytest_twisted.ensureDeferred
+async def test_order_budget_counts_attempts_whose_order_is_missing(stores):
+    """
+    An attempt without its order (open or lost) spent the budget; one the
+    CA refused did not, nor does one whose order is stored count twice.
+    """
+    store = await stores.open(CA_A)
+    account = await store.create_account("tp-1", JWK)
+
+    def attempt(at):
+        return OrderAttempt(id=store.new_id(), account_id=account.id,
+                            identifiers=("a.example",), created_at=at)
+
+    open_, lost, refused, stored = attempt(T0), attempt(T0), attempt(T0), attempt(T1)
+    await store.write([Insert(a) for a in (open_, lost, refused, stored)])
+    await store.write([Update(OrderAttempt, lost.id, {"status": ATTEMPT_LOST}),
+                       Update(OrderAttempt, refused.id, {"status": ATTEMPT_REFUSED})])
+    await store.add_order(attrs.evolve(order_at(store, account, CA_A, created_at=T1), id=stored.id))
+    assert await store.order_times_since(account.id, T0) == [T0, T0, T1]
+    assert [a.id for a in await store.open_order_attempts()] == [open_.id]
+
+
+@pytest_twisted.ensureDeferred
+async def test_orphaned_certificates_are_listed(stores):
+    store = await stores.open(CA_A)
+    account = await store.create_account("tp-1", JWK)
+    await store.add_certificate(make_certificate(store, account, serial="01"))
+    orphan = await store.add_certificate(
+        attrs.evolve(make_certificate(store, account, serial="02"), orphaned=True))
+    assert await store.orphaned_certificates() == [orphan]
+
+
+# --- Consistency ------------------------------------------------------------------
+
+
+#: Partial rows are reported only while unexpired (the CA drops them then).
+LATER = "2099-01-01T00:00:00Z"
+
+
+async def partial_rows(store, thumbprint: str = "tp-1") -> dict:
+    """
+    One of each partial row a crash of an older gateway (or a lost answer)
+    leaves, plus complete ones and expired partial ones that must not be
+    reported.
+    """
+
+    def make_order(*args, **kwargs):
+        return attrs.evolve(make_order_expiring(*args, **kwargs), expires=LATER)
+
+    def make_authorization(*args, **kwargs):
+        return attrs.evolve(make_authorization_expiring(*args, **kwargs), expires=LATER)
+
+    account = await store.create_account(thumbprint, JWK)
+    await store.add_authorization(attrs.evolve(make_authorization(store, account),
+                                               expires="2001-01-01T00:00:00Z"))
+    await store.add_order(attrs.evolve(make_order(store, account, identifiers=("old.example",)),
+                                       expires="2001-01-01T00:00:00Z"))
+    complete = make_order(store, account)
+    complete_authz = make_authorization(store, account, complete)
+    await store.write([Insert(attrs.evolve(complete, authorization_urls=(complete_authz.upstream_url,))),
+                       Insert(complete_authz), Insert(make_challenge(store, complete_authz))])
+    bare = await store.add_authorization(make_authorization(store, account, complete))
+    await store.add_authorization(make_authorization(store, account, status="valid"))
+    partial = await store.add_order(attrs.evolve(
+        make_order(store, account), authorization_urls=(complete_authz.upstream_url, "https://x/authz/9")))
+    legacy = await store.add_order(make_order(store, account, identifiers=("legacy.example",)))
+    await store.add_order(make_order(store, account, status="valid"))
+    attempt = OrderAttempt(id=store.new_id(), account_id=account.id,
+                           identifiers=("lost.example",), created_at=T0)
+    await store.write([Insert(attempt)])
+    return {"bare": bare.id, "partial": partial.id, "legacy": legacy.id, "attempt": attempt.id}
+
+
+@pytest_twisted.ensureDeferred
+async def test_inconsistencies_name_each_partial_row(stores):
+    store = await stores.open()
+    ids = await partial_rows(store)
+    found = {(f.kind, f.record_id) for f in await store.inconsistencies()}
+    assert found == {
+        (PARTIAL_AUTHORIZATION, ids["bare"]),
+        (PARTIAL_ORDER, ids["partial"]),
+        (PARTIAL_ORDER, ids["legacy"]),
+        (UNSTORED_ORDER, ids["attempt"]),
+    }
+
+
+@pytest_twisted.ensureDeferred
+async def test_check_state_reports_partial_and_orphan_rows(tmp_path):
+    """
+    ``check_state`` (``acme-gateway check``) reads a file: clean, then with
+    partial rows, then with a row whose parent was deleted behind the
+    gateway's back.
+    """
+    path = str(tmp_path / "state.sqlite3")
+    store = await SQLiteStore.open(path, reactor, upstream=CA_A)
+    account = await store.create_account("tp-1", JWK)
+    order = make_order(store, account)
+    authorization = make_authorization(store, account, order)
+    await store.write([Insert(attrs.evolve(order, authorization_urls=(authorization.upstream_url,))),
+                       Insert(authorization), Insert(make_challenge(store, authorization))])
+    await store.close()
+    clean = check_state(path)
+    assert clean.clean and clean.integrity == ("ok",) and clean.findings == ()
+    assert clean.counts["orders"] == 1
+
+    store = await SQLiteStore.open(path, reactor, upstream=CA_A)
+    ids = await partial_rows(store, "tp-partial")
+    await store.close()
+    connection = sqlite3.connect(path)
+    connection.execute("DELETE FROM authorizations WHERE id = ?", (authorization.id,))
+    connection.commit()
+    connection.close()
+    checked = check_state(path)
+    assert not checked.clean
+    kinds = {(f.kind, f.record_id) for f in checked.findings}
+    assert (UNSTORED_ORDER, ids["attempt"]) in kinds
+    assert (PARTIAL_AUTHORIZATION, ids["bare"]) in kinds
+    assert (PARTIAL_ORDER, ids["partial"]) in kinds
+    assert any(f.kind == ORPHAN_ROW and f.table == "challenges" for f in checked.findings)
+
+
+def test_check_state_on_a_file_that_is_not_a_database(tmp_path):
+    path = tmp_path / "state.sqlite3"
+    path.write_bytes(b"this is not SQLite" * 300)
+    checked = check_state(str(path))
+    assert not checked.clean and "not a readable SQLite database" in checked.integrity[0]
+
+
+# --- SQLite: rows from before the store recorded CAs -----------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_rows_from_schema_2_are_attributed_by_origin(tmp_path):
+    """
+    A database written by a gateway that did not record CAs: opened bound to
+    the CA whose origin its rows' URLs have, the rows are that CA's; bound
+    to another CA, none of them is used.
+    """
+    path = str(tmp_path / "old.sqlite3")
+    connection = sqlite3.connect(path, isolation_level=None)
+    for version in (1, 2):
+        for statement in sqlite_module.MIGRATIONS[version]:
+            connection.execute(statement)
+    connection.execute(
+        "INSERT INTO accounts (thumbprint, public_jwk, upstream_url, contact, agreement, status,"
+        " created_at, initial_ip) VALUES ('tp-old', '{}', 'https://ca-a.test/acct/1', '[]', NULL,"
+        " 'valid', ?, '')", (T0,))
+    connection.execute(
+        "INSERT INTO orders (id, account_id, upstream_url, identifiers, status, finalize_url,"
+        " expires, certificate_url, created_at) VALUES ('o1', 1, 'https://ca-a.test/order/1',"
+        " '[\"old.example\"]', 'pending', 'https://ca-a.test/finalize/1', NULL, NULL, ?)", (T0,))
+    connection.execute("PRAGMA user_version = 2")
+    connection.close()
+
+    store = await SQLiteStore.open(path, reactor, upstream=CA_B)
+    try:
+        assert await store.find_orders(1, ("old.example",)) == []
+        assert (await store.account_by_id(1)).upstream_url is None
+    finally:
+        await store.close()
+    store = await SQLiteStore.open(path, reactor, upstream=CA_A)
+    try:
+        (order,) = await store.find_orders(1, ("old.example",))
+        assert order.directory_url == CA_A and order.authorization_urls == ()
+        assert (await store.account_by_id(1)).upstream_url == "https://ca-a.test/acct/1"
+    finally:
+        await store.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_sqlite_write_crash_point_inside_the_transaction(tmp_path, monkeypatch):
+    """
+    The crash point between two rows of one write fires inside the
+    transaction (a real crash there leaves nothing: the e2e crash tests).
+    """
+    import gateway.crashpoints as crashpoints
+
+    fired = []
+    monkeypatch.setattr(sqlite_module, "crash_point", fired.append)
+    store = await SQLiteStore.open(str(tmp_path / "state.sqlite3"), reactor)
+    try:
+        account = await store.create_account("tp-1", JWK)
+        order = make_order(store, account)
+        authorization = make_authorization(store, account, order)
+        await store.write([Insert(order), Insert(authorization),
+                           Insert(make_challenge(store, authorization))])
+        assert fired == ["order-row", "authorization-row"]
+        assert crashpoints.CRASH_STATUS == 86
+    finally:
+        await store.close()
+
+
+def test_challenge_record_unchanged():
+    # Challenges carry no CA of their own: their authorization's applies.
+    assert "directory_url" not in attrs.fields_dict(Challenge)
+    assert "directory_url" in attrs.fields_dict(Authorization)
+
+
+# --- acme-gateway check ------------------------------------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_check_command_exit_status_and_output(tmp_path, capsys):
+    """
+    ``acme-gateway check --state FILE`` prints ``ok`` and exits 0 on a sound
+    file; prints each finding and exits 1 otherwise; a missing file is a
+    usage error (2).
+    """
+    from gateway.cli import main
+
+    path = str(tmp_path / "state.sqlite3")
+    store = await SQLiteStore.open(path, reactor, upstream=CA_A)
+    await store.create_account("tp-1", JWK)
+    await store.close()
+    assert main(["check", "--state", path]) == 0
+    assert f"{path}: ok (1 accounts" in capsys.readouterr().out
+
+    store = await SQLiteStore.open(path, reactor, upstream=CA_A)
+    ids = await partial_rows(store, "tp-2")
+    await store.close()
+    assert main(["check", "--state", path]) == 1
+    captured = capsys.readouterr()
+    assert f"{PARTIAL_AUTHORIZATION}: authorizations {ids['bare']}: pending authorization" in captured.out
+    assert f"{UNSTORED_ORDER}: order_attempts {ids['attempt']}" in captured.out
+    assert "4 problems found" in captured.err
+
+    with pytest.raises(SystemExit) as exited:
+        main(["check", "--state", str(tmp_path / "missing.sqlite3")])
+    assert exited.value.code == 2
