@@ -1,6 +1,6 @@
 """
 How the benchmark starts the gateway: exactly ``acme-gateway …`` (the same
-``gateway.cli.main``), with two optional benchmark-only switches in front:
+``gateway.process.cli.main``), with two optional benchmark-only switches in front:
 
     gateway_main.py [--bench-src DIR] [--bench-tracemalloc FILE] -- serve ...
 
@@ -35,7 +35,7 @@ def main(argv):
     sys.path.insert(0, os.path.abspath(src) if src else REPO_ROOT)
     if trace_file:
         _trace(trace_file)
-    from gateway.cli import main as gateway_main
+    from gateway.process.cli import main as gateway_main
 
     return gateway_main(argv)
 

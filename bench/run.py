@@ -138,7 +138,7 @@ class Helper:
     """bench/helper.py as a child process (stopped by its PID)."""
 
     def __init__(self, workdir: str, pebble, webroot: str):
-        from gateway.devstack import make_tls_certificates
+        from gateway.process.devstack import make_tls_certificates
 
         self.workdir = workdir
         self.tls = make_tls_certificates(os.path.join(workdir, "proxy-tls"))

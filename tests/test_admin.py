@@ -1,5 +1,5 @@
 """
-The admin listener (`gateway.admin`) on a loopback port, over a
+The admin listener (`gateway.operations.admin`) on a loopback port, over a
 `MemoryStore` and a scriptable stand-in for the upstream client: liveness,
 readiness (the sidecar's, which never asks the CA, and ``?upstream=1``)
 and what makes it fail (with the reason), metrics, and the migration
@@ -18,10 +18,10 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from twisted.internet import defer, reactor
 from twisted.internet.address import IPv4Address
 
-from gateway.admin import Admin, Readiness
-from gateway.jose import AccountKey
-from gateway.keystore import KeyStore
-from gateway.metrics import Metrics
+from gateway.operations.admin import Admin, Readiness
+from gateway.keys.jose import AccountKey
+from gateway.keys.keystore import KeyStore
+from gateway.operations.metrics import Metrics
 from gateway.store import ClientVisit, MemoryStore
 from gateway.store.records import format_timestamp
 from gateway.upstream.errors import UpstreamUnavailable

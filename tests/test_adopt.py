@@ -5,7 +5,7 @@ hand-built client installations (the layouts of certbot 1.x, dehydrated
 real certbot and dehydrated are adopted in ``tests/e2e/test_migration.py``;
 acme.sh is not installed, so its adoption is tested only here.
 
-Commands run in process through `gateway.cli.main`, as an operator types
+Commands run in process through `gateway.process.cli.main`, as an operator types
 them.
 """
 
@@ -23,10 +23,10 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from gateway.adopt.acmesh import ca_dirs, server_host_and_path
 from gateway.adopt.dehydrated import account_dir_name
-from gateway.cli import main
+from gateway.process.cli import main
 from gateway.clients.certbot import account_id, write_account
-from gateway.jose import AccountKey
-from gateway.keystore import KeyStore
+from gateway.keys.jose import AccountKey
+from gateway.keys.keystore import KeyStore
 from tests.support.trees import differences, snapshot
 
 V1 = "https://acme-v01.api.letsencrypt.org/directory"

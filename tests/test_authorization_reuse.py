@@ -15,9 +15,9 @@ from __future__ import annotations
 
 from cryptography import x509
 
-from gateway.jose import b64url
-from gateway.testing import CAAccount, FakeCA
-from gateway.testing import build_test_gateway
+from gateway.keys.jose import b64url
+from gateway.process.testing import CAAccount, FakeCA
+from gateway.process.testing import build_test_gateway
 from gateway.translate.authorizations import HONOUR_MARGIN_SECONDS
 from tests.test_v1_face import KEY, NAME, FaceTestCase, make_csr
 

@@ -9,9 +9,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from twisted.internet import defer
 from twisted.trial.unittest import SynchronousTestCase
 
-from gateway.budget import BudgetLimits, deactivate_abandoned
-from gateway.jose import AccountKey
-from gateway.testing import build_test_gateway
+from gateway.translate.budget import BudgetLimits, deactivate_abandoned
+from gateway.keys.jose import AccountKey
+from gateway.process.testing import build_test_gateway
 from tests.support.v1_client import V1TestClient
 
 KEY = AccountKey.from_private_key(ec.generate_private_key(ec.SECP256R1()))

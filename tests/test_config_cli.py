@@ -1,5 +1,5 @@
 """
-Configuration layering (`gateway.config`) and the operational commands of
+Configuration layering (`gateway.process.config`) and the operational commands of
 the command line: every ``serve`` flag from the command line, the
 environment or a TOML file, in that order of precedence; start-up failures
 that name the flag and where its value came from; ``report`` and
@@ -15,9 +15,9 @@ import pytest
 import pytest_twisted
 from twisted.internet import reactor
 
-from gateway import cli
-from gateway.config import Layers, config_path, env_name, load_config_file, use_layers
-from gateway.probe import url_for_endpoint
+from gateway.process import cli
+from gateway.process.config import Layers, config_path, env_name, load_config_file, use_layers
+from gateway.operations.probe import url_for_endpoint
 from gateway.store import ClientVisit, SQLiteStore
 from tests.support.stack import free_port
 

@@ -1,5 +1,5 @@
 """
-`gateway.csr` on CSRs as real legacy clients wrote them (the committed
+`gateway.translate.csr` on CSRs as real legacy clients wrote them (the committed
 vectors of ``tests/vectors/csr/``, made with the clients' own CSR functions;
 see the README there), and on edits of them: Boulder's rules for the version
 field, the signature over the exact bytes signed, OCSP Must-Staple, CN-only
@@ -17,8 +17,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509.oid import NameOID
 
-from gateway.csr import MUST_STAPLE, ZERO_LENGTH_VERSION, names_of, parse_csr
-from gateway.problems import V1Problem
+from gateway.translate.csr import MUST_STAPLE, ZERO_LENGTH_VERSION, names_of, parse_csr
+from gateway.v1.problems import V1Problem
 
 VECTORS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "vectors", "csr")
 NAMES = ("legacy.example.test", "www.legacy.example.test")
@@ -297,7 +297,7 @@ def test_cn_only_csr_is_passed_through():
 # Through a whole in-memory gateway: refusals before any upstream order
 # --------------------------------------------------------------------------
 
-from gateway.jose import b64url  # noqa: E402
+from gateway.keys.jose import b64url  # noqa: E402
 from tests.test_v1_face import FaceTestCase  # noqa: E402
 
 

@@ -37,10 +37,10 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from gateway import cli
-from gateway.config import Layers, env_name, load_config_file, use_layers
-from gateway.jose import AccountKey
-from gateway.keystore import KeyStore
+from gateway.process import cli
+from gateway.process.config import Layers, env_name, load_config_file, use_layers
+from gateway.keys.jose import AccountKey
+from gateway.keys.keystore import KeyStore
 from tests.support.gateway_process import _child_env
 from tests.support.stack import REPO_ROOT, free_port
 
@@ -427,7 +427,7 @@ def test_entry_command_runs_from_a_plain_install(tmp_path, pebble):
     assert process.returncode == 0
     records = _json_log(log_path)
     assert any("v1 directory at" in r["message"] for r in records)
-    assert any(r.get("thumbprint") == thumbprint for r in records if r["namespace"] == "gateway.keystore")
+    assert any(r.get("thumbprint") == thumbprint for r in records if r["namespace"] == "gateway.keys.keystore")
     (volume,) = exec_form(instruction(final_stage(), "VOLUME")[0])
     written = {path for path in container.files() - before}
     assert written and all(path.startswith(volume.lstrip("/") + "/") for path in written), \
@@ -499,7 +499,7 @@ def test_kubernetes_pod_runs_the_configmap(tmp_path):
         process.wait(10)
     assert process.returncode == 0
     records = _json_log(log_path)
-    assert any(r.get("thumbprint") == thumbprint for r in records if r["namespace"] == "gateway.keystore")
+    assert any(r.get("thumbprint") == thumbprint for r in records if r["namespace"] == "gateway.keys.keystore")
     assert any("is not reachable (yet)" in r["message"] for r in records)
 
 

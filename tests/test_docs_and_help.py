@@ -18,8 +18,8 @@ import subprocess
 
 import pytest
 
-from gateway import cli
-from gateway.config import Layers, use_layers
+from gateway.process import cli
+from gateway.process.config import Layers, use_layers
 from tests.support.stack import REPO_ROOT
 
 README = os.path.join(REPO_ROOT, "README.md")

@@ -8,10 +8,10 @@ import pytest
 import pytest_twisted
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from gateway.jose import AccountKey, b64url
-from gateway.policy import DNSName, check_name_set, parse_dns_name
-from gateway.problems import V1Problem
-from gateway.testing import build_test_gateway
+from gateway.keys.jose import AccountKey, b64url
+from gateway.translate.policy import DNSName, check_name_set, parse_dns_name
+from gateway.v1.problems import V1Problem
+from gateway.process.testing import build_test_gateway
 from tests.integration.test_upstream_pebble import make_csr
 from tests.support.v1_client import V1TestClient
 
@@ -166,7 +166,7 @@ def test_csr_names_differing_only_in_case_are_accepted():
     The CA lower-cases a CSR's names before comparing them, so upper case
     is no reason to refuse.
     """
-    from gateway.csr import parse_csr
+    from gateway.translate.csr import parse_csr
 
     parsed = parse_csr(_csr_naming("WWW.Example.TEST"))
     assert [n.spelled for n in parsed.names] == ["www.example.test"]

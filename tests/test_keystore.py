@@ -1,5 +1,5 @@
 """
-Tests for `gateway.keystore`: loading the v1 account keys an operator mounts.
+Tests for `gateway.keys.keystore`: loading the v1 account keys an operator mounts.
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
-from gateway import keystore
-from gateway.jose import AccountKey, thumbprint
-from gateway.keystore import (
+from gateway.keys import keystore
+from gateway.keys.jose import AccountKey, thumbprint
+from gateway.keys.keystore import (
     KeyFileError,
     KeyFileProblem,
     KeyStore,

@@ -1,6 +1,6 @@
 """
-Metrics families (`gateway.metrics`), log shapes (`gateway.logs`) and the
-request scope (`gateway.scope`) they both read.
+Metrics families (`gateway.operations.metrics`), log shapes (`gateway.operations.logs`) and the
+request scope (`gateway.operations.scope`) they both read.
 """
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ from twisted.internet import defer, reactor
 from twisted.internet.task import deferLater
 from twisted.logger import Logger, LogLevel, globalLogPublisher
 
-from gateway.jose import AccountKey
-from gateway.logs import event_as_json, event_as_text, observer_for
-from gateway.metrics import Metrics
-from gateway.scope import RequestScope, current, current_request_id, request_id_from, run_in_scope
+from gateway.keys.jose import AccountKey
+from gateway.operations.logs import event_as_json, event_as_text, observer_for
+from gateway.operations.metrics import Metrics
+from gateway.operations.scope import RequestScope, current, current_request_id, request_id_from, run_in_scope
 
 KEY = AccountKey.from_private_key(ec.generate_private_key(ec.SECP256R1()))
 

@@ -1,5 +1,5 @@
 """
-Tests for `gateway.nonces.NonceIssuer`: the gateway's single-use v1 nonces.
+Tests for `gateway.v1.nonces.NonceIssuer`: the gateway's single-use v1 nonces.
 """
 
 from __future__ import annotations
@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 from twisted.internet.task import Clock
 
-from gateway.jose import b64url_decode
-from gateway.nonces import NonceIssuer
+from gateway.keys.jose import b64url_decode
+from gateway.v1.nonces import NonceIssuer
 
 
 @pytest.fixture

@@ -1,6 +1,6 @@
 """
 The v1 face's operational hooks, through whole in-memory gateways
-(`gateway.testing.build_test_gateway`): request ids on v1 and upstream log
+(`gateway.process.testing.build_test_gateway`): request ids on v1 and upstream log
 events, the metrics each answer moves, and the migration report's record
 of each client.  Synchronous: ``StubTreq`` answers at once.
 """
@@ -19,12 +19,12 @@ from twisted.internet import defer
 from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
-from gateway.jose import AccountKey, b64url
-from gateway.logs import observer_for
-from gateway.metrics import Metrics
-from gateway.report import ClientRecorder
-from gateway.scope import current
-from gateway.testing import build_test_gateway
+from gateway.keys.jose import AccountKey, b64url
+from gateway.operations.logs import observer_for
+from gateway.operations.metrics import Metrics
+from gateway.operations.report import ClientRecorder
+from gateway.operations.scope import current
+from gateway.process.testing import build_test_gateway
 from tests.support.v1_client import V1TestClient
 
 KEY = AccountKey.from_private_key(ec.generate_private_key(ec.SECP256R1()))
@@ -245,7 +245,7 @@ class FilledFamiliesTests(OperationsTestCase):
         HTTP-01 responder: two revalidations, both valid.
         """
         from gateway.validation.http01 import HTTP01Responder
-        from gateway.validation.revalidate import Validators
+        from gateway.translate.revalidation import Validators
 
         self.gateway.ca.reuse_authorizations = False
         self.gateway.context.metrics = self.metrics
@@ -271,7 +271,7 @@ class FilledFamiliesTests(OperationsTestCase):
         After one issuance, a scrape of the admin listener's ``/metrics``
         shows the orders the account may still create: the limit less one.
         """
-        from gateway.admin import Admin, Readiness
+        from gateway.operations.admin import Admin, Readiness
 
         self.issue(self.client())
         context = self.gateway.context

@@ -1,5 +1,5 @@
 """
-Tests for `gateway.problems`: v1 problem documents and the upstream (v2) to
+Tests for `gateway.v1.problems`: v1 problem documents and the upstream (v2) to
 v1 error mapping of MAPPING §3.4.
 """
 
@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-from gateway.problems import V1Problem, from_upstream
+from gateway.v1.problems import V1Problem, from_upstream
 from gateway.upstream.errors import Subproblem, UpstreamProblem, UpstreamUnavailable
 
 V2 = "urn:ietf:params:acme:error:"

@@ -1,6 +1,6 @@
 """
-The migration report (`gateway.report`) and its page
-(`gateway.statuspage`): durations, classification, ordering, the text and
+The migration report (`gateway.operations.report`) and its page
+(`gateway.operations.statuspage`): durations, classification, ordering, the text and
 JSON forms, what a v1 request tells about its client, and an HTML page
 that shows each client and escapes what clients control.
 """
@@ -16,9 +16,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from gateway import statuspage
-from gateway.jose import b64url
-from gateway.report import (
+from gateway.operations import statuspage
+from gateway.keys.jose import b64url
+from gateway.operations.report import (
     ACTIVE,
     FAILING,
     MIGRATED,
@@ -32,7 +32,7 @@ from gateway.report import (
     requested_names,
     visit_for,
 )
-from gateway.scope import RequestScope
+from gateway.operations.scope import RequestScope
 from gateway.store.records import LegacyClient, timestamp_instant
 
 NOW = timestamp_instant("2026-11-28T17:00:00Z").timestamp()

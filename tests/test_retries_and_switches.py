@@ -1,6 +1,6 @@
 """
 Retries after lost answers, partial rows, and a change of upstream CA,
-through whole in-memory gateways (`gateway.testing.build_test_gateway`)
+through whole in-memory gateways (`gateway.process.testing.build_test_gateway`)
 over `FakeCA`: fast, deterministic companions of the process-level tests
 in ``tests/e2e/test_retries_crashes.py`` and ``test_upstream_switch.py``.
 """
@@ -12,11 +12,11 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from treq.testing import StubTreq
 
-from gateway.jose import b64url
-from gateway.report import OrphanedCertificate, build_report
-from gateway.statuspage import render
+from gateway.keys.jose import b64url
+from gateway.operations.report import OrphanedCertificate, build_report
+from gateway.operations.statuspage import render
 from gateway.store import Authorization, Insert, OrderAttempt
-from gateway.testing import FakeCA, build_test_gateway
+from gateway.process.testing import FakeCA, build_test_gateway
 from gateway.translate.recovery import recover
 from gateway.upstream.client import UpstreamClient
 from tests.test_v1_face import KEY, NAME, NEW, FaceTestCase, make_csr

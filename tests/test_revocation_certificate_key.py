@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from gateway.jose import AccountKey, b64url
-from gateway.testing import build_test_gateway
+from gateway.keys.jose import AccountKey, b64url
+from gateway.process.testing import build_test_gateway
 from tests.support.v1_client import V1TestClient
 from tests.test_v1_face import KEY, NAME, FaceTestCase, make_csr
 

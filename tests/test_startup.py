@@ -32,11 +32,12 @@ from twisted.internet.error import ConnectionRefusedError, DNSLookupError
 from twisted.internet.task import deferLater
 from twisted.web import resource, server
 
-from gateway import cli, service
-from gateway.config import Layers, use_layers
-from gateway.devstack import make_tls_certificates
-from gateway.jose import AccountKey
-from gateway.keystore import KeyStore
+from gateway.process import cli
+from gateway.process import wiring as service
+from gateway.process.config import Layers, use_layers
+from gateway.process.devstack import make_tls_certificates
+from gateway.keys.jose import AccountKey
+from gateway.keys.keystore import KeyStore
 from gateway.upstream.errors import UpstreamProblem, UpstreamProtocolError, UpstreamUnavailable
 from gateway.upstream.startup import diagnose
 from tests.support.gateway_process import _child_env, gateway_command

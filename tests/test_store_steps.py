@@ -432,7 +432,7 @@ async def test_check_command_exit_status_and_output(tmp_path, capsys):
     file; prints each finding and exits 1 otherwise; a missing file is a
     usage error (2).
     """
-    from gateway.cli import main
+    from gateway.process.cli import main
 
     path = str(tmp_path / "state.sqlite3")
     store = await SQLiteStore.open(path, reactor, upstream=CA_A)

@@ -15,7 +15,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted.web import resource, server
 from treq.testing import StubTreq
 
-from gateway.jose import AccountKey, b64url_decode
+from gateway.keys.jose import AccountKey, b64url_decode
 from gateway.upstream.client import JOSE_CONTENT_TYPE, PollPolicy, UpstreamClient
 from gateway.upstream.errors import (
     PollTimeout,

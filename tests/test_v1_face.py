@@ -1,6 +1,6 @@
 """
 Unit tests of the v1 face (`gateway.v1.resource.V1Face`) through whole
-in-memory gateways (`gateway.testing.build_test_gateway`): every v1 error the
+in-memory gateways (`gateway.process.testing.build_test_gateway`): every v1 error the
 face can return, each checked for its status, ``application/problem+json``,
 ``urn:acme:error:`` type, detail and ``Replay-Nonce``; the upstream faults
 the `FakeCA` can script; and the happy paths once.
@@ -21,8 +21,8 @@ from treq.testing import StubTreq
 from twisted.internet import defer
 from twisted.trial.unittest import SynchronousTestCase
 
-from gateway.jose import AccountKey, b64url, sign_flattened
-from gateway.testing import FakeCA, build_test_gateway
+from gateway.keys.jose import AccountKey, b64url, sign_flattened
+from gateway.process.testing import FakeCA, build_test_gateway
 from gateway.translate.context import Policy
 from gateway.upstream.client import UpstreamClient
 from gateway.upstream.errors import UpstreamProblem

@@ -17,9 +17,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from twisted.internet.task import Clock
 
-from gateway.jose import AccountKey, b64url
-from gateway.nonces import NonceIssuer
-from gateway.problems import V1Problem
+from gateway.keys.jose import AccountKey, b64url
+from gateway.v1.nonces import NonceIssuer
+from gateway.v1.problems import V1Problem
 from gateway.v1.jws import VerifiedRequest, verify_jws_signature, verify_v1_request
 from tests.support.v1_signing import JWK_PLACEMENTS, sign_jws, sign_v1, to_body
 

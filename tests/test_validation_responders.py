@@ -11,7 +11,7 @@ import pytest
 import pytest_twisted
 from treq.testing import StubTreq
 
-from gateway.jose import dns01_txt_value
+from gateway.keys.jose import dns01_txt_value
 from gateway.validation.dns01 import (
     HookDNS01Responder,
     ResponderError,

@@ -33,7 +33,7 @@ from typing import Dict, List, Tuple
 from gateway.adopt import lines as textlines
 from gateway.adopt.changes import AdoptError, CreateFile, EditFile, Plan, read_small
 from gateway.adopt.keyimport import KeyImporter, read_key
-from gateway.keystore import KeyFileError
+from gateway.keys.keystore import KeyFileError
 
 #: Directories of the acme.sh home that are not certificates.
 NOT_DOMAINS = {"ca", "deploy", "dnsapi", "notify"}

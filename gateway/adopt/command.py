@@ -22,7 +22,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from gateway.adopt import changes
 from gateway.adopt.keyimport import KeyImporter, plan_key_import
-from gateway.config import LayeredOption
+from gateway.process.config import LayeredOption
 
 #: Characters a gateway URL must not hold: it is written into shell and
 #: configobj files, quoted as the file already quoted the old value.

@@ -26,7 +26,7 @@ from urllib.parse import urlsplit
 from gateway.adopt import lines as textlines
 from gateway.adopt.changes import AdoptError, CreateFile, EditFile, Plan, read_small
 from gateway.adopt.keyimport import KeyImporter, read_key
-from gateway.keystore import KeyFileError
+from gateway.keys.keystore import KeyFileError
 
 #: dehydrated 0.7.0's CA short names.
 SHORT_NAMES = {

@@ -23,8 +23,8 @@ from typing import Dict, List, Optional, Tuple
 import attrs
 
 from gateway.adopt.changes import ImportKey, Plan, read_small
-from gateway.jose import AccountKey
-from gateway.keystore import KeyFileError, KeyStore, KeyStoreError, parse_key_bytes
+from gateway.keys.jose import AccountKey
+from gateway.keys.keystore import KeyFileError, KeyStore, KeyStoreError, parse_key_bytes
 
 
 def host_label(host: Optional[str] = None) -> str:

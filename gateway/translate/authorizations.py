@@ -31,8 +31,8 @@ from twisted.logger import Logger
 
 import attrs
 
-from gateway.policy import parse_v1_identifier
-from gateway.problems import V1Problem, from_upstream
+from gateway.translate.policy import parse_v1_identifier
+from gateway.v1.problems import V1Problem, from_upstream
 from gateway.store import Authorization, Challenge, Insert, Order, Update
 from gateway.store.records import timestamp_instant
 from gateway.translate.context import BoundAccount, Context
@@ -552,7 +552,7 @@ async def _validate_for_managed_account(context: Context, bound: BoundAccount,
     shows in the authorization (``invalid`` with the CA's error), as a v1
     validation failure would.
     """
-    from gateway.validation.revalidate import revalidate
+    from gateway.translate.revalidation import revalidate
 
     upstream = await context.upstream.get_authorization(bound.upstream, record.upstream_url)
     if upstream.status != "pending":

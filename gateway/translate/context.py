@@ -20,11 +20,11 @@ from twisted.internet.defer import DeferredLock
 from twisted.python.failure import Failure
 from twisted.logger import Logger
 
-from gateway.budget import Budget
-from gateway.jose import AccountKey
-from gateway.keystore import KeyStore
-from gateway.managed import ManagedKeys
-from gateway.problems import V1Problem
+from gateway.translate.budget import Budget
+from gateway.keys.jose import AccountKey
+from gateway.keys.keystore import KeyStore
+from gateway.keys.managed import ManagedKeys
+from gateway.v1.problems import V1Problem
 from gateway.store import Account, Authorization, DuplicateAccount, Insert, OrderAttempt, Update
 from gateway.store.records import ATTEMPT_REFUSED
 from gateway.store.records import format_timestamp, timestamp_instant
@@ -33,7 +33,7 @@ from gateway.upstream import messages as v2
 from gateway.upstream.errors import UpstreamProblem
 from gateway.upstream.messages import UpstreamAccount
 from gateway.v1.jws import VerifiedRequest
-from gateway.validation.revalidate import Validators
+from gateway.translate.revalidation import Validators
 
 log = Logger()
 
@@ -112,7 +112,7 @@ class Context:
     managed_keys: Optional[ManagedKeys] = None
     #: Authorizations the gateway validated itself, for logs and metrics.
     revalidations: int = 0
-    #: A `gateway.metrics.Metrics` told of revalidations, or ``None``.
+    #: A `gateway.operations.metrics.Metrics` told of revalidations, or ``None``.
     metrics: Any = None
     budget: Budget = attrs.field(
         default=attrs.Factory(lambda self: Budget(self.store, self.clock), takes_self=True)

@@ -29,16 +29,16 @@ import josepy
 from cryptography import x509
 from twisted.logger import Logger
 
-from gateway.csr import ParsedCSR, cn_only_refusal, parse_csr
-from gateway.jose import b64url_decode
-from gateway.problems import V1Problem
-from gateway.scope import note_names
+from gateway.translate.csr import ParsedCSR, cn_only_refusal, parse_csr
+from gateway.keys.jose import b64url_decode
+from gateway.v1.problems import V1Problem
+from gateway.operations.scope import note_names
 from gateway.store import Certificate, Insert, Issuer, Order, issuer_id
 from gateway.translate.authorizations import create_order, record_authorization
 from gateway.translate.context import BoundAccount, Context
 from gateway.upstream import messages as v2
 from gateway.upstream.errors import UpstreamProblem
-from gateway.validation.revalidate import revalidate
+from gateway.translate.revalidation import revalidate
 from cryptography.hazmat.primitives import serialization
 
 log = Logger()

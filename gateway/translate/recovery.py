@@ -29,7 +29,7 @@ from __future__ import annotations
 import attrs
 from twisted.logger import Logger
 
-from gateway.problems import V1Problem
+from gateway.v1.problems import V1Problem
 from gateway.store import Order, OrderAttempt, Update
 from gateway.store.records import (
     ATTEMPT_LOST,

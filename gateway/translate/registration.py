@@ -14,7 +14,7 @@ from typing import Optional
 
 import attrs
 
-from gateway.problems import V1Problem
+from gateway.v1.problems import V1Problem
 from gateway.store import Account, DuplicateAccount
 from gateway.translate.context import RETIRED, BoundAccount, Context
 from gateway.v1.jws import VerifiedRequest

@@ -20,8 +20,8 @@ from __future__ import annotations
 from cryptography import x509
 from twisted.logger import Logger
 
-from gateway.jose import b64url_decode, public_jwk, thumbprint
-from gateway.problems import V1Problem
+from gateway.keys.jose import b64url_decode, public_jwk, thumbprint
+from gateway.v1.problems import V1Problem
 from gateway.store import Account, Insert, Update
 from gateway.translate.context import RETIRED, BoundAccount, Context
 from gateway.upstream.errors import UpstreamProblem

@@ -40,8 +40,8 @@ from twisted.web import client as web_client
 
 from gateway import __version__
 from gateway.crashpoints import crash_point
-from gateway.jose import AccountKey, b64url, sign_flattened
-from gateway.scope import current_request_id
+from gateway.keys.jose import AccountKey, b64url, sign_flattened
+from gateway.operations.scope import current_request_id
 from gateway.upstream.errors import (
     PollTimeout,
     UpstreamError,
@@ -169,7 +169,7 @@ class UpstreamClient:
         self._nonces: collections.deque = collections.deque(maxlen=_NONCE_POOL_SIZE)
         #: Counters of upstream requests by kind, for tests and metrics.
         self.request_counts: collections.Counter = collections.Counter()
-        #: A `gateway.metrics.Metrics` told of every exchange, or `None`.
+        #: A `gateway.operations.metrics.Metrics` told of every exchange, or `None`.
         self.metrics = metrics
         #: Called as ``await account_recovery(key, stale_kid)`` when the CA
         #: answers ``accountDoesNotExist`` for a ``kid`` it used to know (a

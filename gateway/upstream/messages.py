@@ -316,7 +316,7 @@ class UpstreamAccount:
     used as ``kid``.
     """
 
-    key: Any = attrs.field(repr=False)  # gateway.jose.AccountKey
+    key: Any = attrs.field(repr=False)  # gateway.keys.jose.AccountKey
     url: str
     status: str = "valid"
     contact: tuple = ()

@@ -32,9 +32,9 @@ import attrs
 import josepy
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from gateway.jose import UnsupportedKey, algorithm_for_public_key, b64url_decode, thumbprint
-from gateway.nonces import NonceIssuer
-from gateway.problems import V1Problem
+from gateway.keys.jose import UnsupportedKey, algorithm_for_public_key, b64url_decode, thumbprint
+from gateway.v1.nonces import NonceIssuer
+from gateway.v1.problems import V1Problem
 
 #: Boulder's GoodKey never accepted RSA moduli above 4096 bits, and bigger
 #: keys only make verification slower for an attacker's benefit.

@@ -24,7 +24,7 @@ from typing import Optional
 from twisted.logger import Logger
 from twisted.web import http, server
 
-from gateway.problems import V1Problem
+from gateway.v1.problems import V1Problem
 
 #: The largest request body the v1 face reads by default.  A v1 request is
 #: a JWS of at most a few kilobytes (a new-cert with a 4096-bit RSA CSR is

@@ -23,10 +23,10 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.web import resource, server
 
-from gateway.nonces import NonceIssuer
-from gateway.report import problem_text, requested_names, visit_for
-from gateway.scope import RequestScope, current, request_id_from, run_in_scope
-from gateway.problems import V1Problem, from_upstream
+from gateway.v1.nonces import NonceIssuer
+from gateway.operations.report import problem_text, requested_names, visit_for
+from gateway.operations.scope import RequestScope, current, request_id_from, run_in_scope
+from gateway.v1.problems import V1Problem, from_upstream
 from gateway.translate import authorizations, issuance, registration, revocation
 from gateway.translate.context import Context
 from gateway.upstream.errors import UpstreamError
@@ -103,8 +103,8 @@ class V1Face(resource.Resource):
         ``Location``; when ``None`` it is derived from each request's scheme
         and ``Host``.
     :param max_body: the largest POST body read, in bytes.
-    :param metrics: a `gateway.metrics.Metrics` told of every answer.
-    :param recorder: a `gateway.report.ClientRecorder` that records every
+    :param metrics: a `gateway.operations.metrics.Metrics` told of every answer.
+    :param recorder: a `gateway.operations.report.ClientRecorder` that records every
         request in the migration report.
     """
 
@@ -139,7 +139,7 @@ class V1Face(resource.Resource):
         finished = []
         request.notifyFinish().addBoth(finished.append)
         # Everything this request causes, upstream calls and log events
-        # included, runs in its scope and carries its id (gateway.scope).
+        # included, runs in its scope and carries its id (gateway.operations.scope).
         scope = RequestScope(id=request_id_from(request.getHeader(b"x-request-id")))
         request.setHeader(b"X-Request-Id", scope.id.encode("ascii"))
         respond = run_in_scope(scope, defer.Deferred.fromCoroutine, self._respond(request, scope))

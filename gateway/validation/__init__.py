@@ -6,5 +6,5 @@ gone, or the gateway manages the account key).
 
 Each means is a *responder* for one challenge type: ``http-01`` through the
 built-in `HTTP01Responder`, ``dns-01`` through an operator hook command or
-RFC 2136 dynamic updates.  `gateway.validation.revalidate` drives them.
+RFC 2136 dynamic updates.  `gateway.translate.revalidation` drives them.
 """

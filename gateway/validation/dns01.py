@@ -21,7 +21,7 @@ from twisted.internet.utils import getProcessOutputAndValue
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from gateway.jose import dns01_txt_value
+from gateway.keys.jose import dns01_txt_value
 from gateway.validation.interfaces import IResponder
 
 log = Logger()

@@ -27,7 +27,7 @@ import urllib.request
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from gateway.jose import AccountKey
+from gateway.keys.jose import AccountKey
 from tests.support.matrix import ROWS, WebrootServer, pem_ders
 from tests.support.stack import Pebble, certificate_names, free_port, verify_chain
 

@@ -38,7 +38,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from gateway.jose import AccountKey
+from gateway.keys.jose import AccountKey
 from tests.e2e.conftest import assert_means_used_as_needed, multi_name_means
 from tests.support.gateway_process import GatewayProcess
 from tests.support.legacy import (

@@ -23,7 +23,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 from prometheus_client.parser import text_string_to_metric_families
 
-from gateway.jose import AccountKey
+from gateway.keys.jose import AccountKey
 from tests.support.gateway_process import GatewayProcess, _child_env, gateway_command
 from tests.support.legacy import Certbot
 from tests.support.stack import free_port

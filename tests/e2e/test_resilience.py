@@ -19,7 +19,7 @@ import pytest_twisted
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from twisted.internet import defer
 
-from gateway.jose import AccountKey
+from gateway.keys.jose import AccountKey
 from tests.e2e.test_legacy_clients import (
     assert_certbot_issued,
     assert_issued,

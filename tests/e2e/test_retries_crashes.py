@@ -249,7 +249,7 @@ async def test_crash_point_then_restart_and_retry_completes(
 
 
 def key_change_payload(new, registration_url: str) -> dict:
-    from gateway.jose import sign_flattened
+    from gateway.keys.jose import sign_flattened
 
     inner = sign_flattened(new, {"account": registration_url, "newKey": new.public_jwk_json},
                            {"jwk": new.public_jwk_json})

@@ -13,7 +13,7 @@ import pytest
 import pytest_twisted
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from gateway.jose import AccountKey, b64url
+from gateway.keys.jose import AccountKey, b64url
 from tests.e2e.test_legacy_clients import (
     assert_certbot_issued,
     assert_issued,
@@ -115,7 +115,7 @@ async def test_wildcard_and_base_client_publishes_txt(tmp_path, pebble_factory, 
     from twisted.internet import reactor
     from twisted.internet.task import deferLater
 
-    from gateway.jose import dns01_txt_value
+    from gateway.keys.jose import dns01_txt_value
 
     pebble = pebble_factory(env={"PEBBLE_AUTHZREUSE": "100"}, http_port=free_port())
     key = AccountKey.from_private_key(rsa.generate_private_key(65537, 2048))

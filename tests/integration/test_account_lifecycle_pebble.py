@@ -21,10 +21,10 @@ import pytest_twisted
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from gateway import service
-from gateway.cli import main
-from gateway.jose import AccountKey, sign_flattened
-from gateway.keystore import KeyStore
+from gateway.process import wiring as service
+from gateway.process.cli import main
+from gateway.keys.jose import AccountKey, sign_flattened
+from gateway.keys.keystore import KeyStore
 from gateway.upstream.errors import UpstreamProblem
 from tests.support.legacy import off_reactor
 from tests.support.v1_client import V1TestClient

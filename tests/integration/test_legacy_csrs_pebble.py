@@ -13,7 +13,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from gateway.jose import AccountKey, b64url
+from gateway.keys.jose import AccountKey, b64url
 from tests.integration.test_v1_face_pebble import start_gateway, wait_valid
 from tests.support.responders import ChallengeFiles, listen_http01
 from tests.support.stack import certificate_names, verify_chain

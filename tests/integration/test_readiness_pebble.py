@@ -15,9 +15,9 @@ from twisted.internet import reactor, threads
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from gateway import service
-from gateway.jose import AccountKey
-from gateway.keystore import KeyStore
+from gateway.process import wiring as service
+from gateway.keys.jose import AccountKey
+from gateway.keys.keystore import KeyStore
 
 pytestmark = pytest.mark.integration
 

@@ -10,7 +10,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
-from gateway.jose import AccountKey, dns01_txt_value
+from gateway.keys.jose import AccountKey, dns01_txt_value
 from gateway.upstream.client import PollPolicy, UpstreamClient
 from gateway.upstream.errors import UpstreamProblem
 from tests.support.responders import ChallengeFiles, listen_http01

@@ -11,9 +11,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from gateway import service
-from gateway.jose import AccountKey, b64url
-from gateway.keystore import KeyStore
+from gateway.process import wiring as service
+from gateway.keys.jose import AccountKey, b64url
+from gateway.keys.keystore import KeyStore
 from tests.integration.test_upstream_pebble import make_csr
 from tests.support.responders import ChallengeFiles, listen_http01
 from tests.support.stack import certificate_names, verify_chain

@@ -1,6 +1,6 @@
 """
 A synchronous in-memory gateway for the security tests, with what they need
-on top of `gateway.testing.build_test_gateway`:
+on top of `gateway.process.testing.build_test_gateway`:
 
 * requests through ``StubTreq`` (`Harness.request`, `Harness.post`) and as
   raw bytes through the production site (`Harness.raw`: `V1Site` over an
@@ -31,8 +31,8 @@ from twisted.internet.testing import StringTransport
 from twisted.logger import globalLogPublisher
 from twisted.python.failure import Failure
 
-from gateway.jose import AccountKey, b64url
-from gateway.testing import InMemoryGateway, build_test_gateway
+from gateway.keys.jose import AccountKey, b64url
+from gateway.process.testing import InMemoryGateway, build_test_gateway
 from gateway.v1.limits import V1Site
 from gateway.v1.resource import V1Face
 from tests.support.v1_client import Reply, _reply

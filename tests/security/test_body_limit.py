@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import pytest
 
-from gateway import cli
-from gateway.config import Layers, use_layers
+from gateway.process import cli
+from gateway.process.config import Layers, use_layers
 from gateway.v1.limits import DEFAULT_MAX_BODY, BoundedRequest, V1Site
 from tests.security.harness import KEY, Harness, assert_v1_problem
 from tests.support.v1_signing import sign_v1

@@ -36,7 +36,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from gateway.jose import AccountKey, b64url
+from gateway.keys.jose import AccountKey, b64url
 from tests.security.harness import (
     KEY, NAME, OTHER, P384_KEY, RSA_KEY, STRANGER, Harness, assert_v1_problem, logged_failures,
     make_csr,

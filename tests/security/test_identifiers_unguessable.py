@@ -18,7 +18,7 @@ import hashlib
 import pytest
 import pytest_twisted
 
-from gateway.jose import b64url
+from gateway.keys.jose import b64url
 from gateway.store import MemoryStore, SQLiteStore
 from gateway.store.memory import ID_BYTES
 from tests.security.harness import KEY, OTHER, Harness, assert_v1_problem, make_csr

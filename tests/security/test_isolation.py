@@ -13,7 +13,7 @@ from __future__ import annotations
 import pytest
 from cryptography import x509
 
-from gateway.jose import b64url
+from gateway.keys.jose import b64url
 from tests.security.harness import KEY, NAME, OTHER, Harness, assert_v1_problem, make_csr
 
 NOT_YOUR_CHALLENGE = "User registration ID doesn't match registration ID in authorization"

@@ -28,12 +28,13 @@ from twisted.internet import reactor
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.web import server
 
-from gateway import cli, service
-from gateway.config import Layers, use_layers
-from gateway.jose import AccountKey, b64url, sign_flattened
-from gateway.keystore import KeyStore, format_listing, load_key_file
-from gateway.logs import event_as_json, event_as_text
-from gateway.testing import FakeCA
+from gateway.process import cli
+from gateway.process import wiring as service
+from gateway.process.config import Layers, use_layers
+from gateway.keys.jose import AccountKey, b64url, sign_flattened
+from gateway.keys.keystore import KeyStore, format_listing, load_key_file
+from gateway.operations.logs import event_as_json, event_as_text
+from gateway.process.testing import FakeCA
 from tests.security.harness import make_csr
 from tests.support.v1_client import V1TestClient
 from tests.support.v1_signing import sign_jws, to_body
@@ -236,7 +237,7 @@ def test_serve_flag_and_startup_report(tmp_path):
 @pytest_twisted.ensureDeferred
 async def test_no_key_material_in_logs_errors_or_database(tmp_path):
     """
-    A real gateway (`gateway.service.start`: SQLite state, the production
+    A real gateway (`gateway.process.wiring.start`: SQLite state, the production
     site, a loopback listener) in front of a `FakeCA`: a whole issuance and
     revocation, plus requests that put private key material in front of it
     (a JWS header carrying the private JWK, a key-change inner JWS the same,

@@ -18,10 +18,10 @@ from typing import Optional
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway.csr import parse_csr
-from gateway.jose import b64url
-from gateway.policy import DNSName, parse_dns_name, parse_v1_identifier
-from gateway.problems import V1Problem
+from gateway.translate.csr import parse_csr
+from gateway.keys.jose import b64url
+from gateway.translate.policy import DNSName, parse_dns_name, parse_v1_identifier
+from gateway.v1.problems import V1Problem
 from tests.security.harness import (
     KEY, NAME, OTHER, RSA_KEY, STRANGER, Harness, logged_failures, make_csr,
 )

@@ -1,7 +1,7 @@
 """
 The v1 face over TLS: ``acme-gateway serve --listen ssl:…`` as its own
 process, with a server certificate from a throw-away test CA
-(`gateway.devstack.make_tls_certificates`), and certbot 1.32 -- a real v1
+(`gateway.process.devstack.make_tls_certificates`), and certbot 1.32 -- a real v1
 client -- trusting that CA and nothing else, getting a certificate from
 Pebble through ``https://localhost:PORT/directory``.
 
@@ -24,8 +24,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from gateway.devstack import make_tls_certificates
-from gateway.jose import AccountKey
+from gateway.process.devstack import make_tls_certificates
+from gateway.keys.jose import AccountKey
 from tests.support.gateway_process import GatewayProcess
 from tests.support.legacy import Certbot, lineage_name
 from tests.support.stack import certificate_names, free_port, verify_chain

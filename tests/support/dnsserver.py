@@ -26,7 +26,7 @@ import sys
 
 from twisted.web import resource, server as webserver
 
-from gateway.devstack import LoopbackZone, listen_dns
+from gateway.process.devstack import LoopbackZone, listen_dns
 
 
 class TXTApi(resource.Resource):

@@ -675,7 +675,7 @@ class LeCoreDriver(MatrixDriver):
 
 
 def _thumbprint(key) -> str:
-    from gateway.jose import AccountKey
+    from gateway.keys.jose import AccountKey
 
     return AccountKey.from_private_key(key).thumbprint
 

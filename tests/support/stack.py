@@ -21,7 +21,7 @@ from typing import Optional
 
 from cryptography import x509
 
-from gateway.devstack import (
+from gateway.process.devstack import (
     PEBBLE_QUIET_ENV,
     make_tls_certificates,
     pebble_command,

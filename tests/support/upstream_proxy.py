@@ -132,7 +132,7 @@ def _abort(request) -> None:
 def listen_proxy(reactor, proxy: UpstreamProxy, port: int, tls: dict):
     """
     Serve ``proxy`` over TLS on 127.0.0.1:``port`` with Pebble's certificate
-    (``tls`` as made by `gateway.devstack.make_tls_certificates`).
+    (``tls`` as made by `gateway.process.devstack.make_tls_certificates`).
     """
     with open(tls["key"], "rb") as f:
         key = f.read()

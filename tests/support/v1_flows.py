@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from twisted.internet import reactor
 from twisted.internet.task import deferLater
 
-from gateway.jose import AccountKey, b64url
+from gateway.keys.jose import AccountKey, b64url
 from tests.integration.test_upstream_pebble import make_csr
 from tests.support.v1_client import Reply, V1TestClient
 

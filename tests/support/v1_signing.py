@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from typing import Any, Callable, Mapping, Optional, Union
 
-from gateway.jose import AccountKey, b64url, encode_payload, sign_flattened
+from gateway.keys.jose import AccountKey, b64url, encode_payload, sign_flattened
 
 #: The header placements `sign_v1` knows.
 JWK_PLACEMENTS = ("protected", "unprotected", "both")
@@ -74,7 +74,7 @@ def sign_v1(
         added to it).
     :param nonce: the gateway nonce to sign, or ``None`` to send none.
     :param jwk_in: where ``alg`` and ``jwk`` go: ``"protected"`` (the modern
-        layout, built with `gateway.jose.sign_flattened`), ``"unprotected"``
+        layout, built with `gateway.keys.jose.sign_flattened`), ``"unprotected"``
         (only the nonce is protected, as certbot < 0.14 did) or ``"both"``.
     :param extra_protected: more protected header members, such as a ``url``
         a v1 server must ignore.

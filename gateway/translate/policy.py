@@ -18,7 +18,7 @@ from typing import Iterable, Sequence
 import attrs
 import idna
 
-from gateway.problems import V1Problem
+from gateway.v1.problems import V1Problem
 
 _LABEL = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 MAX_NAME_LENGTH = 253

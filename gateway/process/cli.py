@@ -16,7 +16,7 @@ Every flag can also come from the environment as ``ACME_GATEWAY_<FLAG>``
 (``--upstream-ca-bundle`` → ``ACME_GATEWAY_UPSTREAM_CA_BUNDLE``) and from a
 TOML config file (``--config FILE``; key ``upstream-ca-bundle``); the
 command line wins over the environment, which wins over the file
-(`gateway.config`).  A bad value fails at start-up with a message naming
+(`gateway.process.config`).  A bad value fails at start-up with a message naming
 the flag and where its value came from.
 """
 
@@ -29,7 +29,7 @@ from typing import Optional, Sequence
 
 from gateway import __version__
 from gateway.adopt.command import add_adopt_command, add_import_command, run_adopt, run_keys_import
-from gateway.config import (  # noqa: F401 (ENV_PREFIX and env_name are re-exported)
+from gateway.process.config import (  # noqa: F401 (ENV_PREFIX and env_name are re-exported)
     ENV_PREFIX,
     ConfigFileError,
     Layers,
@@ -41,7 +41,7 @@ from gateway.config import (  # noqa: F401 (ENV_PREFIX and env_name are re-expor
     use_layers,
 )
 
-#: Every option reads the environment and the config file (gateway.config).
+#: Every option reads the environment and the config file (gateway.process.config).
 _EnvDefault = LayeredOption
 
 _LAYERS_EPILOG = (
@@ -70,7 +70,7 @@ def _bool(text) -> bool:
 def _add_allow_shared_key_files(parser) -> None:
     """
     ``--allow-shared-key-files``: the one way to load key files that their
-    group or others may read (refused by default, gateway.keystore).
+    group or others may read (refused by default, gateway.keys.keystore).
     """
     parser.add_argument("--allow-shared-key-files", action=_EnvDefault, nargs="?", const="true",
                         default="false", metavar="BOOL",
@@ -324,8 +324,8 @@ def _operations_config(parser, args) -> dict:
     """
     The checked values of the operations flags, as `ServeConfig` fields.
     """
-    from gateway.logs import FORMATS, LEVELS
-    from gateway.report import parse_duration
+    from gateway.operations.logs import FORMATS, LEVELS
+    from gateway.operations.report import parse_duration
 
     _check_endpoint(parser, "--listen", args.listen)
     if args.admin_listen:
@@ -366,7 +366,7 @@ def _economy_config(parser, args) -> dict:
     """
     The rate-limit and shutdown flags, checked.
     """
-    from gateway.budget import BudgetLimits
+    from gateway.translate.budget import BudgetLimits
 
     abandoned = _number(parser, "--abandoned-authz-after", args.abandoned_authz_after, 0)
     return {
@@ -384,7 +384,7 @@ def _economy_config(parser, args) -> dict:
 
 
 def serve_config(parser, args):
-    from gateway.service import ServeConfig
+    from gateway.process.wiring import ServeConfig
 
     if not args.upstream.startswith(("https://", "http://")):
         _fail(parser, "--upstream", f"expected an http(s) URL, got {args.upstream!r}")
@@ -485,9 +485,9 @@ def serve_config(parser, args):
 def run_serve(parser, args) -> int:
     from twisted.internet import defer, reactor
 
-    from gateway import service
-    from gateway.keystore import KeyStore, KeyStoreError
-    from gateway.logs import start_logging
+    from gateway.process import wiring as service
+    from gateway.keys.keystore import KeyStore, KeyStoreError
+    from gateway.operations.logs import start_logging
 
     config = serve_config(parser, args)
     json_logs = args.log_format == "json"
@@ -541,7 +541,7 @@ def run_serve(parser, args) -> int:
 
 def _start_error_text(error) -> str:
     """
-    A `gateway.service.StartError` as the operator reads it: the flag, its
+    A `gateway.process.wiring.StartError` as the operator reads it: the flag, its
     value, where the value came from when not from the command line, and why.
     """
     origin = origin_of(error.flag)
@@ -549,7 +549,7 @@ def _start_error_text(error) -> str:
 
 
 def run_keys_list(parser, args) -> int:
-    from gateway.keystore import KeyStore, KeyStoreError, format_listing
+    from gateway.keys.keystore import KeyStore, KeyStoreError, format_listing
 
     try:
         allow_shared = _bool(args.allow_shared_key_files)
@@ -575,19 +575,19 @@ def _say(json_logs: bool, message: str, **fields) -> None:
 
         # The same words as the text line, so that whatever waits for
         # "acme-gateway: v1 directory at URL" finds it in the JSON too.
-        Logger(namespace="gateway.cli").info(f"acme-gateway: {message} (started)", **fields)
+        Logger(namespace="gateway.process.cli").info(f"acme-gateway: {message} (started)", **fields)
     else:
         print(f"acme-gateway: {message.format(**fields)}", file=sys.stderr, flush=True)
 
 
 def _log_key_store(keys) -> None:
     """
-    `gateway.service.report_key_store` as log events: thumbprints and file
+    `gateway.process.wiring.report_key_store` as log events: thumbprints and file
     names, never key material.
     """
     from twisted.logger import Logger
 
-    log = Logger(namespace="gateway.keystore")
+    log = Logger(namespace="gateway.keys.keystore")
     log.info("{count} account key(s) loaded from {directory}", count=len(keys),
              directory=keys.directory)
     for loaded in keys.loaded:
@@ -603,7 +603,7 @@ def run_report(parser, args) -> int:
     import json
     import time
 
-    from gateway.report import OrphanedCertificate, build_report, parse_duration
+    from gateway.operations.report import OrphanedCertificate, build_report, parse_duration
     from gateway.store import StoreError
     from gateway.store.sqlite import read_clients, read_orphaned_certificates
 
@@ -648,7 +648,7 @@ def run_check(parser, args) -> int:
 
 
 def run_healthcheck(parser, args) -> int:
-    from gateway.probe import probe, url_for_endpoint
+    from gateway.operations.probe import probe, url_for_endpoint
 
     path = "/readyz" if args.ready else "/healthz"
     url = args.url
@@ -712,7 +712,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.command == "check":
         return run_check(own, args)
     if args.command == "demo":
-        from gateway.demo import run_demo
+        from gateway.process.demo import run_demo
 
         for flag, value in (("--port", args.port), ("--http01-port", args.http01_port)):
             if not str(value).isdigit() or not 0 < int(value) < 65536:

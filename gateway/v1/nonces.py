@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 import attrs
 
-from gateway.jose import b64url
+from gateway.keys.jose import b64url
 
 if TYPE_CHECKING:  # pragma: no cover
     from twisted.internet.interfaces import IReactorTime

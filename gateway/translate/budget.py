@@ -28,7 +28,7 @@ from typing import Any, Dict, Optional
 import attrs
 from twisted.logger import Logger
 
-from gateway.problems import V1Problem
+from gateway.v1.problems import V1Problem
 from gateway.store.records import format_timestamp, timestamp_instant
 
 log = Logger()

@@ -29,7 +29,7 @@ PREFIX = "acme_gateway"
 #: finalize that waits on the CA's issuance pipeline in seconds.
 UPSTREAM_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
-#: The states a legacy client can be in (see `gateway.report`).
+#: The states a legacy client can be in (see `gateway.operations.report`).
 CLIENT_STATES = ("active", "failing", "migrated")
 
 

@@ -42,7 +42,7 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import dsa, ed448, ed25519
 
-from gateway.jose import AccountKey, UnsupportedKey
+from gateway.keys.jose import AccountKey, UnsupportedKey
 
 #: Permission bits that let a user other than the file's owner at a key: a
 #: private key readable by a group or by everyone is as good as published

@@ -46,8 +46,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509.oid import NameOID
 
-from gateway.policy import DNSName, check_name_set, parse_csr_name
-from gateway.problems import V1Problem
+from gateway.translate.policy import DNSName, check_name_set, parse_csr_name
+from gateway.v1.problems import V1Problem
 
 MAX_CSR_BYTES = 16 * 1024
 

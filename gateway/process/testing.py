@@ -37,11 +37,11 @@ from treq.testing import StubTreq
 from twisted.internet.task import Clock
 from twisted.web import resource, server
 
-from gateway.jose import (
+from gateway.keys.jose import (
     AccountKey, algorithm_for_public_key, b64url, b64url_decode, public_jwk, thumbprint,
 )
-from gateway.keystore import KeyStore
-from gateway.nonces import NonceIssuer
+from gateway.keys.keystore import KeyStore
+from gateway.v1.nonces import NonceIssuer
 from gateway.store import MemoryStore
 from gateway.translate.context import Context, Policy
 from gateway.upstream.client import UpstreamClient

@@ -6,7 +6,7 @@ line (``--log-format json``); a person at a terminal wants the classic text
 (``--log-format text``).  Either way every event emitted while a v1 request
 is served carries that request's id (``request_id``), including events of
 modules that know nothing about requests, because the id is read from the
-request scope (`gateway.scope`) at the moment the event is emitted.
+request scope (`gateway.operations.scope`) at the moment the event is emitted.
 
 JSON lines carry the event's named fields, so ``thumbprint``, ``status`` or
 ``kind`` can be filtered on without parsing messages.  Key material never
@@ -35,7 +35,7 @@ from twisted.logger import (
 )
 from zope.interface import provider
 
-from gateway.scope import current_request_id
+from gateway.operations.scope import current_request_id
 
 FORMATS = ("text", "json")
 LEVELS = {

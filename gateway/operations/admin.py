@@ -11,10 +11,10 @@ exposed where legacy clients reach the v1 face.
   the CA: as a sidecar's readiness probe, a CA outage must not take the
   legacy application's pod out of its Service.  ``/readyz?upstream=1``
   also asks whether the upstream directory answered recently;
-- ``/metrics``: Prometheus exposition (`gateway.metrics`), with the
+- ``/metrics``: Prometheus exposition (`gateway.operations.metrics`), with the
   upstream's reachability refreshed at each scrape
   (``acme_gateway_ready{check="upstream"}``), for alerts;
-- ``/status``: the migration report as a page (`gateway.statuspage`), and
+- ``/status``: the migration report as a page (`gateway.operations.statuspage`), and
   ``/status.json`` as data.
 
 Every page is computed from ``async def`` code; the store is only read
@@ -31,9 +31,9 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.web import pages, resource, server
 
-from gateway import statuspage
-from gateway.metrics import Metrics
-from gateway.report import DEFAULT_MIGRATED_AFTER, OrphanedCertificate, build_report
+from gateway.operations import statuspage
+from gateway.operations.metrics import Metrics
+from gateway.operations.report import DEFAULT_MIGRATED_AFTER, OrphanedCertificate, build_report
 from gateway.store.records import format_timestamp
 
 log = Logger()
@@ -101,7 +101,7 @@ class Readiness:
         gateway unready within ``max_age`` plus one probe period).
     :ivar listeners: ``(name, port)`` of each listener that must be
         listening (the v1 face); a port stops listening at shutdown.
-    :ivar keys: the `gateway.keystore.KeyStore`, or `None` not to check it.
+    :ivar keys: the `gateway.keys.keystore.KeyStore`, or `None` not to check it.
     :ivar managed: whether unknown keys are served in managed mode (then an
         empty key store is fine).
     """
@@ -275,9 +275,9 @@ class Admin:
     metrics: Metrics
     readiness: Readiness
     migrated_after: float = DEFAULT_MIGRATED_AFTER
-    #: The gateway's `gateway.budget.Budget`, for the budget gauges.
+    #: The gateway's `gateway.translate.budget.Budget`, for the budget gauges.
     budget: Any = None
-    #: The batching `gateway.report.ClientRecorder`, flushed before a report.
+    #: The batching `gateway.operations.report.ClientRecorder`, flushed before a report.
     recorder: Any = None
 
     async def healthz(self, request) -> Answer:

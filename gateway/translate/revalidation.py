@@ -17,7 +17,7 @@ from typing import Any, Dict, Optional, Sequence, Tuple
 import attrs
 from twisted.logger import Logger
 
-from gateway.problems import V1Problem, from_upstream
+from gateway.v1.problems import V1Problem, from_upstream
 from gateway.upstream import messages as v2
 from gateway.validation.dns01 import ResponderError
 

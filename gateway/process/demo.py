@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from gateway.clients import certbot as certbot_layout
-from gateway.devstack import (
+from gateway.process.devstack import (
     PEBBLE_BINARY,
     PEBBLE_QUIET_ENV,
     LoopbackZone,
@@ -140,9 +140,9 @@ def run_demo(workdir: str, port: int, http01_port: int, certbot: Optional[str]) 
     """
     from twisted.internet import defer, reactor
 
-    from gateway import service
-    from gateway.keystore import KeyStore
-    from gateway.logs import start_logging
+    from gateway.process import wiring as service
+    from gateway.keys.keystore import KeyStore
+    from gateway.operations.logs import start_logging
 
     if not os.path.exists(PEBBLE_BINARY):
         print("acme-gateway demo: Debian's pebble is not installed (apt-get install pebble)",

@@ -14,18 +14,18 @@ from twisted.internet import defer, endpoints, task
 from twisted.logger import Logger
 from twisted.web import server
 
-from gateway.admin import DEFAULT_READY_MAX_AGE, Admin, Readiness
-from gateway.budget import Budget, BudgetLimits, deactivate_abandoned
-from gateway.keystore import KeyStore
-from gateway.metrics import Metrics
-from gateway.nonces import NonceIssuer
-from gateway.report import DEFAULT_MIGRATED_AFTER, ClientRecorder
+from gateway.operations.admin import DEFAULT_READY_MAX_AGE, Admin, Readiness
+from gateway.translate.budget import Budget, BudgetLimits, deactivate_abandoned
+from gateway.keys.keystore import KeyStore
+from gateway.operations.metrics import Metrics
+from gateway.v1.nonces import NonceIssuer
+from gateway.operations.report import DEFAULT_MIGRATED_AFTER, ClientRecorder
 from gateway.store import SQLiteStore
 from gateway.translate.context import Context, Policy
 from gateway.translate.recovery import recover
 from gateway.upstream.client import UpstreamClient
 from gateway.upstream.startup import diagnose, keep_asking
-from gateway.managed import ManagedKeys
+from gateway.keys.managed import ManagedKeys
 from gateway.v1.limits import V1Site
 from gateway.v1.resource import DEFAULT_MAX_BODY, V1Face
 from gateway.validation.dns01 import (
@@ -35,7 +35,7 @@ from gateway.validation.dns01 import (
     responders_by_type,
 )
 from gateway.validation.http01 import HTTP01Responder
-from gateway.validation.revalidate import Validators
+from gateway.translate.revalidation import Validators
 
 log = Logger()
 

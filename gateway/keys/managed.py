@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from twisted.internet import threads
 
-from gateway.jose import AccountKey
+from gateway.keys.jose import AccountKey
 
 _THUMBPRINT = re.compile(r"^[A-Za-z0-9_-]{43}$")
 

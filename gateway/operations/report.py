@@ -8,7 +8,7 @@ address and User-Agent, with the account thumbprints and names it used —
 in one store upsert made off the reactor thread (`ClientRecorder`).  The
 report classifies each client (`classify`) and is printed by ``acme-gateway
 report``, served as JSON at the admin listener's ``/status.json``, and as a
-page at ``/status`` (`gateway.statuspage`).
+page at ``/status`` (`gateway.operations.statuspage`).
 
 One machine often shows up under several User-Agents: certbot's carries
 its subcommand and flags (``(certonly; flags: n)``, ``(renew; flags: frn
@@ -34,7 +34,7 @@ import attrs
 from twisted.internet import defer
 from twisted.logger import Logger
 
-from gateway.scope import RequestScope
+from gateway.operations.scope import RequestScope
 from gateway.store.records import ClientVisit, LegacyClient, format_timestamp, timestamp_instant
 
 log = Logger()
@@ -98,7 +98,7 @@ def requested_names(endpoint: str, payload: Any) -> Tuple[str, ...]:
     """
     The DNS names a verified v1 request asked for: the identifier of a
     new-authz (a new-cert's CSR names are noted by the issuance flow, which
-    parses the CSR anyway, through `gateway.scope.note_names`); nothing for
+    parses the CSR anyway, through `gateway.operations.scope.note_names`); nothing for
     anything else, or when the payload is not what the endpoint expects (the request fails
     then anyway, and the report records that).
     """

@@ -16,7 +16,7 @@ from html import escape
 from typing import Iterable
 
 from gateway import __version__
-from gateway.report import (
+from gateway.operations.report import (
     ACTIVE,
     FAILING,
     MIGRATED,
