@@ -81,6 +81,33 @@ class BudgetTests(SynchronousTestCase):
         self.assertEqual(statuses, ["deactivated", "deactivated"])
         self.assertEqual(self.new_authz("p2.example.test").status, 201)
 
+    def test_abandoned_sweep_reads_the_status_not_the_words(self):
+        """
+        The sweep records an abandoned authorization the CA answers 404 for
+        as deactivated (gone frees the budget as well), but not one whose
+        refusal merely mentions 404 in its detail, nor one the CA did not
+        answer for: those stay pending for the next sweep.
+        """
+        self.limit(orders=100, pending_authorizations=10, abandoned_after=600)
+        for name in ("gone", "refused", "silent"):
+            self.assertEqual(self.new_authz(f"{name}.example.test").status, 201)
+        self.gateway.advance(601)
+        by_name = {a.identifier: a for a in self.gateway.ca.authorizations.values()}
+        del self.gateway.ca.authorizations[by_name["gone.example.test"].id]
+        self.gateway.ca.fail_next(f"/authz/{by_name['refused.example.test'].id}", 400,
+                                  {"type": "malformed", "detail": "error 404 in the CA's words"})
+        self.gateway.ca.fail_next(f"/authz/{by_name['silent.example.test'].id}", 503)
+        done = self.successResultOf(defer.ensureDeferred(deactivate_abandoned(self.gateway.context)))
+        self.assertEqual(done, 1)
+        account = self.resolve(self.gateway.store.account_by_thumbprint(KEY.thumbprint))
+        stored = self.resolve(self.gateway.store.authorizations_with_status(
+            "deactivated", account_id=account.id))
+        self.assertEqual([a.identifier for a in stored], ["gone.example.test"])
+        pending = self.resolve(self.gateway.store.authorizations_with_status(
+            "pending", account_id=account.id))
+        self.assertEqual(sorted(a.identifier for a in pending),
+                         ["refused.example.test", "silent.example.test"])
+
     def test_upstream_rate_limit_holds_the_account(self):
         """
         An upstream ``rateLimited`` with Retry-After reaches the client as a

@@ -18,7 +18,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509.oid import NameOID
 
 from gateway.translate.csr import MUST_STAPLE, ZERO_LENGTH_VERSION, names_of, parse_csr
-from gateway.v1.problems import V1Problem
+from gateway.translate.errors import Refused
+from gateway.v1.problems import V1Problem, problem_for
 
 VECTORS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "vectors", "csr")
 NAMES = ("legacy.example.test", "www.legacy.example.test")
@@ -50,11 +51,16 @@ def vector(name: str) -> bytes:
 
 
 def refusal(der: bytes) -> V1Problem:
-    with pytest.raises(V1Problem) as raised:
+    """
+    The refusal of ``der``, as the v1 client reads it: a 400 ``malformed``.
+    """
+    with pytest.raises(Refused) as raised:
         parse_csr(der, allow_wildcard=True)
-    assert raised.value.status == 400
-    assert raised.value.code == "malformed"
-    return raised.value
+    problem = problem_for(raised.value)
+    assert problem is not None
+    assert problem.status == 400
+    assert problem.code == "malformed"
+    return problem
 
 
 def spki(der: bytes) -> bytes:

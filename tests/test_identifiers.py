@@ -10,7 +10,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from gateway.keys.jose import AccountKey, b64url
 from gateway.translate.policy import DNSName, check_name_set, parse_dns_name
-from gateway.v1.problems import V1Problem
+from gateway.translate.errors import IdentifierRejected
+from gateway.v1.problems import problem_for
 from gateway.process.testing import build_test_gateway
 from tests.integration.test_upstream_pebble import make_csr
 from tests.support.v1_client import V1TestClient
@@ -38,9 +39,10 @@ def test_refused_names(name):
     """
     Each malformed name is a v1 ``malformed`` problem.
     """
-    with pytest.raises(V1Problem) as raised:
+    with pytest.raises(IdentifierRejected) as raised:
         parse_dns_name(name, allow_wildcard=True)
-    assert (raised.value.code, raised.value.status) == ("malformed", 400)
+    problem = problem_for(raised.value)
+    assert (problem.code, problem.status) == ("malformed", 400)
 
 
 def test_names_are_lowercased_and_idna_encoded():
@@ -60,7 +62,7 @@ def test_redundant_name_refused_but_base_and_wildcard_allowed():
     """
     base = check_name_set([DNSName("example.test", True), DNSName("example.test")])
     assert [n.spelled for n in base] == ["*.example.test", "example.test"]
-    with pytest.raises(V1Problem) as raised:
+    with pytest.raises(IdentifierRejected) as raised:
         check_name_set([DNSName("example.test", True), DNSName("www.example.test")])
     assert "redundant" in raised.value.detail
 

@@ -9,7 +9,8 @@ import json
 
 import pytest
 
-from gateway.v1.problems import V1Problem, from_upstream
+from gateway.translate.errors import UpstreamFailed
+from gateway.v1.problems import V1Problem, from_upstream, problem_for
 from gateway.upstream.errors import Subproblem, UpstreamProblem, UpstreamUnavailable
 
 V2 = "urn:ietf:params:acme:error:"
@@ -320,9 +321,9 @@ def test_upstream_unavailable_maps_to_server_internal():
     An unreachable upstream is a 500, or a 503 with ``Retry-After`` when it
     said when to come back.
     """
-    down = from_upstream(UpstreamUnavailable("connection refused"))
+    down = problem_for(UpstreamFailed.of(UpstreamUnavailable("connection refused")))
     assert (down.code, down.status, down.headers) == ("serverInternal", 500, {})
-    busy = from_upstream(UpstreamUnavailable("maintenance", retry_after=10))
+    busy = problem_for(UpstreamFailed.of(UpstreamUnavailable("maintenance", retry_after=10)))
     assert (busy.status, busy.headers) == (503, {"Retry-After": "10"})
 
 

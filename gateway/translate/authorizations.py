@@ -31,8 +31,8 @@ from twisted.logger import Logger
 
 import attrs
 
+from gateway.translate.errors import InternalFailure, Malformed, NotFound, Refused, Unauthorized, UpstreamRefused
 from gateway.translate.policy import parse_v1_identifier
-from gateway.v1.problems import V1Problem, from_upstream
 from gateway.store import Authorization, Challenge, Insert, Order, Update
 from gateway.store.records import timestamp_instant
 from gateway.translate.context import BoundAccount, Context
@@ -251,7 +251,7 @@ async def _view(context: Context, record: Authorization, thumbprint: str, upstre
         for challenge in challenges:
             fresh = by_url.get(challenge.upstream_url)
             if fresh is not None and fresh.error is not None:
-                errors[challenge.id] = from_upstream(fresh.error).to_json()
+                errors[challenge.id] = UpstreamRefused.of(fresh.error)
     return AuthorizationView(record, challenges, thumbprint, errors)
 
 
@@ -261,7 +261,7 @@ def requested_name(payload: dict):
     it before binding the signer to an account: a malformed request must
     cost no upstream call and write nothing.
 
-    :raises V1Problem: ``malformed``.
+    :raises IdentifierRejected:
     """
     return parse_v1_identifier(payload.get("identifier"), allow_wildcard=True)
 
@@ -287,7 +287,7 @@ async def new_authorization(context: Context, bound: BoundAccount, payload: dict
             if upstream.identifier == name.value and upstream.wildcard == name.wildcard:
                 last = (record, upstream)
         if last is None:
-            raise V1Problem.server_internal("The upstream order holds no authorization for the name")
+            raise InternalFailure("The upstream order holds no authorization for the name")
         return await _view(context, last[0], bound.thumbprint, last[1])
     finally:
         lock.release()
@@ -343,9 +343,7 @@ async def usable_view(context: Context, bound: BoundAccount,
         return await _confirmed_ready(context, bound, candidate, order)
     try:
         view = await read_view(context, candidate)
-    except V1Problem as problem:
-        if problem.status != 404:
-            raise
+    except NotFound:
         # The CA no longer knows it (expired early, or a CA that lost its
         # state): remember that, and order anew.
         await context.store.update_authorization(
@@ -389,7 +387,7 @@ async def _confirmed_ready(context: Context, bound: BoundAccount, candidate: Aut
 async def _owner(context: Context, record: Authorization):
     account = await context.store.account_by_id(record.account_id)
     if account is None:
-        raise V1Problem.not_found("No such authorization")
+        raise NotFound("No such authorization")
     return account
 
 
@@ -414,7 +412,7 @@ async def read_view(context: Context, record: Authorization, force: bool = False
         upstream = await context.upstream.get_authorization(upstream_account, record.upstream_url)
     except UpstreamProblem as problem:
         if problem.status == 404:
-            raise V1Problem.not_found("Expired authorization")
+            raise NotFound("Expired authorization")
         raise
     context.read_times[record.id] = context.clock.seconds()
     record = await _refresh_records(context, record, upstream)
@@ -427,14 +425,14 @@ async def read_authorization(context: Context, authorization_id: str) -> Authori
     """
     record = await context.store.authorization_by_id(authorization_id)
     if record is None:
-        raise V1Problem.not_found("Unable to find authorization")
+        raise NotFound("Unable to find authorization")
     if record.status == "expired" or context.has_expired(record.expires):
-        raise V1Problem.not_found("Expired authorization")
+        raise NotFound("Expired authorization")
     if not context.is_current(record):
-        raise V1Problem.not_found(_OF_ANOTHER_CA)
+        raise NotFound(_OF_ANOTHER_CA)
     view = await read_view(context, record)
     if view.authorization.status == "expired":
-        raise V1Problem.not_found("Expired authorization")
+        raise NotFound("Expired authorization")
     return view
 
 
@@ -447,7 +445,7 @@ async def read_challenge(context: Context, authorization_id: str, challenge_id: 
     view = await read_authorization(context, authorization_id)
     challenge = view.challenge(challenge_id)
     if challenge is None:
-        raise V1Problem.not_found("No such challenge")
+        raise NotFound("No such challenge")
     return view, challenge
 
 
@@ -464,11 +462,11 @@ async def _owned(context: Context, bound: BoundAccount, authorization_id: str,
                  refusal: str = _NOT_YOUR_CHALLENGE) -> Authorization:
     record = await context.store.authorization_by_id(authorization_id)
     if record is None:
-        raise V1Problem.not_found("Unable to find authorization")
+        raise NotFound("Unable to find authorization")
     if record.account_id != bound.record.id:
-        raise V1Problem.unauthorized(refusal)
+        raise Unauthorized(refusal)
     if not context.is_current(record):
-        raise V1Problem.not_found(_OF_ANOTHER_CA)
+        raise NotFound(_OF_ANOTHER_CA)
     return record
 
 
@@ -485,17 +483,17 @@ async def answer_challenge(
     challenges = await context.store.challenges_for_authorization(record.id)
     challenge = next((c for c in challenges if c.id == challenge_id), None)
     if challenge is None:
-        raise V1Problem.not_found("No such challenge")
+        raise NotFound("No such challenge")
     if "type" in payload and payload["type"] != challenge.type:
-        raise V1Problem.malformed(
+        raise Malformed(
             f"Challenge type {payload['type']!r} does not match the challenge ({challenge.type})"
         )
     if "keyAuthorization" in payload:
         supplied = payload["keyAuthorization"]
         if supplied != f"{challenge.token}.{bound.thumbprint}":
-            raise V1Problem.malformed("The key authorization provided does not match the expected value: provided key authorization was incorrect")
+            raise Malformed("The key authorization provided does not match the expected value: provided key authorization was incorrect")
     if context.has_expired(record.expires):
-        raise V1Problem.not_found("Expired authorization")
+        raise NotFound("Expired authorization")
     if bound.managed and record.status == "pending":
         await _validate_for_managed_account(context, bound, record)
     elif challenge.status == "pending" and record.status == "pending":
@@ -559,7 +557,7 @@ async def _validate_for_managed_account(context: Context, bound: BoundAccount,
         return
     try:
         await revalidate(context.upstream, bound.upstream, [upstream], context.validators)
-    except V1Problem as problem:
+    except Refused as problem:
         context.count_revalidation("invalid")
         log.info("managed validation of {name} failed: {detail}", name=upstream.name,
                  detail=problem.detail)
@@ -577,7 +575,7 @@ async def deactivate_authorization(
     """
     record = await _owned(context, bound, authorization_id, _NOT_YOUR_AUTHORIZATION)
     if payload.get("status") != "deactivated":
-        raise V1Problem.malformed("Invalid status value")
+        raise Malformed("Invalid status value")
     upstream = await context.upstream.deactivate_authorization(bound.upstream, record.upstream_url)
     record = await _refresh_records(context, record, upstream)
     return await _view(context, record, bound.thumbprint, upstream)

@@ -28,7 +28,8 @@ from typing import Any, Dict, Optional
 import attrs
 from twisted.logger import Logger
 
-from gateway.v1.problems import V1Problem
+from gateway.translate.errors import RateLimited
+from gateway.upstream.errors import UpstreamError, UpstreamProblem
 from gateway.store.records import format_timestamp, timestamp_instant
 
 log = Logger()
@@ -124,16 +125,15 @@ class Budget:
 
     async def check_new_order(self, account_id: int, names: int) -> None:
         """
-        Refuse, with a v1 429, an order that would exceed the account's
-        budget.
+        Refuse an order that would exceed the account's budget.
 
         :param names: the identifiers of the order (each may add a pending
             authorization).
-        :raises V1Problem: ``rateLimited`` with ``Retry-After``.
+        :raises RateLimited: with the seconds until the order would fit.
         """
         held = self.held_for(account_id)
         if held > 0:
-            raise V1Problem.rate_limited(
+            raise RateLimited(
                 f"The upstream CA rate-limited this account; the gateway holds new orders "
                 f"back for {math.ceil(held)} more seconds",
                 retry_after=held,
@@ -144,7 +144,7 @@ class Budget:
         if len(times) + 1 > self.limits.orders:
             oldest = timestamp_instant(times[0]).timestamp() if times else now
             retry = max(1.0, oldest + window - now)
-            raise V1Problem.rate_limited(
+            raise RateLimited(
                 f"Error creating new order :: too many new orders recently: the gateway has "
                 f"created {len(times)} orders for this account in the last "
                 f"{_duration(window)} (limit {self.limits.orders}, --order-limit)",
@@ -157,7 +157,7 @@ class Budget:
             if self.limits.abandoned_after is not None and pending:
                 oldest = timestamp_instant(pending[0].created_at).timestamp()
                 retry = min(retry, max(1.0, oldest + self.limits.abandoned_after - now))
-            raise V1Problem.rate_limited(
+            raise RateLimited(
                 f"Error creating new authz :: too many currently pending authorizations: "
                 f"{len(pending)} pending for this account (limit "
                 f"{self.limits.pending_authorizations}, --pending-authz-limit)",
@@ -196,11 +196,18 @@ async def deactivate_abandoned(context: Any) -> int:
                 upstream_account, authorization.upstream_url
             )
             status = upstream.status
-        except Exception as error:
-            # Gone or already settled upstream: read it once, else give up on it.
+        except UpstreamProblem as problem:
+            # A 404: the CA no longer has it, which frees the budget as well
+            # as a deactivation.  Anything else (already settled, refused):
+            # left as it is; the CA expires it eventually.
+            log.info("could not deactivate abandoned authorization {id}: {error}",
+                     id=authorization.id, error=str(problem))
+            status = "deactivated" if problem.status == 404 else None
+        except UpstreamError as error:
+            # The CA did not answer: try again at the next sweep.
             log.info("could not deactivate abandoned authorization {id}: {error}",
                      id=authorization.id, error=str(error))
-            status = "deactivated" if "404" in str(error) else None
+            status = None
         if status is not None:
             await context.store.update_authorization(
                 authorization.id, status=status, updated_at=context.now()

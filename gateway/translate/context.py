@@ -24,10 +24,10 @@ from gateway.translate.budget import Budget
 from gateway.keys.jose import AccountKey
 from gateway.keys.keystore import KeyStore
 from gateway.keys.managed import ManagedKeys
-from gateway.v1.problems import V1Problem
 from gateway.store import Account, Authorization, DuplicateAccount, Insert, OrderAttempt, Update
 from gateway.store.records import ATTEMPT_REFUSED
 from gateway.store.records import format_timestamp, timestamp_instant
+from gateway.translate.errors import InternalFailure, Unauthorized
 from gateway.upstream.client import UpstreamClient
 from gateway.upstream import messages as v2
 from gateway.upstream.errors import UpstreamProblem
@@ -81,12 +81,12 @@ class BoundAccount:
         return self.record.thumbprint
 
 
-def key_not_in_store(thumbprint: str) -> V1Problem:
+def key_not_in_store(thumbprint: str) -> Unauthorized:
     """
     The refusal for a correctly signed request whose key the gateway does
     not hold: it names the key and says how to import it.
     """
-    return V1Problem.unauthorized(
+    return Unauthorized(
         f"The account key with JWK thumbprint {thumbprint} is not in the gateway's key store. "
         f"The gateway signs upstream with the client's own account key, so it must hold it: "
         f"copy the client's account key file (certbot: accounts/.../private_key.json; "
@@ -201,7 +201,7 @@ class Context:
         A client of the CA at ``directory_url`` (another than the current
         one: where an older certificate came from).
 
-        :raises V1Problem: ``serverInternal`` when the gateway has no way to
+        :raises InternalFailure: when the gateway has no way to
             reach other CAs.
         """
         if directory_url == self.upstream.directory_url:
@@ -209,7 +209,7 @@ class Context:
         client = self._other_upstreams.get(directory_url)
         if client is None:
             if self.upstream_factory is None:
-                raise V1Problem.server_internal(
+                raise InternalFailure(
                     f"This certificate was issued by another CA ({directory_url}) than the "
                     f"gateway's upstream, which the gateway cannot reach")
             client = self._other_upstreams[directory_url] = self.upstream_factory(directory_url)
@@ -311,7 +311,7 @@ class Context:
         ``thumbprint``: that very key from the key store, or in managed mode
         a gateway key bound to it.
 
-        :raises V1Problem: ``unauthorized`` when the store lacks the key and
+        :raises Unauthorized: when the store lacks the key and
             the gateway does not manage accounts.
         """
         key = self.keys.get(thumbprint)
@@ -350,7 +350,7 @@ class Context:
         Resolve the signer of an account-bound request (anything but
         ``new-reg`` and ``revoke-cert``).
 
-        :raises V1Problem: ``unauthorized`` for a key the store lacks or a
+        :raises Unauthorized: for a key the store lacks or a
             deactivated registration.
         """
         key = await self.signing_key(verified.thumbprint)
@@ -361,12 +361,12 @@ class Context:
             if record is None:
                 record = await self._adopt(key, verified, remote_ip)
             if record.status == RETIRED:
-                raise V1Problem.unauthorized(
+                raise Unauthorized(
                     "No registration exists matching provided key (this key was replaced by a "
                     "key change)"
                 )
             if record.status != "valid":
-                raise V1Problem.unauthorized(
+                raise Unauthorized(
                     f"Registration is not valid, has status '{record.status}'"
                 )
             upstream = await self.upstream_for(record)

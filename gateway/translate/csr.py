@@ -47,7 +47,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509.oid import NameOID
 
 from gateway.translate.policy import DNSName, check_name_set, parse_csr_name
-from gateway.v1.problems import V1Problem
+from gateway.translate.errors import CSRRejected
 
 MAX_CSR_BYTES = 16 * 1024
 
@@ -177,16 +177,16 @@ def _load(der: bytes) -> Tuple[x509.CertificateSigningRequest, bytes]:
     The CSR, read with its version set to 0 when it is not, and the bytes its
     signature covers.
 
-    :raises V1Problem: ``malformed``.
+    :raises CSRRejected:
     """
     try:
         layout = _layout(der)
     except _BadDER:
-        raise V1Problem.malformed("Error parsing certificate request")
+        raise CSRRejected("Error parsing certificate request")
     if not layout.version_content:
-        raise V1Problem.malformed(ZERO_LENGTH_VERSION)
+        raise CSRRejected(ZERO_LENGTH_VERSION)
     if not _minimal_integer(layout.version_content):
-        raise V1Problem.malformed(
+        raise CSRRejected(
             "Error parsing certificate request: the version INTEGER is not minimally encoded")
     readable = der if layout.version_content == b"\x00" else _with_version_zero(der, layout)
     try:
@@ -194,7 +194,7 @@ def _load(der: bytes) -> Tuple[x509.CertificateSigningRequest, bytes]:
     except Exception:
         # ValueError, x509.InvalidVersion and whatever else cryptography
         # raises for bytes it cannot read: all the client's fault.
-        raise V1Problem.malformed("Error parsing certificate request")
+        raise CSRRejected("Error parsing certificate request")
 
 
 def _signature_holds(csr: x509.CertificateSigningRequest, signed: bytes) -> bool:
@@ -236,20 +236,21 @@ def parse_csr(der: bytes, allow_wildcard: bool = False) -> ParsedCSR:
     """
     Read a v1 ``new-cert`` CSR.
 
-    :raises V1Problem: ``malformed`` for anything the gateway cannot use,
-        including a CSR that requests OCSP Must-Staple.
+    :raises CSRRejected: for anything the gateway cannot use, including a
+        CSR that requests OCSP Must-Staple.
+    :raises IdentifierRejected: for a name it cannot issue for.
     """
     if not der or len(der) > MAX_CSR_BYTES:
-        raise V1Problem.malformed("Error parsing certificate request: empty or too large")
+        raise CSRRejected("Error parsing certificate request: empty or too large")
     csr, signed = _load(der)
     try:
         public_key = csr.public_key()
     except Exception:
-        raise V1Problem.malformed("Error parsing certificate request")
+        raise CSRRejected("Error parsing certificate request")
     if not isinstance(public_key, (rsa.RSAPublicKey, ec.EllipticCurvePublicKey)):
-        raise V1Problem.malformed("Error creating new cert :: invalid public key in CSR")
+        raise CSRRejected("Error creating new cert :: invalid public key in CSR")
     if not _signature_holds(csr, signed):
-        raise V1Problem.malformed("Error creating new cert :: invalid signature on CSR")
+        raise CSRRejected("Error creating new cert :: invalid signature on CSR")
 
     raw_names = []
     san: Optional[x509.SubjectAlternativeName] = None
@@ -263,17 +264,17 @@ def parse_csr(der: bytes, allow_wildcard: bool = False) -> ParsedCSR:
         if san is not None:
             others = [g for g in san if not isinstance(g, x509.DNSName)]
             if others:
-                raise V1Problem.malformed(
+                raise CSRRejected(
                     "Error creating new cert :: CSR contains identifiers other than DNS names"
                 )
             raw_names.extend(san.get_values_for_type(x509.DNSName))
         must_staple = _requests_must_staple(csr)
-    except V1Problem:
+    except CSRRejected:
         raise
     except Exception:
-        raise V1Problem.malformed("Error parsing certificate request extensions")
+        raise CSRRejected("Error parsing certificate request extensions")
     if must_staple:
-        raise V1Problem.malformed(MUST_STAPLE)
+        raise CSRRejected(MUST_STAPLE)
     names = check_name_set(parse_csr_name(n, allow_wildcard=allow_wildcard) for n in raw_names)
     spki = public_key.public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
@@ -285,17 +286,17 @@ def parse_csr(der: bytes, allow_wildcard: bool = False) -> ParsedCSR:
 _CSR_REFUSALS = frozenset({"badCSR", "unauthorized", "malformed", "rejectedIdentifier"})
 
 
-def cn_only_refusal(parsed: ParsedCSR, code: str, ca_detail: str) -> Optional[V1Problem]:
+def cn_only_refusal(parsed: ParsedCSR, code: str, ca_detail: str) -> Optional[CSRRejected]:
     """
     What the client gets when the CA refused to finalize with ``parsed``
-    (v2 ``code`` and detail): for a CN-only CSR, a ``malformed`` saying to
+    (v2 ``code`` and detail): for a CN-only CSR, a refusal saying to
     add the name as a SAN (the CA may ignore the CN, as Pebble does);
     ``None`` for any other CSR or refusal.
     """
     if not parsed.cn_only or code not in _CSR_REFUSALS:
         return None
     names = ", ".join(names_of(parsed))
-    return V1Problem.malformed(
+    return CSRRejected(
         f"Error creating new cert :: the CA refused the CSR ({ca_detail}). The CSR names "
         f"{names} only in its subject's Common Name, which this CA does not read: add each name "
         f"as a subjectAltName DNS entry (for example `openssl req -new -key domain.key "

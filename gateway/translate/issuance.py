@@ -29,9 +29,9 @@ import josepy
 from cryptography import x509
 from twisted.logger import Logger
 
+from gateway.translate.errors import CSRRejected, InternalFailure, Malformed, NotFound, Refused, Unauthorized
 from gateway.translate.csr import ParsedCSR, cn_only_refusal, parse_csr
 from gateway.keys.jose import b64url_decode
-from gateway.v1.problems import V1Problem
 from gateway.operations.scope import note_names
 from gateway.store import Certificate, Insert, Issuer, Order, issuer_id
 from gateway.translate.authorizations import create_order, record_authorization
@@ -47,11 +47,11 @@ log = Logger()
 def _csr_der(payload: dict) -> bytes:
     csr = payload.get("csr")
     if not isinstance(csr, str) or not csr:
-        raise V1Problem.malformed("Error unmarshaling certificate request: csr must be a base64url string")
+        raise Malformed("Error unmarshaling certificate request: csr must be a base64url string")
     try:
         return b64url_decode(csr)
     except ValueError:
-        raise V1Problem.malformed("Error unmarshaling certificate request: csr is not base64url")
+        raise Malformed("Error unmarshaling certificate request: csr is not base64url")
 
 
 async def _usable_order(context: Context, bound: BoundAccount, names: tuple) -> Optional[tuple]:
@@ -108,14 +108,14 @@ def parse_request(payload: dict, client_jwk: josepy.JWK) -> ParsedCSR:
     Pure, so the face checks it before binding the signer to an account:
     a malformed request must cost no upstream call and write nothing.
 
-    :raises V1Problem: ``malformed`` for an unusable CSR, and for a CSR of
+    :raises CSRRejected: for an unusable CSR, and for a CSR of
         the account key itself (Boulder refused it: a certificate for the
         account key would let whoever holds the certificate's key act as
         the account).
     """
     csr = parse_csr(_csr_der(payload), allow_wildcard=True)
     if csr.public_key_der == _jwk_spki(client_jwk):
-        raise V1Problem.malformed("Certificate public key must be different than account key")
+        raise CSRRejected("Certificate public key must be different than account key")
     return csr
 
 
@@ -147,11 +147,11 @@ async def new_certificate(context: Context, bound: BoundAccount, payload: dict) 
     csr = parse_request(payload, josepy.JWK.from_json(bound.record.public_jwk))
     note_names(sorted(n.spelled for n in csr.names))
     if csr.public_key_der == _account_spki(bound):
-        raise V1Problem.malformed("Certificate public key must be different than account key")
+        raise CSRRejected("Certificate public key must be different than account key")
     if not context.validators.configured and not bound.managed:
         missing = await _names_not_authorized(context, bound, csr.names)
         if missing:
-            raise V1Problem.unauthorized(
+            raise Unauthorized(
                 "Error creating new cert :: authorizations for these names not found or "
                 f"expired: {', '.join(n.spelled for n in missing)}. Request an authorization "
                 f"(new-authz) for each name first, or start the gateway with "
@@ -176,7 +176,7 @@ async def new_certificate(context: Context, bound: BoundAccount, payload: dict) 
                 if hint:
                     raise hint
                 detail = error.detail if error else "the order is " + upstream_order.status
-                raise V1Problem.unauthorized(f"Error creating new cert :: {detail}")
+                raise Unauthorized(f"Error creating new cert :: {detail}")
             record = await context.store.update_order(
                 record.id, status="valid", certificate_url=upstream_order.certificate
             )
@@ -197,7 +197,7 @@ async def new_certificate(context: Context, bound: BoundAccount, payload: dict) 
                 "new-cert: order {order} holds a certificate for another key (an earlier attempt "
                 "whose answer was lost); kept as orphan {certificate}, never handed out; "
                 "ordering anew", order=record.id, certificate=orphan.id)
-        raise V1Problem.server_internal(
+        raise InternalFailure(
             "Error creating new cert :: the upstream CA keeps returning certificates for "
             "another key than the CSR's")
     finally:
@@ -347,14 +347,14 @@ async def _complete_authorizations(context: Context, bound: BoundAccount, record
     if dead:
         await context.store.update_order(record.id, status="invalid")
         names = ", ".join(sorted(a.name for a in dead))
-        raise V1Problem.unauthorized(
+        raise Unauthorized(
             f"Error creating new cert :: authorizations for these names are not valid "
             f"({', '.join(sorted({a.status for a in dead}))}): {names}; request them again"
         )
     pending = [a for a in authorizations if a.status == "pending"]
     if not context.validators.configured:
         names = ", ".join(sorted(a.name for a in pending))
-        raise V1Problem.unauthorized(
+        raise Unauthorized(
             "Error creating new cert :: authorizations for these names not found or expired: "
             f"{names}. The upstream CA requires them to be validated again; start the gateway "
             f"with {context.validators.missing_means(pending)} to let it revalidate them."
@@ -363,7 +363,7 @@ async def _complete_authorizations(context: Context, bound: BoundAccount, record
              names=[a.name for a in pending], order=record.id)
     try:
         await revalidate(context.upstream, bound.upstream, pending, context.validators)
-    except V1Problem:
+    except Refused:
         context.count_revalidation("invalid", len(pending))
         raise
     else:
@@ -433,7 +433,7 @@ async def read_certificate(context: Context, certificate_id: str) -> Certificate
     """
     certificate = await context.store.certificate_by_id(certificate_id)
     if certificate is None:
-        raise V1Problem.not_found("Certificate not found")
+        raise NotFound("Certificate not found")
     for previous, following in zip(certificate.issuer_ids, certificate.issuer_ids[1:]):
         context.issuer_parents[previous] = following
     return certificate
@@ -447,5 +447,5 @@ async def read_issuer(context: Context, issuer_id: str):
     """
     issuer = await context.store.issuer_by_id(issuer_id)
     if issuer is None:
-        raise V1Problem.not_found("Issuer certificate not found")
+        raise NotFound("Issuer certificate not found")
     return issuer, context.issuer_parents.get(issuer_id)

@@ -18,7 +18,7 @@ from typing import Iterable, Sequence
 import attrs
 import idna
 
-from gateway.v1.problems import V1Problem
+from gateway.translate.errors import IdentifierRejected
 
 _LABEL = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 MAX_NAME_LENGTH = 253
@@ -51,7 +51,7 @@ def _to_ascii(name: str) -> str:
     try:
         return idna.encode(name, uts46=True).decode("ascii")
     except idna.IDNAError as error:
-        raise V1Problem.malformed(f"Invalid identifier {name!r}: not a valid IDNA name ({error})")
+        raise IdentifierRejected(f"Invalid identifier {name!r}: not a valid IDNA name ({error})")
 
 
 def parse_dns_name(raw: object, allow_wildcard: bool = False) -> DNSName:
@@ -59,38 +59,38 @@ def parse_dns_name(raw: object, allow_wildcard: bool = False) -> DNSName:
     Check one name a v1 client sent.
 
     :param allow_wildcard: whether ``*.`` may lead the name.
-    :raises V1Problem: ``malformed`` (Boulder's wording where it had one).
+    :raises IdentifierRejected: (Boulder's wording where it had one).
     """
     if not isinstance(raw, str) or not raw:
-        raise V1Problem.malformed("Invalid identifier: the name must be a non-empty string")
+        raise IdentifierRejected("Invalid identifier: the name must be a non-empty string")
     name = _to_ascii(raw.strip().rstrip(".")).lower()
     wildcard = False
     if "*" in name:
         if name.count("*") > 1:
-            raise V1Problem.malformed(f"Invalid identifier {raw!r}: DNS name had more than one wildcard")
+            raise IdentifierRejected(f"Invalid identifier {raw!r}: DNS name had more than one wildcard")
         if not name.startswith("*."):
-            raise V1Problem.malformed(
+            raise IdentifierRejected(
                 f"Invalid identifier {raw!r}: DNS name had a malformed wildcard label"
             )
         if not allow_wildcard:
-            raise V1Problem.malformed("Wildcard names not supported")
+            raise IdentifierRejected("Wildcard names not supported")
         wildcard = True
         name = name[2:]
     if len(name) > MAX_NAME_LENGTH:
-        raise V1Problem.malformed(f"Invalid identifier {raw!r}: DNS name is too long")
+        raise IdentifierRejected(f"Invalid identifier {raw!r}: DNS name is too long")
     try:
         ipaddress.ip_address(name)
     except ValueError:
         pass
     else:
-        raise V1Problem.malformed(f"Invalid identifier {raw!r}: IP addresses are not DNS names")
+        raise IdentifierRejected(f"Invalid identifier {raw!r}: IP addresses are not DNS names")
     labels = name.split(".")
     if len(labels) < 2 or not all(_LABEL.match(label) for label in labels):
-        raise V1Problem.malformed(f"Invalid identifier {raw!r}: not a valid DNS name")
+        raise IdentifierRejected(f"Invalid identifier {raw!r}: not a valid DNS name")
     if labels[-1].isdigit():
-        raise V1Problem.malformed(f"Invalid identifier {raw!r}: the last label must not be numeric")
+        raise IdentifierRejected(f"Invalid identifier {raw!r}: the last label must not be numeric")
     if wildcard and len(labels) < 2:
-        raise V1Problem.malformed(f"Invalid identifier {raw!r}: a wildcard needs a registered domain")
+        raise IdentifierRejected(f"Invalid identifier {raw!r}: a wildcard needs a registered domain")
     return DNSName(name, wildcard)
 
 
@@ -105,7 +105,7 @@ def parse_csr_name(raw: object, allow_wildcard: bool = False) -> DNSName:
     order — a trailing dot, surrounding spaces, a U-label — can never be
     finalized: refuse it here, before an order and a finalize are spent.
 
-    :raises V1Problem: ``malformed`` naming the name and what to change.
+    :raises IdentifierRejected: naming the name and what to change.
     """
     name = parse_dns_name(raw, allow_wildcard=allow_wildcard)
     spelled = raw.lower() if isinstance(raw, str) else raw
@@ -116,7 +116,7 @@ def parse_csr_name(raw: object, allow_wildcard: bool = False) -> DNSName:
             why = "the name has surrounding spaces"
         else:
             why = f"the name must be spelled as the certificate will carry it, {name.spelled!r}"
-        raise V1Problem.malformed(
+        raise IdentifierRejected(
             f"Error creating new cert :: CSR name {raw!r} cannot be issued as written: {why} "
             f"(the CA compares the CSR's names with the order's exactly)"
         )
@@ -128,9 +128,9 @@ def parse_v1_identifier(identifier: object, allow_wildcard: bool = False) -> DNS
     Check a v1 ``identifier`` object (``{"type": "dns", "value": ...}``).
     """
     if not isinstance(identifier, dict):
-        raise V1Problem.malformed("Invalid identifier: expected an object with type and value")
+        raise IdentifierRejected("Invalid identifier: expected an object with type and value")
     if identifier.get("type") != "dns":
-        raise V1Problem.malformed("Invalid identifier type")
+        raise IdentifierRejected("Invalid identifier type")
     return parse_dns_name(identifier.get("value"), allow_wildcard=allow_wildcard)
 
 
@@ -141,13 +141,13 @@ def check_name_set(names: Iterable[DNSName]) -> tuple:
     wildcard may share a certificate).
 
     :return: the names, deduplicated and sorted by spelling.
-    :raises V1Problem: ``malformed``.
+    :raises IdentifierRejected:
     """
     unique = sorted(set(names), key=lambda n: n.spelled)
     if not unique:
-        raise V1Problem.malformed("Error finalizing: the CSR names no DNS identifier")
+        raise IdentifierRejected("Error finalizing: the CSR names no DNS identifier")
     if len(unique) > MAX_NAMES_PER_CERTIFICATE:
-        raise V1Problem.malformed(
+        raise IdentifierRejected(
             f"CSR contains more than {MAX_NAMES_PER_CERTIFICATE} DNS names"
         )
     wildcard_bases = {n.value for n in unique if n.wildcard}
@@ -156,7 +156,7 @@ def check_name_set(names: Iterable[DNSName]) -> tuple:
             continue
         parent = name.value.split(".", 1)[1] if "." in name.value else ""
         if parent in wildcard_bases:
-            raise V1Problem.malformed(
+            raise IdentifierRejected(
                 f"Domain name {name.value!r} is redundant with a wildcard domain in the same request. "
                 f"Remove one or the other from the certificate request."
             )

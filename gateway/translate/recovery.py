@@ -29,7 +29,6 @@ from __future__ import annotations
 import attrs
 from twisted.logger import Logger
 
-from gateway.v1.problems import V1Problem
 from gateway.store import Order, OrderAttempt, Update
 from gateway.store.records import (
     ATTEMPT_LOST,
@@ -37,6 +36,7 @@ from gateway.store.records import (
     PARTIAL_ORDER,
     timestamp_instant,
 )
+from gateway.translate.errors import Refused
 from gateway.translate.authorizations import (
     record_authorization,
     refresh_authorization,
@@ -83,7 +83,7 @@ async def recover(context: Context, settled_after: float = 0.0) -> Recovered:
             continue
         try:
             await _resolve_attempt(context, attempt, done)
-        except (UpstreamError, V1Problem) as error:
+        except (UpstreamError, Refused) as error:
             done.failed += 1
             log.warn("recovery: order attempt {id}: {error}", id=attempt.id, error=str(error))
     for finding in await context.store.inconsistencies():
@@ -96,7 +96,7 @@ async def recover(context: Context, settled_after: float = 0.0) -> Recovered:
                 await _repair_authorization(context, finding.record_id, done)
             else:
                 await _repair_order(context, finding.record_id, done)
-        except (UpstreamError, V1Problem) as error:
+        except (UpstreamError, Refused) as error:
             done.failed += 1
             log.warn("recovery: {what}: {error}", what=finding.describe(), error=str(error))
     if done.anything:

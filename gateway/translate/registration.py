@@ -14,8 +14,8 @@ from typing import Optional
 
 import attrs
 
-from gateway.v1.problems import V1Problem
 from gateway.store import Account, DuplicateAccount
+from gateway.translate.errors import InvalidContact, Malformed, Unauthorized
 from gateway.translate.context import RETIRED, BoundAccount, Context
 from gateway.v1.jws import VerifiedRequest
 
@@ -32,10 +32,10 @@ def _contact(payload: dict) -> Optional[tuple]:
         return None
     contact = payload["contact"]
     if not isinstance(contact, list) or not all(isinstance(c, str) for c in contact):
-        raise V1Problem.malformed("Request payload did not parse as JSON: contact must be a list of strings")
+        raise Malformed("Request payload did not parse as JSON: contact must be a list of strings")
     for entry in contact:
         if not entry.startswith("mailto:") or "@" not in entry or len(entry) > 320:
-            raise V1Problem.invalid_email(f"Contact method {entry!r} is not supported: use mailto: addresses")
+            raise InvalidContact(f"Contact method {entry!r} is not supported: use mailto: addresses")
     return tuple(contact)
 
 
@@ -44,14 +44,14 @@ def _agreement(payload: dict) -> Optional[str]:
     if agreement is None or agreement == "":
         return None
     if not isinstance(agreement, str):
-        raise V1Problem.malformed("agreement must be a string")
+        raise Malformed("agreement must be a string")
     return agreement
 
 
 def _check_fields(payload: dict) -> None:
     unknown = set(payload) - _REGISTRATION_FIELDS
     if unknown:
-        raise V1Problem.malformed(f"Unknown registration field(s): {', '.join(sorted(unknown))}")
+        raise Malformed(f"Unknown registration field(s): {', '.join(sorted(unknown))}")
 
 
 @attrs.frozen
@@ -82,7 +82,7 @@ async def new_registration(context: Context, verified: VerifiedRequest, remote_i
         existing = await context.store.account_by_thumbprint(verified.thumbprint)
         if existing is not None:
             if existing.status == RETIRED:
-                raise V1Problem.unauthorized(
+                raise Unauthorized(
                     "This key was replaced by a key change and cannot register again"
                 )
             return Registered(existing, created=False)
@@ -117,13 +117,13 @@ def check_update(payload: dict) -> None:
     status), before the signer is bound to an account: a malformed update
     must cost no upstream call and write nothing.
 
-    :raises V1Problem: ``malformed`` or ``invalidEmail``.
+    :raises Malformed, InvalidContact:
     """
     _check_fields(payload)
     _contact(payload)
     _agreement(payload)
     if payload.get("status") not in (None, "valid", "deactivated"):
-        raise V1Problem.malformed("Invalid value provided for status field")
+        raise Malformed("Invalid value provided for status field")
 
 
 def names_signer(record_id, thumbprint: str, registration_id: str) -> bool:
@@ -146,7 +146,7 @@ async def check_owner(context: Context, thumbprint: str, registration_id: str) -
     """
     record = await context.store.account_by_thumbprint(thumbprint)
     if not names_signer(None if record is None else record.id, thumbprint, registration_id):
-        raise V1Problem.unauthorized("Request signing key did not match registration key")
+        raise Unauthorized("Request signing key did not match registration key")
 
 
 async def apply_registration_update(
@@ -159,13 +159,13 @@ async def apply_registration_update(
         other update 202.
     """
     if not names_signer(bound.record.id, bound.thumbprint, registration_id):
-        raise V1Problem.unauthorized("Request signing key did not match registration key")
+        raise Unauthorized("Request signing key did not match registration key")
     _check_fields(payload)
     contact = _contact(payload)
     agreement = _agreement(payload)
     status = payload.get("status")
     if status not in (None, "valid", "deactivated"):
-        raise V1Problem.malformed("Invalid value provided for status field")
+        raise Malformed("Invalid value provided for status field")
     account = bound.record
     changes: dict = {}
     if contact is not None and contact != account.contact:

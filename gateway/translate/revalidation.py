@@ -17,7 +17,7 @@ from typing import Any, Dict, Optional, Sequence, Tuple
 import attrs
 from twisted.logger import Logger
 
-from gateway.v1.problems import V1Problem, from_upstream
+from gateway.translate.errors import InternalFailure, Unauthorized, UpstreamRefused, ValidationFailed
 from gateway.upstream import messages as v2
 from gateway.validation.dns01 import ResponderError
 
@@ -74,16 +74,6 @@ class Validators:
         return f"{ENABLING_FLAGS['http-01']} or {ENABLING_FLAGS['dns-01']}"
 
 
-class RevalidationFailed(Exception):
-    """
-    The CA did not validate a name; carries the v1 problem for the client.
-    """
-
-    def __init__(self, problem: V1Problem):
-        super().__init__(problem.detail)
-        self.problem = problem
-
-
 async def revalidate(
     upstream: Any,
     account: v2.UpstreamAccount,
@@ -94,9 +84,10 @@ async def revalidate(
     Validate every pending authorization in ``authorizations``.
 
     :return: the final upstream authorizations.
-    :raises V1Problem: ``unauthorized`` when some name has no usable
-        responder (naming the flag that would add one), or the CA's own
-        reason when validation fails.
+    :raises Unauthorized: when some name has no usable responder (naming
+        the flag that would add one).
+    :raises ValidationFailed: with the CA's own reason when validation fails.
+    :raises InternalFailure: when a responder could not provision.
     """
     pending = [a for a in authorizations if a.status == "pending"]
     plan = []
@@ -109,7 +100,7 @@ async def revalidate(
             plan.append((authorization, choice[0], choice[1]))
     if unservable:
         names = ", ".join(sorted(a.name for a in unservable))
-        raise V1Problem.unauthorized(
+        raise Unauthorized(
             f"Error creating new cert :: authorizations for these names not found or expired: "
             f"{names}. The upstream CA requires them to be validated again; start the gateway "
             f"with {validators.missing_means(unservable)} to let it revalidate them."
@@ -127,13 +118,11 @@ async def revalidate(
         for authorization, challenge, _, _ in published:
             final = await upstream.poll_authorization(account, authorization.url)
             if final.status != "valid":
-                raise RevalidationFailed(_failure_problem(final, challenge.type))
+                raise _failure(final, challenge.type)
             results.append(final)
         return results
     except ResponderError as error:
-        raise V1Problem.server_internal(f"The gateway could not provision a challenge: {error}")
-    except RevalidationFailed as failed:
-        raise failed.problem
+        raise InternalFailure(f"The gateway could not provision a challenge: {error}") from error
     finally:
         for authorization, challenge, responder, key_authorization in published:
             try:
@@ -143,17 +132,11 @@ async def revalidate(
                          name=authorization.name, error=str(error))
 
 
-def _failure_problem(authorization: v2.Authorization, kind: str) -> V1Problem:
+def _failure(authorization: v2.Authorization, kind: str) -> ValidationFailed:
+    """
+    Why the CA did not validate ``authorization``: the first challenge error
+    it gave, or the authorization's status.
+    """
     errors = [c.error for c in authorization.challenges if c.error is not None]
-    if errors:
-        problem = from_upstream(errors[0])
-        return V1Problem(
-            problem.code,
-            f"Revalidation of {authorization.name} by {kind} failed: {problem.detail}",
-            problem.status,
-            problem.headers,
-        )
-    return V1Problem.unauthorized(
-        f"Revalidation of {authorization.name} by {kind} failed: the authorization is "
-        f"{authorization.status}"
-    )
+    return ValidationFailed(authorization.name, kind, authorization.status,
+                            UpstreamRefused.of(errors[0]) if errors else None)

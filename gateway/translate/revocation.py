@@ -21,8 +21,8 @@ from cryptography import x509
 from twisted.logger import Logger
 
 from gateway.keys.jose import b64url_decode, public_jwk, thumbprint
-from gateway.v1.problems import V1Problem
 from gateway.store import Account, Insert, Update
+from gateway.translate.errors import Conflict, Malformed, NotFound, Unauthorized
 from gateway.translate.context import RETIRED, BoundAccount, Context
 from gateway.upstream.errors import UpstreamProblem
 from gateway.v1.jws import VerifiedRequest, loads_bounded, verify_jws_signature
@@ -42,12 +42,12 @@ _NOT_ALLOWED = (
 def _certificate(payload: dict) -> tuple:
     raw = payload.get("certificate")
     if not isinstance(raw, str) or not raw:
-        raise V1Problem.malformed("Unable to decode certificate: certificate must be base64url DER")
+        raise Malformed("Unable to decode certificate: certificate must be base64url DER")
     try:
         der = b64url_decode(raw)
         certificate = x509.load_der_x509_certificate(der)
     except ValueError:
-        raise V1Problem.malformed("Unable to decode certificate")
+        raise Malformed("Unable to decode certificate")
     return der, certificate
 
 
@@ -56,7 +56,7 @@ def _reason(payload: dict):
     if reason is None:
         return None
     if isinstance(reason, bool) or not isinstance(reason, int) or reason not in ALLOWED_REASONS:
-        raise V1Problem.malformed("unsupported revocation reason code provided")
+        raise Malformed("unsupported revocation reason code provided")
     return reason
 
 
@@ -69,9 +69,9 @@ async def revoke_certificate(context: Context, verified: VerifiedRequest, remote
     serial = format(certificate.serial_number, "x")
     stored = await context.store.certificate_by_serial(serial)
     if stored is not None and stored.leaf_der != der:
-        raise V1Problem.not_found("No such certificate")
+        raise NotFound("No such certificate")
     if stored is not None and stored.revoked_at is not None:
-        raise V1Problem.conflict("Certificate already revoked")
+        raise Conflict("Certificate already revoked")
     certificate_jwk = public_jwk(certificate.public_key())
     signed_by_certificate_key = thumbprint(certificate_jwk) == verified.thumbprint
     # A certificate from a CA the gateway ran against before (--upstream
@@ -85,7 +85,7 @@ async def revoke_certificate(context: Context, verified: VerifiedRequest, remote
         certificate_key = context.keys.get(verified.thumbprint)
         issuer = None if stored is None else await context.store.account_by_id(stored.account_id)
         if issuer is None and certificate_key is None:
-            raise V1Problem.not_found("No such certificate")
+            raise NotFound("No such certificate")
         if certificate_key is not None and (issuer is None or not context.holds_key_for(issuer.thumbprint)):
             signer = {"certificate_key": certificate_key}
         elif elsewhere:
@@ -95,7 +95,7 @@ async def revoke_certificate(context: Context, verified: VerifiedRequest, remote
     else:
         bound = await context.bind_account(verified, remote_ip)
         if stored is not None and stored.account_id != bound.record.id:
-            raise V1Problem.unauthorized(_NOT_ALLOWED)
+            raise Unauthorized(_NOT_ALLOWED)
         if elsewhere:
             signer = {"account": await _account_at(context, client, bound.record)}
         else:
@@ -114,7 +114,7 @@ async def _account_at(context: Context, client, account):
     """
     found = await client.find_account(await context.signing_key(account.thumbprint))
     if found is None:
-        raise V1Problem.unauthorized(
+        raise Unauthorized(
             f"The account that issued this certificate is not known to the CA that issued it "
             f"({client.directory_url}) any more")
     return found
@@ -134,27 +134,27 @@ async def change_key(
     new_jwk, _, inner_payload_bytes = verify_jws_signature(inner)
     try:
         inner_payload = loads_bounded(inner_payload_bytes)
-    except (ValueError, V1Problem):
-        raise V1Problem.malformed("Inner JWS payload is not JSON")
+    except ValueError:
+        raise Malformed("Inner JWS payload is not JSON")
     if not isinstance(inner_payload, dict):
-        raise V1Problem.malformed("Inner JWS payload is not a JSON object")
+        raise Malformed("Inner JWS payload is not a JSON object")
     if inner_payload.get("account") != registration_url:
-        raise V1Problem.malformed("Incorrect account URL provided in payload")
+        raise Malformed("Incorrect account URL provided in payload")
     new_key_json = inner_payload.get("newKey")
     if new_key_json != new_jwk.to_json():
-        raise V1Problem.malformed("New JWK in inner payload doesn't match key used to sign inner JWS")
+        raise Malformed("New JWK in inner payload doesn't match key used to sign inner JWS")
     new_thumbprint = thumbprint(new_jwk)
     if new_thumbprint == bound.thumbprint:
-        raise V1Problem.malformed("New key is the same as the old key")
+        raise Malformed("New key is the same as the old key")
     new_key = context.keys.get(new_thumbprint)
     if new_key is None:
-        raise V1Problem.unauthorized(
+        raise Unauthorized(
             f"The new account key (JWK thumbprint {new_thumbprint}) is not in the gateway's key "
             f"store. The gateway must roll the account over upstream with the new private key: "
             f"import the new key into the --keys directory first, then retry the key change."
         )
     if await context.store.account_by_thumbprint(new_thumbprint) is not None:
-        raise V1Problem.conflict("New key is already in use for a different account")
+        raise Conflict("New key is already in use for a different account")
     try:
         await context.upstream.change_key(bound.upstream, new_key)
     except UpstreamProblem:

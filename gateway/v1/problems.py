@@ -1,13 +1,16 @@
 """
-ACME v1 problem documents, as Boulder's v1 front end served them.
+ACME v1 problem documents, as Boulder's v1 front end served them, and the
+one place where whatever went wrong becomes one.
 
 A legacy client only understands the ``urn:acme:error:`` namespace and the
-handful of types Boulder's v1 WFE actually emitted (MAPPING §1.2).  Everything
-the gateway says to a v1 client, whether it found the fault itself or the
-upstream v2 CA did, is therefore a `V1Problem`: an exception the v1 resource
-can raise from anywhere and render in one place, with any extra headers
-(``Location`` on a 409 re-registration, ``Allow`` on a 405, ``Retry-After``,
-``Link`` to the terms of service) travelling with it.
+handful of types Boulder's v1 WFE actually emitted (MAPPING §1.2).  The
+layers below the face raise domain exceptions (`gateway.translate.errors`)
+that say why a request was refused; `problem_for` maps each to the v1 type,
+status and headers a client expects, keeping its detail (Boulder's words).
+The face's own refusals (a bad JWS, an unknown path, a wrong method) are
+`V1Problem` already: an exception that carries any extra headers
+(``Location`` on a 409 re-registration, ``Allow`` on a 405,
+``Retry-After``, ``Link`` to the terms of service) with it.
 
 `from_upstream` translates the upstream's RFC 8555 problems per MAPPING §3.4.
 It never lets a ``urn:ietf:params:acme:error:`` type through: a v1 client
@@ -19,15 +22,25 @@ from __future__ import annotations
 import json
 import math
 import re
-from typing import Iterable, Optional, Union
+from typing import Any, Iterable, Mapping, Optional, Protocol, Sequence
 
 import attrs
 
-from gateway.upstream.errors import (
+from gateway.translate.errors import (
     V2_ERROR_PREFIX,
-    Subproblem,
-    UpstreamProblem,
-    UpstreamUnavailable,
+    CSRRejected,
+    Conflict,
+    IdentifierRejected,
+    InternalFailure,
+    InvalidContact,
+    Malformed,
+    NotFound,
+    RateLimited,
+    Refused,
+    Unauthorized,
+    UpstreamFailed,
+    UpstreamRefused,
+    ValidationFailed,
 )
 
 V1_ERROR_PREFIX = "urn:acme:error:"
@@ -284,7 +297,7 @@ _LINK = re.compile(r"<([^>]*)>((?:\s*;[^,<]*)*)")
 _TOS_REL = re.compile(r"""\brel\s*=\s*"?[^";,]*\bterms-of-service\b""")
 
 
-def _terms_of_service_link(headers: dict) -> Optional[str]:
+def _terms_of_service_link(headers: Mapping[str, str]) -> Optional[str]:
     """
     Pick the ``rel="terms-of-service"`` link out of an upstream ``Link``
     header (which may hold several comma-separated links), re-rendered in the
@@ -299,7 +312,51 @@ def _terms_of_service_link(headers: dict) -> Optional[str]:
     return None
 
 
-def _subproblem_text(sub: Subproblem) -> str:
+class V2Subproblem(Protocol):
+    """
+    What `from_upstream` reads of a subproblem.
+    """
+
+    @property
+    def detail(self) -> str: ...
+
+    @property
+    def code(self) -> str: ...
+
+    @property
+    def identifier(self) -> Optional[Mapping[str, Any]]: ...
+
+
+class V2Problem(Protocol):
+    """
+    What `from_upstream` reads of an upstream problem document
+    (`gateway.translate.errors.UpstreamRefused`, or the upstream client's
+    own exception, which has the same members).
+    """
+
+    @property
+    def type(self) -> str: ...
+
+    @property
+    def detail(self) -> str: ...
+
+    @property
+    def status(self) -> int: ...
+
+    @property
+    def code(self) -> str: ...
+
+    @property
+    def subproblems(self) -> Sequence[V2Subproblem]: ...
+
+    @property
+    def retry_after(self) -> Optional[float]: ...
+
+    @property
+    def headers(self) -> Mapping[str, str]: ...
+
+
+def _subproblem_text(sub: V2Subproblem) -> str:
     value = None
     if sub.identifier is not None:
         value = sub.identifier.get("value")
@@ -309,7 +366,7 @@ def _subproblem_text(sub: Subproblem) -> str:
     return detail
 
 
-def _flattened_detail(problem: UpstreamProblem, detail: Optional[str] = None) -> str:
+def _flattened_detail(problem: V2Problem, detail: Optional[str] = None) -> str:
     """
     The upstream detail (or ``detail``) with every subproblem appended: v1
     problem documents have no ``subproblems``, and the per-name reasons are
@@ -323,7 +380,7 @@ def _flattened_detail(problem: UpstreamProblem, detail: Optional[str] = None) ->
     return f"{text}: {joined}" if text else joined
 
 
-def _upstream_failed(problem: UpstreamProblem) -> V1Problem:
+def _upstream_failed(problem: V2Problem) -> V1Problem:
     detail = f"The upstream CA failed: {problem.status} {problem.code}"
     flattened = _flattened_detail(problem)
     if flattened:
@@ -331,20 +388,15 @@ def _upstream_failed(problem: UpstreamProblem) -> V1Problem:
     return V1Problem.server_internal(detail)
 
 
-def from_upstream(error: Union[UpstreamProblem, UpstreamUnavailable]) -> V1Problem:
+def from_upstream(error: V2Problem) -> V1Problem:
     """
-    Translate an upstream failure into the problem a v1 client gets
-    (MAPPING §3.4), keeping the upstream's detail.
+    Translate an upstream problem document into the problem a v1 client
+    gets (MAPPING §3.4), keeping the upstream's detail.
 
     Anything unexpected (a 5xx, a type the table does not know, a v2
     ``badNonce`` that escaped the upstream client's retries) becomes a v1
     ``serverInternal``: the client cannot fix it, and must not see a v2 type.
     """
-    if isinstance(error, UpstreamUnavailable):
-        return V1Problem.upstream_unavailable(error.reason, error.retry_after)
-    if not isinstance(error, UpstreamProblem):
-        return V1Problem.server_internal(f"The upstream CA failed: {error}")
-
     status = error.status
     if not isinstance(status, int) or status >= 500 or status < 400:
         return _upstream_failed(error)
@@ -405,3 +457,55 @@ def from_upstream(error: Union[UpstreamProblem, UpstreamUnavailable]) -> V1Probl
             + _flattened_detail(error)
         )
     return _upstream_failed(error)
+
+
+# -- domain refusals → v1 ------------------------------------------------------
+
+#: The v1 type and status of each refusal that is only a rename.
+_REFUSALS = (
+    (Malformed, "malformed", 400),
+    (IdentifierRejected, "malformed", 400),
+    (CSRRejected, "malformed", 400),
+    (NotFound, "malformed", 404),
+    (Unauthorized, "unauthorized", 403),
+    (InvalidContact, "invalidEmail", 400),
+    (InternalFailure, "serverInternal", 500),
+)
+
+
+def problem_for(error: BaseException) -> Optional[V1Problem]:
+    """
+    The v1 problem document for whatever a request raised: the face's own
+    `V1Problem` as it is, a domain refusal (`gateway.translate.errors`)
+    with the v1 type Boulder used for it, an upstream refusal per
+    MAPPING §3.4.
+
+    :return: `None` for anything else (a bug): the caller logs it and
+        answers ``serverInternal``.
+    """
+    if isinstance(error, V1Problem):
+        return error
+    if isinstance(error, UpstreamRefused):
+        return from_upstream(error)
+    if isinstance(error, UpstreamFailed):
+        return V1Problem.upstream_unavailable(error.reason, error.retry_after)
+    if isinstance(error, ValidationFailed):
+        if error.error is None:
+            return V1Problem.unauthorized(error.detail)
+        problem = from_upstream(error.error)
+        return V1Problem(
+            problem.code,
+            f"Revalidation of {error.name} by {error.challenge_type} failed: {problem.detail}",
+            problem.status,
+            problem.headers,
+        )
+    if isinstance(error, RateLimited):
+        return V1Problem.rate_limited(error.detail, error.retry_after)
+    if isinstance(error, Conflict):
+        return V1Problem.conflict(error.detail, location=error.location)
+    for kind, code, status in _REFUSALS:
+        if isinstance(error, kind):
+            return V1Problem(code, error.detail, status)
+    if isinstance(error, Refused):
+        return V1Problem.server_internal(error.detail)
+    return None

@@ -26,7 +26,9 @@ from twisted.web import resource, server
 from gateway.v1.nonces import NonceIssuer
 from gateway.operations.report import problem_text, requested_names, visit_for
 from gateway.operations.scope import RequestScope, current, request_id_from, run_in_scope
-from gateway.v1.problems import V1Problem, from_upstream
+from gateway.v1.problems import V1Problem, from_upstream, problem_for
+from gateway.translate.errors import UpstreamFailed, UpstreamRefused
+from gateway.upstream.errors import UpstreamProblem
 from gateway.translate import authorizations, issuance, registration, revocation
 from gateway.translate.context import Context
 from gateway.upstream.errors import UpstreamError
@@ -91,6 +93,13 @@ ROUTES = (
 #: The v1 resource name of a route, where it is not its handler's name
 #: spelled with dashes: a bounded label for metrics and logs.
 _ENDPOINT_NAMES = {"issuer": "issuer-cert"}
+
+
+def _error_documents(view) -> dict:
+    """
+    The v1 error document of each failed challenge of an authorization view.
+    """
+    return {challenge_id: from_upstream(error).to_json() for challenge_id, error in view.errors.items()}
 
 
 class V1Face(resource.Resource):
@@ -198,17 +207,28 @@ class V1Face(resource.Resource):
         started = self.context.clock.seconds()
         try:
             response = await self._route(request, method)
-        except V1Problem as problem:
-            response = problem_response(problem)
+        except UpstreamProblem as error:
+            response = self._refused(UpstreamRefused.of(error), request, method)
         except UpstreamError as error:
-            self.log.info("upstream refused or failed: {error}", error=str(error))
-            response = problem_response(from_upstream(error))
-        except Exception:
-            self.log.failure("error serving {method} {path}", method=method,
-                             path=request.path.decode("latin-1"))
-            response = problem_response(V1Problem.server_internal("The gateway failed to serve this request"))
+            response = self._refused(UpstreamFailed.of(error), request, method)
+        except Exception as error:
+            response = self._refused(error, request, method)
         self._observe(request, scope, method, response, started)
         return response
+
+    def _refused(self, error: Exception, request, method: str) -> V1Response:
+        """
+        The v1 problem document for what the request raised; a bug is
+        logged with its traceback and answered ``serverInternal``.
+        """
+        problem = problem_for(error)
+        if problem is None:
+            self.log.failure("error serving {method} {path}", method=method,
+                             path=request.path.decode("latin-1"))
+            problem = V1Problem.server_internal("The gateway failed to serve this request")
+        elif isinstance(error, (UpstreamRefused, UpstreamFailed)):
+            self.log.info("upstream refused or failed: {error}", error=str(error))
+        return problem_response(problem)
 
     def _observe(self, request, scope: RequestScope, method: str, response: V1Response,
                  started: float) -> None:
@@ -371,7 +391,7 @@ class V1Face(resource.Resource):
         if location:
             headers.insert(0, ("Location", urls.authz(view.authorization.id)))
         body = messages.authorization(
-            urls, view.authorization, view.challenges, view.thumbprint, view.errors
+            urls, view.authorization, view.challenges, view.thumbprint, _error_documents(view)
         )
         return json_response(status, body, headers)
 
@@ -397,7 +417,8 @@ class V1Face(resource.Resource):
     def _challenge_response(self, urls, view, challenge):
         uri = urls.challenge(view.authorization.id, challenge.id)
         body = messages.challenge(
-            urls, view.authorization, challenge, view.thumbprint, view.errors.get(challenge.id)
+            urls, view.authorization, challenge, view.thumbprint,
+            _error_documents(view).get(challenge.id)
         )
         return json_response(
             202, body,

@@ -21,7 +21,8 @@ from hypothesis import strategies as st
 from gateway.translate.csr import parse_csr
 from gateway.keys.jose import b64url
 from gateway.translate.policy import DNSName, parse_dns_name, parse_v1_identifier
-from gateway.v1.problems import V1Problem
+from gateway.translate.errors import Refused
+from gateway.v1.problems import problem_for
 from tests.security.harness import (
     KEY, NAME, OTHER, RSA_KEY, STRANGER, Harness, logged_failures, make_csr,
 )
@@ -222,7 +223,8 @@ def test_csr_parser_total(der, allow_wildcard):
     """
     try:
         parsed = parse_csr(der, allow_wildcard=allow_wildcard)
-    except V1Problem as problem:
+    except Refused as refusal:
+        problem = problem_for(refusal)
         assert (problem.status, problem.code) == (400, "malformed")
     else:
         assert parsed.names and all(isinstance(n, DNSName) for n in parsed.names)
@@ -251,7 +253,8 @@ def test_dns_name_parser_total(raw, allow_wildcard):
     """
     try:
         name = parse_dns_name(raw, allow_wildcard=allow_wildcard)
-    except V1Problem as problem:
+    except Refused as refusal:
+        problem = problem_for(refusal)
         assert (problem.status, problem.code) == (400, "malformed")
     else:
         assert name.value.isascii() and name.value == name.value.lower()
@@ -268,7 +271,8 @@ def test_v1_identifier_parser_total(identifier):
     """
     try:
         parse_v1_identifier(identifier, allow_wildcard=True)
-    except V1Problem as problem:
+    except Refused as refusal:
+        problem = problem_for(refusal)
         assert (problem.status, problem.code) == (400, "malformed")
 
 
