@@ -9,7 +9,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from twisted.internet import defer
 from twisted.trial.unittest import SynchronousTestCase
 
-from gateway.translate.budget import BudgetLimits, deactivate_abandoned
+from gateway.translate.budget import BudgetLimits
+from gateway.translate.sweeps import deactivate_abandoned
 from gateway.keys.jose import AccountKey
 from gateway.process.testing import build_test_gateway
 from tests.support.v1_client import V1TestClient

@@ -76,7 +76,9 @@ def test_upstream_exemplars_carry_the_request_id():
     v1 request id as an exemplar; a failed exchange counts as status error.
     """
     metrics = Metrics(process=False)
-    metrics.upstream_response("finalize", 200, 0.42, "4f2a9c1d00000000")
+    # Inside the scope of v1 request 4f2a9c1d00000000 (as the upstream client
+    # is while it serves one), and outside any.
+    run_in_scope(RequestScope("4f2a9c1d00000000"), metrics.upstream_response, "finalize", 200, 0.42)
     metrics.upstream_response("directory", None, 0.01)
     body, content_type = metrics.render("application/openmetrics-text; version=1.0.0")
     assert content_type.startswith("application/openmetrics-text")

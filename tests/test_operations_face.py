@@ -247,9 +247,9 @@ class FilledFamiliesTests(OperationsTestCase):
         from gateway.validation.http01 import HTTP01Responder
         from gateway.translate.revalidation import Validators
 
+        self.gateway = build_test_gateway([KEY], metrics=self.metrics,
+                                          validators=Validators({"http-01": HTTP01Responder()}))
         self.gateway.ca.reuse_authorizations = False
-        self.gateway.context.metrics = self.metrics
-        self.gateway.context.validators = Validators({"http-01": HTTP01Responder()})
         client = self.client()
         names = ["one.example.test", "two.example.test"]
         directory = self.resolve(client.directory())

@@ -10,15 +10,14 @@ from __future__ import annotations
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from treq.testing import StubTreq
 
 from gateway.keys.jose import b64url
 from gateway.operations.report import OrphanedCertificate, build_report
 from gateway.operations.statuspage import render
 from gateway.store import Authorization, Insert, OrderAttempt
 from gateway.process.testing import FakeCA, build_test_gateway
+from gateway.translate.accounts import upstream_for
 from gateway.translate.recovery import recover
-from gateway.upstream.client import UpstreamClient
 from tests.test_v1_face import KEY, NAME, NEW, FaceTestCase, make_csr
 
 
@@ -124,7 +123,7 @@ class PartialRowTests(FaceTestCase):
         account = self.successResultOf(self.gateway.store.account_by_thumbprint(KEY.thumbprint))
 
         async def make():
-            upstream_account = await context.upstream_for(account)
+            upstream_account = await upstream_for(context, account)
             order = await context.upstream.new_order(upstream_account, ["bare.example.test"])
             upstream = await context.upstream.get_authorization(upstream_account, order.authorizations[0])
             now = context.now()
@@ -186,7 +185,7 @@ class PartialRowTests(FaceTestCase):
 
 
 async def _roll_over(context, account, new_key):
-    upstream = await context.upstream_for(account)
+    upstream = await upstream_for(context, account)
     await context.upstream.change_key(upstream, new_key)
 
 
@@ -202,12 +201,10 @@ class UpstreamSwitchTests(FaceTestCase):
         """
         old = self.ca
         new = FakeCA(base_url="https://ca-b.test", clock=self.gateway.clock)
-        upstream = UpstreamClient(new.directory_url, StubTreq(new), self.gateway.clock)
-        context = self.gateway.context
-        upstream.account_recovery = context.recover_account
-        context.upstream = upstream
-        context.upstream_factory = lambda url: UpstreamClient(url, StubTreq(old), self.gateway.clock)
-        self.gateway.store.upstream = new.directory_url
+        store = self.gateway.store
+        store.upstream = new.directory_url
+        self.gateway = build_test_gateway(self.keys, ca=new, store=store, other_cas=[old])
+        self.clients = {}
         return new
 
     def test_nothing_of_the_old_ca_is_used_with_the_new(self):

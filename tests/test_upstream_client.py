@@ -342,17 +342,18 @@ class UpstreamClientTests(SynchronousTestCase):
         """
         calls = []
 
-        async def recover(key, stale):
-            calls.append(stale)
+        async def recover(upstream, key, stale):
+            calls.append((upstream, stale))
             return BASE + "/acct/2"
 
-        self.client.account_recovery = recover
+        self.client = UpstreamClient(BASE + "/directory", StubTreq(self.ca), self.clock,
+                                     account_recovery=recover)
         self.ca.script("/order/1", 400, {"type": "urn:ietf:params:acme:error:accountDoesNotExist"})
         self.ca.script("/order/1", 200, {"status": "pending", "identifiers": [], "authorizations": [],
                                          "finalize": BASE + "/fin/1"})
         order = self.resolve(self.client.get_order(self.account(), BASE + "/order/1"))
         self.assertEqual(order.status, "pending")
-        self.assertEqual(calls, [self.account_url])
+        self.assertEqual(calls, [(self.client, self.account_url)])
         self.assertEqual([p["protected"]["kid"] for p in self.ca.posts()],
                          [self.account_url, BASE + "/acct/2"])
 

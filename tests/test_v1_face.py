@@ -408,7 +408,8 @@ class RegistrationTests(FaceTestCase):
             def __getattr__(self, name):
                 raise RuntimeError("secret internals")
 
-        self.gateway.context.store = BrokenStore()
+        self.gateway = build_test_gateway(self.keys, store=BrokenStore())
+        self.clients = {}
         reply = self.post("/acme/new-reg", {"resource": "new-reg"})
         self.assertProblem(reply, 500, "serverInternal", "failed to serve this request")
         self.assertNotIn(b"secret internals", reply.body)

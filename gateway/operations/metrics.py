@@ -22,6 +22,7 @@ from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
 from gateway import __version__
+from gateway.operations.scope import current_request_id
 
 PREFIX = "acme_gateway"
 
@@ -124,13 +125,13 @@ class Metrics:
         elif endpoint == "revoke-cert" and status == 200:
             self.certificates_revoked.inc()
 
-    def upstream_response(
-        self, kind: str, status: Optional[int], seconds: float, request_id: Optional[str] = None
-    ) -> None:
+    def upstream_response(self, kind: str, status: Optional[int], seconds: float) -> None:
         """
         Count one upstream exchange (``status`` `None` when none came back)
-        and its latency; a 201 from newOrder is a created order.
+        and its latency, with the id of the v1 request it served as the
+        exemplar; a 201 from newOrder is a created order.
         """
+        request_id = current_request_id()
         self.upstream_requests.labels(kind, "error" if status is None else str(status)).inc()
         exemplar = {"request_id": request_id} if request_id else None
         self.upstream_seconds.labels(kind).observe(max(seconds, 0.0), exemplar=exemplar)

@@ -96,11 +96,10 @@ def ago(seconds: float) -> str:
 
 def requested_names(endpoint: str, payload: Any) -> Tuple[str, ...]:
     """
-    The DNS names a verified v1 request asked for: the identifier of a
-    new-authz (a new-cert's CSR names are noted by the issuance flow, which
-    parses the CSR anyway, through `gateway.operations.scope.note_names`); nothing for
-    anything else, or when the payload is not what the endpoint expects (the request fails
-    then anyway, and the report records that).
+    The DNS names a verified v1 request asked for, as sent: the identifier
+    of a new-authz (also one the gateway refuses, so the report shows what
+    a failing client asked for); nothing for anything else (the face takes
+    a new-cert's names from its parsed CSR).
     """
     if not isinstance(payload, dict):
         return ()

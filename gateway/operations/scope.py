@@ -78,17 +78,6 @@ def current_request_id() -> Optional[str]:
     return scope.id if scope is not None else None
 
 
-def note_names(names) -> None:
-    """
-    Record on the current request (if any) the DNS names it asked for, once
-    the code that parses them has done so — a CSR is parsed (and its
-    signature checked) once per request, by the issuance flow.
-    """
-    scope = current.get()
-    if scope is not None:
-        scope.names = tuple(names)
-
-
 def run_in_scope(scope: RequestScope, function: Callable[..., Any], *args: Any) -> Any:
     """
     Call ``function(*args)`` with ``scope`` current, in a copy of the

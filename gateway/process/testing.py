@@ -25,7 +25,7 @@ import datetime
 import json
 import secrets
 import time
-from typing import Any, Callable, Dict, Iterable, List, Optional, Union
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Union
 
 import attrs
 import josepy
@@ -43,7 +43,12 @@ from gateway.keys.jose import (
 from gateway.keys.keystore import KeyStore
 from gateway.v1.nonces import NonceIssuer
 from gateway.store import MemoryStore
+from gateway.translate.accounts import AccountRecovery
+from gateway.translate.budget import Budget
 from gateway.translate.context import Context, Policy
+from gateway.translate.memory import OtherCAs, Revalidations
+from gateway.translate.revalidation import Validators
+from gateway.translate.signing import SigningKeys
 from gateway.upstream.client import UpstreamClient
 from gateway.v1.resource import V1Face
 
@@ -819,6 +824,10 @@ def build_test_gateway(
     base_url: str = "http://gateway.test",
     policy: Policy = Policy(),
     request_timeout: float = 30.0,
+    validators: Optional[Validators] = None,
+    metrics: Optional[Any] = None,
+    store: Optional[Any] = None,
+    other_cas: Sequence[FakeCA] = (),
 ) -> InMemoryGateway:
     """
     A complete gateway over a `FakeCA`, for tests that run whole v1 flows.
@@ -828,17 +837,33 @@ def build_test_gateway(
     :param clock: a ``twisted.internet.task.Clock`` shared by the face's
         nonces, the store, the upstream client's timeouts and the CA; by
         default the CA's clock, or a new one set to the current time.
+    :param validators: the gateway's own challenge responders (none).
+    :param metrics: a `gateway.operations.metrics.Metrics` to tell.
+    :param store: the state (a fresh `MemoryStore` bound to ``ca``); give
+        another gateway's to restart on the same state.
+    :param other_cas: CAs the gateway ran against before, reachable to
+        revoke the certificates they issued.
     """
     if clock is None:
         clock = ca.clock if ca is not None else _clock_at_now()
     if ca is None:
         ca = FakeCA(clock=clock)
     key_store = keys if isinstance(keys, KeyStore) else KeyStore.from_keys(keys)
-    upstream = UpstreamClient(ca.directory_url, StubTreq(ca), clock, request_timeout=request_timeout)
-    store = MemoryStore(clock=clock, upstream=ca.directory_url)
-    context = Context(upstream=upstream, store=store, keys=key_store, clock=clock, policy=policy)
+    if store is None:
+        store = MemoryStore(clock=clock, upstream=ca.directory_url)
+    upstream = UpstreamClient(ca.directory_url, StubTreq(ca), clock, request_timeout=request_timeout,
+                              metrics=metrics,
+                              account_recovery=AccountRecovery(store, clock, policy.agree_to_terms))
+    by_url = {other.directory_url: other for other in other_cas}
+    context = Context(
+        upstream=upstream, store=store, keys=SigningKeys(key_store), clock=clock,
+        policy=policy, budget=Budget(store, clock),
+        validators=validators if validators is not None else Validators(),
+        revalidations=Revalidations(metrics),
+        other_cas=OtherCAs(upstream, lambda url: UpstreamClient(url, StubTreq(by_url[url]), clock)),
+    )
     nonces = NonceIssuer(clock)
-    face = V1Face(context, nonces, base_url=base_url)
+    face = V1Face(context, nonces, base_url=base_url, metrics=metrics)
     return InMemoryGateway(
         face=face, client=StubTreq(face), ca=ca, store=store, context=context, clock=clock,
         nonces=nonces, upstream=upstream, keys=key_store, base_url=base_url.rstrip("/"),

@@ -15,7 +15,11 @@ from twisted.logger import Logger
 from twisted.web import server
 
 from gateway.operations.admin import DEFAULT_READY_MAX_AGE, Admin, Readiness
-from gateway.translate.budget import Budget, BudgetLimits, deactivate_abandoned
+from gateway.translate.accounts import AccountRecovery
+from gateway.translate.budget import Budget, BudgetLimits
+from gateway.translate.memory import OtherCAs, Revalidations
+from gateway.translate.signing import SigningKeys
+from gateway.translate.sweeps import sweep as sweep_once
 from gateway.keys.keystore import KeyStore
 from gateway.operations.metrics import Metrics
 from gateway.v1.nonces import NonceIssuer
@@ -114,7 +118,7 @@ class RunningGateway:
                          count=left)
         if self.admin_port is not None:
             await self.admin_port.stopListening()
-        await self.context.drain()
+        await self.context.background.drain()
         if self.face is not None and getattr(self.face, "recorder", None) is not None:
             await self.face.recorder.flush()
         if self.http01_port is not None:
@@ -140,19 +144,6 @@ async def _recover_before_serving(reactor: Any, context: Context) -> None:
     except Exception as error:
         log.warn("recovery at start-up did not finish ({error}); the sweeps will retry",
                  error=str(error) or type(error).__name__)
-
-
-async def _sweep(context: Context, request_timeout: float) -> None:
-    """
-    The periodic sweep: recovery, then abandoned pending authorizations
-    (which recovery may just have made visible).  A newOrder younger than
-    ten request timeouts may still be in flight: recovery leaves it.
-    """
-    try:
-        await recover(context, settled_after=10 * request_timeout)
-    except Exception as error:
-        log.warn("recovery failed: {error}", error=str(error))
-    await deactivate_abandoned(context)
 
 
 def report_key_store(keys: KeyStore, out=sys.stderr) -> None:
@@ -253,7 +244,7 @@ async def _start(reactor: Any, config: ServeConfig, keys: KeyStore, opened: list
     opened.append(store.close)
     metrics = Metrics()
 
-    def upstream_client(directory_url: str) -> UpstreamClient:
+    def upstream_client(directory_url: str, recovery: Optional[AccountRecovery] = None) -> UpstreamClient:
         return UpstreamClient.create(
             reactor,
             directory_url,
@@ -261,9 +252,10 @@ async def _start(reactor: Any, config: ServeConfig, keys: KeyStore, opened: list
             request_timeout=config.request_timeout,
             metrics=metrics,
             max_nonce_retries=config.bad_nonce_retries,
+            account_recovery=recovery,
         )
 
-    upstream = upstream_client(config.upstream)
+    upstream = upstream_client(config.upstream, AccountRecovery(store, reactor, config.agree_to_terms))
     responders = []
     http01_port = None
     if config.http01_listen:
@@ -297,14 +289,13 @@ async def _start(reactor: Any, config: ServeConfig, keys: KeyStore, opened: list
     context = Context(
         upstream=upstream,
         store=store,
-        keys=keys,
+        keys=SigningKeys(keys, managed),
         clock=reactor,
         policy=Policy(agree_to_terms=config.agree_to_terms),
         validators=validators,
-        managed_keys=managed,
         budget=Budget(store, reactor, config.budget),
-        metrics=metrics,
-        upstream_factory=upstream_client,
+        revalidations=Revalidations(metrics),
+        other_cas=OtherCAs(upstream, upstream_client),
     )
     await _recover_before_serving(reactor, context)
     recorder = ClientRecorder(store, clock=reactor)
@@ -345,7 +336,7 @@ async def _start(reactor: Any, config: ServeConfig, keys: KeyStore, opened: list
     sweep = None
     if config.budget.abandoned_after:
         sweep = task.LoopingCall(
-            lambda: defer.Deferred.fromCoroutine(_sweep(context, config.request_timeout)).addErrback(
+            lambda: defer.Deferred.fromCoroutine(sweep_once(context, config.request_timeout)).addErrback(
                 lambda failure: log.failure("abandoned-authorization sweep failed", failure))
         )
         sweep.clock = reactor

@@ -25,24 +25,36 @@ the owning account, which every stored row names.
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Dict, Optional, Sequence, Tuple
 
 from twisted.logger import Logger
 
 import attrs
 
-from gateway.translate.errors import InternalFailure, Malformed, NotFound, Refused, Unauthorized, UpstreamRefused
-from gateway.translate.policy import parse_v1_identifier
-from gateway.store import Authorization, Challenge, Insert, Order, Update
-from gateway.store.records import timestamp_instant
-from gateway.translate.context import BoundAccount, Context
-from gateway.upstream.errors import UpstreamProblem
+from gateway.status import Status
+from gateway.store import Account, Authorization, Challenge, Insert, Order, OrderAttempt, Update
+from gateway.store.records import ATTEMPT_REFUSED
+from gateway.translate.accounts import BoundAccount, bind, upstream_for
+from gateway.translate.context import Context, lapses_within
+from gateway.translate.errors import (
+    InternalFailure,
+    Malformed,
+    NotFound,
+    Refused,
+    Unauthorized,
+    UpstreamRefused,
+    flow,
+)
+from gateway.translate.requests import ABSENT, AnswerChallenge, DeactivateAuthz, NewAuthz
+from gateway.translate.revalidation import revalidate
 from gateway.upstream import messages as v2
+from gateway.upstream.errors import UpstreamProblem
+from gateway.validation.interfaces import IResponder
 
 log = Logger()
 
 #: Authorization statuses that never change again: served from the store.
-SETTLED = frozenset({"valid", "deactivated", "revoked"})
+SETTLED = frozenset({Status.VALID, Status.DEACTIVATED, Status.REVOKED})
 #: Repeated reads of a changing authorization within this many seconds are
 #: answered from the store: legacy clients poll as fast as they like.
 READ_COALESCE_SECONDS = 0.25
@@ -51,14 +63,14 @@ READ_COALESCE_SECONDS = 0.25
 @attrs.frozen
 class AuthorizationView:
     """
-    An authorization with its challenges and, for failed ones, the v1 error
-    documents by challenge id — everything the v1 renderer needs.
+    An authorization with its challenges and, for failed ones, the CA's
+    reason by challenge id — everything the v1 renderer needs.
     """
 
     authorization: Authorization
-    challenges: tuple
+    challenges: Tuple[Challenge, ...]
     thumbprint: str
-    errors: dict = attrs.field(factory=dict)
+    errors: Dict[str, UpstreamRefused] = attrs.field(factory=dict)
 
     def challenge(self, challenge_id: str) -> Optional[Challenge]:
         for challenge in self.challenges:
@@ -123,20 +135,35 @@ def _authorization_inserts(context: Context, account_id: int, order_id: Optional
             *_challenge_inserts(context, authorization.id, account_id, upstream.challenges)]
 
 
-async def create_order(context: Context, bound: BoundAccount, names) -> tuple:
+async def create_order(context: Context, bound: BoundAccount, names: Sequence[str]) -> tuple:
     """
-    Create an upstream order for ``names`` and store it with its
-    authorizations.
+    Create an upstream order for ``names``, within the account's budget, and
+    store it with its authorizations.
 
-    The ``newOrder`` is recorded before it is sent (`Context.new_order`), so
+    The ``newOrder`` is recorded (an `OrderAttempt`) before it is sent, so
     that an order whose answer never arrives is still known (recovery finds
-    it in the account's order list at the CA, and the budget counts it).
+    it in the account's order list at the CA, and the budget counts it); the
+    order is stored under the same id.  A refusal by the CA marks the
+    attempt ``refused``; an upstream ``rateLimited`` also holds the account
+    back until its ``Retry-After``.
 
+    :raises RateLimited: when the order would exceed the account's budget
+        (nothing is sent).
     :return: ``(order record, upstream order, [(authorization record,
         upstream authorization), …])``, in the order's authorization order.
     """
+    names = list(names)
+    await context.budget.check_new_order(bound.record.id, len(names))
     order_id = context.store.new_id()
-    order = await context.new_order(bound, names, attempt_id=order_id)
+    await context.store.write([Insert(OrderAttempt(
+        id=order_id, account_id=bound.record.id, identifiers=names, created_at=context.now()))])
+    try:
+        order = await context.upstream.new_order(bound.upstream, names)
+    except UpstreamProblem as problem:
+        if problem.code == "rateLimited":
+            context.budget.hold(bound.record.id, problem.retry_after)
+        await context.store.write([Update(OrderAttempt, order_id, {"status": ATTEMPT_REFUSED})])
+        raise
     record, authorizations = await store_new_order(
         context, bound.record.id, bound.upstream, order, order_id)
     return record, order, authorizations
@@ -224,7 +251,7 @@ async def _refresh_records(
     known = {c.upstream_url for c in stored}
     missing = _challenge_inserts(context, record.id, record.account_id,
                                  [c for c in upstream.challenges if c.url not in known])
-    if missing and upstream.status == "pending":
+    if missing and upstream.status == Status.PENDING:
         log.info("authorization {id} was stored without {count} of its challenges; "
                  "added them from the CA", id=record.id, count=len(missing))
         operations += missing
@@ -243,9 +270,10 @@ async def refresh_authorization(context: Context, record: Authorization,
     return await _refresh_records(context, record, upstream)
 
 
-async def _view(context: Context, record: Authorization, thumbprint: str, upstream=None) -> AuthorizationView:
+async def _view(context: Context, record: Authorization, thumbprint: str,
+                upstream: Optional[v2.Authorization] = None) -> AuthorizationView:
     challenges = tuple(await context.store.challenges_for_authorization(record.id))
-    errors = {}
+    errors: Dict[str, UpstreamRefused] = {}
     if upstream is not None:
         by_url = {c.url: c for c in upstream.challenges}
         for challenge in challenges:
@@ -255,28 +283,19 @@ async def _view(context: Context, record: Authorization, thumbprint: str, upstre
     return AuthorizationView(record, challenges, thumbprint, errors)
 
 
-def requested_name(payload: dict):
-    """
-    The checked name of a ``new-authz`` payload.  Pure, so the face checks
-    it before binding the signer to an account: a malformed request must
-    cost no upstream call and write nothing.
-
-    :raises IdentifierRejected:
-    """
-    return parse_v1_identifier(payload.get("identifier"), allow_wildcard=True)
-
-
-async def new_authorization(context: Context, bound: BoundAccount, payload: dict) -> AuthorizationView:
+@flow
+async def new_authorization(context: Context, request: NewAuthz) -> AuthorizationView:
     """
     ``new-authz``: the account's authorization for the name that a
     ``new-cert`` can still use, else a new single-name order upstream.
     """
-    name = requested_name(payload)
-    lock = context.lock_for(f"authz:{bound.record.id}:{name.spelled}")
+    bound = await bind(context, request.signer)
+    name = request.name
+    lock = context.locks.lock_for(f"authz:{bound.record.id}:{name.spelled}")
     await lock.acquire()
     try:
         for candidate in await context.store.find_authorizations(
-            bound.record.id, name.value, name.wildcard, ("pending", "valid")
+            bound.record.id, name.value, name.wildcard, (Status.PENDING, Status.VALID)
         ):
             view = await usable_view(context, bound, candidate)
             if view is not None:
@@ -298,16 +317,7 @@ async def new_authorization(context: Context, bound: BoundAccount, payload: dict
 HONOUR_MARGIN_SECONDS = 300
 
 #: Statuses of an order that can still be finalized.
-_FINALIZABLE = ("pending", "ready")
-
-
-def _lapses_within(context: Context, expires: Optional[str], seconds: float) -> bool:
-    if not expires:
-        return False
-    try:
-        return timestamp_instant(expires).timestamp() <= context.clock.seconds() + seconds
-    except ValueError:
-        return False
+_FINALIZABLE = (Status.PENDING, Status.READY)
 
 
 async def usable_view(context: Context, bound: BoundAccount,
@@ -334,11 +344,11 @@ async def usable_view(context: Context, bound: BoundAccount,
             order.status not in _FINALIZABLE or context.has_expired(order.expires)
         ):
             return None
-    if candidate.status == "valid":
+    if candidate.status == Status.VALID:
         if order is None:
             return None
-        if (_lapses_within(context, candidate.expires, HONOUR_MARGIN_SECONDS)
-                or _lapses_within(context, order.expires, HONOUR_MARGIN_SECONDS)):
+        if (lapses_within(context.clock, candidate.expires, HONOUR_MARGIN_SECONDS)
+                or lapses_within(context.clock, order.expires, HONOUR_MARGIN_SECONDS)):
             return None
         return await _confirmed_ready(context, bound, candidate, order)
     try:
@@ -347,11 +357,11 @@ async def usable_view(context: Context, bound: BoundAccount,
         # The CA no longer knows it (expired early, or a CA that lost its
         # state): remember that, and order anew.
         await context.store.update_authorization(
-            candidate.id, status="expired", updated_at=context.now())
+            candidate.id, status=Status.EXPIRED, updated_at=context.now())
         return None
-    if view.authorization.status == "pending":
+    if view.authorization.status == Status.PENDING:
         return view
-    if view.authorization.status == "valid":
+    if view.authorization.status == Status.VALID:
         # Validated upstream since the store last looked: judge it as valid.
         return await usable_view(context, bound, view.authorization)
     return None
@@ -368,9 +378,9 @@ async def _confirmed_ready(context: Context, bound: BoundAccount, candidate: Aut
     except UpstreamProblem as problem:
         if problem.status != 404:
             raise
-        await context.store.update_order(order.id, status="invalid")
+        await context.store.update_order(order.id, status=Status.INVALID)
         await context.store.update_authorization(
-            candidate.id, status="expired", updated_at=context.now())
+            candidate.id, status=Status.EXPIRED, updated_at=context.now())
         log.info("new-authz: the CA no longer knows order {order}; ordering anew", order=order.id)
         return None
     if upstream.status != order.status:
@@ -378,13 +388,13 @@ async def _confirmed_ready(context: Context, bound: BoundAccount, candidate: Aut
                                          certificate_url=upstream.certificate)
     # A single-name order that is not ready has lost this authorization; an
     # order for several names may still wait for the others.
-    if upstream.status != "ready" and not (upstream.status == "pending"
-                                           and len(order.identifiers) > 1):
+    if upstream.status != Status.READY and not (upstream.status == Status.PENDING
+                                                and len(order.identifiers) > 1):
         return None
     return await _view(context, candidate, bound.thumbprint)
 
 
-async def _owner(context: Context, record: Authorization):
+async def _owner(context: Context, record: Authorization) -> Account:
     account = await context.store.account_by_id(record.account_id)
     if account is None:
         raise NotFound("No such authorization")
@@ -397,28 +407,28 @@ async def read_view(context: Context, record: Authorization, force: bool = False
     settled or was read a moment ago.
     """
     account = await _owner(context, record)
-    recent = context.read_times.get(record.id)
-    fresh_enough = recent is not None and context.clock.seconds() - recent < READ_COALESCE_SECONDS
+    fresh_enough = context.reads.read_within(record.id, READ_COALESCE_SECONDS)
     if not force and (record.status in SETTLED or fresh_enough):
         view = await _view(context, record, account.thumbprint)
         # A pending one without challenges is a partial row: read it anew.
-        if view.challenges or record.status != "pending":
+        if view.challenges or record.status != Status.PENDING:
             return view
-    if not context.holds_key_for(account.thumbprint):
+    if not context.keys.holds(account.thumbprint):
         # The key left the store: show what the gateway last knew.
         return await _view(context, record, account.thumbprint)
-    upstream_account = await context.upstream_for(account)
+    upstream_account = await upstream_for(context, account)
     try:
         upstream = await context.upstream.get_authorization(upstream_account, record.upstream_url)
     except UpstreamProblem as problem:
         if problem.status == 404:
             raise NotFound("Expired authorization")
         raise
-    context.read_times[record.id] = context.clock.seconds()
+    context.reads.read_now(record.id)
     record = await _refresh_records(context, record, upstream)
     return await _view(context, record, account.thumbprint, upstream)
 
 
+@flow
 async def read_authorization(context: Context, authorization_id: str) -> AuthorizationView:
     """
     Unauthenticated ``GET /acme/authz/<id>``.
@@ -426,17 +436,19 @@ async def read_authorization(context: Context, authorization_id: str) -> Authori
     record = await context.store.authorization_by_id(authorization_id)
     if record is None:
         raise NotFound("Unable to find authorization")
-    if record.status == "expired" or context.has_expired(record.expires):
+    if record.status == Status.EXPIRED or context.has_expired(record.expires):
         raise NotFound("Expired authorization")
     if not context.is_current(record):
         raise NotFound(_OF_ANOTHER_CA)
     view = await read_view(context, record)
-    if view.authorization.status == "expired":
+    if view.authorization.status == Status.EXPIRED:
         raise NotFound("Expired authorization")
     return view
 
 
-async def read_challenge(context: Context, authorization_id: str, challenge_id: str):
+@flow
+async def read_challenge(context: Context, authorization_id: str,
+                         challenge_id: str) -> Tuple[AuthorizationView, Challenge]:
     """
     Unauthenticated ``GET /acme/challenge/<authz>/<id>``.
 
@@ -470,33 +482,33 @@ async def _owned(context: Context, bound: BoundAccount, authorization_id: str,
     return record
 
 
-async def answer_challenge(
-    context: Context, bound: BoundAccount, authorization_id: str, challenge_id: str, payload: dict
-):
+@flow
+async def answer_challenge(context: Context,
+                           request: AnswerChallenge) -> Tuple[AuthorizationView, Challenge]:
     """
     v1 challenge POST: check a supplied ``keyAuthorization`` against the
     account key (as Boulder did until 2018), then answer upstream with ``{}``.
 
     :return: ``(view, challenge)``.
     """
-    record = await _owned(context, bound, authorization_id)
+    bound = await bind(context, request.signer)
+    record = await _owned(context, bound, request.authorization_id)
     challenges = await context.store.challenges_for_authorization(record.id)
-    challenge = next((c for c in challenges if c.id == challenge_id), None)
+    challenge = next((c for c in challenges if c.id == request.challenge_id), None)
     if challenge is None:
         raise NotFound("No such challenge")
-    if "type" in payload and payload["type"] != challenge.type:
+    if request.type is not ABSENT and request.type != challenge.type:
         raise Malformed(
-            f"Challenge type {payload['type']!r} does not match the challenge ({challenge.type})"
+            f"Challenge type {request.type!r} does not match the challenge ({challenge.type})"
         )
-    if "keyAuthorization" in payload:
-        supplied = payload["keyAuthorization"]
-        if supplied != f"{challenge.token}.{bound.thumbprint}":
+    if request.key_authorization is not ABSENT:
+        if request.key_authorization != f"{challenge.token}.{bound.thumbprint}":
             raise Malformed("The key authorization provided does not match the expected value: provided key authorization was incorrect")
     if context.has_expired(record.expires):
         raise NotFound("Expired authorization")
-    if bound.managed and record.status == "pending":
+    if bound.managed and record.status == Status.PENDING:
         await _validate_for_managed_account(context, bound, record)
-    elif challenge.status == "pending" and record.status == "pending":
+    elif challenge.status == Status.PENDING and record.status == Status.PENDING:
         await _publish_for_client(context, bound, record, challenge)
         try:
             answered = await context.upstream.answer_challenge(bound.upstream, challenge.upstream_url)
@@ -507,12 +519,15 @@ async def answer_challenge(
             if problem.code != "malformed":
                 raise
             current = await context.upstream.get_challenge(bound.upstream, challenge.upstream_url)
-            if current.status == "pending":
+            if current.status == Status.PENDING:
                 raise
         else:
             await context.store.update_challenge(challenge.id, status=answered.status)
     view = await read_view(context, record, force=True)
-    return view, view.challenge(challenge_id)
+    answered_challenge = view.challenge(request.challenge_id)
+    if answered_challenge is None:
+        raise NotFound("No such challenge")
+    return view, answered_challenge
 
 
 async def _publish_for_client(context: Context, bound: BoundAccount, record: Authorization,
@@ -529,12 +544,14 @@ async def _publish_for_client(context: Context, bound: BoundAccount, record: Aut
         return
     key_authorization = bound.key.key_authorization(challenge.token)
     await responder.publish(record.identifier, challenge.token, key_authorization)
-    context.in_background(
+    context.background.start(
         _withdraw_when_settled(context, bound, record, challenge, responder, key_authorization)
     )
 
 
-async def _withdraw_when_settled(context, bound, record, challenge, responder, key_authorization):
+async def _withdraw_when_settled(context: Context, bound: BoundAccount, record: Authorization,
+                                 challenge: Challenge, responder: IResponder,
+                                 key_authorization: str) -> None:
     try:
         await context.upstream.poll_authorization(bound.upstream, record.upstream_url)
     finally:
@@ -550,31 +567,29 @@ async def _validate_for_managed_account(context: Context, bound: BoundAccount,
     shows in the authorization (``invalid`` with the CA's error), as a v1
     validation failure would.
     """
-    from gateway.translate.revalidation import revalidate
-
     upstream = await context.upstream.get_authorization(bound.upstream, record.upstream_url)
-    if upstream.status != "pending":
+    if upstream.status != Status.PENDING:
         return
     try:
         await revalidate(context.upstream, bound.upstream, [upstream], context.validators)
-    except Refused as problem:
-        context.count_revalidation("invalid")
+    except Refused as refusal:
+        context.revalidations.count(Status.INVALID)
         log.info("managed validation of {name} failed: {detail}", name=upstream.name,
-                 detail=problem.detail)
+                 detail=refusal.detail)
     else:
-        context.count_revalidation("valid")
+        context.revalidations.count(Status.VALID)
 
 
-async def deactivate_authorization(
-    context: Context, bound: BoundAccount, authorization_id: str, payload: dict
-) -> AuthorizationView:
+@flow
+async def deactivate_authorization(context: Context, request: DeactivateAuthz) -> AuthorizationView:
     """
     v1 authorization POST ``{"status": "deactivated"}``.  Ownership is
     checked first, as Boulder did: another account learns nothing from the
     payload's fate.
     """
-    record = await _owned(context, bound, authorization_id, _NOT_YOUR_AUTHORIZATION)
-    if payload.get("status") != "deactivated":
+    bound = await bind(context, request.signer)
+    record = await _owned(context, bound, request.authorization_id, _NOT_YOUR_AUTHORIZATION)
+    if not request.deactivate:
         raise Malformed("Invalid status value")
     upstream = await context.upstream.deactivate_authorization(bound.upstream, record.upstream_url)
     record = await _refresh_records(context, record, upstream)

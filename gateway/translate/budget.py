@@ -28,8 +28,8 @@ from typing import Any, Dict, Optional
 import attrs
 from twisted.logger import Logger
 
+from gateway.status import Status
 from gateway.translate.errors import RateLimited
-from gateway.upstream.errors import UpstreamError, UpstreamProblem
 from gateway.store.records import format_timestamp, timestamp_instant
 
 log = Logger()
@@ -103,7 +103,8 @@ class Budget:
 
     async def _pending(self, account_id: int) -> list:
         now = self.clock.seconds()
-        pending = await self.store.authorizations_with_status("pending", account_id=account_id)
+        pending = await self.store.authorizations_with_status(Status.PENDING,
+                                                              account_id=account_id)
         return [a for a in pending if not a.expires or timestamp_instant(a.expires).timestamp() > now]
 
     async def state(self, account_id: int) -> BudgetState:
@@ -170,49 +171,3 @@ def _duration(seconds: float) -> str:
         hours = int(seconds // 3600)
         return f"{hours} hour" + ("s" if hours != 1 else "")
     return f"{int(seconds)} seconds"
-
-
-async def deactivate_abandoned(context: Any) -> int:
-    """
-    Deactivate upstream the pending authorizations the gateway created that
-    no client finished within ``abandoned_after`` (a client gave up), so they
-    stop counting against the pending-authorizations limit.
-
-    :return: how many were deactivated.
-    """
-    limits = context.budget.limits
-    if limits.abandoned_after is None:
-        return 0
-    cutoff = format_timestamp(context.clock.seconds() - limits.abandoned_after)
-    stale = await context.store.authorizations_with_status("pending", created_before=cutoff)
-    done = 0
-    for authorization in stale:
-        account = await context.store.account_by_id(authorization.account_id)
-        if account is None or not context.holds_key_for(account.thumbprint):
-            continue
-        try:
-            upstream_account = await context.upstream_for(account)
-            upstream = await context.upstream.deactivate_authorization(
-                upstream_account, authorization.upstream_url
-            )
-            status = upstream.status
-        except UpstreamProblem as problem:
-            # A 404: the CA no longer has it, which frees the budget as well
-            # as a deactivation.  Anything else (already settled, refused):
-            # left as it is; the CA expires it eventually.
-            log.info("could not deactivate abandoned authorization {id}: {error}",
-                     id=authorization.id, error=str(problem))
-            status = "deactivated" if problem.status == 404 else None
-        except UpstreamError as error:
-            # The CA did not answer: try again at the next sweep.
-            log.info("could not deactivate abandoned authorization {id}: {error}",
-                     id=authorization.id, error=str(error))
-            status = None
-        if status is not None:
-            await context.store.update_authorization(
-                authorization.id, status=status, updated_at=context.now()
-            )
-            done += status == "deactivated"
-    if done:
-        log.info("deactivated {count} abandoned pending authorization(s)", count=done)
-    return done

@@ -23,35 +23,26 @@ and the retry gets a new order for its own key.
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Iterable, List, Optional, Sequence, Tuple
 
-import josepy
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from twisted.logger import Logger
 
-from gateway.translate.errors import CSRRejected, InternalFailure, Malformed, NotFound, Refused, Unauthorized
-from gateway.translate.csr import ParsedCSR, cn_only_refusal, parse_csr
-from gateway.keys.jose import b64url_decode
-from gateway.operations.scope import note_names
+from gateway.status import Status
 from gateway.store import Certificate, Insert, Issuer, Order, issuer_id
+from gateway.translate.accounts import BoundAccount, bind
 from gateway.translate.authorizations import create_order, record_authorization
-from gateway.translate.context import BoundAccount, Context
-from gateway.upstream import messages as v2
-from gateway.upstream.errors import UpstreamProblem
+from gateway.translate.context import Context
+from gateway.translate.csr import ParsedCSR, cn_only_refusal
+from gateway.translate.errors import CSRRejected, InternalFailure, NotFound, Refused, Unauthorized, flow
+from gateway.translate.policy import DNSName
+from gateway.translate.requests import NewCert
 from gateway.translate.revalidation import revalidate
-from cryptography.hazmat.primitives import serialization
+from gateway.upstream import messages as v2
+from gateway.upstream.errors import UpstreamError, UpstreamProblem
 
 log = Logger()
-
-
-def _csr_der(payload: dict) -> bytes:
-    csr = payload.get("csr")
-    if not isinstance(csr, str) or not csr:
-        raise Malformed("Error unmarshaling certificate request: csr must be a base64url string")
-    try:
-        return b64url_decode(csr)
-    except ValueError:
-        raise Malformed("Error unmarshaling certificate request: csr is not base64url")
 
 
 async def _usable_order(context: Context, bound: BoundAccount, names: tuple) -> Optional[tuple]:
@@ -61,22 +52,22 @@ async def _usable_order(context: Context, bound: BoundAccount, names: tuple) -> 
     from upstream.
     """
     candidates = await context.store.find_orders(
-        bound.record.id, names, ("pending", "ready", "processing", "valid")
+        bound.record.id, names, (Status.PENDING, Status.READY, Status.PROCESSING, Status.VALID)
     )
     for record in candidates:
         try:
             upstream = await context.upstream.get_order(bound.upstream, record.upstream_url)
         except UpstreamProblem as problem:
             if problem.status == 404:
-                await context.store.update_order(record.id, status="invalid")
+                await context.store.update_order(record.id, status=Status.INVALID)
                 continue
             raise
         if upstream.status != record.status:
             record = await context.store.update_order(record.id, status=upstream.status,
                                                       certificate_url=upstream.certificate)
-        if upstream.status in ("pending", "ready", "processing"):
+        if upstream.status in (Status.PENDING, Status.READY, Status.PROCESSING):
             return record, upstream
-        if upstream.status == "valid" and upstream.certificate:
+        if upstream.status == Status.VALID and upstream.certificate:
             existing = await context.store.certificates_for_account(bound.record.id)
             if not any(c.order_id == record.id for c in existing):
                 return record, upstream
@@ -93,32 +84,6 @@ async def _authorization_states(context: Context, bound: BoundAccount, order_rec
     return states
 
 
-def _jwk_spki(jwk: josepy.JWK) -> Optional[bytes]:
-    try:
-        return jwk.key.public_numbers().public_key().public_bytes(
-            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
-    except Exception:
-        return None
-
-
-def parse_request(payload: dict, client_jwk: josepy.JWK) -> ParsedCSR:
-    """
-    The checked CSR of a ``new-cert`` payload signed with ``client_jwk``.
-    Pure, so the face checks it before binding the signer to an account:
-    a malformed request must cost no upstream call and write nothing.
-
-    :raises CSRRejected: for an unusable CSR, and for a CSR of
-        the account key itself (Boulder refused it: a certificate for the
-        account key would let whoever holds the certificate's key act as
-        the account).
-    """
-    csr = parse_csr(_csr_der(payload), allow_wildcard=True)
-    if csr.public_key_der == _jwk_spki(client_jwk):
-        raise CSRRejected("Certificate public key must be different than account key")
-    return csr
-
-
 async def _names_not_authorized(context: Context, bound: BoundAccount, names) -> list:
     """
     The names for which the account holds no pending or valid, unexpired
@@ -127,14 +92,15 @@ async def _names_not_authorized(context: Context, bound: BoundAccount, names) ->
     missing = []
     for name in names:
         found = await context.store.find_authorizations(
-            bound.record.id, name.value, name.wildcard, ("pending", "valid")
+            bound.record.id, name.value, name.wildcard, (Status.PENDING, Status.VALID)
         )
         if not any(not context.has_expired(a.expires) for a in found):
             missing.append(name)
     return missing
 
 
-async def new_certificate(context: Context, bound: BoundAccount, payload: dict) -> Certificate:
+@flow
+async def new_certificate(context: Context, request: NewCert) -> Certificate:
     """
     ``new-cert``.
 
@@ -144,8 +110,10 @@ async def new_certificate(context: Context, bound: BoundAccount, payload: dict) 
     become ready, and creating it would only spend the account's upstream
     order budget on a request that cannot succeed.
     """
-    csr = parse_request(payload, josepy.JWK.from_json(bound.record.public_jwk))
-    note_names(sorted(n.spelled for n in csr.names))
+    csr = request.csr
+    bound = await bind(context, request.signer)
+    # The client's key was compared with the CSR's already; in managed mode
+    # the key that signs upstream is another, and must differ too.
     if csr.public_key_der == _account_spki(bound):
         raise CSRRejected("Certificate public key must be different than account key")
     if not context.validators.configured and not bound.managed:
@@ -157,8 +125,8 @@ async def new_certificate(context: Context, bound: BoundAccount, payload: dict) 
                 f"(new-authz) for each name first, or start the gateway with "
                 f"{context.validators.missing_means(missing)} to let it validate them."
             )
-    names = tuple(sorted(n.spelled for n in csr.names))
-    lock = context.lock_for(f"order:{bound.record.id}:{','.join(names)}")
+    names = request.names
+    lock = context.locks.lock_for(f"order:{bound.record.id}:{','.join(names)}")
     await lock.acquire()
     try:
         for _ in range(MAX_FOREIGN_CERTIFICATES + 1):
@@ -169,7 +137,7 @@ async def new_certificate(context: Context, bound: BoundAccount, payload: dict) 
                 if hint is not None:
                     raise hint
                 raise
-            if upstream_order.status != "valid" or not upstream_order.certificate:
+            if upstream_order.status != Status.VALID or not upstream_order.certificate:
                 await context.store.update_order(record.id, status=upstream_order.status)
                 error = upstream_order.error
                 hint = error and cn_only_refusal(csr, error.code, error.detail)
@@ -178,7 +146,7 @@ async def new_certificate(context: Context, bound: BoundAccount, payload: dict) 
                 detail = error.detail if error else "the order is " + upstream_order.status
                 raise Unauthorized(f"Error creating new cert :: {detail}")
             record = await context.store.update_order(
-                record.id, status="valid", certificate_url=upstream_order.certificate
+                record.id, status=Status.VALID, certificate_url=upstream_order.certificate
             )
             # The order may have been finalized by an earlier attempt whose
             # answer was lost: its certificate is then for that attempt's key.
@@ -230,17 +198,17 @@ async def _finalized_order(context: Context, bound: BoundAccount, names: tuple,
     if finalized is not None:
         return finalized
     record, upstream_order, authorizations = await _order_for(context, bound, names)
-    if upstream_order.status == "ready":
+    if upstream_order.status == Status.READY:
         upstream_order = await context.upstream.finalize(bound.upstream, upstream_order, csr.der)
-    elif upstream_order.status == "pending":
+    elif upstream_order.status == Status.PENDING:
         if authorizations is None:
             authorizations = await _authorization_states(context, bound, record, upstream_order)
         if not v2.order_is_ready(upstream_order, authorizations):
             await _complete_authorizations(context, bound, record, authorizations)
         upstream_order = await context.upstream.finalize(bound.upstream, upstream_order, csr.der)
-    elif upstream_order.status == "processing":
+    elif upstream_order.status == Status.PROCESSING:
         upstream_order = await context.upstream.poll_order(
-            bound.upstream, upstream_order.url, until=("valid", "invalid")
+            bound.upstream, upstream_order.url, until=(Status.VALID, Status.INVALID)
         )
     return record, upstream_order
 
@@ -273,14 +241,15 @@ async def _finalize_known_ready_order(context: Context, bound: BoundAccount, nam
 
     :return: ``(order record, finalized upstream order)`` or ``None``.
     """
-    for record in await context.store.find_orders(bound.record.id, names, ("pending", "ready")):
+    for record in await context.store.find_orders(bound.record.id, names,
+                                                  (Status.PENDING, Status.READY)):
         authorizations = await _stored_authorizations(context, record)
         if not authorizations or any(
-            a.status != "valid" or context.has_expired(a.expires) for a in authorizations
+            a.status != Status.VALID or context.has_expired(a.expires) for a in authorizations
         ):
             continue
         order = v2.Order(
-            url=record.upstream_url, status="ready", identifiers=record.identifiers,
+            url=record.upstream_url, status=Status.READY, identifiers=record.identifiers,
             authorizations=tuple(a.upstream_url for a in authorizations),
             finalize=record.finalize_url, certificate=None, expires=record.expires,
         )
@@ -324,7 +293,7 @@ async def _orders_spent(context: Context, bound: BoundAccount, final: Order, nam
         if (name.value, name.wildcard) in own:
             continue
         for authorization in await context.store.find_authorizations(
-            bound.record.id, name.value, name.wildcard, ("valid",)
+            bound.record.id, name.value, name.wildcard, (Status.VALID,)
         ):
             if authorization.order_id is not None:
                 orders.add(authorization.order_id)
@@ -343,15 +312,15 @@ async def _complete_authorizations(context: Context, bound: BoundAccount, record
     never become valid in this order; the order is dropped, so the client's
     retry starts a fresh one.
     """
-    dead = [a for a in authorizations if a.status not in ("valid", "pending")]
+    dead = [a for a in authorizations if a.status not in (Status.VALID, Status.PENDING)]
     if dead:
-        await context.store.update_order(record.id, status="invalid")
+        await context.store.update_order(record.id, status=Status.INVALID)
         names = ", ".join(sorted(a.name for a in dead))
         raise Unauthorized(
             f"Error creating new cert :: authorizations for these names are not valid "
             f"({', '.join(sorted({a.status for a in dead}))}): {names}; request them again"
         )
-    pending = [a for a in authorizations if a.status == "pending"]
+    pending = [a for a in authorizations if a.status == Status.PENDING]
     if not context.validators.configured:
         names = ", ".join(sorted(a.name for a in pending))
         raise Unauthorized(
@@ -364,23 +333,30 @@ async def _complete_authorizations(context: Context, bound: BoundAccount, record
     try:
         await revalidate(context.upstream, bound.upstream, pending, context.validators)
     except Refused:
-        context.count_revalidation("invalid", len(pending))
+        context.revalidations.count(Status.INVALID, len(pending))
         raise
     else:
-        context.count_revalidation("valid", len(pending))
+        context.revalidations.count(Status.VALID, len(pending))
     finally:
         for final in await _fresh_states(context, bound, pending):
             await record_authorization(context, bound.record.id, record.id, final)
 
 
 
-async def _fresh_states(context: Context, bound: BoundAccount, authorizations: list) -> list:
+async def _fresh_states(context: Context, bound: BoundAccount,
+                        authorizations: Sequence[v2.Authorization]) -> List[v2.Authorization]:
+    """
+    The CA's current view of ``authorizations``, to record after
+    revalidation (whatever its outcome); one the CA does not answer for is
+    left as the store has it, and said so.
+    """
     fresh = []
     for authorization in authorizations:
         try:
             fresh.append(await context.upstream.get_authorization(bound.upstream, authorization.url))
-        except Exception:
-            continue
+        except UpstreamError as error:
+            log.info("new-cert: could not read authorization {url} after revalidation: {error}",
+                     url=authorization.url, error=str(error))
     return fresh
 
 
@@ -427,6 +403,7 @@ async def store_chain(context: Context, account_id: int, order_id: Optional[str]
     return certificate
 
 
+@flow
 async def read_certificate(context: Context, certificate_id: str) -> Certificate:
     """
     Unauthenticated ``GET /acme/cert/<id>``.
@@ -439,7 +416,8 @@ async def read_certificate(context: Context, certificate_id: str) -> Certificate
     return certificate
 
 
-async def read_issuer(context: Context, issuer_id: str):
+@flow
+async def read_issuer(context: Context, issuer_id: str) -> Tuple[Issuer, Optional[str]]:
     """
     Unauthenticated ``GET /acme/issuer-cert/<id>``.
 

@@ -26,8 +26,12 @@ touched.  A read path repairs a partial authorization on its own too
 
 from __future__ import annotations
 
+from typing import List, Optional
+
 import attrs
 from twisted.logger import Logger
+
+from gateway.status import Status
 
 from gateway.store import Order, OrderAttempt, Update
 from gateway.store.records import (
@@ -42,8 +46,10 @@ from gateway.translate.authorizations import (
     refresh_authorization,
     store_new_order,
 )
+from gateway.translate.accounts import upstream_for
 from gateway.translate.context import Context
 from gateway.upstream.errors import UpstreamError, UpstreamProblem
+from gateway.upstream.messages import UpstreamAccount
 
 log = Logger()
 
@@ -109,11 +115,11 @@ async def recover(context: Context, settled_after: float = 0.0) -> Recovered:
     return done
 
 
-async def _upstream_of(context: Context, account_id: int):
+async def _upstream_of(context: Context, account_id: int) -> Optional[UpstreamAccount]:
     account = await context.store.account_by_id(account_id)
-    if account is None or not context.holds_key_for(account.thumbprint):
+    if account is None or not context.keys.holds(account.thumbprint):
         return None
-    return await context.upstream_for(account)
+    return await upstream_for(context, account)
 
 
 async def _order_urls(context: Context, upstream_account) -> list:
@@ -176,7 +182,7 @@ async def _repair_authorization(context: Context, authorization_id: str, done: R
     except UpstreamProblem as problem:
         if problem.status != 404:
             raise
-        await context.store.update_authorization(record.id, status="expired",
+        await context.store.update_authorization(record.id, status=Status.EXPIRED,
                                                  updated_at=context.now())
         done.gone += 1
         return
@@ -194,7 +200,7 @@ async def _repair_order(context: Context, order_id: str, done: Recovered) -> Non
     except UpstreamProblem as problem:
         if problem.status != 404:
             raise
-        await context.store.update_order(record.id, status="invalid")
+        await context.store.update_order(record.id, status=Status.INVALID)
         done.gone += 1
         return
     for url in order.authorizations:

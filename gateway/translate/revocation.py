@@ -3,34 +3,39 @@ v1 ``revoke-cert`` and ``key-change`` translated to v2.
 
 Revocation may be signed by an account key or by the certificate's own
 key.  The gateway does not normally hold a certificate key, so for the
-latter it checks the v1 signature against the certificate's public key (what
-Boulder v1 did) and revokes upstream as the account that issued the certificate,
-whose key it holds (RFC 8555 accepts the issuing account for any reason),
-or, when no such account can and the certificate key was imported into the
-key store, with the certificate key itself.
+latter the face checked the v1 signature against the certificate's public
+key (what Boulder v1 did), and the gateway revokes upstream as the account
+that issued the certificate, whose key it holds (RFC 8555 accepts the
+issuing account for any reason), or, when no such account can and the
+certificate key was imported into the key store, with the certificate key
+itself.
 
 key-change needs an inner JWS by the *new* private key upstream, which a
 v1 client never sends; it works only when the new key is already in the
 key store.  A rollover that exists only in the gateway is never made: the
-client's key authorizations would stop matching upstream.
+client's key authorizations would stop matching upstream.  (The face
+verified the v1 inner JWS; `gateway.translate.requests.KeyChange` is what
+it asked for.)
 """
 
 from __future__ import annotations
 
-from cryptography import x509
+from typing import Optional
+
 from twisted.logger import Logger
 
-from gateway.keys.jose import b64url_decode, public_jwk, thumbprint
+from gateway.keys.jose import AccountKey
+from gateway.status import Status
 from gateway.store import Account, Insert, Update
-from gateway.translate.errors import Conflict, Malformed, NotFound, Unauthorized
-from gateway.translate.context import RETIRED, BoundAccount, Context
+from gateway.translate.accounts import bind, upstream_for
+from gateway.translate.context import Context
+from gateway.translate.errors import Conflict, Malformed, NotFound, Unauthorized, flow
+from gateway.translate.requests import KeyChange, Revoke
+from gateway.upstream.client import UpstreamClient
 from gateway.upstream.errors import UpstreamProblem
-from gateway.v1.jws import VerifiedRequest, loads_bounded, verify_jws_signature
+from gateway.upstream.messages import UpstreamAccount
 
 log = Logger()
-
-#: The reasons Boulder accepted (RFC 5280 codes).
-ALLOWED_REASONS = (0, 1, 3, 4, 5)
 
 _NOT_ALLOWED = (
     "Revocation request must be signed by private key of cert to be revoked, by the account "
@@ -39,80 +44,61 @@ _NOT_ALLOWED = (
 )
 
 
-def _certificate(payload: dict) -> tuple:
-    raw = payload.get("certificate")
-    if not isinstance(raw, str) or not raw:
-        raise Malformed("Unable to decode certificate: certificate must be base64url DER")
-    try:
-        der = b64url_decode(raw)
-        certificate = x509.load_der_x509_certificate(der)
-    except ValueError:
-        raise Malformed("Unable to decode certificate")
-    return der, certificate
-
-
-def _reason(payload: dict):
-    reason = payload.get("reason")
-    if reason is None:
-        return None
-    if isinstance(reason, bool) or not isinstance(reason, int) or reason not in ALLOWED_REASONS:
-        raise Malformed("unsupported revocation reason code provided")
-    return reason
-
-
-async def revoke_certificate(context: Context, verified: VerifiedRequest, remote_ip: str) -> None:
+@flow
+async def revoke_certificate(context: Context, request: Revoke) -> None:
     """
     ``revoke-cert``.
     """
-    der, certificate = _certificate(verified.payload)
-    reason = _reason(verified.payload)
-    serial = format(certificate.serial_number, "x")
-    stored = await context.store.certificate_by_serial(serial)
-    if stored is not None and stored.leaf_der != der:
+    stored = await context.store.certificate_by_serial(request.serial)
+    if stored is not None and stored.leaf_der != request.certificate_der:
         raise NotFound("No such certificate")
     if stored is not None and stored.revoked_at is not None:
         raise Conflict("Certificate already revoked")
-    certificate_jwk = public_jwk(certificate.public_key())
-    signed_by_certificate_key = thumbprint(certificate_jwk) == verified.thumbprint
     # A certificate from a CA the gateway ran against before (--upstream
     # changed) is revoked there, as long as that CA answers.
     elsewhere = stored is not None and not context.is_current(stored) and stored.directory_url
-    client = context.upstream_at(stored.directory_url) if elsewhere else context.upstream
-    if signed_by_certificate_key:
+    client = context.other_cas.at(stored.directory_url) if elsewhere else context.upstream
+    account: Optional[UpstreamAccount] = None
+    certificate_key: Optional[AccountKey] = None
+    if request.by_certificate_key:
         # The certificate's own key revokes upstream only when the gateway
         # holds it (imported) and no issuing account can: a certificate from
         # before the gateway, or an issuer whose key left the store.
-        certificate_key = context.keys.get(verified.thumbprint)
-        issuer = None if stored is None else await context.store.account_by_id(stored.account_id)
+        certificate_key = context.keys.client_key(request.signer.thumbprint)
+        issuer: Optional[Account] = (
+            None if stored is None else await context.store.account_by_id(stored.account_id))
         if issuer is None and certificate_key is None:
             raise NotFound("No such certificate")
-        if certificate_key is not None and (issuer is None or not context.holds_key_for(issuer.thumbprint)):
-            signer = {"certificate_key": certificate_key}
-        elif elsewhere:
-            signer = {"account": await _account_at(context, client, issuer)}
-        else:
-            signer = {"account": await context.upstream_for(issuer)}
+        if issuer is not None and (certificate_key is None
+                                   or context.keys.holds(issuer.thumbprint)):
+            certificate_key = None
+            account = (await _account_at(context, client, issuer) if elsewhere
+                       else await upstream_for(context, issuer))
     else:
-        bound = await context.bind_account(verified, remote_ip)
+        bound = await bind(context, request.signer)
         if stored is not None and stored.account_id != bound.record.id:
             raise Unauthorized(_NOT_ALLOWED)
-        if elsewhere:
-            signer = {"account": await _account_at(context, client, bound.record)}
-        else:
-            signer = {"account": bound.upstream}
-    await client.revoke_certificate(der, reason=reason, **signer)
+        account = (await _account_at(context, client, bound.record) if elsewhere
+                   else bound.upstream)
+    if account is not None:
+        await client.revoke_certificate(request.certificate_der, reason=request.reason,
+                                        account=account)
+    else:
+        await client.revoke_certificate(request.certificate_der, reason=request.reason,
+                                        certificate_key=certificate_key)
     if stored is not None:
         await context.store.update_certificate(
-            stored.id, revoked_at=context.now(), revocation_reason=reason if reason is not None else 0
+            stored.id, revoked_at=context.now(),
+            revocation_reason=request.reason if request.reason is not None else 0,
         )
 
 
-async def _account_at(context: Context, client, account):
+async def _account_at(context: Context, client: UpstreamClient, account: Account) -> UpstreamAccount:
     """
     The upstream account of ``account``'s key at the CA of ``client``
     (another CA than the current one), found by key.
     """
-    found = await client.find_account(await context.signing_key(account.thumbprint))
+    found = await client.find_account(await context.keys.obtain(account.thumbprint))
     if found is None:
         raise Unauthorized(
             f"The account that issued this certificate is not known to the CA that issued it "
@@ -120,9 +106,8 @@ async def _account_at(context: Context, client, account):
     return found
 
 
-async def change_key(
-    context: Context, bound: BoundAccount, registration_url: str, payload: dict
-) -> object:
+@flow
+async def change_key(context: Context, request: KeyChange) -> Account:
     """
     v1 ``key-change`` (Boulder's draft-05 form, MAPPING.md §1.6): the outer
     payload is the inner JWS, signed by the new key, over ``{"account",
@@ -130,23 +115,11 @@ async def change_key(
 
     :return: the updated account record.
     """
-    inner = {k: v for k, v in payload.items() if k != "resource"}
-    new_jwk, _, inner_payload_bytes = verify_jws_signature(inner)
-    try:
-        inner_payload = loads_bounded(inner_payload_bytes)
-    except ValueError:
-        raise Malformed("Inner JWS payload is not JSON")
-    if not isinstance(inner_payload, dict):
-        raise Malformed("Inner JWS payload is not a JSON object")
-    if inner_payload.get("account") != registration_url:
+    bound = await bind(context, request.signer)
+    if request.account != request.registration_url(bound.record.id):
         raise Malformed("Incorrect account URL provided in payload")
-    new_key_json = inner_payload.get("newKey")
-    if new_key_json != new_jwk.to_json():
-        raise Malformed("New JWK in inner payload doesn't match key used to sign inner JWS")
-    new_thumbprint = thumbprint(new_jwk)
-    if new_thumbprint == bound.thumbprint:
-        raise Malformed("New key is the same as the old key")
-    new_key = context.keys.get(new_thumbprint)
+    new_thumbprint = request.new_thumbprint
+    new_key = context.keys.client_key(new_thumbprint)
     if new_key is None:
         raise Unauthorized(
             f"The new account key (JWK thumbprint {new_thumbprint}) is not in the gateway's key "
@@ -175,8 +148,9 @@ async def change_key(
                {"thumbprint": new_thumbprint, "public_jwk": new_key.public_jwk_json}),
         Insert(Account(
             id=0, thumbprint=bound.thumbprint, public_jwk=bound.record.public_jwk,
-            upstream_url=None, contact=(), agreement=None, status=RETIRED,
+            upstream_url=None, contact=(), agreement=None, status=Status.RETIRED,
             created_at=context.now(), initial_ip=bound.record.initial_ip,
         )),
     ])
-    return written[0]
+    updated: Account = written[0]
+    return updated

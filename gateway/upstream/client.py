@@ -30,7 +30,7 @@ from __future__ import annotations
 import collections
 import json
 import random
-from typing import Any, Iterable, Optional, Sequence
+from typing import Any, Awaitable, Iterable, Optional, Protocol, Sequence
 
 import attrs
 from twisted.internet import defer
@@ -41,7 +41,6 @@ from twisted.web import client as web_client
 from gateway import __version__
 from gateway.crashpoints import crash_point
 from gateway.keys.jose import AccountKey, b64url, sign_flattened
-from gateway.operations.scope import current_request_id
 from gateway.upstream.errors import (
     PollTimeout,
     UpstreamError,
@@ -131,6 +130,18 @@ class PollPolicy:
             delay = min(self.maximum, delay * self.factor)
 
 
+class RecoverAccount(Protocol):
+    """
+    What the client calls when the CA answers ``accountDoesNotExist`` for a
+    ``kid`` it used to know (a CA that lost its state): find or create the
+    account of ``key`` again, and return the URL to sign with from now on
+    (`gateway.translate.accounts.AccountRecovery`).
+    """
+
+    def __call__(self, upstream: "UpstreamClient", key: AccountKey,
+                 stale_url: str) -> Awaitable[str]: ...
+
+
 class UpstreamClient:
     """
     A client of one upstream ACME v2 CA.
@@ -141,6 +152,8 @@ class UpstreamClient:
     :param request_timeout: seconds before one HTTP exchange is abandoned.
     :param max_nonce_retries: how many times one request is re-signed after
         ``badNonce`` before the error is raised.
+    :param account_recovery: what to do when the CA forgot an account
+        (`RecoverAccount`); `None` lets its ``accountDoesNotExist`` through.
     """
 
     log = Logger()
@@ -157,6 +170,7 @@ class UpstreamClient:
         metrics: Optional[Any] = None,
         read_retries: int = 2,
         retry_base_delay: float = 0.25,
+        account_recovery: Optional[RecoverAccount] = None,
     ):
         self.directory_url = directory_url
         self._http = http
@@ -171,10 +185,7 @@ class UpstreamClient:
         self.request_counts: collections.Counter = collections.Counter()
         #: A `gateway.operations.metrics.Metrics` told of every exchange, or `None`.
         self.metrics = metrics
-        #: Called as ``await account_recovery(key, stale_kid)`` when the CA
-        #: answers ``accountDoesNotExist`` for a ``kid`` it used to know (a
-        #: CA that lost its state); returns the account URL to retry with.
-        self.account_recovery = None
+        self._account_recovery = account_recovery
         #: How often an idempotent read (directory, nonce, POST-as-GET) is
         #: retried after the CA failed to answer, with jittered backoff.
         self.read_retries = read_retries
@@ -248,12 +259,10 @@ class UpstreamClient:
         timer = self._clock.callLater(self._request_timeout, give_up)
         self.request_counts[kind] += 1
         started = self._clock.seconds()
-        # The v1 request this call serves (None for probes and start-up).
-        request_id = current_request_id()
         try:
             response = await exchange
         except Exception as failure:
-            self._observe(method, url, kind, None, started, request_id, failure)
+            self._observe(method, url, kind, None, started, failure)
             # Connection refused or reset, TLS failures and cancellation all
             # surface here, under several exception types.
             if timed_out:
@@ -269,31 +278,31 @@ class UpstreamClient:
         nonce = response.header("replay-nonce")
         if nonce:
             self._nonces.append(nonce)
-        self._observe(method, url, kind, response.status, started, request_id)
+        self._observe(method, url, kind, response.status, started)
         return response
 
     def _observe(
         self, method: str, url: str, kind: str, status: Optional[int], started: float,
-        request_id: Optional[str], failure: Optional[BaseException] = None,
+        failure: Optional[BaseException] = None,
     ) -> None:
         """
-        Log one exchange with named fields and the v1 request id it served,
-        and count it in the metrics.
+        Log one exchange with named fields, and count it in the metrics.
+        (The log observer adds the id of the v1 request it served, and the
+        metrics read it for their exemplar: `gateway.operations.scope`.)
         """
         seconds = self._clock.seconds() - started
         if self.metrics is not None:
-            self.metrics.upstream_response(kind, status, seconds, request_id)
+            self.metrics.upstream_response(kind, status, seconds)
         if failure is None:
             self.log.info(
                 "upstream {method} {url} -> {status} ({kind}, {duration:.3f}s)",
                 method=method, url=url, status=status, kind=kind, duration=seconds,
-                request_id=request_id,
             )
         else:
             self.log.warn(
                 "upstream {method} {url} failed ({kind}, {duration:.3f}s): {error}",
                 method=method, url=url, kind=kind, duration=seconds,
-                error=_describe(failure), request_id=request_id,
+                error=_describe(failure),
             )
 
     def _raise_for_status(self, response: UpstreamResponse) -> None:
@@ -420,9 +429,9 @@ class UpstreamClient:
                     )
                     continue
                 if (problem.code == "accountDoesNotExist" and kid is not None
-                        and self.account_recovery is not None and not recovered):
+                        and self._account_recovery is not None and not recovered):
                     recovered = True
-                    kid = await self.account_recovery(key, kid)
+                    kid = await self._account_recovery(self, key, kid)
                     continue
                 raise
             return response

@@ -29,11 +29,12 @@ from gateway.operations.scope import RequestScope, current, request_id_from, run
 from gateway.v1.problems import V1Problem, from_upstream, problem_for
 from gateway.translate.errors import UpstreamFailed, UpstreamRefused
 from gateway.upstream.errors import UpstreamProblem
-from gateway.translate import authorizations, issuance, registration, revocation
+from gateway.translate import authorizations, directory, issuance, registration, requests, revocation
 from gateway.translate.context import Context
+from gateway.translate.requests import Signer
 from gateway.upstream.errors import UpstreamError
 from gateway.v1 import messages
-from gateway.v1.jws import VerifiedRequest, verify_v1_request
+from gateway.v1.jws import VerifiedRequest, loads_bounded, verify_jws_signature, verify_v1_request
 from gateway.v1.limits import DEFAULT_MAX_BODY, too_large
 _ID = r"[A-Za-z0-9_-]{1,64}"
 _HOST = re.compile(r"^(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?$")
@@ -93,6 +94,24 @@ ROUTES = (
 #: The v1 resource name of a route, where it is not its handler's name
 #: spelled with dashes: a bounded label for metrics and logs.
 _ENDPOINT_NAMES = {"issuer": "issuer-cert"}
+
+
+def _inner_jws(payload: dict) -> tuple:
+    """
+    The inner JWS of a v1 key change (the outer payload, less its
+    ``resource``), verified: the new key that signed it, and its payload.
+
+    :raises V1Problem: ``malformed``.
+    """
+    inner = {k: v for k, v in payload.items() if k != "resource"}
+    new_jwk, _, inner_payload_bytes = verify_jws_signature(inner)
+    try:
+        inner_payload = loads_bounded(inner_payload_bytes)
+    except ValueError:
+        raise V1Problem.malformed("Inner JWS payload is not JSON")
+    if not isinstance(inner_payload, dict):
+        raise V1Problem.malformed("Inner JWS payload is not a JSON object")
+    return new_jwk, inner_payload
 
 
 def _error_documents(view) -> dict:
@@ -294,6 +313,13 @@ class V1Face(resource.Resource):
             return await handler(request, urls, *match.groups())
         raise V1Problem.not_found("Not found")
 
+    def _signed(self, request, resource_name) -> tuple:
+        """
+        Verify the request's JWS; the signer and the payload.
+        """
+        verified = self._verify(request, resource_name)
+        return Signer(verified.jwk, verified.thumbprint, self._ip(request)), verified.payload
+
     def _verify(self, request, resource_name) -> VerifiedRequest:
         length = request.getHeader(b"content-length")
         if length is not None:
@@ -323,12 +349,12 @@ class V1Face(resource.Resource):
     # -- handlers ------------------------------------------------------------
 
     async def _directory_get(self, request, urls):
-        directory = await self.context.upstream.directory()
-        return json_response(200, messages.directory(urls, directory.meta))
+        upstream = await directory.upstream_meta(self.context)
+        return json_response(200, messages.directory(urls, upstream.meta))
 
     async def _terms_get(self, request, urls):
-        directory = await self.context.upstream.directory()
-        terms = directory.terms_of_service
+        upstream = await directory.upstream_meta(self.context)
+        terms = upstream.terms_of_service
         if not terms:
             raise V1Problem.not_found("The upstream CA publishes no terms of service")
         if terms.startswith(("http://", "https://")):
@@ -358,8 +384,8 @@ class V1Face(resource.Resource):
         )
 
     async def _new_reg_post(self, request, urls):
-        verified = self._verify(request, "new-reg")
-        outcome = await registration.new_registration(self.context, verified, self._ip(request))
+        signer, payload = self._signed(request, "new-reg")
+        outcome = await registration.new_registration(self.context, requests.new_reg(signer, payload))
         location = urls.reg(outcome.account.id)
         if not outcome.created:
             problem = V1Problem.conflict("Registration key is already in use", location=location)
@@ -371,18 +397,12 @@ class V1Face(resource.Resource):
         )
 
     async def _reg_post(self, request, urls, registration_id):
-        verified = self._verify(request, "reg")
-        # Everything that can be refused without an account is refused
-        # before binding one, which may call upstream and write a row.
-        registration.check_update(verified.payload)
-        await registration.check_owner(self.context, verified.thumbprint, registration_id)
-        bound = await self.context.bind_account(verified, self._ip(request))
-        account, deactivated = await registration.apply_registration_update(
-            self.context, bound, registration_id, verified.payload
-        )
+        signer, payload = self._signed(request, "reg")
+        updated = await registration.update_registration(
+            self.context, requests.reg_update(signer, registration_id, payload))
         return json_response(
-            200 if deactivated else 202,
-            messages.registration(account, self._agreed_terms(urls)),
+            200 if updated.deactivated else 202,
+            messages.registration(updated.account, self._agreed_terms(urls)),
             self._registration_links(urls),
         )
 
@@ -396,10 +416,8 @@ class V1Face(resource.Resource):
         return json_response(status, body, headers)
 
     async def _new_authz_post(self, request, urls):
-        verified = self._verify(request, "new-authz")
-        authorizations.requested_name(verified.payload)
-        bound = await self.context.bind_account(verified, self._ip(request))
-        view = await authorizations.new_authorization(self.context, bound, verified.payload)
+        signer, payload = self._signed(request, "new-authz")
+        view = await authorizations.new_authorization(self.context, requests.new_authz(signer, payload))
         return self._authz_response(201, urls, view, location=True)
 
     async def _authz_get(self, request, urls, authorization_id):
@@ -407,11 +425,9 @@ class V1Face(resource.Resource):
         return self._authz_response(200, urls, view)
 
     async def _authz_post(self, request, urls, authorization_id):
-        verified = self._verify(request, "authz")
-        bound = await self.context.bind_account(verified, self._ip(request))
+        signer, payload = self._signed(request, "authz")
         view = await authorizations.deactivate_authorization(
-            self.context, bound, authorization_id, verified.payload
-        )
+            self.context, requests.deactivate_authz(signer, authorization_id, payload))
         return self._authz_response(200, urls, view)
 
     def _challenge_response(self, urls, view, challenge):
@@ -432,11 +448,9 @@ class V1Face(resource.Resource):
         return self._challenge_response(urls, view, challenge)
 
     async def _challenge_post(self, request, urls, authorization_id, challenge_id):
-        verified = self._verify(request, "challenge")
-        bound = await self.context.bind_account(verified, self._ip(request))
+        signer, payload = self._signed(request, "challenge")
         view, challenge = await authorizations.answer_challenge(
-            self.context, bound, authorization_id, challenge_id, verified.payload
-        )
+            self.context, requests.answer_challenge(signer, authorization_id, challenge_id, payload))
         return self._challenge_response(urls, view, challenge)
 
     def _certificate_response(self, status, urls, certificate, location=False):
@@ -447,10 +461,12 @@ class V1Face(resource.Resource):
         return V1Response(status, certificate.leaf_der, "application/pkix-cert", tuple(headers))
 
     async def _new_cert_post(self, request, urls):
-        verified = self._verify(request, "new-cert")
-        issuance.parse_request(verified.payload, verified.jwk)
-        bound = await self.context.bind_account(verified, self._ip(request))
-        certificate = await issuance.new_certificate(self.context, bound, verified.payload)
+        signer, payload = self._signed(request, "new-cert")
+        new_cert = requests.new_cert(signer, payload)
+        scope = current.get()
+        if scope is not None:
+            scope.names = new_cert.names
+        certificate = await issuance.new_certificate(self.context, new_cert)
         return self._certificate_response(201, urls, certificate, location=True)
 
     async def _cert_get(self, request, urls, certificate_id):
@@ -463,15 +479,14 @@ class V1Face(resource.Resource):
         return V1Response(200, issuer.der, "application/pkix-cert", headers)
 
     async def _revoke_cert_post(self, request, urls):
-        verified = self._verify(request, "revoke-cert")
-        await revocation.revoke_certificate(self.context, verified, self._ip(request))
+        signer, payload = self._signed(request, "revoke-cert")
+        await revocation.revoke_certificate(self.context, requests.revoke(signer, payload))
         return V1Response(200, b"", None)
 
     async def _key_change_post(self, request, urls):
-        verified = self._verify(request, "key-change")
-        bound = await self.context.bind_account(verified, self._ip(request))
+        signer, payload = self._signed(request, "key-change")
+        new_jwk, inner_payload = _inner_jws(payload)
         account = await revocation.change_key(
-            self.context, bound, urls.reg(bound.record.id), verified.payload
-        )
+            self.context, requests.key_change(signer, new_jwk, inner_payload, urls.reg))
         return json_response(200, messages.registration(account, self._agreed_terms(urls)),
                              self._registration_links(urls))

@@ -1,0 +1,176 @@
+"""
+What the flows keep in memory between requests, each in an object of its
+own, owned by the `gateway.translate.context.Context`.
+
+Everything here may be lost at a restart without harm — which is why it is
+not in the store: per-name locks (no request is in flight after a restart),
+when each authorization was last read upstream (the next read asks the CA),
+work running in the background (its ``finally`` clauses run at shutdown),
+revalidation counts (the metrics start again), and clients of other CAs (made
+again on demand).  What must survive a restart is store data.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Coroutine, Dict, Optional, Protocol, Set
+
+import attrs
+from twisted.internet.defer import CancelledError, Deferred, DeferredLock
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from gateway.translate.errors import InternalFailure
+from gateway.upstream.client import UpstreamClient
+
+log = Logger()
+
+#: Per-name locks and read times are pruned when this many accumulate, so
+#: memory stays bounded however many names a long-running gateway serves.
+PRUNE_AT = 1024
+
+#: Read times older than this are pruned (they no longer coalesce anything).
+_READ_TIME_KEPT_SECONDS = 60.0
+
+
+@attrs.define
+class NameLocks:
+    """
+    A lock per name (a thumbprint, an order key), so that two concurrent
+    requests of one client do not both create the same upstream object.
+    """
+
+    _locks: Dict[str, DeferredLock] = attrs.field(factory=dict)
+
+    def __len__(self) -> int:
+        return len(self._locks)
+
+    def lock_for(self, name: str) -> DeferredLock:
+        lock = self._locks.get(name)
+        if lock is None:
+            if len(self._locks) >= PRUNE_AT:
+                self._locks = {n: held for n, held in self._locks.items()
+                               if held.locked or held.waiting}
+            lock = self._locks[name] = DeferredLock()
+        return lock
+
+
+@attrs.define
+class RecentReads:
+    """
+    When each authorization was last read upstream (clock seconds), so that
+    a client polling as fast as it likes is answered from the store.
+    """
+
+    clock: IReactorTime
+    _read_at: Dict[str, float] = attrs.field(factory=dict)
+
+    def __len__(self) -> int:
+        return len(self._read_at)
+
+    def read_now(self, authorization_id: str) -> None:
+        now = self.clock.seconds()
+        if len(self._read_at) >= PRUNE_AT:
+            self._read_at = {i: t for i, t in self._read_at.items()
+                             if now - t < _READ_TIME_KEPT_SECONDS}
+        self._read_at[authorization_id] = now
+
+    def read_within(self, authorization_id: str, seconds: float) -> bool:
+        """
+        Whether the authorization was read upstream less than ``seconds`` ago.
+        """
+        at = self._read_at.get(authorization_id)
+        return at is not None and self.clock.seconds() - at < seconds
+
+
+@attrs.define
+class BackgroundWork:
+    """
+    Follow-up work that no response waits for (removing a challenge file
+    once its authorization settles): failures are logged, never lost, and
+    `drain` ends whatever still runs at shutdown.
+    """
+
+    _running: Set["Deferred[None]"] = attrs.field(factory=set)
+
+    def __len__(self) -> int:
+        return len(self._running)
+
+    def start(self, work: Coroutine[Any, Any, None]) -> "Deferred[None]":
+        running: "Deferred[None]" = Deferred.fromCoroutine(work)
+        self._running.add(running)
+
+        def done(result: object) -> None:
+            self._running.discard(running)
+            if isinstance(result, Failure) and not result.check(CancelledError):
+                log.failure("background work failed", result)
+            return None
+
+        return running.addBoth(done)
+
+    async def drain(self) -> None:
+        """
+        Cancel the work still running (its ``finally`` clauses still remove
+        what it provisioned) and wait for it to end.
+        """
+        for running in list(self._running):
+            running.cancel()
+        for running in list(self._running):
+            await running
+
+
+class RevalidationObserver(Protocol):
+    """
+    Told of every name the gateway validated itself (`gateway.operations.
+    metrics.Metrics` is one).
+    """
+
+    def revalidation(self, outcome: str) -> None: ...
+
+
+@attrs.define
+class Revalidations:
+    """
+    Names the gateway validated itself, by outcome (``valid``, ``invalid``).
+    """
+
+    observer: Optional[RevalidationObserver] = None
+    counts: Dict[str, int] = attrs.field(factory=dict)
+
+    def count(self, outcome: str, names: int = 1) -> None:
+        self.counts[outcome] = self.counts.get(outcome, 0) + names
+        if self.observer is not None:
+            for _ in range(names):
+                self.observer.revalidation(outcome)
+
+
+@attrs.define
+class OtherCAs:
+    """
+    Clients of the CAs the gateway ran against before (``--upstream``
+    changed), to revoke the certificates they issued where they issued them.
+
+    :ivar client_for: makes a client of the CA at a directory URL, or
+        `None` when the gateway cannot reach other CAs.
+    """
+
+    current: UpstreamClient
+    client_for: Optional[Callable[[str], UpstreamClient]] = None
+    _clients: Dict[str, UpstreamClient] = attrs.field(factory=dict)
+
+    def at(self, directory_url: str) -> UpstreamClient:
+        """
+        A client of the CA at ``directory_url``.
+
+        :raises InternalFailure: when the gateway has no way to reach it.
+        """
+        if directory_url == self.current.directory_url:
+            return self.current
+        client = self._clients.get(directory_url)
+        if client is None:
+            if self.client_for is None:
+                raise InternalFailure(
+                    f"This certificate was issued by another CA ({directory_url}) than the "
+                    f"gateway's upstream, which the gateway cannot reach")
+            client = self._clients[directory_url] = self.client_for(directory_url)
+        return client

@@ -1,0 +1,355 @@
+"""
+The v1 requests the gateway acts on, as validated values.
+
+The v1 face verifies a request's JWS (signature, nonce, ``resource``) and
+hands its payload to one function here, which checks everything that can
+be checked without an account — fields, identifiers, the CSR (parsed and
+its signature checked, once), certificates, contacts — and returns one
+frozen value (`NewReg`, `RegUpdate`, `NewAuthz`, `AnswerChallenge`,
+`DeactivateAuthz`, `NewCert`, `Revoke`, `KeyChange`).  The face then calls
+the flow once with that value; the flow binds the account itself.  A
+malformed request is therefore refused before anything costs an upstream
+call or writes a row, and no input is parsed twice.
+
+Some checks must wait for the account, because Boulder made them in that
+order and a client learns from which error it gets: a challenge or an
+authorization is checked for ownership before its payload is judged (the
+value keeps what the payload said, unjudged), and a key change's account
+URL can only be compared with the signer's registration once it is bound.
+
+Pure: no I/O, nothing of either wire protocol; refusals are domain
+exceptions (`gateway.translate.errors`).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping, Optional, Tuple
+
+import attrs
+import josepy
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from gateway.keys.jose import b64url_decode, public_jwk, thumbprint
+from gateway.status import Status
+from gateway.translate.csr import ParsedCSR, parse_csr
+from gateway.translate.errors import CSRRejected, InvalidContact, Malformed
+from gateway.translate.policy import DNSName, parse_v1_identifier
+
+#: The JSON payload of a verified v1 request.
+Payload = Mapping[str, Any]
+
+class _Absent:
+    """
+    The value of a payload field the client did not send.
+    """
+
+    def __repr__(self) -> str:
+        return "ABSENT"
+
+
+#: What a request value holds for a payload field the client did not send.
+ABSENT = _Absent()
+
+#: The reasons Boulder accepted (RFC 5280 codes).
+ALLOWED_REASONS = (0, 1, 3, 4, 5)
+
+_REGISTRATION_FIELDS = frozenset({
+    "resource", "contact", "agreement", "key", "status", "id", "initialIp", "createdAt",
+    "authorizations", "certificates",
+})
+
+
+@attrs.frozen
+class Signer:
+    """
+    Who signed a verified v1 request, and from where.
+
+    :ivar jwk: the signer's public JWK (from the JWS header).
+    :ivar thumbprint: its RFC 7638 thumbprint, the key accounts are found by.
+    :ivar address: the client's address, recorded as a registration's
+        ``initialIp`` when the request creates one.
+    """
+
+    jwk: josepy.JWK
+    thumbprint: str
+    address: str = ""
+
+
+@attrs.frozen
+class NewReg:
+    """
+    ``new-reg``.
+    """
+
+    signer: Signer
+    contact: Tuple[str, ...]
+    agreement: Optional[str]
+
+
+@attrs.frozen
+class RegUpdate:
+    """
+    ``reg/<id>``: the changes asked for (`None`: leave as it is).
+
+    :ivar status: `Status.VALID`, `Status.DEACTIVATED`, or `None`.
+    """
+
+    signer: Signer
+    registration_id: str
+    contact: Optional[Tuple[str, ...]]
+    agreement: Optional[str]
+    status: Optional[Status]
+
+
+@attrs.frozen
+class NewAuthz:
+    """
+    ``new-authz`` for one checked name.
+    """
+
+    signer: Signer
+    name: DNSName
+
+
+@attrs.frozen
+class AnswerChallenge:
+    """
+    A v1 challenge POST.  What the payload said is judged once the
+    challenge is known to be the signer's (Boulder's order).
+
+    :ivar type: the ``type`` the client sent, or `ABSENT`.
+    :ivar key_authorization: the ``keyAuthorization`` it sent, or `ABSENT`.
+    """
+
+    signer: Signer
+    authorization_id: str
+    challenge_id: str
+    type: object = ABSENT
+    key_authorization: object = ABSENT
+
+
+@attrs.frozen
+class DeactivateAuthz:
+    """
+    A v1 authorization POST.  Only ``{"status": "deactivated"}`` is
+    meaningful; whether it said so is judged after ownership.
+    """
+
+    signer: Signer
+    authorization_id: str
+    deactivate: bool
+
+
+@attrs.frozen
+class NewCert:
+    """
+    ``new-cert`` with its CSR parsed and checked.
+    """
+
+    signer: Signer
+    csr: ParsedCSR
+
+    @property
+    def names(self) -> Tuple[str, ...]:
+        """
+        The CSR's names, sorted, as certificates spell them.
+        """
+        return tuple(sorted(n.spelled for n in self.csr.names))
+
+
+@attrs.frozen
+class Revoke:
+    """
+    ``revoke-cert``.
+
+    :ivar by_certificate_key: signed by the certificate's own key rather
+        than an account key.
+    """
+
+    signer: Signer
+    certificate_der: bytes = attrs.field(repr=False)
+    serial: str
+    reason: Optional[int]
+    by_certificate_key: bool
+
+
+@attrs.frozen
+class KeyChange:
+    """
+    ``key-change`` (Boulder's draft-05 form): the inner JWS, signed by the
+    new key, already verified by the face.
+
+    :ivar account: the account URL the inner payload names.
+    :ivar registration_url: the v1 URL of a registration id, to compare
+        ``account`` with the signer's once it is bound.
+    """
+
+    signer: Signer
+    account: object
+    registration_url: Callable[[int], str]
+    new_jwk: josepy.JWK
+    new_thumbprint: str
+
+
+# -- registrations --------------------------------------------------------------
+
+
+def _contact(payload: Payload) -> Optional[Tuple[str, ...]]:
+    """
+    The ``contact`` of a payload, checked as Boulder v1 did (``mailto:``
+    URIs only), or ``None`` when absent.
+    """
+    if "contact" not in payload or payload["contact"] is None:
+        return None
+    contact = payload["contact"]
+    if not isinstance(contact, list) or not all(isinstance(c, str) for c in contact):
+        raise Malformed("Request payload did not parse as JSON: contact must be a list of strings")
+    for entry in contact:
+        if not entry.startswith("mailto:") or "@" not in entry or len(entry) > 320:
+            raise InvalidContact(f"Contact method {entry!r} is not supported: use mailto: addresses")
+    return tuple(contact)
+
+
+def _agreement(payload: Payload) -> Optional[str]:
+    agreement = payload.get("agreement")
+    if agreement is None or agreement == "":
+        return None
+    if not isinstance(agreement, str):
+        raise Malformed("agreement must be a string")
+    return agreement
+
+
+def _check_fields(payload: Payload) -> None:
+    unknown = set(payload) - _REGISTRATION_FIELDS
+    if unknown:
+        raise Malformed(f"Unknown registration field(s): {', '.join(sorted(unknown))}")
+
+
+def new_reg(signer: Signer, payload: Payload) -> NewReg:
+    """
+    :raises Malformed: an unknown field, a contact or agreement of the
+        wrong type.
+    :raises InvalidContact: a contact that is not a ``mailto:`` URI.
+    """
+    _check_fields(payload)
+    return NewReg(signer, _contact(payload) or (), _agreement(payload))
+
+
+def reg_update(signer: Signer, registration_id: str, payload: Payload) -> RegUpdate:
+    """
+    :raises Malformed, InvalidContact: as for `new_reg`, and a status other
+        than ``valid`` or ``deactivated``.
+    """
+    _check_fields(payload)
+    contact = _contact(payload)
+    agreement = _agreement(payload)
+    status = payload.get("status")
+    if status not in (None, Status.VALID, Status.DEACTIVATED):
+        raise Malformed("Invalid value provided for status field")
+    return RegUpdate(signer, registration_id, contact, agreement,
+                     None if status is None else Status(status))
+
+
+# -- authorizations and challenges ---------------------------------------------------
+
+
+def new_authz(signer: Signer, payload: Payload) -> NewAuthz:
+    """
+    :raises IdentifierRejected: a malformed identifier or a name the
+        gateway does not issue for.
+    """
+    return NewAuthz(signer, parse_v1_identifier(payload.get("identifier"), allow_wildcard=True))
+
+
+def answer_challenge(signer: Signer, authorization_id: str, challenge_id: str,
+                     payload: Payload) -> AnswerChallenge:
+    return AnswerChallenge(signer, authorization_id, challenge_id,
+                           payload.get("type", ABSENT), payload.get("keyAuthorization", ABSENT))
+
+
+def deactivate_authz(signer: Signer, authorization_id: str, payload: Payload) -> DeactivateAuthz:
+    return DeactivateAuthz(signer, authorization_id,
+                           payload.get("status") == Status.DEACTIVATED)
+
+
+# -- certificates ---------------------------------------------------------------
+
+
+def _csr_der(payload: Payload) -> bytes:
+    csr = payload.get("csr")
+    if not isinstance(csr, str) or not csr:
+        raise CSRRejected(
+            "Error unmarshaling certificate request: csr must be a base64url string")
+    try:
+        return b64url_decode(csr)
+    except ValueError:
+        raise CSRRejected("Error unmarshaling certificate request: csr is not base64url")
+
+
+def spki_of_jwk(jwk: josepy.JWK) -> Optional[bytes]:
+    """
+    The SubjectPublicKeyInfo (DER) of a public JWK, or `None` when it has
+    none that can be spelled so.
+    """
+    try:
+        spki: bytes = jwk.key.public_numbers().public_key().public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+        return spki
+    except (AttributeError, TypeError, ValueError):
+        return None
+
+
+def new_cert(signer: Signer, payload: Payload) -> NewCert:
+    """
+    :raises CSRRejected: an unusable CSR, and a CSR for the account key
+        itself (Boulder refused it: a certificate for the account key would
+        let whoever holds the certificate's key act as the account).
+    :raises IdentifierRejected: a name the gateway does not issue for.
+    """
+    csr = parse_csr(_csr_der(payload), allow_wildcard=True)
+    if csr.public_key_der == spki_of_jwk(signer.jwk):
+        raise CSRRejected("Certificate public key must be different than account key")
+    return NewCert(signer, csr)
+
+
+def revoke(signer: Signer, payload: Payload) -> Revoke:
+    """
+    :raises Malformed: a certificate that does not decode, a reason Boulder
+        did not accept.
+    """
+    raw = payload.get("certificate")
+    if not isinstance(raw, str) or not raw:
+        raise Malformed("Unable to decode certificate: certificate must be base64url DER")
+    try:
+        der = b64url_decode(raw)
+        certificate = x509.load_der_x509_certificate(der)
+    except ValueError:
+        raise Malformed("Unable to decode certificate")
+    reason = payload.get("reason")
+    if reason is not None and (isinstance(reason, bool) or not isinstance(reason, int)
+                               or reason not in ALLOWED_REASONS):
+        raise Malformed("unsupported revocation reason code provided")
+    by_certificate_key = thumbprint(public_jwk(certificate.public_key())) == signer.thumbprint
+    return Revoke(signer, der, format(certificate.serial_number, "x"), reason, by_certificate_key)
+
+
+# -- key change -------------------------------------------------------------------
+
+
+def key_change(signer: Signer, new_jwk: josepy.JWK, inner_payload: Payload,
+               registration_url: Callable[[int], str]) -> KeyChange:
+    """
+    The key change an inner JWS (verified, signed by ``new_jwk``) asks for.
+
+    :raises Malformed: an inner payload whose ``newKey`` is not the key
+        that signed it, or a new key that is the old one.
+    """
+    if inner_payload.get("newKey") != new_jwk.to_json():
+        raise Malformed("New JWK in inner payload doesn't match key used to sign inner JWS")
+    new_thumbprint = thumbprint(new_jwk)
+    if new_thumbprint == signer.thumbprint:
+        raise Malformed("New key is the same as the old key")
+    return KeyChange(signer, inner_payload.get("account"), registration_url, new_jwk,
+                     new_thumbprint)
