@@ -1,5 +1,5 @@
 """
-Unit tests of the v1 face (`gateway.v1.resource.V1Face`) through whole
+Unit tests of the v1 face (`gateway.v1.face.V1Face` over `gateway.v1.resource`) through whole
 in-memory gateways (`gateway.process.testing.build_test_gateway`): every v1 error the
 face can return, each checked for its status, ``application/problem+json``,
 ``urn:acme:error:`` type, detail and ``Replay-Nonce``; the upstream faults

@@ -30,11 +30,13 @@ import attrs
 from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.web import pages, resource, server
+from twisted.web.iweb import IRequest
 
 from gateway.operations import statuspage
 from gateway.operations.metrics import Metrics
 from gateway.operations.report import DEFAULT_MIGRATED_AFTER, OrphanedCertificate, build_report
 from gateway.store.records import format_timestamp
+from gateway.web import AsyncResource, Response
 
 log = Logger()
 
@@ -45,7 +47,7 @@ CHECK_TIMEOUT = 4.0
 #: ``/readyz`` asks the CA again.
 DEFAULT_READY_MAX_AGE = 30.0
 
-_HTML_POLICY = b"default-src 'none'; style-src 'unsafe-inline'; img-src 'none'; base-uri 'none'"
+_HTML_POLICY = "default-src 'none'; style-src 'unsafe-inline'; img-src 'none'; base-uri 'none'"
 
 
 class CheckTimedOut(Exception):
@@ -201,53 +203,32 @@ def _address(port: Any) -> str:
     return f"{getattr(host, 'host', host)}:{getattr(host, 'port', '')}"
 
 
-#: What a page answers: status, content type, body, extra headers.
-Answer = Tuple[int, bytes, bytes, Tuple[Tuple[bytes, bytes], ...]]
+#: Headers every admin page carries: never cached, never sniffed.
+_PAGE_HEADERS = (("Cache-Control", "no-store"), ("X-Content-Type-Options", "nosniff"))
 
 
-class _Page(resource.Resource):
+class Page(AsyncResource):
     """
-    A leaf that answers GET and HEAD from an ``async def``.
+    An admin page: GET and HEAD, answered by an ``async def``.
     """
 
-    isLeaf = True
-
-    def __init__(self, answer: Callable[[Any], Awaitable[Answer]]):
+    def __init__(self, answer: Callable[[IRequest], Awaitable[Response]]) -> None:
         super().__init__()
-        self._answer = answer
+        self._answer_page = answer
 
-    def render_GET(self, request):
+    def render(self, request: IRequest) -> Any:
+        if request.method not in (b"GET", b"HEAD"):
+            raise server.UnsupportedMethod((b"GET", b"HEAD"))
         if request.postpath not in ([], [b""]):
             return pages.notFound().render(request)
-        finished: list = []
-        request.notifyFinish().addBoth(finished.append)
-        answering = defer.Deferred.fromCoroutine(self._answer(request))
-        answering.addErrback(self._failed)
-        answering.addCallback(self._write, request, finished)
-        answering.addErrback(lambda failure: log.failure("writing an admin page failed", failure))
-        return server.NOT_DONE_YET
+        return super().render(request)
 
-    render_HEAD = render_GET
+    async def respond(self, request: IRequest) -> Response:
+        answer = await self._answer_page(request)
+        return attrs.evolve(answer, headers=_PAGE_HEADERS + answer.headers)
 
-    @staticmethod
-    def _failed(failure) -> Answer:
-        log.failure("admin page failed", failure)
-        return 500, b"text/plain; charset=utf-8", b"internal error\n", ()
-
-    @staticmethod
-    def _write(answer: Answer, request, finished) -> None:
-        if finished:
-            return
-        status, content_type, body, headers = answer
-        request.setResponseCode(status)
-        request.setHeader(b"Content-Type", content_type)
-        request.setHeader(b"Cache-Control", b"no-store")
-        request.setHeader(b"X-Content-Type-Options", b"nosniff")
-        for name, value in headers:
-            request.setHeader(name, value)
-        if request.method != b"HEAD":
-            request.write(body)
-        request.finish()
+    def failed(self, request: IRequest) -> Response:
+        return Response(500, b"internal error\n", "text/plain; charset=utf-8", _PAGE_HEADERS)
 
 
 class _Root(resource.Resource):
@@ -259,8 +240,8 @@ class _Root(resource.Resource):
         return pages.notFound()
 
 
-def _text(status: int, text: str) -> Answer:
-    return status, b"text/plain; charset=utf-8", text.encode("utf-8"), ()
+def _text(status: int, text: str) -> Response:
+    return Response(status, text.encode("utf-8"), "text/plain; charset=utf-8")
 
 
 @attrs.define
@@ -280,10 +261,10 @@ class Admin:
     #: The batching `gateway.operations.report.ClientRecorder`, flushed before a report.
     recorder: Any = None
 
-    async def healthz(self, request) -> Answer:
+    async def healthz(self, request) -> Response:
         return _text(200, "ok\n")
 
-    async def readyz(self, request) -> Answer:
+    async def readyz(self, request) -> Response:
         asked = (request.args.get(b"upstream") or [b""])[-1].lower()
         results = await self.readiness.check(upstream=asked in (b"1", b"true", b"yes"))
         ready = all(r.ok for r in results)
@@ -303,7 +284,7 @@ class Admin:
         orphans = [OrphanedCertificate.of(c, thumbprints.get(c.account_id, "")) for c in orphaned]
         return build_report(clients, self.clock.seconds(), self.migrated_after, orphans)
 
-    async def metrics_page(self, request) -> Answer:
+    async def metrics_page(self, request) -> Response:
         await self.readiness.upstream_gauge()
         try:
             now = format_timestamp(self.clock.seconds())
@@ -322,17 +303,18 @@ class Admin:
             log.warn("metrics: store-backed gauges not refreshed: {error}", error=str(error))
         accept = (request.getHeader(b"accept") or b"").decode("latin-1")
         body, content_type = self.metrics.render(accept)
-        return 200, content_type.encode("ascii"), body, ()
+        return Response(200, body, content_type)
 
-    async def status_page(self, request) -> Answer:
+    async def status_page(self, request) -> Response:
         page = statuspage.render(await self._report())
-        return 200, b"text/html; charset=utf-8", page, ((b"Content-Security-Policy", _HTML_POLICY),)
+        return Response(200, page, "text/html; charset=utf-8",
+                        (("Content-Security-Policy", _HTML_POLICY),))
 
-    async def status_json(self, request) -> Answer:
+    async def status_json(self, request) -> Response:
         body = json.dumps((await self._report()).as_json(), indent=2).encode("utf-8") + b"\n"
-        return 200, b"application/json", body, ()
+        return Response(200, body, "application/json")
 
-    async def index(self, request) -> Answer:
+    async def index(self, request) -> Response:
         page = (
             "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"
             "<title>acme-gateway admin</title></head><body><h1>acme-gateway admin</h1><ul>"
@@ -343,7 +325,8 @@ class Admin:
             '(<a href="readyz?upstream=1">with the upstream</a>)</li>'
             "</ul></body></html>"
         ).encode("utf-8")
-        return 200, b"text/html; charset=utf-8", page, ((b"Content-Security-Policy", _HTML_POLICY),)
+        return Response(200, page, "text/html; charset=utf-8",
+                        (("Content-Security-Policy", _HTML_POLICY),))
 
     def resource(self) -> resource.Resource:
         """
@@ -358,7 +341,7 @@ class Admin:
             (b"status", self.status_page),
             (b"status.json", self.status_json),
         ):
-            root.putChild(path, _Page(answer))
+            root.putChild(path, Page(answer))
         return root
 
     def site(self) -> server.Site:

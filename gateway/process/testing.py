@@ -50,7 +50,8 @@ from gateway.translate.memory import OtherCAs, Revalidations
 from gateway.translate.revalidation import Validators
 from gateway.translate.signing import SigningKeys
 from gateway.upstream.client import UpstreamClient
-from gateway.v1.resource import V1Face
+from gateway.v1.face import V1Face
+from gateway.v1.resource import v1_tree
 
 __all__ = ["FakeCA", "InMemoryGateway", "build_test_gateway"]
 
@@ -863,7 +864,7 @@ def build_test_gateway(
         other_cas=OtherCAs(upstream, lambda url: UpstreamClient(url, StubTreq(by_url[url]), clock)),
     )
     nonces = NonceIssuer(clock)
-    face = V1Face(context, nonces, base_url=base_url, metrics=metrics)
+    face = V1Face(v1_tree(context), nonces, clock, base_url=base_url, metrics=metrics)
     return InMemoryGateway(
         face=face, client=StubTreq(face), ca=ca, store=store, context=context, clock=clock,
         nonces=nonces, upstream=upstream, keys=key_store, base_url=base_url.rstrip("/"),

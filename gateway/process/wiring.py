@@ -31,7 +31,10 @@ from gateway.upstream.client import UpstreamClient
 from gateway.upstream.startup import diagnose, keep_asking
 from gateway.keys.managed import ManagedKeys
 from gateway.v1.limits import V1Site
-from gateway.v1.resource import DEFAULT_MAX_BODY, V1Face
+from gateway.v1.face import V1Face
+from gateway.v1.limits import DEFAULT_MAX_BODY
+from gateway.v1.resource import v1_tree
+from gateway.web import quiesce
 from gateway.validation.dns01 import (
     HookDNS01Responder,
     RFC2136DNS01Responder,
@@ -112,7 +115,7 @@ class RunningGateway:
             self.upstream_watch.cancel()
         await self.port.stopListening()
         if self.face is not None and self.clock is not None:
-            left = await self.face.quiesce(self.clock, self.shutdown_grace)
+            left = await quiesce(self.face, self.clock, self.shutdown_grace)
             if left:
                 log.warn("shutdown: {count} request(s) still running after the grace period",
                          count=left)
@@ -299,7 +302,8 @@ async def _start(reactor: Any, config: ServeConfig, keys: KeyStore, opened: list
     )
     await _recover_before_serving(reactor, context)
     recorder = ClientRecorder(store, clock=reactor)
-    face = V1Face(context, NonceIssuer(reactor), base_url=config.base_url, max_body=config.max_body,
+    face = V1Face(v1_tree(context), NonceIssuer(reactor), reactor, base_url=config.base_url,
+                  max_body=config.max_body,
                   metrics=metrics, recorder=recorder)
     # Bodies above max_body are refused as they arrive, never buffered.
     site = V1Site(face)

@@ -12,7 +12,7 @@ with the v1 face's own answer, a 413 ``malformed`` problem document with a
 fresh ``Replay-Nonce``, and then closes the connection (the rest of the body
 is never read, so the connection cannot be reused).
 
-`gateway.v1.resource.V1Face` checks the limit again on what it reads, so a
+`gateway.v1.face.V1Face` checks the limit again on what it reads, so a
 face served by any other site (tests' ``StubTreq``) keeps the same rule.
 """
 
@@ -114,7 +114,7 @@ class V1Site(server.Site):
     """
     The site of the v1 face: `BoundedRequest` with the face's ``max_body``.
 
-    :param face: the `gateway.v1.resource.V1Face`.
+    :param face: the `gateway.v1.face.V1Face`.
     """
 
     requestFactory = BoundedRequest

@@ -34,7 +34,7 @@ from twisted.python.failure import Failure
 from gateway.keys.jose import AccountKey, b64url
 from gateway.process.testing import InMemoryGateway, build_test_gateway
 from gateway.v1.limits import V1Site
-from gateway.v1.resource import V1Face
+from gateway.v1.face import V1Face
 from tests.support.v1_client import Reply, _reply
 from tests.support.v1_signing import sign_v1
 
@@ -204,7 +204,8 @@ class Harness:
         each request's ``Host`` (``--base-url`` unset).
         """
         gateway = self.gateway
-        return V1Face(gateway.context, gateway.nonces, base_url=None, max_body=gateway.face.max_body)
+        return V1Face(gateway.face.tree, gateway.nonces, gateway.clock, base_url=None,
+                      max_body=gateway.face.max_body)
 
     # -- state ---------------------------------------------------------------
 
