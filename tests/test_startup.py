@@ -33,7 +33,8 @@ from twisted.internet.task import deferLater
 from twisted.web import resource, server
 
 from gateway.process import cli
-from gateway.process import wiring as service
+from gateway.process import serve
+from gateway.process.wiring import ServeConfig
 from gateway.process.config import Layers, use_layers
 from gateway.process.devstack import make_tls_certificates
 from gateway.keys.jose import AccountKey
@@ -105,24 +106,24 @@ def one_key() -> KeyStore:
     return KeyStore.from_keys([AccountKey.from_private_key(ec.generate_private_key(ec.SECP256R1()))])
 
 
-def config_for(tmp_path, upstream: str, **changes) -> service.ServeConfig:
+def config_for(tmp_path, upstream: str, **changes) -> ServeConfig:
     settings = dict(
         upstream=upstream, keys=str(tmp_path), state=str(tmp_path / "state.sqlite3"),
         listen="tcp:0:interface=127.0.0.1", admin_listen="tcp:0:interface=127.0.0.1",
         request_timeout=5,
     )
     settings.update(changes)
-    return service.ServeConfig(**settings)
+    return ServeConfig(**settings)
 
 
-async def start_fails(config, keys=None) -> service.StartError:
+async def start_fails(config, keys=None) -> serve.StartError:
     """
     Start a gateway that must refuse to start; its reason, once every
     listener it opened is closed again (the ports are free).
     """
     try:
-        running = await service.start(reactor, config, keys or one_key())
-    except service.StartError as error:
+        running = await serve.start(reactor, config, keys or one_key())
+    except serve.StartError as error:
         return error
     await running.stop()
     raise AssertionError(f"the gateway started with {config.upstream}")
@@ -187,7 +188,7 @@ async def test_an_untrusted_certificate_asks_for_the_ca_bundle(tmp_path):
         error = await start_fails(config_for(tmp_path, url, upstream_ca_bundle=other["ca"]))
         assert f"not trusted by --upstream-ca-bundle {other['ca']}" in error.reason
         # the right bundle: it starts
-        running = await service.start(reactor, config_for(tmp_path, url, upstream_ca_bundle=tls["ca"]),
+        running = await serve.start(reactor, config_for(tmp_path, url, upstream_ca_bundle=tls["ca"]),
                                       one_key())
         await running.stop()
     finally:
@@ -231,7 +232,7 @@ async def test_an_upstream_not_there_yet_is_asked_until_it_answers(tmp_path):
     """
     upstream_port = free_port()
     url = f"http://127.0.0.1:{upstream_port}/dir"
-    running = await service.start(reactor, config_for(tmp_path, url), one_key())
+    running = await serve.start(reactor, config_for(tmp_path, url), one_key())
     ca = None
     try:
         assert running.upstream_watch is not None
@@ -257,7 +258,7 @@ async def test_an_upstream_that_turns_out_wrong_later_is_fatal(tmp_path):
     """
     upstream_port = free_port()
     fatal = defer.Deferred()
-    running = await service.start(reactor, config_for(tmp_path, f"http://127.0.0.1:{upstream_port}/"),
+    running = await serve.start(reactor, config_for(tmp_path, f"http://127.0.0.1:{upstream_port}/"),
                                   one_key(), on_fatal=fatal.callback)
     page = reactor.listenTCP(upstream_port, server.Site(Page()), interface="127.0.0.1")
     try:
@@ -336,7 +337,7 @@ def test_an_unwritable_state_directory_names_the_user(tmp_path, monkeypatch):
     real_access = os.access
     monkeypatch.setattr(os, "access", lambda path, mode: False if path == directory
                         else real_access(path, mode))
-    reason = service._state_problem(os.path.join(directory, "state.sqlite3"),
+    reason = serve._state_problem(os.path.join(directory, "state.sqlite3"),
                                     Exception("unable to open database file"))
     assert reason == (f"cannot open the state database: this user (uid {os.getuid()}) cannot "
                       f"create files in {directory} (unable to open database file)")

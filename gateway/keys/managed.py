@@ -17,13 +17,27 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Dict, Optional
+from typing import Any, Callable, Dict, Optional, TypeVar
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from twisted.internet import threads
+from twisted.internet import defer
 
 from gateway.keys.jose import AccountKey
+
+T = TypeVar("T")
+
+#: Runs blocking work off the reactor thread: ``run(work, *args)`` fires
+#: with ``work(*args)`` (the wiring gives the reactor's thread pool).
+RunInThread = Callable[..., "defer.Deferred[Any]"]
+
+
+def run_inline(work: Callable[..., T], *args: Any) -> "defer.Deferred[T]":
+    """
+    Run ``work`` at once, on the calling thread: for tools and tests that
+    have no reactor threads.
+    """
+    return defer.maybeDeferred(work, *args)
 
 _THUMBPRINT = re.compile(r"^[A-Za-z0-9_-]{43}$")
 
@@ -31,14 +45,19 @@ _THUMBPRINT = re.compile(r"^[A-Za-z0-9_-]{43}$")
 class ManagedKeys:
     """
     The managed-key directory, loaded once and extended as clients appear.
+
+    :param run_in_thread: how a new key is made and written (off the
+        reactor thread in a running gateway).
     """
 
-    def __init__(self, directory: str, keys: Dict[str, AccountKey]):
+    def __init__(self, directory: str, keys: Dict[str, AccountKey],
+                 run_in_thread: RunInThread = run_inline):
         self.directory = directory
         self._keys = keys
+        self._run_in_thread = run_in_thread
 
     @classmethod
-    def open(cls, directory: str) -> "ManagedKeys":
+    def open(cls, directory: str, run_in_thread: RunInThread = run_inline) -> "ManagedKeys":
         """
         Create the directory if needed and load the keys it holds (at
         start-up, before the reactor runs).
@@ -52,7 +71,7 @@ class ManagedKeys:
             with open(os.path.join(directory, entry), "rb") as f:
                 private_key = serialization.load_pem_private_key(f.read(), None)
             keys[thumbprint] = AccountKey.from_private_key(private_key)
-        return cls(directory, keys)
+        return cls(directory, keys, run_in_thread)
 
     def __len__(self) -> int:
         return len(self._keys)
@@ -88,6 +107,6 @@ class ManagedKeys:
             raise ValueError("not a JWK thumbprint")
         key = self._keys.get(client_thumbprint)
         if key is None:
-            key = await threads.deferToThread(self._create, client_thumbprint)
+            key = await self._run_in_thread(self._create, client_thumbprint)
             key = self._keys.setdefault(client_thumbprint, key)
         return key

@@ -483,11 +483,9 @@ def serve_config(parser, args):
 
 
 def run_serve(parser, args) -> int:
-    from twisted.internet import defer, reactor
-
-    from gateway.process import wiring as service
     from gateway.keys.keystore import KeyStore, KeyStoreError
     from gateway.operations.logs import start_logging
+    from gateway.process import serve
 
     config = serve_config(parser, args)
     json_logs = args.log_format == "json"
@@ -498,7 +496,7 @@ def run_serve(parser, args) -> int:
     if json_logs:
         _log_key_store(keys)
     else:
-        service.report_key_store(keys)
+        serve.report_key_store(keys)
     start_logging(args.log_format, args.log_level)
     if not len(keys) and config.unknown_keys != "managed":
         unusable = f" ({len(keys.problems)} unusable file(s) listed above)" if keys.problems else ""
@@ -507,23 +505,23 @@ def run_serve(parser, args) -> int:
               f"client. Put the legacy clients' account keys there (acme-gateway adopt …, or "
               f"acme-gateway keys import PATH… --keys DIR), or serve clients whose keys it does "
               f"not hold with --unknown-keys managed")
-    outcome = {"code": 0}
 
-    def fatal(error) -> None:
-        print(f"acme-gateway: stopping: {_start_error_text(error)}", file=sys.stderr, flush=True)
-        outcome["code"] = 1
-        if reactor.running:
-            reactor.stop()
+    async def main(reactor) -> None:
+        from twisted.internet import defer
 
-    async def begin():
+        stopping: defer.Deferred = defer.Deferred()
+
+        def fatal(error) -> None:
+            print(f"acme-gateway: stopping: {_start_error_text(error)}", file=sys.stderr, flush=True)
+            stopping.errback(SystemExit(1))
+
         try:
-            running = await service.start(reactor, config, keys, on_fatal=fatal)
+            running = await serve.start(reactor, config, keys, on_fatal=fatal)
         except Exception as error:
-            text = _start_error_text(error) if isinstance(error, service.StartError) else str(error)
+            text = _start_error_text(error) if isinstance(error, serve.StartError) else str(error)
             print(f"acme-gateway: cannot start: {text}", file=sys.stderr, flush=True)
-            outcome["code"] = 1
-            reactor.stop()
-            return
+            raise SystemExit(1)
+        serve.stop_at_shutdown(reactor, running)
         host = running.port.getHost()
         scheme = "https" if config.listen.startswith("ssl:") else "http"
         base = config.base_url or f"{scheme}://{host.host}:{host.port}"
@@ -532,16 +530,16 @@ def run_serve(parser, args) -> int:
             admin = running.admin_port.getHost()
             _say(json_logs, "admin listener at {url} (healthz, readyz, metrics, status)",
                  url=f"http://{admin.host}:{admin.port}/")
-        reactor.addSystemEventTrigger("before", "shutdown", lambda: defer.Deferred.fromCoroutine(running.stop()))
+        # Serve until the process is told to stop (SIGTERM, Ctrl-C), or an
+        # upstream that answers late shows it was the wrong one.
+        await stopping
 
-    reactor.callWhenRunning(lambda: defer.Deferred.fromCoroutine(begin()))
-    reactor.run()
-    return outcome["code"]
+    return serve.run(main)
 
 
 def _start_error_text(error) -> str:
     """
-    A `gateway.process.wiring.StartError` as the operator reads it: the flag, its
+    A `gateway.process.serve.StartError` as the operator reads it: the flag, its
     value, where the value came from when not from the command line, and why.
     """
     origin = origin_of(error.flag)
@@ -582,7 +580,7 @@ def _say(json_logs: bool, message: str, **fields) -> None:
 
 def _log_key_store(keys) -> None:
     """
-    `gateway.process.wiring.report_key_store` as log events: thumbprints and file
+    `gateway.process.serve.report_key_store` as log events: thumbprints and file
     names, never key material.
     """
     from twisted.logger import Logger

@@ -20,9 +20,11 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import ssl
 import subprocess
 import sys
-from typing import IO, Optional
+import urllib.request
+from typing import IO, List, Optional
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -138,11 +140,10 @@ def run_demo(workdir: str, port: int, http01_port: int, certbot: Optional[str]) 
     """
     Start Pebble, the DNS server and the gateway; block until interrupted.
     """
-    from twisted.internet import defer, reactor
-
-    from gateway.process import wiring as service
     from gateway.keys.keystore import KeyStore
     from gateway.operations.logs import start_logging
+    from gateway.process import serve
+    from gateway.process.wiring import ServeConfig
 
     if not os.path.exists(PEBBLE_BINARY):
         print("acme-gateway demo: Debian's pebble is not installed (apt-get install pebble)",
@@ -156,22 +157,7 @@ def run_demo(workdir: str, port: int, http01_port: int, certbot: Optional[str]) 
               f"stop it (Ctrl-C), or give this one a directory of its own with --workdir DIR "
               f"(and other ports with --port and --http01-port)", file=sys.stderr)
         return 1
-    zone = LoopbackZone()
-    udp, tcp = listen_dns(reactor, zone)
-    dns_address = f"127.0.0.1:{udp.getHost().port}"
-
     tls = make_tls_certificates(os.path.join(workdir, "pebble-tls"))
-    pebble_port, management_port = _free_port(), _free_port()
-    config_path = os.path.join(workdir, "pebble.json")
-    with open(config_path, "w") as f:
-        json.dump(pebble_config(pebble_port, management_port, http01_port, _free_port(), tls), f)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PEBBLE_")}
-    env.update(PEBBLE_QUIET_ENV)
-    pebble_log = open(os.path.join(workdir, "pebble.log"), "wb")
-    pebble = subprocess.Popen(pebble_command(config_path, dns_address), env=env,
-                              stdout=pebble_log, stderr=subprocess.STDOUT)
-    upstream = f"https://localhost:{pebble_port}/dir"
-
     key, key_path = _account_key(os.path.join(workdir, "keys"))
     base = f"http://127.0.0.1:{port}"
     certbot_dir = os.path.join(workdir, "certbot")
@@ -179,7 +165,9 @@ def run_demo(workdir: str, port: int, http01_port: int, certbot: Optional[str]) 
         os.path.join(certbot_dir, "config"), f"{base}/directory", key,
         regr_uri=f"{base}/acme/reg/1",
     )
-    config = service.ServeConfig(
+    pebble_port, management_port = _free_port(), _free_port()
+    upstream = f"https://localhost:{pebble_port}/dir"
+    config = ServeConfig(
         upstream=upstream,
         keys=os.path.dirname(key_path),
         upstream_ca_bundle=tls["ca"],
@@ -187,56 +175,61 @@ def run_demo(workdir: str, port: int, http01_port: int, certbot: Optional[str]) 
         listen=f"tcp:{port}:interface=127.0.0.1",
     )
     keys = KeyStore.load(config.keys)
-    service.report_key_store(keys)
+    serve.report_key_store(keys)
     start_logging("text")
-    outcome = {"code": 0}
+    pebble: List[subprocess.Popen] = []
 
-    def stop_pebble():
-        if pebble.poll() is None:
-            pebble.terminate()
-            pebble.wait(10)
+    def stop_pebble() -> None:
+        for process in pebble:
+            if process.poll() is None:
+                process.terminate()
+                process.wait(10)
 
-    async def begin():
+    async def main(reactor) -> None:
+        from twisted.internet import defer
         from twisted.internet.task import deferLater
 
+        reactor.addSystemEventTrigger("after", "shutdown", stop_pebble)
+        zone = LoopbackZone()
+        udp, tcp = listen_dns(reactor, zone)
+        dns_address = f"127.0.0.1:{udp.getHost().port}"
+        config_path = os.path.join(workdir, "pebble.json")
+        with open(config_path, "w") as f:
+            json.dump(pebble_config(pebble_port, management_port, http01_port, _free_port(), tls),
+                      f)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PEBBLE_")}
+        env.update(PEBBLE_QUIET_ENV)
+        with open(os.path.join(workdir, "pebble.log"), "wb") as pebble_log:
+            pebble.append(subprocess.Popen(pebble_command(config_path, dns_address), env=env,
+                                           stdout=pebble_log, stderr=subprocess.STDOUT))
         # Pebble answers within a second; the gateway tolerates a late CA.
         for _ in range(100):
-            if pebble.poll() is not None:
+            if pebble[0].poll() is not None:
                 break
             try:
-                import ssl
-                import urllib.request
-
                 context = ssl.create_default_context(cafile=tls["ca"])
                 urllib.request.urlopen(upstream, context=context, timeout=1).read()
                 break
             except OSError:
                 await deferLater(reactor, 0.1, lambda: None)
-        if pebble.poll() is not None:
+        if pebble[0].poll() is not None:
             print(f"acme-gateway demo: pebble exited; see {workdir}/pebble.log", file=sys.stderr)
-            outcome["code"] = 1
-            reactor.stop()
-            return
+            raise SystemExit(1)
         try:
-            running = await service.start(reactor, config, keys)
+            running = await serve.start(reactor, config, keys)
         except Exception as error:
             hint = ""
-            if isinstance(error, service.StartError) and error.flag == "--listen":
+            if isinstance(error, serve.StartError) and error.flag == "--listen":
                 hint = " (give the demo another port with --port)"
             print(f"acme-gateway demo: cannot start the gateway: {error}{hint}", file=sys.stderr)
-            outcome["code"] = 1
-            reactor.stop()
-            return
-        reactor.addSystemEventTrigger("before", "shutdown",
-                                      lambda: defer.Deferred.fromCoroutine(running.stop()))
+            raise SystemExit(1)
+        serve.stop_at_shutdown(reactor, running)
         print(banner(workdir, upstream, base, key_path, certbot or "certbot", certbot_dir,
                      http01_port), file=sys.stderr, flush=True)
+        await defer.Deferred()  # until Ctrl-C
 
-    reactor.addSystemEventTrigger("after", "shutdown", stop_pebble)
-    reactor.callWhenRunning(lambda: defer.Deferred.fromCoroutine(begin()))
     try:
-        reactor.run()
+        return serve.run(main)
     finally:
         stop_pebble()
         lock.close()
-    return outcome["code"]

@@ -43,15 +43,13 @@ from gateway.keys.jose import (
 from gateway.keys.keystore import KeyStore
 from gateway.v1.nonces import NonceIssuer
 from gateway.store import MemoryStore
-from gateway.translate.accounts import AccountRecovery
-from gateway.translate.budget import Budget
+from gateway.operations.metrics import Metrics
+from gateway.process.wiring import Gateway, ServeConfig, build_gateway
+from gateway.translate.budget import BudgetLimits
 from gateway.translate.context import Context, Policy
-from gateway.translate.memory import OtherCAs, Revalidations
 from gateway.translate.revalidation import Validators
-from gateway.translate.signing import SigningKeys
 from gateway.upstream.client import UpstreamClient
 from gateway.v1.face import V1Face
-from gateway.v1.resource import v1_tree
 
 __all__ = ["FakeCA", "InMemoryGateway", "build_test_gateway"]
 
@@ -788,23 +786,47 @@ class FakeCA(resource.Resource):
 @attrs.define
 class InMemoryGateway:
     """
-    A v1 face on a `MemoryStore` and an `UpstreamClient` talking to a
-    `FakeCA` through ``StubTreq``.
+    A gateway built by the production wiring (`gateway.process.wiring.
+    build_gateway`) on an in-memory store and an `UpstreamClient` talking to
+    a `FakeCA` through ``StubTreq``.
 
     :ivar client: a treq-like ``StubTreq`` of the face; its requests resolve
         synchronously, except when the upstream hangs (then `advance`).
+    :ivar gateway: the whole object graph (metrics, recorder, admin pages…).
     """
 
-    face: V1Face
+    gateway: Gateway
     client: StubTreq
     ca: FakeCA
-    store: MemoryStore
-    context: Context
-    clock: Any
-    nonces: NonceIssuer
-    upstream: UpstreamClient
-    keys: KeyStore
     base_url: str
+
+    @property
+    def face(self) -> V1Face:
+        return self.gateway.face
+
+    @property
+    def store(self) -> Any:
+        return self.gateway.store
+
+    @property
+    def context(self) -> Context:
+        return self.gateway.context
+
+    @property
+    def clock(self) -> Any:
+        return self.gateway.clock
+
+    @property
+    def nonces(self) -> NonceIssuer:
+        return self.gateway.nonces
+
+    @property
+    def upstream(self) -> UpstreamClient:
+        return self.gateway.upstream
+
+    @property
+    def keys(self) -> KeyStore:
+        return self.gateway.keys
 
     def url(self, path: str) -> str:
         return self.base_url + path
@@ -826,12 +848,17 @@ def build_test_gateway(
     policy: Policy = Policy(),
     request_timeout: float = 30.0,
     validators: Optional[Validators] = None,
-    metrics: Optional[Any] = None,
+    metrics: Optional[Metrics] = None,
     store: Optional[Any] = None,
     other_cas: Sequence[FakeCA] = (),
+    budget: BudgetLimits = BudgetLimits(),
+    unknown_keys: str = "reject",
+    managed_keys: Optional[str] = None,
 ) -> InMemoryGateway:
     """
-    A complete gateway over a `FakeCA`, for tests that run whole v1 flows.
+    A complete gateway over a `FakeCA`, wired as ``acme-gateway serve``
+    wires one (`gateway.process.wiring.build_gateway`), for tests that run
+    whole v1 flows.
 
     :param keys: the account keys the gateway holds (or a ready `KeyStore`).
     :param ca: the upstream; a fresh `FakeCA` on the same clock by default.
@@ -839,11 +866,15 @@ def build_test_gateway(
         nonces, the store, the upstream client's timeouts and the CA; by
         default the CA's clock, or a new one set to the current time.
     :param validators: the gateway's own challenge responders (none).
-    :param metrics: a `gateway.operations.metrics.Metrics` to tell.
+    :param metrics: the `gateway.operations.metrics.Metrics` to fill (a
+        fresh one, without process metrics).
     :param store: the state (a fresh `MemoryStore` bound to ``ca``); give
         another gateway's to restart on the same state.
     :param other_cas: CAs the gateway ran against before, reachable to
         revoke the certificates they issued.
+    :param budget: the rate-limit budget of each account.
+    :param unknown_keys: ``managed`` to serve keys the gateway does not
+        hold, with keys of its own kept in ``managed_keys``.
     """
     if clock is None:
         clock = ca.clock if ca is not None else _clock_at_now()
@@ -852,20 +883,17 @@ def build_test_gateway(
     key_store = keys if isinstance(keys, KeyStore) else KeyStore.from_keys(keys)
     if store is None:
         store = MemoryStore(clock=clock, upstream=ca.directory_url)
-    upstream = UpstreamClient(ca.directory_url, StubTreq(ca), clock, request_timeout=request_timeout,
-                              metrics=metrics,
-                              account_recovery=AccountRecovery(store, clock, policy.agree_to_terms))
-    by_url = {other.directory_url: other for other in other_cas}
-    context = Context(
-        upstream=upstream, store=store, keys=SigningKeys(key_store), clock=clock,
-        policy=policy, budget=Budget(store, clock),
+    cas = {other.directory_url: other for other in (ca, *other_cas)}
+    config = ServeConfig(
+        upstream=ca.directory_url, keys=key_store.directory or "", base_url=base_url,
+        agree_to_terms=policy.agree_to_terms, request_timeout=request_timeout, budget=budget,
+        unknown_keys=unknown_keys, managed_keys=managed_keys,
+    )
+    gateway = build_gateway(
+        config, clock=clock, keys=key_store, store=store,
+        http_for=lambda directory_url: StubTreq(cas[directory_url]),
+        metrics=metrics if metrics is not None else Metrics(process=False),
         validators=validators if validators is not None else Validators(),
-        revalidations=Revalidations(metrics),
-        other_cas=OtherCAs(upstream, lambda url: UpstreamClient(url, StubTreq(by_url[url]), clock)),
     )
-    nonces = NonceIssuer(clock)
-    face = V1Face(v1_tree(context), nonces, clock, base_url=base_url, metrics=metrics)
-    return InMemoryGateway(
-        face=face, client=StubTreq(face), ca=ca, store=store, context=context, clock=clock,
-        nonces=nonces, upstream=upstream, keys=key_store, base_url=base_url.rstrip("/"),
-    )
+    return InMemoryGateway(gateway=gateway, client=StubTreq(gateway.face), ca=ca,
+                           base_url=base_url.rstrip("/"))

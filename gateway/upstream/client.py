@@ -201,21 +201,12 @@ class UpstreamClient:
         **kwargs: Any,
     ) -> "UpstreamClient":
         """
-        A client on a real ``twisted.web.client.Agent``.
+        A client on real connections (`https_client`).
 
         :param ca_bundle: a PEM file of roots to trust for the CA's TLS
             instead of the system's (a private CA, Pebble in tests).
         """
-        from treq.client import HTTPClient
-
-        policy = web_client.BrowserLikePolicyForHTTPS(
-            trustRoot=_trust_root(ca_bundle) if ca_bundle else None
-        )
-        pool = web_client.HTTPConnectionPool(reactor, persistent=True)
-        pool.maxPersistentPerHost = 16
-        pool.retryAutomatically = False
-        agent = web_client.Agent(reactor, contextFactory=policy, pool=pool)
-        return cls(directory_url, HTTPClient(agent), reactor, **kwargs)
+        return cls(directory_url, https_client(reactor, ca_bundle), reactor, **kwargs)
 
     # -- transport -----------------------------------------------------------
 
@@ -711,7 +702,24 @@ def _describe(failure: BaseException) -> str:
     return str(failure) or type(failure).__name__
 
 
-def _trust_root(ca_bundle: str):
+def https_client(reactor: Any, ca_bundle: Optional[str] = None) -> Any:
+    """
+    A treq ``HTTPClient`` on a ``twisted.web.client.Agent`` with one pool
+    of persistent connections, trusting ``ca_bundle`` (a PEM of roots)
+    instead of the system's roots when given.
+    """
+    from treq.client import HTTPClient
+
+    policy = web_client.BrowserLikePolicyForHTTPS(
+        trustRoot=trust_root(ca_bundle) if ca_bundle else None
+    )
+    pool = web_client.HTTPConnectionPool(reactor, persistent=True)
+    pool.maxPersistentPerHost = 16
+    pool.retryAutomatically = False
+    return HTTPClient(web_client.Agent(reactor, contextFactory=policy, pool=pool))
+
+
+def trust_root(ca_bundle: str) -> Any:
     """
     A Twisted trust root from a PEM bundle holding one or more certificates.
     """

@@ -21,7 +21,8 @@ import pytest_twisted
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from gateway.process import wiring as service
+from gateway.process import serve
+from gateway.process.wiring import ServeConfig
 from gateway.process.cli import main
 from gateway.keys.jose import AccountKey, sign_flattened
 from gateway.keys.keystore import KeyStore
@@ -73,11 +74,11 @@ async def start(setup: Setup):
     """
     from twisted.internet import reactor
 
-    config = service.ServeConfig(
+    config = ServeConfig(
         upstream=setup.pebble.directory_url, keys=setup.keys_dir,
         upstream_ca_bundle=setup.pebble.ca_bundle,
         state=os.path.join(setup.workdir, "state.sqlite3"), listen="tcp:0:interface=127.0.0.1")
-    running = await service.start(reactor, config, KeyStore.load(setup.keys_dir))
+    running = await serve.start(reactor, config, KeyStore.load(setup.keys_dir))
     return running, f"http://127.0.0.1:{running.port.getHost().port}"
 
 

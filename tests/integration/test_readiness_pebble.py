@@ -15,7 +15,8 @@ from twisted.internet import reactor, threads
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from gateway.process import wiring as service
+from gateway.process import serve
+from gateway.process.wiring import ServeConfig
 from gateway.keys.jose import AccountKey
 from gateway.keys.keystore import KeyStore
 
@@ -35,7 +36,7 @@ async def test_readyz_turns_unready_when_pebble_stops(tmp_path, pebble_factory):
     gateway still serves), and the upstream's readiness gauge follows.
     """
     upstream = pebble_factory()
-    config = service.ServeConfig(
+    config = ServeConfig(
         upstream=upstream.directory_url,
         keys=str(tmp_path),
         upstream_ca_bundle=upstream.ca_bundle,
@@ -46,7 +47,7 @@ async def test_readyz_turns_unready_when_pebble_stops(tmp_path, pebble_factory):
         request_timeout=3,
     )
     key = AccountKey.from_private_key(ec.generate_private_key(ec.SECP256R1()))
-    running = await service.start(reactor, config, KeyStore.from_keys([key]))
+    running = await serve.start(reactor, config, KeyStore.from_keys([key]))
     admin = f"http://127.0.0.1:{running.admin_port.getHost().port}"
     try:
         status, body = await get(admin + "/readyz?upstream=1")

@@ -11,7 +11,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from gateway.process import wiring as service
+from gateway.process import serve
+from gateway.process.wiring import ServeConfig
 from gateway.keys.jose import AccountKey, b64url
 from gateway.keys.keystore import KeyStore
 from tests.integration.test_upstream_pebble import make_csr
@@ -25,14 +26,14 @@ pytestmark = pytest.mark.integration
 async def start_gateway(tmp_path, pebble, keys):
     from twisted.internet import reactor
 
-    config = service.ServeConfig(
+    config = ServeConfig(
         upstream=pebble.directory_url,
         keys=str(tmp_path),
         upstream_ca_bundle=pebble.ca_bundle,
         state=os.path.join(str(tmp_path), "state.sqlite3"),
         listen="tcp:0:interface=127.0.0.1",
     )
-    running = await service.start(reactor, config, KeyStore.from_keys(keys))
+    running = await serve.start(reactor, config, KeyStore.from_keys(keys))
     running.context.upstream.poll_policy = running.context.upstream.poll_policy.__class__(
         initial=0.05, factor=1.5, maximum=0.5, timeout=30
     )

@@ -29,7 +29,8 @@ from twisted.logger import formatEvent, globalLogPublisher
 from twisted.web import server
 
 from gateway.process import cli
-from gateway.process import wiring as service
+from gateway.process import serve
+from gateway.process.wiring import ServeConfig
 from gateway.process.config import Layers, use_layers
 from gateway.keys.jose import AccountKey, b64url, sign_flattened
 from gateway.keys.keystore import KeyStore, format_listing, load_key_file
@@ -226,7 +227,7 @@ def test_serve_flag_and_startup_report(tmp_path):
     key = ec.generate_private_key(ec.SECP256R1())
     path = write_key(tmp_path / "keys" / "account.pem", pem(key), 0o640)
     out = io.StringIO()
-    service.report_key_store(KeyStore.load(str(tmp_path / "keys")), out=out)
+    serve.report_key_store(KeyStore.load(str(tmp_path / "keys")), out=out)
     assert f"error: {path}: mode 0640" in out.getvalue()
     assert "chmod 600" in out.getvalue()
 
@@ -261,17 +262,17 @@ async def test_no_key_material_in_logs_errors_or_database(tmp_path):
     ca_port = reactor.listenTCP(0, server.Site(ca), interface="127.0.0.1")
     ca.base_url = f"http://127.0.0.1:{ca_port.getHost().port}"
     state = tmp_path / "state.sqlite3"
-    config = service.ServeConfig(
+    config = ServeConfig(
         upstream=ca.directory_url, keys=str(keys_dir), state=str(state),
         listen="tcp:0:interface=127.0.0.1", admin_listen="tcp:0:interface=127.0.0.1",
     )
     keys = KeyStore.load(config.keys)
     report = io.StringIO()
-    service.report_key_store(keys, out=report)
+    serve.report_key_store(keys, out=report)
     cli._log_key_store(keys)
     texts = {"start-up report": report.getvalue(), "keys list": format_listing(keys),
              "key store repr": repr(keys) + repr(keys.loaded) + repr(keys.problems)}
-    running = await service.start(reactor, config, keys)
+    running = await serve.start(reactor, config, keys)
     responses = []
     try:
         base = f"http://127.0.0.1:{running.port.getHost().port}"

@@ -24,7 +24,7 @@ from twisted.web import resource, server
 from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, readBody
 from twisted.web.http_headers import Headers
 
-from gateway.upstream.client import _trust_root
+from gateway.upstream.client import trust_root
 
 
 class UpstreamProxy(resource.Resource):
@@ -46,7 +46,7 @@ class UpstreamProxy(resource.Resource):
         super().__init__()
         self.reactor = reactor
         self.target = target.rstrip("/")
-        self.agent = Agent(reactor, contextFactory=BrowserLikePolicyForHTTPS(_trust_root(ca_bundle)))
+        self.agent = Agent(reactor, contextFactory=BrowserLikePolicyForHTTPS(trust_root(ca_bundle)))
         self.counts: collections.Counter = collections.Counter()
         self.lost: collections.Counter = collections.Counter()
         self.hook: Optional[Callable] = None
