@@ -20,7 +20,7 @@ from gateway.keystore import KeyStore
 from gateway.metrics import Metrics
 from gateway.nonces import NonceIssuer
 from gateway.report import DEFAULT_MIGRATED_AFTER, ClientRecorder
-from gateway.store import SQLiteStore
+from gateway.store import open_store
 from gateway.translate.context import Context, Policy
 from gateway.translate.recovery import recover
 from gateway.upstream.client import UpstreamClient
@@ -246,8 +246,8 @@ async def _start(reactor: Any, config: ServeConfig, keys: KeyStore, opened: list
         # The gateway closes the store itself, after requests in flight finish.
         # Bound to --upstream: nothing of a CA the state was used with before
         # (account URLs, orders, authorizations) is used with this one.
-        store = await SQLiteStore.open(config.state, reactor=reactor, close_on_shutdown=False,
-                                       upstream=config.upstream)
+        store = await open_store(config.state, reactor=reactor, close_on_shutdown=False,
+                                 upstream=config.upstream)
     except Exception as error:
         raise StartError("--state", config.state, _state_problem(config.state, error)) from error
     opened.append(store.close)

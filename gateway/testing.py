@@ -7,9 +7,10 @@ Public test doubles for the gateway, in the spirit of ``txacme.testing``.
   (`FakeCA.fail_next`, `FakeCA.hang_next`).  It is a test double, not a CA:
   no rate limits, no CAA, no real validation — a pluggable ``validator``
   decides every challenge.
-* `build_test_gateway`: a whole gateway (v1 face, `MemoryStore`, upstream
-  client) wired onto a `FakeCA` through ``treq.testing.StubTreq``, so a test
-  drives complete v1 flows synchronously, without sockets or a reactor.
+* `build_test_gateway`: a whole gateway (v1 face, the SQL store on SQLite
+  ``:memory:`` run inline, upstream client) wired onto a `FakeCA` through
+  ``treq.testing.StubTreq``, so a test drives complete v1 flows
+  synchronously, without sockets, threads or a reactor.
 
 Example::
 
@@ -42,7 +43,8 @@ from gateway.jose import (
 )
 from gateway.keystore import KeyStore
 from gateway.nonces import NonceIssuer
-from gateway.store import MemoryStore
+from gateway.store import IStore
+from gateway.store.sqlite import SQLiteStore
 from gateway.translate.context import Context, Policy
 from gateway.upstream.client import UpstreamClient
 from gateway.v1.resource import V1Face
@@ -782,8 +784,9 @@ class FakeCA(resource.Resource):
 @attrs.define
 class InMemoryGateway:
     """
-    A v1 face on a `MemoryStore` and an `UpstreamClient` talking to a
-    `FakeCA` through ``StubTreq``.
+    A v1 face on the SQL store (SQLite ``:memory:`` with an inline runner,
+    unless given another) and an `UpstreamClient` talking to a `FakeCA`
+    through ``StubTreq``.
 
     :ivar client: a treq-like ``StubTreq`` of the face; its requests resolve
         synchronously, except when the upstream hangs (then `advance`).
@@ -792,7 +795,7 @@ class InMemoryGateway:
     face: V1Face
     client: StubTreq
     ca: FakeCA
-    store: MemoryStore
+    store: IStore
     context: Context
     clock: Any
     nonces: NonceIssuer
@@ -819,6 +822,7 @@ def build_test_gateway(
     base_url: str = "http://gateway.test",
     policy: Policy = Policy(),
     request_timeout: float = 30.0,
+    store: Optional[IStore] = None,
 ) -> InMemoryGateway:
     """
     A complete gateway over a `FakeCA`, for tests that run whole v1 flows.
@@ -828,6 +832,9 @@ def build_test_gateway(
     :param clock: a ``twisted.internet.task.Clock`` shared by the face's
         nonces, the store, the upstream client's timeouts and the CA; by
         default the CA's clock, or a new one set to the current time.
+    :param store: the gateway's state (a test that restarts the gateway
+        passes one open on a file); by default a fresh in-memory SQLite store
+        bound to the CA, whose calls complete before they return.
     """
     if clock is None:
         clock = ca.clock if ca is not None else _clock_at_now()
@@ -835,7 +842,8 @@ def build_test_gateway(
         ca = FakeCA(clock=clock)
     key_store = keys if isinstance(keys, KeyStore) else KeyStore.from_keys(keys)
     upstream = UpstreamClient(ca.directory_url, StubTreq(ca), clock, request_timeout=request_timeout)
-    store = MemoryStore(clock=clock, upstream=ca.directory_url)
+    if store is None:
+        store = SQLiteStore.inline(clock=clock, upstream=ca.directory_url)
     context = Context(upstream=upstream, store=store, keys=key_store, clock=clock, policy=policy)
     nonces = NonceIssuer(clock)
     face = V1Face(context, nonces, base_url=base_url)

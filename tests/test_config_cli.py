@@ -18,7 +18,8 @@ from twisted.internet import reactor
 from gateway import cli
 from gateway.config import Layers, config_path, env_name, load_config_file, use_layers
 from gateway.probe import url_for_endpoint
-from gateway.store import ClientVisit, SQLiteStore
+from gateway.store import ClientVisit
+from gateway.store.sqlite import SQLiteStore
 from tests.support.stack import free_port
 
 
