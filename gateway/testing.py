@@ -273,6 +273,9 @@ class FakeCA(resource.Resource):
                                self.root_key, ca=True)
         self.intermediate = self._sign(_name("FakeCA intermediate"), self.intermediate_key.public_key(),
                                        self.root.subject, self.root_key, ca=True)
+        #: The issuers a certificate download lists after the leaf, leaf
+        #: side first; append ``root`` for a chain of two issuers.
+        self.chain_issuers: List[x509.Certificate] = [self.intermediate]
 
     # -- public knobs ----------------------------------------------------------
 
@@ -750,7 +753,7 @@ class FakeCA(resource.Resource):
         found = next((c for c in self.certificates if c.id == certificate_id), None)
         certificate = self._owned(signed, found, "certificate")
         chain = b"".join(c.public_bytes(serialization.Encoding.PEM)
-                         for c in (certificate.certificate, self.intermediate))
+                         for c in (certificate.certificate, *self.chain_issuers))
         return _Reply(200, chain, content_type="application/pem-certificate-chain")
 
     def _post_revokeCert(self, signed: _Signed) -> _Reply:

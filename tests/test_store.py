@@ -643,6 +643,31 @@ async def test_issuers(store):
 
 
 @pytest_twisted.ensureDeferred
+async def test_issuer_parents(store):
+    """
+    An issuer records the issuer above it in the chain it was last stored
+    with: the parent must be stored; a new parent replaces the old; adding
+    the issuer again without one keeps it.
+    """
+    root = await store.add_issuer(b"root")
+    cross = await store.add_issuer(b"cross-signed root")
+    intermediate = await store.add_issuer(b"intermediate", parent_id=root.id)
+    assert intermediate.parent_id == root.id
+    assert (await store.issuer_by_id(intermediate.id)).parent_id == root.id
+    assert (await store.issuer_by_id(root.id)).parent_id is None
+    assert await store.add_issuer(b"intermediate") == intermediate
+    assert (await store.issuer_by_id(intermediate.id)).parent_id == root.id
+    moved = await store.add_issuer(b"intermediate", parent_id=cross.id)
+    assert moved.parent_id == cross.id
+    assert await store.issuer_by_id(intermediate.id) == moved
+    await expect_failure(store.add_issuer(b"intermediate", parent_id="nope"), NotFound)
+    await expect_failure(store.add_issuer(b"intermediate", parent_id=intermediate.id), ValueError)
+    await expect_failure(store.add_issuer(b"orphan", parent_id="nope"), NotFound)
+    assert await store.issuer_by_id(issuer_id(b"orphan")) is None
+    assert (await store.issuer_by_id(intermediate.id)).parent_id == cross.id
+
+
+@pytest_twisted.ensureDeferred
 async def test_add_existing_id_conflicts(store):
     """
     Adding a record whose id is taken fails with `Conflict` and leaves the

@@ -1,6 +1,7 @@
 """
-The store's schema as numbered migrations (`gateway.store.schema`), and
-what importing the records costs (no database engine, no thread pool).
+The store's schema as numbered migrations (`gateway.store.schema`), a state
+written by an older gateway brought up to date, and what importing the
+records costs (no database engine, no thread pool).
 """
 
 from __future__ import annotations
@@ -77,7 +78,7 @@ def test_migrations_are_numbered_steps():
     the last step's.
     """
     assert [m.version for m in MIGRATIONS] == list(range(1, len(MIGRATIONS) + 1))
-    assert SCHEMA_VERSION == MIGRATIONS[-1].version == 3
+    assert SCHEMA_VERSION == MIGRATIONS[-1].version == 4
     assert all(isinstance(m, Migration) and m.statements for m in MIGRATIONS)
 
 
@@ -114,6 +115,52 @@ def test_fresh_file_and_memory_stores_have_the_same_schema(tmp_path):
         assert database.execute("PRAGMA foreign_keys").fetchone()[0] == 1
     finally:
         fired(memory.close())
+
+
+def test_schema_3_state_is_migrated(tmp_path):
+    """
+    A state written by the gateway before issuer links opens: it is brought
+    to the current version with exactly a fresh database's schema, its rows
+    read back as they were, and each issuer gets the parent its
+    certificate's chain shows.  Opening it again applies nothing twice.
+    """
+    path = str(tmp_path / "old.sqlite3")
+    schema_3_state(path)
+    clock = Clock()
+    store = SQLiteStore.inline(path, clock=clock, upstream=CA_A)
+    try:
+        account = fired(store.account_by_id(1))
+        assert isinstance(account, Account)
+        assert (account.thumbprint, account.upstream_url) == ("tp-old", "https://ca-a.test/acct/1")
+        order = fired(store.order_by_id("order-1"))
+        assert order.identifiers == ("old.example",) and order.directory_url == CA_A
+        (authorization,) = fired(store.authorizations_for_order("order-1"))
+        assert fired(store.challenges_for_authorization(authorization.id))[0].token == "tok"
+        certificate = fired(store.certificate_by_serial("1f"))
+        assert isinstance(certificate, Certificate) and certificate.leaf_der == b"leaf DER"
+        intermediate, root = certificate.issuer_ids
+        assert (intermediate, root) == (issuer_id(b"intermediate DER"), issuer_id(b"root DER"))
+        assert fired(store.issuer_by_id(intermediate)) == Issuer(
+            intermediate, b"intermediate DER", parent_id=root)
+        assert fired(store.issuer_by_id(root)).parent_id is None
+        (client,) = fired(store.list_clients())
+        assert client.certificates == 1
+        assert [a.id for a in fired(store.open_order_attempts())] == ["attempt-1"]
+        assert fired(store.create_account("tp-new", {"kty": "EC"})).id == 2
+    finally:
+        fired(store.close())
+    assert version_of(path) == SCHEMA_VERSION
+    fresh = str(tmp_path / "fresh.sqlite3")
+    fired(SQLiteStore.inline(fresh).close())
+    assert schema_of(path) == schema_of(fresh)
+
+    # Every migration already applied: a second run of version 4's
+    # ALTER TABLE would fail (duplicate column).
+    store = SQLiteStore.inline(path, clock=clock, upstream=CA_A)
+    fired(store.close())
+    checked = check_state(path)
+    assert checked.integrity == ("ok",)
+    assert [f.kind for f in checked.findings] == [UNSTORED_ORDER]
 
 
 def test_a_failed_migration_leaves_the_previous_version(tmp_path, monkeypatch):

@@ -313,12 +313,16 @@ class IStore(Interface):
 
     # Issuers
 
-    def add_issuer(der: bytes) -> Deferred[Issuer]:
+    def add_issuer(der: bytes, parent_id: Optional[str] = None) -> Deferred[Issuer]:
         """
-        Store an issuer certificate; idempotent for the same DER.
+        Store an issuer certificate; idempotent for the same DER.  A
+        ``parent_id`` (the issuer above it in the chain being stored)
+        replaces the one recorded; `None` keeps it.
 
         :return: a Deferred firing with the `Issuer`, whose id is
-            `gateway.store.records.issuer_id` of ``der``.
+            `gateway.store.records.issuer_id` of ``der``, or failing with
+            `NotFound` when ``parent_id`` is not stored, `ValueError` when
+            it is the issuer's own id.
         """
 
     def issuer_by_id(id: str) -> Deferred[Optional[Issuer]]:

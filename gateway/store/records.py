@@ -452,10 +452,14 @@ class Issuer:
 
     :ivar id: derived from the DER (see `issuer_id`), so adding the same
         issuer twice yields the same record.
+    :ivar parent_id: the id of the issuer above it in the chain it was last
+        stored with (the ``Link: rel="up"`` of its v1 ``issuer-cert`` URL),
+        or `None` when it was the last of its chains.
     """
 
     id: str = attrs.field(validator=_str)
     der: bytes = attrs.field(validator=v.instance_of(bytes), repr=False)
+    parent_id: Optional[str] = attrs.field(default=None, validator=_optional_str)
 
 
 #: Every kind of record the store writes with `Insert`.

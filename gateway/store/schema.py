@@ -27,6 +27,7 @@ Why each table and column exists is said at the migration that adds it.
 
 from __future__ import annotations
 
+import json
 from typing import Callable, Mapping, Optional, Tuple
 
 import attrs
@@ -216,8 +217,30 @@ _VERSION_3 = Migration(3, (
 ))
 
 
+def _issuer_parents_from_certificates(database: Database) -> None:
+    """
+    Fill ``issuers.parent_id`` from the chains of the certificates stored
+    so far: each issuer's parent is the issuer after it in a chain, the
+    latest certificate's chain winning, as when each chain is stored.
+    """
+    rows = database.execute(
+        f"SELECT issuer_ids FROM certificates ORDER BY {database.row_order}").fetchall()
+    for row in rows:
+        chain = json.loads(row["issuer_ids"])
+        for issuer, parent in zip(chain, chain[1:]):
+            database.execute("UPDATE issuers SET parent_id = ? WHERE id = ?", (parent, issuer))
+
+
+# Version 4: each issuer records the issuer above it in the chain it was
+# last seen in, for the ``Link: rel="up"`` of ``/acme/issuer-cert/<id>``,
+# which a restart used to lose (it lived in memory).
+_VERSION_4 = Migration(
+    4, ("ALTER TABLE issuers ADD COLUMN parent_id TEXT",),
+    backfill=_issuer_parents_from_certificates,
+)
+
 #: Every step, in order: `MIGRATIONS[n - 1]` brings a database to version n.
-MIGRATIONS: Tuple[Migration, ...] = (_VERSION_1, _VERSION_2, _VERSION_3)
+MIGRATIONS: Tuple[Migration, ...] = (_VERSION_1, _VERSION_2, _VERSION_3, _VERSION_4)
 
 #: The schema version this code reads and writes.
 SCHEMA_VERSION = MIGRATIONS[-1].version

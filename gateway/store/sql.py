@@ -416,7 +416,7 @@ class SQLStore:
             if isinstance(record, Account):
                 return self._insert_account(record)
             if isinstance(record, Issuer):
-                return self._insert_issuer(record.der)
+                return self._insert_issuer(record.der, record.parent_id)
             insert_check = _INSERT_CHECKS.get(type(record))
             if insert_check is None:
                 raise TypeError(f"cannot insert {record!r}")
@@ -685,18 +685,27 @@ class SQLStore:
 
     # -- Issuers --
 
-    def _insert_issuer(self, der: bytes) -> Issuer:
-        issuer = Issuer(id=issuer_id(der), der=der)
+    def _insert_issuer(self, der: bytes, parent_id: Optional[str]) -> Issuer:
+        issuer = Issuer(id=issuer_id(der), der=der, parent_id=parent_id)
+        if parent_id == issuer.id:
+            # Its Link: rel="up" would send a client round in a circle.
+            raise ValueError(f"issuer {issuer.id!r} cannot be its own parent")
+        if parent_id is not None and not self._exists("issuers", "id = ?", parent_id):
+            raise NotFound(f"no issuer {parent_id!r}")
         stored = self._one(Issuer, "id = ?", issuer.id)
         if stored is None:
             self._insert(issuer)
             return issuer
         if stored.der != der:
             raise Conflict(f"issuer id {issuer.id!r} already holds another DER")
-        return stored
+        if parent_id is None or parent_id == stored.parent_id:
+            return stored
+        self._database.execute(
+            "UPDATE issuers SET parent_id = ? WHERE id = ?", (parent_id, issuer.id))
+        return issuer
 
-    def add_issuer(self, der: bytes) -> defer.Deferred[Issuer]:
-        return self._write(lambda: self._insert_issuer(der))
+    def add_issuer(self, der: bytes, parent_id: Optional[str] = None) -> defer.Deferred[Issuer]:
+        return self._write(lambda: self._insert_issuer(der, parent_id))
 
     def issuer_by_id(self, id: str) -> defer.Deferred[Optional[Issuer]]:
         return self._call(lambda: self._one(Issuer, "id = ?", id))

@@ -129,9 +129,6 @@ class Context:
     _other_upstreams: Dict[str, UpstreamClient] = attrs.field(factory=dict, init=False)
     #: When each authorization was last read upstream (clock seconds).
     read_times: Dict[str, float] = attrs.field(factory=dict, init=False)
-    #: Issuer id -> the id of the issuer above it in the chains seen, for the
-    #: ``Link rel="up"`` of ``/acme/issuer-cert/<id>``.
-    issuer_parents: Dict[str, str] = attrs.field(factory=dict, init=False)
 
     def in_background(self, coroutine) -> defer.Deferred:
         """
