@@ -214,28 +214,10 @@ def _authz_identifier(value: str) -> str:
     return value
 
 
-class Status(enum.StrEnum):
-    """
-    The statuses of RFC 8555 objects that records carry (``status`` of an
-    `Account`, `Order`, `Authorization`, `Challenge`).  Records hold them as
-    plain strings, spelled as the CA spells them (a CA may add one), so
-    these compare equal to what is stored.
-    """
-
-    PENDING = "pending"
-    READY = "ready"
-    PROCESSING = "processing"
-    VALID = "valid"
-    INVALID = "invalid"
-    DEACTIVATED = "deactivated"
-    EXPIRED = "expired"
-    REVOKED = "revoked"
-
-
 def _plain_status(value: Any) -> Any:
     """
-    A status given as an enum member (`Status`, `AttemptStatus`, or any
-    other ``str`` enum) is kept as its plain string, so that records compare
+    A status given as an enum member (`gateway.status.Status`,
+    `AttemptStatus`, or any other ``str`` enum) is kept as its plain string, so that records compare
     and store the same whichever spelling the caller used; anything else is
     left for the validator to refuse.
     """

@@ -65,7 +65,6 @@ from gateway.store.records import (
     Order,
     OrderAttempt,
     Record,
-    Status,
     StoreError,
     Update,
     apply_changes,
@@ -81,6 +80,7 @@ from gateway.store.records import (
     timestamp_instant,
 )
 from gateway.store.schema import migrate
+from gateway.status import Status
 
 log = Logger()
 
