@@ -1,6 +1,6 @@
 """
 The admin listener (`gateway.operations.admin`) on a loopback port, over a
-`MemoryStore` and a scriptable stand-in for the upstream client: liveness,
+store (SQLite ``:memory:``, run inline) and a scriptable stand-in for the upstream client: liveness,
 readiness (the sidecar's, which never asks the CA, and ``?upstream=1``)
 and what makes it fail (with the reason), metrics, and the migration
 report as a page and as JSON.
@@ -22,8 +22,9 @@ from gateway.operations.admin import Admin, Readiness
 from gateway.keys.jose import AccountKey
 from gateway.keys.keystore import KeyStore
 from gateway.operations.metrics import Metrics
-from gateway.store import ClientVisit, MemoryStore
+from gateway.store import ClientVisit
 from gateway.store.records import format_timestamp
+from gateway.store.sqlite import SQLiteStore
 from gateway.upstream.errors import UpstreamUnavailable
 
 UA = "CertbotACMEClient/1.32.0 (certbot; admin-test)"
@@ -68,7 +69,7 @@ async def admin():
     and v1 listener, and a key store of one key; yields (base URL, admin,
     upstream, store).
     """
-    store = MemoryStore(clock=reactor)
+    store = SQLiteStore.inline(clock=reactor)
     upstream = StandInUpstream()
     metrics = Metrics(process=False)
     keys = KeyStore.from_keys([AccountKey.from_private_key(ec.generate_private_key(ec.SECP256R1()))])

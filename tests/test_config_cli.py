@@ -18,7 +18,8 @@ from twisted.internet import reactor
 from gateway.process import cli
 from gateway.process.config import Layers, config_path, env_name, load_config_file, use_layers
 from gateway.operations.probe import url_for_endpoint
-from gateway.store import ClientVisit, SQLiteStore
+from gateway.store import ClientVisit
+from gateway.store.sqlite import SQLiteStore
 from tests.support.stack import free_port
 
 

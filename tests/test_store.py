@@ -1,8 +1,9 @@
 """
-Tests for `gateway.store`: one suite run against both `MemoryStore` and
-`SQLiteStore`, since the translation code is unit-tested against the first and
-runs against the second, plus tests of what only SQLite does (durability,
-file permissions, the worker thread).
+Tests for `gateway.store`: the store's contract, run on SQLite both ways
+the gateway runs it — inline on ``:memory:`` (as every unit test of the
+translation code does) and in its own thread on a file (as production
+does) — plus tests of what only the file and the thread do (durability,
+file permissions, the worker thread, shutdown).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
+import gateway.store.sql as sql_module
 import gateway.store.sqlite as sqlite_module
 from gateway.store import (
     Account,
@@ -36,13 +38,14 @@ from gateway.store import (
     DuplicateAccount,
     IStore,
     Issuer,
-    MemoryStore,
     NotFound,
     Order,
-    SQLiteStore,
     StoreError,
     issuer_id,
 )
+from gateway.status import Status
+from gateway.store.records import AttemptStatus
+from gateway.store.sqlite import SQLiteStore
 
 T0 = "2026-11-28T17:00:00Z"
 T1 = "2026-11-28T17:05:00Z"
@@ -51,13 +54,13 @@ JWK = {"kty": "EC", "crv": "P-256", "x": "eA", "y": "eQ"}
 UPSTREAM = "https://ca.test/acme"
 
 
-@pytest_twisted.async_yield_fixture(params=["memory", "sqlite"])
+@pytest_twisted.async_yield_fixture(params=["inline", "thread"])
 async def store(request, tmp_path):
     """
     A fresh, empty store of each implementation, closed after the test.
     """
-    if request.param == "memory":
-        opened = MemoryStore(clock=Clock())
+    if request.param == "inline":
+        opened = SQLiteStore.inline(clock=Clock())
     else:
         opened = await SQLiteStore.open(str(tmp_path / "state.sqlite3"), reactor)
     yield opened
@@ -641,6 +644,31 @@ async def test_issuers(store):
 
 
 @pytest_twisted.ensureDeferred
+async def test_issuer_parents(store):
+    """
+    An issuer records the issuer above it in the chain it was last stored
+    with: the parent must be stored; a new parent replaces the old; adding
+    the issuer again without one keeps it.
+    """
+    root = await store.add_issuer(b"root")
+    cross = await store.add_issuer(b"cross-signed root")
+    intermediate = await store.add_issuer(b"intermediate", parent_id=root.id)
+    assert intermediate.parent_id == root.id
+    assert (await store.issuer_by_id(intermediate.id)).parent_id == root.id
+    assert (await store.issuer_by_id(root.id)).parent_id is None
+    assert await store.add_issuer(b"intermediate") == intermediate
+    assert (await store.issuer_by_id(intermediate.id)).parent_id == root.id
+    moved = await store.add_issuer(b"intermediate", parent_id=cross.id)
+    assert moved.parent_id == cross.id
+    assert await store.issuer_by_id(intermediate.id) == moved
+    await expect_failure(store.add_issuer(b"intermediate", parent_id="nope"), NotFound)
+    await expect_failure(store.add_issuer(b"intermediate", parent_id=intermediate.id), ValueError)
+    await expect_failure(store.add_issuer(b"orphan", parent_id="nope"), NotFound)
+    assert await store.issuer_by_id(issuer_id(b"orphan")) is None
+    assert (await store.issuer_by_id(intermediate.id)).parent_id == cross.id
+
+
+@pytest_twisted.ensureDeferred
 async def test_add_existing_id_conflicts(store):
     """
     Adding a record whose id is taken fails with `Conflict` and leaves the
@@ -736,12 +764,32 @@ async def test_closed_store_refuses_calls(store):
     assert await store.close() is None
 
 
-# --- MemoryStore ---------------------------------------------------------------
-
-
-class TestMemoryStoreIsSynchronous(SynchronousTestCase):
+def test_statuses_are_plain_strings():
     """
-    `MemoryStore` results are already there when a method returns, so
+    A record given a status enum member holds its plain string (stored and
+    compared the same), and a status that is no string is refused; order
+    attempts' statuses are the strings stored so far.
+    """
+    assert [s.value for s in AttemptStatus] == ["open", "lost", "refused"]
+    challenge = Challenge(id="c", authorization_id="a", account_id=1, upstream_url="u",
+                          type="http-01", token="t", status=Status.VALID)
+    assert type(challenge.status) is str and challenge.status == "valid"
+    with pytest.raises(TypeError):
+        attrs.evolve(challenge, status=None)
+    store = SQLiteStore.inline(clock=Clock())
+    account = store.create_account("tp", JWK, status=Status.DEACTIVATED).result
+    assert type(account.status) is str and account.status == "deactivated"
+    failure = store.create_account("tp-2", JWK, status=None)
+    assert failure.result.check(TypeError)
+    failure.addErrback(lambda _: None)
+
+
+# --- The inline store ----------------------------------------------------------
+
+
+class TestInlineStoreIsSynchronous(SynchronousTestCase):
+    """
+    An inline store's results are already there when a method returns, so
     synchronous tests need no reactor.
     """
 
@@ -749,7 +797,7 @@ class TestMemoryStoreIsSynchronous(SynchronousTestCase):
         """
         Successes and failures are both delivered by already-fired Deferreds.
         """
-        store = MemoryStore(clock=Clock())
+        store = SQLiteStore.inline(clock=Clock())
         account = self.successResultOf(store.create_account("tp", JWK))
         self.assertEqual(account.id, 1)
         failure = self.failureResultOf(store.create_account("tp", JWK), DuplicateAccount)
@@ -762,9 +810,31 @@ class TestMemoryStoreIsSynchronous(SynchronousTestCase):
         """
         clock = Clock()
         clock.advance(1795885200)  # 2026-11-28T17:00:00Z
-        store = MemoryStore(clock=clock)
+        store = SQLiteStore.inline(clock=clock)
         account = self.successResultOf(store.create_account("tp", JWK))
         self.assertEqual(account.created_at, "2026-11-28T17:00:00Z")
+
+    def test_runs_in_the_calling_thread(self):
+        """
+        No worker thread: every statement runs in the caller's thread, and
+        closing fires at once.
+        """
+        seen = []
+        decode = sql_module._decode
+
+        def recording_decode(record_type, row):
+            seen.append(threading.get_ident())
+            return decode(record_type, row)
+
+        self.patch(sql_module, "_decode", recording_decode)
+        threads = threading.active_count()
+        store = SQLiteStore.inline(clock=Clock())
+        self.successResultOf(store.create_account("tp", JWK))
+        self.assertIsNotNone(self.successResultOf(store.account_by_id(1)))
+        self.assertEqual(set(seen), {threading.get_ident()})
+        self.assertEqual(threading.active_count(), threads)
+        self.assertIsNone(self.successResultOf(store.close()))
+        self.failureResultOf(store.account_by_id(1), StoreError)
 
 
 # --- SQLiteStore ---------------------------------------------------------------
@@ -832,7 +902,7 @@ async def test_sqlite_connection_settings(sqlite_store):
     """
 
     def settings():
-        connection = sqlite_store._connection
+        connection = sqlite_store._database.connection
         return {
             name: connection.execute(f"PRAGMA {name}").fetchone()[0]
             for name in ["journal_mode", "synchronous", "foreign_keys", "busy_timeout", "user_version"]
@@ -854,19 +924,19 @@ async def test_sqlite_runs_off_the_reactor_thread(sqlite_store, monkeypatch):
     reactor thread.
     """
     seen: List[int] = []
-    decode = sqlite_module._decode
+    decode = sql_module._decode
 
     def recording_decode(record_type, row):
         seen.append(threading.get_ident())
         return decode(record_type, row)
 
-    monkeypatch.setattr(sqlite_module, "_decode", recording_decode)
+    monkeypatch.setattr(sql_module, "_decode", recording_decode)
     records = await populate(sqlite_store)
     await sqlite_store.order_by_id(records["order"].id)
     await sqlite_store.list_accounts()
     await sqlite_store.find_orders(1, ("example.com",))
 
-    workers = sqlite_store._pool.threads
+    workers = sqlite_store._runner.threads
     assert len(workers) == 1
     assert seen and set(seen) == {workers[0].ident}
     assert workers[0].ident != threading.get_ident()
@@ -941,7 +1011,7 @@ async def test_sqlite_closes_before_reactor_shutdown(tmp_path):
 
     await make_account(store)
     await shutdown()
-    assert not store._pool.threads[0].is_alive()
+    assert not store._runner.threads[0].is_alive()
     await expect_failure(store.account_by_id(1), StoreError)
     assert fake.removed == []
 

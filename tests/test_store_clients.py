@@ -1,7 +1,7 @@
 """
-The stores' migration report rows, operational queries and schema
-migration: `MemoryStore` and `SQLiteStore` must agree, and a database
-written by the previous schema must be migrated in place.
+The store's migration report rows, operational queries and schema
+migration (inline on ``:memory:`` and in its thread on a file), and a
+database written by an older schema migrated in place.
 """
 
 from __future__ import annotations
@@ -13,8 +13,9 @@ import pytest_twisted
 from twisted.internet import reactor
 from twisted.internet.task import Clock
 
-import gateway.store.sqlite as sqlite_module
-from gateway.store import ClientVisit, MemoryStore, SQLiteStore, StoreError
+from gateway.store import ClientVisit, StoreError
+from gateway.store.schema import MIGRATIONS, SCHEMA_VERSION
+from gateway.store.sqlite import SQLiteDatabase, SQLiteStore
 from gateway.store.records import MAX_NAMES, MAX_THUMBPRINTS, MAX_USER_AGENT, Authorization, Order
 from gateway.store.sqlite import read_clients
 
@@ -24,13 +25,14 @@ T2 = "2026-11-28T17:10:00Z"
 UA = "CertbotACMEClient/1.32.0 (certbot; Debian) Authenticator/standalone"
 
 
-@pytest_twisted.async_yield_fixture(params=["memory", "sqlite"])
+@pytest_twisted.async_yield_fixture(params=["inline", "thread"])
 async def store(request, tmp_path):
     """
-    A fresh store of each implementation, closed after the test.
+    A fresh store, inline on ``:memory:`` or in its thread on a file,
+    closed after the test.
     """
-    if request.param == "memory":
-        opened = MemoryStore(clock=Clock())
+    if request.param == "inline":
+        opened = SQLiteStore.inline(clock=Clock())
     else:
         opened = await SQLiteStore.open(str(tmp_path / "state.sqlite3"), reactor)
     yield opened
@@ -135,7 +137,7 @@ async def test_check_writable(store):
 
 def _version_1_database(path: str) -> None:
     connection = sqlite3.connect(path, isolation_level=None)
-    for statement in sqlite_module.MIGRATIONS[1]:
+    for statement in MIGRATIONS[0].sql(SQLiteDatabase.column_types):
         connection.execute(statement)
     connection.execute(
         "INSERT INTO accounts (thumbprint, public_jwk, upstream_url, contact, agreement, status,"
@@ -157,9 +159,8 @@ async def test_version_1_database_is_migrated(tmp_path):
     try:
         assert (await store.account_by_thumbprint("tp-old")).id == 1
         await store.record_client(ClientVisit(UA, "127.0.0.1", T0))
-        version = await store._call(
-            lambda: store._connection.execute("PRAGMA user_version").fetchone()[0])
-        assert version == sqlite_module.SCHEMA_VERSION == 3
+        version = await store._call(store._database.schema_version)
+        assert version == SCHEMA_VERSION == 4
     finally:
         await store.close()
 

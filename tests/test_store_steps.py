@@ -2,9 +2,9 @@
 Tests for what the stores do so that crashes and CA changes lose nothing
 and mix nothing up: atomic multi-record writes (`IStore.write`), binding
 to one upstream CA, order attempts, orphaned certificates, and the
-consistency check — against both `MemoryStore` and `SQLiteStore` where the
-contract is shared, plus the SQLite-only parts (attributing rows written
-before schema version 3, ``check_state`` on a file).
+consistency check — on a file, run inline and in the store's thread, plus
+the SQLite-only parts (attributing rows written before schema version 3,
+``check_state`` on a file).
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ import pytest_twisted
 from twisted.internet import reactor
 from twisted.internet.task import Clock
 
-import gateway.store.sqlite as sqlite_module
+import gateway.store.sql as sql_module
+from gateway.store.schema import MIGRATIONS
 from gateway.store import (
     Account,
     Authorization,
@@ -26,11 +27,9 @@ from gateway.store import (
     Conflict,
     Insert,
     Issuer,
-    MemoryStore,
     NotFound,
     Order,
     OrderAttempt,
-    SQLiteStore,
     Update,
     issuer_id,
 )
@@ -42,7 +41,7 @@ from gateway.store.records import (
     PARTIAL_ORDER,
     UNSTORED_ORDER,
 )
-from gateway.store.sqlite import check_state
+from gateway.store.sqlite import SQLiteDatabase, SQLiteStore, check_state
 from tests.test_store import (
     JWK,
     T0,
@@ -69,30 +68,26 @@ def order_at(store, account, directory: str, **kwargs) -> Order:
 
 class Stores:
     """
-    Opens a store of one implementation bound to a CA, and "restarts" it
-    bound to another on the same state (the same object for memory, the
-    same file for SQLite).
+    Opens a store on a file, run inline or in its own thread, bound to a
+    CA, and "restarts" it bound to another on the same file.
     """
 
     def __init__(self, kind: str, path: str):
         self.kind, self.path, self.current = kind, path, None
 
     async def open(self, upstream=None):
-        if self.current is not None and self.kind == "memory":
-            self.current.upstream = upstream
-            return self.current
         if self.current is not None:
             await self.current.close()
-        if self.kind == "memory":
+        if self.kind == "inline":
             clock = Clock()
             clock.advance(time.time())
-            self.current = MemoryStore(clock=clock, upstream=upstream)
+            self.current = SQLiteStore.inline(self.path, clock=clock, upstream=upstream)
         else:
             self.current = await SQLiteStore.open(self.path, reactor, upstream=upstream)
         return self.current
 
 
-@pytest_twisted.async_yield_fixture(params=["memory", "sqlite"])
+@pytest_twisted.async_yield_fixture(params=["inline", "thread"])
 async def stores(request, tmp_path):
     opened = Stores(request.param, str(tmp_path / "state.sqlite3"))
     yield opened
@@ -364,8 +359,8 @@ async def test_rows_from_schema_2_are_attributed_by_origin(tmp_path):
     """
     path = str(tmp_path / "old.sqlite3")
     connection = sqlite3.connect(path, isolation_level=None)
-    for version in (1, 2):
-        for statement in sqlite_module.MIGRATIONS[version]:
+    for migration in MIGRATIONS[:2]:
+        for statement in migration.sql(SQLiteDatabase.column_types):
             connection.execute(statement)
     connection.execute(
         "INSERT INTO accounts (thumbprint, public_jwk, upstream_url, contact, agreement, status,"
@@ -402,7 +397,7 @@ async def test_sqlite_write_crash_point_inside_the_transaction(tmp_path, monkeyp
     import gateway.crashpoints as crashpoints
 
     fired = []
-    monkeypatch.setattr(sqlite_module, "crash_point", fired.append)
+    monkeypatch.setattr(sql_module, "crash_point", fired.append)
     store = await SQLiteStore.open(str(tmp_path / "state.sqlite3"), reactor)
     try:
         account = await store.create_account("tp-1", JWK)

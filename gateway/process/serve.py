@@ -40,7 +40,7 @@ from zope.interface import implementer
 
 from gateway.keys.keystore import KeyStore
 from gateway.process.wiring import Gateway, ServeConfig, build_gateway, https_clients, in_threads
-from gateway.store import SQLiteStore
+from gateway.store import open_store
 from gateway.translate.context import Context
 from gateway.translate.recovery import recover
 from gateway.translate.sweeps import sweep
@@ -267,8 +267,8 @@ async def start(reactor: Any, config: ServeConfig, keys: Optional[KeyStore] = No
         # The gateway closes the store itself, after requests in flight finish.
         # Bound to --upstream: nothing of a CA the state was used with before
         # (account URLs, orders, authorizations) is used with this one.
-        store = await SQLiteStore.open(config.state, reactor=reactor, close_on_shutdown=False,
-                                       upstream=config.upstream)
+        store = await open_store(config.state, reactor=reactor, close_on_shutdown=False,
+                                 upstream=config.upstream)
     except Exception as error:
         raise StartError("--state", config.state, _state_problem(config.state, error)) from error
     service = GatewayService()

@@ -7,9 +7,11 @@ Public test doubles for the gateway, in the spirit of ``txacme.testing``.
   (`FakeCA.fail_next`, `FakeCA.hang_next`).  It is a test double, not a CA:
   no rate limits, no CAA, no real validation — a pluggable ``validator``
   decides every challenge.
-* `build_test_gateway`: a whole gateway (v1 face, `MemoryStore`, upstream
-  client) wired onto a `FakeCA` through ``treq.testing.StubTreq``, so a test
-  drives complete v1 flows synchronously, without sockets or a reactor.
+* `build_test_gateway`: a whole gateway, wired by the production wiring
+  (`gateway.process.wiring.build_gateway`), on the SQL store on SQLite
+  ``:memory:`` run inline and a `FakeCA` reached through
+  ``treq.testing.StubTreq``, so a test drives complete v1 flows
+  synchronously, without sockets, threads or a reactor.
 
 Example::
 
@@ -42,7 +44,8 @@ from gateway.keys.jose import (
 )
 from gateway.keys.keystore import KeyStore
 from gateway.v1.nonces import NonceIssuer
-from gateway.store import MemoryStore
+from gateway.store import IStore
+from gateway.store.sqlite import SQLiteStore
 from gateway.operations.metrics import Metrics
 from gateway.process.wiring import Gateway, ServeConfig, build_gateway
 from gateway.translate.budget import BudgetLimits
@@ -275,6 +278,9 @@ class FakeCA(resource.Resource):
                                self.root_key, ca=True)
         self.intermediate = self._sign(_name("FakeCA intermediate"), self.intermediate_key.public_key(),
                                        self.root.subject, self.root_key, ca=True)
+        #: The issuers a certificate download lists after the leaf, leaf
+        #: side first; append ``root`` for a chain of two issuers.
+        self.chain_issuers: List[x509.Certificate] = [self.intermediate]
 
     # -- public knobs ----------------------------------------------------------
 
@@ -752,7 +758,7 @@ class FakeCA(resource.Resource):
         found = next((c for c in self.certificates if c.id == certificate_id), None)
         certificate = self._owned(signed, found, "certificate")
         chain = b"".join(c.public_bytes(serialization.Encoding.PEM)
-                         for c in (certificate.certificate, self.intermediate))
+                         for c in (certificate.certificate, *self.chain_issuers))
         return _Reply(200, chain, content_type="application/pem-certificate-chain")
 
     def _post_revokeCert(self, signed: _Signed) -> _Reply:
@@ -787,8 +793,9 @@ class FakeCA(resource.Resource):
 class InMemoryGateway:
     """
     A gateway built by the production wiring (`gateway.process.wiring.
-    build_gateway`) on an in-memory store and an `UpstreamClient` talking to
-    a `FakeCA` through ``StubTreq``.
+    build_gateway`) on the SQL store (SQLite ``:memory:`` with an inline
+    runner, unless given another) and an `UpstreamClient` talking to a
+    `FakeCA` through ``StubTreq``.
 
     :ivar client: a treq-like ``StubTreq`` of the face; its requests resolve
         synchronously, except when the upstream hangs (then `advance`).
@@ -805,7 +812,7 @@ class InMemoryGateway:
         return self.gateway.face
 
     @property
-    def store(self) -> Any:
+    def store(self) -> IStore:
         return self.gateway.store
 
     @property
@@ -849,7 +856,7 @@ def build_test_gateway(
     request_timeout: float = 30.0,
     validators: Optional[Validators] = None,
     metrics: Optional[Metrics] = None,
-    store: Optional[Any] = None,
+    store: Optional[IStore] = None,
     other_cas: Sequence[FakeCA] = (),
     budget: BudgetLimits = BudgetLimits(),
     unknown_keys: str = "reject",
@@ -868,8 +875,10 @@ def build_test_gateway(
     :param validators: the gateway's own challenge responders (none).
     :param metrics: the `gateway.operations.metrics.Metrics` to fill (a
         fresh one, without process metrics).
-    :param store: the state (a fresh `MemoryStore` bound to ``ca``); give
-        another gateway's to restart on the same state.
+    :param store: the gateway's state (a test that restarts the gateway
+        passes one open on a file, or another gateway's); by default a fresh
+        in-memory SQLite store bound to the CA, whose calls complete before
+        they return.
     :param other_cas: CAs the gateway ran against before, reachable to
         revoke the certificates they issued.
     :param budget: the rate-limit budget of each account.
@@ -882,7 +891,7 @@ def build_test_gateway(
         ca = FakeCA(clock=clock)
     key_store = keys if isinstance(keys, KeyStore) else KeyStore.from_keys(keys)
     if store is None:
-        store = MemoryStore(clock=clock, upstream=ca.directory_url)
+        store = SQLiteStore.inline(clock=clock, upstream=ca.directory_url)
     cas = {other.directory_url: other for other in (ca, *other_cas)}
     config = ServeConfig(
         upstream=ca.directory_url, keys=key_store.directory or "", base_url=base_url,

@@ -1,13 +1,14 @@
 """
-The contract every gateway store keeps.
+The contract of the gateway's store.
 
-The translation code depends on `IStore` only, so it runs the same against
-`MemoryStore` in unit tests and against `SQLiteStore` in production.  Apart
-from `IStore.new_id`, every method returns a `Deferred` (await it from
+The translation code depends on `IStore` only, not on an engine: the store
+is `gateway.store.sql.SQLStore`, on SQLite in production and on SQLite's
+``:memory:`` with an inline runner in unit tests.  Apart from
+`IStore.new_id`, every method returns a `Deferred` (await it from
 ``async def`` code); errors arrive as failures of that Deferred, never as
 synchronous exceptions, so callers have one error path.
 
-Semantics shared by both implementations:
+Semantics:
 
 * ``*_by_*`` lookups fire with `None` when nothing matches.
 * ``update_*`` takes keyword changes of record fields, validated like a new
@@ -43,7 +44,27 @@ URL has its origin.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any, Iterable, List, Mapping, Optional
+
 from zope.interface import Attribute, Interface
+
+if TYPE_CHECKING:
+    from twisted.internet.defer import Deferred
+
+    from gateway.store.records import (
+        Account,
+        Authorization,
+        Certificate,
+        Challenge,
+        ClientVisit,
+        Finding,
+        Issuer,
+        LegacyClient,
+        Operation,
+        Order,
+        OrderAttempt,
+        Record,
+    )
 
 
 class IStore(Interface):
@@ -57,7 +78,7 @@ class IStore(Interface):
         "docstring)."
     )
 
-    def write(operations):
+    def write(operations: Iterable[Operation]) -> Deferred[List[Record]]:
         """
         Apply `Insert` and `Update` operations in one transaction: all of
         them, or (when one fails, or the process dies) none.  Each is
@@ -80,9 +101,10 @@ class IStore(Interface):
     # Accounts
 
     def create_account(
-        thumbprint, public_jwk, contact=(), agreement=None, initial_ip="",
-        upstream_url=None, status="valid",
-    ):
+        thumbprint: str, public_jwk: Mapping[str, Any], contact: Iterable[str] = (),
+        agreement: Optional[str] = None, initial_ip: str = "",
+        upstream_url: Optional[str] = None, status: str = "valid",
+    ) -> Deferred[Account]:
         """
         Create an account with the next integer id (starting at 1, never
         reused) and ``created_at`` set to now.  An ``upstream_url`` is
@@ -92,19 +114,19 @@ class IStore(Interface):
             `DuplicateAccount` if ``thumbprint`` is taken.
         """
 
-    def account_by_id(id):
+    def account_by_id(id: int) -> Deferred[Optional[Account]]:
         """
         :return: a Deferred firing with the `Account`, or `None`.
         """
 
-    def account_by_thumbprint(thumbprint):
+    def account_by_thumbprint(thumbprint: str) -> Deferred[Optional[Account]]:
         """
         Find the account a signed v1 request belongs to.
 
         :return: a Deferred firing with the `Account`, or `None`.
         """
 
-    def update_account(id, /, **changes):
+    def update_account(id: int, /, **changes: Any) -> Deferred[Account]:
         """
         Change an account; ``thumbprint`` and ``public_jwk`` may change (key
         change), failing with `DuplicateAccount` if the new thumbprint is
@@ -113,29 +135,31 @@ class IStore(Interface):
         :return: a Deferred firing with the updated `Account`.
         """
 
-    def list_accounts():
+    def list_accounts() -> Deferred[List[Account]]:
         """
         :return: a Deferred firing with every `Account`, by id.
         """
 
     # Orders
 
-    def add_order(order):
+    def add_order(order: Order) -> Deferred[Order]:
         """
         :return: a Deferred firing with the stored `Order`.
         """
 
-    def order_by_id(id):
+    def order_by_id(id: str) -> Deferred[Optional[Order]]:
         """
         :return: a Deferred firing with the `Order`, or `None`.
         """
 
-    def update_order(id, /, **changes):
+    def update_order(id: str, /, **changes: Any) -> Deferred[Order]:
         """
         :return: a Deferred firing with the updated `Order`.
         """
 
-    def find_orders(account_id, identifiers, statuses=None):
+    def find_orders(
+        account_id: int, identifiers: Iterable[str], statuses: Optional[Iterable[str]] = None,
+    ) -> Deferred[List[Order]]:
         """
         Find an account's orders for exactly this identifier set, e.g. to
         reuse a ready order at v1 new-cert.
@@ -149,17 +173,19 @@ class IStore(Interface):
 
     # Authorizations
 
-    def add_authorization(authorization):
+    def add_authorization(authorization: Authorization) -> Deferred[Authorization]:
         """
         :return: a Deferred firing with the stored `Authorization`.
         """
 
-    def authorization_by_id(id):
+    def authorization_by_id(id: str) -> Deferred[Optional[Authorization]]:
         """
         :return: a Deferred firing with the `Authorization`, or `None`.
         """
 
-    def authorization_by_upstream_url(account_id, url):
+    def authorization_by_upstream_url(
+        account_id: int, url: str,
+    ) -> Deferred[Optional[Authorization]]:
         """
         Find the gateway authorization for an upstream one, so that an
         upstream authorization reused by a later order keeps its v1 URL.
@@ -170,18 +196,21 @@ class IStore(Interface):
         :return: a Deferred firing with the `Authorization`, or `None`.
         """
 
-    def update_authorization(id, /, **changes):
+    def update_authorization(id: str, /, **changes: Any) -> Deferred[Authorization]:
         """
         :return: a Deferred firing with the updated `Authorization`.
         """
 
-    def authorizations_for_order(order_id):
+    def authorizations_for_order(order_id: str) -> Deferred[List[Authorization]]:
         """
         :return: a Deferred firing with the order's authorizations, in
             insertion order.
         """
 
-    def find_authorizations(account_id, identifier, wildcard, statuses=None):
+    def find_authorizations(
+        account_id: int, identifier: str, wildcard: bool,
+        statuses: Optional[Iterable[str]] = None,
+    ) -> Deferred[List[Authorization]]:
         """
         Find an account's authorizations for one name, e.g. to answer a v1
         new-authz with an existing pending or valid authorization.
@@ -192,7 +221,7 @@ class IStore(Interface):
         :return: a Deferred firing with a list, newest ``created_at`` first.
         """
 
-    def order_times_since(account_id, since):
+    def order_times_since(account_id: int, since: str) -> Deferred[List[str]]:
         """
         When the account created each of its orders at or after ``since``
         (RFC 3339): the spend of the upstream new-orders budget in a sliding
@@ -201,7 +230,9 @@ class IStore(Interface):
         :return: a Deferred firing with a list of timestamps, oldest first.
         """
 
-    def authorizations_with_status(status, account_id=None, created_before=None):
+    def authorizations_with_status(
+        status: str, account_id: Optional[int] = None, created_before: Optional[str] = None,
+    ) -> Deferred[List[Authorization]]:
         """
         Authorizations in ``status``, optionally only an account's, and only
         those created before ``created_before`` (RFC 3339): the pending
@@ -210,7 +241,7 @@ class IStore(Interface):
         :return: a Deferred firing with a list, oldest first.
         """
 
-    def open_order_attempts():
+    def open_order_attempts() -> Deferred[List[OrderAttempt]]:
         """
         The `OrderAttempt` records of the bound CA still ``open`` whose order
         was never stored: ``newOrder`` requests whose answer was lost.
@@ -220,59 +251,59 @@ class IStore(Interface):
 
     # Challenges
 
-    def add_challenge(challenge):
+    def add_challenge(challenge: Challenge) -> Deferred[Challenge]:
         """
         :return: a Deferred firing with the stored `Challenge`.
         """
 
-    def challenge_by_id(id):
+    def challenge_by_id(id: str) -> Deferred[Optional[Challenge]]:
         """
         :return: a Deferred firing with the `Challenge`, or `None`.
         """
 
-    def challenges_for_authorization(authorization_id):
+    def challenges_for_authorization(authorization_id: str) -> Deferred[List[Challenge]]:
         """
         :return: a Deferred firing with the challenges, in insertion order
             (the order the v1 ``challenges`` array shows them in).
         """
 
-    def update_challenge(id, /, **changes):
+    def update_challenge(id: str, /, **changes: Any) -> Deferred[Challenge]:
         """
         :return: a Deferred firing with the updated `Challenge`.
         """
 
     # Certificates
 
-    def add_certificate(certificate):
+    def add_certificate(certificate: Certificate) -> Deferred[Certificate]:
         """
         :return: a Deferred firing with the stored `Certificate`, or failing
             with `Conflict` if the serial is already stored.
         """
 
-    def certificate_by_id(id):
+    def certificate_by_id(id: str) -> Deferred[Optional[Certificate]]:
         """
         :return: a Deferred firing with the `Certificate`, or `None`.
         """
 
-    def certificate_by_serial(serial):
+    def certificate_by_serial(serial: str) -> Deferred[Optional[Certificate]]:
         """
         :return: a Deferred firing with the `Certificate`, or `None`.
         """
 
-    def update_certificate(id, /, **changes):
+    def update_certificate(id: str, /, **changes: Any) -> Deferred[Certificate]:
         """
         E.g. record a revocation.
 
         :return: a Deferred firing with the updated `Certificate`.
         """
 
-    def certificates_for_account(account_id):
+    def certificates_for_account(account_id: int) -> Deferred[List[Certificate]]:
         """
         :return: a Deferred firing with the account's certificates, newest
             ``issued_at`` first.
         """
 
-    def orphaned_certificates():
+    def orphaned_certificates() -> Deferred[List[Certificate]]:
         """
         Every certificate marked ``orphaned``, of any CA, for the migration
         report.
@@ -282,22 +313,26 @@ class IStore(Interface):
 
     # Issuers
 
-    def add_issuer(der):
+    def add_issuer(der: bytes, parent_id: Optional[str] = None) -> Deferred[Issuer]:
         """
-        Store an issuer certificate; idempotent for the same DER.
+        Store an issuer certificate; idempotent for the same DER.  A
+        ``parent_id`` (the issuer above it in the chain being stored)
+        replaces the one recorded; `None` keeps it.
 
         :return: a Deferred firing with the `Issuer`, whose id is
-            `gateway.store.records.issuer_id` of ``der``.
+            `gateway.store.records.issuer_id` of ``der``, or failing with
+            `NotFound` when ``parent_id`` is not stored, `ValueError` when
+            it is the issuer's own id.
         """
 
-    def issuer_by_id(id):
+    def issuer_by_id(id: str) -> Deferred[Optional[Issuer]]:
         """
         :return: a Deferred firing with the `Issuer`, or `None`.
         """
 
     # The migration report
 
-    def record_clients(visits):
+    def record_clients(visits: Iterable[ClientVisit]) -> Deferred[List[LegacyClient]]:
         """
         Record several visits in one transaction (the batched form of
         `record_client`).
@@ -305,7 +340,7 @@ class IStore(Interface):
         :return: a Deferred firing with the updated clients, in order.
         """
 
-    def record_client(visit):
+    def record_client(visit: ClientVisit) -> Deferred[LegacyClient]:
         """
         Count one v1 request (a `ClientVisit`) in its client's report row,
         creating the row for a client never seen: one upsert per request.
@@ -313,7 +348,7 @@ class IStore(Interface):
         :return: a Deferred firing with the updated `LegacyClient`.
         """
 
-    def list_clients():
+    def list_clients() -> Deferred[List[LegacyClient]]:
         """
         :return: a Deferred firing with every `LegacyClient`, most recently
             seen first.
@@ -321,7 +356,7 @@ class IStore(Interface):
 
     # Operations
 
-    def count_authorizations(status, unexpired_at=None):
+    def count_authorizations(status: str, unexpired_at: Optional[str] = None) -> Deferred[int]:
         """
         Count authorizations in ``status``; with ``unexpired_at`` (a
         timestamp), only those whose ``expires`` is unknown or later, so that
@@ -331,7 +366,7 @@ class IStore(Interface):
         :return: a Deferred firing with an `int`.
         """
 
-    def inconsistencies():
+    def inconsistencies() -> Deferred[List[Finding]]:
         """
         What a crash or an outside edit left incomplete, of every CA: open
         order attempts without their order, unexpired pending
@@ -343,7 +378,7 @@ class IStore(Interface):
         :return: a Deferred firing with a list of `Finding`.
         """
 
-    def check_writable():
+    def check_writable() -> Deferred[None]:
         """
         Commit a small write, to tell a readiness probe whether state can
         still be saved (disk full, read-only volume, lost lock).
@@ -351,7 +386,7 @@ class IStore(Interface):
         :return: a Deferred firing with `None`, or failing with the reason.
         """
 
-    def close():
+    def close() -> Deferred[None]:
         """
         Release the store's resources, after the calls already made.
         Idempotent.

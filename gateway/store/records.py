@@ -1,5 +1,6 @@
 """
-The records the gateway keeps durably, and the errors its stores raise.
+The records the gateway keeps durably, the operations of a multi-record
+write, and the errors a store raises.
 
 A legacy v1 client keeps the URLs the gateway hands out (registration,
 authorization, challenge and certificate URLs) and will come back to them,
@@ -11,20 +12,24 @@ MAPPING.md §3.1).
 
 The records are pure values: frozen attrs classes without I/O, changed with
 `attrs.evolve`.  Their converters and validators normalise and check values
-here rather than in a store, so that `MemoryStore` and `SQLiteStore` accept and
-reject exactly the same input.
+here rather than in the store, so that a record that exists is one the store
+accepts, whichever engine holds it.
 
-This module also holds the few pure helpers both stores share (applying
-changes, ordering, normalising identifier sets) for the same reason.
+This module imports no database engine: code that only handles records
+(the v1 wire shapes, the translation layer) does not load one.
 """
 
 from __future__ import annotations
 
+import enum
 import hashlib
 import json
 import re
 from datetime import datetime, timezone
-from typing import Any, Iterable, Mapping, Optional, Sequence, Tuple, TypeVar
+from typing import (
+    Any, Dict, FrozenSet, Iterable, List, Mapping, Optional, Sequence, Tuple, TypeVar, Union,
+    cast,
+)
 
 import attrs
 from attrs import validators as v
@@ -128,7 +133,7 @@ def format_timestamp(seconds: float) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _timestamp(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
+def _timestamp(instance: Any, attribute: "attrs.Attribute[Any]", value: Any) -> None:
     if not isinstance(value, str):
         raise TypeError(f"{attribute.name} must be a str, not {value!r}")
     try:
@@ -137,7 +142,7 @@ def _timestamp(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
         raise ValueError(f"{attribute.name}: {error}") from None
 
 
-def _optional_timestamp(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
+def _optional_timestamp(instance: Any, attribute: "attrs.Attribute[Any]", value: Any) -> None:
     if value is not None:
         _timestamp(instance, attribute, value)
 
@@ -176,7 +181,7 @@ def normalize_identifiers(value: Iterable[str]) -> Tuple[str, ...]:
     return tuple(sorted({normalize_identifier(i) for i in _str_tuple(value)}))
 
 
-def normalize_statuses(statuses: Optional[Iterable[str]]) -> Optional[frozenset]:
+def normalize_statuses(statuses: Optional[Iterable[str]]) -> Optional[FrozenSet[str]]:
     """
     Check the ``statuses`` filter of the ``find_*`` methods.
 
@@ -188,12 +193,13 @@ def normalize_statuses(statuses: Optional[Iterable[str]]) -> Optional[frozenset]
     return frozenset(_str_tuple(statuses))
 
 
-def _jwk_copy(value: Mapping[str, Any]) -> dict:
+def _jwk_copy(value: Mapping[str, Any]) -> Dict[str, Any]:
     # Deep copy through JSON: it detaches the record from the caller's dict,
-    # and it rejects anything SQLiteStore could not store, in both stores.
+    # and it rejects here anything the store could not write as JSON.
     if not isinstance(value, Mapping):
         raise TypeError(f"public_jwk must be a mapping, not {value!r}")
-    return json.loads(json.dumps(dict(value)))
+    copy: Dict[str, Any] = json.loads(json.dumps(dict(value)))
+    return copy
 
 
 def _authz_identifier(value: str) -> str:
@@ -206,6 +212,16 @@ def _authz_identifier(value: str) -> str:
             " domain with wildcard=True"
         )
     return value
+
+
+def _plain_status(value: Any) -> Any:
+    """
+    A status given as an enum member (`gateway.status.Status`,
+    `AttemptStatus`, or any other ``str`` enum) is kept as its plain string, so that records compare
+    and store the same whichever spelling the caller used; anything else is
+    left for the validator to refuse.
+    """
+    return str.__str__(value) if isinstance(value, str) else value
 
 
 _str = v.instance_of(str)
@@ -239,11 +255,11 @@ class Account:
     id: int = attrs.field(validator=_int)
     thumbprint: str = attrs.field(validator=_str)
     # Excluded from the hash because a dict is unhashable; still compared.
-    public_jwk: dict = attrs.field(converter=_jwk_copy, hash=False)
+    public_jwk: Dict[str, Any] = attrs.field(converter=_jwk_copy, hash=False)
     upstream_url: Optional[str] = attrs.field(validator=_optional_str)
     contact: Tuple[str, ...] = attrs.field(converter=_str_tuple)
     agreement: Optional[str] = attrs.field(validator=_optional_str)
-    status: str = attrs.field(validator=_str)
+    status: str = attrs.field(converter=_plain_status, validator=_str)
     created_at: str = attrs.field(validator=_timestamp)
     initial_ip: str = attrs.field(validator=_str)
 
@@ -271,7 +287,7 @@ class Order:
     account_id: int = attrs.field(validator=_int)
     upstream_url: str = attrs.field(validator=_str)
     identifiers: Tuple[str, ...] = attrs.field(converter=normalize_identifiers)
-    status: str = attrs.field(validator=_str)
+    status: str = attrs.field(converter=_plain_status, validator=_str)
     finalize_url: str = attrs.field(validator=_str)
     expires: Optional[str] = attrs.field(validator=_optional_timestamp)
     certificate_url: Optional[str] = attrs.field(validator=_optional_str)
@@ -302,7 +318,7 @@ class Authorization:
     upstream_url: str = attrs.field(validator=_str)
     identifier: str = attrs.field(converter=_authz_identifier)
     wildcard: bool = attrs.field(validator=v.instance_of(bool))
-    status: str = attrs.field(validator=_str)
+    status: str = attrs.field(converter=_plain_status, validator=_str)
     expires: Optional[str] = attrs.field(validator=_optional_timestamp)
     created_at: str = attrs.field(validator=_timestamp)
     updated_at: str = attrs.field(validator=_timestamp)
@@ -322,7 +338,7 @@ class Challenge:
     upstream_url: str = attrs.field(validator=_str)
     type: str = attrs.field(validator=_str)
     token: str = attrs.field(validator=_str)
-    status: str = attrs.field(validator=_str)
+    status: str = attrs.field(converter=_plain_status, validator=_str)
 
 
 @attrs.frozen
@@ -363,9 +379,22 @@ class Certificate:
     orphaned: bool = attrs.field(default=False, validator=v.instance_of(bool))
 
 
-#: `OrderAttempt.status` values: sent, outcome unknown; its order is not
-#: at the CA either (it spent the budget all the same); the CA refused it.
-ATTEMPT_OPEN, ATTEMPT_LOST, ATTEMPT_REFUSED = "open", "lost", "refused"
+class AttemptStatus(enum.StrEnum):
+    """
+    `OrderAttempt.status`: sent, outcome unknown (``open``); its order is
+    not at the CA either, though it spent the budget all the same
+    (``lost``); the CA refused it (``refused``).
+    """
+
+    OPEN = "open"
+    LOST = "lost"
+    REFUSED = "refused"
+
+
+#: The `AttemptStatus` values as plain strings, as records hold them.
+ATTEMPT_OPEN: str = AttemptStatus.OPEN.value
+ATTEMPT_LOST: str = AttemptStatus.LOST.value
+ATTEMPT_REFUSED: str = AttemptStatus.REFUSED.value
 
 
 @attrs.frozen
@@ -390,31 +419,8 @@ class OrderAttempt:
     identifiers: Tuple[str, ...] = attrs.field(converter=normalize_identifiers)
     created_at: str = attrs.field(validator=_timestamp)
     directory_url: Optional[str] = attrs.field(default=None, validator=_optional_str)
-    status: str = attrs.field(default=ATTEMPT_OPEN, validator=v.in_((ATTEMPT_OPEN, ATTEMPT_LOST, ATTEMPT_REFUSED)))
-
-
-@attrs.frozen
-class Insert:
-    """
-    An operation of `IStore.write`: add ``record`` (an `Order`,
-    `Authorization`, `Challenge`, `Certificate`, `Issuer`, `OrderAttempt`,
-    or an `Account`, whose id the store assigns), checked as its ``add_*``
-    method checks it.
-    """
-
-    record: Any
-
-
-@attrs.frozen
-class Update:
-    """
-    An operation of `IStore.write`: change the ``record_type`` record ``id``
-    as its ``update_*`` method would.
-    """
-
-    record_type: type
-    id: Any
-    changes: Mapping[str, Any] = attrs.field(converter=dict)
+    status: str = attrs.field(default=ATTEMPT_OPEN, converter=_plain_status,
+                              validator=v.in_((ATTEMPT_OPEN, ATTEMPT_LOST, ATTEMPT_REFUSED)))
 
 
 @attrs.frozen
@@ -428,10 +434,46 @@ class Issuer:
 
     :ivar id: derived from the DER (see `issuer_id`), so adding the same
         issuer twice yields the same record.
+    :ivar parent_id: the id of the issuer above it in the chain it was last
+        stored with (the ``Link: rel="up"`` of its v1 ``issuer-cert`` URL),
+        or `None` when it was the last of its chains.
     """
 
     id: str = attrs.field(validator=_str)
     der: bytes = attrs.field(validator=v.instance_of(bytes), repr=False)
+    parent_id: Optional[str] = attrs.field(default=None, validator=_optional_str)
+
+
+#: Every kind of record the store writes with `Insert`.
+Record = Union[Account, Order, Authorization, Challenge, Certificate, Issuer, OrderAttempt]
+
+
+@attrs.frozen
+class Insert:
+    """
+    An operation of `IStore.write`: add ``record`` (an `Order`,
+    `Authorization`, `Challenge`, `Certificate`, `Issuer`, `OrderAttempt`,
+    or an `Account`, whose id the store assigns), checked as its ``add_*``
+    method checks it.
+    """
+
+    record: Record
+
+
+@attrs.frozen
+class Update:
+    """
+    An operation of `IStore.write`: change the ``record_type`` record ``id``
+    as its ``update_*`` method would.
+    """
+
+    record_type: "type[Record]"
+    id: Union[int, str]
+    changes: Mapping[str, Any] = attrs.field(converter=dict)
+
+
+#: An operation of `IStore.write`.
+Operation = Union[Insert, Update]
 
 
 # --- Consistency ---------------------------------------------------------------
@@ -480,7 +522,7 @@ def origin_of(url: str) -> str:
     return "/".join(parts[:3]) if len(parts) >= 3 and parts[0].endswith(":") else url
 
 
-# --- Helpers shared by the stores ----------------------------------------------
+# --- Issuer ids, updates and ordering --------------------------------------------
 
 
 def issuer_id(der: bytes) -> str:
@@ -495,13 +537,14 @@ def issuer_id(der: bytes) -> str:
         raise TypeError(f"an issuer DER must be bytes, not {der!r}")
     return hashlib.sha256(der).hexdigest()[:32]
 
+
 R = TypeVar("R")
 
 #: Fields an update may never change, per record type.  Ids are what v1
 #: clients hold; the owning account decides whose key signs upstream, so
 #: moving a record to another account would be a silent privilege change.
 #: An object never moves to another CA either.
-IMMUTABLE_FIELDS: Mapping[type, frozenset] = {
+IMMUTABLE_FIELDS: Mapping[type, FrozenSet[str]] = {
     Account: frozenset({"id"}),
     Order: frozenset({"id", "account_id", "directory_url"}),
     Authorization: frozenset({"id", "account_id", "directory_url"}),
@@ -540,10 +583,11 @@ def apply_changes(record: R, changes: Mapping[str, Any]) -> R:
     :raises ValueError: for values the record rejects.
     """
     check_changes(type(record), changes)
-    return attrs.evolve(record, **changes)
+    changed: R = attrs.evolve(cast(Any, record), **changes)
+    return changed
 
 
-def newest_first(rows: Iterable[Tuple[int, R]], attribute: str = "created_at") -> list:
+def newest_first(rows: Iterable[Tuple[int, R]], attribute: str = "created_at") -> List[R]:
     """
     Order records newest first.
 
@@ -570,11 +614,12 @@ MAX_THUMBPRINTS = 10
 MAX_REASON = 400
 
 
-def _clip(limit: int) -> Any:
-    def convert(value: Any) -> Any:
-        return value[:limit] if isinstance(value, str) else value
+def _clip_user_agent(value: Any) -> Any:
+    return value[:MAX_USER_AGENT] if isinstance(value, str) else value
 
-    return convert
+
+def _clip_reason(value: Any) -> Any:
+    return value[:MAX_REASON] if isinstance(value, str) else value
 
 
 @attrs.frozen
@@ -590,14 +635,14 @@ class ClientVisit:
         it succeeded.
     """
 
-    user_agent: str = attrs.field(converter=_clip(MAX_USER_AGENT), validator=_str)
+    user_agent: str = attrs.field(converter=_clip_user_agent, validator=_str)
     address: str = attrs.field(validator=_str)
     at: str = attrs.field(validator=_timestamp)
     thumbprint: Optional[str] = attrs.field(default=None, validator=_optional_str)
     names: Tuple[str, ...] = attrs.field(default=(), converter=_str_tuple)
     certificate: bool = attrs.field(default=False, validator=v.instance_of(bool))
     failure: Optional[str] = attrs.field(
-        default=None, converter=_clip(MAX_REASON), validator=_optional_str
+        default=None, converter=_clip_reason, validator=_optional_str
     )
 
 
@@ -649,7 +694,7 @@ def merge_visit(client: Optional[LegacyClient], visit: ClientVisit) -> LegacyCli
     if visit.names:
         names = tuple(sorted(set(names) | {normalize_identifier(n) for n in visit.names}))
         names = names[:MAX_NAMES]
-    changes: dict = {
+    changes: Dict[str, Any] = {
         "thumbprints": thumbprints,
         "names": names,
         "last_seen": max(client.last_seen, visit.at, key=timestamp_instant),

@@ -13,7 +13,7 @@ request.
 
 from __future__ import annotations
 
-from typing import Dict, Optional, Union
+from typing import Optional, Union
 
 import attrs
 from twisted.internet.interfaces import IReactorTime
@@ -63,8 +63,6 @@ class Context:
     :ivar background: follow-up work no response waits for.
     :ivar revalidations: names the gateway validated itself.
     :ivar other_cas: clients of the CAs the gateway ran against before.
-    :ivar issuer_parents: issuer id → the id of the issuer above it in the
-        chains seen, for ``Link rel="up"`` of ``/acme/issuer-cert/<id>``.
     """
 
     upstream: UpstreamClient
@@ -81,7 +79,6 @@ class Context:
     revalidations: Revalidations = attrs.field(factory=Revalidations)
     other_cas: OtherCAs = attrs.field(
         default=attrs.Factory(lambda self: OtherCAs(self.upstream), takes_self=True))
-    issuer_parents: Dict[str, str] = attrs.field(factory=dict)
 
     def now(self) -> str:
         """

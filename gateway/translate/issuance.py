@@ -369,7 +369,8 @@ def _account_spki(bound: BoundAccount) -> bytes:
 async def store_chain(context: Context, account_id: int, order_id: Optional[str],
                       chain: v2.CertificateChain, orphaned: bool = False) -> Certificate:
     """
-    Store a downloaded chain, its issuers (each once) and its leaf in one
+    Store a downloaded chain, its issuers (each once, with the issuer above
+    it in this chain for its ``Link: rel="up"``) and its leaf in one
     transaction.
 
     :param orphaned: the leaf is for a key no client waits for (see
@@ -381,8 +382,13 @@ async def store_chain(context: Context, account_id: int, order_id: Optional[str]
     existing = await context.store.certificate_by_serial(serial)
     if existing is not None:
         return existing
+    # Each issuer with the one above it in this chain, stored from the top
+    # down so that a parent is stored before its child.  (An issuer listed
+    # twice in a row is not its own parent.)
+    links = list(zip(issuer_ids, chain.issuers, [*issuer_ids[1:], None]))
     written = await context.store.write([
-        *(Insert(Issuer(id=issuer_id(der), der=der)) for der in chain.issuers),
+        *(Insert(Issuer(id=child, der=der, parent_id=None if parent == child else parent))
+          for child, der, parent in reversed(links)),
         Insert(Certificate(
             id=context.store.new_id(),
             account_id=account_id,
@@ -396,8 +402,6 @@ async def store_chain(context: Context, account_id: int, order_id: Optional[str]
         )),
     ])
     certificate = written[-1]
-    for previous, following in zip(issuer_ids, issuer_ids[1:]):
-        context.issuer_parents[previous] = following
     log.info("issued certificate {certificate} serial {serial}{orphan}", certificate=certificate.id,
              serial=serial, orphan=" (orphan)" if orphaned else "")
     return certificate
@@ -411,8 +415,6 @@ async def read_certificate(context: Context, certificate_id: str) -> Certificate
     certificate = await context.store.certificate_by_id(certificate_id)
     if certificate is None:
         raise NotFound("Certificate not found")
-    for previous, following in zip(certificate.issuer_ids, certificate.issuer_ids[1:]):
-        context.issuer_parents[previous] = following
     return certificate
 
 
@@ -421,9 +423,10 @@ async def read_issuer(context: Context, issuer_id: str) -> Tuple[Issuer, Optiona
     """
     Unauthenticated ``GET /acme/issuer-cert/<id>``.
 
-    :return: ``(issuer, next issuer id or None)``.
+    :return: ``(issuer, next issuer id or None)``: the issuer above it in
+        the chain it was last stored with, for ``Link: rel="up"``.
     """
     issuer = await context.store.issuer_by_id(issuer_id)
     if issuer is None:
         raise NotFound("Issuer certificate not found")
-    return issuer, context.issuer_parents.get(issuer_id)
+    return issuer, issuer.parent_id

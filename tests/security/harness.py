@@ -6,9 +6,9 @@ on top of `gateway.process.testing.build_test_gateway`:
   raw bytes through the production site (`Harness.raw`: `V1Site` over an
   ``HTTPChannel`` on a ``StringTransport``), for request lines and headers no
   HTTP client library would send;
-* `Harness.snapshot`: everything the `MemoryStore` holds plus the upstream
-  CA's request counts, to prove that a refused request wrote no row and made
-  no upstream call;
+* `Harness.snapshot`: every row of every table of the store (SQLite
+  ``:memory:``) plus the upstream CA's request counts, to prove that a
+  refused request wrote no row and made no upstream call;
 * small flows (`Harness.register`, `Harness.authorize`, `Harness.issue`).
 
 Everything answers at once: the upstream is a `FakeCA` behind ``StubTreq``,
@@ -211,15 +211,16 @@ class Harness:
 
     def snapshot(self) -> dict:
         """
-        Every table of the `MemoryStore` (records compared by value) and the
-        CA's request counts.
+        Every row of every table of the store (SQLite's own
+        ``sqlite_sequence``, which allocates account ids, included), in
+        insertion order, and the CA's request counts.
         """
-        store = self.gateway.store
-        tables = {}
-        for field in attrs.fields(type(store)):
-            value = getattr(store, field.name)
-            if isinstance(value, (dict, list, set, int)) and not isinstance(value, bool):
-                tables[field.name] = value.copy() if hasattr(value, "copy") else value
+        database = self.gateway.store._database
+        names = [row[0] for row in database.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")]
+        tables = {name: [tuple(row) for row in database.execute(
+            f"SELECT * FROM {name} ORDER BY rowid")] for name in names}
+        assert "accounts" in tables and "certificates" in tables
         return {"store": tables, "upstream": +self.gateway.ca.counts}
 
     # -- flows ---------------------------------------------------------------

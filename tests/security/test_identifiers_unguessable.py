@@ -19,8 +19,8 @@ import pytest
 import pytest_twisted
 
 from gateway.keys.jose import b64url
-from gateway.store import MemoryStore, SQLiteStore
-from gateway.store.memory import ID_BYTES
+from gateway.store.sql import ID_BYTES
+from gateway.store.sqlite import SQLiteStore
 from tests.security.harness import KEY, OTHER, Harness, assert_v1_problem, make_csr
 
 ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
@@ -116,21 +116,11 @@ def _bit_balance(ids: list) -> None:
         assert 0.35 * len(values) < ones < 0.65 * len(values), bit
 
 
-def test_memory_store_ids_random():
-    """
-    `MemoryStore.new_id`: distinct 128-bit values with balanced bits.
-    """
-    store = MemoryStore()
-    ids = [store.new_id() for _ in range(2000)]
-    assert len(set(ids)) == len(ids)
-    assert all(len(decode(i)) == 16 for i in ids)
-    _bit_balance(ids)
-
-
 @pytest_twisted.ensureDeferred
-async def test_sqlite_store_ids_random():
+async def test_store_ids_random():
     """
-    `SQLiteStore.new_id` (the production store): the same.
+    `SQLStore.new_id` (on SQLite, in its own thread, as in production):
+    distinct 128-bit values with balanced bits.
     """
     store = await SQLiteStore.open(":memory:")
     try:

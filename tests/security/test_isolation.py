@@ -57,6 +57,20 @@ def attempt(harness: Harness, send, status: int, code: str, detail: str):
     return reply
 
 
+def test_snapshot_sees_a_write(accounts):
+    """
+    The snapshot that shows refused requests changed nothing does show a
+    change: B's own new-authz adds an authorization, its challenges and an
+    order, and calls the CA.
+    """
+    before = accounts.snapshot()
+    assert accounts.new_authz("b.example.test", OTHER).status == 201
+    after = accounts.snapshot()
+    for table in ("authorizations", "challenges", "orders"):
+        assert len(after["store"][table]) > len(before["store"][table]), table
+    assert after["upstream"] != before["upstream"]
+
+
 def test_b_cannot_answer_a_challenge(accounts):
     """
     B answering A's pending challenge, with B's own key authorization or
@@ -91,8 +105,11 @@ def test_b_cannot_deactivate_a_valid_authorization(accounts):
     """
     The same for A's valid authorization (the one its certificate used).
     """
-    records = accounts.gateway.store._authorizations.values()
-    (valid,) = [r for r in records if r.identifier == NAME]
+    a_id = int(accounts.state["a_reg"].rsplit("/", 1)[1])
+    found = []
+    accounts.gateway.store.find_authorizations(a_id, NAME, False).addCallback(found.extend)
+    (valid,) = found
+    assert valid.status == "valid"
     attempt(accounts, lambda: accounts.post(f"/acme/authz/{valid.id}",
                                             {"resource": "authz", "status": "deactivated"}, key=OTHER),
             403, "unauthorized", NOT_YOUR_AUTHORIZATION)

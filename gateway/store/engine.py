@@ -1,0 +1,124 @@
+"""
+What the SQL store needs of a database engine, and of whatever runs its
+calls.
+
+`gateway.store.sql.SQLStore` is written once, in SQL that SQLite and
+PostgreSQL both accept.  Everything else an engine decides — connecting,
+its settings, how a write transaction starts, how placeholders are spelled,
+how a new integer id is read back, how a schema version is kept, how broken
+references and a damaged file are found — sits behind `Database`, one
+implementation per engine (`gateway.store.sqlite.SQLiteDatabase`).
+
+Blocking calls never run on the reactor thread: the store hands each unit of
+work to a `Runner` (`gateway.store.runners`): one worker thread in
+production, the calling thread in unit tests.
+
+This module holds only protocols, so that importing it costs nothing.
+"""
+
+from __future__ import annotations
+
+from typing import (
+    Any, Callable, Iterator, List, Mapping, Optional, Protocol, Sequence, Tuple, TypeVar,
+)
+
+from twisted.internet.defer import Deferred
+
+T = TypeVar("T")
+
+
+class Row(Protocol):
+    """
+    One result row, whose columns are read by name (or position).
+    """
+
+    def __getitem__(self, key: str | int, /) -> Any: ...
+
+    def keys(self) -> List[str]: ...
+
+
+class Cursor(Protocol):
+    """
+    The result of `Database.execute`.
+    """
+
+    def fetchone(self) -> Optional[Row]: ...
+
+    def fetchall(self) -> List[Row]: ...
+
+    def __iter__(self) -> Iterator[Row]: ...
+
+
+class Database(Protocol):
+    """
+    One open connection to a gateway database, used from one thread at a
+    time (the store's runner).
+    """
+
+    #: How the engine spells the schema's ``{name}`` placeholders
+    #: (`gateway.store.schema`).
+    column_types: Mapping[str, str]
+
+    #: A column expression that orders a table's rows by insertion (ties
+    #: between records made in the same second; "insertion order" results).
+    row_order: str
+
+    def execute(self, statement: str, parameters: Sequence[Any] = ()) -> Cursor:
+        """
+        Run one statement, with ``?`` for each parameter (the engine
+        translates them to its own placeholders).
+        """
+
+    def transaction(self, work: Callable[[], T]) -> T:
+        """
+        Run ``work`` in a write transaction, committed before returning and
+        rolled back if it raises.  The transaction holds the write lock from
+        its start, so what ``work`` checks before writing cannot change
+        under it.
+        """
+
+    def insert_returning_id(self, table: str, row: Mapping[str, Any]) -> int:
+        """
+        Insert ``row`` into a table whose ``{serial_key}`` the database
+        assigns; the id it assigned.
+        """
+
+    def schema_version(self) -> int:
+        """
+        The last migration applied (0 for a new database).
+        """
+
+    def set_schema_version(self, version: int) -> None:
+        """
+        Record ``version`` as applied; called inside the migration's
+        transaction.
+        """
+
+    def broken_references(self) -> List[Tuple[str, str, str]]:
+        """
+        Rows whose parent row is missing (which foreign keys should prevent,
+        but an outside edit or a damaged file can leave), as ``(table, id,
+        parent table)``.
+        """
+
+    def close(self) -> None:
+        """
+        Close the connection.
+        """
+
+
+class Runner(Protocol):
+    """
+    Runs the store's blocking work somewhere the reactor does not wait for.
+    """
+
+    def run(self, work: Callable[[], T]) -> Deferred[T]:
+        """
+        Run ``work``; its result or exception, delivered in the reactor
+        thread.  Calls run one at a time, in the order they were made.
+        """
+
+    def stop(self) -> None:
+        """
+        Release the runner's resources, once its last work has finished.
+        """
