@@ -28,8 +28,30 @@ from twisted.internet.defer import Deferred, DeferredList, TimeoutError
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web import resource, server
-from twisted.web.iweb import IRequest
+from twisted.web import http, resource, server
+
+
+class Resource(resource.Resource):
+    """
+    ``twisted.web``'s resource, its constructor annotated.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]
+
+
+class QuietSite(server.Site):
+    """
+    A site whose resources log each request themselves (the v1 face, with
+    named fields and its request id), or that must not log every probe (the
+    admin listener): no classic access line, no tracebacks in answers.
+    """
+
+    noisy = False
+    displayTracebacks = False
+
+    def log(self, request: http.Request) -> None:
+        pass
 
 
 @attrs.frozen
@@ -48,7 +70,7 @@ class Response:
     headers: Tuple[Tuple[str, str], ...] = ()
 
 
-class AsyncResource(resource.Resource):
+class AsyncResource(Resource):
     """
     A leaf resource whose answer is computed by `respond`, an ``async def``.
     """
@@ -61,19 +83,19 @@ class AsyncResource(resource.Resource):
         #: The answers being worked on, for a graceful shutdown.
         self.in_flight: Set["Deferred[None]"] = set()
 
-    async def respond(self, request: IRequest) -> Response:
+    async def respond(self, request: server.Request) -> Response:
         """
         The answer to ``request``.
         """
         raise NotImplementedError
 
-    def failed(self, request: IRequest) -> Response:
+    def failed(self, request: server.Request) -> Response:
         """
         The answer when `respond` raised (a bug, already logged).
         """
         return Response(500, b"internal error\n", "text/plain; charset=utf-8")
 
-    def render(self, request: IRequest) -> int:
+    def render(self, request: server.Request) -> int:
         finished: List[object] = []
         request.notifyFinish().addBoth(finished.append)
         answering: "Deferred[None]" = Deferred.fromCoroutine(self._answer(request, finished))
@@ -88,7 +110,7 @@ class AsyncResource(resource.Resource):
         answering.addBoth(settled)
         return server.NOT_DONE_YET
 
-    async def _answer(self, request: IRequest, finished: List[object]) -> None:
+    async def _answer(self, request: server.Request, finished: List[object]) -> None:
         try:
             response = await self.respond(request)
         except Exception:
@@ -100,7 +122,7 @@ class AsyncResource(resource.Resource):
             write(request, response)
 
 
-def write(request: IRequest, response: Response) -> None:
+def write(request: server.Request, response: Response) -> None:
     """
     Write ``response`` and finish the request; for a HEAD, the headers a
     GET would carry (with its ``Content-Length``, so clients can frame the

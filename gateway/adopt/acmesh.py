@@ -33,6 +33,7 @@ from typing import Dict, List, Tuple
 from gateway.adopt import lines as textlines
 from gateway.adopt.changes import AdoptError, CreateFile, EditFile, Plan, read_small
 from gateway.adopt.keyimport import KeyImporter, read_key
+from gateway.keys.jose import AccountKey
 from gateway.keys.keystore import KeyFileError
 
 #: Directories of the acme.sh home that are not certificates.
@@ -127,7 +128,7 @@ def _key_files(home: str, ca_home: str) -> List[str]:
     return found
 
 
-def _plan_copy(plan: Plan, ca_home: str, servers: List[str], keys: Dict[str, object]) -> None:
+def _plan_copy(plan: Plan, ca_home: str, servers: List[str], keys: Dict[str, AccountKey]) -> None:
     """
     Copy the account key the certificates' servers used to the gateway's
     CA directory, in the layout it was found in.
@@ -142,8 +143,8 @@ def _plan_copy(plan: Plan, ca_home: str, servers: List[str], keys: Dict[str, obj
                 sources.setdefault(key.thumbprint, (place, len(places) == 2 and place == places[0]))
                 break
     gateway_places = ca_dirs(ca_home, plan.gateway)
-    present = [keys.get(os.path.join(p, "account.key")) for p in gateway_places]
-    present = [k for k in present if k is not None]
+    present = [key for key in (keys.get(os.path.join(p, "account.key")) for p in gateway_places)
+               if key is not None]
     if present:
         if sources and present[0].thumbprint not in sources:
             plan.problem(gateway_places[0], "the gateway's CA directory holds another account key")
@@ -193,7 +194,7 @@ def plan_acmesh(home: str, gateway: str, importer: KeyImporter) -> Plan:
                     key_path_setting = value
     for conf in _domain_confs(home):
         servers += _plan_setting(plan, conf, "Le_API", add=True)
-    keys: Dict[str, object] = {}
+    keys: Dict[str, AccountKey] = {}
     paths = _key_files(home, ca_home) + ([key_path_setting] if key_path_setting else [])
     for path in paths:
         try:

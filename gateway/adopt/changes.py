@@ -32,7 +32,7 @@ import hashlib
 import json
 import os
 import shutil
-from typing import List, Optional, Union
+from typing import Dict, List, Optional, Union
 
 import attrs
 
@@ -351,10 +351,12 @@ def apply(plan: Plan) -> None:
         in the manifest, so ``--undo`` still works.
     """
     undoable = [c for c in plan.changes if not isinstance(c, ImportKey)]
-    manifest = Manifest.load(plan.root, plan.client) if undoable else None
-    for change in plan.imports:
-        _make_dirs(os.path.dirname(change.path), 0o700, None)
-        _write_new(change.path, change.data, 0o600)
+    for key in plan.imports:
+        _make_dirs(os.path.dirname(key.path), 0o700, None)
+        _write_new(key.path, key.data, 0o600)
+    if not undoable:
+        return
+    manifest = Manifest.load(plan.root, plan.client)
     for change in undoable:
         if isinstance(change, CreateFile):
             made: List[str] = []
@@ -434,7 +436,8 @@ def undo(root: str, client: str) -> List[str]:
     except (OSError, ValueError) as error:
         raise AdoptError(f"cannot read {path}: {error}")
     lines: List[str] = []
-    kept_edited, kept_created = [], []
+    kept_edited: List[Dict[str, str]] = []
+    kept_created: List[Dict[str, str]] = []
     for entry in reversed(manifest.edited):
         target, why = _where(manifest, entry["path"])
         backup, backup_why = _where(manifest, entry["backup"])
@@ -460,7 +463,7 @@ def undo(root: str, client: str) -> List[str]:
         if os.path.lexists(target):
             os.unlink(target)
             lines.append(f"  removed {target}")
-    kept_dirs = []
+    kept_dirs: List[str] = []
     for stored in reversed(manifest.created_dirs):
         directory, why = _where(manifest, stored)
         if directory is None:

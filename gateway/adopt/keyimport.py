@@ -139,7 +139,7 @@ class KeyImporter:
 def _files_below(path: str) -> List[str]:
     if os.path.isfile(path):
         return [path]
-    found = []
+    found: List[str] = []
     for directory, subdirectories, files in os.walk(path):
         subdirectories.sort()
         found.extend(os.path.join(directory, name) for name in sorted(files))

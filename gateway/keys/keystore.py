@@ -34,7 +34,7 @@ import os
 import re
 import shlex
 import stat
-from typing import Dict, Iterable, List, Optional, Tuple, Union
+from typing import Dict, Iterable, List, Optional, Tuple, Union, cast
 
 import attrs
 import josepy
@@ -241,7 +241,7 @@ def _parse_jwk(obj: dict) -> Union[AccountKey, _Skip]:
             f"JWK key type {_clean(str(kty))} is not supported; {_SUPPORTED_HINT}"
         )
     try:
-        jwk = josepy.JWK.from_json(obj)
+        jwk = cast(josepy.JWK, josepy.JWK.from_json(obj))
     except Exception:
         # josepy and cryptography fail in many ways on bad members (missing,
         # mistyped, inconsistent numbers); the messages may quote private

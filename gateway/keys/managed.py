@@ -20,7 +20,7 @@ import re
 from typing import Any, Callable, Dict, Optional, TypeVar
 
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from twisted.internet import defer
 
 from gateway.keys.jose import AccountKey
@@ -70,6 +70,8 @@ class ManagedKeys:
                 continue
             with open(os.path.join(directory, entry), "rb") as f:
                 private_key = serialization.load_pem_private_key(f.read(), None)
+            if not isinstance(private_key, (ec.EllipticCurvePrivateKey, rsa.RSAPrivateKey)):
+                raise ValueError(f"{entry}: not an EC or RSA key")
             keys[thumbprint] = AccountKey.from_private_key(private_key)
         return cls(directory, keys, run_in_thread)
 

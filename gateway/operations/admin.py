@@ -30,13 +30,12 @@ import attrs
 from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.web import pages, resource, server
-from twisted.web.iweb import IRequest
 
 from gateway.operations import statuspage
 from gateway.operations.metrics import Metrics
 from gateway.operations.report import DEFAULT_MIGRATED_AFTER, OrphanedCertificate, build_report
 from gateway.store.records import format_timestamp
-from gateway.web import AsyncResource, Response
+from gateway.web import AsyncResource, QuietSite, Response
 
 log = Logger()
 
@@ -212,22 +211,22 @@ class Page(AsyncResource):
     An admin page: GET and HEAD, answered by an ``async def``.
     """
 
-    def __init__(self, answer: Callable[[IRequest], Awaitable[Response]]) -> None:
+    def __init__(self, answer: Callable[[server.Request], Awaitable[Response]]) -> None:
         super().__init__()
         self._answer_page = answer
 
-    def render(self, request: IRequest) -> Any:
+    def render(self, request: server.Request) -> Any:
         if request.method not in (b"GET", b"HEAD"):
             raise server.UnsupportedMethod((b"GET", b"HEAD"))
         if request.postpath not in ([], [b""]):
             return pages.notFound().render(request)
         return super().render(request)
 
-    async def respond(self, request: IRequest) -> Response:
+    async def respond(self, request: server.Request) -> Response:
         answer = await self._answer_page(request)
         return attrs.evolve(answer, headers=_PAGE_HEADERS + answer.headers)
 
-    def failed(self, request: IRequest) -> Response:
+    def failed(self, request: server.Request) -> Response:
         return Response(500, b"internal error\n", "text/plain; charset=utf-8", _PAGE_HEADERS)
 
 
@@ -345,9 +344,5 @@ class Admin:
         return root
 
     def site(self) -> server.Site:
-        site = server.Site(self.resource())
-        site.noisy = False
-        site.displayTracebacks = False
         # Probes every few seconds must not fill the log with access lines.
-        site.log = lambda request: None
-        return site
+        return QuietSite(self.resource())  # type: ignore[no-untyped-call]

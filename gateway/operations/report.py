@@ -243,7 +243,7 @@ def merge_rows(rows: Sequence[LegacyClient]) -> LegacyClient:
     """
     ordered = sorted(rows, key=lambda r: timestamp_instant(r.last_seen))
     latest_failure = max((r for r in rows if r.last_failure is not None),
-                         key=lambda r: timestamp_instant(r.last_failure), default=None)
+                         key=lambda r: timestamp_instant(r.last_failure or ""), default=None)
     thumbprints: List[str] = []
     for row in ordered:  # most recently used last
         for thumbprint in row.thumbprints:

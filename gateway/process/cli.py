@@ -524,17 +524,24 @@ def run_serve(parser, args) -> int:
         serve.stop_at_shutdown(reactor, running)
         host = running.port.getHost()
         scheme = "https" if config.listen.startswith("ssl:") else "http"
-        base = config.base_url or f"{scheme}://{host.host}:{host.port}"
+        base = config.base_url or f"{scheme}://{_host_port(host)}"
         _say(json_logs, "v1 directory at {url}", url=f"{base.rstrip('/')}/directory")
         if running.admin_port is not None:
             admin = running.admin_port.getHost()
             _say(json_logs, "admin listener at {url} (healthz, readyz, metrics, status)",
-                 url=f"http://{admin.host}:{admin.port}/")
+                 url=f"http://{_host_port(admin)}/")
         # Serve until the process is told to stop (SIGTERM, Ctrl-C), or an
         # upstream that answers late shows it was the wrong one.
         await stopping
 
     return serve.run(main)
+
+
+def _host_port(address) -> str:
+    """
+    ``host:port`` of a listening port's address (IPv4 or IPv6 TCP).
+    """
+    return f"{getattr(address, 'host', '')}:{getattr(address, 'port', '')}"
 
 
 def _start_error_text(error) -> str:

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import IO, Any, Awaitable, Callable, List, Optional
+from typing import IO, Any, Callable, Coroutine, List, Optional
 
 import attrs
 from twisted.application.internet import StreamServerEndpointService, TimerService
@@ -120,7 +120,7 @@ class _Listening:
         except Exception as error:
             raise StartError(flag, description, f"cannot listen: {error}") from error
 
-    def listen(self, factory: Any) -> "defer.Deferred[Optional[IListeningPort]]":
+    def listen(self, factory: Any) -> "defer.Deferred[Optional[IListeningPort]]":  # type: ignore[override]
         listening: "defer.Deferred[Any]" = self._endpoint.listen(factory)
 
         def listened(port: IListeningPort) -> IListeningPort:
@@ -159,16 +159,14 @@ class AtStop(Service):
     A service whose whole job is one step of the shutdown.
     """
 
-    def __init__(self, name: str, step: Callable[[], "Awaitable[None] | defer.Deferred[None]"]) -> None:
+    def __init__(self, name: str,
+                 step: Callable[[], "Coroutine[Any, Any, None] | defer.Deferred[None]"]) -> None:
         self.setName(name)
         self._step = step
 
     def stopService(self) -> "defer.Deferred[None]":
         Service.stopService(self)
-        done = self._step()
-        if isinstance(done, defer.Deferred):
-            return done
-        return defer.Deferred.fromCoroutine(done)  # type: ignore[arg-type]
+        return defer.ensureDeferred(self._step())
 
 
 @attrs.define
@@ -327,8 +325,9 @@ async def _serve(reactor: Any, gateway: Gateway, service: GatewayService,
     results = await defer.DeferredList([listening.port for listening in listeners],
                                        consumeErrors=True)
     order = ("--listen", "--http01-listen", "--admin-listen")
-    failed = sorted(((order.index(listening.flag), result) for listening, (ok, result)
-                     in zip(listeners, results) if not ok), key=lambda pair: pair[0])
+    failed = sorted(((order.index(listening.flag), result) for listening, (_, result)
+                     in zip(listeners, results) if isinstance(result, Failure)),
+                    key=lambda pair: pair[0])
     if failed:
         failed[0][1].raiseException()
     port = await v1.port
@@ -393,7 +392,7 @@ def _keep_asking(reactor: Any, gateway: Gateway,
     return asking
 
 
-def run(main: Callable[[Any], Awaitable[None]]) -> int:
+def run(main: Callable[[Any], Coroutine[Any, Any, None]]) -> int:
     """
     Run the reactor until ``main(reactor)`` ends or the process is told to
     stop (``task.react``), and return the exit status: 0, or the code of a

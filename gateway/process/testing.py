@@ -27,13 +27,13 @@ import datetime
 import json
 import secrets
 import time
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Union
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Union, cast
 
 import attrs
 import josepy
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 from treq.testing import StubTreq
 from twisted.internet.task import Clock
@@ -98,9 +98,19 @@ class _Signed:
     """
 
     account: Optional["CAAccount"]
-    jwk: dict
+    jwk: Dict[str, Any]
     thumbprint: str
     payload: Any
+
+    @property
+    def signer(self) -> "CAAccount":
+        """
+        The account that signed (``kid``): what every request but
+        newAccount and revocation by certificate key is signed by.
+        """
+        if self.account is None:
+            raise _Problem("accountDoesNotExist", "this request must be signed by an account (kid)")
+        return self.account
 
 
 # -- the CA's records ------------------------------------------------------------
@@ -131,8 +141,9 @@ class CAChallenge:
     validated: Optional[str] = None
     error: Optional[dict] = None
 
-    def to_json(self) -> dict:
-        body = {"type": self.type, "url": self.url, "token": self.token, "status": self.status}
+    def to_json(self) -> Dict[str, Any]:
+        body: Dict[str, Any] = {"type": self.type, "url": self.url, "token": self.token,
+                                "status": self.status}
         if self.validated:
             body["validated"] = self.validated
         if self.error:
@@ -213,6 +224,16 @@ def _clock_at_now() -> Clock:
     clock = Clock()
     clock.advance(time.time())
     return clock
+
+
+def _key_thumbprint(public_key: object) -> Optional[str]:
+    """
+    The RFC 7638 thumbprint of an RSA or EC public key; `None` for any
+    other kind (no ACME account can have it).
+    """
+    if isinstance(public_key, (rsa.RSAPublicKey, ec.EllipticCurvePublicKey)):
+        return thumbprint(public_jwk(public_key))
+    return None
 
 
 def _name(text: str) -> x509.Name:
@@ -431,17 +452,18 @@ class FakeCA(resource.Resource):
             raise _Problem("malformed", f"method {method} not allowed", 405,
                            {"Allow": ", ".join(allowed)})
 
-    def _directory(self) -> dict:
-        directory = {
+    def _directory(self) -> Dict[str, Any]:
+        meta: Dict[str, Any] = {}
+        directory: Dict[str, Any] = {
             "newNonce": self.url("/new-nonce"),
             "newAccount": self.url("/new-account"),
             "newOrder": self.url("/new-order"),
             "revokeCert": self.url("/revoke-cert"),
             "keyChange": self.url("/key-change"),
-            "meta": {},
+            "meta": meta,
         }
         if self.terms_of_service:
-            directory["meta"]["termsOfService"] = self.terms_of_service
+            meta["termsOfService"] = self.terms_of_service
         return directory
 
     # -- JWS -----------------------------------------------------------------------
@@ -452,7 +474,7 @@ class FakeCA(resource.Resource):
         Verify ``jws`` with ``jwk``; return the key's thumbprint.
         """
         try:
-            parsed = josepy.JWK.from_json(jwk)
+            parsed = cast(josepy.JWK, josepy.JWK.from_json(jwk))
             public_key = parsed.key.public_numbers().public_key()
             algorithm = algorithm_for_public_key(public_key)
         except Exception:
@@ -555,9 +577,9 @@ class FakeCA(resource.Resource):
         return self._account_reply(account, 201)
 
     def _post_account(self, signed: _Signed, account_id: str) -> _Reply:
-        if signed.account.url != self.url(f"/acct/{account_id}"):
+        if signed.signer.url != self.url(f"/acct/{account_id}"):
             raise _Problem("unauthorized", "the signer is not this account", 403)
-        account = signed.account
+        account = signed.signer
         payload = signed.payload
         if payload is not None:
             if not isinstance(payload, dict):
@@ -571,7 +593,7 @@ class FakeCA(resource.Resource):
         return self._account_reply(account)
 
     def _post_keyChange(self, signed: _Signed) -> _Reply:
-        account = signed.account
+        account = signed.signer
         inner = signed.payload
         protected, inner_payload = self._decode(inner)
         if "jwk" not in protected or "kid" in protected or "nonce" in protected:
@@ -582,7 +604,7 @@ class FakeCA(resource.Resource):
         if not isinstance(inner_payload, dict) or inner_payload.get("account") != account.url:
             raise _Problem("malformed", "inner payload account does not match the signer")
         try:
-            old = thumbprint(josepy.JWK.from_json(inner_payload.get("oldKey")))
+            old = thumbprint(cast(josepy.JWK, josepy.JWK.from_json(inner_payload["oldKey"])))
         except Exception:
             raise _Problem("malformed", "inner payload oldKey is not a JWK")
         if old != account.thumbprint:
@@ -600,7 +622,7 @@ class FakeCA(resource.Resource):
     def _owned(self, signed: _Signed, record: Any, what: str) -> Any:
         if record is None:
             raise _Problem("malformed", f"no such {what}", 404)
-        if record.account_id != signed.account.id:
+        if record.account_id != signed.signer.id:
             raise _Problem("unauthorized", f"the {what} belongs to another account", 403)
         return record
 
@@ -615,7 +637,7 @@ class FakeCA(resource.Resource):
                     return existing
         authz_id = self._new_id()
         types = ("dns-01",) if wildcard else ("http-01", "dns-01")
-        challenges = []
+        challenges: List[CAChallenge] = []
         authorization = CAAuthorization(authz_id, self.url(f"/authz/{authz_id}"), account.id, value,
                                         wildcard, self._now() + 7 * 86400, challenges)
         for challenge_type in types:
@@ -644,8 +666,8 @@ class FakeCA(resource.Resource):
         order_id = self._new_id()
         order = CAOrder(
             order_id, self.url(f"/order/{order_id}"), self.url(f"/finalize/{order_id}"),
-            signed.account.id, names,
-            [self._new_authorization(signed.account, n) for n in names],
+            signed.signer.id, names,
+            [self._new_authorization(signed.signer, n) for n in names],
             self._now() + 7 * 86400,
         )
         self.orders.append(order)
@@ -728,7 +750,7 @@ class FakeCA(resource.Resource):
             raise _Problem("orderNotReady", f"order is {order.status}, not ready", 403)
         csr_text = signed.payload.get("csr") if isinstance(signed.payload, dict) else None
         try:
-            csr = x509.load_der_x509_csr(b64url_decode(csr_text))
+            csr = x509.load_der_x509_csr(b64url_decode(cast(str, csr_text)))
         except Exception:
             raise _Problem("badCSR", "the CSR does not parse")
         if not csr.is_signature_valid:
@@ -741,14 +763,14 @@ class FakeCA(resource.Resource):
             pass
         if names != set(order.names):
             raise _Problem("unauthorized", f"CSR names {sorted(names)} are not the order's {sorted(order.names)}", 403)
-        if thumbprint(public_jwk(csr.public_key())) == signed.account.thumbprint:
+        if _key_thumbprint(csr.public_key()) == signed.signer.thumbprint:
             raise _Problem("badCSR", "the CSR key must not be the account key")
         subject = _name(order.names[0]) if len(order.names[0]) <= 64 else x509.Name([])
         leaf = self._sign(subject, csr.public_key(), self.intermediate.subject,
                           self.intermediate_key, names=order.names)
         certificate_id = self._new_id()
         order.certificate = CACertificate(certificate_id, self.url(f"/cert/{certificate_id}"),
-                                          signed.account.id, leaf,
+                                          signed.signer.id, leaf,
                                           leaf.public_bytes(serialization.Encoding.DER))
         self.certificates.append(order.certificate)
         order.status = "valid"
@@ -764,7 +786,7 @@ class FakeCA(resource.Resource):
     def _post_revokeCert(self, signed: _Signed) -> _Reply:
         payload = signed.payload if isinstance(signed.payload, dict) else {}
         try:
-            der = b64url_decode(payload.get("certificate"))
+            der = b64url_decode(cast(str, payload.get("certificate")))
         except Exception:
             raise _Problem("malformed", "certificate must be base64url DER")
         certificate = next((c for c in self.certificates if c.der == der), None)
@@ -776,8 +798,7 @@ class FakeCA(resource.Resource):
         if signed.account is not None:
             allowed = signed.account.id == certificate.account_id
         else:
-            certificate_key = public_jwk(certificate.certificate.public_key())
-            allowed = thumbprint(certificate_key) == signed.thumbprint
+            allowed = _key_thumbprint(certificate.certificate.public_key()) == signed.thumbprint
         if not allowed:
             raise _Problem("unauthorized", "the signer may not revoke this certificate", 403)
         if certificate.revoked_reason is not None:

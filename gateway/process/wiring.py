@@ -199,12 +199,8 @@ def build_gateway(
     nonces = NonceIssuer(clock)
     face = V1Face(v1_tree(context), nonces, clock, base_url=config.base_url,
                   max_body=config.max_body, metrics=metrics, recorder=recorder)
+    # The v1 face logs each request itself (`gateway.web.QuietSite`).
     site = V1Site(face)
-    site.noisy = False
-    site.displayTracebacks = False
-    # The v1 face logs each request itself, with named fields and its
-    # request id; Twisted's classic access line would only repeat it.
-    site.log = lambda request: None
     readiness = Readiness(upstream, store, clock, metrics=metrics, max_age=config.ready_max_age,
                           keys=keys, managed=managed is not None)
     admin = Admin(store, clock, metrics, readiness, migrated_after=config.migrated_after,
@@ -228,7 +224,7 @@ def _validators(config: ServeConfig, reactor: Any,
             reactor, config.dns01_hook, propagation_seconds=config.dns01_propagation_seconds))
     if config.dns01_rfc2136:
         key = None
-        if config.dns01_rfc2136_key_name:
+        if config.dns01_rfc2136_key_name and config.dns01_rfc2136_key_secret:
             key = TSIGKey(config.dns01_rfc2136_key_name, config.dns01_rfc2136_key_secret,
                           config.dns01_rfc2136_key_algorithm)
         host, dns_port = config.dns01_rfc2136

@@ -460,6 +460,13 @@ class Insert:
     record: Record
 
 
+def _changes_copy(changes: Mapping[str, Any]) -> Dict[str, Any]:
+    """
+    An `Update`'s changes, detached from the caller's mapping.
+    """
+    return dict(changes)
+
+
 @attrs.frozen
 class Update:
     """
@@ -469,7 +476,7 @@ class Update:
 
     record_type: "type[Record]"
     id: Union[int, str]
-    changes: Mapping[str, Any] = attrs.field(converter=dict)
+    changes: Mapping[str, Any] = attrs.field(converter=_changes_copy)
 
 
 #: An operation of `IStore.write`.

@@ -89,7 +89,7 @@ async def bind(context: Context, signer: Signer) -> BoundAccount:
             raise Unauthorized(f"Registration is not valid, has status '{record.status}'")
         upstream = await upstream_for(context, record)
         if record.upstream_url != upstream.url:
-            record = await context.store.account_by_id(record.id)
+            record = await _account(context, record.id)
     finally:
         lock.release()
     return BoundAccount(record=record, upstream=upstream,
@@ -123,6 +123,16 @@ async def _adopt(context: Context, key: AccountKey, signer: Signer) -> Account:
         return existing
 
 
+async def _account(context: Context, account_id: int) -> Account:
+    """
+    A stored account the caller knows exists.
+    """
+    account = await context.store.account_by_id(account_id)
+    if account is None:
+        raise Unauthorized("No registration exists matching provided key")
+    return account
+
+
 async def upstream_for(context: Context, account: Account) -> UpstreamAccount:
     """
     The upstream account of a stored account, without any upstream call
@@ -133,12 +143,17 @@ async def upstream_for(context: Context, account: Account) -> UpstreamAccount:
     key = context.keys.get(account.thumbprint)
     if key is None:
         raise key_not_in_store(account.thumbprint)
-    if account.upstream_url is None:
-        account = await _attach_upstream(context, account, key)
-    return UpstreamAccount(key=key, url=account.upstream_url, status=account.status)
+    url = account.upstream_url
+    if url is None:
+        url = await _attach_upstream(context, account, key)
+    return UpstreamAccount(key=key, url=url, status=account.status)
 
 
-async def _attach_upstream(context: Context, account: Account, key: AccountKey) -> Account:
+async def _attach_upstream(context: Context, account: Account, key: AccountKey) -> str:
+    """
+    Find (or create) the upstream account of a stored account's key, and
+    record its URL.
+    """
     upstream = await context.upstream.find_account(key)
     if upstream is None:
         upstream = await context.upstream.new_account(
@@ -148,8 +163,8 @@ async def _attach_upstream(context: Context, account: Account, key: AccountKey) 
         )
         log.info("created upstream account {url} for key {thumbprint}",
                  url=upstream.url, thumbprint=key.thumbprint)
-    updated: Account = await context.store.update_account(account.id, upstream_url=upstream.url)
-    return updated
+    await context.store.update_account(account.id, upstream_url=upstream.url)
+    return upstream.url
 
 
 @attrs.frozen

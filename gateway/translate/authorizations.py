@@ -25,17 +25,26 @@ the owning account, which every stored row names.
 
 from __future__ import annotations
 
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 from twisted.logger import Logger
 
 import attrs
 
 from gateway.status import Status
-from gateway.store import Account, Authorization, Challenge, Insert, Order, OrderAttempt, Update
-from gateway.store.records import ATTEMPT_REFUSED
+from gateway.store import (
+    Account,
+    AttemptStatus,
+    Authorization,
+    Challenge,
+    Insert,
+    Operation,
+    Order,
+    OrderAttempt,
+    Update,
+)
 from gateway.translate.accounts import BoundAccount, bind, upstream_for
-from gateway.translate.context import Context, lapses_within
+from gateway.translate.context import Context, lapses_within, written_as
 from gateway.translate.errors import (
     InternalFailure,
     Malformed,
@@ -49,6 +58,7 @@ from gateway.translate.requests import ABSENT, AnswerChallenge, DeactivateAuthz,
 from gateway.translate.revalidation import revalidate
 from gateway.upstream import messages as v2
 from gateway.upstream.errors import UpstreamProblem
+from gateway.upstream.messages import UpstreamAccount
 from gateway.validation.interfaces import IResponder
 
 log = Logger()
@@ -96,7 +106,7 @@ def _order_record(context: Context, account_id: int, order: v2.Order, order_id: 
 
 
 def _challenge_inserts(context: Context, authorization_id: str, account_id: int,
-                       challenges) -> list:
+                       challenges: Iterable[v2.Challenge]) -> List[Operation]:
     return [
         Insert(Challenge(
             id=context.store.new_id(),
@@ -112,8 +122,12 @@ def _challenge_inserts(context: Context, authorization_id: str, account_id: int,
     ]
 
 
+#: An authorization as the store keeps it, with the CA's view of it.
+StoredAuthorization = Tuple[Authorization, v2.Authorization]
+
+
 def _authorization_inserts(context: Context, account_id: int, order_id: Optional[str],
-                           upstream: v2.Authorization) -> list:
+                           upstream: v2.Authorization) -> List[Operation]:
     """
     An upstream authorization and its challenges as `Insert` operations,
     the authorization first: one logical step, written in one transaction.
@@ -135,7 +149,8 @@ def _authorization_inserts(context: Context, account_id: int, order_id: Optional
             *_challenge_inserts(context, authorization.id, account_id, upstream.challenges)]
 
 
-async def create_order(context: Context, bound: BoundAccount, names: Sequence[str]) -> tuple:
+async def create_order(context: Context, bound: BoundAccount, names: Sequence[str]
+                       ) -> Tuple[Order, v2.Order, List[StoredAuthorization]]:
     """
     Create an upstream order for ``names``, within the account's budget, and
     store it with its authorizations.
@@ -162,15 +177,16 @@ async def create_order(context: Context, bound: BoundAccount, names: Sequence[st
     except UpstreamProblem as problem:
         if problem.code == "rateLimited":
             context.budget.hold(bound.record.id, problem.retry_after)
-        await context.store.write([Update(OrderAttempt, order_id, {"status": ATTEMPT_REFUSED})])
+        await context.store.write([Update(OrderAttempt, order_id, {"status": AttemptStatus.REFUSED})])
         raise
     record, authorizations = await store_new_order(
         context, bound.record.id, bound.upstream, order, order_id)
     return record, order, authorizations
 
 
-async def store_new_order(context: Context, account_id: int, upstream_account, order: v2.Order,
-                          order_id: str, created_at: Optional[str] = None) -> tuple:
+async def store_new_order(context: Context, account_id: int, upstream_account: UpstreamAccount,
+                          order: v2.Order, order_id: str, created_at: Optional[str] = None
+                          ) -> Tuple[Order, List[StoredAuthorization]]:
     """
     Store an order the CA just created (or recovery found) with its
     authorizations and their challenges, read from the CA first, in one
@@ -188,10 +204,12 @@ async def store_new_order(context: Context, account_id: int, upstream_account, o
         fetched = [await context.upstream.get_authorization(upstream_account, url)
                    for url in order.authorizations]
     except Exception:
+        # Whatever stopped it, the order exists at the CA: keep it, for
+        # recovery to complete, and let the error through.
         await context.store.write([Insert(record)])
         raise
-    operations = [Insert(record)]
-    pairs = []
+    operations: List[Operation] = [Insert(record)]
+    pairs: List[Tuple[Union[int, Authorization], v2.Authorization]] = []
     for upstream in fetched:
         existing = await context.store.authorization_by_upstream_url(account_id, upstream.url)
         if existing is None:
@@ -206,13 +224,13 @@ async def store_new_order(context: Context, account_id: int, upstream_account, o
                 existing = attrs.evolve(existing, order_id=order_id)
             pairs.append((existing, upstream))
     written = await context.store.write(operations)
-    authorizations = []
+    authorizations: List[StoredAuthorization] = []
     for stored, upstream in pairs:
         if isinstance(stored, int):
-            authorizations.append((written[stored], upstream))
+            authorizations.append((written_as(Authorization, written[stored]), upstream))
         else:
             authorizations.append((await _refresh_records(context, stored, upstream), upstream))
-    return written[0], authorizations
+    return written_as(Order, written[0]), authorizations
 
 
 async def record_authorization(
@@ -225,7 +243,7 @@ async def record_authorization(
     if existing is None:
         written = await context.store.write(
             _authorization_inserts(context, account_id, order_id, upstream))
-        return written[0]
+        return written_as(Authorization, written[0])
     return await _refresh_records(context, existing, upstream)
 
 
@@ -237,7 +255,7 @@ async def _refresh_records(
     one transaction; a challenge the CA lists that the store lacks is added
     (the repair of a row a crash left without its challenges).
     """
-    operations = []
+    operations: List[Operation] = []
     changed = record.status != upstream.status or record.expires != upstream.expires
     if changed:
         operations.append(Update(Authorization, record.id, {
@@ -258,7 +276,7 @@ async def _refresh_records(
     if not operations:
         return record
     written = await context.store.write(operations)
-    return written[0] if changed else record
+    return written_as(Authorization, written[0]) if changed else record
 
 
 async def refresh_authorization(context: Context, record: Authorization,

@@ -23,14 +23,16 @@ after an idle time, which frees that part of the budget.
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, Optional
+from typing import Dict, List, Optional
 
 import attrs
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from gateway.status import Status
-from gateway.translate.errors import RateLimited
+from gateway.store import Authorization, IStore
 from gateway.store.records import format_timestamp, timestamp_instant
+from gateway.translate.errors import RateLimited
 
 log = Logger()
 
@@ -75,8 +77,8 @@ class Budget:
     The accounting, over the gateway's store and clock.
     """
 
-    store: Any
-    clock: Any
+    store: IStore
+    clock: IReactorTime
     limits: BudgetLimits = BudgetLimits()
     _holds: Dict[int, float] = attrs.field(factory=dict, init=False)
 
@@ -101,7 +103,7 @@ class Budget:
             return 0.0
         return left
 
-    async def _pending(self, account_id: int) -> list:
+    async def _pending(self, account_id: int) -> List[Authorization]:
         now = self.clock.seconds()
         pending = await self.store.authorizations_with_status(Status.PENDING,
                                                               account_id=account_id)

@@ -13,12 +13,12 @@ request.
 
 from __future__ import annotations
 
-from typing import Optional, Union
+from typing import Optional, Type, TypeVar, Union
 
 import attrs
 from twisted.internet.interfaces import IReactorTime
 
-from gateway.store import IStore
+from gateway.store import IStore, Record
 from gateway.store.records import format_timestamp, timestamp_instant
 from gateway.translate.budget import Budget
 from gateway.translate.memory import (
@@ -102,6 +102,21 @@ class Context:
         bound_to: Optional[str] = getattr(self.store, "upstream", None)
         directory_url: Optional[str] = getattr(record, "directory_url", None)
         return bound_to is None or directory_url == bound_to
+
+
+R = TypeVar("R")
+
+
+def written_as(kind: Type[R], record: Record) -> R:
+    """
+    ``record`` (returned by `IStore.write`, or a lookup the caller knows
+    finds) as the type the caller wrote.
+
+    :raises TypeError: when it is not (a bug in the caller).
+    """
+    if not isinstance(record, kind):
+        raise TypeError(f"expected a {kind.__name__}, the store returned {record!r}")
+    return record
 
 
 def lapses_within(clock: IReactorTime, expires: Optional[str], seconds: Union[int, float]) -> bool:

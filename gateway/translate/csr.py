@@ -82,7 +82,7 @@ class ParsedCSR:
     """
 
     der: bytes = attrs.field(repr=False)
-    names: tuple
+    names: Tuple[DNSName, ...]
     public_key_der: bytes = attrs.field(repr=False)
     cn_only: bool = False
 
@@ -305,7 +305,7 @@ def cn_only_refusal(parsed: ParsedCSR, code: str, ca_detail: str) -> Optional[CS
     )
 
 
-def names_of(parsed: ParsedCSR) -> tuple:
+def names_of(parsed: ParsedCSR) -> Tuple[str, ...]:
     """
     The sorted spellings of the CSR's names.
     """

@@ -30,10 +30,10 @@ from cryptography.hazmat.primitives import serialization
 from twisted.logger import Logger
 
 from gateway.status import Status
-from gateway.store import Certificate, Insert, Issuer, Order, issuer_id
+from gateway.store import Authorization, Certificate, Insert, Issuer, Order, issuer_id
 from gateway.translate.accounts import BoundAccount, bind
 from gateway.translate.authorizations import create_order, record_authorization
-from gateway.translate.context import Context
+from gateway.translate.context import Context, written_as
 from gateway.translate.csr import ParsedCSR, cn_only_refusal
 from gateway.translate.errors import CSRRejected, InternalFailure, NotFound, Refused, Unauthorized, flow
 from gateway.translate.policy import DNSName
@@ -44,8 +44,13 @@ from gateway.upstream.errors import UpstreamError, UpstreamProblem
 
 log = Logger()
 
+#: The sorted spellings of a certificate's names: the key of an order.
+Names = Tuple[str, ...]
+#: A stored order with the CA's view of it.
+OrderState = Tuple[Order, v2.Order]
 
-async def _usable_order(context: Context, bound: BoundAccount, names: tuple) -> Optional[tuple]:
+
+async def _usable_order(context: Context, bound: BoundAccount, names: Names) -> Optional[OrderState]:
     """
     A stored order of the account for exactly ``names`` that can still be
     finalized (or was, and holds a certificate not yet stored), refreshed
@@ -75,7 +80,7 @@ async def _usable_order(context: Context, bound: BoundAccount, names: tuple) -> 
 
 
 async def _authorization_states(context: Context, bound: BoundAccount, order_record: Order,
-                                order: v2.Order) -> list:
+                                order: v2.Order) -> List[v2.Authorization]:
     states = []
     for url in order.authorizations:
         upstream = await context.upstream.get_authorization(bound.upstream, url)
@@ -84,7 +89,8 @@ async def _authorization_states(context: Context, bound: BoundAccount, order_rec
     return states
 
 
-async def _names_not_authorized(context: Context, bound: BoundAccount, names) -> list:
+async def _names_not_authorized(context: Context, bound: BoundAccount,
+                                names: Iterable[DNSName]) -> List[DNSName]:
     """
     The names for which the account holds no pending or valid, unexpired
     authorization in the gateway's store.
@@ -140,9 +146,10 @@ async def new_certificate(context: Context, request: NewCert) -> Certificate:
             if upstream_order.status != Status.VALID or not upstream_order.certificate:
                 await context.store.update_order(record.id, status=upstream_order.status)
                 error = upstream_order.error
-                hint = error and cn_only_refusal(csr, error.code, error.detail)
-                if hint:
-                    raise hint
+                if error is not None:
+                    hint = cn_only_refusal(csr, error.code, error.detail)
+                    if hint is not None:
+                        raise hint
                 detail = error.detail if error else "the order is " + upstream_order.status
                 raise Unauthorized(f"Error creating new cert :: {detail}")
             record = await context.store.update_order(
@@ -184,8 +191,8 @@ def _leaf_spki(der: bytes) -> bytes:
     )
 
 
-async def _finalized_order(context: Context, bound: BoundAccount, names: tuple,
-                           csr: ParsedCSR) -> tuple:
+async def _finalized_order(context: Context, bound: BoundAccount, names: Names,
+                           csr: ParsedCSR) -> OrderState:
     """
     Finalize the order for ``names`` with ``csr``: the known ready one at
     once, else a usable or new one, its authorizations completed first.  A
@@ -213,7 +220,8 @@ async def _finalized_order(context: Context, bound: BoundAccount, names: tuple,
     return record, upstream_order
 
 
-async def _order_for(context: Context, bound: BoundAccount, names: tuple) -> tuple:
+async def _order_for(context: Context, bound: BoundAccount, names: Names
+                     ) -> Tuple[Order, v2.Order, Optional[List[v2.Authorization]]]:
     """
     The order to finalize for ``names``: a usable stored one (refreshed
     from upstream), else a new one within the account's budget.
@@ -229,8 +237,8 @@ async def _order_for(context: Context, bound: BoundAccount, names: tuple) -> tup
     return record, upstream_order, [upstream for _, upstream in authorizations]
 
 
-async def _finalize_known_ready_order(context: Context, bound: BoundAccount, names: tuple,
-                                     csr_der: bytes) -> Optional[tuple]:
+async def _finalize_known_ready_order(context: Context, bound: BoundAccount, names: Names,
+                                     csr_der: bytes) -> Optional[OrderState]:
     """
     The fast path of the usual v1 flow: the client validated each name
     through the gateway (so the stored authorizations of a stored order for
@@ -264,7 +272,7 @@ async def _finalize_known_ready_order(context: Context, bound: BoundAccount, nam
     return None
 
 
-async def _stored_authorizations(context: Context, record: Order) -> list:
+async def _stored_authorizations(context: Context, record: Order) -> List[Authorization]:
     """
     The stored authorizations of an order (an empty list when one is
     missing: the order is then read from the CA).
@@ -280,7 +288,8 @@ async def _stored_authorizations(context: Context, record: Order) -> list:
     return found
 
 
-async def _orders_spent(context: Context, bound: BoundAccount, final: Order, names) -> int:
+async def _orders_spent(context: Context, bound: BoundAccount, final: Order,
+                        names: Iterable[DNSName]) -> int:
     """
     The upstream orders a certificate cost: the order finalized, plus the
     single-name orders whose authorizations (still valid) proved the names
@@ -302,7 +311,7 @@ async def _orders_spent(context: Context, bound: BoundAccount, final: Order, nam
 
 
 async def _complete_authorizations(context: Context, bound: BoundAccount, record: Order,
-                                   authorizations: list) -> None:
+                                   authorizations: Sequence[v2.Authorization]) -> None:
     """
     Make every authorization of the order valid, or refuse.
 
@@ -401,7 +410,7 @@ async def store_chain(context: Context, account_id: int, order_id: Optional[str]
             orphaned=orphaned,
         )),
     ])
-    certificate = written[-1]
+    certificate = written_as(Certificate, written[-1])
     log.info("issued certificate {certificate} serial {serial}{orphan}", certificate=certificate.id,
              serial=serial, orphan=" (orphan)" if orphaned else "")
     return certificate

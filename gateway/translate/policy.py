@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from typing import Iterable, Sequence
+from typing import Iterable, Sequence, Tuple
 
 import attrs
 import idna
@@ -108,8 +108,8 @@ def parse_csr_name(raw: object, allow_wildcard: bool = False) -> DNSName:
     :raises IdentifierRejected: naming the name and what to change.
     """
     name = parse_dns_name(raw, allow_wildcard=allow_wildcard)
-    spelled = raw.lower() if isinstance(raw, str) else raw
-    if spelled != name.spelled:
+    assert isinstance(raw, str)  # parse_dns_name refuses anything else
+    if raw.lower() != name.spelled:
         if raw.strip().endswith("."):
             why = "Domain name ends in a dot; remove the trailing dot"
         elif raw != raw.strip():
@@ -134,7 +134,7 @@ def parse_v1_identifier(identifier: object, allow_wildcard: bool = False) -> DNS
     return parse_dns_name(identifier.get("value"), allow_wildcard=allow_wildcard)
 
 
-def check_name_set(names: Iterable[DNSName]) -> tuple:
+def check_name_set(names: Iterable[DNSName]) -> Tuple[DNSName, ...]:
     """
     Check a certificate's names together: no more than 100, and no name
     made redundant by a wildcard in the same set (a base domain and its
@@ -163,7 +163,7 @@ def check_name_set(names: Iterable[DNSName]) -> tuple:
     return tuple(unique)
 
 
-def spellings(names: Sequence[DNSName]) -> tuple:
+def spellings(names: Sequence[DNSName]) -> Tuple[str, ...]:
     """
     The sorted spellings of ``names``: the key of an order's identifier set.
     """

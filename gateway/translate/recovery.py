@@ -33,9 +33,8 @@ from twisted.logger import Logger
 
 from gateway.status import Status
 
-from gateway.store import Order, OrderAttempt, Update
+from gateway.store import AttemptStatus, Order, OrderAttempt, Update
 from gateway.store.records import (
-    ATTEMPT_LOST,
     PARTIAL_AUTHORIZATION,
     PARTIAL_ORDER,
     timestamp_instant,
@@ -122,7 +121,7 @@ async def _upstream_of(context: Context, account_id: int) -> Optional[UpstreamAc
     return await upstream_for(context, account)
 
 
-async def _order_urls(context: Context, upstream_account) -> list:
+async def _order_urls(context: Context, upstream_account: UpstreamAccount) -> Optional[List[str]]:
     """
     The URLs in the account's order list at the CA, or ``None`` when it
     offers none (or advertises one it does not serve).
@@ -131,7 +130,7 @@ async def _order_urls(context: Context, upstream_account) -> list:
     url = account.body.get("orders")
     if not isinstance(url, str):
         return None
-    urls = []
+    urls: List[str] = []
     for _ in range(MAX_ORDER_PAGES):
         try:
             response = await context.upstream.post_as_get(upstream_account, url, kind="orders")
@@ -168,13 +167,15 @@ async def _resolve_attempt(context: Context, attempt: OrderAttempt, done: Recove
             log.info("recovery: order {order} for {names}, whose answer was lost, found at the "
                      "CA and stored", order=attempt.id, names=list(attempt.identifiers))
             return
-    await context.store.write([Update(OrderAttempt, attempt.id, {"status": ATTEMPT_LOST})])
+    await context.store.write([Update(OrderAttempt, attempt.id, {"status": AttemptStatus.LOST})])
     done.lost += 1
 
 
 async def _repair_authorization(context: Context, authorization_id: str, done: Recovered) -> None:
     record = await context.store.authorization_by_id(authorization_id)
-    upstream_account = None if record is None else await _upstream_of(context, record.account_id)
+    if record is None:
+        return
+    upstream_account = await _upstream_of(context, record.account_id)
     if upstream_account is None:
         return
     try:
@@ -192,7 +193,9 @@ async def _repair_authorization(context: Context, authorization_id: str, done: R
 
 async def _repair_order(context: Context, order_id: str, done: Recovered) -> None:
     record = await context.store.order_by_id(order_id)
-    upstream_account = None if record is None else await _upstream_of(context, record.account_id)
+    if record is None:
+        return
+    upstream_account = await _upstream_of(context, record.account_id)
     if upstream_account is None:
         return
     try:

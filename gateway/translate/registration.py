@@ -70,7 +70,9 @@ async def new_registration(context: Context, request: NewReg) -> Registered:
                 upstream_url=upstream.url,
             )
         except DuplicateAccount:
-            raced: Account = await context.store.account_by_thumbprint(signer.thumbprint)
+            raced = await context.store.account_by_thumbprint(signer.thumbprint)
+            if raced is None:
+                raise
             return Registered(raced, created=False)
         return Registered(account, created=created)
     finally:

@@ -29,6 +29,7 @@ import attrs
 import josepy
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from gateway.keys.jose import b64url_decode, public_jwk, thumbprint
 from gateway.status import Status
@@ -331,7 +332,11 @@ def revoke(signer: Signer, payload: Payload) -> Revoke:
     if reason is not None and (isinstance(reason, bool) or not isinstance(reason, int)
                                or reason not in ALLOWED_REASONS):
         raise Malformed("unsupported revocation reason code provided")
-    by_certificate_key = thumbprint(public_jwk(certificate.public_key())) == signer.thumbprint
+    # A v1 JWS is signed by an RSA or EC key: a certificate for another kind
+    # of key cannot have signed it.
+    key = certificate.public_key()
+    by_certificate_key = (isinstance(key, (rsa.RSAPublicKey, ec.EllipticCurvePublicKey))
+                          and thumbprint(public_jwk(key)) == signer.thumbprint)
     return Revoke(signer, der, format(certificate.serial_number, "x"), reason, by_certificate_key)
 
 

@@ -12,14 +12,17 @@ afterwards — also when validation failed.
 
 from __future__ import annotations
 
-from typing import Any, Dict, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Protocol, Sequence, Tuple
 
 import attrs
 from twisted.logger import Logger
 
 from gateway.translate.errors import InternalFailure, Unauthorized, UpstreamRefused, ValidationFailed
+from gateway.status import Status
+from gateway.upstream.client import UpstreamClient
 from gateway.upstream import messages as v2
 from gateway.validation.dns01 import ResponderError
+from gateway.validation.interfaces import IResponder
 
 log = Logger()
 
@@ -33,6 +36,15 @@ ENABLING_FLAGS = {
 }
 
 
+class MaybeWildcard(Protocol):
+    """
+    A name, or an authorization of one, that may be a wildcard.
+    """
+
+    @property
+    def wildcard(self) -> bool: ...
+
+
 @attrs.frozen
 class Validators:
     """
@@ -40,7 +52,7 @@ class Validators:
     for names that are not wildcards.
     """
 
-    responders: Dict[str, Any] = attrs.field(factory=dict)
+    responders: Dict[str, IResponder] = attrs.field(factory=dict)
     preference: Tuple[str, ...] = DEFAULT_PREFERENCE
 
     @property
@@ -52,7 +64,7 @@ class Validators:
             return ("dns-01",)
         return tuple(t for t in self.preference if t in ("http-01", "dns-01"))
 
-    def choose(self, authorization: v2.Authorization) -> Optional[Tuple[v2.Challenge, Any]]:
+    def choose(self, authorization: v2.Authorization) -> Optional["Choice"]:
         """
         The challenge to use for ``authorization`` and its responder, or
         ``None`` when no configured responder fits.
@@ -61,25 +73,38 @@ class Validators:
             responder = self.responders.get(kind)
             challenge = authorization.challenge(kind)
             if responder is not None and challenge is not None and challenge.token:
-                return challenge, responder
+                return Choice(authorization, challenge, challenge.token, responder)
         return None
 
-    def missing_means(self, authorizations: Sequence[v2.Authorization]) -> str:
+    def missing_means(self, names: Sequence["MaybeWildcard"]) -> str:
         """
-        Which flags would let the gateway validate ``authorizations``: dns-01
-        for a wildcard, either means for any other name.
+        Which flags would let the gateway validate ``names`` (authorizations
+        or checked names): dns-01 for a wildcard, either means for any other.
         """
-        if any(a.wildcard for a in authorizations):
+        if any(a.wildcard for a in names):
             return ENABLING_FLAGS["dns-01"]
         return f"{ENABLING_FLAGS['http-01']} or {ENABLING_FLAGS['dns-01']}"
 
 
+@attrs.frozen
+class Choice:
+    """
+    How the gateway validates one authorization: the challenge, its token,
+    and the responder that makes it answerable.
+    """
+
+    authorization: v2.Authorization
+    challenge: v2.Challenge
+    token: str
+    responder: IResponder
+
+
 async def revalidate(
-    upstream: Any,
+    upstream: UpstreamClient,
     account: v2.UpstreamAccount,
     authorizations: Sequence[v2.Authorization],
     validators: Validators,
-) -> list:
+) -> List[v2.Authorization]:
     """
     Validate every pending authorization in ``authorizations``.
 
@@ -89,15 +114,15 @@ async def revalidate(
     :raises ValidationFailed: with the CA's own reason when validation fails.
     :raises InternalFailure: when a responder could not provision.
     """
-    pending = [a for a in authorizations if a.status == "pending"]
-    plan = []
+    pending = [a for a in authorizations if a.status == Status.PENDING]
+    plan: List[Choice] = []
     unservable = []
     for authorization in pending:
         choice = validators.choose(authorization)
         if choice is None:
             unservable.append(authorization)
         else:
-            plan.append((authorization, choice[0], choice[1]))
+            plan.append(choice)
     if unservable:
         names = ", ".join(sorted(a.name for a in unservable))
         raise Unauthorized(
@@ -105,31 +130,37 @@ async def revalidate(
             f"{names}. The upstream CA requires them to be validated again; start the gateway "
             f"with {validators.missing_means(unservable)} to let it revalidate them."
         )
-    published = []
+    published: List[Tuple[Choice, str]] = []
     try:
-        for authorization, challenge, responder in plan:
-            key_authorization = account.key.key_authorization(challenge.token)
-            await responder.publish(authorization.identifier, challenge.token, key_authorization)
-            published.append((authorization, challenge, responder, key_authorization))
-        for authorization, challenge, _, _ in published:
-            log.info("revalidating {name} with {kind}", name=authorization.name, kind=challenge.type)
-            await upstream.answer_challenge(account, challenge.url)
+        for choice in plan:
+            key_authorization = account.key.key_authorization(choice.token)
+            await choice.responder.publish(choice.authorization.identifier, choice.token,
+                                           key_authorization)
+            published.append((choice, key_authorization))
+        for choice, _ in published:
+            log.info("revalidating {name} with {kind}", name=choice.authorization.name,
+                     kind=choice.challenge.type)
+            await upstream.answer_challenge(account, choice.challenge.url)
         results = []
-        for authorization, challenge, _, _ in published:
-            final = await upstream.poll_authorization(account, authorization.url)
-            if final.status != "valid":
-                raise _failure(final, challenge.type)
+        for choice, _ in published:
+            final = await upstream.poll_authorization(account, choice.authorization.url)
+            if final.status != Status.VALID:
+                raise _failure(final, choice.challenge.type)
             results.append(final)
         return results
     except ResponderError as error:
         raise InternalFailure(f"The gateway could not provision a challenge: {error}") from error
     finally:
-        for authorization, challenge, responder, key_authorization in published:
+        for choice, key_authorization in published:
             try:
-                await responder.withdraw(authorization.identifier, challenge.token, key_authorization)
+                await choice.responder.withdraw(choice.authorization.identifier, choice.token,
+                                                key_authorization)
             except Exception as error:
-                log.warn("cleanup of {kind} for {name} failed: {error}", kind=challenge.type,
-                         name=authorization.name, error=str(error))
+                # A record left behind must not hide the outcome; the
+                # operator learns of it here.
+                log.warn("cleanup of {kind} for {name} failed: {error}",
+                         kind=choice.challenge.type, name=choice.authorization.name,
+                         error=str(error))
 
 
 def _failure(authorization: v2.Authorization, kind: str) -> ValidationFailed:

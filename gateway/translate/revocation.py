@@ -28,7 +28,7 @@ from gateway.keys.jose import AccountKey
 from gateway.status import Status
 from gateway.store import Account, Insert, Update
 from gateway.translate.accounts import bind, upstream_for
-from gateway.translate.context import Context
+from gateway.translate.context import Context, written_as
 from gateway.translate.errors import Conflict, Malformed, NotFound, Unauthorized, flow
 from gateway.translate.requests import KeyChange, Revoke
 from gateway.upstream.client import UpstreamClient
@@ -56,8 +56,9 @@ async def revoke_certificate(context: Context, request: Revoke) -> None:
         raise Conflict("Certificate already revoked")
     # A certificate from a CA the gateway ran against before (--upstream
     # changed) is revoked there, as long as that CA answers.
-    elsewhere = stored is not None and not context.is_current(stored) and stored.directory_url
-    client = context.other_cas.at(stored.directory_url) if elsewhere else context.upstream
+    elsewhere = (stored.directory_url if stored is not None and not context.is_current(stored)
+                 else None)
+    client = context.other_cas.at(elsewhere) if elsewhere else context.upstream
     account: Optional[UpstreamAccount] = None
     certificate_key: Optional[AccountKey] = None
     if request.by_certificate_key:
@@ -152,5 +153,4 @@ async def change_key(context: Context, request: KeyChange) -> Account:
             created_at=context.now(), initial_ip=bound.record.initial_ip,
         )),
     ])
-    updated: Account = written[0]
-    return updated
+    return written_as(Account, written[0])

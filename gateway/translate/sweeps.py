@@ -56,6 +56,7 @@ async def deactivate_abandoned(context: Context) -> int:
         account = await context.store.account_by_id(authorization.account_id)
         if account is None or not context.keys.holds(account.thumbprint):
             continue
+        status: Optional[str]
         try:
             upstream_account = await upstream_for(context, account)
             upstream = await context.upstream.deactivate_authorization(

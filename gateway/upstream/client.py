@@ -30,7 +30,10 @@ from __future__ import annotations
 import collections
 import json
 import random
-from typing import Any, Awaitable, Iterable, Optional, Protocol, Sequence
+from typing import (
+    Any, Awaitable, Callable, Counter, Deque, Dict, Iterable, Iterator, List, Optional, Protocol,
+    Sequence, Tuple, TypeVar,
+)
 
 import attrs
 from twisted.internet import defer
@@ -48,9 +51,8 @@ from gateway.upstream.errors import (
     UpstreamProtocolError,
     UpstreamUnavailable,
 )
+from gateway.status import AUTHORIZATION_FINAL, ORDER_FINAL, Status
 from gateway.upstream.messages import (
-    AUTHORIZATION_FINAL,
-    ORDER_FINAL,
     Authorization,
     CertificateChain,
     Challenge,
@@ -62,6 +64,8 @@ from gateway.upstream.messages import (
     parse_retry_after,
     split_pem_chain,
 )
+
+T = TypeVar("T")
 
 JOSE_CONTENT_TYPE = "application/jose+json"
 DEFAULT_USER_AGENT = f"acme-gateway/{__version__} (ACME v1-to-v2 gateway; Twisted/treq)"
@@ -78,7 +82,7 @@ class UpstreamResponse:
 
     url: str
     status: int
-    headers: dict
+    headers: Dict[str, List[str]]
     body: bytes = attrs.field(repr=False)
 
     def header(self, name: str) -> Optional[str]:
@@ -90,7 +94,7 @@ class UpstreamResponse:
         return self.header("location")
 
     @property
-    def links(self) -> dict:
+    def links(self) -> Dict[str, List[str]]:
         return parse_links(self.headers.get("link", []))
 
     def json(self) -> Any:
@@ -180,9 +184,9 @@ class UpstreamClient:
         self._max_nonce_retries = max_nonce_retries
         self.poll_policy = poll_policy
         self._directory: Optional[Directory] = None
-        self._nonces: collections.deque = collections.deque(maxlen=_NONCE_POOL_SIZE)
+        self._nonces: Deque[str] = collections.deque(maxlen=_NONCE_POOL_SIZE)
         #: Counters of upstream requests by kind, for tests and metrics.
-        self.request_counts: collections.Counter = collections.Counter()
+        self.request_counts: Counter[str] = collections.Counter()
         #: A `gateway.operations.metrics.Metrics` told of every exchange, or `None`.
         self.metrics = metrics
         self._account_recovery = account_recovery
@@ -211,7 +215,7 @@ class UpstreamClient:
     # -- transport -----------------------------------------------------------
 
     async def _exchange(
-        self, method: str, url: str, body: Optional[bytes], headers: dict
+        self, method: str, url: str, body: Optional[bytes], headers: Dict[str, List[str]]
     ) -> UpstreamResponse:
         response = await self._http.request(
             method,
@@ -221,8 +225,8 @@ class UpstreamClient:
             allow_redirects=False,
             unbuffered=True,
         )
-        content = await response.content()
-        raw_headers = {}
+        content: bytes = await response.content()
+        raw_headers: Dict[str, List[str]] = {}
         for name, values in response.headers.getAllRawHeaders():
             raw_headers[name.decode("latin-1").lower()] = [v.decode("latin-1") for v in values]
         return UpstreamResponse(url=url, status=response.code, headers=raw_headers, body=content)
@@ -241,9 +245,9 @@ class UpstreamClient:
         if content_type is not None:
             headers["Content-Type"] = [content_type]
         exchange = defer.Deferred.fromCoroutine(self._exchange(method, url, body, headers))
-        timed_out = []
+        timed_out: List[bool] = []
 
-        def give_up():
+        def give_up() -> None:
             timed_out.append(True)
             exchange.cancel()
 
@@ -333,7 +337,7 @@ class UpstreamClient:
         The upstream directory, fetched once and cached.
         """
         if self._directory is None or refresh:
-            async def fetch():
+            async def fetch() -> UpstreamResponse:
                 response = await self._send("GET", self.directory_url, kind="directory")
                 self._raise_for_status(response)
                 return response
@@ -342,7 +346,7 @@ class UpstreamClient:
             self._directory = Directory.from_json(response.json())
         return self._directory
 
-    async def _retrying_read(self, read):
+    async def _retrying_read(self, read: Callable[[], Awaitable[T]]) -> T:
         """
         Run an idempotent read, retrying when the CA failed to answer
         (connection refused or reset, timeout, 5xx) with exponential,
@@ -400,7 +404,7 @@ class UpstreamClient:
         attempts = 0
         recovered = False
         while True:
-            protected = {"nonce": await self._nonce(), "url": url}
+            protected: Dict[str, Any] = {"nonce": await self._nonce(), "url": url}
             if kid is None:
                 protected["jwk"] = key.public_jwk_json
             else:
@@ -461,7 +465,7 @@ class UpstreamClient:
         Create (or, for a key the CA knows, find) the account of ``key``.
         """
         directory = await self.directory()
-        payload: dict = {"termsOfServiceAgreed": bool(terms_of_service_agreed)}
+        payload: Dict[str, Any] = {"termsOfServiceAgreed": bool(terms_of_service_agreed)}
         if contact:
             payload["contact"] = list(contact)
         response = await self.signed_post(directory.new_account, payload, key, kind="newAccount")
@@ -472,10 +476,11 @@ class UpstreamClient:
             raise UpstreamProtocolError("newAccount answered without a Location", url=response.url)
         body = _json_object_or_empty(response)
         contact = body.get("contact")
+        status = body.get("status")
         return UpstreamAccount(
             key=key,
             url=response.location,
-            status=body.get("status") if isinstance(body.get("status"), str) else "valid",
+            status=status if isinstance(status, str) else Status.VALID,
             contact=tuple(contact) if isinstance(contact, list) else (),
             body=body,
         )
@@ -492,16 +497,18 @@ class UpstreamClient:
 
     async def deactivate_account(self, account: UpstreamAccount) -> UpstreamAccount:
         response = await self.signed_post(
-            account.url, {"status": "deactivated"}, account.key, kid=account.url, kind="account"
+            account.url, {"status": Status.DEACTIVATED}, account.key, kid=account.url,
+            kind="account"
         )
         return self._updated_account(account, response)
 
     def _updated_account(self, account: UpstreamAccount, response: UpstreamResponse) -> UpstreamAccount:
         body = _json_object_or_empty(response)
         contact = body.get("contact")
+        status = body.get("status")
         return attrs.evolve(
             account,
-            status=body.get("status") if isinstance(body.get("status"), str) else account.status,
+            status=status if isinstance(status, str) else account.status,
             contact=tuple(contact) if isinstance(contact, list) else account.contact,
             body=body,
         )
@@ -549,14 +556,16 @@ class UpstreamClient:
     async def get_authorization(self, account: UpstreamAccount, url: str) -> Authorization:
         return (await self._get_authorization(account, url))[0]
 
-    async def _get_authorization(self, account: UpstreamAccount, url: str):
+    async def _get_authorization(self, account: UpstreamAccount,
+                                 url: str) -> Tuple[Authorization, Optional[float]]:
         response = await self.post_as_get(account, url, kind="authorization")
         retry_after = parse_retry_after(response.header("retry-after"), self._clock.seconds())
         return Authorization.from_json(url, response.json()), retry_after
 
     async def deactivate_authorization(self, account: UpstreamAccount, url: str) -> Authorization:
         response = await self.signed_post(
-            url, {"status": "deactivated"}, account.key, kid=account.url, kind="authorization"
+            url, {"status": Status.DEACTIVATED}, account.key, kid=account.url,
+            kind="authorization"
         )
         return Authorization.from_json(url, response.json())
 
@@ -574,7 +583,7 @@ class UpstreamClient:
     async def _sleep(self, seconds: float) -> None:
         await deferLater(self._clock, seconds, lambda: None)
 
-    def _next_delay(self, delays, retry_after: Optional[float]) -> float:
+    def _next_delay(self, delays: Iterator[float], retry_after: Optional[float]) -> float:
         fallback = next(delays)
         if retry_after is None:
             return fallback
@@ -669,18 +678,18 @@ class UpstreamClient:
         directory = await self.directory()
         if directory.revoke_cert is None:
             raise UpstreamProtocolError("the upstream directory offers no revokeCert")
-        payload: dict = {"certificate": b64url(certificate_der)}
+        payload: Dict[str, Any] = {"certificate": b64url(certificate_der)}
         if reason is not None:
             payload["reason"] = reason
         if account is not None:
             await self.signed_post(
                 directory.revoke_cert, payload, account.key, kid=account.url, kind="revokeCert"
             )
-        else:
+        elif certificate_key is not None:
             await self.signed_post(directory.revoke_cert, payload, certificate_key, kind="revokeCert")
 
 
-def _json_object_or_empty(response: UpstreamResponse) -> dict:
+def _json_object_or_empty(response: UpstreamResponse) -> Dict[str, Any]:
     """
     A response body as a JSON object, or ``{}``: some CAs answer account
     requests with an empty body (Boulder 2018 on newAccount, Pebble on

@@ -10,7 +10,7 @@ never waits forever and never sees a traceback.
 
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence
+from typing import Any, Dict, Optional, Sequence
 
 import attrs
 
@@ -25,7 +25,7 @@ class Subproblem:
 
     type: str
     detail: str
-    identifier: Optional[dict] = None
+    identifier: Optional[Dict[str, Any]] = None
 
     @property
     def code(self) -> str:
@@ -71,8 +71,8 @@ class UpstreamProblem(UpstreamError):
         subproblems: Sequence[Subproblem] = (),
         retry_after: Optional[float] = None,
         url: str = "",
-        headers: Optional[dict] = None,
-    ):
+        headers: Optional[Dict[str, str]] = None,
+    ) -> None:
         super().__init__(type, detail, status)
         self.type = type
         self.detail = detail
@@ -102,7 +102,7 @@ class UpstreamProblem(UpstreamError):
         status: int,
         retry_after: Optional[float] = None,
         url: str = "",
-        headers: Optional[dict] = None,
+        headers: Optional[Dict[str, str]] = None,
     ) -> "UpstreamProblem":
         """
         Build from a parsed problem document, tolerating missing or ill-typed
@@ -151,7 +151,7 @@ class UpstreamUnavailable(UpstreamError):
     :ivar retry_after: seconds to wait, when the upstream said so (503).
     """
 
-    def __init__(self, reason: str, retry_after: Optional[float] = None, url: str = ""):
+    def __init__(self, reason: str, retry_after: Optional[float] = None, url: str = "") -> None:
         super().__init__(reason)
         self.reason = reason
         self.retry_after = retry_after
@@ -177,7 +177,7 @@ class PollTimeout(UpstreamError):
     :ivar last_status: its status at the last poll.
     """
 
-    def __init__(self, url: str, last_status: str):
+    def __init__(self, url: str, last_status: str) -> None:
         super().__init__(f"{url} still {last_status!r} after polling")
         self.url = url
         self.last_status = last_status

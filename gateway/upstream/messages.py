@@ -12,18 +12,17 @@ from __future__ import annotations
 
 import email.utils
 import re
-from typing import Any, Iterable, Mapping, Optional, Sequence
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import attrs
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from gateway.keys.jose import AccountKey
+from gateway.status import AUTHORIZATION_FINAL, ORDER_FINAL, Status
 from gateway.upstream.errors import UpstreamProblem, UpstreamProtocolError
 
-#: Statuses after which an authorization never changes again by itself.
-AUTHORIZATION_FINAL = frozenset({"valid", "invalid", "deactivated", "expired", "revoked"})
-#: Statuses after which an order never changes again by itself.
-ORDER_FINAL = frozenset({"valid", "invalid"})
+__all__ = ["AUTHORIZATION_FINAL", "ORDER_FINAL"]  # (from gateway.status, for the client)
 
 
 def parse_retry_after(value: Optional[str], now: float) -> Optional[float]:
@@ -52,14 +51,14 @@ def parse_retry_after(value: Optional[str], now: float) -> Optional[float]:
 _LINK_ENTRY = re.compile(r'\s*<([^>]*)>\s*((?:;\s*[^,;]+)*)')
 
 
-def parse_links(values: Iterable[str]) -> dict:
+def parse_links(values: Iterable[str]) -> Dict[str, List[str]]:
     """
     Parse ``Link`` header values (RFC 8288) into ``{rel: [url, ...]}``.
 
     Only what ACME uses is supported: angle-bracketed targets and a ``rel``
     parameter, quoted or not, possibly naming several relations.
     """
-    links: dict = {}
+    links: Dict[str, List[str]] = {}
     for value in values:
         position = 0
         while position < len(value):
@@ -79,7 +78,7 @@ def parse_links(values: Iterable[str]) -> dict:
     return links
 
 
-def split_pem_chain(pem: bytes) -> tuple:
+def split_pem_chain(pem: bytes) -> Tuple[bytes, ...]:
     """
     Split an ``application/pem-certificate-chain`` body into DER
     certificates, leaf first.
@@ -119,7 +118,7 @@ class Directory:
     revoke_cert: Optional[str]
     key_change: Optional[str]
     new_authz: Optional[str]
-    meta: dict
+    meta: Dict[str, Any]
 
     @classmethod
     def from_json(cls, document: Any) -> "Directory":
@@ -129,9 +128,11 @@ class Directory:
                 f"{what} is an ACME v1 directory (new-reg, no newNonce): give the CA's ACME v2 "
                 f"directory URL")
         meta = document.get("meta") if isinstance(document, dict) else None
-        optional = lambda name: (
-            document.get(name) if isinstance(document.get(name), str) else None
-        )
+
+        def optional(name: str) -> Optional[str]:
+            value = document.get(name)
+            return value if isinstance(value, str) else None
+
         return cls(
             new_nonce=_require(document, "newNonce", str, what),
             new_account=_require(document, "newAccount", str, what),
@@ -148,7 +149,7 @@ class Directory:
         return value if isinstance(value, str) else None
 
 
-def _identifier(document: Any, what: str) -> tuple:
+def _identifier(document: Any, what: str) -> Tuple[str, str]:
     identifier = _require(document, "identifier", dict, what)
     kind = identifier.get("type")
     value = identifier.get("value")
@@ -169,7 +170,7 @@ class Challenge:
     token: Optional[str]
     error: Optional[UpstreamProblem] = attrs.field(eq=False, default=None)
     validated: Optional[str] = None
-    validation_record: Optional[list] = None
+    validation_record: Optional[List[Any]] = None
 
     @classmethod
     def from_json(cls, document: Any) -> "Challenge":
@@ -207,7 +208,7 @@ class Authorization:
     status: str
     expires: Optional[str]
     wildcard: bool
-    challenges: tuple
+    challenges: Tuple[Challenge, ...]
 
     @classmethod
     def from_json(cls, url: str, document: Any) -> "Authorization":
@@ -237,10 +238,7 @@ class Authorization:
         The challenge of type ``challenge_type``, chosen by type: CAs shuffle
         the list and may offer types a client has never heard of.
         """
-        for challenge in self.challenges:
-            if challenge.type == challenge_type:
-                return challenge
-        return None
+        return next((c for c in self.challenges if c.type == challenge_type), None)
 
 
 @attrs.frozen
@@ -251,8 +249,8 @@ class Order:
 
     url: str
     status: str
-    identifiers: tuple
-    authorizations: tuple
+    identifiers: Tuple[str, ...]
+    authorizations: Tuple[str, ...]
     finalize: str
     certificate: Optional[str]
     expires: Optional[str]
@@ -297,15 +295,15 @@ class CertificateChain:
     """
 
     url: str
-    certificates: tuple = attrs.field(repr=False)
-    alternates: tuple = ()
+    certificates: Tuple[bytes, ...] = attrs.field(repr=False)
+    alternates: Tuple[str, ...] = ()
 
     @property
     def leaf(self) -> bytes:
         return self.certificates[0]
 
     @property
-    def issuers(self) -> tuple:
+    def issuers(self) -> Tuple[bytes, ...]:
         return self.certificates[1:]
 
 
@@ -316,11 +314,11 @@ class UpstreamAccount:
     used as ``kid``.
     """
 
-    key: Any = attrs.field(repr=False)  # gateway.keys.jose.AccountKey
+    key: AccountKey = attrs.field(repr=False)
     url: str
-    status: str = "valid"
-    contact: tuple = ()
-    body: Mapping = attrs.field(factory=dict, repr=False, eq=False)
+    status: str = Status.VALID
+    contact: Tuple[str, ...] = ()
+    body: Mapping[str, Any] = attrs.field(factory=dict, repr=False, eq=False)
 
     @property
     def thumbprint(self) -> str:
@@ -333,10 +331,10 @@ def order_is_ready(order: Order, authorizations: Sequence[Authorization]) -> boo
     ``pending`` while every one of its authorizations is ``valid``
     (Let's Encrypt served orders without ``ready`` for months in 2018).
     """
-    if order.status == "ready":
+    if order.status == Status.READY:
         return True
     return (
-        order.status == "pending"
+        order.status == Status.PENDING
         and len(authorizations) > 0
-        and all(a.status == "valid" for a in authorizations)
+        and all(a.status == Status.VALID for a in authorizations)
     )

@@ -27,7 +27,7 @@ growing delay, until the upstream answers.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Callable, Iterator, List, Optional
 from urllib.parse import urlsplit
 
 import attrs
@@ -67,7 +67,7 @@ def _causes(error: BaseException) -> Iterator[BaseException]:
     and the ``reasons`` Twisted's HTTP client wraps its failures in.
     """
     seen = set()
-    pending = [error]
+    pending: List[Optional[BaseException]] = [error]
     while pending:
         current = pending.pop(0)
         if current is None or id(current) in seen:

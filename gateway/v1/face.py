@@ -25,8 +25,7 @@ from typing import Any, Optional, Protocol, Tuple
 
 import attrs
 from twisted.internet.interfaces import IReactorTime
-from twisted.web import resource
-from twisted.web.iweb import IRequest
+from twisted.web import resource, server
 
 from gateway.operations.report import problem_text, requested_names, visit_for
 from gateway.operations.scope import RequestScope, current, request_id_from
@@ -38,7 +37,7 @@ from gateway.v1.jws import verify_v1_request
 from gateway.v1.limits import DEFAULT_MAX_BODY, too_large
 from gateway.v1.nonces import NonceIssuer
 from gateway.v1.problems import PROBLEM_CONTENT_TYPE, V1Problem, problem_for
-from gateway.web import AsyncResource, Response
+from gateway.web import AsyncResource, Resource, Response
 
 _HOST = re.compile(r"^(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?$")
 
@@ -78,7 +77,7 @@ class V1Call:
         and names), for logs and the report.
     """
 
-    request: IRequest
+    request: server.Request
     method: str
     urls: messages.V1URLs
     scope: RequestScope
@@ -120,7 +119,7 @@ class V1Call:
         return Signer(verified.jwk, verified.thumbprint, self.address), verified.payload
 
 
-class V1Endpoint(resource.Resource):
+class V1Endpoint(Resource):
     """
     A resource of the v1 tree: its name (a bounded label for metrics and
     logs), the methods it answers, and an ``async def`` per method
@@ -134,7 +133,7 @@ class V1Endpoint(resource.Resource):
     methods: Tuple[str, ...] = ()
     trailing_slash = False
 
-    def render(self, request: IRequest) -> bytes:
+    def render(self, request: server.Request) -> bytes:
         # Served through the face (`V1Face`), never rendered on its own.
         raise NotImplementedError("a v1 endpoint is answered by the v1 face")
 
@@ -151,7 +150,7 @@ class Unknown(V1Endpoint):
     """
 
 
-def client_address(request: IRequest) -> str:
+def client_address(request: server.Request) -> str:
     address = request.getClientAddress()
     return getattr(address, "host", "") or ""
 
@@ -190,10 +189,10 @@ class V1Face(AsyncResource):
         self._base_path = urllib.parse.urlsplit(self.base_url).path if self.base_url else ""
         self.max_body = max_body
 
-    def failed(self, request: IRequest) -> Response:
+    def failed(self, request: server.Request) -> Response:
         return problem_response(V1Problem.server_internal("Internal error"))
 
-    async def respond(self, request: IRequest) -> Response:
+    async def respond(self, request: server.Request) -> Response:
         request.setHeader(b"Replay-Nonce", self.nonces.issue().encode("ascii"))
         request.setHeader(b"Cache-Control", b"public, max-age=0, no-cache")
         # Everything this request causes, upstream calls and log events
@@ -211,7 +210,7 @@ class V1Face(AsyncResource):
         self._observe(request, scope, method, response, started)
         return response
 
-    def _refused(self, error: Exception, request: IRequest, method: str) -> Response:
+    def _refused(self, error: Exception, request: server.Request, method: str) -> Response:
         """
         The v1 problem document for what the request raised; a bug is
         logged with its traceback and answered ``serverInternal``.
@@ -225,7 +224,7 @@ class V1Face(AsyncResource):
             self.log.info("upstream refused or failed: {error}", error=str(error))
         return problem_response(problem)
 
-    def _urls(self, request: IRequest) -> messages.V1URLs:
+    def _urls(self, request: server.Request) -> messages.V1URLs:
         if self.base_url:
             return messages.V1URLs(self.base_url)
         host = (request.getHeader(b"host") or b"").decode("latin-1")
@@ -234,7 +233,7 @@ class V1Face(AsyncResource):
         scheme = "https" if request.isSecure() else "http"
         return messages.V1URLs(f"{scheme}://{host}")
 
-    def endpoint_of(self, request: IRequest) -> V1Endpoint:
+    def endpoint_of(self, request: server.Request) -> V1Endpoint:
         """
         The endpoint of the tree at the request's raw path (``%2F`` and
         ``..`` are not decoded, so they match nothing), after the base
@@ -257,7 +256,7 @@ class V1Face(AsyncResource):
             return Unknown()
         return found
 
-    async def _route(self, request: IRequest, method: str, scope: RequestScope) -> Response:
+    async def _route(self, request: server.Request, method: str, scope: RequestScope) -> Response:
         endpoint = self.endpoint_of(request)
         if isinstance(endpoint, Unknown):
             raise V1Problem.not_found("Not found")
@@ -270,7 +269,7 @@ class V1Face(AsyncResource):
             return await endpoint.get(call)
         return await endpoint.post(call)
 
-    def _observe(self, request: IRequest, scope: RequestScope, method: str, response: Response,
+    def _observe(self, request: server.Request, scope: RequestScope, method: str, response: Response,
                  started: float) -> None:
         """
         The access log event (named fields, thumbprint never key), the

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any, Union
+from typing import Any, Dict, Union, cast
 
 import attrs
 import josepy
@@ -44,6 +44,9 @@ DEFAULT_MAX_DEPTH = 32
 
 #: JWK members that only a private key has (RFC 7518 §6.2.2, §6.3.2, §6.4).
 _PRIVATE_JWK_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
+
+#: A JSON object as parsed: a JWS, its header, a payload.
+JSONObject = Dict[str, Any]
 
 _PARSE_ERROR = "Parse error reading JWS"
 
@@ -73,8 +76,8 @@ class VerifiedRequest:
     jwk: josepy.JWK
     thumbprint: str
     algorithm: str
-    protected: dict
-    payload: dict
+    protected: JSONObject
+    payload: JSONObject
     raw_payload: bytes
 
 
@@ -127,7 +130,7 @@ def loads_bounded(data: Union[bytes, str], max_depth: int = DEFAULT_MAX_DEPTH) -
         raise ValueError("JSON nested too deeply")
 
 
-def decode_json_payload(raw: bytes, max_depth: int = DEFAULT_MAX_DEPTH) -> dict:
+def decode_json_payload(raw: bytes, max_depth: int = DEFAULT_MAX_DEPTH) -> JSONObject:
     """
     Decode a JWS payload that must be a JSON object, such as a v1 request's or
     the inner key-change JWS's.
@@ -157,7 +160,7 @@ def _describe(value: Any) -> str:
     return text
 
 
-def _decode_b64_member(jws: dict, name: str) -> bytes:
+def _decode_b64_member(jws: JSONObject, name: str) -> bytes:
     value = jws.get(name)
     if not isinstance(value, str):
         raise V1Problem.malformed(f"{_PARSE_ERROR}: missing or non-string {name!r}")
@@ -167,7 +170,7 @@ def _decode_b64_member(jws: dict, name: str) -> bytes:
         raise V1Problem.malformed(f"{_PARSE_ERROR}: {name!r} is not base64url")
 
 
-def _as_flattened(jws: Any) -> dict:
+def _as_flattened(jws: Any) -> JSONObject:
     """
     Reduce the JWS to its flattened form, refusing what Boulder refused: a
     general serialization with more than one signature.  One signature in the
@@ -196,7 +199,7 @@ def _as_flattened(jws: Any) -> dict:
     return flattened
 
 
-def _merged_header(protected: dict, unprotected: dict) -> dict:
+def _merged_header(protected: JSONObject, unprotected: JSONObject) -> JSONObject:
     """
     The JOSE header as go-jose saw it: protected and unprotected members
     together.  A member in both must carry the same value, or the request is
@@ -233,7 +236,7 @@ def _parse_jwk(value: Any) -> tuple[josepy.JWK, Any]:
             "JWK in JWS header contains private key members: " + ", ".join(private)
         )
     try:
-        jwk = josepy.JWK.from_json(value)
+        jwk = cast(josepy.JWK, josepy.JWK.from_json(value))
         # A real ``cryptography`` key, not josepy's comparable wrapper, so that
         # type checks on it work.
         public_key = jwk.key.public_numbers().public_key()
@@ -251,8 +254,8 @@ def _parse_jwk(value: Any) -> tuple[josepy.JWK, Any]:
 
 
 def verify_jws_signature(
-    jws: dict, *, max_depth: int = DEFAULT_MAX_DEPTH
-) -> tuple[josepy.JWK, dict, bytes]:
+    jws: JSONObject, *, max_depth: int = DEFAULT_MAX_DEPTH
+) -> tuple[josepy.JWK, JSONObject, bytes]:
     """
     Check a flattened JWS's headers, key, algorithm and signature; nothing
     about nonces or payload contents.  The v1 key-change's inner JWS (which
@@ -271,7 +274,7 @@ def verify_jws_signature(
 
 def _verify_signature(
     jws: Any, max_depth: int
-) -> tuple[josepy.JWK, dict, bytes, str]:
+) -> tuple[josepy.JWK, JSONObject, bytes, str]:
     """
     `verify_jws_signature`, also returning the algorithm's name.
     """
@@ -339,7 +342,7 @@ def _verify_signature(
     return jwk, protected, payload, expected.name
 
 
-def _parse_body(body: bytes, max_depth: int) -> dict:
+def _parse_body(body: bytes, max_depth: int) -> JSONObject:
     try:
         text = body.decode("utf-8") if isinstance(body, bytes) else None
     except UnicodeDecodeError:

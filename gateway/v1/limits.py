@@ -19,12 +19,16 @@ face served by any other site (tests' ``StubTreq``) keeps the same rule.
 from __future__ import annotations
 
 import io
-from typing import Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from twisted.logger import Logger
 from twisted.web import http, server
 
 from gateway.v1.problems import V1Problem
+from gateway.web import QuietSite
+
+if TYPE_CHECKING:  # pragma: no cover - the face imports this module
+    from gateway.v1.face import V1Face
 
 #: The largest request body the v1 face reads by default.  A v1 request is
 #: a JWS of at most a few kilobytes (a new-cert with a 4096-bit RSA CSR is
@@ -52,14 +56,17 @@ class BoundedRequest(server.Request):
     _received = 0
 
     def _limit(self) -> Optional[int]:
-        return getattr(self.channel.site, "max_body", None) if self.channel else None
+        limit: Optional[int] = getattr(getattr(self.channel, "site", None), "max_body", None)
+        return limit
 
-    def gotLength(self, length):
+    # (Twisted's own methods, overridden here, carry no annotations.)
+
+    def gotLength(self, length: Optional[int]) -> None:
         limit = self._limit()
         if limit is not None and length is not None and length > limit:
             self._refuse(limit, length)
             return
-        super().gotLength(length)
+        super().gotLength(length)  # type: ignore[no-untyped-call]
 
     def handleContentChunk(self, data: bytes) -> None:
         if self._refused:
@@ -69,19 +76,19 @@ class BoundedRequest(server.Request):
         if limit is not None and self._received > limit:
             self._refuse(limit, self._received)
             return
-        super().handleContentChunk(data)
+        super().handleContentChunk(data)  # type: ignore[no-untyped-call]
 
-    def requestReceived(self, command, path, version):
+    def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
         if self._refused:
             return  # answered already; the connection is closing
-        return super().requestReceived(command, path, version)
+        super().requestReceived(command, path, version)  # type: ignore[no-untyped-call]
 
     def _refuse(self, limit: int, size: int) -> None:
         """
         Answer 413 now, before the rest of the body, and close.
         """
         self._refused = True
-        self.content = io.BytesIO()
+        self.content = io.BytesIO()  # type: ignore[assignment]
         # Twisted would otherwise send "100 Continue" after this answer.
         self.requestHeaders.removeHeader(b"expect")
         log.info("refused a request body of {size} bytes or more (limit {limit})",
@@ -100,7 +107,7 @@ class BoundedRequest(server.Request):
             (b"Cache-Control", b"public, max-age=0, no-cache"),
             (b"Connection", b"close"),
         ]
-        nonces = getattr(channel.site.resource, "nonces", None)
+        nonces = getattr(getattr(getattr(channel, "site", None), "resource", None), "nonces", None)
         if nonces is not None:
             headers.append((b"Replay-Nonce", nonces.issue().encode("ascii")))
         head = b"HTTP/1.1 413 Request Entity Too Large\r\n" + b"".join(
@@ -110,7 +117,7 @@ class BoundedRequest(server.Request):
         channel.loseConnection()
 
 
-class V1Site(server.Site):
+class V1Site(QuietSite):
     """
     The site of the v1 face: `BoundedRequest` with the face's ``max_body``.
 
@@ -119,6 +126,6 @@ class V1Site(server.Site):
 
     requestFactory = BoundedRequest
 
-    def __init__(self, face, max_body: Optional[int] = None, **kwargs):
-        super().__init__(face, **kwargs)
+    def __init__(self, face: "V1Face", max_body: Optional[int] = None, **kwargs: Any) -> None:
+        super().__init__(face, **kwargs)  # type: ignore[no-untyped-call]
         self.max_body = face.max_body if max_body is None else max_body

@@ -12,11 +12,14 @@ and ``/terms`` for the subscriber agreement.
 
 from __future__ import annotations
 
-from typing import Iterable, Optional, Sequence
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence
 
 import attrs
 
 from gateway.store import Account, Authorization, Challenge
+
+#: A v1 JSON object, as rendered.
+JSONObject = Dict[str, Any]
 
 #: Challenge types shown to v1 clients; others the CA offers (tls-alpn-01,
 #: Pebble's experimental types) are left out: v1 clients predate them.
@@ -83,12 +86,12 @@ def link(url: str, rel: str) -> str:
     return f'<{url}>;rel="{rel}"'
 
 
-def directory(urls: V1URLs, upstream_meta: dict) -> dict:
+def directory(urls: V1URLs, upstream_meta: Mapping[str, Any]) -> JSONObject:
     """
     The v1 directory.  It has no ``newNonce`` and never contains the string
     ``newOrder`` (dehydrated's ``API=auto`` would switch to v2 on either).
     """
-    meta: dict = {"terms-of-service": urls.terms}
+    meta: JSONObject = {"terms-of-service": urls.terms}
     website = upstream_meta.get("website")
     if isinstance(website, str):
         meta["website"] = website
@@ -105,7 +108,7 @@ def directory(urls: V1URLs, upstream_meta: dict) -> dict:
     }
 
 
-def registration(account: Account, agreed_terms: Optional[str] = None) -> dict:
+def registration(account: Account, agreed_terms: Optional[str] = None) -> JSONObject:
     """
     A v1 registration object; ``id`` is an integer (dehydrated parses it as
     one and builds ``/acme/reg/<id>`` from it).
@@ -143,8 +146,8 @@ def challenge(
     authorization: Authorization,
     record: Challenge,
     thumbprint: str,
-    error: Optional[dict] = None,
-) -> dict:
+    error: Optional[JSONObject] = None,
+) -> JSONObject:
     """
     A v1 challenge: ``uri`` (not ``url``), the key authorization echoed as
     Boulder v1 did, ``processing`` shown as ``pending``.
@@ -172,8 +175,8 @@ def authorization(
     record: Authorization,
     challenges: Sequence[Challenge],
     thumbprint: str,
-    errors: Optional[dict] = None,
-) -> dict:
+    errors: Optional[Mapping[str, JSONObject]] = None,
+) -> JSONObject:
     """
     A v1 authorization with ``combinations`` synthesised as one challenge per
     set (any single challenge suffices, as Boulder's 2021 v1 WFE said).
@@ -196,7 +199,7 @@ def authorization(
     return body
 
 
-def certificate_links(urls: V1URLs, issuer_ids: Iterable[str]) -> list:
+def certificate_links(urls: V1URLs, issuer_ids: Iterable[str]) -> List[str]:
     """
     The ``Link rel="up"`` of a leaf: its first issuer, if any.
     """

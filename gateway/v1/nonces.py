@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import secrets
 from collections import OrderedDict
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
@@ -33,7 +33,7 @@ if TYPE_CHECKING:  # pragma: no cover
 NONCE_BYTES = 18
 
 
-def _positive(instance, attribute, value) -> None:
+def _positive(instance: object, attribute: "attrs.Attribute[Any]", value: Any) -> None:
     if value <= 0:
         raise ValueError(f"{attribute.name} must be positive, not {value!r}")
 

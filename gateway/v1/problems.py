@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from typing import Any, Iterable, Mapping, Optional, Protocol, Sequence
+from typing import Any, Dict, Iterable, Mapping, Optional, Protocol, Sequence
 
 import attrs
 
@@ -80,7 +80,7 @@ class V1Problem(Exception):
     code: str
     detail: str
     status: int = 400
-    headers: dict = attrs.field(factory=dict)
+    headers: Dict[str, str] = attrs.field(factory=dict)
 
     @property
     def type(self) -> str:
@@ -89,7 +89,7 @@ class V1Problem(Exception):
         """
         return V1_ERROR_PREFIX + self.code
 
-    def to_json(self) -> dict:
+    def to_json(self) -> Dict[str, Any]:
         """
         The problem document as a JSON object.
         """

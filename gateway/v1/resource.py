@@ -35,8 +35,7 @@ import urllib.parse
 from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 
 import josepy
-from twisted.web import resource
-from twisted.web.iweb import IRequest
+from twisted.web import resource, server
 
 from gateway.store import Certificate
 from gateway.translate import authorizations, directory, issuance, registration, requests, revocation
@@ -47,7 +46,7 @@ from gateway.v1 import messages
 from gateway.v1.face import Unknown, V1Call, V1Endpoint
 from gateway.v1.jws import loads_bounded, verify_jws_signature
 from gateway.v1.problems import V1Problem, from_upstream
-from gateway.web import Response
+from gateway.web import Resource, Response
 
 _ID = re.compile(rb"^[A-Za-z0-9_-]{1,64}$")
 
@@ -57,17 +56,17 @@ def json_response(status: int, body: Mapping[str, Any],
     return Response(status, json.dumps(body).encode("utf-8"), "application/json", headers)
 
 
-class Branch(resource.Resource):
+class Branch(Resource):
     """
     An inner node of the tree: its named children, and a v1 404 for any
     other segment.
     """
 
-    def getChild(self, path: bytes, request: IRequest) -> resource.Resource:
+    def getChild(self, path: bytes, request: server.Request) -> resource.Resource:
         return Unknown()
 
 
-class ById(resource.Resource):
+class ById(Resource):
     """
     ``…/<id>``: the resource made for a well-formed id (a v1 404 for any
     other segment: an id is 1–64 characters of ``[A-Za-z0-9_-]``).
@@ -77,7 +76,7 @@ class ById(resource.Resource):
         super().__init__()
         self._make = make
 
-    def getChild(self, path: bytes, request: IRequest) -> resource.Resource:
+    def getChild(self, path: bytes, request: server.Request) -> resource.Resource:
         if not _ID.match(path):
             return Unknown()
         return self._make(path.decode("ascii"))

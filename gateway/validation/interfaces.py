@@ -2,6 +2,8 @@
 The contract every challenge responder fulfils.
 """
 
+from typing import Awaitable
+
 from zope.interface import Attribute, Interface
 
 
@@ -12,7 +14,7 @@ class IResponder(Interface):
 
     challenge_type = Attribute("The ACME challenge type served, e.g. ``http-01``.")
 
-    def publish(name, token, key_authorization):
+    def publish(name: str, token: str, key_authorization: str) -> Awaitable[None]:
         """
         Make the challenge for DNS ``name`` (without ``*.``) answerable.
 
@@ -20,7 +22,7 @@ class IResponder(Interface):
             propagation wait).
         """
 
-    def withdraw(name, token, key_authorization):
+    def withdraw(name: str, token: str, key_authorization: str) -> Awaitable[None]:
         """
         Remove what `publish` provisioned; called after validation, also
         when it failed.
