@@ -35,7 +35,11 @@ def main(argv):
     sys.path.insert(0, os.path.abspath(src) if src else REPO_ROOT)
     if trace_file:
         _trace(trace_file)
-    from gateway.process.cli import main as gateway_main
+    try:
+        from gateway.process.cli import main as gateway_main
+    except ImportError:
+        # A --bench-src tree from before the package was grouped by role.
+        from gateway.cli import main as gateway_main
 
     return gateway_main(argv)
 

@@ -192,13 +192,13 @@ def main(argv=None):
     parser.add_argument("--webroot", required=True)
     args = parser.parse_args(argv)
 
-    from gateway.upstream.client import _trust_root
+    from gateway.upstream.client import trust_root
 
     counts = Counts()
     pool = web_client.HTTPConnectionPool(reactor, persistent=True)
     pool.maxPersistentPerHost = 128
     pool.retryAutomatically = False
-    policy = web_client.BrowserLikePolicyForHTTPS(trustRoot=_trust_root(args.upstream_ca))
+    policy = web_client.BrowserLikePolicyForHTTPS(trustRoot=trust_root(args.upstream_ca))
     agent = web_client.Agent(reactor, contextFactory=policy, pool=pool)
 
     with open(args.tls_cert) as c, open(args.tls_key) as k:

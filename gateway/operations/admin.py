@@ -24,16 +24,25 @@ through its own thread.
 from __future__ import annotations
 
 import json
-from typing import Any, Awaitable, Callable, List, Optional, Tuple
+from typing import Any, Awaitable, Callable, Coroutine, List, Optional, Protocol, Tuple
 
 import attrs
 from twisted.internet import defer
+from twisted.internet.interfaces import IListeningPort, IReactorTime
 from twisted.logger import Logger
 from twisted.web import pages, resource, server
 
+from gateway.keys.keystore import KeyStore
 from gateway.operations import statuspage
 from gateway.operations.metrics import Metrics
-from gateway.operations.report import DEFAULT_MIGRATED_AFTER, OrphanedCertificate, build_report
+from gateway.operations.report import (
+    DEFAULT_MIGRATED_AFTER,
+    ClientRecorder,
+    OrphanedCertificate,
+    build_report,
+)
+from gateway.status import Status
+from gateway.store import IStore
 from gateway.store.records import format_timestamp
 from gateway.web import AsyncResource, QuietSite, Response
 
@@ -80,6 +89,36 @@ async def _within(clock: Any, seconds: float, start: Callable[[], defer.Deferred
             timer.cancel()
 
 
+class UpstreamDirectory(Protocol):
+    """
+    What readiness asks of the upstream client: its directory, afresh.
+    """
+
+    directory_url: str
+
+    def directory(self, refresh: bool = ...) -> Coroutine[Any, Any, object]: ...
+
+
+class BudgetLeft(Protocol):
+    """
+    What is left of one account's budget.
+    """
+
+    @property
+    def orders_left(self) -> int: ...
+
+    @property
+    def pending_left(self) -> int: ...
+
+
+class AccountBudgets(Protocol):
+    """
+    The rate-limit accounting (`gateway.translate.budget.Budget` is it).
+    """
+
+    def state(self, account_id: int) -> Awaitable[BudgetLeft]: ...
+
+
 @attrs.frozen
 class CheckResult:
     """
@@ -107,14 +146,14 @@ class Readiness:
         empty key store is fine).
     """
 
-    upstream: Any  # gateway.upstream.client.UpstreamClient
-    store: Any  # gateway.store.IStore
-    clock: Any
+    upstream: UpstreamDirectory
+    store: IStore
+    clock: IReactorTime
     metrics: Optional[Metrics] = None
     max_age: float = DEFAULT_READY_MAX_AGE
     timeout: float = CHECK_TIMEOUT
-    listeners: Tuple[Tuple[str, Any], ...] = ()
-    keys: Any = None
+    listeners: Tuple[Tuple[str, IListeningPort], ...] = ()
+    keys: Optional[KeyStore] = None
     managed: bool = False
     _upstream_ok_at: Optional[float] = attrs.field(default=None, init=False)
 
@@ -132,7 +171,7 @@ class Readiness:
         try:
             await _within(
                 self.clock, self.timeout,
-                lambda: defer.Deferred.fromCoroutine(self.upstream.directory(refresh=True)),
+                lambda: defer.ensureDeferred(self.upstream.directory(refresh=True)),
             )
         except Exception as error:
             return CheckResult("upstream", False, f"directory {url} did not answer: {error}")
@@ -154,6 +193,8 @@ class Readiness:
         return CheckResult("listening", True, where or "nothing to check")
 
     async def check_keys(self) -> CheckResult:
+        if self.keys is None:
+            return CheckResult("keys", True, "not checked")
         count = len(self.keys)
         if count:
             return CheckResult("keys", True, f"{count} account key(s) loaded")
@@ -250,15 +291,15 @@ class Admin:
     and metrics.
     """
 
-    store: Any
-    clock: Any
+    store: IStore
+    clock: IReactorTime
     metrics: Metrics
     readiness: Readiness
     migrated_after: float = DEFAULT_MIGRATED_AFTER
-    #: The gateway's `gateway.translate.budget.Budget`, for the budget gauges.
-    budget: Any = None
+    #: The gateway's rate-limit budget, for the budget gauges.
+    budget: Optional[AccountBudgets] = None
     #: The batching `gateway.operations.report.ClientRecorder`, flushed before a report.
-    recorder: Any = None
+    recorder: Optional[ClientRecorder] = None
 
     async def healthz(self, request) -> Response:
         return _text(200, "ok\n")
@@ -288,12 +329,12 @@ class Admin:
         try:
             now = format_timestamp(self.clock.seconds())
             self.metrics.set_pending_authorizations(
-                await self.store.count_authorizations("pending", unexpired_at=now)
+                await self.store.count_authorizations(Status.PENDING, unexpired_at=now)
             )
             self.metrics.set_client_states((await self._report()).counts())
             if self.budget is not None:
                 for account in await self.store.list_accounts():
-                    if account.status == "valid":
+                    if account.status == Status.VALID:
                         state = await self.budget.state(account.id)
                         self.metrics.set_rate_limit_budget(
                             account.thumbprint, min(state.orders_left, state.pending_left))

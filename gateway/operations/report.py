@@ -32,9 +32,11 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import attrs
 from twisted.internet import defer
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
 from gateway.operations.scope import RequestScope
+from gateway.store import IStore
 from gateway.store.records import ClientVisit, LegacyClient, format_timestamp, timestamp_instant
 
 log = Logger()
@@ -177,11 +179,11 @@ class ClientRecorder:
     never answered.  Without a ``clock`` every visit is written at once.
     """
 
-    store: Any  # gateway.store.IStore
-    clock: Any = None
+    store: IStore
+    clock: Optional[IReactorTime] = None
     flush_interval: float = 1.0
-    _pending: list = attrs.field(factory=list, init=False)
-    _scheduled: Any = attrs.field(default=None, init=False)
+    _pending: List[ClientVisit] = attrs.field(factory=list, init=False)
+    _scheduled: Optional[IDelayedCall] = attrs.field(default=None, init=False)
 
     def record(self, visit: ClientVisit) -> defer.Deferred:
         if self.clock is None:

@@ -35,10 +35,12 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
+from treq.client import HTTPClient
 from treq.testing import StubTreq
 from twisted.internet.task import Clock
 from twisted.web import resource, server
 
+from gateway.status import Status
 from gateway.keys.jose import (
     AccountKey, algorithm_for_public_key, b64url, b64url_decode, public_jwk, thumbprint,
 )
@@ -124,7 +126,7 @@ class CAAccount:
     thumbprint: str
     contact: list
     terms_agreed: bool
-    status: str = "valid"
+    status: str = Status.VALID
 
     def to_json(self) -> dict:
         return {"status": self.status, "contact": list(self.contact), "key": self.jwk,
@@ -137,7 +139,7 @@ class CAChallenge:
     url: str
     type: str
     token: str
-    status: str = "pending"
+    status: str = Status.PENDING
     validated: Optional[str] = None
     error: Optional[dict] = None
 
@@ -165,7 +167,7 @@ class CAAuthorization:
     wildcard: bool
     expires: float
     challenges: list
-    status: str = "pending"
+    status: str = Status.PENDING
 
     def to_json(self, format_time) -> dict:
         body = {
@@ -198,7 +200,7 @@ class CAOrder:
     names: list
     authorizations: list
     expires: float
-    status: str = "pending"
+    status: str = Status.PENDING
     certificate: Optional[CACertificate] = None
     error: Optional[dict] = None
 
@@ -538,7 +540,7 @@ class FakeCA(resource.Resource):
         if nonce not in self._nonces:
             raise _Problem("badNonce", f"JWS has an invalid anti-replay nonce: {nonce!r}")
         self._nonces.discard(nonce)
-        if account is not None and account.status != "valid":
+        if account is not None and account.status != Status.VALID:
             raise _Problem("unauthorized", f"account is {account.status}", 401)
         return _Signed(account, jwk, key_thumbprint, payload)
 
@@ -561,7 +563,7 @@ class FakeCA(resource.Resource):
         payload = signed.payload if isinstance(signed.payload, dict) else {}
         existing = next((a for a in self.accounts.values() if a.thumbprint == signed.thumbprint), None)
         if existing is not None:
-            if existing.status != "valid":
+            if existing.status != Status.VALID:
                 raise _Problem("unauthorized", f"account is {existing.status}", 401)
             return self._account_reply(existing)
         if payload.get("onlyReturnExisting"):
@@ -587,9 +589,9 @@ class FakeCA(resource.Resource):
             if "contact" in payload:
                 account.contact = self._contact(payload)
             if "status" in payload:
-                if payload["status"] != "deactivated":
+                if payload["status"] != Status.DEACTIVATED:
                     raise _Problem("malformed", "only status deactivated may be set")
-                account.status = "deactivated"
+                account.status = Status.DEACTIVATED
         return self._account_reply(account)
 
     def _post_keyChange(self, signed: _Signed) -> _Reply:
@@ -633,7 +635,7 @@ class FakeCA(resource.Resource):
             for existing in self.authorizations.values():
                 self._refresh_authorization(existing)
                 if (existing.account_id == account.id and existing.identifier == value
-                        and existing.wildcard == wildcard and existing.status == "valid"):
+                        and existing.wildcard == wildcard and existing.status == Status.VALID):
                     return existing
         authz_id = self._new_id()
         types = ("dns-01",) if wildcard else ("http-01", "dns-01")
@@ -678,34 +680,34 @@ class FakeCA(resource.Resource):
         account = self.accounts[authorization.account_id]
         key_authorization = f"{challenge.token}.{account.thumbprint}"
         if self.validator(authorization, challenge, key_authorization):
-            challenge.status = "valid"
+            challenge.status = Status.VALID
             challenge.validated = self.format_time(self._now())
-            authorization.status = "valid"
+            authorization.status = Status.VALID
         else:
-            challenge.status = "invalid"
+            challenge.status = Status.INVALID
             challenge.error = {"type": V2_ERROR + "incorrectResponse", "status": 403,
                                "detail": f"the {challenge.type} response for {authorization.identifier} "
                                          f"is not the expected key authorization"}
-            authorization.status = "invalid"
+            authorization.status = Status.INVALID
 
     def _refresh_authorization(self, authorization: CAAuthorization) -> None:
         for challenge in authorization.challenges:
-            if challenge.status == "processing":
+            if challenge.status == Status.PROCESSING:
                 self._decide(authorization, challenge)
-        if authorization.status in ("pending", "valid") and self._now() >= authorization.expires:
-            authorization.status = "expired"
+        if authorization.status in (Status.PENDING, Status.VALID) and self._now() >= authorization.expires:
+            authorization.status = Status.EXPIRED
 
     def _refresh_order(self, order: CAOrder) -> None:
         for authorization in order.authorizations:
             self._refresh_authorization(authorization)
-        if order.status in ("pending", "ready") and self._now() >= order.expires:
-            order.status = "invalid"
-        if order.status == "pending":
+        if order.status in (Status.PENDING, Status.READY) and self._now() >= order.expires:
+            order.status = Status.INVALID
+        if order.status == Status.PENDING:
             statuses = {a.status for a in order.authorizations}
-            if statuses == {"valid"}:
-                order.status = "ready"
-            elif statuses - {"valid", "pending"}:
-                order.status = "invalid"
+            if statuses == {Status.VALID}:
+                order.status = Status.READY
+            elif statuses - {Status.VALID, Status.PENDING}:
+                order.status = Status.INVALID
                 order.error = {"type": V2_ERROR + "unauthorized", "status": 403,
                                "detail": "an authorization of the order is not valid"}
 
@@ -720,11 +722,11 @@ class FakeCA(resource.Resource):
         authorization = self._owned(signed, self.authorizations.get(authz_id), "authorization")
         self._refresh_authorization(authorization)
         if signed.payload is not None:
-            if signed.payload != {"status": "deactivated"}:
+            if signed.payload != {"status": Status.DEACTIVATED}:
                 raise _Problem("malformed", "only {\"status\": \"deactivated\"} may be posted")
-            if authorization.status not in ("pending", "valid"):
+            if authorization.status not in (Status.PENDING, Status.VALID):
                 raise _Problem("malformed", f"authorization is {authorization.status}")
-            authorization.status = "deactivated"
+            authorization.status = Status.DEACTIVATED
         return _Reply(200, authorization.to_json(self.format_time))
 
     def _post_challenge(self, signed: _Signed, challenge_id: str) -> _Reply:
@@ -733,8 +735,8 @@ class FakeCA(resource.Resource):
         if signed.payload is not None:
             if signed.payload != {}:
                 raise _Problem("malformed", "a challenge is answered with {}")
-            if challenge.status == "pending" and authorization.status == "pending":
-                challenge.status = "processing"
+            if challenge.status == Status.PENDING and authorization.status == Status.PENDING:
+                challenge.status = Status.PROCESSING
                 if self.validate_immediately:
                     self._decide(authorization, challenge)
         else:
@@ -746,7 +748,7 @@ class FakeCA(resource.Resource):
     def _post_finalize(self, signed: _Signed, order_id: str) -> _Reply:
         order = self._owned(signed, next((o for o in self.orders if o.id == order_id), None), "order")
         self._refresh_order(order)
-        if order.status != "ready":
+        if order.status != Status.READY:
             raise _Problem("orderNotReady", f"order is {order.status}, not ready", 403)
         csr_text = signed.payload.get("csr") if isinstance(signed.payload, dict) else None
         try:
@@ -773,7 +775,7 @@ class FakeCA(resource.Resource):
                                           signed.signer.id, leaf,
                                           leaf.public_bytes(serialization.Encoding.DER))
         self.certificates.append(order.certificate)
-        order.status = "valid"
+        order.status = Status.VALID
         return _Reply(200, order.to_json(self.format_time), {"Location": order.url})
 
     def _post_certificate(self, signed: _Signed, certificate_id: str) -> _Reply:
@@ -921,7 +923,8 @@ def build_test_gateway(
     )
     gateway = build_gateway(
         config, clock=clock, keys=key_store, store=store,
-        http_for=lambda directory_url: StubTreq(cas[directory_url]),
+        # StubTreq offers HTTPClient's methods (bound when it is made).
+        http_for=lambda directory_url: cast(HTTPClient, StubTreq(cas[directory_url])),
         metrics=metrics if metrics is not None else Metrics(process=False),
         validators=validators if validators is not None else Validators(),
     )

@@ -18,6 +18,7 @@ from typing import Any, Callable, Optional, Tuple
 
 import attrs
 from twisted.internet import threads
+from treq.client import HTTPClient
 from twisted.internet.interfaces import IReactorThreads, IReactorTime
 
 from gateway.keys.keystore import KeyStore
@@ -45,8 +46,9 @@ from gateway.validation.dns01 import (
 )
 from gateway.validation.http01 import HTTP01Responder
 
-#: A treq-like HTTP client for the CA at a directory URL.
-HTTPFor = Callable[[str], Any]
+#: The treq HTTP client for the CA at a directory URL (a
+#: ``treq.testing.StubTreq`` of a fake CA in tests).
+HTTPFor = Callable[[str], HTTPClient]
 
 
 @attrs.frozen

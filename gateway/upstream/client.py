@@ -37,6 +37,9 @@ from typing import (
 
 import attrs
 from twisted.internet import defer
+from treq.client import HTTPClient
+from twisted.internet.interfaces import IReactorTime
+from twisted.web.http_headers import Headers
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.web import client as web_client
@@ -66,6 +69,11 @@ from gateway.upstream.messages import (
 )
 
 T = TypeVar("T")
+
+#: Authorization statuses that mean an order waiting on them cannot become
+#: ready any more.
+AUTHORIZATION_DEAD = frozenset({Status.INVALID, Status.DEACTIVATED, Status.EXPIRED,
+                                Status.REVOKED})
 
 JOSE_CONTENT_TYPE = "application/jose+json"
 DEFAULT_USER_AGENT = f"acme-gateway/{__version__} (ACME v1-to-v2 gateway; Twisted/treq)"
@@ -134,6 +142,15 @@ class PollPolicy:
             delay = min(self.maximum, delay * self.factor)
 
 
+class UpstreamMetrics(Protocol):
+    """
+    Told of every upstream exchange (`gateway.operations.metrics.Metrics`
+    is one).
+    """
+
+    def upstream_response(self, kind: str, status: Optional[int], seconds: float) -> None: ...
+
+
 class RecoverAccount(Protocol):
     """
     What the client calls when the CA answers ``accountDoesNotExist`` for a
@@ -165,13 +182,13 @@ class UpstreamClient:
     def __init__(
         self,
         directory_url: str,
-        http: Any,
-        clock: Any,
+        http: HTTPClient,  # treq's, or a treq.testing.StubTreq in tests
+        clock: IReactorTime,
         user_agent: str = DEFAULT_USER_AGENT,
         request_timeout: float = 30.0,
         max_nonce_retries: int = 5,
         poll_policy: PollPolicy = PollPolicy(),
-        metrics: Optional[Any] = None,
+        metrics: Optional[UpstreamMetrics] = None,
         read_retries: int = 2,
         retry_base_delay: float = 0.25,
         account_recovery: Optional[RecoverAccount] = None,
@@ -215,7 +232,7 @@ class UpstreamClient:
     # -- transport -----------------------------------------------------------
 
     async def _exchange(
-        self, method: str, url: str, body: Optional[bytes], headers: Dict[str, List[str]]
+        self, method: str, url: str, body: Optional[bytes], headers: Headers
     ) -> UpstreamResponse:
         response = await self._http.request(
             method,
@@ -241,9 +258,9 @@ class UpstreamClient:
         :raises UpstreamUnavailable: on connection failure, TLS failure or
             timeout.
         """
-        headers = {"User-Agent": [self._user_agent]}
+        headers = Headers({"User-Agent": [self._user_agent]})
         if content_type is not None:
-            headers["Content-Type"] = [content_type]
+            headers.setRawHeaders("Content-Type", [content_type])
         exchange = defer.Deferred.fromCoroutine(self._exchange(method, url, body, headers))
         timed_out: List[bool] = []
 
@@ -608,7 +625,8 @@ class UpstreamClient:
             await self._sleep(delay)
 
     async def poll_order(
-        self, account: UpstreamAccount, url: str, until: Sequence[str] = ("ready", "valid", "invalid")
+        self, account: UpstreamAccount, url: str,
+        until: Sequence[str] = (Status.READY, Status.VALID, Status.INVALID)
     ) -> Order:
         """
         Read the order at ``url`` until its status is one of ``until`` (an
@@ -621,13 +639,13 @@ class UpstreamClient:
             order = Order.from_json(url, response.json())
             if order.status in until or order.status in ORDER_FINAL:
                 return order
-            if "ready" in until and order.status == "pending":
+            if Status.READY in until and order.status == Status.PENDING:
                 authorizations = [
                     await self.get_authorization(account, a) for a in order.authorizations
                 ]
                 if order_is_ready(order, authorizations):
                     return order
-                if any(a.status in ("invalid", "deactivated", "expired", "revoked") for a in authorizations):
+                if any(a.status in AUTHORIZATION_DEAD for a in authorizations):
                     return order
             retry_after = parse_retry_after(response.header("retry-after"), self._clock.seconds())
             delay = self._next_delay(delays, retry_after)
@@ -647,7 +665,7 @@ class UpstreamClient:
         finalized = Order.from_json(order.url, response.json())
         if finalized.status in ORDER_FINAL:
             return finalized
-        return await self.poll_order(account, order.url, until=("valid", "invalid"))
+        return await self.poll_order(account, order.url, until=(Status.VALID, Status.INVALID))
 
     async def download_certificate(self, account: UpstreamAccount, url: str) -> CertificateChain:
         """
@@ -711,14 +729,12 @@ def _describe(failure: BaseException) -> str:
     return str(failure) or type(failure).__name__
 
 
-def https_client(reactor: Any, ca_bundle: Optional[str] = None) -> Any:
+def https_client(reactor: Any, ca_bundle: Optional[str] = None) -> HTTPClient:
     """
     A treq ``HTTPClient`` on a ``twisted.web.client.Agent`` with one pool
     of persistent connections, trusting ``ca_bundle`` (a PEM of roots)
     instead of the system's roots when given.
     """
-    from treq.client import HTTPClient
-
     policy = web_client.BrowserLikePolicyForHTTPS(
         trustRoot=trust_root(ca_bundle) if ca_bundle else None
     )

@@ -27,13 +27,15 @@ growing delay, until the upstream answers.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterator, List, Optional
+from typing import Callable, Iterator, List, Optional
 from urllib.parse import urlsplit
 
 import attrs
+from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
+from gateway.upstream.client import UpstreamClient
 from gateway.upstream.errors import UpstreamProblem, UpstreamProtocolError, UpstreamUnavailable
 
 log = Logger()
@@ -141,8 +143,8 @@ def diagnose(error: BaseException, url: str, ca_bundle: Optional[str] = None) ->
 
 
 async def keep_asking(
-    upstream: Any,
-    clock: Any,
+    upstream: UpstreamClient,
+    clock: IReactorTime,
     url: str,
     ca_bundle: Optional[str],
     answered: Callable[[], None],

@@ -16,6 +16,7 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence
 
 import attrs
 
+from gateway.status import Status
 from gateway.store import Account, Authorization, Challenge
 
 #: A v1 JSON object, as rendered.
@@ -126,7 +127,7 @@ def registration(account: Account, agreed_terms: Optional[str] = None) -> JSONOb
         "contact": list(account.contact),
         "initialIp": account.initial_ip,
         "createdAt": account.created_at,
-        "status": "valid" if account.status == "valid" else "deactivated",
+        "status": Status.VALID if account.status == Status.VALID else Status.DEACTIVATED,
     }
     if account.agreement or agreed_terms:
         body["agreement"] = account.agreement or agreed_terms
@@ -134,10 +135,10 @@ def registration(account: Account, agreed_terms: Optional[str] = None) -> JSONOb
 
 
 def _challenge_status(authorization_status: str, challenge_status: str) -> str:
-    if authorization_status == "invalid":
-        return "invalid"
-    if challenge_status == "processing":
-        return "pending"
+    if authorization_status == Status.INVALID:
+        return Status.INVALID
+    if challenge_status == Status.PROCESSING:
+        return Status.PENDING
     return challenge_status
 
 
