@@ -18,5 +18,6 @@ One module per job:
   configuration file without reformatting anything else;
 * `gateway.adopt.certbot`, `gateway.adopt.dehydrated`,
   `gateway.adopt.acmesh`: each client's layout, planned;
-* `gateway.adopt.command`: the command line.
+* its command line is `gateway.process.adopt_command` (the process level, with
+  the rest of the command line).
 """

@@ -121,7 +121,7 @@ def shell_word(value: str, quote: str) -> str:
     """
     ``value`` written in the quoting ``quote``, or in double quotes when it
     was bare and needs quoting.  Callers pass values free of ``"``, ``'``,
-    ``$``, backquotes and backslashes (see `gateway.adopt.command`).
+    ``$``, backquotes and backslashes (see `gateway.process.adopt_command`).
     """
     if not quote and not _SHELL_SAFE.match(value):
         quote = '"'

@@ -238,7 +238,7 @@ class Readiness:
 def _address(port: Any) -> str:
     try:
         host = port.getHost()
-    except Exception:
+    except (AttributeError, OSError):
         return "?"
     return f"{getattr(host, 'host', host)}:{getattr(host, 'port', '')}"
 

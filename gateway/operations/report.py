@@ -362,7 +362,8 @@ class OrphanedCertificate:
             leaf = x509.load_der_x509_certificate(certificate.leaf_der)
             san = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
             names = tuple(san.get_values_for_type(x509.DNSName))
-        except Exception:
+        except (ValueError, x509.ExtensionNotFound):
+            # Unreadable, or without SANs: the report shows no names for it.
             names = ()
         return cls(id=certificate.id, serial=certificate.serial, names=names,
                    thumbprint=thumbprint, issued_at=certificate.issued_at,

@@ -28,7 +28,7 @@ import sys
 from typing import Optional, Sequence
 
 from gateway import __version__
-from gateway.adopt.command import add_adopt_command, add_import_command, run_adopt, run_keys_import
+from gateway.process.adopt_command import add_adopt_command, add_import_command, run_adopt, run_keys_import
 from gateway.process.config import (  # noqa: F401 (ENV_PREFIX and env_name are re-exported)
     ENV_PREFIX,
     ConfigFileError,

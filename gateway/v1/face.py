@@ -12,32 +12,30 @@ problem document, in one place (`gateway.v1.problems.problem_for`), and the
 answer is observed once — the access log event (named fields, the key's
 thumbprint, never the key), the metrics, and the migration report.
 
-A POST's JWS is verified here too (`V1Call.signed`), before an endpoint
-hands its payload to the translation layer: signature, nonce and
-``resource`` (`gateway.v1.jws`), with the body bounded by ``--max-body``.
+A POST's JWS is verified before an endpoint hands its payload to the
+translation layer (`gateway.v1.endpoint.V1Call.signed`): signature, nonce
+and ``resource`` (`gateway.v1.jws`), with the body bounded by ``--max-body``.
 """
 
 from __future__ import annotations
 
 import re
 import urllib.parse
-from typing import Any, Optional, Protocol, Tuple
+from typing import Any, Optional, Protocol
 
-import attrs
 from twisted.internet.interfaces import IReactorTime
 from twisted.web import resource, server
 
-from gateway.operations.report import problem_text, requested_names, visit_for
+from gateway.operations.report import problem_text, visit_for
 from gateway.operations.scope import RequestScope, current, request_id_from
 from gateway.store.records import ClientVisit
 from gateway.translate.errors import UpstreamFailed, UpstreamRefused
-from gateway.translate.requests import Payload, Signer
 from gateway.v1 import messages
-from gateway.v1.jws import verify_v1_request
-from gateway.v1.limits import DEFAULT_MAX_BODY, too_large
+from gateway.v1.endpoint import Unknown, V1Call, V1Endpoint, client_address
+from gateway.v1.limits import DEFAULT_MAX_BODY
 from gateway.v1.nonces import NonceIssuer
 from gateway.v1.problems import PROBLEM_CONTENT_TYPE, V1Problem, problem_for
-from gateway.web import AsyncResource, Resource, Response
+from gateway.web import AsyncResource, Response
 
 _HOST = re.compile(r"^(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?$")
 
@@ -65,94 +63,6 @@ class VisitRecorder(Protocol):
     """
 
     def record(self, visit: ClientVisit) -> Any: ...
-
-
-@attrs.frozen
-class V1Call:
-    """
-    One v1 request, as an endpoint of the tree sees it.
-
-    :ivar urls: every URL the answer may name, under this request's base.
-    :ivar scope: what is known of the request (its id, endpoint, signer
-        and names), for logs and the report.
-    """
-
-    request: server.Request
-    method: str
-    urls: messages.V1URLs
-    scope: RequestScope
-    nonces: NonceIssuer
-    max_body: int
-
-    @property
-    def address(self) -> str:
-        """
-        The client's address.
-        """
-        return client_address(self.request)
-
-    def signed(self, resource_name: str) -> Tuple[Signer, Payload]:
-        """
-        Verify this POST's JWS for the v1 resource ``resource_name``
-        (consuming its nonce): the signer, and the payload.
-
-        :raises V1Problem: ``malformed`` or ``badNonce`` (400), 413 for a
-            body above ``--max-body``.
-        """
-        request = self.request
-        length = request.getHeader(b"content-length")
-        if length is not None:
-            try:
-                too_long = int(length) > self.max_body
-            except ValueError:
-                raise V1Problem.malformed("Invalid Content-Length")
-            if too_long:
-                raise too_large(self.max_body)
-        body = request.content.read(self.max_body + 1) if request.content is not None else b""
-        if len(body) > self.max_body:
-            raise too_large(self.max_body)
-        if not body:
-            raise V1Problem.malformed("No body on POST")
-        verified = verify_v1_request(body, resource_name, self.nonces)
-        self.scope.thumbprint = verified.thumbprint
-        self.scope.names = requested_names(resource_name, verified.payload)
-        return Signer(verified.jwk, verified.thumbprint, self.address), verified.payload
-
-
-class V1Endpoint(Resource):
-    """
-    A resource of the v1 tree: its name (a bounded label for metrics and
-    logs), the methods it answers, and an ``async def`` per method
-    (``get``, ``post``) that returns its `Response`.
-
-    :ivar trailing_slash: whether the path may end in ``/`` (``directory``).
-    """
-
-    isLeaf = True
-    endpoint = "unknown"
-    methods: Tuple[str, ...] = ()
-    trailing_slash = False
-
-    def render(self, request: server.Request) -> bytes:
-        # Served through the face (`V1Face`), never rendered on its own.
-        raise NotImplementedError("a v1 endpoint is answered by the v1 face")
-
-    async def get(self, call: V1Call) -> Response:
-        raise V1Problem.method_not_allowed(allowed=self.methods)
-
-    async def post(self, call: V1Call) -> Response:
-        raise V1Problem.method_not_allowed(allowed=self.methods)
-
-
-class Unknown(V1Endpoint):
-    """
-    Whatever path the tree does not serve: a v1 404, whatever the method.
-    """
-
-
-def client_address(request: server.Request) -> str:
-    address = request.getClientAddress()
-    return getattr(address, "host", "") or ""
 
 
 class V1Face(AsyncResource):

@@ -43,7 +43,7 @@ from gateway.translate.authorizations import AuthorizationView
 from gateway.translate.context import Context
 from gateway.translate.requests import Payload
 from gateway.v1 import messages
-from gateway.v1.face import Unknown, V1Call, V1Endpoint
+from gateway.v1.endpoint import Unknown, V1Call, V1Endpoint
 from gateway.v1.jws import loads_bounded, verify_jws_signature
 from gateway.v1.problems import V1Problem, from_upstream
 from gateway.web import Resource, Response
