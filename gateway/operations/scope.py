@@ -6,9 +6,10 @@ Why a context variable: a v1 request fans out into upstream calls several
 coroutines deep (translation, the upstream client, badNonce retries), and
 threading an id through every signature would touch every module.
 ``Deferred.fromCoroutine`` runs a coroutine in a *copy* of the context that
-was current when it was called, so a scope entered around that call is seen
-by everything the coroutine awaits — and by nothing else: the reactor's own
-context is never changed (`run_in_scope` works on a copy).
+was current when it was called, so the scope the v1 face sets at the start
+of its coroutine (`gateway.v1.face`) is seen by everything that coroutine
+awaits — and by nothing else: the reactor's own context is never changed.
+`run_in_scope` does the same for one call made outside such a coroutine.
 """
 
 from __future__ import annotations
