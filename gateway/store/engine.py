@@ -2,8 +2,8 @@
 What the SQL store needs of a database engine, and of whatever runs its
 calls.
 
-`gateway.store.sql.SQLStore` is written once, in SQL that SQLite and
-PostgreSQL both accept.  Everything else an engine decides — connecting,
+`gateway.store.sql.SQLStore` is written once, in SQL meant for both SQLite
+and PostgreSQL (only SQLite runs it so far).  Everything else an engine decides — connecting,
 its settings, how a write transaction starts, how placeholders are spelled,
 how a new integer id is read back, how a schema version is kept, how broken
 references and a damaged file are found — sits behind `Database`, one

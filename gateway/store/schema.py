@@ -8,9 +8,9 @@ previous version whole.  A new version of the schema is one more
 `Migration` at the end of `MIGRATIONS`; a migration already released is
 never edited.
 
-The statements are SQL that SQLite and PostgreSQL both accept, except for a
-few spellings each engine chooses (`gateway.store.engine.Database.column_types`),
-written as ``{name}`` in the text:
+The statements are SQL meant for both SQLite and PostgreSQL (only SQLite
+runs them so far), except for a few spellings each engine chooses
+(`gateway.store.engine.Database.column_types`), written as ``{name}``:
 
 ``{serial_key}``
     an integer primary key the database assigns, counting up and never

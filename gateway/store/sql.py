@@ -7,9 +7,10 @@ particular exists nowhere else the gateway can rely on.  So every write is
 committed in its own transaction before its Deferred fires, and
 `SQLStore.write` commits a logical step of several records all or nothing.
 
-The SQL here is what SQLite and PostgreSQL both accept; what differs
-between engines is behind `gateway.store.engine.Database` (one module per
-engine: `gateway.store.sqlite`), and where the blocking calls run is a
+The SQL here is meant for both SQLite and PostgreSQL (standard SQL, upserts
+as ``ON CONFLICT``; only SQLite runs it so far); what differs between
+engines is behind `gateway.store.engine.Database` (one module per engine:
+`gateway.store.sqlite`), and where the blocking calls run is a
 `gateway.store.engine.Runner` (`gateway.store.runners`).  The schema is in
 `gateway.store.schema`.
 """
