@@ -23,6 +23,35 @@ and certificate and reloaded (or started) nginx -- it prints one JSON line::
 
 then waits for a line on standard input, runs ``cleanup`` (the plugin removes
 its block and reloads nginx), prints ``{"cleaned_up": true}`` and exits.
+
+What the plugin does, seen by ``tests/e2e/test_tlssni01_nginx.py`` (and read
+in certbot-nginx 0.20.0 and 0.21.0), for whoever offers tls-sni-01 in the
+v1 face:
+
+- certbot-nginx 0.20.0's ``get_chall_pref`` is ``[tls-sni-01]``: without a
+  tls-sni-01 challenge in the authorization it has nothing to answer.
+  0.21.0 and later return ``[tls-sni-01, http-01]``: they too pick
+  tls-sni-01 whenever it is offered, so offering it changes what newer
+  nginx plugins answer as well.
+- Its answer to the v1 challenge is ``{"resource": "challenge", "type":
+  "tls-sni-01", "keyAuthorization": "<token>.<thumbprint>"}``.
+- The challenge certificate is self-signed, CN ``dummy``, SANs ``dummy``
+  and the z name (78 characters: too long for a CN).
+- The challenge server block copies the ``listen`` addresses of the
+  site's vhost when it already has an SSL one (``listen 127.0.0.1:PORT
+  ssl`` stays on loopback); for a vhost without SSL the plugin first adds
+  ``listen <--tls-sni-01-port> ssl`` with a snakeoil certificate, on every
+  interface.  The gateway's ``--tls-sni-check-port`` is that port.
+- The block's ``include`` goes first in the ``http`` block, so it becomes
+  the default server of its address: a wrong SNI name gets the challenge
+  certificate too (with the other name), not the site's.
+- ``perform`` reloads nginx (``nginx -c <conf> -s reload``, or starts it
+  when the reload fails) and sleeps one second; nginx applies a reload
+  asynchronously, so a checker may need to look again shortly after.
+- A full certbot 0.20 run is ``certbot certonly --nginx
+  --nginx-server-root DIR --nginx-ctl /usr/sbin/nginx [--tls-sni-01-port
+  PORT] --server <v1 directory> -d NAME``; it speaks ACME v1 only (v2 came
+  with certbot 0.22).
 """
 
 import argparse
