@@ -481,3 +481,18 @@ def test_a_connection_that_never_completes_times_out_during_connect():
     result = checking.result
     assert (result.problem.type, result.problem.detail) == (
         "urn:acme:error:connection", "Timeout during connect (likely firewall problem)")
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_resolver_that_never_answers_is_a_dns_timeout():
+    from twisted.internet import reactor
+
+    silent = reactor.listenUDP(0, protocol.DatagramProtocol(), interface="127.0.0.1")
+    try:
+        checker = TLSSNI01Checker(reactor, port=443, resolver=("127.0.0.1", silent.getHost().port),
+                                  dns_timeouts=(0.2, 0.2))
+        result = await checker.check("a.example.test", KEY_AUTHORIZATION)
+    finally:
+        await silent.stopListening()
+    assert (result.problem.type, result.problem.detail) == (
+        "urn:acme:error:dns", "DNS problem: query timed out looking up A for a.example.test")

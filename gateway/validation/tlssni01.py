@@ -379,14 +379,17 @@ class TLSSNI01Checker:
     :param resolver: ``(ip, port)`` of the DNS server to look names up with
         (``--tls-sni-check-resolver``), or ``None`` for the system resolver.
     :param timeout: seconds for connecting and the handshake together.
+    :param dns_timeouts: the timeout of each try of a query to ``resolver``.
     """
 
     def __init__(self, reactor, port: int = DEFAULT_CHECK_PORT,
-                 resolver: Optional[Tuple[str, int]] = None, timeout: float = DIAL_TIMEOUT):
+                 resolver: Optional[Tuple[str, int]] = None, timeout: float = DIAL_TIMEOUT,
+                 dns_timeouts: Sequence[float] = DNS_QUERY_TIMEOUTS):
         self._reactor = reactor
         self.port = port
         self.resolver_address = resolver
         self.timeout = timeout
+        self.dns_timeouts = tuple(dns_timeouts)
         self._dns = None
 
     async def check(self, name: str, key_authorization: str) -> TLSSNI01Result:
@@ -467,8 +470,8 @@ class TLSSNI01Checker:
 
         if self._dns is None:
             self._dns = client.Resolver(servers=[self.resolver_address], reactor=self._reactor)
-        queries = [self._dns.lookupAddress(name, timeout=DNS_QUERY_TIMEOUTS),
-                   self._dns.lookupIPV6Address(name, timeout=DNS_QUERY_TIMEOUTS)]
+        queries = [self._dns.lookupAddress(name, timeout=self.dns_timeouts),
+                   self._dns.lookupIPV6Address(name, timeout=self.dns_timeouts)]
         results = await defer.DeferredList(queries, consumeErrors=True)
         (a_ok, a_result), (aaaa_ok, aaaa_result) = results
         if not a_ok and not aaaa_ok:
