@@ -30,14 +30,35 @@ from gateway.devstack import (
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
+#: Ports `free_port` hands out: below Linux's ephemeral range (32768–60999
+#: by default), where the kernel picks the source ports of the suite's own
+#: outgoing connections and of ``bind(("127.0.0.1", 0))`` — a port taken
+#: from there can be given to a client socket between the moment it is
+#: chosen and the moment a server binds it.
+_PORT_RANGE = (20000, 32767)
+_handed_out: set = set()
+
+
 def free_port() -> int:
     """
-    A TCP port free on 127.0.0.1 right now (and, by luck of the kernel's
-    allocator, for the next moment too).
+    A TCP port free on 127.0.0.1 right now, chosen at random outside the
+    kernel's ephemeral range and never twice by this process, so that
+    servers started a moment later (Pebble, the gateway) still find it free
+    while other processes and the suite's own connections come and go.
     """
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    import random
+
+    while True:
+        port = random.randint(*_PORT_RANGE)
+        if port in _handed_out:
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
 
 
 def _wait_for(predicate, timeout: float, what: str, process: subprocess.Popen, log_path: str):
