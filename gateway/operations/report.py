@@ -37,7 +37,17 @@ from twisted.logger import Logger
 
 from gateway.operations.scope import RequestScope
 from gateway.store import IStore
-from gateway.store.records import ClientVisit, LegacyClient, format_timestamp, timestamp_instant
+from gateway.store.records import (
+    MAX_ADDRESS,
+    MAX_NAME,
+    MAX_REASON,
+    MAX_USER_AGENT,
+    ClientVisit,
+    LegacyClient,
+    format_timestamp,
+    printable,
+    timestamp_instant,
+)
 
 log = Logger()
 
@@ -365,7 +375,8 @@ class OrphanedCertificate:
         except (ValueError, x509.ExtensionNotFound):
             # Unreadable, or without SANs: the report shows no names for it.
             names = ()
-        return cls(id=certificate.id, serial=certificate.serial, names=names,
+        return cls(id=certificate.id, serial=certificate.serial,
+                   names=tuple(printable(name, MAX_NAME) for name in names),
                    thumbprint=thumbprint, issued_at=certificate.issued_at,
                    directory_url=certificate.directory_url)
 
@@ -523,6 +534,24 @@ class MigrationReport:
         return "\n".join(lines) + "\n"
 
 
+def shown(row: LegacyClient) -> LegacyClient:
+    """
+    A stored row with every string a client chose made `printable`: a
+    state written by an older gateway may hold what it recorded unchecked
+    (a lone surrogate, a terminal escape, a name of 45 kB), and the page,
+    the terminal and the JSON must show it all the same.
+    """
+    return attrs.evolve(
+        row,
+        user_agent=printable(row.user_agent, MAX_USER_AGENT),
+        address=printable(row.address, MAX_ADDRESS),
+        thumbprints=tuple(printable(t, MAX_NAME) for t in row.thumbprints),
+        names=tuple(printable(n, MAX_NAME) for n in row.names),
+        last_failure_reason=(None if row.last_failure_reason is None
+                             else printable(row.last_failure_reason, MAX_REASON)),
+    )
+
+
 def build_report(
     clients: Iterable[LegacyClient], now: float, migrated_after: float = DEFAULT_MIGRATED_AFTER,
     orphans: Iterable[OrphanedCertificate] = (),
@@ -530,10 +559,11 @@ def build_report(
     """
     Group the stored rows into clients (`group_clients`), classify each at
     ``now`` and order them: failing, active, then migrated away; most
-    recently seen first within each.
+    recently seen first within each.  What clients chose is `shown`
+    printable.
     """
     statuses = []
-    for rows in group_clients(clients):
+    for rows in group_clients([shown(row) for row in clients]):
         client = merge_rows(rows)
         statuses.append(ClientStatus(
             client=client,

@@ -23,6 +23,7 @@ the flag and where its value came from.
 from __future__ import annotations
 
 import argparse
+import io
 import os
 import sys
 from typing import Optional, Sequence
@@ -622,6 +623,10 @@ def run_report(parser, args) -> int:
     except StoreError as error:
         _fail(parser, "--state", str(error))
     report = build_report(clients, time.time(), migrated_after, orphans)
+    # The report is printable text (`gateway.operations.report.shown`); a
+    # terminal whose encoding lacks a character still gets an escape.
+    if isinstance(sys.stdout, io.TextIOWrapper):
+        sys.stdout.reconfigure(errors="backslashreplace")
     if args.json:
         print(json.dumps(report.as_json(), indent=2))
     else:

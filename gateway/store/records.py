@@ -25,6 +25,7 @@ import enum
 import hashlib
 import json
 import re
+import unicodedata
 from datetime import datetime, timezone
 from typing import (
     Any, Dict, FrozenSet, Iterable, List, Mapping, Optional, Sequence, Tuple, TypeVar, Union,
@@ -58,6 +59,7 @@ __all__ = [
     "newest_first",
     "normalize_identifier",
     "normalize_identifiers",
+    "printable",
     "normalize_statuses",
     "timestamp_instant",
 ]
@@ -616,17 +618,53 @@ def newest_first(rows: Iterable[Tuple[int, R]], attribute: str = "created_at") -
 #: that asks for thousands of names, or rotates User-Agents, must not make
 #: every request's upsert (or the status page) expensive.
 MAX_USER_AGENT = 256
+MAX_ADDRESS = 64
 MAX_NAMES = 100
+#: A DNS name has at most 253 characters; a longer one the gateway refused
+#: is still shown, cut to this.
+MAX_NAME = 255
 MAX_THUMBPRINTS = 10
 MAX_REASON = 400
 
+#: Unicode categories shown escaped: lone surrogates (not text at all: no
+#: UTF-8 encoder takes them), control characters (a terminal obeys them)
+#: and format characters (bidi overrides reorder what a page shows), line
+#: and paragraph separators.
+_ESCAPED_CATEGORIES = frozenset({"Cs", "Cc", "Cf", "Zl", "Zp"})
 
-def _clip_user_agent(value: Any) -> Any:
-    return value[:MAX_USER_AGENT] if isinstance(value, str) else value
+
+def printable(value: str, limit: int) -> str:
+    """
+    ``value`` as text that any page, terminal, log or JSON document can
+    carry: lone surrogates, control and format characters written as
+    ``\\uXXXX`` escapes, and at most ``limit`` characters.
+
+    The migration report records what clients send (User-Agents, names a
+    refused request asked for, the problem it got) and shows it later; a
+    value that cannot be encoded, or that steers a terminal, must never
+    reach a renderer.
+    """
+    clipped = value[:limit]
+    if clipped.isprintable():
+        return clipped
+    shown = "".join(_escaped(char) if unicodedata.category(char) in _ESCAPED_CATEGORIES
+                    else char for char in clipped)
+    return shown[:limit]
 
 
-def _clip_reason(value: Any) -> Any:
-    return value[:MAX_REASON] if isinstance(value, str) else value
+def _escaped(char: str) -> str:
+    code = ord(char)
+    return f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}"
+
+
+def _printable_within(limit: int) -> Any:
+    def convert(value: Any) -> Any:
+        return printable(value, limit) if isinstance(value, str) else value
+    return convert
+
+
+def _printable_names(value: Any) -> Tuple[str, ...]:
+    return tuple(printable(name, MAX_NAME) for name in _str_tuple(value))[:MAX_NAMES]
 
 
 @attrs.frozen
@@ -642,14 +680,14 @@ class ClientVisit:
         it succeeded.
     """
 
-    user_agent: str = attrs.field(converter=_clip_user_agent, validator=_str)
-    address: str = attrs.field(validator=_str)
+    user_agent: str = attrs.field(converter=_printable_within(MAX_USER_AGENT), validator=_str)
+    address: str = attrs.field(converter=_printable_within(MAX_ADDRESS), validator=_str)
     at: str = attrs.field(validator=_timestamp)
     thumbprint: Optional[str] = attrs.field(default=None, validator=_optional_str)
-    names: Tuple[str, ...] = attrs.field(default=(), converter=_str_tuple)
+    names: Tuple[str, ...] = attrs.field(default=(), converter=_printable_names)
     certificate: bool = attrs.field(default=False, validator=v.instance_of(bool))
     failure: Optional[str] = attrs.field(
-        default=None, converter=_clip_reason, validator=_optional_str
+        default=None, converter=_printable_within(MAX_REASON), validator=_optional_str
     )
 
 

@@ -125,9 +125,40 @@ def loads_bounded(data: Union[bytes, str], max_depth: int = DEFAULT_MAX_DEPTH) -
         if _nesting_depth(text) > max_depth:
             raise ValueError(f"JSON nested deeper than {max_depth} levels")
     try:
-        return json.loads(text, parse_constant=_reject_constant)
+        parsed = json.loads(text, parse_constant=_reject_constant)
     except RecursionError:
         raise ValueError("JSON nested too deeply")
+    _reject_lone_surrogates(parsed)
+    return parsed
+
+
+class NotUnicode(ValueError):
+    """
+    Parsed JSON holding a string that is no Unicode text.
+    """
+
+
+def _reject_lone_surrogates(value: Any) -> None:
+    """
+    Refuse a string (key or value, at any depth) holding a lone surrogate:
+    JSON's ``\\ud800`` escape decodes to one, which is no Unicode text —
+    no UTF-8 encoder (SQLite's, a page's, a terminal's) takes it.
+
+    :raises NotUnicode: for such a string.
+    """
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, dict):
+            pending.extend(item)  # the keys, strings too
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+        elif isinstance(item, str) and not item.isascii():
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                raise NotUnicode("JSON string holds a lone surrogate: not Unicode text")
 
 
 def decode_json_payload(raw: bytes, max_depth: int = DEFAULT_MAX_DEPTH) -> JSONObject:
@@ -139,8 +170,12 @@ def decode_json_payload(raw: bytes, max_depth: int = DEFAULT_MAX_DEPTH) -> JSONO
     """
     try:
         payload = loads_bounded(raw, max_depth)
-    except ValueError:
+    except ValueError as error:
         # UnicodeDecodeError and JSONDecodeError are both ValueErrors.
+        if isinstance(error, NotUnicode):
+            raise V1Problem.malformed(
+                "Request payload holds a string that is not Unicode text (a lone surrogate, "
+                "such as \\ud800)")
         raise V1Problem.malformed("Request payload did not parse as JSON")
     if not isinstance(payload, dict):
         raise V1Problem.malformed("Request payload must be a JSON object")
