@@ -657,10 +657,16 @@ def _escaped(char: str) -> str:
     return f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}"
 
 
-def _printable_within(limit: int) -> Any:
-    def convert(value: Any) -> Any:
-        return printable(value, limit) if isinstance(value, str) else value
-    return convert
+def _printable_user_agent(value: Any) -> Any:
+    return printable(value, MAX_USER_AGENT) if isinstance(value, str) else value
+
+
+def _printable_address(value: Any) -> Any:
+    return printable(value, MAX_ADDRESS) if isinstance(value, str) else value
+
+
+def _printable_reason(value: Any) -> Any:
+    return printable(value, MAX_REASON) if isinstance(value, str) else value
 
 
 def _printable_names(value: Any) -> Tuple[str, ...]:
@@ -680,14 +686,14 @@ class ClientVisit:
         it succeeded.
     """
 
-    user_agent: str = attrs.field(converter=_printable_within(MAX_USER_AGENT), validator=_str)
-    address: str = attrs.field(converter=_printable_within(MAX_ADDRESS), validator=_str)
+    user_agent: str = attrs.field(converter=_printable_user_agent, validator=_str)
+    address: str = attrs.field(converter=_printable_address, validator=_str)
     at: str = attrs.field(validator=_timestamp)
     thumbprint: Optional[str] = attrs.field(default=None, validator=_optional_str)
     names: Tuple[str, ...] = attrs.field(default=(), converter=_printable_names)
     certificate: bool = attrs.field(default=False, validator=v.instance_of(bool))
     failure: Optional[str] = attrs.field(
-        default=None, converter=_printable_within(MAX_REASON), validator=_optional_str
+        default=None, converter=_printable_reason, validator=_optional_str
     )
 
 
