@@ -183,7 +183,8 @@ async def test_metrics_page(admin):
     store-backed gauges refreshed for the scrape.
     """
     base, _, upstream, store = admin
-    await store.record_client(ClientVisit(UA, "127.0.0.1", format_timestamp(reactor.seconds())))
+    await store.record_client(ClientVisit(UA, "127.0.0.1", format_timestamp(reactor.seconds()),
+                                          "tp-1"))
     await get(base + "/readyz")
     status, headers, body = await get(base + "/metrics")
     assert status == 200

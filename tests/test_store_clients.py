@@ -65,9 +65,9 @@ async def test_clients_are_listed_most_recent_first(store):
     Another address or another User-Agent is another client; the list is
     ordered by last seen, newest first.
     """
-    await store.record_client(ClientVisit(UA, "192.0.2.7", T0))
-    await store.record_client(ClientVisit("dehydrated/0.7.0", "192.0.2.7", T2))
-    await store.record_client(ClientVisit(UA, "192.0.2.8", T1))
+    await store.record_client(ClientVisit(UA, "192.0.2.7", T0, "tp-1"))
+    await store.record_client(ClientVisit("dehydrated/0.7.0", "192.0.2.7", T2, "tp-2"))
+    await store.record_client(ClientVisit(UA, "192.0.2.8", T1, "tp-3"))
     listed = await store.list_clients()
     assert [(c.user_agent, c.address) for c in listed] == [
         ("dehydrated/0.7.0", "192.0.2.7"), (UA, "192.0.2.8"), (UA, "192.0.2.7")]

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple
 
 import attrs
 from twisted.internet import defer
@@ -40,11 +40,13 @@ from gateway.store import IStore
 from gateway.store.records import (
     MAX_ADDRESS,
     MAX_NAME,
+    MAX_CLIENTS,
     MAX_REASON,
     MAX_USER_AGENT,
     ClientVisit,
     LegacyClient,
     format_timestamp,
+    makes_no_row,
     printable,
     timestamp_instant,
 )
@@ -187,6 +189,16 @@ class ClientRecorder:
     and written together every ``flush_interval`` seconds (one SQLite
     transaction, on the store's thread).  A failure to record is logged,
     never answered.  Without a ``clock`` every visit is written at once.
+
+    Only a request with a verified JWS makes a client's row; an unsigned
+    one counts toward a client already recorded (the store's rule,
+    `gateway.store.records.makes_no_row`).  Unsigned requests from
+    anyone else — a flood of ``HEAD /directory`` with a fresh User-Agent
+    each — are dropped here, in memory, before they cost the store's thread
+    a lookup: only those of clients that signed since the gateway started
+    go on (at most `gateway.store.records.MAX_CLIENTS` of them are kept in
+    mind).  They show in the ``acme_gateway_v1_requests_total`` metric and
+    the log.
     """
 
     store: IStore
@@ -194,8 +206,15 @@ class ClientRecorder:
     flush_interval: float = 1.0
     _pending: List[ClientVisit] = attrs.field(factory=list, init=False)
     _scheduled: Optional[IDelayedCall] = attrs.field(default=None, init=False)
+    _signed: Set[Tuple[str, str]] = attrs.field(factory=set, init=False)
 
     def record(self, visit: ClientVisit) -> defer.Deferred:
+        client = (visit.address, visit.user_agent)
+        if not makes_no_row(visit):
+            if len(self._signed) < MAX_CLIENTS:
+                self._signed.add(client)
+        elif client not in self._signed:
+            return defer.succeed(None)
         if self.clock is None:
             return self._write([visit])
         self._pending.append(visit)

@@ -337,15 +337,21 @@ class IStore(Interface):
         Record several visits in one transaction (the batched form of
         `record_client`).
 
-        :return: a Deferred firing with the updated clients, in order.
+        :return: a Deferred firing with the updated clients of the visits
+            that counted, in order.
         """
 
-    def record_client(visit: ClientVisit) -> Deferred[LegacyClient]:
+    def record_client(visit: ClientVisit) -> Deferred[Optional[LegacyClient]]:
         """
-        Count one v1 request (a `ClientVisit`) in its client's report row,
-        creating the row for a client never seen: one upsert per request.
+        Count one v1 request (a `ClientVisit`) in its client's report row:
+        one upsert per request.  A signed visit of a client never seen makes
+        its row (while the report holds fewer than
+        `gateway.store.records.MAX_CLIENTS`; then it counts in the overflow
+        row); an unsigned one counts only toward a row that exists
+        (`gateway.store.records.makes_no_row`).
 
-        :return: a Deferred firing with the updated `LegacyClient`.
+        :return: a Deferred firing with the updated `LegacyClient`, or
+            `None` for an unsigned visit of a client never seen.
         """
 
     def list_clients() -> Deferred[List[LegacyClient]]:

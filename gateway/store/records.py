@@ -53,7 +53,9 @@ __all__ = [
     "StoreError",
     "Update",
     "apply_changes",
+    "makes_no_row",
     "merge_visit",
+    "overflowing",
     "format_timestamp",
     "issuer_id",
     "newest_first",
@@ -724,6 +726,35 @@ class LegacyClient:
     last_success: Optional[str] = attrs.field(validator=_optional_timestamp)
     last_failure: Optional[str] = attrs.field(validator=_optional_timestamp)
     last_failure_reason: Optional[str] = attrs.field(validator=_optional_str)
+
+
+#: The most report rows the gateway keeps: visits by further signers are
+#: counted in one row, `OVERFLOW_USER_AGENT` at `OVERFLOW_ADDRESS`.  Any
+#: key can sign (a verified JWS proves possession, not trust), so signed
+#: requests with fresh keys and User-Agents must not grow the state
+#: without bound either.
+MAX_CLIENTS = 5000
+OVERFLOW_ADDRESS = "(any)"
+OVERFLOW_USER_AGENT = f"(further clients: the report keeps at most {MAX_CLIENTS})"
+
+
+def makes_no_row(visit: ClientVisit) -> bool:
+    """
+    Whether ``visit`` may only count toward a client already recorded: an
+    unsigned request (a directory read, a nonce, a poll, a certificate
+    download) proves nothing about who sent it, and its User-Agent is the
+    sender's choice, so it never makes a row of its own.
+    """
+    return visit.thumbprint is None
+
+
+def overflowing(visit: ClientVisit) -> ClientVisit:
+    """
+    ``visit`` counted in the overflow row, once the report holds
+    `MAX_CLIENTS` rows.
+    """
+    return attrs.evolve(visit, address=OVERFLOW_ADDRESS, user_agent=OVERFLOW_USER_AGENT,
+                        names=())
 
 
 def merge_visit(client: Optional[LegacyClient], visit: ClientVisit) -> LegacyClient:

@@ -46,6 +46,7 @@ from gateway.store.interface import IStore
 from gateway.store.records import (
     ATTEMPT_OPEN,
     ATTEMPT_REFUSED,
+    MAX_CLIENTS,
     ORPHAN_ROW,
     PARTIAL_AUTHORIZATION,
     PARTIAL_ORDER,
@@ -72,12 +73,14 @@ from gateway.store.records import (
     check_changes,
     format_timestamp,
     issuer_id,
+    makes_no_row,
     merge_visit,
     newest_first,
     normalize_identifier,
     normalize_identifiers,
     normalize_statuses,
     origin_of,
+    overflowing,
     timestamp_instant,
 )
 from gateway.store.schema import migrate
@@ -713,8 +716,9 @@ class SQLStore:
 
     # -- The migration report --
 
-    def record_client(self, visit: ClientVisit) -> defer.Deferred[LegacyClient]:
-        return self.record_clients([visit]).addCallback(lambda clients: clients[0])
+    def record_client(self, visit: ClientVisit) -> defer.Deferred[Optional[LegacyClient]]:
+        return self.record_clients([visit]).addCallback(
+            lambda clients: clients[0] if clients else None)
 
     def record_clients(self, visits: Iterable[ClientVisit]) -> defer.Deferred[List[LegacyClient]]:
         visits = list(visits)
@@ -722,13 +726,29 @@ class SQLStore:
             if not isinstance(visit, ClientVisit):
                 return defer.fail(TypeError(f"expected a ClientVisit, not {visit!r}"))
 
+        def row_of(visit: ClientVisit) -> Optional[Row]:
+            found: Optional[Row] = self._database.execute(
+                "SELECT * FROM clients WHERE address = ? AND user_agent = ?",
+                (visit.address, visit.user_agent),
+            ).fetchone()
+            return found
+
         def work() -> List[LegacyClient]:
             clients = []
+            rows: Optional[int] = None
             for visit in visits:
-                row = self._database.execute(
-                    "SELECT * FROM clients WHERE address = ? AND user_agent = ?",
-                    (visit.address, visit.user_agent),
-                ).fetchone()
+                row = row_of(visit)
+                if row is None:
+                    if makes_no_row(visit):
+                        continue
+                    if rows is None:
+                        counted = self._database.execute(
+                            "SELECT COUNT(*) AS count FROM clients").fetchone()
+                        rows = 0 if counted is None else int(counted["count"])
+                    if rows >= MAX_CLIENTS:
+                        visit = overflowing(visit)
+                        row = row_of(visit)
+                    rows += 1 if row is None else 0
                 client = merge_visit(None if row is None else _decode(LegacyClient, row), visit)
                 values = _encode(client)
                 updates = ", ".join(
