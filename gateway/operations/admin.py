@@ -44,7 +44,7 @@ from gateway.operations.report import (
 from gateway.status import Status
 from gateway.store import IStore
 from gateway.store.records import format_timestamp
-from gateway.web import AsyncResource, QuietSite, Response
+from gateway.web import NO_BODY, AsyncResource, ListenerLimits, ListenerSite, Response
 
 log = Logger()
 
@@ -384,6 +384,10 @@ class Admin:
             root.putChild(path, Page(answer))
         return root
 
-    def site(self) -> server.Site:
-        # Probes every few seconds must not fill the log with access lines.
-        return QuietSite(self.resource())  # type: ignore[no-untyped-call]
+    def site(self, limits: ListenerLimits = ListenerLimits(), **kwargs: Any) -> ListenerSite:
+        """
+        The admin listener's site, bounded by ``limits`` (it takes no
+        bodies); probes every few seconds must not fill the log with
+        access lines (`gateway.web.QuietSite`).
+        """
+        return ListenerSite(self.resource(), attrs.evolve(limits, max_body=NO_BODY), **kwargs)

@@ -120,6 +120,17 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-body", action=_EnvDefault, default="65536", metavar="BYTES",
                        help="the largest v1 request body accepted; larger ones are refused with "
                             "413 before they are read (default: %(default)s)")
+    serve.add_argument("--max-connections", action=_EnvDefault, default="256", metavar="N",
+                       help="connections each listener (v1, HTTP-01, admin) holds at once; one "
+                            "more is answered 503 and closed (default: %(default)s)")
+    serve.add_argument("--header-timeout", action=_EnvDefault, default="10", metavar="SECONDS",
+                       help="a request's line and headers must arrive within this long of its "
+                            "first byte, however they trickle in; else 408 and the connection "
+                            "is closed (every listener) (default: %(default)s)")
+    serve.add_argument("--idle-timeout", action=_EnvDefault, default="30", metavar="SECONDS",
+                       help="how long a listener waits, in all, for a request to begin on a new "
+                            "or kept-alive connection, and for a body once the headers are in; "
+                            "bytes trickling in do not extend it (default: %(default)s)")
     _add_allow_shared_key_files(serve)
     revalidation = serve.add_argument_group(
         "revalidation", "How the gateway validates names itself when the upstream CA does not "
@@ -363,9 +374,19 @@ def _number(parser, flag: str, text, minimum: float, integer: bool = False):
     return value
 
 
+def _positive(parser, flag: str, text) -> float:
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        value = 0.0
+    if not value > 0:
+        _fail(parser, flag, f"expected a positive number of seconds, got {text!r}")
+    return value
+
+
 def _economy_config(parser, args) -> dict:
     """
-    The rate-limit and shutdown flags, checked.
+    The rate-limit, listener-limit and shutdown flags, checked.
     """
     from gateway.translate.budget import BudgetLimits
 
@@ -379,6 +400,10 @@ def _economy_config(parser, args) -> dict:
             abandoned_after=abandoned or None,
         ),
         "shutdown_grace": _number(parser, "--shutdown-grace", args.shutdown_grace, 0),
+        "max_connections": _number(parser, "--max-connections", args.max_connections, 1,
+                                   integer=True),
+        "header_timeout": _positive(parser, "--header-timeout", args.header_timeout),
+        "idle_timeout": _positive(parser, "--idle-timeout", args.idle_timeout),
         "bad_nonce_retries": _number(parser, "--bad-nonce-retries", args.bad_nonce_retries, 0,
                                      integer=True),
     }

@@ -35,7 +35,6 @@ from twisted.internet import defer, endpoints, task
 from twisted.internet.interfaces import IListeningPort, IStreamServerEndpoint
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web import server
 from zope.interface import implementer
 
 from gateway.keys.keystore import KeyStore
@@ -302,14 +301,12 @@ async def _serve(reactor: Any, gateway: Gateway, service: GatewayService,
         return listening
 
     http01 = None
-    if gateway.http01 is not None and config.http01_listen:
-        http01_site = server.Site(gateway.http01)
-        http01_site.noisy = False
-        http01 = listener("--http01-listen", config.http01_listen, http01_site)
+    if gateway.http01_site is not None and config.http01_listen:
+        http01 = listener("--http01-listen", config.http01_listen, gateway.http01_site)
     AtStop("background", lambda: _finish_background(gateway)).setServiceParent(service)
     admin = None
     if config.admin_listen:
-        admin = listener("--admin-listen", config.admin_listen, gateway.admin.site())
+        admin = listener("--admin-listen", config.admin_listen, gateway.admin_site)
     AtStop("requests in flight", lambda: _quiesce(gateway)).setServiceParent(service)
     v1 = listener("--listen", config.listen, gateway.site)
     if config.budget.abandoned_after:

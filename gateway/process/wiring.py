@@ -45,6 +45,13 @@ from gateway.validation.dns01 import (
     responders_by_type,
 )
 from gateway.validation.http01 import HTTP01Responder
+from gateway.web import (
+    DEFAULT_HEADER_TIMEOUT,
+    DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_MAX_CONNECTIONS,
+    ListenerLimits,
+    ListenerSite,
+)
 
 #: The treq HTTP client for the CA at a directory URL (a
 #: ``treq.testing.StubTreq`` of a fake CA in tests).
@@ -85,6 +92,21 @@ class ServeConfig:
     budget: BudgetLimits = BudgetLimits()
     shutdown_grace: float = 10.0
     bad_nonce_retries: int = 5
+    #: Each listener's limits (``--max-connections``, ``--header-timeout``,
+    #: ``--idle-timeout``).
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
+    header_timeout: float = DEFAULT_HEADER_TIMEOUT
+    idle_timeout: float = DEFAULT_IDLE_TIMEOUT
+
+    @property
+    def listener_limits(self) -> ListenerLimits:
+        """
+        What a connection may take of any listener (the v1 face's site
+        adds its ``--max-body``).
+        """
+        return ListenerLimits(max_connections=self.max_connections,
+                              header_timeout=self.header_timeout,
+                              idle_timeout=self.idle_timeout)
 
     @property
     def managed_keys_directory(self) -> str:
@@ -102,8 +124,10 @@ class Gateway:
 
     :ivar face: the v1 face (the v1 listener's root resource), and ``site``
         its site (bodies above ``--max-body`` refused as they arrive).
-    :ivar admin: the admin listener's pages.
-    :ivar http01: the built-in HTTP-01 responder (``--http01-listen``).
+    :ivar admin: the admin listener's pages, and ``admin_site`` its site.
+    :ivar http01: the built-in HTTP-01 responder (``--http01-listen``), and
+        ``http01_site`` its site.  Every site is bounded by the listener
+        limits (`gateway.web.ListenerSite`).
     """
 
     config: ServeConfig
@@ -119,7 +143,9 @@ class Gateway:
     site: V1Site
     readiness: Readiness
     admin: Admin
+    admin_site: ListenerSite
     http01: Optional[HTTP01Responder] = None
+    http01_site: Optional[ListenerSite] = None
 
 
 def https_clients(reactor: Any, ca_bundle: Optional[str]) -> HTTPFor:
@@ -202,7 +228,8 @@ def build_gateway(
     face = V1Face(v1_tree(context), nonces, clock, base_url=config.base_url,
                   max_body=config.max_body, metrics=metrics, recorder=recorder)
     # The v1 face logs each request itself (`gateway.web.QuietSite`).
-    site = V1Site(face)
+    limits = config.listener_limits
+    site = V1Site(face, limits, reactor=clock)
     readiness = Readiness(upstream, store, clock, metrics=metrics, max_age=config.ready_max_age,
                           keys=keys, managed=managed is not None)
     admin = Admin(store, clock, metrics, readiness, migrated_after=config.migrated_after,
@@ -210,7 +237,9 @@ def build_gateway(
     return Gateway(
         config=config, clock=clock, store=store, keys=keys, upstream=upstream, context=context,
         metrics=metrics, recorder=recorder, nonces=nonces, face=face, site=site,
-        readiness=readiness, admin=admin, http01=http01,
+        readiness=readiness, admin=admin, admin_site=admin.site(limits, reactor=clock),
+        http01=http01,
+        http01_site=None if http01 is None else ListenerSite(http01, limits, reactor=clock),
     )
 
 

@@ -1,41 +1,42 @@
 """
-The v1 port's body size limit, enforced while the body arrives.
+The v1 port's limits: its body size limit (``--max-body``) and its answers
+when a limit refuses a request, as v1 problem documents.
 
-``twisted.web`` buffers a request's whole body before any resource sees it:
-in memory below 100 kB, in a temporary file above, and without any bound.
-A limit checked only in the resource would come too late: a hostile client
-could make the gateway write gigabytes to disk before being told no.  So the
-v1 face's site uses `BoundedRequest`, which refuses a body larger than the
-limit as soon as that is known -- from ``Content-Length`` before a byte of
-it is read, or, for a chunked body, the moment the count passes the limit --
-with the v1 face's own answer, a 413 ``malformed`` problem document with a
-fresh ``Replay-Nonce``, and then closes the connection (the rest of the body
-is never read, so the connection cannot be reused).
+The limits themselves are every listener's (`gateway.web.ListenerSite`):
+``twisted.web`` buffers a request's whole body before any resource sees
+it (in memory below 100 kB, in a temporary file above, and without any
+bound), so a limit checked only in the resource would come too late — a
+hostile client could make the gateway write gigabytes to disk before being
+told no.  The v1 face's site refuses a body larger than ``--max-body`` as
+soon as that is known, from ``Content-Length`` before a byte of it is read,
+or, for a chunked body, the moment the count passes the limit, and then
+closes the connection (the rest of the body is never read).  Its refusals
+— that 413, a 408 for a request too slow to arrive, a 503 beyond
+``--max-connections`` — are v1 problem documents with a fresh
+``Replay-Nonce``.
 
-`gateway.v1.face.V1Face` checks the limit again on what it reads, so a
-face served by any other site (tests' ``StubTreq``) keeps the same rule.
+`gateway.v1.face.V1Face` checks the body limit again on what it reads, so
+a face served by any other site (tests' ``StubTreq``) keeps the same rule.
 """
 
 from __future__ import annotations
 
-import io
 from typing import TYPE_CHECKING, Any, Optional
 
-from twisted.logger import Logger
-from twisted.web import http, server
+import attrs
 
-from gateway.v1.problems import V1Problem
-from gateway.web import QuietSite
+from gateway.v1.problems import PROBLEM_CONTENT_TYPE, V1Problem
+from gateway.web import BoundedRequest, ListenerLimits, ListenerSite, answer_bytes
 
 if TYPE_CHECKING:  # pragma: no cover - the face imports this module
     from gateway.v1.face import V1Face
+
+__all__ = ["DEFAULT_MAX_BODY", "BoundedRequest", "V1Site", "too_large"]
 
 #: The largest request body the v1 face reads by default.  A v1 request is
 #: a JWS of at most a few kilobytes (a new-cert with a 4096-bit RSA CSR is
 #: about 6 KiB).
 DEFAULT_MAX_BODY = 64 * 1024
-
-log = Logger()
 
 
 def too_large(max_body: int) -> V1Problem:
@@ -47,85 +48,25 @@ def too_large(max_body: int) -> V1Problem:
     )
 
 
-class BoundedRequest(server.Request):
+class V1Site(ListenerSite):
     """
-    A request that never buffers more body than its site's ``max_body``.
-    """
-
-    _refused = False
-    _received = 0
-
-    def _limit(self) -> Optional[int]:
-        limit: Optional[int] = getattr(getattr(self.channel, "site", None), "max_body", None)
-        return limit
-
-    # (Twisted's own methods, overridden here, carry no annotations.)
-
-    def gotLength(self, length: Optional[int]) -> None:
-        limit = self._limit()
-        if limit is not None and length is not None and length > limit:
-            self._refuse(limit, length)
-            return
-        super().gotLength(length)  # type: ignore[no-untyped-call]
-
-    def handleContentChunk(self, data: bytes) -> None:
-        if self._refused:
-            return
-        limit = self._limit()
-        self._received += len(data)
-        if limit is not None and self._received > limit:
-            self._refuse(limit, self._received)
-            return
-        super().handleContentChunk(data)  # type: ignore[no-untyped-call]
-
-    def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
-        if self._refused:
-            return  # answered already; the connection is closing
-        super().requestReceived(command, path, version)  # type: ignore[no-untyped-call]
-
-    def _refuse(self, limit: int, size: int) -> None:
-        """
-        Answer 413 now, before the rest of the body, and close.
-        """
-        self._refused = True
-        self.content = io.BytesIO()  # type: ignore[assignment]
-        # Twisted would otherwise send "100 Continue" after this answer.
-        self.requestHeaders.removeHeader(b"expect")
-        log.info("refused a request body of {size} bytes or more (limit {limit})",
-                 size=size, limit=limit)
-        channel = self.channel
-        if not isinstance(channel, http.HTTPChannel) or channel.transport is None:
-            # No raw HTTP/1.1 connection to answer on: drop the request.
-            if channel is not None:
-                channel.loseConnection()
-            return
-        problem = too_large(limit)
-        body = problem.body()
-        headers = [
-            (b"Content-Type", b"application/problem+json"),
-            (b"Content-Length", str(len(body)).encode("ascii")),
-            (b"Cache-Control", b"public, max-age=0, no-cache"),
-            (b"Connection", b"close"),
-        ]
-        nonces = getattr(getattr(getattr(channel, "site", None), "resource", None), "nonces", None)
-        if nonces is not None:
-            headers.append((b"Replay-Nonce", nonces.issue().encode("ascii")))
-        head = b"HTTP/1.1 413 Request Entity Too Large\r\n" + b"".join(
-            name + b": " + value + b"\r\n" for name, value in headers
-        )
-        channel.transport.write(head + b"\r\n" + body)
-        channel.loseConnection()
-
-
-class V1Site(QuietSite):
-    """
-    The site of the v1 face: `BoundedRequest` with the face's ``max_body``.
+    The site of the v1 face: its ``max_body`` is the face's, and what the
+    listener refuses is answered as a v1 problem with a nonce.
 
     :param face: the `gateway.v1.face.V1Face`.
     """
 
-    requestFactory = BoundedRequest
+    def __init__(self, face: "V1Face", limits: ListenerLimits = ListenerLimits(),
+                 max_body: Optional[int] = None, **kwargs: Any) -> None:
+        max_body = face.max_body if max_body is None else max_body
+        super().__init__(face, attrs.evolve(limits, max_body=max_body), **kwargs)
+        self.face = face
 
-    def __init__(self, face: "V1Face", max_body: Optional[int] = None, **kwargs: Any) -> None:
-        super().__init__(face, **kwargs)  # type: ignore[no-untyped-call]
-        self.max_body = face.max_body if max_body is None else max_body
+    def refusal(self, status: int, detail: str) -> bytes:
+        problem = (V1Problem("serverInternal", detail, status, {"Retry-After": "1"})
+                   if status == 503 else V1Problem.malformed(detail, status=status))
+        headers = [(b"Cache-Control", b"public, max-age=0, no-cache"),
+                   (b"Replay-Nonce", self.face.nonces.issue().encode("ascii"))]
+        headers += [(name.encode("ascii"), value.encode("latin-1"))
+                    for name, value in problem.headers.items()]
+        return answer_bytes(status, PROBLEM_CONTENT_TYPE, problem.body(), tuple(headers))
