@@ -31,7 +31,13 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from gateway.keys.jose import b64url_decode, public_jwk, thumbprint
+from gateway.keys.jose import (
+    UnsupportedKey,
+    algorithm_for_public_key,
+    b64url_decode,
+    public_jwk,
+    thumbprint,
+)
 from gateway.status import Status
 from gateway.translate.csr import ParsedCSR, parse_csr
 from gateway.translate.errors import CSRRejected, InvalidContact, Malformed
@@ -332,12 +338,25 @@ def revoke(signer: Signer, payload: Payload) -> Revoke:
     if reason is not None and (isinstance(reason, bool) or not isinstance(reason, int)
                                or reason not in ALLOWED_REASONS):
         raise Malformed("unsupported revocation reason code provided")
-    # A v1 JWS is signed by an RSA or EC key: a certificate for another kind
-    # of key cannot have signed it.
+    return Revoke(signer, der, format(certificate.serial_number, "x"), reason,
+                  _signed_by_certificate_key(certificate, signer))
+
+
+def _signed_by_certificate_key(certificate: x509.Certificate, signer: Signer) -> bool:
+    """
+    Whether the certificate's own key signed the request.  A v1 JWS is
+    signed by an RSA (2048 bits or more), P-256 or P-384 key: a certificate
+    for any other key (Ed25519, Ed448, DSA, another curve) cannot have, and
+    its key has no JWK to compare (``public_jwk`` raises for it).
+    """
     key = certificate.public_key()
-    by_certificate_key = (isinstance(key, (rsa.RSAPublicKey, ec.EllipticCurvePublicKey))
-                          and thumbprint(public_jwk(key)) == signer.thumbprint)
-    return Revoke(signer, der, format(certificate.serial_number, "x"), reason, by_certificate_key)
+    if not isinstance(key, (rsa.RSAPublicKey, ec.EllipticCurvePublicKey)):
+        return False
+    try:
+        algorithm_for_public_key(key)
+    except UnsupportedKey:
+        return False
+    return thumbprint(public_jwk(key)) == signer.thumbprint
 
 
 # -- key change -------------------------------------------------------------------
