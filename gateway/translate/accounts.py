@@ -6,7 +6,10 @@ the old v1 CA, so its first request may be ``new-authz`` or ``new-cert``.
 `bind` therefore finds (or, when the CA has never seen the key, creates)
 the upstream account on the first request signed by any key the gateway
 holds, and records it, so later requests cost no upstream lookup.  Every
-flow that acts for an account binds its signer itself, once.
+flow that acts for an account binds its signer itself, once; a flow that
+acts on something the account must already have binds with
+`bind_existing`, which makes no account for a managed-mode key never seen
+(only ``new-reg``, ``new-authz`` and ``new-cert`` do).
 
 The key that signs upstream is the client's own (from the key store), or in
 managed mode a gateway key bound to the client key
@@ -96,6 +99,31 @@ async def bind(context: Context, signer: Signer) -> BoundAccount:
                         managed=context.keys.is_managed(signer.thumbprint))
 
 
+#: Boulder's answer to a key with no registration.
+NO_REGISTRATION = "No registration exists matching provided key"
+
+
+async def bind_existing(context: Context, signer: Signer) -> BoundAccount:
+    """
+    `bind` for a request that acts on what an account already has — a
+    challenge, an authorization, its registration, a certificate, a key
+    change.  In managed mode a key the gateway has never seen owns none of
+    these, so it is refused as Boulder refused an unregistered key, before
+    a managed key file, an upstream account or a row is made: Let's Encrypt
+    allows 10 new accounts per IP address per 3 hours, and fresh keys
+    POSTing to nothing would otherwise spend them (issue 18 item 6).  A key
+    in the key store is bound as `bind` binds it (a migrating client's
+    account exists at the CA already).
+
+    :raises Unauthorized: as `bind`, and for a managed-mode key with no
+        stored account.
+    """
+    if (context.keys.is_managed(signer.thumbprint)
+            and await context.store.account_by_thumbprint(signer.thumbprint) is None):
+        raise Unauthorized(NO_REGISTRATION)
+    return await bind(context, signer)
+
+
 async def _adopt(context: Context, key: AccountKey, signer: Signer) -> Account:
     """
     First sight of a key the gateway holds: record the v1 registration the
@@ -129,7 +157,7 @@ async def _account(context: Context, account_id: int) -> Account:
     """
     account = await context.store.account_by_id(account_id)
     if account is None:
-        raise Unauthorized("No registration exists matching provided key")
+        raise Unauthorized(NO_REGISTRATION)
     return account
 
 

@@ -43,7 +43,7 @@ from gateway.store import (
     OrderAttempt,
     Update,
 )
-from gateway.translate.accounts import BoundAccount, bind, upstream_for
+from gateway.translate.accounts import BoundAccount, bind, bind_existing, upstream_for
 from gateway.translate.context import Context, lapses_within, written_as
 from gateway.translate.errors import (
     InternalFailure,
@@ -509,7 +509,7 @@ async def answer_challenge(context: Context,
 
     :return: ``(view, challenge)``.
     """
-    bound = await bind(context, request.signer)
+    bound = await bind_existing(context, request.signer)
     record = await _owned(context, bound, request.authorization_id)
     challenges = await context.store.challenges_for_authorization(record.id)
     challenge = next((c for c in challenges if c.id == request.challenge_id), None)
@@ -605,7 +605,7 @@ async def deactivate_authorization(context: Context, request: DeactivateAuthz) -
     checked first, as Boulder did: another account learns nothing from the
     payload's fate.
     """
-    bound = await bind(context, request.signer)
+    bound = await bind_existing(context, request.signer)
     record = await _owned(context, bound, request.authorization_id, _NOT_YOUR_AUTHORIZATION)
     if not request.deactivate:
         raise Malformed("Invalid status value")

@@ -16,7 +16,7 @@ import attrs
 
 from gateway.status import Status
 from gateway.store import Account, DuplicateAccount
-from gateway.translate.accounts import bind
+from gateway.translate.accounts import bind_existing
 from gateway.translate.context import Context
 from gateway.translate.errors import Unauthorized, flow
 from gateway.translate.requests import NewReg, RegUpdate
@@ -115,7 +115,7 @@ async def update_registration(context: Context, request: RegUpdate) -> Updated:
     if not names_signer(None if known is None else known.id, signer.thumbprint,
                         request.registration_id):
         raise Unauthorized("Request signing key did not match registration key")
-    bound = await bind(context, signer)
+    bound = await bind_existing(context, signer)
     if not names_signer(bound.record.id, bound.thumbprint, request.registration_id):
         raise Unauthorized("Request signing key did not match registration key")
     account = bound.record

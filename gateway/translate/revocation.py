@@ -27,7 +27,7 @@ from twisted.logger import Logger
 from gateway.keys.jose import AccountKey
 from gateway.status import Status
 from gateway.store import Account, Insert, Update
-from gateway.translate.accounts import bind, upstream_for
+from gateway.translate.accounts import bind_existing, upstream_for
 from gateway.translate.context import Context, written_as
 from gateway.translate.errors import Conflict, Malformed, NotFound, Unauthorized, flow
 from gateway.translate.requests import KeyChange, Revoke
@@ -76,7 +76,7 @@ async def revoke_certificate(context: Context, request: Revoke) -> None:
             account = (await _account_at(context, client, issuer) if elsewhere
                        else await upstream_for(context, issuer))
     else:
-        bound = await bind(context, request.signer)
+        bound = await bind_existing(context, request.signer)
         if stored is not None and stored.account_id != bound.record.id:
             raise Unauthorized(_NOT_ALLOWED)
         account = (await _account_at(context, client, bound.record) if elsewhere
@@ -116,7 +116,7 @@ async def change_key(context: Context, request: KeyChange) -> Account:
 
     :return: the updated account record.
     """
-    bound = await bind(context, request.signer)
+    bound = await bind_existing(context, request.signer)
     if request.account != request.registration_url(bound.record.id):
         raise Malformed("Incorrect account URL provided in payload")
     new_thumbprint = request.new_thumbprint
