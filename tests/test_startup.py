@@ -466,6 +466,7 @@ def test_no_key_is_fine_in_managed_mode(tmp_path):
             [*gateway_command(), "serve", "--upstream", f"http://127.0.0.1:{free_port()}/dir",
              "--keys", str(keys), "--state", str(tmp_path / "state.sqlite3"),
              "--listen", f"tcp:{free_port()}:interface=127.0.0.1", "--unknown-keys", "managed",
+             "--allow-names", "*.example.test",
              "--http01-listen", f"tcp:{free_port()}:interface=127.0.0.1"],
             env=_child_env(), stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
     try:

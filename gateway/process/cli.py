@@ -181,6 +181,13 @@ def build_parser() -> argparse.ArgumentParser:
     economy.add_argument("--bad-nonce-retries", action=_EnvDefault, default="5", metavar="N",
                          help="re-sign an upstream request at most N times after badNonce "
                               "(default: %(default)s)")
+    revalidation.add_argument("--allow-names", action=_EnvDefault, nargs="+", metavar="PATTERN",
+                              help="the only names any account may get through the gateway: "
+                                   "exact names and *.suffix patterns (*.example.com: every name "
+                                   "below example.com); others are refused with unauthorized "
+                                   "before any order. Required with --unknown-keys managed; in "
+                                   "the environment or config file, separated by spaces or "
+                                   "commas (default: any name)")
     revalidation.add_argument("--managed-keys", action=_EnvDefault, metavar="DIR",
                               help="where managed-mode upstream keys are kept "
                                    "(default: beside --state, <state>.managed-keys)")
@@ -474,6 +481,13 @@ def serve_config(parser, args):
         _fail(parser, "--unknown-keys",
               "managed mode validates every name itself: add --http01-listen, --dns01-hook "
               "or --dns01-rfc2136")
+    allow_names = _allow_names(parser, args)
+    if args.unknown_keys == "managed" and not allow_names:
+        _fail(parser, "--unknown-keys",
+              "managed mode needs --allow-names PATTERN…: it serves any key that signs its "
+              "request and validates every name itself, so without a names policy any client "
+              "could get certificates for any name routed to the gateway, names other accounts "
+              "hold included (give the exact names and *.suffix patterns it may issue for)")
     economy = _economy_config(parser, args)
     operations = _operations_config(parser, args)
     state_dir = os.path.dirname(os.path.abspath(args.state))
@@ -505,7 +519,29 @@ def serve_config(parser, args):
         challenge_preference=preference,
         unknown_keys=args.unknown_keys,
         managed_keys=args.managed_keys,
+        allow_names=allow_names,
     )
+
+
+def _allow_names(parser, args) -> tuple:
+    """
+    ``--allow-names``, checked and normalized: a list from the command line
+    (or a config file's list), a string of patterns separated by spaces or
+    commas from the environment or a config file.
+    """
+    from gateway.translate.policy import AllowedNames
+
+    given = args.allow_names
+    if not given:
+        return ()
+    if isinstance(given, str):
+        given = [given]
+    patterns = [p for item in given for p in str(item).replace(",", " ").split()]
+    try:
+        allowed = AllowedNames.parse(patterns)
+    except ValueError as error:
+        _fail(parser, "--allow-names", str(error))
+    return allowed.patterns
 
 
 def run_serve(parser, args) -> int:

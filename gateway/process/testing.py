@@ -920,6 +920,7 @@ def build_test_gateway(
         upstream=ca.directory_url, keys=key_store.directory or "", base_url=base_url,
         agree_to_terms=policy.agree_to_terms, request_timeout=request_timeout, budget=budget,
         unknown_keys=unknown_keys, managed_keys=managed_keys,
+        allow_names=policy.allowed_names.patterns if policy.allowed_names else (),
     )
     gateway = build_gateway(
         config, clock=clock, keys=key_store, store=store,

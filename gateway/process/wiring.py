@@ -31,6 +31,7 @@ from gateway.translate.accounts import AccountRecovery
 from gateway.translate.budget import Budget, BudgetLimits
 from gateway.translate.context import Context, Policy
 from gateway.translate.memory import OtherCAs, Revalidations
+from gateway.translate.policy import AllowedNames
 from gateway.translate.revalidation import Validators
 from gateway.translate.signing import SigningKeys
 from gateway.upstream.client import UpstreamClient, https_client
@@ -89,6 +90,8 @@ class ServeConfig:
     challenge_preference: Tuple[str, ...] = ("http-01", "dns-01")
     unknown_keys: str = "reject"
     managed_keys: Optional[str] = None
+    #: ``--allow-names``: the only names any account may get (none: any).
+    allow_names: Tuple[str, ...] = ()
     budget: BudgetLimits = BudgetLimits()
     shutdown_grace: float = 10.0
     bad_nonce_retries: int = 5
@@ -218,7 +221,9 @@ def build_gateway(
         keys=SigningKeys(keys, managed),
         clock=clock,
         budget=budget,
-        policy=Policy(agree_to_terms=config.agree_to_terms),
+        policy=Policy(agree_to_terms=config.agree_to_terms,
+                      allowed_names=(AllowedNames.parse(config.allow_names)
+                                     if config.allow_names else None)),
         validators=validators,
         revalidations=Revalidations(metrics),
         other_cas=OtherCAs(upstream, upstream_client),

@@ -307,6 +307,7 @@ async def new_authorization(context: Context, request: NewAuthz) -> Authorizatio
     ``new-authz``: the account's authorization for the name that a
     ``new-cert`` can still use, else a new single-name order upstream.
     """
+    context.policy.check_names([request.name])
     bound = await bind(context, request.signer)
     name = request.name
     lock = context.locks.lock_for(f"authz:{bound.record.id}:{name.spelled}")

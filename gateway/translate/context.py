@@ -13,7 +13,7 @@ request.
 
 from __future__ import annotations
 
-from typing import Optional, Type, TypeVar, Union
+from typing import Iterable, Optional, Type, TypeVar, Union
 
 import attrs
 from twisted.internet.interfaces import IReactorTime
@@ -28,6 +28,7 @@ from gateway.translate.memory import (
     RecentReads,
     Revalidations,
 )
+from gateway.translate.policy import AllowedNames, DNSName
 from gateway.translate.revalidation import Validators
 from gateway.translate.signing import SigningKeys
 from gateway.upstream.client import UpstreamClient
@@ -38,12 +39,25 @@ class Policy:
     """
     Operator choices that change how flows are translated.
 
+    :ivar allowed_names: the names any account may get through the gateway
+        (``--allow-names``), or ``None`` for any.
     :ivar agree_to_terms: agree to the CA's terms of service upstream on a
         client's behalf when it sent no agreement (dehydrated 0.7 sends
         ``""`` and never updates it; migrating clients agreed long ago).
     """
 
     agree_to_terms: bool = True
+    allowed_names: Optional[AllowedNames] = None
+
+    def check_names(self, names: Iterable[DNSName]) -> None:
+        """
+        Refuse names outside ``--allow-names``, before the signer is bound
+        (so no account is made for them) and before any order.
+
+        :raises Unauthorized:
+        """
+        if self.allowed_names is not None:
+            self.allowed_names.check(names)
 
 
 @attrs.frozen

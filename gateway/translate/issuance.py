@@ -117,6 +117,7 @@ async def new_certificate(context: Context, request: NewCert) -> Certificate:
     order budget on a request that cannot succeed.
     """
     csr = request.csr
+    context.policy.check_names(csr.names)
     bound = await bind(context, request.signer)
     # The client's key was compared with the CSR's already; in managed mode
     # the key that signs upstream is another, and must differ too.

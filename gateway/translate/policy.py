@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from typing import Iterable, Sequence, Tuple
+from typing import FrozenSet, Iterable, Sequence, Tuple
 
 import attrs
 import idna
 
-from gateway.translate.errors import IdentifierRejected
+from gateway.translate.errors import IdentifierRejected, Unauthorized
 
 _LABEL = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 MAX_NAME_LENGTH = 253
@@ -168,3 +168,66 @@ def spellings(names: Sequence[DNSName]) -> Tuple[str, ...]:
     The sorted spellings of ``names``: the key of an order's identifier set.
     """
     return tuple(sorted(n.spelled for n in names))
+
+
+@attrs.frozen
+class AllowedNames:
+    """
+    The names any account may get through the gateway (``--allow-names``),
+    as exact names and ``*.suffix`` patterns.
+
+    The gateway validates names itself whenever it has a means
+    (``--http01-listen``, a dns-01 means) and always in managed mode, so
+    without a bound any key — in managed mode any key at all — could get
+    certificates for any name routed to it, names of other accounts
+    included.  ``*.example.com`` allows every name below ``example.com``
+    (at any depth, and wildcards there), not ``example.com`` itself;
+    ``example.com`` allows that name only.
+
+    :ivar patterns: the patterns as the operator gave them (normalized).
+    """
+
+    patterns: Tuple[str, ...]
+    _exact: FrozenSet[str] = attrs.field(init=False, repr=False)
+    _suffixes: Tuple[str, ...] = attrs.field(init=False, repr=False)
+
+    def __attrs_post_init__(self) -> None:
+        object.__setattr__(self, "_exact",
+                           frozenset(p for p in self.patterns if not p.startswith("*.")))
+        object.__setattr__(self, "_suffixes",
+                           tuple(p[1:] for p in self.patterns if p.startswith("*.")))
+
+    @classmethod
+    def parse(cls, patterns: Iterable[str]) -> "AllowedNames":
+        """
+        :raises ValueError: naming the first pattern that is neither a DNS
+            name nor ``*.`` and one.
+        """
+        checked = []
+        for pattern in patterns:
+            try:
+                name = parse_dns_name(pattern, allow_wildcard=True)
+            except IdentifierRejected as error:
+                raise ValueError(f"{pattern!r} is not a DNS name or *.suffix pattern "
+                                 f"({error.detail})") from None
+            checked.append(name.spelled)
+        if not checked:
+            raise ValueError("no pattern given")
+        return cls(tuple(dict.fromkeys(checked)))
+
+    def allows(self, name: DNSName) -> bool:
+        if not name.wildcard and name.value in self._exact:
+            return True
+        return any(name.value.endswith(suffix) or (name.wildcard and "." + name.value == suffix)
+                   for suffix in self._suffixes)
+
+    def check(self, names: Iterable[DNSName]) -> None:
+        """
+        :raises Unauthorized: naming the names refused, before any order.
+        """
+        refused = [name.spelled for name in names if not self.allows(name)]
+        if refused:
+            raise Unauthorized(
+                f"Policy forbids issuing for name{'s' if len(refused) > 1 else ''} "
+                f"{', '.join(refused)}: this gateway issues only for names matching "
+                f"--allow-names ({' '.join(self.patterns)})")

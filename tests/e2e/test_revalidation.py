@@ -251,7 +251,8 @@ def test_managed_mode_fresh_certbot_account(tmp_path, pebble_factory, gateways):
     """
     pebble = pebble_factory(env=NO_REUSE, http_port=free_port())
     keys_dir = str(tmp_path / "keys")
-    gateway = gateways(pebble, keys_dir, extra_args=http01_flag(pebble) + ["--unknown-keys", "managed"])
+    gateway = gateways(pebble, keys_dir, extra_args=http01_flag(pebble) + ["--unknown-keys", "managed",
+                                                     "--allow-names", "*.example.test"])
     certbot = Certbot(str(tmp_path / "certbot"), gateway.directory_url)
     certbot.register("managed@example.test")
     names = ["managed-a.example.test", "managed-b.example.test"]
