@@ -30,6 +30,7 @@ import attrs
 from twisted.internet import defer
 from twisted.internet.interfaces import IListeningPort, IReactorTime
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.web import pages, resource, server
 
 from gateway.keys.keystore import KeyStore
@@ -68,22 +69,31 @@ async def _within(clock: Any, seconds: float, start: Callable[[], defer.Deferred
     """
     Await ``start()``, abandoning it (cancelled) after ``seconds``.
 
+    The deadline holds whatever the work does with its cancellation: the
+    answer is given at the deadline, not when the cancelled work finally
+    ends (an upstream read once took its cancellation for an outage and
+    retried it for a minute).
+
     :raises CheckTimedOut: when it did not finish in time.
     """
     waiting = start()
-    timed_out: List[bool] = []
+    outcome: defer.Deferred = defer.Deferred()
 
     def give_up() -> None:
-        timed_out.append(True)
+        if not outcome.called:
+            outcome.errback(CheckTimedOut(f"no answer within {seconds:g}s"))
         waiting.cancel()
 
+    def settle(result: Any) -> None:
+        if not outcome.called:
+            outcome.callback(result)
+        elif isinstance(result, Failure):
+            log.debug("abandoned check ended: {failure}", failure=result.getErrorMessage())
+
     timer = clock.callLater(seconds, give_up)
+    waiting.addBoth(settle)
     try:
-        return await waiting
-    except Exception:
-        if timed_out:
-            raise CheckTimedOut(f"no answer within {seconds:g}s") from None
-        raise
+        return await outcome
     finally:
         if timer.active():
             timer.cancel()

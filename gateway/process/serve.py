@@ -270,6 +270,19 @@ async def start(reactor: Any, config: ServeConfig, keys: Optional[KeyStore] = No
         raise StartError("--state", config.state, _state_problem(config.state, error)) from error
     service = GatewayService()
     AtStop("store", store.close).setServiceParent(service)
+
+    async def stop_starting() -> None:
+        if service.running:
+            await service.stopService()
+        else:
+            await store.close()
+
+    # Told to stop while starting (SIGTERM with recovery or the directory
+    # fetch pending): stop what was opened, or the store's thread would keep
+    # the process alive after the reactor stopped.  Once started, the caller's
+    # `stop_at_shutdown` takes over.
+    stopping_early = reactor.addSystemEventTrigger(
+        "before", "shutdown", lambda: defer.Deferred.fromCoroutine(stop_starting()))
     try:
         try:
             gateway = build_gateway(config, clock=reactor, keys=keys, store=store,
@@ -281,11 +294,10 @@ async def start(reactor: Any, config: ServeConfig, keys: Optional[KeyStore] = No
         await _recover_before_serving(reactor, gateway.context)
         running = await _serve(reactor, gateway, service, on_fatal)
     except BaseException:
-        if service.running:
-            await service.stopService()
-        else:
-            await store.close()
+        reactor.removeSystemEventTrigger(stopping_early)
+        await stop_starting()
         raise
+    reactor.removeSystemEventTrigger(stopping_early)
     return running
 
 

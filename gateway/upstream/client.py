@@ -283,6 +283,10 @@ class UpstreamClient:
                 )
             if isinstance(failure, UpstreamError):
                 raise
+            if _cancelled(failure):
+                # The caller gave up (a readiness deadline, shutdown): not
+                # an outage to retry.
+                raise defer.CancelledError(f"{method} {url} cancelled") from None
             raise UpstreamUnavailable(f"cannot reach {url}: {_describe(failure)}", url=url)
         finally:
             if timer.active():
@@ -720,6 +724,18 @@ def _json_object_or_empty(response: UpstreamResponse) -> Dict[str, Any]:
     except ValueError:
         return {}
     return body if isinstance(body, dict) else {}
+
+
+def _cancelled(failure: BaseException) -> bool:
+    """
+    Whether an exchange failed because it was cancelled (alone, or as the
+    reason of Twisted's ``ResponseNeverReceived`` and its kind).
+    """
+    if isinstance(failure, defer.CancelledError):
+        return True
+    reasons = getattr(failure, "reasons", None) or ()
+    return bool(reasons) and all(
+        isinstance(getattr(r, "value", r), defer.CancelledError) for r in reasons)
 
 
 def _describe(failure: BaseException) -> str:
