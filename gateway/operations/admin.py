@@ -17,12 +17,17 @@ exposed where legacy clients reach the v1 face.
 - ``/status``: the migration report as a page (`gateway.operations.statuspage`), and
   ``/status.json`` as data.
 
+With ``--admin-token-file`` every page but ``/healthz`` asks for that
+token as ``Authorization: Bearer …`` (401 otherwise): the pages show names,
+client addresses and thumbprints.
+
 Every page is computed from ``async def`` code; the store is only read
 through its own thread.
 """
 
 from __future__ import annotations
 
+import hmac
 import json
 from typing import Any, Awaitable, Callable, Coroutine, List, Optional, Protocol, Tuple
 
@@ -310,6 +315,32 @@ class Admin:
     budget: Optional[AccountBudgets] = None
     #: The batching `gateway.operations.report.ClientRecorder`, flushed before a report.
     recorder: Optional[ClientRecorder] = None
+    #: The bearer token every page but ``/healthz`` asks for
+    #: (``--admin-token-file``), or `None` for none.
+    token: Optional[str] = attrs.field(default=None, repr=False)
+
+    def _guarded(self, answer: Callable[[server.Request], Awaitable[Response]]
+                 ) -> Callable[[server.Request], Awaitable[Response]]:
+        """
+        ``answer``, behind the bearer token when there is one: the pages show
+        names, client addresses and thumbprints.  A request without the
+        right ``Authorization: Bearer …`` gets 401 and nothing else.
+        """
+        token = self.token
+        if token is None:
+            return answer
+        expected = ("Bearer " + token).encode("utf-8")
+
+        async def guarded(request: server.Request) -> Response:
+            given = request.getHeader(b"authorization") or b""
+            if not hmac.compare_digest(given, expected):
+                return Response(401, b"this page needs the admin token "
+                                     b"(Authorization: Bearer, --admin-token-file)\n",
+                                "text/plain; charset=utf-8",
+                                (("WWW-Authenticate", 'Bearer realm="acme-gateway admin"'),))
+            return await answer(request)
+
+        return guarded
 
     async def healthz(self, request) -> Response:
         return _text(200, "ok\n")
@@ -391,7 +422,8 @@ class Admin:
             (b"status", self.status_page),
             (b"status.json", self.status_json),
         ):
-            root.putChild(path, Page(answer))
+            # Liveness stays open: an orchestrator's probe carries no token.
+            root.putChild(path, Page(answer if path == b"healthz" else self._guarded(answer)))
         return root
 
     def site(self, limits: ListenerLimits = ListenerLimits(), **kwargs: Any) -> ListenerSite:

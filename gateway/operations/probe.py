@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 import urllib.error
 import urllib.request
-from typing import Tuple
+from typing import Optional, Tuple
 
 _WILDCARD_HOSTS = ("", "0.0.0.0", "::", "[::]")
 
@@ -50,13 +50,17 @@ def url_for_endpoint(endpoint: str, path: str = "/healthz") -> str:
     return f"http://{host}:{port}{path}"
 
 
-def probe(url: str, timeout: float = 5.0) -> Tuple[bool, str]:
+def probe(url: str, timeout: float = 5.0, token: Optional[str] = None) -> Tuple[bool, str]:
     """
-    GET ``url`` without any proxy: whether it answered 200, and what it said.
+    GET ``url`` without any proxy (with the admin bearer ``token``, if
+    any): whether it answered 200, and what it said.
     """
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    request = urllib.request.Request(url)
+    if token is not None:
+        request.add_header("Authorization", f"Bearer {token}")
     try:
-        with opener.open(url, timeout=timeout) as response:
+        with opener.open(request, timeout=timeout) as response:
             return response.status == 200, response.read(4096).decode("utf-8", "replace")
     except urllib.error.HTTPError as error:
         return False, error.read(4096).decode("utf-8", "replace") or f"HTTP {error.code}"

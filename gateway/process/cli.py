@@ -233,6 +233,39 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_admin_token_file(group) -> None:
+    group.add_argument("--admin-token-file", action=_EnvDefault, metavar="FILE",
+                       help="a file holding a secret token: every admin page but /healthz then "
+                            "asks for it as 'Authorization: Bearer TOKEN' (401 otherwise); "
+                            "healthcheck sends it (default: no token; keep the admin listener "
+                            "on loopback)")
+
+
+def _admin_token(parser, args) -> Optional[str]:
+    """
+    The token of ``--admin-token-file``: the file's text, stripped.
+
+    :raises SystemExit: naming the flag, for a file that cannot be read or
+        holds no token.
+    """
+    path = getattr(args, "admin_token_file", None)
+    if not path:
+        return None
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(4096)
+    except OSError as error:
+        _fail(parser, "--admin-token-file", f"cannot read {path}: {error.strerror or error}")
+    try:
+        token = raw.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        token = ""
+    if not token or any(c.isspace() or not c.isprintable() for c in token):
+        _fail(parser, "--admin-token-file",
+              f"{path} holds no token (one line of printable characters without spaces)")
+    return token
+
+
 def _add_operations_flags(serve) -> None:
     """
     The flags of running unattended: configuration file, admin listener,
@@ -248,6 +281,7 @@ def _add_operations_flags(serve) -> None:
                        help="Twisted server endpoint of the admin listener: /healthz, /readyz "
                             "(can serve; /readyz?upstream=1 also asks the CA), /metrics, /status "
                             "(e.g. tcp:9180:interface=127.0.0.1; default: no admin listener)")
+    _add_admin_token_file(group)
     group.add_argument("--log-format", action=_EnvDefault, default="text", metavar="FORMAT",
                        help="text, or json for one JSON object per line (default: %(default)s)")
     group.add_argument("--log-level", action=_EnvDefault, default="info", metavar="LEVEL",
@@ -311,13 +345,14 @@ def _add_healthcheck_command(commands) -> None:
     health.add_argument("--admin-listen", action=_EnvDefault, metavar="ENDPOINT",
                         help="the gateway's admin endpoint, which the URL is derived from")
     health.add_argument("--url", metavar="URL", help="ask this URL instead")
+    _add_admin_token_file(health)
     health.add_argument("--ready", action="store_true",
                         help="check /readyz (the gateway can serve: listening, state writable, "
                              "keys loaded; never the CA) instead of /healthz")
     health.add_argument("--timeout", default="5", metavar="SECONDS",
                         help="seconds to wait for an answer (default: %(default)s)")
     health.add_argument("--config", action=_EnvDefault, metavar="FILE",
-                        help="the gateway's TOML config file (for admin-listen)")
+                        help="the gateway's TOML config file (for admin-listen and admin-token-file)")
 
 
 def _fail(parser: argparse.ArgumentParser, flag: str, message: str):
@@ -365,6 +400,7 @@ def _operations_config(parser, args) -> dict:
         _fail(parser, "--ready-max-age", f"expected a number of seconds, got {args.ready_max_age!r}")
     return {
         "admin_listen": args.admin_listen,
+        "admin_token": _admin_token(parser, args),
         "migrated_after": migrated_after,
         "ready_max_age": ready_max_age,
     }
@@ -734,7 +770,7 @@ def run_healthcheck(parser, args) -> int:
         timeout = float(args.timeout)
     except ValueError:
         _fail(parser, "--timeout", f"expected a number of seconds, got {args.timeout!r}")
-    ok, text = probe(url, timeout)
+    ok, text = probe(url, timeout, token=_admin_token(parser, args))
     print(text.rstrip("\n"), file=sys.stdout if ok else sys.stderr)
     return 0 if ok else 1
 

@@ -344,6 +344,11 @@ async def _serve(reactor: Any, gateway: Gateway, service: GatewayService,
     admin_port = await admin.port if admin is not None else None
     if admin_port is not None:
         log.info("acme-gateway admin listener on {address}", address=admin_port.getHost())
+        if config.admin_token is None and not _on_loopback(admin_port):
+            log.warn("the admin listener ({endpoint}) is reachable beyond loopback and asks for "
+                     "no token: anyone who reaches it reads client names, addresses and "
+                     "thumbprints. Give it --admin-token-file, or an interface=127.0.0.1",
+                     endpoint=config.admin_listen)
     try:
         await gateway.upstream.directory()
         gateway.readiness.upstream_answered()
@@ -359,6 +364,18 @@ async def _serve(reactor: Any, gateway: Gateway, service: GatewayService,
     return RunningGateway(gateway=gateway, service=service, port=port, admin_port=admin_port,
                           http01_port=await http01.port if http01 is not None else None,
                           upstream_watch=watch[0] if watch else None)
+
+
+def _on_loopback(port: IListeningPort) -> bool:
+    """
+    Whether a listening port is bound to a loopback address only.
+    """
+    import ipaddress
+
+    try:
+        return ipaddress.ip_address(getattr(port.getHost(), "host", "")).is_loopback
+    except ValueError:
+        return False
 
 
 async def _quiesce(gateway: Gateway) -> None:

@@ -77,6 +77,8 @@ class ServeConfig:
     #: Load key files their group or others may read (``--allow-shared-key-files``).
     allow_shared_key_files: bool = False
     admin_listen: Optional[str] = None
+    #: The admin pages' bearer token (read from ``--admin-token-file``).
+    admin_token: Optional[str] = attrs.field(default=None, repr=False)
     migrated_after: float = DEFAULT_MIGRATED_AFTER
     ready_max_age: float = DEFAULT_READY_MAX_AGE
     http01_listen: Optional[str] = None
@@ -238,7 +240,7 @@ def build_gateway(
     readiness = Readiness(upstream, store, clock, metrics=metrics, max_age=config.ready_max_age,
                           keys=keys, managed=managed is not None)
     admin = Admin(store, clock, metrics, readiness, migrated_after=config.migrated_after,
-                  budget=budget, recorder=recorder)
+                  budget=budget, recorder=recorder, token=config.admin_token)
     return Gateway(
         config=config, clock=clock, store=store, keys=keys, upstream=upstream, context=context,
         metrics=metrics, recorder=recorder, nonces=nonces, face=face, site=site,
