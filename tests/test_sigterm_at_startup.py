@@ -67,3 +67,39 @@ def test_sigterm_while_the_directory_fetch_is_pending(tmp_path):
             process.kill()
             process.wait(10)
         silent_ca.close()
+
+
+def test_sigterm_as_start_up_begins(tmp_path):
+    """
+    SIGTERM as soon as the key store is reported (the state opening, or
+    the reactor not yet running): whenever it lands, the process exits —
+    0 once the reactor handles it, or by the signal before that.
+    """
+    keys = tmp_path / "keys"
+    write_pem_key(str(keys / "account.pem"), ec.generate_private_key(ec.SECP256R1()))
+    for attempt in range(3):
+        log = tmp_path / f"gateway-{attempt}.log"
+        with open(log, "wb") as out:
+            process = subprocess.Popen(
+                [*gateway_command(), "serve",
+                 "--upstream", f"http://127.0.0.1:{free_port()}/dir",
+                 "--keys", str(keys), "--state", str(tmp_path / f"state-{attempt}.sqlite3"),
+                 "--listen", f"tcp:{free_port()}:interface=127.0.0.1"],
+                env=_child_env(), stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
+        try:
+            for _ in range(1200):
+                if "account key(s) loaded" in log.read_text() or process.poll() is not None:
+                    break
+                time.sleep(0.005)
+            time.sleep(0.02 * attempt)
+            process.send_signal(signal.SIGTERM)
+            try:
+                code = process.wait(60)
+            except subprocess.TimeoutExpired:
+                raise AssertionError("SIGTERM at start-up left a process that does not exit:\n"
+                                     + log.read_text())
+            assert code in (0, -signal.SIGTERM), (code, log.read_text())
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait(10)

@@ -91,7 +91,10 @@ async def _within(clock: Any, seconds: float, start: Callable[[], defer.Deferred
 
     def settle(result: Any) -> None:
         if not outcome.called:
-            outcome.callback(result)
+            if isinstance(result, Failure):
+                outcome.errback(result)
+            else:
+                outcome.callback(result)
         elif isinstance(result, Failure):
             log.debug("abandoned check ended: {failure}", failure=result.getErrorMessage())
 

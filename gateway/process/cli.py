@@ -615,6 +615,8 @@ def run_serve(parser, args) -> int:
 
         try:
             running = await serve.start(reactor, config, keys, on_fatal=fatal)
+        except serve.StartCancelled:
+            return  # SIGTERM while starting: the reactor is stopping already
         except Exception as error:
             text = _start_error_text(error) if isinstance(error, serve.StartError) else str(error)
             print(f"acme-gateway: cannot start: {text}", file=sys.stderr, flush=True)

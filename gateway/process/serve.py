@@ -39,7 +39,7 @@ from zope.interface import implementer
 
 from gateway.keys.keystore import KeyStore
 from gateway.process.wiring import Gateway, ServeConfig, build_gateway, https_clients, in_threads
-from gateway.store import open_store
+from gateway.store import IStore, open_store
 from gateway.translate.context import Context
 from gateway.translate.recovery import recover
 from gateway.translate.sweeps import sweep
@@ -51,6 +51,13 @@ log = Logger()
 #: How long start-up waits for recovery before serving anyway (recovery
 #: then continues with the sweeps).
 RECOVERY_AT_START_SECONDS = 15.0
+
+
+class StartCancelled(Exception):
+    """
+    The process was told to stop (SIGTERM) before start-up finished; what
+    start-up opened is being closed.
+    """
 
 
 class StartError(Exception):
@@ -260,30 +267,52 @@ async def start(reactor: Any, config: ServeConfig, keys: Optional[KeyStore] = No
     if keys is None:
         keys = KeyStore.load(config.keys, allow_shared=config.allow_shared_key_files)
         report_key_store(keys)
-    try:
-        # The gateway closes the store itself, after requests in flight finish.
-        # Bound to --upstream: nothing of a CA the state was used with before
-        # (account URLs, orders, authorizations) is used with this one.
-        store = await open_store(config.state, reactor=reactor, close_on_shutdown=False,
-                                 upstream=config.upstream)
-    except Exception as error:
-        raise StartError("--state", config.state, _state_problem(config.state, error)) from error
     service = GatewayService()
-    AtStop("store", store.close).setServiceParent(service)
+    opened: "List[IStore]" = []
+    settled: List[bool] = []
+    waiters: "List[defer.Deferred[None]]" = []
+    told_to_stop: List[bool] = []
+
+    def note(result: Any) -> Any:
+        if not isinstance(result, Failure):
+            opened.append(result)
+        settled.append(True)
+        for waiter in waiters:
+            waiter.callback(None)
+        return result
 
     async def stop_starting() -> None:
+        told_to_stop.append(True)
+        if not settled:
+            waiter: "defer.Deferred[None]" = defer.Deferred()
+            waiters.append(waiter)
+            await waiter
         if service.running:
             await service.stopService()
-        else:
-            await store.close()
+        elif opened:
+            await opened[0].close()
 
-    # Told to stop while starting (SIGTERM with recovery or the directory
-    # fetch pending): stop what was opened, or the store's thread would keep
-    # the process alive after the reactor stopped.  Once started, the caller's
-    # `stop_at_shutdown` takes over.
+    # Told to stop while starting (SIGTERM with the store opening, recovery or
+    # the directory fetch pending): stop what was opened, or the store's
+    # thread would keep the process alive after the reactor stopped.  Once
+    # started, the caller's `stop_at_shutdown` takes over.
     stopping_early = reactor.addSystemEventTrigger(
         "before", "shutdown", lambda: defer.Deferred.fromCoroutine(stop_starting()))
     try:
+        try:
+            # The gateway closes the store itself, after requests in flight
+            # finish.  Bound to --upstream: nothing of a CA the state was used
+            # with before (account URLs, orders, authorizations) is used with
+            # this one.
+            store = await defer.ensureDeferred(open_store(
+                config.state, reactor=reactor, close_on_shutdown=False,
+                upstream=config.upstream)).addBoth(note)
+        except Exception as error:
+            raise StartError("--state", config.state,
+                             _state_problem(config.state, error)) from error
+        if told_to_stop:
+            raise StartCancelled("told to stop while opening the state")
+        AtStop("store", store.close).setServiceParent(service)
         try:
             gateway = build_gateway(config, clock=reactor, keys=keys, store=store,
                                     http_for=https_clients(reactor, config.upstream_ca_bundle),
@@ -292,10 +321,13 @@ async def start(reactor: Any, config: ServeConfig, keys: Optional[KeyStore] = No
             raise StartError("--managed-keys", config.managed_keys_directory,
                              f"cannot use the managed-key directory: {error}") from error
         await _recover_before_serving(reactor, gateway.context)
+        if told_to_stop:
+            raise StartCancelled("told to stop while recovering")
         running = await _serve(reactor, gateway, service, on_fatal)
     except BaseException:
-        reactor.removeSystemEventTrigger(stopping_early)
-        await stop_starting()
+        if not told_to_stop:
+            reactor.removeSystemEventTrigger(stopping_early)
+            await stop_starting()
         raise
     reactor.removeSystemEventTrigger(stopping_early)
     return running
