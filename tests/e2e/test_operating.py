@@ -84,7 +84,7 @@ def fetch(url: str, accept: str = "") -> tuple:
 def certbot_rows(report: dict) -> list:
     """
     certbot's rows of a JSON report (the harness's own directory polls are
-    a client too, with urllib's User-Agent).
+    unsigned, so they make none).
     """
     return [c for c in report["clients"] if c["user_agent"].startswith(CERTBOT_UA)]
 
@@ -104,8 +104,9 @@ def test_metrics_show_the_request_and_the_certificate(issued):
     assert samples[("acme_gateway_orders_created_total", ())] == 1
     assert samples[("acme_gateway_upstream_requests_total", (("kind", "finalize"), ("status", "200")))] == 1
     assert samples[("acme_gateway_upstream_request_duration_seconds_count", (("kind", "finalize"),))] == 1
-    # certbot, and the harness that polled the directory until it answered
-    assert samples[("acme_gateway_legacy_clients", (("state", "active"),))] == 2
+    # certbot only: the harness's unsigned directory polls make no row
+    # (no stored row without a valid JWS)
+    assert samples[("acme_gateway_legacy_clients", (("state", "active"),))] == 1
     assert ("acme_gateway_pending_authorizations", ()) in samples
 
 
@@ -148,7 +149,7 @@ def test_status_page_renders_in_headless_chromium(issued, tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     dom = result.stdout
     assert "<table>" in dom and CERTBOT_UA in dom, dom[:2000]
-    assert "2 legacy clients: 2 active, 0 failing, 0 migrated away." in dom
+    assert "1 legacy client: 1 active, 0 failing, 0 migrated away." in dom
 
 
 def test_json_logs_carry_the_request_id_across_v1_and_upstream(issued):
