@@ -28,8 +28,11 @@ from gateway.operations.metrics import Metrics
 from gateway.operations.report import DEFAULT_MIGRATED_AFTER, ClientRecorder
 from gateway.store import IStore
 from gateway.translate.accounts import AccountRecovery
+from gateway.translate.bindings import AccountBindings
 from gateway.translate.budget import Budget, BudgetLimits
 from gateway.translate.context import Context, Policy
+from gateway.translate.profiles import ProfilePolicy
+from gateway.translate.renewalinfo import RenewalInfoPoller
 from gateway.translate.memory import OtherCAs, Revalidations
 from gateway.translate.revalidation import Validators
 from gateway.translate.signing import SigningKeys
@@ -85,6 +88,13 @@ class ServeConfig:
     budget: BudgetLimits = BudgetLimits()
     shutdown_grace: float = 10.0
     bad_nonce_retries: int = 5
+    #: ``--profile`` and the config file's ``[[profile-rule]]`` tables.
+    profiles: ProfilePolicy = ProfilePolicy()
+    #: ``--eab-kid``/``--eab-hmac-key`` and ``--eab-file``.
+    bindings: AccountBindings = attrs.field(default=AccountBindings(), repr=False)
+    #: Order a known certificate's whole name set at the first new-authz of
+    #: its renewal (off only to measure what planning saves).
+    plan_renewals: bool = True
 
     @property
     def managed_keys_directory(self) -> str:
@@ -103,6 +113,8 @@ class Gateway:
     :ivar face: the v1 face (the v1 listener's root resource), and ``site``
         its site (bodies above ``--max-body`` refused as they arrive).
     :ivar admin: the admin listener's pages.
+    :ivar renewal_info: the poller of the CA's suggested renewal windows
+        (ARI), run by a timer of the serving process.
     :ivar http01: the built-in HTTP-01 responder (``--http01-listen``).
     """
 
@@ -119,6 +131,7 @@ class Gateway:
     site: V1Site
     readiness: Readiness
     admin: Admin
+    renewal_info: RenewalInfoPoller
     http01: Optional[HTTP01Responder] = None
 
 
@@ -178,7 +191,8 @@ def build_gateway(
         )
 
     upstream = upstream_client(config.upstream,
-                               AccountRecovery(store, clock, config.agree_to_terms))
+                               AccountRecovery(store, clock, config.agree_to_terms,
+                                               config.bindings))
     http01 = HTTP01Responder() if config.http01_listen else None
     if validators is None:
         validators = _validators(config, clock, http01)
@@ -192,7 +206,8 @@ def build_gateway(
         keys=SigningKeys(keys, managed),
         clock=clock,
         budget=budget,
-        policy=Policy(agree_to_terms=config.agree_to_terms),
+        policy=Policy(agree_to_terms=config.agree_to_terms, profiles=config.profiles,
+                      bindings=config.bindings, plan_renewals=config.plan_renewals),
         validators=validators,
         revalidations=Revalidations(metrics),
         other_cas=OtherCAs(upstream, upstream_client),
@@ -210,7 +225,8 @@ def build_gateway(
     return Gateway(
         config=config, clock=clock, store=store, keys=keys, upstream=upstream, context=context,
         metrics=metrics, recorder=recorder, nonces=nonces, face=face, site=site,
-        readiness=readiness, admin=admin, http01=http01,
+        readiness=readiness, admin=admin, renewal_info=RenewalInfoPoller(upstream, store, clock),
+        http01=http01,
     )
 
 
