@@ -202,3 +202,49 @@ def test_eab_required_without_the_flags_is_a_4xx_naming_them(tmp_path, pebble_fa
     assert " 500 " not in gateway.log()
     assert state_rows(gateway.state, "SELECT upstream_url FROM accounts WHERE upstream_url "
                                      "IS NOT NULL") == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_adopted_certbot_certificate_renews_as_one_ari_replacement(
+        tmp_path, pebble_factory, dns_server, gateways):
+    """
+    certbot's 3-name certificate from before the migration (issued through
+    a throw-away gateway whose state is discarded, then the installation
+    rewritten to a dead v1 URL, as in `test_migration`): ``adopt certbot
+    … --state`` files it in the new gateway's inventory, so ``certbot renew``
+    (no server flag), through that gateway with no means and no reuse, is
+    one ``newOrder`` that Pebble logs as a replacement of the old order.
+    """
+    from tests.e2e.test_migration import DEAD, adopt, age_certbot
+
+    pebble = await off_reactor(pebble_factory, env=NO_REUSE, http_port=free_port(), current=True)
+    proxy, listening, upstream = await proxied(pebble)
+    try:
+        names = ["adopted-a.example.test", "adopted-b.example.test", "adopted-c.example.test"]
+        setup_keys = str(tmp_path / "setup-keys")
+        old = await off_reactor(gateways, upstream, setup_keys, start=False,
+                                extra_args=dns01_means(dns_server, tmp_path))
+        certbot = Certbot(str(tmp_path / "certbot"), old.directory_url)
+        seed_certbot_account(certbot, old, rsa.generate_private_key(65537, 2048), setup_keys)
+        await off_reactor(old.start)
+        await off_reactor(certbot.certonly_standalone, names, pebble.http_port)
+        first = assert_certbot_issued(certbot, pebble, names)
+        await off_reactor(old.stop)
+        age_certbot(certbot, old.directory_url)
+
+        keys = str(tmp_path / "keys")
+        gateway = await off_reactor(gateways, upstream, keys, start=False)
+        out = await off_reactor(adopt, "certbot", "--config-dir", certbot.config_dir,
+                                "--gateway", gateway.directory_url, "--keys", keys,
+                                "--state", gateway.state)
+        assert "added to the renewal inventory" in out, out
+        await off_reactor(gateway.start)
+        orders = proxy.counts["order-plz"]
+        await off_reactor(certbot.renew, force=True, with_server=False)
+        renewed = assert_certbot_issued(certbot, pebble, names)
+        assert renewed.serial_number != first.serial_number
+        assert proxy.counts["order-plz"] - orders == 1, "not one upstream newOrder"
+        assert pebble.log().count("is a replacement of") == 1
+        assert certbot.account_ids(DEAD)
+    finally:
+        await listening.stopListening()
