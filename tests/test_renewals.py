@@ -115,6 +115,34 @@ class PlannedRenewalTests(RenewalTestCase):
         self.assertEqual(order.identifiers, NAMES)
         self.assertIsNotNone(order.planned_for)
 
+    def test_a_renewal_with_reused_authorizations_costs_what_a_native_client_spends(self):
+        """
+        When the CA hands the planned order valid (reused) authorizations,
+        each later new-authz of the renewal is answered from the store: no
+        order read per name.  A native v2 client spends one newOrder, one
+        read per authorization, finalize, at most one order poll and the
+        download.
+        """
+        self.register()
+        self.assertEqual(self.issue(NAMES).status, 201)
+        self.gateway.advance(3600)
+        for client in self.clients.values():
+            client.nonce = None  # expired meanwhile
+        before = dict(self.ca.counts)
+        for name in NAMES:
+            # Valid already: certbot answers no challenge, as here.
+            reply = self.new_authz(name)
+            self.assertEqual((reply.status, reply.json()["status"]), (201, "valid"), reply.body)
+        issued = self.new_cert(NAMES)
+        self.assertEqual(issued.status, 201, issued.body)
+        spent = {kind: self.ca.counts[kind] - before.get(kind, 0)
+                 for kind in ("newOrder", "authorization", "challenge", "finalize", "order",
+                              "certificate")}
+        self.assertEqual(spent["newOrder"], 1)
+        self.assertLessEqual(spent["order"], 1, spent)
+        self.assertLessEqual(spent["authorization"], len(NAMES), spent)
+        self.assertLessEqual(sum(spent.values()), 1 + len(NAMES) + 1 + 1 + 1, spent)
+
     def test_the_planned_order_replaces_the_certificate_ari(self):
         self.register()
         old = self.first_certificate()

@@ -409,6 +409,8 @@ async def _planned_view(context: Context, bound: BoundAccount, name: DNSName,
             for candidate in await context.store.authorizations_for_order(order.id):
                 if (candidate.identifier, candidate.wildcard) != (name.value, name.wildcard):
                     continue
+                if _fresh_in_plan(context, candidate, order):
+                    return await _view(context, candidate, bound.thumbprint)
                 view = await usable_view(context, bound, candidate)
                 if view is not None:
                     return view
@@ -425,6 +427,21 @@ async def _planned_view(context: Context, bound: BoundAccount, name: DNSName,
         return await _view_for(context, bound, authorizations, name)
     finally:
         lock.release()
+
+
+def _fresh_in_plan(context: Context, candidate: Authorization, order: Order) -> bool:
+    """
+    Whether a valid authorization of an open planned order can be answered
+    from the store: the gateway made the order for this renewal, nothing
+    finalized it (its stored status is open), and neither it nor the
+    authorization lapses soon.  Asking the CA whether the order is still
+    ready at each ``new-authz`` of the renewal would cost a request per name
+    more than a native client spends; should the CA disagree at
+    ``new-cert``, the finalize fast path falls back to reading the order.
+    """
+    return (candidate.status == Status.VALID and order.status in _FINALIZABLE
+            and not lapses_within(context.clock, candidate.expires, HONOUR_MARGIN_SECONDS)
+            and not lapses_within(context.clock, order.expires, HONOUR_MARGIN_SECONDS))
 
 
 #: A valid authorization (or its order) that lapses sooner than this is not
