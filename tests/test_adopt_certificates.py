@@ -305,3 +305,16 @@ def test_acmesh_domain_confs_owned_by_their_servers_key(tmp_path, capsys):
                                              os.path.join(home, "example.net", "example.net.cer")),
         ("example.io",): (KEY.thumbprint, os.path.join(home, "example.io_ecc", "example.io.cer")),
     }
+
+
+def test_an_unusable_state_file_is_a_problem_naming_it(tmp_path, capsys):
+    leaf, intermediate, _ = make_chain(["example.com"])
+    config_dir = str(tmp_path / "letsencrypt")
+    certbot_with_certificate(config_dir, KEY, leaf, [intermediate])
+    state = str(tmp_path / "no-such-dir" / "state.sqlite3")
+    code, output = run(capsys, "certbot", "--config-dir", config_dir, "--gateway", GATEWAY,
+                       "--keys", str(tmp_path / "keys"), "--state", state)
+    assert code == 1, output
+    assert f"problem: --state {state}:" in output
+    assert "no certificate added to the renewal inventory" in output
+    assert "Traceback" not in output
