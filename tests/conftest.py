@@ -55,17 +55,19 @@ def pebble(stack_dir, dns_server):
 def pebble_factory(stack_dir, dns_server):
     """
     Start extra Pebbles with their own settings: ``pebble_factory(env={...},
-    http_port=..., current=False)`` (``current=True``: today's Pebble instead
-    of Debian's 2.4); all are stopped when the test ends.
+    http_port=..., current=False, config=None)`` (``current=True``: today's
+    Pebble instead of Debian's 2.4; ``config``: settings merged into its
+    config file, such as profiles or External Account Binding); all are
+    stopped when the test ends.
     """
     _require_pebble()
     started = []
 
-    def start(env=None, http_port=None, current=False):
+    def start(env=None, http_port=None, current=False, config=None):
         instance = Pebble(
             os.path.join(stack_dir, "pebble"), dns_server.address,
             http_port=http_port or free_port(), env=env,
-            binary=current_pebble() if current else None,
+            binary=current_pebble() if current else None, config=config,
         ).start()
         started.append(instance)
         return instance

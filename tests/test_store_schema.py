@@ -78,7 +78,7 @@ def test_migrations_are_numbered_steps():
     the last step's.
     """
     assert [m.version for m in MIGRATIONS] == list(range(1, len(MIGRATIONS) + 1))
-    assert SCHEMA_VERSION == MIGRATIONS[-1].version == 4
+    assert SCHEMA_VERSION == MIGRATIONS[-1].version == 5
     assert all(isinstance(m, Migration) and m.statements for m in MIGRATIONS)
 
 
@@ -95,7 +95,7 @@ def test_engine_spellings_are_filled_in():
              "row_order": ",\n        seq BIGINT GENERATED ALWAYS AS IDENTITY"}
     spelled = "".join(statement for m in MIGRATIONS for statement in m.sql(other))
     assert "BLOB" not in spelled and "AUTOINCREMENT" not in spelled
-    assert spelled.count("seq BIGINT") == 8  # every table but probes
+    assert spelled.count("seq BIGINT") == 9  # every table but probes
 
 
 def test_fresh_file_and_memory_stores_have_the_same_schema(tmp_path):

@@ -28,9 +28,10 @@ from __future__ import annotations
 import os
 import re
 import stat
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 from gateway.adopt import lines as textlines
+from gateway.adopt.certificates import acmesh_certificates
 from gateway.adopt.changes import AdoptError, CreateFile, EditFile, Plan, read_small
 from gateway.adopt.keyimport import KeyImporter, read_key
 from gateway.keys.jose import AccountKey
@@ -182,8 +183,11 @@ def plan_acmesh(home: str, gateway: str, importer: KeyImporter) -> Plan:
     ca_home = os.path.join(home, "ca")
     servers: List[str] = []
     key_path_setting = None
+    default_server: Optional[str] = None
     if os.path.isfile(account_conf):
-        servers += _plan_setting(plan, account_conf, "DEFAULT_ACME_SERVER", add=False)
+        defaults = _plan_setting(plan, account_conf, "DEFAULT_ACME_SERVER", add=False)
+        servers += defaults
+        default_server = defaults[-1] if defaults else None
         for name in ("CA_HOME", "ACCOUNT_KEY_PATH"):
             parsed = _shell_settings(plan, account_conf, name)
             if parsed and parsed[2]:
@@ -192,8 +196,11 @@ def plan_acmesh(home: str, gateway: str, importer: KeyImporter) -> Plan:
                     ca_home = value
                 else:
                     key_path_setting = value
+    confs: List[Tuple[str, Optional[str]]] = []
     for conf in _domain_confs(home):
-        servers += _plan_setting(plan, conf, "Le_API", add=True)
+        named = _plan_setting(plan, conf, "Le_API", add=True)
+        servers += named
+        confs.append((conf, named[-1] if named else default_server))
     keys: Dict[str, AccountKey] = {}
     paths = _key_files(home, ca_home) + ([key_path_setting] if key_path_setting else [])
     for path in paths:
@@ -207,6 +214,18 @@ def plan_acmesh(home: str, gateway: str, importer: KeyImporter) -> Plan:
         where = "home" if relative.startswith("..") else relative.replace(os.sep, "_")
         suffix = f"-{key.thumbprint[:12]}" if key is not None else ""
         importer.plan_file(plan, path, "acme.sh", f"{where}{suffix}")
+
+    def key_of_server(server: Optional[str]) -> Optional[AccountKey]:
+        if key_path_setting:
+            return keys.get(os.path.normpath(key_path_setting))
+        places = ca_dirs(ca_home, server) if server else []
+        for place in places + [home]:
+            key = keys.get(os.path.normpath(os.path.join(place, "account.key")))
+            if key is not None:
+                return key
+        return None
+
+    plan.certificates += acmesh_certificates(plan, confs, key_of_server)
     if key_path_setting:
         plan.notes.append(f"account.conf sets ACCOUNT_KEY_PATH={key_path_setting}: acme.sh signs "
                           f"with that key for every server, so it was imported and nothing copied")

@@ -29,6 +29,7 @@ from typing import Dict, List, Optional, Tuple
 from urllib.parse import urlsplit, urlunsplit
 
 from gateway.adopt import lines as textlines
+from gateway.adopt.certificates import certbot_certificates
 from gateway.adopt.changes import AdoptError, CreateFile, EditFile, Plan, read_small
 from gateway.adopt.keyimport import KeyImporter
 from gateway.clients.certbot import account_id, accounts_dir
@@ -200,4 +201,5 @@ def plan_certbot(config_dir: str, gateway: str, importer: KeyImporter) -> Plan:
     cli_ini = os.path.join(config_dir, "cli.ini")
     if os.path.isfile(cli_ini):
         _plan_server_line(plan, cli_ini, None, required=False)
+    plan.certificates += certbot_certificates(plan, config_dir)
     return plan

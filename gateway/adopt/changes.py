@@ -114,6 +114,10 @@ class Plan:
 
     :ivar root: the installation's root directory (where the manifest goes).
     :ivar notes: things the operator should know that change nothing.
+    :ivar certificates: the certificates the client holds
+        (`gateway.adopt.certificates.HeldCertificate`), for the gateway's
+        renewal inventory; recorded only when the command is given the
+        gateway's ``--state``.
     """
 
     client: str
@@ -123,6 +127,7 @@ class Plan:
     changes: List[Change] = attrs.field(factory=list)
     problems: List[Problem] = attrs.field(factory=list)
     notes: List[str] = attrs.field(factory=list)
+    certificates: list = attrs.field(factory=list)
 
     def problem(self, path: str, reason: str) -> None:
         self.problems.append(Problem(path=path, reason=reason))

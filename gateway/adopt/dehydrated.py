@@ -24,6 +24,7 @@ from typing import List, Optional
 from urllib.parse import urlsplit
 
 from gateway.adopt import lines as textlines
+from gateway.adopt.certificates import dehydrated_certificates
 from gateway.adopt.changes import AdoptError, CreateFile, EditFile, Plan, read_small
 from gateway.adopt.keyimport import KeyImporter, read_key
 from gateway.keys.keystore import KeyFileError
@@ -212,4 +213,9 @@ def plan_dehydrated(basedir: Optional[str], config: Optional[str], gateway: str,
         plan.notes.append(f"no account directory {accounts}")
     if old_ca is not None:
         _plan_copy(plan, accounts, old_ca)
+    owner = os.path.join(accounts, account_dir_name(old_ca), "account_key.pem") if old_ca else None
+    plan.certificates += dehydrated_certificates(
+        plan, basedir, _literal(plan, config, config_lines, "DOMAINS_TXT"),
+        _literal(plan, config, config_lines, "CERTDIR"),
+        owner if owner and os.path.isfile(owner) else None)
     return plan

@@ -15,6 +15,8 @@ more), ES256 for P-256 and ES384 for P-384.
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import json
 from typing import Any, Mapping, Union
 
@@ -229,3 +231,22 @@ def sign_flattened(
         "payload": payload_b64,
         "signature": b64url(signature),
     }
+
+
+def external_account_binding(kid: str, hmac_key: bytes, account_jwk: Mapping[str, Any],
+                             url: str) -> dict:
+    """
+    An External Account Binding (RFC 8555 §7.3.4) for a ``newAccount``
+    request: a flattened JWS, MAC'd with HS256 under the CA's ``hmac_key``,
+    whose payload is the new account's public JWK and whose protected
+    header names the CA's key id (``kid``) and the ``newAccount`` URL
+    (``url``), and carries no nonce.
+
+    :param hmac_key: the MAC key, decoded (CAs hand it out as base64url).
+    """
+    header = {"alg": "HS256", "kid": kid, "url": url}
+    protected_b64 = b64url(json.dumps(header, separators=(",", ":"), sort_keys=True).encode())
+    payload_b64 = b64url(json.dumps(dict(account_jwk), separators=(",", ":"),
+                                    sort_keys=True).encode())
+    mac = hmac.new(hmac_key, f"{protected_b64}.{payload_b64}".encode("ascii"), hashlib.sha256)
+    return {"protected": protected_b64, "payload": payload_b64, "signature": b64url(mac.digest())}

@@ -40,6 +40,7 @@ from twisted.web import pages, resource, server
 
 from gateway.keys.keystore import KeyStore
 from gateway.operations import statuspage
+from gateway.operations.inventory import inventory
 from gateway.operations.metrics import Metrics
 from gateway.operations.report import (
     DEFAULT_MIGRATED_AFTER,
@@ -364,9 +365,13 @@ class Admin:
             await self.recorder.flush()
         clients = await self.store.list_clients()
         orphaned = await self.store.orphaned_certificates()
-        thumbprints = {a.id: a.thumbprint for a in await self.store.list_accounts()} if orphaned else {}
+        held = await self.store.current_certificates()
+        thumbprints = ({a.id: a.thumbprint for a in await self.store.list_accounts()}
+                       if orphaned or held else {})
         orphans = [OrphanedCertificate.of(c, thumbprints.get(c.account_id, "")) for c in orphaned]
-        return build_report(clients, self.clock.seconds(), self.migrated_after, orphans)
+        certificates = inventory(held, await self.store.renewal_windows(), thumbprints)
+        return build_report(clients, self.clock.seconds(), self.migrated_after, orphans,
+                            certificates)
 
     async def metrics_page(self, request) -> Response:
         await self.readiness.upstream_gauge()
@@ -375,7 +380,9 @@ class Admin:
             self.metrics.set_pending_authorizations(
                 await self.store.count_authorizations(Status.PENDING, unexpired_at=now)
             )
-            self.metrics.set_client_states((await self._report()).counts())
+            report = await self._report()
+            self.metrics.set_client_states(report.counts())
+            self.metrics.set_renewal_windows(report.certificates)
             if self.budget is not None:
                 for account in await self.store.list_accounts():
                     if account.status == Status.VALID:

@@ -13,7 +13,7 @@ name itself); it is never given made-up values.
 
 from __future__ import annotations
 
-from typing import Mapping, Optional
+from typing import Iterable, Mapping, Optional
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 from prometheus_client.exposition import choose_encoder
@@ -22,7 +22,9 @@ from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
 from gateway import __version__
+from gateway.operations.inventory import HeldCertificate
 from gateway.operations.scope import current_request_id
+from gateway.store.records import timestamp_instant
 
 PREFIX = "acme_gateway"
 
@@ -106,6 +108,23 @@ class Metrics:
             "(active, failing, migrated: silent for longer than --migrated-after).",
             ["state"], registry=r,
         )
+        self.renewal_window_start = Gauge(
+            f"{PREFIX}_renewal_window_start_timestamp_seconds",
+            "Start of the CA's suggested renewal window (ARI) of each certificate of the "
+            "inventory, by account thumbprint and serial.",
+            ["account", "serial"], registry=r,
+        )
+        self.renewal_window_end = Gauge(
+            f"{PREFIX}_renewal_window_end_timestamp_seconds",
+            "End of the CA's suggested renewal window (ARI), by account thumbprint and serial.",
+            ["account", "serial"], registry=r,
+        )
+        self.renewal_window_opened_early = Gauge(
+            f"{PREFIX}_renewal_window_opened_early",
+            "1 when the CA's suggested renewal window of a certificate opened early (revocation, "
+            "an incident): its client should renew now; by account thumbprint and serial.",
+            ["account", "serial"], registry=r,
+        )
         self.ready = Gauge(
             f"{PREFIX}_ready",
             "Result of the last readiness check, by check (1 passed, 0 failed).",
@@ -157,6 +176,24 @@ class Metrics:
     def set_client_states(self, counts: Mapping[str, int]) -> None:
         for state in CLIENT_STATES:
             self.legacy_clients.labels(state).set(counts.get(state, 0))
+
+    def set_renewal_windows(self, certificates: Iterable[HeldCertificate]) -> None:
+        """
+        The suggested renewal windows of the inventory, replacing the last
+        scrape's (a renewed certificate's series goes away).
+        """
+        for gauge in (self.renewal_window_start, self.renewal_window_end,
+                      self.renewal_window_opened_early):
+            gauge.clear()
+        for held in certificates:
+            if held.window_start is None or held.window_end is None:
+                continue
+            labels = (held.thumbprint, held.serial)
+            self.renewal_window_start.labels(*labels).set(
+                timestamp_instant(held.window_start).timestamp())
+            self.renewal_window_end.labels(*labels).set(
+                timestamp_instant(held.window_end).timestamp())
+            self.renewal_window_opened_early.labels(*labels).set(1 if held.opened_early else 0)
 
     def set_ready(self, check: str, ok: bool) -> None:
         self.ready.labels(check).set(1 if ok else 0)

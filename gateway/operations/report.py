@@ -35,6 +35,7 @@ from twisted.internet import defer
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
+from gateway.operations.inventory import HeldCertificate
 from gateway.operations.scope import RequestScope
 from gateway.store import IStore
 from gateway.store.records import (
@@ -414,12 +415,24 @@ class MigrationReport:
     :ivar migrated_after: the silence, in seconds, that counts as migrated.
     :ivar orphans: certificates issued that no client received
         (`OrphanedCertificate`), newest first.
+    :ivar certificates: the renewal inventory (`gateway.operations.
+        inventory`): every certificate a client holds, with its suggested
+        renewal window.
     """
 
     now: float
     migrated_after: float
     clients: Tuple[ClientStatus, ...]
     orphans: Tuple[OrphanedCertificate, ...] = ()
+    certificates: Tuple[HeldCertificate, ...] = ()
+
+    def opened_early(self, client: LegacyClient) -> Tuple[HeldCertificate, ...]:
+        """
+        The certificates of ``client`` (by its account keys) whose renewal
+        window opened early: that machine should renew now.
+        """
+        keys = set(client.thumbprints)
+        return tuple(c for c in self.certificates if c.opened_early and c.thumbprint in keys)
 
     def count(self, state: str) -> int:
         return sum(1 for c in self.clients if c.state == state)
@@ -487,6 +500,8 @@ class MigrationReport:
                     "last_success": status.client.last_success,
                     "last_failure": status.client.last_failure,
                     "last_failure_reason": status.client.last_failure_reason,
+                    "renewal_window_opened_early": [
+                        held.id for held in self.opened_early(status.client)],
                     "variants": [
                         {
                             "user_agent": variant.user_agent,
@@ -504,6 +519,7 @@ class MigrationReport:
                 for status in self.clients
             ],
             "orphaned_certificates": [orphan.as_json() for orphan in self.orphans],
+            "certificates": [held.as_json() for held in self.certificates],
         }
 
     def as_text(self) -> str:
@@ -533,11 +549,21 @@ class MigrationReport:
                 lines.append(f"  names: {', '.join(client.names)}")
             if client.last_failure is not None:
                 lines.append(f"  last failure {client.last_failure}: {client.last_failure_reason}")
+            for held in self.opened_early(client):
+                lines.append(f"  RENEW NOW: the CA's renewal window of {', '.join(held.names)} "
+                             f"opened early ({held.window_start})")
             lines.append(f"  User-Agent variants: {len(status.variants)}")
             for variant in status.variants:
                 lines.append(f"    {variant.user_agent}")
                 lines.append(f"      last seen {variant.last_seen}; {variant.successes} succeeded, "
                              f"{variant.failures} failed, {variant.certificates} certificate(s)")
+        if self.certificates:
+            early = sum(1 for held in self.certificates if held.opened_early)
+            lines += ["", f"{len(self.certificates)} certificate"
+                          f"{'s' if len(self.certificates) != 1 else ''} in the renewal inventory"
+                          f"{f', {early} whose renewal window opened early' if early else ''}:"]
+            for held in self.certificates:
+                lines += held.text_lines()
         if self.orphans:
             lines += [
                 "",
@@ -573,7 +599,7 @@ def shown(row: LegacyClient) -> LegacyClient:
 
 def build_report(
     clients: Iterable[LegacyClient], now: float, migrated_after: float = DEFAULT_MIGRATED_AFTER,
-    orphans: Iterable[OrphanedCertificate] = (),
+    orphans: Iterable[OrphanedCertificate] = (), certificates: Iterable[HeldCertificate] = (),
 ) -> MigrationReport:
     """
     Group the stored rows into clients (`group_clients`), classify each at
@@ -592,7 +618,7 @@ def build_report(
         ))
     statuses.sort(key=lambda s: (STATE_ORDER.index(s.state), s.silent_seconds))
     return MigrationReport(now=now, migrated_after=migrated_after, clients=tuple(statuses),
-                           orphans=tuple(orphans))
+                           orphans=tuple(orphans), certificates=tuple(certificates))
 
 
 def state_counts(clients: Sequence[LegacyClient], now: float, migrated_after: float) -> Mapping[str, int]:

@@ -102,9 +102,12 @@ def _variants(status, now: float) -> str:
             f"</summary><ul>{items}</ul></details>")
 
 
-def _row(status, now: float) -> str:
+def _row(status, now: float, report: MigrationReport) -> str:
     client = status.client
     failure = ""
+    for held in report.opened_early(client):
+        failure += (f'<div class="reason">renew now: the CA\'s renewal window of '
+                    f'{_names(held.names)} opened early</div>')
     if client.last_failure is not None:
         failure = (
             f'<div class="reason">{escape(client.last_failure_reason or "")}</div>'
@@ -123,6 +126,41 @@ def _row(status, now: float) -> str:
         f"<td>{_thumbprints(client.thumbprints)}</td>"
         f"<td>{failure}</td>"
         "</tr>"
+    )
+
+
+def _window(held) -> str:
+    if held.window_start is None:
+        return f'<span class="small">{escape(held.window_error or "not asked yet")}</span>'
+    text = f"{escape(held.window_start)} &ndash; {escape(held.window_end or '')}"
+    if held.opened_early:
+        text = f'<span class="state failing">opened early</span> {text}'
+    return text
+
+
+def _inventory(report: MigrationReport) -> str:
+    """
+    The renewal inventory: each certificate a client holds, its expiry,
+    profile and the CA's suggested renewal window (ARI).
+    """
+    if not report.certificates:
+        return ""
+    rows = "".join(
+        f'<tr class="{"failing" if held.opened_early else ""}"><td>{_names(held.names)}'
+        + (f'<div class="small">imported from {escape(held.adopted_from)}</div>'
+           if held.adopted_from else "")
+        + f"</td><td><code>{escape(held.serial)}</code></td>"
+        f'<td class="when">{escape(held.not_after or "")}</td>'
+        f"<td>{escape(held.profile or 'CA default')}</td><td>{_window(held)}</td>"
+        f"<td>{_thumbprints([held.thumbprint])}</td></tr>"
+        for held in report.certificates
+    )
+    return (
+        f'<h2 id="certificates">Renewal inventory: {len(report.certificates)} certificate'
+        f'{"" if len(report.certificates) == 1 else "s"}</h2>'
+        "<table><thead><tr><th>Names</th><th>Serial</th><th>Expires</th><th>Profile</th>"
+        "<th>Renewal window (ARI)</th><th>Account key</th></tr></thead>"
+        f"<tbody>{rows}</tbody></table>"
     )
 
 
@@ -146,7 +184,7 @@ def render(report: MigrationReport) -> bytes:
     )
     verdict_class = "verdict done" if report.done else "verdict"
     if report.clients:
-        rows = "".join(_row(status, report.now) for status in report.clients)
+        rows = "".join(_row(status, report.now, report) for status in report.clients)
         table = (
             "<table><thead><tr><th>State</th><th>Client (product/version; User-Agents)</th><th>Address</th>"
             "<th>Last seen</th><th>Requests</th><th>Names</th><th>Account keys</th>"
@@ -184,7 +222,7 @@ def render(report: MigrationReport) -> bytes:
         f"<main><h2>{escape(_headline(report))}</h2>"
         f'<section class="summary">{cards}</section>'
         f'<p class="{verdict_class}">{escape(report.summary())}</p>'
-        f"{table}{orphans}"
+        f"{table}{_inventory(report)}{orphans}"
         f"<footer>acme-gateway {escape(__version__)} &middot; "
         '<a href="status.json">JSON</a> &middot; <a href="metrics">metrics</a></footer>'
         "</main></body></html>"

@@ -107,6 +107,11 @@ def add_adopt_command(commands) -> None:
                             help="the gateway's v1 directory URL, as the client will reach it "
                                  "(required, except with --undo)")
         _add_store_flags(client, "required, except with --undo")
+        client.add_argument("--state", action=LayeredOption, metavar="FILE",
+                            help="the gateway's SQLite state file: the certificates the client "
+                                 "holds are added to its renewal inventory, so that their first "
+                                 "renewal is one order carrying ARI replaces (without --state "
+                                 "they are only listed; --undo leaves the inventory as it is)")
         client.add_argument("--undo", action="store_true",
                             help="restore the backups of an earlier adoption and remove what it "
                                  "created (imported keys stay in the key store)")
@@ -211,7 +216,31 @@ def run_adopt(args, parser=None) -> int:
         return _error(f"adopt {args.client}: {error}")
     if note:
         plan.notes.insert(0, note)
-    return _finish(plan, args.dry_run)
+    status = _finish(plan, args.dry_run)
+    lines = _adopt_certificates(plan, args.state, args.dry_run)
+    if lines:
+        print("\n".join(lines))
+    return 1 if any(line.startswith("problem:") for line in lines) else status
+
+
+def _adopt_certificates(plan: changes.Plan, state, dry_run: bool) -> list:
+    """
+    Add the certificates the client holds to the renewal inventory of the
+    ``--state`` file (list them only for ``--dry-run`` or without
+    ``--state``); the report lines.
+    """
+    from gateway.process.adopt_inventory import StoreError, record_certificates
+
+    if not plan.certificates:
+        return []
+    if dry_run or not state:
+        why = "--dry-run" if dry_run else "no --state FILE given"
+        return [f"certificate {held.source}: not added to the renewal inventory ({why})"
+                for held in plan.certificates]
+    try:
+        return record_certificates(state, plan.certificates)
+    except (StoreError, OSError) as error:
+        return [f"problem: --state {state}: {error}; no certificate added to the renewal inventory"]
 
 
 def run_keys_import(args, parser=None) -> int:

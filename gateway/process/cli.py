@@ -38,6 +38,7 @@ from gateway.process.config import (  # noqa: F401 (ENV_PREFIX and env_name are 
     config_path,
     env_name,
     load_config_file,
+    load_config_tables,
     origin_of,
     use_layers,
 )
@@ -191,6 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
     revalidation.add_argument("--managed-keys", action=_EnvDefault, metavar="DIR",
                               help="where managed-mode upstream keys are kept "
                                    "(default: beside --state, <state>.managed-keys)")
+    _add_ca_policy_flags(serve)
     _add_operations_flags(serve)
 
     demo = commands.add_parser(
@@ -264,6 +266,32 @@ def _admin_token(parser, args) -> Optional[str]:
         _fail(parser, "--admin-token-file",
               f"{path} holds no token (one line of printable characters without spaces)")
     return token
+
+
+def _add_ca_policy_flags(serve) -> None:
+    """
+    What the gateway asks of the CA for its clients: the certificate
+    profile, and External Account Binding of new accounts.
+    """
+    group = serve.add_argument_group(
+        "CA policy", "What the gateway asks of the upstream CA on the clients' behalf: the "
+        "certificate profile of each order, and External Account Binding of each new account.")
+    group.add_argument("--profile", action=_EnvDefault, metavar="NAME",
+                       help="the profile every order asks for (one of the CA's meta.profiles, "
+                            "checked at start-up); [[profile-rule]] tables of the config file "
+                            "choose per client, by thumbprint, user-agent or names "
+                            "(default: none, the CA's default)")
+    group.add_argument("--eab-kid", action=_EnvDefault, metavar="KID",
+                       help="External Account Binding key id: every account the gateway "
+                            "creates upstream is bound with it (CAs such as ZeroSSL, Google "
+                            "Trust Services, SSL.com require one)")
+    group.add_argument("--eab-hmac-key", action=_EnvDefault, metavar="BASE64URL",
+                       help="the HMAC key of --eab-kid, base64url as the CA gave it (prefer the "
+                            "environment variable or config file to the command line)")
+    group.add_argument("--eab-file", action=_EnvDefault, metavar="FILE",
+                       help="a TOML file giving account keys (by RFC 7638 thumbprint) their own "
+                            "kid and hmac-key, for CAs whose keys bind one account only; wins "
+                            "over --eab-kid for those keys")
 
 
 def _add_operations_flags(serve) -> None:
@@ -406,6 +434,25 @@ def _operations_config(parser, args) -> dict:
     }
 
 
+def _ca_policy_config(parser, args) -> dict:
+    """
+    ``--profile`` with the config file's ``[[profile-rule]]`` tables, and
+    the EAB flags, checked, as `ServeConfig` fields.
+    """
+    from gateway.process.config import current_layers
+    from gateway.process.upstream_options import OptionError, account_bindings, profile_policy
+
+    layers = current_layers()
+    try:
+        profiles = profile_policy(args.profile, layers.file_tables.get("profile-rule", ()))
+        bindings = account_bindings(args.eab_kid, args.eab_hmac_key, args.eab_file)
+    except OptionError as error:
+        if error.flag.startswith("--"):
+            _fail(parser, error.flag, str(error))
+        parser.error(f"--config: {layers.file_path}: [[{error.flag}]] {error}")
+    return {"profiles": profiles, "bindings": bindings}
+
+
 def _number(parser, flag: str, text, minimum: float, integer: bool = False):
     try:
         value = int(text) if integer else float(text)
@@ -526,6 +573,7 @@ def serve_config(parser, args):
               "hold included (give the exact names and *.suffix patterns it may issue for)")
     economy = _economy_config(parser, args)
     operations = _operations_config(parser, args)
+    ca_policy = _ca_policy_config(parser, args)
     state_dir = os.path.dirname(os.path.abspath(args.state))
     if not os.path.isdir(state_dir):
         _fail(parser, "--state", f"{args.state}: its directory {state_dir} does not exist")
@@ -544,6 +592,7 @@ def serve_config(parser, args):
         allow_shared_key_files=allow_shared,
         **operations,
         **economy,
+        **ca_policy,
         http01_listen=args.http01_listen,
         dns01_hook=args.dns01_hook,
         dns01_rfc2136=rfc2136,
@@ -708,9 +757,10 @@ def run_report(parser, args) -> int:
     import json
     import time
 
+    from gateway.operations.inventory import inventory
     from gateway.operations.report import OrphanedCertificate, build_report, parse_duration
     from gateway.store import StoreError
-    from gateway.store.sqlite import read_clients, read_orphaned_certificates
+    from gateway.store.sqlite import read_clients, read_inventory, read_orphaned_certificates
 
     try:
         migrated_after = parse_duration(args.migrated_after)
@@ -719,9 +769,11 @@ def run_report(parser, args) -> int:
     try:
         clients = read_clients(args.state)
         orphans = [OrphanedCertificate.of(c, t) for c, t in read_orphaned_certificates(args.state)]
+        held, windows, thumbprints = read_inventory(args.state)
     except StoreError as error:
         _fail(parser, "--state", str(error))
-    report = build_report(clients, time.time(), migrated_after, orphans)
+    report = build_report(clients, time.time(), migrated_after, orphans,
+                          inventory(held, windows, thumbprints))
     # The report is printable text (`gateway.operations.report.shown`); a
     # terminal whose encoding lacks a character still gets an escape.
     if isinstance(sys.stdout, io.TextIOWrapper):
@@ -800,6 +852,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if path:
         try:
             layers.file_values = load_config_file(path)
+            layers.file_tables = load_config_tables(path)
             layers.file_path = path
         except ConfigFileError as error:
             command_parser(build_parser(), *argv[:2]).error(f"--config: {error}")

@@ -17,6 +17,9 @@ TOML (``--config FILE`` or ``ACME_GATEWAY_CONFIG``)::
 Values from the environment and the file reach the command's checks as
 text, exactly like a flag's, so a bad value fails at start-up with the same
 message naming the flag — plus where the value came from.
+
+A few settings are lists of tables no flag could spell, and live only in
+the file (`TABLE_KEYS`): the per-client profile rules, ``[[profile-rule]]``.
 """
 
 from __future__ import annotations
@@ -25,12 +28,14 @@ import argparse
 import contextvars
 import os
 import tomllib
-from typing import Dict, Mapping, Optional, Sequence, Set
+from typing import Dict, List, Mapping, Optional, Sequence, Set
 
 import attrs
 
 ENV_PREFIX = "ACME_GATEWAY_"
 CONFIG_FLAG = "--config"
+#: Config file keys that hold an array of tables, not a flag's value.
+TABLE_KEYS = ("profile-rule",)
 
 
 class ConfigFileError(ValueError):
@@ -69,6 +74,8 @@ def load_config_file(path: str) -> Dict[str, str]:
         raise ConfigFileError(f"{path} is not valid TOML: {error}") from None
     values: Dict[str, str] = {}
     for key, value in data.items():
+        if key_name(key) in TABLE_KEYS:
+            continue
         if isinstance(value, bool):
             text = "true" if value else "false"
         elif isinstance(value, (int, float, str)):
@@ -79,6 +86,32 @@ def load_config_file(path: str) -> Dict[str, str]:
             )
         values[key_name(key)] = text
     return values
+
+
+def load_config_tables(path: str) -> Dict[str, List[Dict[str, object]]]:
+    """
+    The arrays of tables of the TOML file at ``path`` (`TABLE_KEYS`), keyed
+    by name; each must be an array of tables (``[[profile-rule]]``).
+
+    :raises ConfigFileError: naming the file and the key at fault.
+    """
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except OSError as error:
+        raise ConfigFileError(f"cannot read {path}: {error.strerror or error}") from None
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigFileError(f"{path} is not valid TOML: {error}") from None
+    tables: Dict[str, List[Dict[str, object]]] = {}
+    for key, value in data.items():
+        name = key_name(key)
+        if name not in TABLE_KEYS:
+            continue
+        if not isinstance(value, list) or not all(isinstance(t, dict) for t in value):
+            raise ConfigFileError(
+                f"{path}: {key}: expected an array of tables ([[{name}]] sections)")
+        tables[name] = [dict(table) for table in value]
+    return tables
 
 
 def config_path(argv: Sequence[str], environ: Mapping[str, str]) -> Optional[str]:
@@ -112,6 +145,8 @@ class Layers:
     environ: Mapping[str, str] = attrs.field(factory=lambda: dict(os.environ))
     file_values: Mapping[str, str] = attrs.field(factory=dict)
     file_path: Optional[str] = None
+    #: The file's arrays of tables (`TABLE_KEYS`).
+    file_tables: Mapping[str, List[Dict[str, object]]] = attrs.field(factory=dict)
     origins: Dict[str, str] = attrs.field(factory=dict)
     known: Set[str] = attrs.field(factory=set)
 

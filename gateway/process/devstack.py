@@ -102,12 +102,16 @@ def make_tls_certificates(directory: str) -> Dict[str, str]:
 
 
 def pebble_config(port: int, management_port: int, http_port: int, tls_port: int,
-                  tls: Dict[str, str]) -> dict:
+                  tls: Dict[str, str], extra: Optional[Dict[str, object]] = None) -> dict:
     """
     A Pebble configuration bound to 127.0.0.1 only (the packaged examples
     bind every interface).
+
+    :param extra: more settings of today's Pebble (``profiles``,
+        ``externalAccountBindingRequired`` with ``externalAccountMACKeys``),
+        merged into the ``pebble`` object.
     """
-    return {
+    config = {
         "pebble": {
             "listenAddress": f"127.0.0.1:{port}",
             "managementListenAddress": f"127.0.0.1:{management_port}",
@@ -119,6 +123,8 @@ def pebble_config(port: int, management_port: int, http_port: int, tls_port: int
             "externalAccountBindingRequired": False,
         }
     }
+    config["pebble"].update(extra or {})
+    return config
 
 
 def pebble_command(config_path: str, dns_address: str, binary: Optional[str] = None) -> List[str]:

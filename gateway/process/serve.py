@@ -43,6 +43,8 @@ from gateway.store import IStore, open_store
 from gateway.translate.context import Context
 from gateway.translate.recovery import recover
 from gateway.translate.sweeps import sweep
+from gateway.process.upstream_options import profiles_problem
+from gateway.upstream.messages import Directory
 from gateway.upstream.startup import Diagnosis, diagnose, keep_asking
 from gateway.web import quiesce
 
@@ -253,6 +255,37 @@ class _Sweeps:
             lambda failure: log.failure("abandoned-authorization sweep failed", failure))
 
 
+#: How often the renewal-info timer looks for certificates whose window is
+#: due to be asked for (each is asked twice a day, or per ``Retry-After``).
+RENEWAL_INFO_TICK = 600.0
+
+
+class _RenewalInfoTicks:
+    """
+    The ARI poller (`gateway.translate.renewalinfo.RenewalInfoPoller`) for
+    a `TimerService`: each tick asks for the windows that are due, one
+    tick at a time; a failure (the CA away) is logged and the next tick
+    tries again.
+    """
+
+    def __init__(self, gateway: Gateway) -> None:
+        self._gateway = gateway
+        self._running: "Optional[defer.Deferred[int]]" = None
+
+    def __call__(self) -> "Optional[defer.Deferred[None]]":
+        if self._running is not None:
+            return None
+        running = defer.Deferred.fromCoroutine(self._gateway.renewal_info.poll_due())
+        self._running = running
+
+        def done(result: Any) -> None:
+            self._running = None
+            if isinstance(result, Failure):
+                log.warn("renewalInfo poll failed: {error}", error=result.getErrorMessage())
+
+        return running.addBoth(done)
+
+
 async def start(reactor: Any, config: ServeConfig, keys: Optional[KeyStore] = None,
                 on_fatal: Optional[Callable[[StartError], None]] = None) -> RunningGateway:
     """
@@ -358,6 +391,9 @@ async def _serve(reactor: Any, gateway: Gateway, service: GatewayService,
         sweeps = TimerService(interval, _Sweeps(gateway.context, config.request_timeout))
         sweeps.clock = reactor
         sweeps.setServiceParent(service)
+    renewal_info = TimerService(RENEWAL_INFO_TICK, _RenewalInfoTicks(gateway))
+    renewal_info.clock = reactor
+    renewal_info.setServiceParent(service)
     watch: "List[defer.Deferred[None]]" = []
     AtStop("upstream watch", lambda: _cancel(watch)).setServiceParent(service)
     service.startService()
@@ -382,7 +418,7 @@ async def _serve(reactor: Any, gateway: Gateway, service: GatewayService,
                      "thumbprints. Give it --admin-token-file, or an interface=127.0.0.1",
                      endpoint=config.admin_listen)
     try:
-        await gateway.upstream.directory()
+        directory = await gateway.upstream.directory()
         gateway.readiness.upstream_answered()
     except Exception as error:
         diagnosis = diagnose(error, config.upstream, config.upstream_ca_bundle)
@@ -392,6 +428,10 @@ async def _serve(reactor: Any, gateway: Gateway, service: GatewayService,
                  "and keeps asking (v1 clients get serverInternal until it answers)",
                  url=config.upstream, reason=diagnosis.reason)
         watch.append(_keep_asking(reactor, gateway, on_fatal))
+    else:
+        refusal = _ca_policy_refusal(gateway, directory)
+        if refusal is not None:
+            raise refusal
     log.info("acme-gateway v1 face listening on {address}", address=port.getHost())
     return RunningGateway(gateway=gateway, service=service, port=port, admin_port=admin_port,
                           http01_port=await http01.port if http01 is not None else None,
@@ -437,6 +477,16 @@ def _keep_asking(reactor: Any, gateway: Gateway,
     def answered() -> None:
         gateway.readiness.upstream_answered()
         log.info("upstream directory {url} answered", url=config.upstream)
+        checked = defer.Deferred.fromCoroutine(gateway.upstream.directory())
+        checked.addCallback(lambda directory: _fatal(_ca_policy_refusal(gateway, directory)))
+        checked.addErrback(lambda failure: log.failure("checking the CA's directory", failure))
+
+    def _fatal(error: Optional[StartError]) -> None:
+        if error is None:
+            return
+        log.critical("{error}", error=str(error))
+        if on_fatal is not None:
+            on_fatal(error)
 
     def wrong(diagnosis: Diagnosis) -> None:
         error = StartError("--upstream", config.upstream, diagnosis.reason)
@@ -448,6 +498,39 @@ def _keep_asking(reactor: Any, gateway: Gateway,
         gateway.upstream, reactor, config.upstream, config.upstream_ca_bundle, answered, wrong))
     asking.addErrback(lambda failure: failure.trap(defer.CancelledError))
     return asking
+
+
+def _ca_policy_refusal(gateway: Gateway, directory: Directory) -> Optional[StartError]:
+    """
+    What the CA's directory says about the policy the gateway was given:
+    a profile the CA does not offer is a start-up error naming the ones it
+    does; a CA that requires External Account Binding while the gateway
+    has no credentials is worth a warning (existing accounts still work,
+    new ones are refused with a v1 error naming ``--eab-kid``).
+    """
+    config = gateway.config
+    problem = profiles_problem(config.profiles, directory)
+    if problem is not None:
+        if config.profiles.default is not None and config.profiles.default not in directory.profiles:
+            return StartError("--profile", config.profiles.default, problem)
+        return StartError("--config", origin_of_rules(), problem)
+    if directory.external_account_required and not config.bindings.configured:
+        log.warn("the upstream CA requires External Account Binding for new accounts and no "
+                 "--eab-kid/--eab-hmac-key (or --eab-file) is set: clients whose account does "
+                 "not exist at the CA yet are refused until one is")
+    if directory.renewal_info is not None:
+        log.info("the upstream CA offers ARI (renewalInfo): renewal orders carry replaces, and "
+                 "suggested renewal windows are polled")
+    return None
+
+
+def origin_of_rules() -> str:
+    """
+    Where the profile rules came from: the config file.
+    """
+    from gateway.process.config import current_layers
+
+    return current_layers().file_path or "(config file)"
 
 
 def run(main: Callable[[Any], Coroutine[Any, Any, None]]) -> int:

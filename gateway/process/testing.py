@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import collections
 import datetime
+import hashlib
+import hmac
 import json
 import secrets
 import time
@@ -50,7 +52,9 @@ from gateway.store import IStore
 from gateway.store.sqlite import SQLiteStore
 from gateway.operations.metrics import Metrics
 from gateway.process.wiring import Gateway, ServeConfig, build_gateway
+from gateway.translate.bindings import AccountBindings
 from gateway.translate.budget import BudgetLimits
+from gateway.translate.profiles import ProfilePolicy
 from gateway.translate.context import Context, Policy
 from gateway.translate.revalidation import Validators
 from gateway.upstream.client import UpstreamClient
@@ -189,6 +193,8 @@ class CACertificate:
     certificate: x509.Certificate
     der: bytes
     revoked_reason: Optional[int] = None
+    #: The order that replaced it (ARI ``replaces``), once one was finalized.
+    replaced_by: Optional[str] = None
 
 
 @attrs.define(eq=False)
@@ -203,6 +209,9 @@ class CAOrder:
     status: str = Status.PENDING
     certificate: Optional[CACertificate] = None
     error: Optional[dict] = None
+    #: The ARI certID the order replaces, and the profile it was given.
+    replaces: Optional[str] = None
+    profile: Optional[str] = None
 
     def to_json(self, format_time) -> dict:
         body = {
@@ -216,6 +225,10 @@ class CAOrder:
             body["certificate"] = self.certificate.url
         if self.error:
             body["error"] = self.error
+        if self.replaces:
+            body["replaces"] = self.replaces
+        if self.profile:
+            body["profile"] = self.profile
         return body
 
 
@@ -259,6 +272,15 @@ class FakeCA(resource.Resource):
         authorization for a name, as Let's Encrypt does.
     :param terms_of_service: ``meta.termsOfService``; when set, newAccount
         requires ``termsOfServiceAgreed``.
+    :param renewal_info: offer ARI (RFC 9773): ``renewalInfo`` in the
+        directory, suggested windows at two thirds of a certificate's
+        lifetime (at once once it is revoked), and ``replaces`` in
+        newOrder, refused as ``alreadyReplaced`` for a certificate an
+        earlier order replaced.
+    :param profiles: ``meta.profiles`` (name → description); newOrder may
+        name one (another is ``invalidProfile``).
+    :param eab_keys: External Account Binding keys (kid → HMAC key); with
+        ``eab_required`` newAccount needs a binding under one of them.
 
     Inspect ``counts`` (requests by kind: ``directory``, ``newNonce``,
     ``newAccount``, ``newOrder``, ``order``, ``finalize``, ``authorization``,
@@ -277,8 +299,18 @@ class FakeCA(resource.Resource):
         validate_immediately: bool = True,
         reuse_authorizations: bool = True,
         terms_of_service: Optional[str] = "https://ca.test/terms/v1",
+        renewal_info: bool = False,
+        profiles: Optional[Dict[str, str]] = None,
+        eab_keys: Optional[Dict[str, bytes]] = None,
+        eab_required: bool = False,
     ):
         super().__init__()
+        self.renewal_info = renewal_info
+        self.profiles = dict(profiles or {})
+        self.eab_keys = dict(eab_keys or {})
+        self.eab_required = eab_required
+        #: The EAB key id each account was bound with, by account id.
+        self.bindings: Dict[int, str] = {}
         self.base_url = base_url.rstrip("/")
         self.clock = clock if clock is not None else _clock_at_now()
         self.validator = validator
@@ -377,6 +409,9 @@ class FakeCA(resource.Resource):
             .not_valid_before(now - datetime.timedelta(hours=1))
             .not_valid_after(now + datetime.timedelta(days=90 if not ca else 3650))
             .add_extension(x509.BasicConstraints(ca=ca, path_length=0 if ca else None), critical=True)
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(
+                issuer_key.public_key()), critical=False)
         )
         if names:
             builder = builder.add_extension(
@@ -391,6 +426,7 @@ class FakeCA(resource.Resource):
             "new-order": "newOrder", "order": "order", "finalize": "finalize",
             "authz": "authorization", "chall": "challenge", "cert": "certificate",
             "acct": "account", "revoke-cert": "revokeCert", "key-change": "keyChange",
+            "renewal-info": "renewalInfo",
         }.get(first, "unknown")
 
     # -- twisted.web --------------------------------------------------------------
@@ -443,6 +479,9 @@ class FakeCA(resource.Resource):
         if kind == "newNonce":
             self._allow(method, ("HEAD", "GET"))
             return _Reply(200 if method == "HEAD" else 204)
+        if kind == "renewalInfo" and self.renewal_info and len(parts) == 2:
+            self._allow(method, ("GET",))
+            return self._renewal_window(parts[1])
         self._allow(method, ("POST",))
         signed = self._verify(request, kind)
         handler = getattr(self, "_post_" + kind)
@@ -466,6 +505,12 @@ class FakeCA(resource.Resource):
         }
         if self.terms_of_service:
             meta["termsOfService"] = self.terms_of_service
+        if self.renewal_info:
+            directory["renewalInfo"] = self.url("/renewal-info")
+        if self.profiles:
+            meta["profiles"] = dict(self.profiles)
+        if self.eab_required:
+            meta["externalAccountRequired"] = True
         return directory
 
     # -- JWS -----------------------------------------------------------------------
@@ -571,12 +616,45 @@ class FakeCA(resource.Resource):
         if self.terms_of_service and payload.get("termsOfServiceAgreed") is not True:
             raise _Problem("userActionRequired", "must agree to terms of service", 403,
                            {"Link": f'<{self.terms_of_service}>;rel="terms-of-service"'})
+        binding = self._external_account(payload.get("externalAccountBinding"), signed)
         contact = self._contact(payload)
         account_id = len(self.accounts) + 1
+        if binding is not None:
+            self.bindings[account_id] = binding
         account = CAAccount(account_id, self.url(f"/acct/{account_id}"), signed.jwk,
                             signed.thumbprint, contact, bool(payload.get("termsOfServiceAgreed")))
         self.accounts[account_id] = account
         return self._account_reply(account, 201)
+
+    def _external_account(self, binding: Any, signed: _Signed) -> Optional[str]:
+        """
+        Check an ``externalAccountBinding`` (RFC 8555 §7.3.4) as Pebble
+        does: HS256 under a known key id, the newAccount ``url``, no nonce,
+        the outer JWS's key as payload.  :return: its key id, or `None`.
+        """
+        if binding is None:
+            if self.eab_required:
+                raise _Problem("externalAccountRequired",
+                               "newAccount requests must include externalAccountBinding")
+            return None
+        try:
+            protected, payload = self._decode(binding)
+        except _Problem:
+            raise _Problem("malformed", "externalAccountBinding is not a flattened JWS")
+        if protected.get("alg") != "HS256" or "nonce" in protected:
+            raise _Problem("malformed", "externalAccountBinding must be HS256, without a nonce")
+        if protected.get("url") != self.url("/new-account"):
+            raise _Problem("malformed", "externalAccountBinding url differs from the outer JWS")
+        key = self.eab_keys.get(protected.get("kid"))
+        if key is None:
+            raise _Problem("unauthorized", "externalAccountBinding kid is not known", 403)
+        signing_input = f"{binding['protected']}.{binding['payload']}".encode("ascii")
+        expected = hmac.new(key, signing_input, hashlib.sha256).digest()
+        if not hmac.compare_digest(expected, b64url_decode(binding.get("signature", ""))):
+            raise _Problem("unauthorized", "externalAccountBinding MAC does not verify", 403)
+        if payload != signed.jwk:
+            raise _Problem("badPublicKey", "externalAccountBinding key is not the account key")
+        return str(protected["kid"])
 
     def _post_account(self, signed: _Signed, account_id: str) -> _Reply:
         if signed.signer.url != self.url(f"/acct/{account_id}"):
@@ -665,16 +743,63 @@ class FakeCA(resource.Resource):
             name = identifier["value"].lower()
             if name not in names:
                 names.append(name)
+        profile = payload.get("profile")
+        if profile is not None and profile not in self.profiles:
+            raise _Problem("invalidProfile", f"Order includes unrecognized profile name {profile!r}")
+        replaces = payload.get("replaces")
+        if replaces is not None:
+            self._check_replaces(replaces, signed.signer, names)
         order_id = self._new_id()
         order = CAOrder(
             order_id, self.url(f"/order/{order_id}"), self.url(f"/finalize/{order_id}"),
             signed.signer.id, names,
             [self._new_authorization(signed.signer, n) for n in names],
-            self._now() + 7 * 86400,
+            self._now() + 7 * 86400, replaces=replaces, profile=profile,
         )
         self.orders.append(order)
         self._refresh_order(order)
         return _Reply(201, order.to_json(self.format_time), {"Location": order.url})
+
+    def _certificate_of(self, cert_id: Any) -> CACertificate:
+        """
+        The certificate an ARI certID names (its AKI and serial).
+        """
+        try:
+            key_id, serial = (b64url_decode(part) for part in str(cert_id).split("."))
+        except ValueError:
+            raise _Problem("malformed", f"malformed certID {cert_id!r}")
+        for certificate in self.certificates:
+            leaf = certificate.certificate
+            aki = leaf.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value
+            if (aki.key_identifier == key_id
+                    and leaf.serial_number == int.from_bytes(serial, "big")):
+                return certificate
+        raise _Problem("malformed", f"no certificate has certID {cert_id!r}", 404)
+
+    def _check_replaces(self, cert_id: Any, account: CAAccount, names: list) -> None:
+        certificate = self._certificate_of(cert_id)
+        if certificate.replaced_by is not None:
+            raise _Problem("alreadyReplaced", f"certificate {cert_id} already has a replacement order",
+                           409)
+        if certificate.account_id != account.id:
+            raise _Problem("unauthorized", "the certificate to replace is another account's", 403)
+        leaf_names = set(certificate.certificate.extensions.get_extension_for_class(
+            x509.SubjectAlternativeName).value.get_values_for_type(x509.DNSName))
+        if not leaf_names & set(names):
+            raise _Problem("malformed", "the order shares no identifier with the certificate")
+
+    def _renewal_window(self, cert_id: str) -> _Reply:
+        certificate = self._certificate_of(cert_id)
+        leaf = certificate.certificate
+        if certificate.revoked_reason is not None:
+            start, end = self._now() - 3600, self._now() - 3599
+        else:
+            begin = leaf.not_valid_before_utc.timestamp()
+            lifetime = leaf.not_valid_after_utc.timestamp() - begin
+            ideal = begin + lifetime * 2 / 3
+            start, end = ideal - 86400, ideal + 86400
+        window = {"start": self.format_time(start), "end": self.format_time(end)}
+        return _Reply(200, {"suggestedWindow": window}, {"Retry-After": "21600"})
 
     def _decide(self, authorization: CAAuthorization, challenge: CAChallenge) -> None:
         account = self.accounts[authorization.account_id]
@@ -776,6 +901,8 @@ class FakeCA(resource.Resource):
                                           leaf.public_bytes(serialization.Encoding.DER))
         self.certificates.append(order.certificate)
         order.status = Status.VALID
+        if order.replaces:
+            self._certificate_of(order.replaces).replaced_by = order.id
         return _Reply(200, order.to_json(self.format_time), {"Location": order.url})
 
     def _post_certificate(self, signed: _Signed, certificate_id: str) -> _Reply:
@@ -884,6 +1011,9 @@ def build_test_gateway(
     budget: BudgetLimits = BudgetLimits(),
     unknown_keys: str = "reject",
     managed_keys: Optional[str] = None,
+    profiles: ProfilePolicy = ProfilePolicy(),
+    bindings: AccountBindings = AccountBindings(),
+    plan_renewals: bool = True,
 ) -> InMemoryGateway:
     """
     A complete gateway over a `FakeCA`, wired as ``acme-gateway serve``
@@ -907,6 +1037,9 @@ def build_test_gateway(
     :param budget: the rate-limit budget of each account.
     :param unknown_keys: ``managed`` to serve keys the gateway does not
         hold, with keys of its own kept in ``managed_keys``.
+    :param profiles: ``--profile`` and the profile rules.
+    :param bindings: the External Account Binding credentials.
+    :param plan_renewals: plan a known certificate's renewal as one order.
     """
     if clock is None:
         clock = ca.clock if ca is not None else _clock_at_now()
@@ -919,8 +1052,9 @@ def build_test_gateway(
     config = ServeConfig(
         upstream=ca.directory_url, keys=key_store.directory or "", base_url=base_url,
         agree_to_terms=policy.agree_to_terms, request_timeout=request_timeout, budget=budget,
-        unknown_keys=unknown_keys, managed_keys=managed_keys,
         allow_names=policy.allowed_names.patterns if policy.allowed_names else (),
+        unknown_keys=unknown_keys, managed_keys=managed_keys, profiles=profiles,
+        bindings=bindings, plan_renewals=plan_renewals,
     )
     gateway = build_gateway(
         config, clock=clock, keys=key_store, store=store,

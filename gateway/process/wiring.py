@@ -28,8 +28,11 @@ from gateway.operations.metrics import Metrics
 from gateway.operations.report import DEFAULT_MIGRATED_AFTER, ClientRecorder
 from gateway.store import IStore
 from gateway.translate.accounts import AccountRecovery
+from gateway.translate.bindings import AccountBindings
 from gateway.translate.budget import Budget, BudgetLimits
 from gateway.translate.context import Context, Policy
+from gateway.translate.profiles import ProfilePolicy
+from gateway.translate.renewalinfo import RenewalInfoPoller
 from gateway.translate.memory import OtherCAs, Revalidations
 from gateway.translate.policy import AllowedNames
 from gateway.translate.revalidation import Validators
@@ -102,6 +105,13 @@ class ServeConfig:
     max_connections: int = DEFAULT_MAX_CONNECTIONS
     header_timeout: float = DEFAULT_HEADER_TIMEOUT
     idle_timeout: float = DEFAULT_IDLE_TIMEOUT
+    #: ``--profile`` and the config file's ``[[profile-rule]]`` tables.
+    profiles: ProfilePolicy = ProfilePolicy()
+    #: ``--eab-kid``/``--eab-hmac-key`` and ``--eab-file``.
+    bindings: AccountBindings = attrs.field(default=AccountBindings(), repr=False)
+    #: Order a known certificate's whole name set at the first new-authz of
+    #: its renewal (off only to measure what planning saves).
+    plan_renewals: bool = True
 
     @property
     def listener_limits(self) -> ListenerLimits:
@@ -130,6 +140,8 @@ class Gateway:
     :ivar face: the v1 face (the v1 listener's root resource), and ``site``
         its site (bodies above ``--max-body`` refused as they arrive).
     :ivar admin: the admin listener's pages, and ``admin_site`` its site.
+    :ivar renewal_info: the poller of the CA's suggested renewal windows
+        (ARI), run by a timer of the serving process.
     :ivar http01: the built-in HTTP-01 responder (``--http01-listen``), and
         ``http01_site`` its site.  Every site is bounded by the listener
         limits (`gateway.web.ListenerSite`).
@@ -149,6 +161,7 @@ class Gateway:
     readiness: Readiness
     admin: Admin
     admin_site: ListenerSite
+    renewal_info: RenewalInfoPoller
     http01: Optional[HTTP01Responder] = None
     http01_site: Optional[ListenerSite] = None
 
@@ -209,7 +222,8 @@ def build_gateway(
         )
 
     upstream = upstream_client(config.upstream,
-                               AccountRecovery(store, clock, config.agree_to_terms))
+                               AccountRecovery(store, clock, config.agree_to_terms,
+                                               config.bindings))
     http01 = HTTP01Responder() if config.http01_listen else None
     if validators is None:
         validators = _validators(config, clock, http01)
@@ -225,7 +239,9 @@ def build_gateway(
         budget=budget,
         policy=Policy(agree_to_terms=config.agree_to_terms,
                       allowed_names=(AllowedNames.parse(config.allow_names)
-                                     if config.allow_names else None)),
+                                     if config.allow_names else None),
+                      profiles=config.profiles, bindings=config.bindings,
+                      plan_renewals=config.plan_renewals),
         validators=validators,
         revalidations=Revalidations(metrics),
         other_cas=OtherCAs(upstream, upstream_client),
@@ -245,6 +261,7 @@ def build_gateway(
         config=config, clock=clock, store=store, keys=keys, upstream=upstream, context=context,
         metrics=metrics, recorder=recorder, nonces=nonces, face=face, site=site,
         readiness=readiness, admin=admin, admin_site=admin.site(limits, reactor=clock),
+        renewal_info=RenewalInfoPoller(upstream, store, clock),
         http01=http01,
         http01_site=None if http01 is None else ListenerSite(http01, limits, reactor=clock),
     )

@@ -64,6 +64,7 @@ if TYPE_CHECKING:
         Order,
         OrderAttempt,
         Record,
+        RenewalWindow,
     )
 
 
@@ -169,6 +170,17 @@ class IStore(Interface):
             sequence matches nothing).
         :return: a Deferred firing with a list of `Order`, newest
             ``created_at`` first.
+        """
+
+    def planned_orders(
+        account_id: int, statuses: Optional[Iterable[str]] = None,
+    ) -> Deferred[List[Order]]:
+        """
+        An account's orders that were planned for a certificate's renewal
+        (``planned_for`` set), of the bound CA.
+
+        :param statuses: as for `find_orders`.
+        :return: a Deferred firing with a list, newest ``created_at`` first.
         """
 
     # Authorizations
@@ -301,6 +313,28 @@ class IStore(Interface):
         """
         :return: a Deferred firing with the account's certificates, newest
             ``issued_at`` first.
+        """
+
+    def current_certificates() -> Deferred[List[Certificate]]:
+        """
+        The renewal inventory: of each account's certificates that are not
+        orphans, the newest for each name set (by the start of validity), of
+        every CA — issued through the gateway or imported by ``adopt``.
+
+        :return: a Deferred firing with a list, newest first.
+        """
+
+    def renewal_window(certificate_id: str) -> Deferred[Optional[RenewalWindow]]:
+        """
+        :return: a Deferred firing with the certificate's `RenewalWindow`,
+            or `None` before the CA was first asked.
+        """
+
+    def renewal_windows() -> Deferred[List[RenewalWindow]]:
+        """
+        Every `RenewalWindow`, of every CA (for the report).
+
+        :return: a Deferred firing with a list, in insertion order.
         """
 
     def orphaned_certificates() -> Deferred[List[Certificate]]:

@@ -50,6 +50,7 @@ __all__ = [
     "NotFound",
     "Order",
     "OrderAttempt",
+    "RenewalWindow",
     "StoreError",
     "Update",
     "apply_changes",
@@ -233,6 +234,13 @@ _optional_str = v.optional(_str)
 _int = v.instance_of(int)
 
 
+def _clip_error(value: Any) -> Any:
+    """
+    A CA's error text, kept short: it is shown on the status page.
+    """
+    return value[:400] if isinstance(value, str) else value
+
+
 # --- Records -------------------------------------------------------------------
 
 
@@ -285,6 +293,12 @@ class Order:
         an earlier order created); empty in rows older than this field.
     :ivar directory_url: the directory URL of the CA the order lives at
         (see "Upstreams" in `gateway.store.interface`); stamped by the store.
+    :ivar planned_for: the id of the `Certificate` whose renewal this order
+        was planned for (one order for the certificate's whole name set,
+        made at the first ``new-authz`` of a renewal), else `None`.
+    :ivar replaces: the ARI certID (RFC 9773) the ``newOrder`` carried as
+        ``replaces``, else `None`.
+    :ivar profile: the profile the CA's order names, else `None`.
     """
 
     id: str = attrs.field(validator=_str)
@@ -298,6 +312,9 @@ class Order:
     created_at: str = attrs.field(validator=_timestamp)
     authorization_urls: Tuple[str, ...] = attrs.field(default=(), converter=_str_tuple)
     directory_url: Optional[str] = attrs.field(default=None, validator=_optional_str)
+    planned_for: Optional[str] = attrs.field(default=None, validator=_optional_str)
+    replaces: Optional[str] = attrs.field(default=None, validator=_optional_str)
+    profile: Optional[str] = attrs.field(default=None, validator=_optional_str)
 
 
 @attrs.frozen
@@ -363,6 +380,18 @@ class Certificate:
         (the CA issued for an earlier attempt whose answer was lost, and the
         client retried with a new key).  Kept and reported, never handed
         out.
+
+    What the renewal inventory reads (`gateway.store.leaf.leaf_facts` of
+    ``leaf_der``, kept so that renewals can be planned without parsing
+    every certificate again):
+
+    :ivar names: its DNS names, sorted (an order's identifier set).
+    :ivar authority_key_id: its issuer's key id (hex), for ARI.
+    :ivar not_before: its validity (RFC 3339).
+    :ivar profile: the profile of the order it was issued for, if known.
+    :ivar adopted_from: for a certificate ``acme-gateway adopt`` imported
+        from a client's files (not issued through the gateway), where it
+        came from (``certbot /etc/letsencrypt/renewal/example.com.conf``).
     """
 
     id: str = attrs.field(validator=_str)
@@ -381,6 +410,12 @@ class Certificate:
     )
     directory_url: Optional[str] = attrs.field(default=None, validator=_optional_str)
     orphaned: bool = attrs.field(default=False, validator=v.instance_of(bool))
+    names: Tuple[str, ...] = attrs.field(default=(), converter=normalize_identifiers)
+    authority_key_id: Optional[str] = attrs.field(default=None, validator=_optional_str)
+    not_before: Optional[str] = attrs.field(default=None, validator=_optional_timestamp)
+    not_after: Optional[str] = attrs.field(default=None, validator=_optional_timestamp)
+    profile: Optional[str] = attrs.field(default=None, validator=_optional_str)
+    adopted_from: Optional[str] = attrs.field(default=None, validator=_optional_str)
 
 
 class AttemptStatus(enum.StrEnum):
@@ -448,8 +483,48 @@ class Issuer:
     parent_id: Optional[str] = attrs.field(default=None, validator=_optional_str)
 
 
+@attrs.frozen
+class RenewalWindow:
+    """
+    What the CA last said about when to renew a certificate (ARI,
+    RFC 9773): its suggested window, written by the renewal-info poller
+    (`gateway.translate.renewalinfo`).
+
+    :ivar id: the id of the `Certificate` it is about.
+    :ivar cert_id: the certificate's ARI certID.
+    :ivar window_start: the suggested window (RFC 3339), once the CA
+        answered; ``window_end`` likewise.
+    :ivar first_start: the start of the first window the CA suggested for
+        it: a later window that starts earlier moved (an incident).
+    :ivar explanation_url: the CA's ``explanationURL``, when it gave one.
+    :ivar checked_at: when the CA was last asked.
+    :ivar next_check_at: when to ask again (twice a day, or the CA's
+        ``Retry-After``).
+    :ivar opened_early: the window opened early: before half of the
+        certificate's lifetime, or earlier than the CA first suggested
+        (revocation, an incident: `gateway.translate.inventory.opened_early`).
+    :ivar error: why the last question failed, else `None`.
+    :ivar directory_url: the CA asked; stamped by the store.
+    """
+
+    id: str = attrs.field(validator=_str)
+    account_id: int = attrs.field(validator=_int)
+    cert_id: str = attrs.field(validator=_str)
+    window_start: Optional[str] = attrs.field(default=None, validator=_optional_timestamp)
+    window_end: Optional[str] = attrs.field(default=None, validator=_optional_timestamp)
+    first_start: Optional[str] = attrs.field(default=None, validator=_optional_timestamp)
+    explanation_url: Optional[str] = attrs.field(default=None, validator=_optional_str)
+    checked_at: Optional[str] = attrs.field(default=None, validator=_optional_timestamp)
+    next_check_at: Optional[str] = attrs.field(default=None, validator=_optional_timestamp)
+    opened_early: bool = attrs.field(default=False, validator=v.instance_of(bool))
+    error: Optional[str] = attrs.field(default=None, converter=_clip_error,
+                                       validator=_optional_str)
+    directory_url: Optional[str] = attrs.field(default=None, validator=_optional_str)
+
+
 #: Every kind of record the store writes with `Insert`.
-Record = Union[Account, Order, Authorization, Challenge, Certificate, Issuer, OrderAttempt]
+Record = Union[Account, Order, Authorization, Challenge, Certificate, Issuer, OrderAttempt,
+               RenewalWindow]
 
 
 @attrs.frozen
@@ -562,6 +637,7 @@ IMMUTABLE_FIELDS: Mapping[type, FrozenSet[str]] = {
     Challenge: frozenset({"id", "account_id"}),
     Certificate: frozenset({"id", "account_id", "directory_url"}),
     OrderAttempt: frozenset({"id", "account_id", "directory_url", "identifiers", "created_at"}),
+    RenewalWindow: frozenset({"id", "account_id", "directory_url"}),
 }
 
 

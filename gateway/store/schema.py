@@ -239,8 +239,64 @@ _VERSION_4 = Migration(
     backfill=_issuer_parents_from_certificates,
 )
 
+def _inventory_from_certificates(database: Database) -> None:
+    """
+    Fill the inventory columns of the certificates stored so far from
+    their DER (`gateway.store.leaf.leaf_facts`); a leaf that does not
+    parse keeps them empty.
+    """
+    from gateway.store.leaf import leaf_facts
+
+    for row in database.execute("SELECT id, leaf_der FROM certificates").fetchall():
+        try:
+            facts = leaf_facts(bytes(row["leaf_der"]))
+        except ValueError:
+            continue
+        database.execute(
+            "UPDATE certificates SET names = ?, authority_key_id = ?, not_before = ?,"
+            " not_after = ? WHERE id = ?",
+            (json.dumps(list(facts.names), separators=(",", ":")), facts.authority_key_id,
+             facts.not_before, facts.not_after, row["id"]))
+
+
+# Version 5: the renewal inventory.  Each certificate keeps what planning
+# its renewal needs (its names, its issuer's key id and serial for ARI,
+# its validity, its profile) and, when `acme-gateway adopt` imported it
+# from a client's files, where from; an order records the certificate
+# whose renewal it was planned for, the ARI ``replaces`` it carried and
+# the profile the CA gave it; and the CA's suggested renewal window of
+# each certificate (ARI, RFC 9773) is kept in renewal_windows.
+_VERSION_5 = Migration(5, (
+    "ALTER TABLE certificates ADD COLUMN names TEXT NOT NULL DEFAULT '[]'",
+    "ALTER TABLE certificates ADD COLUMN authority_key_id TEXT",
+    "ALTER TABLE certificates ADD COLUMN not_before TEXT",
+    "ALTER TABLE certificates ADD COLUMN not_after TEXT",
+    "ALTER TABLE certificates ADD COLUMN profile TEXT",
+    "ALTER TABLE certificates ADD COLUMN adopted_from TEXT",
+    "ALTER TABLE orders ADD COLUMN planned_for TEXT",
+    "ALTER TABLE orders ADD COLUMN replaces TEXT",
+    "ALTER TABLE orders ADD COLUMN profile TEXT",
+    "CREATE INDEX orders_by_plan ON orders (account_id, planned_for)",
+    """
+    CREATE TABLE renewal_windows (
+        id TEXT PRIMARY KEY REFERENCES certificates (id),
+        account_id INTEGER NOT NULL REFERENCES accounts (id),
+        cert_id TEXT NOT NULL,
+        window_start TEXT,
+        window_end TEXT,
+        first_start TEXT,
+        explanation_url TEXT,
+        checked_at TEXT,
+        next_check_at TEXT,
+        opened_early INTEGER NOT NULL DEFAULT 0 CHECK (opened_early IN (0, 1)),
+        error TEXT,
+        directory_url TEXT{row_order}
+    )
+    """,
+), backfill=_inventory_from_certificates)
+
 #: Every step, in order: `MIGRATIONS[n - 1]` brings a database to version n.
-MIGRATIONS: Tuple[Migration, ...] = (_VERSION_1, _VERSION_2, _VERSION_3, _VERSION_4)
+MIGRATIONS: Tuple[Migration, ...] = (_VERSION_1, _VERSION_2, _VERSION_3, _VERSION_4, _VERSION_5)
 
 #: The schema version this code reads and writes.
 SCHEMA_VERSION = MIGRATIONS[-1].version

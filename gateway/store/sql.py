@@ -67,6 +67,7 @@ from gateway.store.records import (
     Order,
     OrderAttempt,
     Record,
+    RenewalWindow,
     StoreError,
     Update,
     apply_changes,
@@ -104,6 +105,7 @@ _TABLES: Mapping[type, str] = {
     Issuer: "issuers",
     LegacyClient: "clients",
     OrderAttempt: "order_attempts",
+    RenewalWindow: "renewal_windows",
 }
 
 # Tuples and dicts are stored as JSON text, booleans as INTEGER, bytes as
@@ -112,7 +114,7 @@ _JSON_FIELDS = frozenset(
     {"public_jwk", "contact", "identifiers", "issuer_ids", "thumbprints", "names",
      "authorization_urls"}
 )
-_BOOL_FIELDS = frozenset({"wildcard", "orphaned"})
+_BOOL_FIELDS = frozenset({"wildcard", "orphaned", "opened_early"})
 
 #: The crash point after a row of each kind, when more of its logical step
 #: follows in the same `SQLStore.write` (`gateway.crashpoints`).
@@ -124,6 +126,7 @@ _ROW_POINTS: Mapping[type, str] = {
     Certificate: "certificate-row",
     Issuer: "issuer-row",
     OrderAttempt: "order-attempt-row",
+    RenewalWindow: "renewal-window-row",
 }
 
 
@@ -399,6 +402,12 @@ class SQLStore:
         ):
             raise Conflict(f"serial {certificate.serial!r} is already stored")
 
+    def _check_window(self, window: Any) -> None:
+        self._need_account(window.account_id)
+        if not self._exists("certificates", "id = ? AND account_id = ?",
+                            window.id, window.account_id):
+            raise NotFound(f"no certificate {window.id!r} of account {window.account_id!r}")
+
     def _no_check(self, record: Any) -> None:
         return None
 
@@ -567,6 +576,17 @@ class SQLStore:
 
         return self._call(work)
 
+    def planned_orders(
+        self, account_id: int, statuses: Optional[Iterable[str]] = None,
+    ) -> defer.Deferred[List[Order]]:
+        def work() -> List[Order]:
+            clause, params = self._status_clause(statuses)
+            where, values = self._scoped(
+                "account_id = ? AND planned_for IS NOT NULL" + clause, (account_id, *params))
+            return newest_first(self._rows(Order, where, *values))
+
+        return self._call(work)
+
     # -- Authorizations --
 
     def add_authorization(self, authorization: Authorization) -> defer.Deferred[Authorization]:
@@ -686,6 +706,17 @@ class SQLStore:
 
     def orphaned_certificates(self) -> defer.Deferred[List[Certificate]]:
         return self._call(lambda: orphaned_certificates_in(self._database))
+
+    def current_certificates(self) -> defer.Deferred[List[Certificate]]:
+        return self._call(lambda: current_certificates_in(self._database))
+
+    # -- Renewal windows --
+
+    def renewal_window(self, certificate_id: str) -> defer.Deferred[Optional[RenewalWindow]]:
+        return self._call(lambda: self._one(RenewalWindow, "id = ?", certificate_id))
+
+    def renewal_windows(self) -> defer.Deferred[List[RenewalWindow]]:
+        return self._call(lambda: renewal_windows_in(self._database))
 
     # -- Issuers --
 
@@ -849,6 +880,7 @@ _INSERT_CHECKS: Mapping[type, Callable[[SQLStore, Any], None]] = {
     Challenge: SQLStore._check_challenge,
     Certificate: SQLStore._check_certificate,
     OrderAttempt: SQLStore._check_attempt,
+    RenewalWindow: SQLStore._check_window,
 }
 
 #: What an updated record of each kind must still refer to; the kinds that
@@ -859,6 +891,7 @@ _UPDATE_CHECKS: Mapping[type, Callable[[SQLStore, Any], None]] = {
     Challenge: SQLStore._check_challenge,
     Certificate: SQLStore._check_certificate,
     OrderAttempt: SQLStore._no_check,
+    RenewalWindow: SQLStore._no_check,
 }
 
 
@@ -884,6 +917,45 @@ def orphaned_certificates_in(database: Database) -> List[Certificate]:
     return newest_first(
         ((row["_seq"], _decode(Certificate, row)) for row in rows), attribute="issued_at"
     )
+
+
+def current_certificates_in(database: Database) -> List[Certificate]:
+    """
+    The renewal inventory: of every account's certificates that are not
+    orphans, the newest of each name set (an older one with the same names
+    was renewed by it), of every CA, newest first.
+    """
+    rows = database.execute(
+        f"SELECT {database.row_order} AS _seq, * FROM certificates WHERE orphaned = 0").fetchall()
+    certificates = newest_first(
+        ((row["_seq"], _decode(Certificate, row)) for row in rows), attribute="issued_at")
+    seen = set()
+    current = []
+    for certificate in sorted(certificates, key=_validity_start, reverse=True):
+        key = (certificate.account_id, certificate.names)
+        if not certificate.names or key in seen:
+            continue
+        seen.add(key)
+        current.append(certificate)
+    return current
+
+
+def renewal_windows_in(database: Database) -> List[RenewalWindow]:
+    """
+    Every suggested renewal window stored, of every CA, in insertion order.
+    """
+    rows = database.execute(
+        f"SELECT * FROM renewal_windows ORDER BY {database.row_order}").fetchall()
+    return [_decode(RenewalWindow, row) for row in rows]
+
+
+def _validity_start(certificate: Certificate) -> Any:
+    """
+    When a certificate's validity began (when it was stored, if unknown):
+    of two certificates for the same names, the later one renewed the
+    other, whenever either was imported.
+    """
+    return timestamp_instant(certificate.not_before or certificate.issued_at)
 
 
 def _unexpired(expires: Optional[str], now: float) -> bool:
@@ -949,7 +1021,7 @@ def inconsistencies_in(database: Database, now: float) -> List[Finding]:
 
 #: The tables ``acme-gateway check`` counts rows of.
 COUNTED_TABLES = ("accounts", "orders", "authorizations", "challenges", "certificates",
-                  "order_attempts")
+                  "order_attempts", "renewal_windows")
 
 
 @attrs.frozen

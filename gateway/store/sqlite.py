@@ -24,20 +24,22 @@ import stat
 import threading
 import time
 import urllib.parse
-from typing import Any, Callable, List, Mapping, Optional, Sequence, Tuple, TypeVar
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, TypeVar
 
 from twisted.internet import defer
 from twisted.logger import Logger
 
 from gateway.store.engine import Runner
-from gateway.store.records import Certificate, LegacyClient, StoreError
+from gateway.store.records import Certificate, LegacyClient, RenewalWindow, StoreError
 from gateway.store.runners import InlineRunner, ThreadRunner
 from gateway.store.schema import SCHEMA_VERSION, migrate
 from gateway.store.sql import (
     SQLStore,
     StateCheck,
     check_database,
+    current_certificates_in,
     list_clients_in,
+    renewal_windows_in,
     orphaned_certificates_in,
 )
 
@@ -49,6 +51,7 @@ __all__ = [
     "StateCheck",
     "check_state",
     "read_clients",
+    "read_inventory",
     "read_orphaned_certificates",
 ]
 
@@ -329,6 +332,29 @@ def read_orphaned_certificates(path: "str | os.PathLike[str]") -> List[Tuple[Cer
         thumbprints = {row["id"]: row["thumbprint"]
                        for row in database.execute("SELECT id, thumbprint FROM accounts")}
         return [(c, thumbprints.get(c.account_id, "")) for c in orphaned_certificates_in(database)]
+    except sqlite3.Error as error:
+        raise StoreError(f"cannot read {path}: {error}") from None
+    finally:
+        connection.close()
+
+
+def read_inventory(path: "str | os.PathLike[str]"
+                   ) -> Tuple[List[Certificate], List[RenewalWindow], Dict[int, str]]:
+    """
+    The renewal inventory of the database at ``path`` (`gateway.store.
+    interface.IStore.current_certificates`), the suggested renewal windows,
+    and each account's key thumbprint by id, read without writing
+    anything, for ``acme-gateway report``.  Synchronous.
+    """
+    path = os.fspath(path)
+    connection = _read_only(path)
+    try:
+        database = SQLiteDatabase(connection)
+        if database.schema_version() < 5:
+            return [], [], {}
+        thumbprints = {row["id"]: row["thumbprint"]
+                       for row in database.execute("SELECT id, thumbprint FROM accounts")}
+        return current_certificates_in(database), renewal_windows_in(database), thumbprints
     except sqlite3.Error as error:
         raise StoreError(f"cannot read {path}: {error}") from None
     finally:

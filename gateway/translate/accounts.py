@@ -22,7 +22,7 @@ finds or creates the account again and records its new URL.
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Sequence
 
 import attrs
 from twisted.internet.interfaces import IReactorTime
@@ -32,11 +32,13 @@ from gateway.keys.jose import AccountKey
 from gateway.status import Status
 from gateway.store import Account, Authorization, DuplicateAccount, IStore, Update
 from gateway.store.records import format_timestamp
+from gateway.translate.bindings import AccountBindings
 from gateway.translate.context import Context
-from gateway.translate.errors import Unauthorized
+from gateway.translate.errors import ExternalAccountRequired, Unauthorized
 from gateway.translate.requests import Signer
 from gateway.translate.signing import key_not_in_store
 from gateway.upstream.client import UpstreamClient
+from gateway.upstream.errors import UpstreamProblem
 from gateway.upstream.messages import UpstreamAccount
 
 log = Logger()
@@ -132,9 +134,9 @@ async def _adopt(context: Context, key: AccountKey, signer: Signer) -> Account:
     """
     upstream = await context.upstream.find_account(key)
     if upstream is None:
-        upstream = await context.upstream.new_account(
-            key, terms_of_service_agreed=context.policy.agree_to_terms
-        )
+        upstream = await create_upstream_account(
+            context.upstream, context.policy.bindings, key,
+            terms_of_service_agreed=context.policy.agree_to_terms)
     try:
         account: Account = await context.store.create_account(
             thumbprint=signer.thumbprint,
@@ -184,8 +186,8 @@ async def _attach_upstream(context: Context, account: Account, key: AccountKey) 
     """
     upstream = await context.upstream.find_account(key)
     if upstream is None:
-        upstream = await context.upstream.new_account(
-            key,
+        upstream = await create_upstream_account(
+            context.upstream, context.policy.bindings, key,
             contact=account.contact,
             terms_of_service_agreed=bool(account.agreement) or context.policy.agree_to_terms,
         )
@@ -193,6 +195,56 @@ async def _attach_upstream(context: Context, account: Account, key: AccountKey) 
                  url=upstream.url, thumbprint=key.thumbprint)
     await context.store.update_account(account.id, upstream_url=upstream.url)
     return upstream.url
+
+
+#: The upstream problems with which a CA refuses an External Account
+#: Binding the gateway sent (a wrong or used key id, a wrong HMAC key).
+_BINDING_REFUSED = frozenset({"unauthorized", "malformed", "badPublicKey",
+                              "externalAccountRequired"})
+
+
+async def create_upstream_account(
+    upstream: UpstreamClient, bindings: AccountBindings, key: AccountKey,
+    contact: Sequence[str] = (), terms_of_service_agreed: bool = True,
+) -> UpstreamAccount:
+    """
+    Create the upstream account of ``key`` (every ``newAccount`` the
+    gateway sends goes through here), bound to an external account when
+    the operator gave credentials for it (`AccountBindings`).
+
+    :raises ExternalAccountRequired: when the CA requires a binding
+        (``meta.externalAccountRequired``, or its ``externalAccountRequired``
+        problem) and the gateway has none for this key, or the CA refused
+        the one it sent: the client is told which flag gives one, never the
+        CA's raw text alone.
+    """
+    binding = bindings.for_key(key.thumbprint)
+    directory = await upstream.directory()
+    if binding is None and directory.external_account_required:
+        raise ExternalAccountRequired(_binding_missing(upstream.directory_url, key.thumbprint))
+    try:
+        return await upstream.new_account(key, contact=contact,
+                                          terms_of_service_agreed=terms_of_service_agreed,
+                                          binding=binding)
+    except UpstreamProblem as problem:
+        if binding is None and problem.code == "externalAccountRequired":
+            raise ExternalAccountRequired(
+                _binding_missing(upstream.directory_url, key.thumbprint)) from problem
+        if binding is not None and problem.code in _BINDING_REFUSED:
+            raise ExternalAccountRequired(
+                f"The upstream CA ({upstream.directory_url}) refused the External Account "
+                f"Binding the gateway sent for key {key.thumbprint} (--eab-kid {binding.kid}): "
+                f"{problem.detail or problem.code}. Check --eab-kid and --eab-hmac-key; a CA "
+                f"whose keys bind one account only needs one per account key (--eab-file)."
+            ) from problem
+        raise
+
+
+def _binding_missing(directory_url: str, thumbprint: str) -> str:
+    return (f"The upstream CA ({directory_url}) creates accounts only with an External "
+            f"Account Binding, and the gateway has none for key {thumbprint}: start it with "
+            f"--eab-kid KID --eab-hmac-key KEY (the credentials the CA gave you), or give this "
+            f"key its own in --eab-file.")
 
 
 @attrs.frozen
@@ -213,11 +265,13 @@ class AccountRecovery:
     store: IStore
     clock: IReactorTime
     agree_to_terms: bool = True
+    bindings: AccountBindings = AccountBindings()
 
     async def __call__(self, upstream: UpstreamClient, key: AccountKey, stale_url: str) -> str:
         found = await upstream.find_account(key)
         if found is None:
-            found = await upstream.new_account(key, terms_of_service_agreed=self.agree_to_terms)
+            found = await create_upstream_account(upstream, self.bindings, key,
+                                                  terms_of_service_agreed=self.agree_to_terms)
         now = format_timestamp(self.clock.seconds())
         for account in await self.store.list_accounts():
             if account.upstream_url == stale_url:

@@ -54,8 +54,11 @@ from gateway.translate.errors import (
     UpstreamRefused,
     flow,
 )
+from gateway.translate.policy import DNSName
 from gateway.translate.requests import ABSENT, AnswerChallenge, DeactivateAuthz, NewAuthz
+from gateway.translate.inventory import renewal_target
 from gateway.translate.revalidation import revalidate
+from gateway.translate.terms import OrderTerms, order_terms
 from gateway.upstream import messages as v2
 from gateway.upstream.errors import UpstreamProblem
 from gateway.upstream.messages import UpstreamAccount
@@ -90,7 +93,7 @@ class AuthorizationView:
 
 
 def _order_record(context: Context, account_id: int, order: v2.Order, order_id: str,
-                  created_at: Optional[str] = None) -> Order:
+                  created_at: Optional[str] = None, terms: OrderTerms = OrderTerms()) -> Order:
     return Order(
         id=order_id,
         account_id=account_id,
@@ -102,6 +105,9 @@ def _order_record(context: Context, account_id: int, order: v2.Order, order_id: 
         certificate_url=order.certificate,
         created_at=created_at or context.now(),
         authorization_urls=order.authorizations,
+        planned_for=terms.planned_for,
+        replaces=order.replaces or terms.replaces,
+        profile=order.profile or terms.profile,
     )
 
 
@@ -149,7 +155,8 @@ def _authorization_inserts(context: Context, account_id: int, order_id: Optional
             *_challenge_inserts(context, authorization.id, account_id, upstream.challenges)]
 
 
-async def create_order(context: Context, bound: BoundAccount, names: Sequence[str]
+async def create_order(context: Context, bound: BoundAccount, names: Sequence[str],
+                       terms: OrderTerms = OrderTerms(),
                        ) -> Tuple[Order, v2.Order, List[StoredAuthorization]]:
     """
     Create an upstream order for ``names``, within the account's budget, and
@@ -162,6 +169,13 @@ async def create_order(context: Context, bound: BoundAccount, names: Sequence[st
     attempt ``refused``; an upstream ``rateLimited`` also holds the account
     back until its ``Retry-After``.
 
+    An order that ``replaces`` a certificate (ARI) and is refused for it —
+    ``alreadyReplaced``, a certificate the CA does not know or will not
+    let this account replace — is made again without ``replaces``: the
+    renewal still happens, as a plain order.
+
+    :param terms: ``replaces``, the profile, the certificate a renewal was
+        planned for (`gateway.translate.terms`).
     :raises RateLimited: when the order would exceed the account's budget
         (nothing is sent).
     :return: ``(order record, upstream order, [(authorization record,
@@ -173,19 +187,34 @@ async def create_order(context: Context, bound: BoundAccount, names: Sequence[st
     await context.store.write([Insert(OrderAttempt(
         id=order_id, account_id=bound.record.id, identifiers=names, created_at=context.now()))])
     try:
-        order = await context.upstream.new_order(bound.upstream, names)
+        order = await context.upstream.new_order(bound.upstream, names, replaces=terms.replaces,
+                                                 profile=terms.profile)
     except UpstreamProblem as problem:
         if problem.code == "rateLimited":
             context.budget.hold(bound.record.id, problem.retry_after)
         await context.store.write([Update(OrderAttempt, order_id, {"status": AttemptStatus.REFUSED})])
+        if terms.replaces is not None and problem.code not in _NOT_ABOUT_REPLACES:
+            log.info("newOrder replacing {cert_id} refused ({code}: {detail}); ordering without "
+                     "replaces", cert_id=terms.replaces, code=problem.code, detail=problem.detail)
+            return await create_order(context, bound, names, attrs.evolve(terms, replaces=None))
         raise
     record, authorizations = await store_new_order(
-        context, bound.record.id, bound.upstream, order, order_id)
+        context, bound.record.id, bound.upstream, order, order_id, terms=terms)
+    if terms.replaces is not None:
+        log.info("order {order} for {names} replaces {cert_id} (ARI)", order=order_id,
+                 names=names, cert_id=terms.replaces)
     return record, order, authorizations
 
 
+#: Refusals of a ``newOrder`` that a retry without ``replaces`` would get
+#: too: the account's limits, and a CA asking the person to act.
+_NOT_ABOUT_REPLACES = frozenset({"rateLimited", "userActionRequired", "accountDoesNotExist",
+                                 "rejectedIdentifier", "unsupportedIdentifier", "invalidProfile"})
+
+
 async def store_new_order(context: Context, account_id: int, upstream_account: UpstreamAccount,
-                          order: v2.Order, order_id: str, created_at: Optional[str] = None
+                          order: v2.Order, order_id: str, created_at: Optional[str] = None,
+                          terms: OrderTerms = OrderTerms(),
                           ) -> Tuple[Order, List[StoredAuthorization]]:
     """
     Store an order the CA just created (or recovery found) with its
@@ -199,7 +228,7 @@ async def store_new_order(context: Context, account_id: int, upstream_account: U
     :return: ``(order record, [(authorization record, upstream
         authorization), …])``.
     """
-    record = _order_record(context, account_id, order, order_id, created_at)
+    record = _order_record(context, account_id, order, order_id, created_at, terms)
     try:
         fetched = [await context.upstream.get_authorization(upstream_account, url)
                    for url in order.authorizations]
@@ -304,8 +333,10 @@ async def _view(context: Context, record: Authorization, thumbprint: str,
 @flow
 async def new_authorization(context: Context, request: NewAuthz) -> AuthorizationView:
     """
-    ``new-authz``: the account's authorization for the name that a
-    ``new-cert`` can still use, else a new single-name order upstream.
+    ``new-authz``: for a name of a certificate the account holds, that
+    certificate's planned renewal order's authorization (`_planned_view`);
+    else the account's authorization for the name that a ``new-cert`` can
+    still use, else a new single-name order upstream.
     """
     context.policy.check_names([request.name])
     bound = await bind(context, request.signer)
@@ -313,22 +344,105 @@ async def new_authorization(context: Context, request: NewAuthz) -> Authorizatio
     lock = context.locks.lock_for(f"authz:{bound.record.id}:{name.spelled}")
     await lock.acquire()
     try:
+        planned = await _planned_view(context, bound, name, request.signer.user_agent)
+        if planned is not None:
+            return planned
         for candidate in await context.store.find_authorizations(
             bound.record.id, name.value, name.wildcard, (Status.PENDING, Status.VALID)
         ):
             view = await usable_view(context, bound, candidate)
             if view is not None:
                 return view
-        _, _, authorizations = await create_order(context, bound, [name.spelled])
-        last = None
-        for record, upstream in authorizations:
-            if upstream.identifier == name.value and upstream.wildcard == name.wildcard:
-                last = (record, upstream)
-        if last is None:
-            raise InternalFailure("The upstream order holds no authorization for the name")
-        return await _view(context, last[0], bound.thumbprint, last[1])
+        terms = await order_terms(context, bound.thumbprint, request.signer.user_agent,
+                                  [name.spelled])
+        _, _, authorizations = await create_order(context, bound, [name.spelled], terms)
+        return await _view_for(context, bound, authorizations, name)
     finally:
         lock.release()
+
+
+async def _view_for(context: Context, bound: BoundAccount,
+                    authorizations: Sequence[StoredAuthorization],
+                    name: DNSName) -> AuthorizationView:
+    """
+    The view of a new order's authorization for ``name``.
+    """
+    last = None
+    for record, upstream in authorizations:
+        if upstream.identifier == name.value and upstream.wildcard == name.wildcard:
+            last = (record, upstream)
+    if last is None:
+        raise InternalFailure("The upstream order holds no authorization for the name")
+    return await _view(context, last[0], bound.thumbprint, last[1])
+
+
+async def _planned_view(context: Context, bound: BoundAccount, name: DNSName,
+                        user_agent: str) -> Optional[AuthorizationView]:
+    """
+    Renewal planning.  A ``new-authz`` for a name of a certificate the
+    account holds starts (or continues) that certificate's renewal: the
+    gateway orders the certificate's whole name set at once — one order,
+    which carries ARI ``replaces`` — and answers each ``new-authz`` of the
+    renewal with that order's authorization for the name.  The client
+    validates every name of the order it will finalize, so the renewal
+    needs neither authorization reuse nor a means of the gateway's, and
+    costs one order however many names it has.
+
+    A planned order still open (pending or ready) that holds the name
+    answers first, when its authorization for the name is still usable
+    (`usable_view`: never a used one); otherwise a certificate of the
+    account holding the name (`gateway.translate.inventory.
+    renewal_target`) gets a new planned order.  `None` when no
+    certificate holds the name: the usual single-name path.
+
+    One plan at a time per account (a lock), so that two ``new-authz`` of
+    one renewal arriving together make one order.
+    """
+    if not context.policy.plan_renewals:
+        return None
+    lock = context.locks.lock_for(f"plan:{bound.record.id}")
+    await lock.acquire()
+    try:
+        for order in await context.store.planned_orders(
+                bound.record.id, (Status.PENDING, Status.READY)):
+            if context.has_expired(order.expires) or name.spelled not in order.identifiers:
+                continue
+            for candidate in await context.store.authorizations_for_order(order.id):
+                if (candidate.identifier, candidate.wildcard) != (name.value, name.wildcard):
+                    continue
+                if _fresh_in_plan(context, candidate, order):
+                    return await _view(context, candidate, bound.thumbprint)
+                view = await usable_view(context, bound, candidate)
+                if view is not None:
+                    return view
+        target = renewal_target(await context.store.current_certificates(), bound.record.id,
+                                name.spelled, context.clock.seconds())
+        if target is None:
+            return None
+        terms = await order_terms(context, bound.thumbprint, user_agent, target.names,
+                                  renewing=target, planned=True)
+        order, _, authorizations = await create_order(context, bound, target.names, terms)
+        log.info("new-authz for {name}: renewal of certificate {certificate} ({names}) planned "
+                 "as order {order}", name=name.spelled, certificate=target.id,
+                 names=list(target.names), order=order.id)
+        return await _view_for(context, bound, authorizations, name)
+    finally:
+        lock.release()
+
+
+def _fresh_in_plan(context: Context, candidate: Authorization, order: Order) -> bool:
+    """
+    Whether a valid authorization of an open planned order can be answered
+    from the store: the gateway made the order for this renewal, nothing
+    finalized it (its stored status is open), and neither it nor the
+    authorization lapses soon.  Asking the CA whether the order is still
+    ready at each ``new-authz`` of the renewal would cost a request per name
+    more than a native client spends; should the CA disagree at
+    ``new-cert``, the finalize fast path falls back to reading the order.
+    """
+    return (candidate.status == Status.VALID and order.status in _FINALIZABLE
+            and not lapses_within(context.clock, candidate.expires, HONOUR_MARGIN_SECONDS)
+            and not lapses_within(context.clock, order.expires, HONOUR_MARGIN_SECONDS))
 
 
 #: A valid authorization (or its order) that lapses sooner than this is not

@@ -20,6 +20,7 @@ from twisted.internet.interfaces import IReactorTime
 
 from gateway.store import IStore, Record
 from gateway.store.records import format_timestamp, timestamp_instant
+from gateway.translate.bindings import AccountBindings
 from gateway.translate.budget import Budget
 from gateway.translate.memory import (
     BackgroundWork,
@@ -29,6 +30,7 @@ from gateway.translate.memory import (
     Revalidations,
 )
 from gateway.translate.policy import AllowedNames, DNSName
+from gateway.translate.profiles import ProfilePolicy
 from gateway.translate.revalidation import Validators
 from gateway.translate.signing import SigningKeys
 from gateway.upstream.client import UpstreamClient
@@ -44,6 +46,12 @@ class Policy:
     :ivar agree_to_terms: agree to the CA's terms of service upstream on a
         client's behalf when it sent no agreement (dehydrated 0.7 sends
         ``""`` and never updates it; migrating clients agreed long ago).
+    :ivar profiles: which profile each order asks for (``--profile`` and
+        the config file's rules).
+    :ivar bindings: the External Account Binding of each new upstream
+        account (``--eab-kid``/``--eab-hmac-key``, ``--eab-file``).
+    :ivar plan_renewals: order a known certificate's whole name set at the
+        first ``new-authz`` of its renewal (`gateway.translate.renewals`).
     """
 
     agree_to_terms: bool = True
@@ -58,6 +66,9 @@ class Policy:
         """
         if self.allowed_names is not None:
             self.allowed_names.check(names)
+    profiles: ProfilePolicy = ProfilePolicy()
+    bindings: AccountBindings = AccountBindings()
+    plan_renewals: bool = True
 
 
 @attrs.frozen

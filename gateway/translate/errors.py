@@ -89,6 +89,13 @@ class Unauthorized(Refused):
     """
 
 
+class ExternalAccountRequired(Unauthorized):
+    """
+    The CA creates accounts only with an External Account Binding, and the
+    gateway has none for this key, or the CA refused the one it sent.
+    """
+
+
 class InvalidContact(Refused):
     """
     A contact the gateway cannot pass upstream (only ``mailto:`` URIs).

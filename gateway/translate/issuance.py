@@ -34,11 +34,15 @@ from gateway.store import Authorization, Certificate, Insert, Issuer, Order, iss
 from gateway.translate.accounts import BoundAccount, bind
 from gateway.translate.authorizations import create_order, record_authorization
 from gateway.translate.context import Context, written_as
+from gateway.store.leaf import leaf_facts
 from gateway.translate.csr import ParsedCSR, cn_only_refusal
 from gateway.translate.errors import CSRRejected, InternalFailure, NotFound, Refused, Unauthorized, flow
+from gateway.translate.inventory import exactly
 from gateway.translate.policy import DNSName
+from gateway.translate.renewals import abandon_wrong_plans
 from gateway.translate.requests import NewCert
 from gateway.translate.revalidation import revalidate
+from gateway.translate.terms import order_terms
 from gateway.upstream import messages as v2
 from gateway.upstream.errors import UpstreamError, UpstreamProblem
 
@@ -123,6 +127,7 @@ async def new_certificate(context: Context, request: NewCert) -> Certificate:
     # the key that signs upstream is another, and must differ too.
     if csr.public_key_der == _account_spki(bound):
         raise CSRRejected("Certificate public key must be different than account key")
+    await abandon_wrong_plans(context, bound, request.names)
     if not context.validators.configured and not bound.managed:
         missing = await _names_not_authorized(context, bound, csr.names)
         if missing:
@@ -138,7 +143,8 @@ async def new_certificate(context: Context, request: NewCert) -> Certificate:
     try:
         for _ in range(MAX_FOREIGN_CERTIFICATES + 1):
             try:
-                record, upstream_order = await _finalized_order(context, bound, names, csr)
+                record, upstream_order = await _finalized_order(context, bound, names, csr,
+                                                                request.signer.user_agent)
             except UpstreamProblem as problem:
                 hint = cn_only_refusal(csr, problem.code, problem.detail)
                 if hint is not None:
@@ -160,7 +166,8 @@ async def new_certificate(context: Context, request: NewCert) -> Certificate:
             # answer was lost: its certificate is then for that attempt's key.
             chain = await context.upstream.download_certificate(bound.upstream, upstream_order.certificate)
             if _leaf_spki(chain.leaf) == csr.public_key_der:
-                certificate = await store_chain(context, bound.record.id, record.id, chain)
+                certificate = await store_chain(context, bound.record.id, record.id, chain,
+                                                profile=record.profile)
                 if not certificate.orphaned:
                     log.info(
                         "certificate {certificate} for {names} cost {orders} upstream order(s)",
@@ -168,7 +175,8 @@ async def new_certificate(context: Context, request: NewCert) -> Certificate:
                         orders=await _orders_spent(context, bound, record, csr.names),
                     )
                     return certificate
-            orphan = await store_chain(context, bound.record.id, record.id, chain, orphaned=True)
+            orphan = await store_chain(context, bound.record.id, record.id, chain, orphaned=True,
+                                       profile=record.profile)
             log.warn(
                 "new-cert: order {order} holds a certificate for another key (an earlier attempt "
                 "whose answer was lost); kept as orphan {certificate}, never handed out; "
@@ -193,7 +201,7 @@ def _leaf_spki(der: bytes) -> bytes:
 
 
 async def _finalized_order(context: Context, bound: BoundAccount, names: Names,
-                           csr: ParsedCSR) -> OrderState:
+                           csr: ParsedCSR, user_agent: str) -> OrderState:
     """
     Finalize the order for ``names`` with ``csr``: the known ready one at
     once, else a usable or new one, its authorizations completed first.  A
@@ -205,7 +213,7 @@ async def _finalized_order(context: Context, bound: BoundAccount, names: Names,
     finalized = await _finalize_known_ready_order(context, bound, names, csr.der)
     if finalized is not None:
         return finalized
-    record, upstream_order, authorizations = await _order_for(context, bound, names)
+    record, upstream_order, authorizations = await _order_for(context, bound, names, user_agent)
     if upstream_order.status == Status.READY:
         upstream_order = await context.upstream.finalize(bound.upstream, upstream_order, csr.der)
     elif upstream_order.status == Status.PENDING:
@@ -221,11 +229,13 @@ async def _finalized_order(context: Context, bound: BoundAccount, names: Names,
     return record, upstream_order
 
 
-async def _order_for(context: Context, bound: BoundAccount, names: Names
+async def _order_for(context: Context, bound: BoundAccount, names: Names, user_agent: str
                      ) -> Tuple[Order, v2.Order, Optional[List[v2.Authorization]]]:
     """
     The order to finalize for ``names``: a usable stored one (refreshed
-    from upstream), else a new one within the account's budget.
+    from upstream), else a new one within the account's budget — which
+    ``replaces`` the account's certificate for exactly these names, when
+    there is one (ARI).
 
     :return: ``(order record, upstream order, its upstream authorizations
         when already read, else None)``.
@@ -233,7 +243,9 @@ async def _order_for(context: Context, bound: BoundAccount, names: Names
     found = await _usable_order(context, bound, names)
     if found is not None:
         return (*found, None)
-    record, upstream_order, authorizations = await create_order(context, bound, names)
+    renewing = exactly(await context.store.current_certificates(), bound.record.id, names)
+    terms = await order_terms(context, bound.thumbprint, user_agent, names, renewing=renewing)
+    record, upstream_order, authorizations = await create_order(context, bound, names, terms)
     log.info("new-cert: created order {order} for {names}", order=record.id, names=names)
     return record, upstream_order, [upstream for _, upstream in authorizations]
 
@@ -377,18 +389,20 @@ def _account_spki(bound: BoundAccount) -> bytes:
 
 
 async def store_chain(context: Context, account_id: int, order_id: Optional[str],
-                      chain: v2.CertificateChain, orphaned: bool = False) -> Certificate:
+                      chain: v2.CertificateChain, orphaned: bool = False,
+                      profile: Optional[str] = None) -> Certificate:
     """
     Store a downloaded chain, its issuers (each once, with the issuer above
     it in this chain for its ``Link: rel="up"``) and its leaf in one
-    transaction.
+    transaction, with what the renewal inventory keeps of the leaf (its
+    names, issuer key id, validity, and ``profile``).
 
     :param orphaned: the leaf is for a key no client waits for (see
         `Certificate.orphaned`): keep it, never hand it out.
     """
     issuer_ids = [issuer_id(der) for der in chain.issuers]
-    leaf = x509.load_der_x509_certificate(chain.leaf)
-    serial = format(leaf.serial_number, "x")
+    facts = leaf_facts(chain.leaf)
+    serial = facts.serial
     existing = await context.store.certificate_by_serial(serial)
     if existing is not None:
         return existing
@@ -409,6 +423,11 @@ async def store_chain(context: Context, account_id: int, order_id: Optional[str]
             upstream_url=chain.url,
             issued_at=context.now(),
             orphaned=orphaned,
+            names=facts.names,
+            authority_key_id=facts.authority_key_id,
+            not_before=facts.not_before,
+            not_after=facts.not_after,
+            profile=profile,
         )),
     ])
     certificate = written_as(Certificate, written[-1])

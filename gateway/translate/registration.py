@@ -16,7 +16,7 @@ import attrs
 
 from gateway.status import Status
 from gateway.store import Account, DuplicateAccount
-from gateway.translate.accounts import bind_existing
+from gateway.translate.accounts import bind, bind_existing, create_upstream_account
 from gateway.translate.context import Context
 from gateway.translate.errors import Unauthorized, flow
 from gateway.translate.requests import NewReg, RegUpdate
@@ -55,8 +55,8 @@ async def new_registration(context: Context, request: NewReg) -> Registered:
         upstream = await context.upstream.find_account(key)
         created = upstream is None
         if upstream is None:
-            upstream = await context.upstream.new_account(
-                key,
+            upstream = await create_upstream_account(
+                context.upstream, context.policy.bindings, key,
                 contact=request.contact,
                 terms_of_service_agreed=bool(request.agreement) or context.policy.agree_to_terms,
             )

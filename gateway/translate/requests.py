@@ -76,11 +76,14 @@ class Signer:
     :ivar thumbprint: its RFC 7638 thumbprint, the key accounts are found by.
     :ivar address: the client's address, recorded as a registration's
         ``initialIp`` when the request creates one.
+    :ivar user_agent: the client's User-Agent, which per-client profile
+        rules may match (`gateway.translate.profiles`).
     """
 
     jwk: josepy.JWK
     thumbprint: str
     address: str = ""
+    user_agent: str = ""
 
 
 @attrs.frozen

@@ -46,7 +46,7 @@ from twisted.web import client as web_client
 
 from gateway import __version__
 from gateway.crashpoints import crash_point
-from gateway.keys.jose import AccountKey, b64url, sign_flattened
+from gateway.keys.jose import AccountKey, b64url, external_account_binding, sign_flattened
 from gateway.upstream.errors import (
     PollTimeout,
     UpstreamError,
@@ -60,7 +60,9 @@ from gateway.upstream.messages import (
     CertificateChain,
     Challenge,
     Directory,
+    ExternalAccountKey,
     Order,
+    RenewalInfo,
     UpstreamAccount,
     order_is_ready,
     parse_links,
@@ -480,15 +482,23 @@ class UpstreamClient:
         return self._account_from(key, response)
 
     async def new_account(
-        self, key: AccountKey, contact: Sequence[str] = (), terms_of_service_agreed: bool = True
+        self, key: AccountKey, contact: Sequence[str] = (), terms_of_service_agreed: bool = True,
+        binding: Optional[ExternalAccountKey] = None,
     ) -> UpstreamAccount:
         """
         Create (or, for a key the CA knows, find) the account of ``key``.
+
+        :param binding: bind the new account to this external account
+            (``externalAccountBinding``: HS256 over the account's JWK, with
+            the binding's ``kid`` and the ``newAccount`` URL).
         """
         directory = await self.directory()
         payload: Dict[str, Any] = {"termsOfServiceAgreed": bool(terms_of_service_agreed)}
         if contact:
             payload["contact"] = list(contact)
+        if binding is not None:
+            payload["externalAccountBinding"] = external_account_binding(
+                binding.kid, binding.hmac_key, key.public_jwk_json, directory.new_account)
         response = await self.signed_post(directory.new_account, payload, key, kind="newAccount")
         return self._account_from(key, response)
 
@@ -555,20 +565,52 @@ class UpstreamClient:
 
     # -- orders, authorizations, challenges ----------------------------------
 
-    async def new_order(self, account: UpstreamAccount, names: Iterable[str]) -> Order:
+    async def new_order(self, account: UpstreamAccount, names: Iterable[str],
+                        replaces: Optional[str] = None, profile: Optional[str] = None) -> Order:
         """
         Create an order for DNS ``names`` (a wildcard spelled ``*.example.com``).
+
+        :param replaces: the ARI certID (RFC 9773 §5) of the certificate
+            this order renews.
+        :param profile: the profile to issue under (``meta.profiles``);
+            `None` for the CA's default.
         """
         directory = await self.directory()
-        identifiers = [{"type": "dns", "value": name} for name in names]
+        payload: Dict[str, Any] = {
+            "identifiers": [{"type": "dns", "value": name} for name in names]}
+        if replaces is not None:
+            payload["replaces"] = replaces
+        if profile is not None:
+            payload["profile"] = profile
         response = await self.signed_post(
-            directory.new_order, {"identifiers": identifiers}, account.key, kid=account.url,
-            kind="newOrder",
+            directory.new_order, payload, account.key, kid=account.url, kind="newOrder",
         )
         if not response.location:
             raise UpstreamProtocolError("newOrder answered without a Location", url=response.url)
         crash_point("after-new-order")
         return Order.from_json(response.location, response.json())
+
+    async def renewal_info(self, cert_id: str) -> RenewalInfo:
+        """
+        The CA's suggested renewal window of the certificate ``cert_id``
+        names (ARI, RFC 9773 §4: an unauthenticated GET of
+        ``<renewalInfo>/<certID>``), with its ``Retry-After``.
+
+        :raises UpstreamProtocolError: when the CA offers no renewalInfo.
+        """
+        directory = await self.directory()
+        if directory.renewal_info is None:
+            raise UpstreamProtocolError("the upstream directory offers no renewalInfo")
+        url = directory.renewal_info.rstrip("/") + "/" + cert_id
+
+        async def read() -> UpstreamResponse:
+            response = await self._send("GET", url, kind="renewalInfo")
+            self._raise_for_status(response)
+            return response
+
+        response = await self._retrying_read(read)
+        retry_after = parse_retry_after(response.header("retry-after"), self._clock.seconds())
+        return RenewalInfo.from_json(response.json(), retry_after)
 
     async def get_order(self, account: UpstreamAccount, url: str) -> Order:
         response = await self.post_as_get(account, url, kind="order")

@@ -48,6 +48,9 @@ def parse_retry_after(value: Optional[str], now: float) -> Optional[float]:
     return max(0.0, when.timestamp() - now)
 
 
+_RFC3339 = re.compile(
+    r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:[Zz]|[+-]\d{2}:\d{2})\Z")
+
 _LINK_ENTRY = re.compile(r'\s*<([^>]*)>\s*((?:;\s*[^,;]+)*)')
 
 
@@ -119,6 +122,8 @@ class Directory:
     key_change: Optional[str]
     new_authz: Optional[str]
     meta: Dict[str, Any]
+    #: ARI (RFC 9773): where suggested renewal windows are read, if offered.
+    renewal_info: Optional[str] = None
 
     @classmethod
     def from_json(cls, document: Any) -> "Directory":
@@ -141,12 +146,32 @@ class Directory:
             key_change=optional("keyChange"),
             new_authz=optional("newAuthz"),
             meta=meta if isinstance(meta, dict) else {},
+            renewal_info=optional("renewalInfo"),
         )
 
     @property
     def terms_of_service(self) -> Optional[str]:
         value = self.meta.get("termsOfService")
         return value if isinstance(value, str) else None
+
+    @property
+    def profiles(self) -> Dict[str, str]:
+        """
+        The profiles the CA offers (``meta.profiles``: name → description),
+        empty when it offers none (a CA from before profiles).
+        """
+        value = self.meta.get("profiles")
+        if not isinstance(value, dict):
+            return {}
+        return {name: str(text) for name, text in value.items() if isinstance(name, str)}
+
+    @property
+    def external_account_required(self) -> bool:
+        """
+        Whether the CA creates accounts only with an External Account
+        Binding (``meta.externalAccountRequired``).
+        """
+        return self.meta.get("externalAccountRequired") is True
 
 
 def _identifier(document: Any, what: str) -> Tuple[str, str]:
@@ -255,6 +280,10 @@ class Order:
     certificate: Optional[str]
     expires: Optional[str]
     error: Optional[UpstreamProblem] = attrs.field(eq=False, default=None)
+    #: The profile the CA gave the order, when it says (CAs with profiles do).
+    profile: Optional[str] = None
+    #: The ARI certID the order replaces, as the CA echoes it.
+    replaces: Optional[str] = None
 
     @classmethod
     def from_json(cls, url: str, document: Any) -> "Order":
@@ -271,6 +300,8 @@ class Order:
         certificate = document.get("certificate")
         expires = document.get("expires")
         error = document.get("error")
+        profile = document.get("profile")
+        replaces = document.get("replaces")
         return cls(
             url=url,
             status=_require(document, "status", str, what),
@@ -284,7 +315,41 @@ class Order:
                 if isinstance(error, dict)
                 else None
             ),
+            profile=profile if isinstance(profile, str) and profile else None,
+            replaces=replaces if isinstance(replaces, str) and replaces else None,
         )
+
+
+@attrs.frozen
+class RenewalInfo:
+    """
+    A CA's suggested renewal window for one certificate (ARI, RFC 9773
+    §4.2), and when to ask again.
+
+    :ivar start: the window's start and ``end``, RFC 3339 as the CA spelled
+        them.
+    :ivar explanation_url: why the window is what it is, when the CA says.
+    :ivar retry_after: seconds until the CA wants to be asked again
+        (``Retry-After``), when it said.
+    """
+
+    start: str
+    end: str
+    explanation_url: Optional[str] = None
+    retry_after: Optional[float] = None
+
+    @classmethod
+    def from_json(cls, document: Any, retry_after: Optional[float] = None) -> "RenewalInfo":
+        what = "renewalInfo"
+        window = _require(document, "suggestedWindow", dict, what)
+        start = _require(window, "start", str, what + " suggestedWindow")
+        end = _require(window, "end", str, what + " suggestedWindow")
+        if not (_RFC3339.match(start) and _RFC3339.match(end)):
+            raise UpstreamProtocolError(f"{what} suggestedWindow is not two RFC 3339 timestamps")
+        explanation = document.get("explanationURL")
+        return cls(start=start, end=end,
+                   explanation_url=explanation if isinstance(explanation, str) else None,
+                   retry_after=retry_after)
 
 
 @attrs.frozen
@@ -305,6 +370,18 @@ class CertificateChain:
     @property
     def issuers(self) -> Tuple[bytes, ...]:
         return self.certificates[1:]
+
+
+@attrs.frozen
+class ExternalAccountKey:
+    """
+    The credentials a CA that requires External Account Binding hands out
+    for binding new ACME accounts (RFC 8555 §7.3.4): a key id and an HMAC
+    key (decoded).  Some CAs' keys bind one account only.
+    """
+
+    kid: str
+    hmac_key: bytes = attrs.field(repr=False)
 
 
 @attrs.frozen

@@ -72,7 +72,8 @@ class V1Call:
         verified = verify_v1_request(body, resource_name, self.nonces)
         self.scope.thumbprint = verified.thumbprint
         self.scope.names = requested_names(resource_name, verified.payload)
-        return Signer(verified.jwk, verified.thumbprint, self.address), verified.payload
+        user_agent = (request.getHeader(b"user-agent") or b"").decode("latin-1")
+        return Signer(verified.jwk, verified.thumbprint, self.address, user_agent), verified.payload
 
 
 class V1Endpoint(Resource):

@@ -154,8 +154,10 @@ class Pebble:
 
     def __init__(self, workdir: str, dns_server: str, http_port: int, env: Optional[dict] = None,
                  port: Optional[int] = None, mgmt_port: Optional[int] = None,
-                 binary: Optional[str] = None):
+                 binary: Optional[str] = None, config: Optional[dict] = None):
         self.workdir = workdir
+        #: Settings merged into Pebble's config (today's Pebble: profiles, EAB).
+        self.config = dict(config or {})
         #: The Pebble build to run: Debian's by default, or `current_pebble()`.
         self.binary = binary
         self.dns_server = dns_server
@@ -197,7 +199,8 @@ class Pebble:
             return False
 
     def start(self) -> "Pebble":
-        config = pebble_config(self.port, self.mgmt_port, self.http_port, free_port(), self.tls)
+        config = pebble_config(self.port, self.mgmt_port, self.http_port, free_port(), self.tls,
+                               self.config)
         config_path = os.path.join(self.workdir, f"pebble-{self.port}.json")
         with open(config_path, "w") as f:
             json.dump(config, f)
@@ -212,6 +215,14 @@ class Pebble:
         )
         _wait_for(self._answers, 30, "pebble", self.process, self.log_path)
         return self
+
+    def log(self) -> str:
+        """
+        What Pebble printed so far (its ``ARI: order … is a replacement of
+        …`` lines, for one).
+        """
+        with open(self.log_path, errors="replace") as f:
+            return f.read()
 
     def root_pem(self, index: int = 0) -> bytes:
         """

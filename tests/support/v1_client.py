@@ -48,6 +48,8 @@ class V1TestClient:
     key: object
     http: object = attrs.field(factory=lambda: treq)
     nonce: str = None
+    #: The User-Agent to send with POSTs (none by default).
+    user_agent: str = None
 
     async def get(self, url, method="GET") -> Reply:
         reply = await _reply(await self.http.request(method, url))
@@ -64,7 +66,8 @@ class V1TestClient:
             nonce = self.nonce or await self.fresh_nonce()
             self.nonce = None
         body = sign_v1(key, payload, nonce, **options)
-        reply = await _reply(await self.http.post(url, data=body))
+        extra = {"headers": {"User-Agent": [self.user_agent]}} if self.user_agent else {}
+        reply = await _reply(await self.http.post(url, data=body, **extra))
         self.nonce = reply.header("replay-nonce")
         return reply
 
