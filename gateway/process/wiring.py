@@ -45,6 +45,7 @@ from gateway.validation.dns01 import (
     responders_by_type,
 )
 from gateway.validation.http01 import HTTP01Responder
+from gateway.validation.tlssni01 import DEFAULT_CHECK_PORT, TLSSNI01Checker
 
 #: The treq HTTP client for the CA at a directory URL (a
 #: ``treq.testing.StubTreq`` of a fake CA in tests).
@@ -80,6 +81,10 @@ class ServeConfig:
     dns01_rfc2136_zone: Optional[str] = None
     dns01_propagation_seconds: float = 0.0
     challenge_preference: Tuple[str, ...] = ("http-01", "dns-01")
+    #: Where tls-sni-01 answers are checked (``--tls-sni-check-port``,
+    #: ``--tls-sni-check-resolver``; the system resolver when `None`).
+    tls_sni_check_port: int = DEFAULT_CHECK_PORT
+    tls_sni_check_resolver: Optional[Tuple[str, int]] = None
     unknown_keys: str = "reject"
     managed_keys: Optional[str] = None
     budget: BudgetLimits = BudgetLimits()
@@ -218,7 +223,9 @@ def _validators(config: ServeConfig, reactor: Any,
                 http01: Optional[HTTP01Responder]) -> Validators:
     """
     The responders the configuration names: the HTTP-01 resource, a dns-01
-    hook, RFC 2136 updates.
+    hook, RFC 2136 updates; and with any of them, the tls-sni-01 check
+    (v1 authorizations offer tls-sni-01 only when the gateway can then
+    prove the name upstream).
     """
     responders: list = [http01] if http01 is not None else []
     if config.dns01_hook:
@@ -233,4 +240,8 @@ def _validators(config: ServeConfig, reactor: Any,
         responders.append(RFC2136DNS01Responder(
             reactor, host, dns_port, key=key, zone=config.dns01_rfc2136_zone,
             propagation_seconds=config.dns01_propagation_seconds))
-    return Validators(responders_by_type(responders), config.challenge_preference)
+    checker = None
+    if responders:
+        checker = TLSSNI01Checker(reactor, port=config.tls_sni_check_port,
+                                  resolver=config.tls_sni_check_resolver)
+    return Validators(responders_by_type(responders), config.challenge_preference, checker)
