@@ -21,7 +21,8 @@ Both the v1 face (`gateway.v1.face`) and the admin listener
 
 from __future__ import annotations
 
-from typing import Any, List, Set, Tuple
+import re
+from typing import Any, List, Optional, Set, Tuple
 
 import attrs
 from twisted.internet.defer import Deferred, DeferredList, TimeoutError
@@ -52,6 +53,21 @@ class QuietSite(server.Site):
 
     def log(self, request: http.Request) -> None:
         pass
+
+
+_HOST = re.compile(r"^(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?$")
+
+
+def request_base(request: server.Request) -> Optional[str]:
+    """
+    ``scheme://host[:port]`` of a request, from its ``Host`` header, or
+    `None` when that header is missing or malformed (it shapes the links
+    of the answer, so it must be a plain host).
+    """
+    host = (request.getHeader(b"host") or b"").decode("latin-1")
+    if not _HOST.match(host):
+        return None
+    return f"{'https' if request.isSecure() else 'http'}://{host}"
 
 
 @attrs.frozen

@@ -38,6 +38,9 @@ from gateway.v1.face import V1Face
 from gateway.v1.limits import DEFAULT_MAX_BODY, V1Site
 from gateway.v1.nonces import NonceIssuer
 from gateway.v1.resource import v1_tree
+from gateway.v2.endpoint import KidKeys
+from gateway.v2.face import V2Face
+from gateway.v2.resource import v2_tree
 from gateway.validation.dns01 import (
     HookDNS01Responder,
     RFC2136DNS01Responder,
@@ -105,8 +108,9 @@ class Gateway:
     """
     The object graph of one gateway, before anything listens.
 
-    :ivar face: the v1 face (the v1 listener's root resource), and ``site``
-        its site (bodies above ``--max-body`` refused as they arrive).
+    :ivar face: the v1 face (the v1 listener's root resource, which hands
+        ``/v2/…`` to ``v2_face``), and ``site`` its site (bodies above
+        ``--max-body`` refused as they arrive).
     :ivar admin: the admin listener's pages.
     :ivar http01: the built-in HTTP-01 responder (``--http01-listen``).
     """
@@ -125,6 +129,7 @@ class Gateway:
     readiness: Readiness
     admin: Admin
     http01: Optional[HTTP01Responder] = None
+    v2_face: Optional[V2Face] = None
 
 
 def https_clients(reactor: Any, ca_bundle: Optional[str]) -> HTTPFor:
@@ -204,8 +209,11 @@ def build_gateway(
     )
     recorder = ClientRecorder(store, clock=clock)
     nonces = NonceIssuer(clock)
+    v2_face = V2Face(v2_tree(context), nonces, clock, KidKeys(context), base_url=config.base_url,
+                     max_body=config.max_body, recorder=recorder)
     face = V1Face(v1_tree(context), nonces, clock, base_url=config.base_url,
-                  max_body=config.max_body, metrics=metrics, recorder=recorder)
+                  max_body=config.max_body, metrics=metrics, recorder=recorder,
+                  mounted=(v2_face,))
     # The v1 face logs each request itself (`gateway.web.QuietSite`).
     site = V1Site(face)
     readiness = Readiness(upstream, store, clock, metrics=metrics, max_age=config.ready_max_age,
@@ -215,7 +223,7 @@ def build_gateway(
     return Gateway(
         config=config, clock=clock, store=store, keys=keys, upstream=upstream, context=context,
         metrics=metrics, recorder=recorder, nonces=nonces, face=face, site=site,
-        readiness=readiness, admin=admin, http01=http01,
+        readiness=readiness, admin=admin, http01=http01, v2_face=v2_face,
     )
 
 

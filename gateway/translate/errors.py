@@ -82,10 +82,24 @@ class Conflict(Refused):
         self.location = location
 
 
+class AlreadyRevoked(Conflict):
+    """
+    The certificate was revoked already.
+    """
+
+
 class Unauthorized(Refused):
     """
     The signer may not do this: an unknown key, another account's object, a
     deactivated registration, a name it never authorized.
+    """
+
+
+class AccountMissing(Unauthorized):
+    """
+    The key has no account, and the client asked only for an existing one
+    (a v2 ``newAccount`` with ``onlyReturnExisting``), or signed with a
+    ``kid`` the gateway cannot tie to any key it knows.
     """
 
 
