@@ -22,6 +22,7 @@ from gateway.keys.jose import AccountKey, b64url, sign_flattened
 from gateway.process.testing import FakeCA, build_test_gateway
 from gateway.translate.revalidation import Validators
 from gateway.validation.http01 import HTTP01Responder
+from tests.support.v1_client import _reply
 from tests.support.v2_client import POST_AS_GET, V2TestClient
 from tests.test_tlssni01_v1 import ScriptedChecker
 from tests.test_v1_face import make_csr
@@ -433,3 +434,70 @@ class RevocationAndKeyChangeTests(V2FaceTestCase):
         self.problem(self.post(url, inner), "malformed", 400)
         self.assertEqual(self.ca.counts["keyChange"], 0)
 
+
+
+class BadInputTests(V2FaceTestCase):
+    """
+    Whatever bytes reach a v2 resource, the answer is a v2 problem document
+    with a 4xx status and a nonce, never a traceback or a 500, and nothing
+    reaches the CA.
+    """
+
+    def setUp(self):
+        super().setUp()
+        self.ok(self.resolve(self.client.new_account()), 201)
+        self.orders_before = len(self.ca.orders)
+
+    def raw_post(self, url, body):
+        async def send():
+            return await _reply(await self.client.http.post(url, data=body))
+
+        return self.resolve(send())
+
+    def signed(self, protected, payload=b'{"identifiers": []}', signature=b"x"):
+        return json.dumps({"protected": b64url(json.dumps(protected).encode()),
+                           "payload": b64url(payload), "signature": b64url(signature)}).encode()
+
+    def test_bodies_that_are_no_jws(self):
+        url = self.directory()["newOrder"]
+        for body in (b"", b"not json", b"[1, 2]", b"{}", b'{"protected": 7}', b"\xff\xfe",
+                     b"[" * 5000 + b"]" * 5000,
+                     b'{"protected": "!!", "payload": "", "signature": ""}'):
+            self.assertEqual(self.problem(self.raw_post(url, body), "malformed", 400)["status"], 400, body[:40])
+        self.assertEqual(len(self.ca.orders), self.orders_before)
+
+    def test_headers_that_name_no_key(self):
+        url = self.directory()["newOrder"]
+        nonce = self.resolve(self.client.fresh_nonce())
+        for protected in ({"nonce": nonce, "url": url, "alg": "RS256"},
+                          {"nonce": nonce, "url": url, "alg": "RS256", "kid": 7},
+                          {"nonce": nonce, "url": url, "alg": "RS256", "kid": ""},
+                          {"nonce": nonce, "url": url, "alg": "RS256", "jwk": "a key"},
+                          {"nonce": nonce, "alg": "RS256", "kid": self.client.kid},
+                          {"nonce": nonce, "url": url, "alg": "none", "kid": self.client.kid},
+                          {"nonce": nonce, "url": url, "alg": "RS256", "kid": self.client.kid}):
+            reply = self.raw_post(url, self.signed(protected))
+            self.assertIn(reply.status, (400, 403), reply.body)
+            self.assertTrue(reply.json()["type"].startswith(V2), reply.body)
+        self.assertEqual(len(self.ca.orders), self.orders_before)
+
+    def test_a_body_above_the_limit(self):
+        reply = self.raw_post(self.directory()["newOrder"], b"x" * 70000)
+        self.problem(reply, "malformed", 413)
+
+    def test_payloads_a_flow_cannot_use(self):
+        """
+        Well-signed requests whose payloads are wrong: each a 4xx problem.
+        """
+        directory = self.directory()
+        for url, payload in ((directory["newOrder"], {"identifiers": "www.example.test"}),
+                             (directory["newOrder"], {"identifiers": [{"type": "ip"}]}),
+                             (directory["newOrder"], {"identifiers": [7]}),
+                             (directory["revokeCert"], {"certificate": "!!"}),
+                             (directory["keyChange"], {"protected": "x"}),
+                             (self.client.kid, {"status": "revoked"}),
+                             (self.client.kid, {"contact": ["tel:+1"]})):
+            reply = self.post(url, payload)
+            self.assertTrue(400 <= reply.status < 500, reply.body)
+            self.assertTrue(reply.json()["type"].startswith(V2), reply.body)
+        self.assertEqual(len(self.ca.orders), self.orders_before)
