@@ -24,6 +24,7 @@ from gateway.translate.revalidation import Validators
 from gateway.validation.http01 import HTTP01Responder
 from tests.support.v1_client import _reply
 from tests.support.v2_client import POST_AS_GET, V2TestClient
+from tests.test_operations_face import samples
 from tests.test_tlssni01_v1 import ScriptedChecker
 from tests.test_v1_face import make_csr
 
@@ -266,6 +267,25 @@ class IssuanceTests(V2FaceTestCase):
         # the renewal's challenge POST was answered from what the CA already said
         self.assertEqual(self.ca.counts["challenge"], answered_before)
         self.assertEqual(second_chain[0].public_bytes(Encoding.DER), self.ca.certificates[-1].der)
+
+    def test_v2_requests_are_counted_apart_from_v1(self):
+        """
+        ``/metrics`` counts the v2 face's answers by v2 endpoint and status;
+        none of them as v1 requests.
+        """
+        self.ok(self.resolve(self.client.new_account()), 201)
+        self.issue()
+        self.resolve(self.client.get(self.gateway.url("/v2/nope")))
+        found = samples(self.gateway.gateway.metrics)
+        counted = {dict(labels)["endpoint"] + " " + dict(labels)["status"]: value
+                   for (name, labels), value in found.items()
+                   if name == "acme_gateway_v2_requests_total"}
+        self.assertEqual(counted["v2-new-account 201"], 1)
+        self.assertEqual(counted["v2-new-order 201"], 1)
+        self.assertEqual(counted["v2-finalize 200"], 1)
+        self.assertEqual(counted["v2-certificate 200"], 1)
+        self.assertEqual(counted["v2-unknown 404"], 1)
+        self.assertFalse([name for (name, _) in found if name == "acme_gateway_v1_requests_total"])
 
     def test_certbot_0_27_style_requests(self):
         """

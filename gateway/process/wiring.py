@@ -210,7 +210,7 @@ def build_gateway(
     recorder = ClientRecorder(store, clock=clock)
     nonces = NonceIssuer(clock)
     v2_face = V2Face(v2_tree(context), nonces, clock, KidKeys(context), base_url=config.base_url,
-                     max_body=config.max_body, recorder=recorder)
+                     max_body=config.max_body, recorder=recorder, metrics=metrics)
     face = V1Face(v1_tree(context), nonces, clock, base_url=config.base_url,
                   max_body=config.max_body, metrics=metrics, recorder=recorder,
                   mounted=(v2_face,))

@@ -51,6 +51,14 @@ def problem_response(problem: V2Problem) -> Response:
                     tuple(problem.headers.items()))
 
 
+class V2Metrics(Protocol):
+    """
+    Told of every v2 answer (`gateway.operations.metrics.Metrics` is one).
+    """
+
+    def v2_response(self, endpoint: str, status: int) -> None: ...
+
+
 class VisitRecorder(Protocol):
     """
     Records each request in the migration report
@@ -70,6 +78,8 @@ class V2Face:
     :param keys: the keys a ``kid`` may stand for.
     :param base_url: the public base URL (``--base-url``), or `None` to
         derive it from each request.
+    :param recorder: records every request in the migration report.
+    :param metrics: told of every answer.
     """
 
     log = Logger()
@@ -77,7 +87,8 @@ class V2Face:
     def __init__(self, tree: resource.Resource, nonces: NonceIssuer, clock: IReactorTime,
                  keys: KidKeys, base_url: Optional[str] = None,
                  max_body: int = DEFAULT_MAX_BODY,
-                 recorder: Optional[VisitRecorder] = None) -> None:
+                 recorder: Optional[VisitRecorder] = None,
+                 metrics: Optional[V2Metrics] = None) -> None:
         self.tree = tree
         self.nonces = nonces
         self.clock = clock
@@ -86,6 +97,7 @@ class V2Face:
         self._base_path = urllib.parse.urlsplit(self.base_url).path if self.base_url else ""
         self.max_body = max_body
         self.recorder = recorder
+        self.metrics = metrics
 
     def path_of(self, request: server.Request) -> Optional[str]:
         """
@@ -169,6 +181,8 @@ class V2Face:
             duration=round(now - started, 6), request_id=scope.id,
             **({"problem": problem} if problem else {}),
         )
+        if self.metrics is not None:
+            self.metrics.v2_response(scope.endpoint, response.status)
         if self.recorder is not None:
             self.recorder.record(visit_for(
                 scope, user_agent, address, now, response.status,
