@@ -1,7 +1,7 @@
 """
 Draft-era ACME v2 clients, and a current one, through the gateway's
-``/v2/directory`` (``acme-gateway serve``) against Debian's Pebble, on
-loopback: acme-tiny 4.0.4 and certbot 0.27.1 in v2 mode read with plain
+``/v2/directory`` (``acme-gateway serve``) against Debian's Pebble 2.4 and
+today's Pebble, on loopback: acme-tiny 4.0.4 and certbot 0.27.1 in v2 mode read with plain
 ``GET``s, which Pebble (like Let's Encrypt since 2020) refuses; certbot
 5.8.0 speaks RFC 8555.  Each gets a certificate and renews it with the
 account it already had (certbot's ``regr.json`` names Let's Encrypt's
@@ -25,7 +25,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from tests.support.matrix import WebrootServer
-from tests.support.stack import Pebble, certificate_names, free_port, verify_chain
+from tests.support.stack import Pebble, certificate_names, current_pebble, free_port, verify_chain
 from tests.support.v2_clients import ROWS
 
 pytestmark = pytest.mark.e2e
@@ -34,13 +34,18 @@ pytestmark = pytest.mark.e2e
 LE_ACCOUNT_URL = "https://acme-v02.api.letsencrypt.org/acme/acct/31415926"
 
 
-@pytest.fixture(scope="module")
-def reusing_pebble(stack_dir, dns_server):
+@pytest.fixture(scope="module", params=["pebble-2.4", "pebble-current"])
+def reusing_pebble(request, stack_dir, dns_server):
+    """
+    Debian's Pebble 2.4, then today's (`tests.support.stack.current_pebble`),
+    each reusing every valid authorization.
+    """
     from tests.conftest import _require_pebble
 
     _require_pebble()
     pebble = Pebble(os.path.join(stack_dir, "pebble"), dns_server.address, http_port=free_port(),
-                    env={"PEBBLE_AUTHZREUSE": "100"}).start()
+                    env={"PEBBLE_AUTHZREUSE": "100"},
+                    binary=current_pebble() if request.param == "pebble-current" else None).start()
     yield pebble
     pebble.stop()
 
