@@ -47,9 +47,10 @@ class V2FaceTestCase(SynchronousTestCase):
     def setUp(self):
         self.build()
 
-    def build(self, validators=None, ca=None):
+    def build(self, validators=None, ca=None, base_url="http://gateway.test"):
         self.ca = ca or FakeCA()
-        self.gateway = build_test_gateway([KEY, OTHER, NEW], ca=self.ca, validators=validators)
+        self.gateway = build_test_gateway([KEY, OTHER, NEW], ca=self.ca, validators=validators,
+                                          base_url=base_url)
         self.client = self.client_for(KEY)
 
     def client_for(self, key, kid=None):
@@ -134,6 +135,21 @@ class DirectoryAndNonceTests(V2FaceTestCase):
         v1 = self.ok(self.resolve(self.client.get(self.gateway.url("/directory")))).json()
         self.assertIn("new-reg", v1)
         self.assertNotIn("newNonce", v1)
+
+    def test_under_a_base_url_with_a_path(self):
+        """
+        Behind a proxy that serves the gateway under a path (``--base-url
+        https://host/acme``), the v2 face answers below it, hands out URLs
+        below it, and a client issues there.
+        """
+        self.build(base_url="http://gateway.test/acme")
+        directory = self.directory()
+        self.assertEqual(directory["newOrder"], "http://gateway.test/acme/v2/new-order")
+        self.ok(self.resolve(self.client.new_account()), 201)
+        self.assertTrue(self.client.kid.startswith("http://gateway.test/acme/v2/acct/"))
+        order, location, chain = self.issue()
+        self.assertTrue(location.startswith("http://gateway.test/acme/v2/order/"))
+        self.assertEqual(names_of(chain[0]), [NAME])
 
     def test_nonces(self):
         """
