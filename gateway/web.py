@@ -37,6 +37,7 @@ not extend them.
 from __future__ import annotations
 
 import io
+import re
 from typing import Any, List, Optional, Set, Tuple
 
 import attrs
@@ -338,6 +339,19 @@ class ListenerSite(QuietSite):
         self.open_connections -= 1
         if self.open_connections < self.limits.max_connections:
             self._refusing = False
+_HOST = re.compile(r"^(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?$")
+
+
+def request_base(request: server.Request) -> Optional[str]:
+    """
+    ``scheme://host[:port]`` of a request, from its ``Host`` header, or
+    `None` when that header is missing or malformed (it shapes the links
+    of the answer, so it must be a plain host).
+    """
+    host = (request.getHeader(b"host") or b"").decode("latin-1")
+    if not _HOST.match(host):
+        return None
+    return f"{'https' if request.isSecure() else 'http'}://{host}"
 
 
 @attrs.frozen

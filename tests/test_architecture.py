@@ -57,12 +57,20 @@ MAY_IMPORT = {
                            "gateway.web"},
     "gateway.v1": {"gateway.translate", "gateway.store", "gateway.operations", "gateway.keys",
                    "gateway.status", "gateway.web"},
+    "gateway.v2": {"gateway.translate", "gateway.store", "gateway.operations", "gateway.keys",
+                   "gateway.status", "gateway.web", "gateway.v1"},
     "gateway.process": None,  # anything: it is where the layers are put together
     "gateway.__main__": {"gateway.process"},
 }
 
-#: What the v1 face may use of the store: its records, never an engine.
+#: What the v1 and v2 faces may use of the store: its records, never an engine.
 V1_STORE_MODULES = {"gateway.store", "gateway.store.records"}
+
+#: What the v2 face may use of the v1 face: the JWS checks, nonces and body
+#: limit they share, and the problem type those raise -- never its tree,
+#: its wrapper or its messages.
+V2_V1_MODULES = {"gateway.v1.jws", "gateway.v1.nonces", "gateway.v1.problems",
+                 "gateway.v1.limits"}
 
 #: Modules that are pure protocol or domain code: no reactor, no HTTP, no
 #: database, even through what they import.
@@ -81,6 +89,9 @@ PURE_MODULES = (
     "gateway.v1.messages",
     "gateway.v1.nonces",
     "gateway.v1.problems",
+    "gateway.v2.jws",
+    "gateway.v2.messages",
+    "gateway.v2.problems",
 )
 IMPURE = ("twisted.internet", "twisted.web", "treq", "sqlite3")
 
@@ -146,8 +157,11 @@ def test_every_layer_imports_only_what_the_readme_allows():
             target = layer_of(imported)
             if target != own and target not in allowed:
                 broken.append(f"{module} imports {imported}")
-            if own == "gateway.v1" and target == "gateway.store" and imported not in V1_STORE_MODULES:
-                broken.append(f"{module} imports {imported} (v1 may use the store's records only)")
+            if (own in ("gateway.v1", "gateway.v2") and target == "gateway.store"
+                    and imported not in V1_STORE_MODULES):
+                broken.append(f"{module} imports {imported} (a face may use the store's records only)")
+            if own == "gateway.v2" and target == "gateway.v1" and imported not in V2_V1_MODULES:
+                broken.append(f"{module} imports {imported} (v2 may share v1's JWS checks only)")
     assert broken == []
 
 
@@ -164,15 +178,18 @@ def test_nothing_imports_the_process_level():
 
 def test_v1_does_not_import_upstream_and_translate_does_not_import_v1():
     """
-    The two rules of the walk spelled out: the face reaches the CA only
-    through the translation layer, which knows nothing of the v1 wire.
+    The two rules of the walk spelled out: a face reaches the CA only
+    through the translation layer, which knows nothing of either wire; and
+    the v1 face knows nothing of the v2 face it hands ``/v2/`` to.
     """
     for module, path in _modules():
         imported = [layer_of(i) for i in _imports(path) if i.startswith("gateway")]
-        if layer_of(module) == "gateway.v1":
+        if layer_of(module) in ("gateway.v1", "gateway.v2"):
             assert "gateway.upstream" not in imported, module
+        if layer_of(module) == "gateway.v1":
+            assert "gateway.v2" not in imported, module
         if layer_of(module) == "gateway.translate":
-            assert "gateway.v1" not in imported, module
+            assert "gateway.v1" not in imported and "gateway.v2" not in imported, module
 
 
 @pytest.mark.parametrize("module", PURE_MODULES)
@@ -395,7 +412,8 @@ class TestNewAuthzWalk(OneEntryTests):
 
 # -- the type checker -------------------------------------------------------------------------
 
-STRICT_LAYERS = ("gateway.translate.*", "gateway.v1.*", "gateway.upstream.*", "gateway.store.*")
+STRICT_LAYERS = ("gateway.translate.*", "gateway.v1.*", "gateway.v2.*", "gateway.upstream.*",
+                 "gateway.store.*")
 
 #: What ``mypy --strict`` turns on that can be set per module.
 STRICT_FLAGS = ("disallow_any_generics", "disallow_subclassing_any", "disallow_untyped_calls",
@@ -407,8 +425,8 @@ STRICT_FLAGS = ("disallow_any_generics", "disallow_subclassing_any", "disallow_u
 def test_the_type_checker_is_strict_on_the_named_layers():
     """
     setup.cfg runs mypy (with the zope plugin) over the whole package, with
-    every per-module flag of ``--strict`` on translate, v1, upstream and
-    store.
+    every per-module flag of ``--strict`` on translate, v1, v2, upstream
+    and store.
     """
     config = configparser.ConfigParser()
     config.read(os.path.join(REPO_ROOT, "setup.cfg"))

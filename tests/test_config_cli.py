@@ -130,6 +130,10 @@ def fail_message(capsys, argv, monkeypatch=None, environ=None) -> str:
     ("--log-level", "loud", "expected one of debug"),
     ("--migrated-after", "soon", "expected a duration"),
     ("--ready-max-age", "-1", "expected a number of seconds"),
+    ("--tls-sni-check-port", "https", "is not a port number"),
+    ("--tls-sni-check-port", "70000", "is not a port number (1-65535)"),
+    ("--tls-sni-check-resolver", "dns.example:53", "is not an IP address"),
+    ("--tls-sni-check-resolver", "127.0.0.1", "is not HOST:PORT"),
 ])
 def test_bad_values_name_the_flag(tmp_path, capsys, monkeypatch, flag, value, fragment):
     """
@@ -202,3 +206,44 @@ def test_healthcheck_fails_when_nothing_answers(capsys, monkeypatch):
     monkeypatch.setenv("ACME_GATEWAY_ADMIN_LISTEN", f"tcp:{free_port()}:interface=127.0.0.1")
     assert cli.main(["healthcheck", "--timeout", "2"]) == 1
     assert "cannot reach http://127.0.0.1:" in capsys.readouterr().err
+
+
+def test_tls_sni_check_flags_reach_the_gateway(tmp_path):
+    """
+    ``--tls-sni-check-port`` and ``--tls-sni-check-resolver`` from the
+    command line, the environment or the file reach the tls-sni-01
+    checker, which the gateway makes only when it has a means to prove
+    names upstream (without one, tls-sni-01 is not offered).
+    """
+    from gateway.keys.keystore import KeyStore
+    from gateway.process.wiring import build_gateway
+    from gateway.store.sqlite import SQLiteStore as Store
+
+    (tmp_path / "keys").mkdir()
+    base = ["serve", "--upstream", "https://ca.test/dir", "--keys", str(tmp_path / "keys"),
+            "--state", str(tmp_path / "state.sqlite3")]
+    defaults = cli.serve_config(cli.build_parser(), parse(base))
+    assert (defaults.tls_sni_check_port, defaults.tls_sni_check_resolver) == (443, None)
+    for args in (
+        parse(base + ["--tls-sni-check-port", "8443", "--tls-sni-check-resolver", "127.0.0.1:5353"]),
+        parse(base, environ={"ACME_GATEWAY_TLS_SNI_CHECK_PORT": "8443",
+                             "ACME_GATEWAY_TLS_SNI_CHECK_RESOLVER": "127.0.0.1:5353"}),
+        parse(base, file_values={"tls-sni-check-port": "8443",
+                                 "tls-sni-check-resolver": "127.0.0.1:5353"}),
+    ):
+        config = cli.serve_config(cli.build_parser(), args)
+        assert (config.tls_sni_check_port, config.tls_sni_check_resolver) == (8443, ("127.0.0.1", 5353))
+
+    def validators_of(config):
+        store = Store.inline(upstream=config.upstream)
+        gateway = build_gateway(config, clock=reactor, keys=KeyStore.from_keys([]), store=store,
+                                http_for=lambda url: None)
+        return gateway.context.validators
+
+    without_means = validators_of(config)
+    assert not without_means.offers_tls_sni01
+    with_means = validators_of(cli.serve_config(cli.build_parser(), parse(
+        base + ["--http01-listen", "tcp:0:interface=127.0.0.1", "--tls-sni-check-port", "8443",
+                "--tls-sni-check-resolver", "[::1]:53"])))
+    assert with_means.offers_tls_sni01
+    assert (with_means.tls_sni01.port, with_means.tls_sni01.resolver_address) == (8443, ("::1", 53))

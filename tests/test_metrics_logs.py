@@ -39,6 +39,7 @@ def test_every_family_is_exposed_even_before_it_is_filled():
     found = families(Metrics(process=False))
     expected = {
         "acme_gateway_v1_requests": "counter",
+        "acme_gateway_v2_requests": "counter",
         "acme_gateway_upstream_requests": "counter",
         "acme_gateway_upstream_request_duration_seconds": "histogram",
         "acme_gateway_orders_created": "counter",

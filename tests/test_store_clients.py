@@ -160,7 +160,7 @@ async def test_version_1_database_is_migrated(tmp_path):
         assert (await store.account_by_thumbprint("tp-old")).id == 1
         await store.record_client(ClientVisit(UA, "127.0.0.1", T0))
         version = await store._call(store._database.schema_version)
-        assert version == SCHEMA_VERSION == 5
+        assert version == SCHEMA_VERSION == 6
     finally:
         await store.close()
 

@@ -61,6 +61,11 @@ class Metrics:
             f"{PREFIX}_v1_requests", "v1 requests answered, by v1 endpoint and HTTP status.",
             ["endpoint", "status"], registry=r,
         )
+        self.v2_requests = Counter(
+            f"{PREFIX}_v2_requests",
+            "Requests the v2 face (/v2/) answered, by v2 endpoint and HTTP status.",
+            ["endpoint", "status"], registry=r,
+        )
         self.upstream_requests = Counter(
             f"{PREFIX}_upstream_requests",
             "Requests to the upstream ACME v2 CA, by kind and HTTP status "
@@ -143,6 +148,12 @@ class Metrics:
             self.certificates_issued.inc()
         elif endpoint == "revoke-cert" and status == 200:
             self.certificates_revoked.inc()
+
+    def v2_response(self, endpoint: str, status: int) -> None:
+        """
+        Count one answer of the v2 face.
+        """
+        self.v2_requests.labels(endpoint, str(status)).inc()
 
     def upstream_response(self, kind: str, status: Optional[int], seconds: float) -> None:
         """

@@ -161,6 +161,15 @@ def build_parser() -> argparse.ArgumentParser:
                               metavar="TYPES",
                               help="challenge types to try for names that are not wildcards, in "
                                    "order (wildcards always use dns-01) (default: %(default)s)")
+    revalidation.add_argument("--tls-sni-check-port", action=_EnvDefault, default="443",
+                              metavar="PORT",
+                              help="with a means above, v1 authorizations offer tls-sni-01 (for "
+                                   "installers that answer nothing else): the gateway checks the "
+                                   "client's answer on this port of the name, as Boulder did, "
+                                   "then proves the name upstream itself (default: %(default)s)")
+    revalidation.add_argument("--tls-sni-check-resolver", action=_EnvDefault, metavar="HOST:PORT",
+                              help="the DNS server (an IP address and port) that resolves names "
+                                   "for the tls-sni-01 check (default: the system resolver)")
     revalidation.add_argument("--unknown-keys", action=_EnvDefault, default="reject",
                               choices=("reject", "managed"),
                               help="reject: refuse clients whose key is not in the key store; "
@@ -560,6 +569,18 @@ def serve_config(parser, args):
                 base64.b64decode(args.dns01_rfc2136_key_secret, validate=True)
             except (binascii.Error, ValueError):
                 _fail(parser, "--dns01-rfc2136-key-secret", "expected base64")
+    from gateway.validation.tlssni01 import parse_check_port, parse_check_resolver
+
+    try:
+        tls_sni_port = parse_check_port(args.tls_sni_check_port)
+    except ValueError as error:
+        _fail(parser, "--tls-sni-check-port", str(error))
+    tls_sni_resolver = None
+    if args.tls_sni_check_resolver:
+        try:
+            tls_sni_resolver = parse_check_resolver(args.tls_sni_check_resolver)
+        except ValueError as error:
+            _fail(parser, "--tls-sni-check-resolver", str(error))
     if args.unknown_keys == "managed" and not (args.http01_listen or args.dns01_hook or rfc2136):
         _fail(parser, "--unknown-keys",
               "managed mode validates every name itself: add --http01-listen, --dns01-hook "
@@ -602,6 +623,8 @@ def serve_config(parser, args):
         dns01_rfc2136_zone=args.dns01_rfc2136_zone,
         dns01_propagation_seconds=propagation,
         challenge_preference=preference,
+        tls_sni_check_port=tls_sni_port,
+        tls_sni_check_resolver=tls_sni_resolver,
         unknown_keys=args.unknown_keys,
         managed_keys=args.managed_keys,
         allow_names=allow_names,

@@ -42,6 +42,9 @@ from gateway.v1.face import V1Face
 from gateway.v1.limits import DEFAULT_MAX_BODY, V1Site
 from gateway.v1.nonces import NonceIssuer
 from gateway.v1.resource import v1_tree
+from gateway.v2.endpoint import KidKeys
+from gateway.v2.face import V2Face
+from gateway.v2.resource import v2_tree
 from gateway.validation.dns01 import (
     HookDNS01Responder,
     RFC2136DNS01Responder,
@@ -49,6 +52,7 @@ from gateway.validation.dns01 import (
     responders_by_type,
 )
 from gateway.validation.http01 import HTTP01Responder
+from gateway.validation.tlssni01 import DEFAULT_CHECK_PORT, TLSSNI01Checker
 from gateway.web import (
     DEFAULT_HEADER_TIMEOUT,
     DEFAULT_IDLE_TIMEOUT,
@@ -93,6 +97,10 @@ class ServeConfig:
     dns01_rfc2136_zone: Optional[str] = None
     dns01_propagation_seconds: float = 0.0
     challenge_preference: Tuple[str, ...] = ("http-01", "dns-01")
+    #: Where tls-sni-01 answers are checked (``--tls-sni-check-port``,
+    #: ``--tls-sni-check-resolver``; the system resolver when `None`).
+    tls_sni_check_port: int = DEFAULT_CHECK_PORT
+    tls_sni_check_resolver: Optional[Tuple[str, int]] = None
     unknown_keys: str = "reject"
     managed_keys: Optional[str] = None
     #: ``--allow-names``: the only names any account may get (none: any).
@@ -137,8 +145,9 @@ class Gateway:
     """
     The object graph of one gateway, before anything listens.
 
-    :ivar face: the v1 face (the v1 listener's root resource), and ``site``
-        its site (bodies above ``--max-body`` refused as they arrive).
+    :ivar face: the v1 face (the v1 listener's root resource, which hands
+        ``/v2/…`` to ``v2_face``), and ``site`` its site (bodies above
+        ``--max-body`` refused as they arrive).
     :ivar admin: the admin listener's pages, and ``admin_site`` its site.
     :ivar renewal_info: the poller of the CA's suggested renewal windows
         (ARI), run by a timer of the serving process.
@@ -164,6 +173,7 @@ class Gateway:
     renewal_info: RenewalInfoPoller
     http01: Optional[HTTP01Responder] = None
     http01_site: Optional[ListenerSite] = None
+    v2_face: Optional[V2Face] = None
 
 
 def https_clients(reactor: Any, ca_bundle: Optional[str]) -> HTTPFor:
@@ -248,8 +258,11 @@ def build_gateway(
     )
     recorder = ClientRecorder(store, clock=clock)
     nonces = NonceIssuer(clock)
+    v2_face = V2Face(v2_tree(context), nonces, clock, KidKeys(context), base_url=config.base_url,
+                     max_body=config.max_body, recorder=recorder, metrics=metrics)
     face = V1Face(v1_tree(context), nonces, clock, base_url=config.base_url,
-                  max_body=config.max_body, metrics=metrics, recorder=recorder)
+                  max_body=config.max_body, metrics=metrics, recorder=recorder,
+                  mounted=(v2_face,))
     # The v1 face logs each request itself (`gateway.web.QuietSite`).
     limits = config.listener_limits
     site = V1Site(face, limits, reactor=clock)
@@ -264,6 +277,7 @@ def build_gateway(
         renewal_info=RenewalInfoPoller(upstream, store, clock),
         http01=http01,
         http01_site=None if http01 is None else ListenerSite(http01, limits, reactor=clock),
+        v2_face=v2_face,
     )
 
 
@@ -271,7 +285,9 @@ def _validators(config: ServeConfig, reactor: Any,
                 http01: Optional[HTTP01Responder]) -> Validators:
     """
     The responders the configuration names: the HTTP-01 resource, a dns-01
-    hook, RFC 2136 updates.
+    hook, RFC 2136 updates; and with any of them, the tls-sni-01 check
+    (v1 authorizations offer tls-sni-01 only when the gateway can then
+    prove the name upstream).
     """
     responders: list = [http01] if http01 is not None else []
     if config.dns01_hook:
@@ -286,4 +302,8 @@ def _validators(config: ServeConfig, reactor: Any,
         responders.append(RFC2136DNS01Responder(
             reactor, host, dns_port, key=key, zone=config.dns01_rfc2136_zone,
             propagation_seconds=config.dns01_propagation_seconds))
-    return Validators(responders_by_type(responders), config.challenge_preference)
+    checker = None
+    if responders:
+        checker = TLSSNI01Checker(reactor, port=config.tls_sni_check_port,
+                                  resolver=config.tls_sni_check_resolver)
+    return Validators(responders_by_type(responders), config.challenge_preference, checker)

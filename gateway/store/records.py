@@ -351,6 +351,13 @@ class Challenge:
     """
     A gateway challenge, whose v1 ``uri`` must stay stable (certbot compares
     it) and whose ``Link: up`` points at its authorization.
+
+    Most challenges mirror one of the upstream authorization's.  A challenge
+    the gateway offers and judges itself (``tls-sni-01``, which no CA
+    validates any more) has no upstream URL (``""``) and keeps the outcome
+    of the gateway's check: ``error``, the JSON of why it failed
+    (``{"code", "detail", "status"}``), and ``validation_record``, the JSON
+    list of what the check recorded (Boulder's ``validationRecord``).
     """
 
     id: str = attrs.field(validator=_str)
@@ -360,6 +367,8 @@ class Challenge:
     type: str = attrs.field(validator=_str)
     token: str = attrs.field(validator=_str)
     status: str = attrs.field(converter=_plain_status, validator=_str)
+    error: Optional[str] = attrs.field(default=None, validator=_optional_str)
+    validation_record: Optional[str] = attrs.field(default=None, validator=_optional_str)
 
 
 @attrs.frozen

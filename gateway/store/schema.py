@@ -294,9 +294,18 @@ _VERSION_5 = Migration(5, (
     )
     """,
 ), backfill=_inventory_from_certificates)
+# Version 6: a challenge the gateway judges itself (tls-sni-01, for v1
+# installers that answer nothing else) keeps the outcome of its check: why
+# it failed (JSON: code, detail, status) and Boulder's validation record
+# (JSON list); a v1 client reads both in the challenge, also after a restart.
+_VERSION_6 = Migration(6, (
+    "ALTER TABLE challenges ADD COLUMN error TEXT",
+    "ALTER TABLE challenges ADD COLUMN validation_record TEXT",
+))
 
 #: Every step, in order: `MIGRATIONS[n - 1]` brings a database to version n.
-MIGRATIONS: Tuple[Migration, ...] = (_VERSION_1, _VERSION_2, _VERSION_3, _VERSION_4, _VERSION_5)
+MIGRATIONS: Tuple[Migration, ...] = (_VERSION_1, _VERSION_2, _VERSION_3, _VERSION_4, _VERSION_5,
+                                   _VERSION_6)
 
 #: The schema version this code reads and writes.
 SCHEMA_VERSION = MIGRATIONS[-1].version

@@ -21,11 +21,19 @@ the single-name certificate still costs one order.
 
 v1 reads are unauthenticated GETs; upstream they are POST-as-GET signed by
 the owning account, which every stored row names.
+
+With a means to prove names upstream, a v1 authorization also offers
+``tls-sni-01``, a challenge the gateway judges itself
+(`gateway.translate.tlssni`): an answer is checked as Boulder's VA did,
+then the name is proved upstream with the gateway's own means, in the
+background (the client polls, as it did at Boulder).
 """
 
 from __future__ import annotations
 
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
+
+from twisted.internet.defer import CancelledError, DeferredLock
 
 from twisted.logger import Logger
 
@@ -54,13 +62,15 @@ from gateway.translate.errors import (
     UpstreamRefused,
     flow,
 )
+from gateway.translate import tlssni
 from gateway.translate.policy import DNSName
 from gateway.translate.requests import ABSENT, AnswerChallenge, DeactivateAuthz, NewAuthz
 from gateway.translate.inventory import renewal_target
 from gateway.translate.revalidation import revalidate
 from gateway.translate.terms import OrderTerms, order_terms
+from gateway.translate.tlssni import ChallengeProblem, GatewayCheck
 from gateway.upstream import messages as v2
-from gateway.upstream.errors import UpstreamProblem
+from gateway.upstream.errors import UpstreamError, UpstreamProblem
 from gateway.upstream.messages import UpstreamAccount
 from gateway.validation.interfaces import IResponder
 
@@ -84,6 +94,8 @@ class AuthorizationView:
     challenges: Tuple[Challenge, ...]
     thumbprint: str
     errors: Dict[str, UpstreamRefused] = attrs.field(factory=dict)
+    #: What the gateway's own check found, by challenge id (tls-sni-01).
+    checks: Dict[str, GatewayCheck] = attrs.field(factory=dict)
 
     def challenge(self, challenge_id: str) -> Optional[Challenge]:
         for challenge in self.challenges:
@@ -151,8 +163,13 @@ def _authorization_inserts(context: Context, account_id: int, order_id: Optional
         created_at=now,
         updated_at=now,
     )
-    return [Insert(authorization),
-            *_challenge_inserts(context, authorization.id, account_id, upstream.challenges)]
+    operations: List[Operation] = [
+        Insert(authorization),
+        *_challenge_inserts(context, authorization.id, account_id, upstream.challenges)]
+    if context.validators.offers_tls_sni01 and not upstream.wildcard:
+        operations.append(Insert(tlssni.offered_challenge(
+            context.store.new_id(), authorization.id, account_id)))
+    return operations
 
 
 async def create_order(context: Context, bound: BoundAccount, names: Sequence[str],
@@ -320,6 +337,9 @@ async def refresh_authorization(context: Context, record: Authorization,
 async def _view(context: Context, record: Authorization, thumbprint: str,
                 upstream: Optional[v2.Authorization] = None) -> AuthorizationView:
     challenges = tuple(await context.store.challenges_for_authorization(record.id))
+    if not context.validators.offers_tls_sni01:
+        # Offered while the gateway had a means; not without one.
+        challenges = tuple(c for c in challenges if not tlssni.judged_by_gateway(c))
     errors: Dict[str, UpstreamRefused] = {}
     if upstream is not None:
         by_url = {c.url: c for c in upstream.challenges}
@@ -327,7 +347,21 @@ async def _view(context: Context, record: Authorization, thumbprint: str,
             fresh = by_url.get(challenge.upstream_url)
             if fresh is not None and fresh.error is not None:
                 errors[challenge.id] = UpstreamRefused.of(fresh.error)
-    return AuthorizationView(record, challenges, thumbprint, errors)
+    checks = {c.id: checked for c in challenges if (checked := tlssni.outcome(c)) is not None}
+    if _failed_by_gateway(challenges) and record.status != Status.INVALID:
+        # A read that raced the failed check may have stored the CA's
+        # status (deactivated) over it: the gateway's verdict stands.
+        record = attrs.evolve(record, status=Status.INVALID)
+    return AuthorizationView(record, challenges, thumbprint, errors, checks)
+
+
+def _failed_by_gateway(challenges: Iterable[Challenge]) -> bool:
+    """
+    Whether the gateway's own check of a challenge made the authorization
+    invalid: that is final, whatever the CA still shows (the gateway
+    deactivated it there).
+    """
+    return any(c.status == Status.INVALID and tlssni.judged_by_gateway(c) for c in challenges)
 
 
 @flow
@@ -540,6 +574,10 @@ async def read_view(context: Context, record: Authorization, force: bool = False
     settled or was read a moment ago.
     """
     account = await _owner(context, record)
+    if record.status == Status.INVALID or context.validators.offers_tls_sni01:
+        view = await _view(context, record, account.thumbprint)
+        if _failed_by_gateway(view.challenges):
+            return view
     fresh_enough = context.reads.read_within(record.id, READ_COALESCE_SECONDS)
     if not force and (record.status in SETTLED or fresh_enough):
         view = await _view(context, record, account.thumbprint)
@@ -639,7 +677,13 @@ async def answer_challenge(context: Context,
             raise Malformed("The key authorization provided does not match the expected value: provided key authorization was incorrect")
     if context.has_expired(record.expires):
         raise NotFound("Expired authorization")
-    if bound.managed and record.status == Status.PENDING:
+    if tlssni.judged_by_gateway(challenge):
+        if not context.validators.offers_tls_sni01:
+            raise NotFound("No such challenge")
+        if record.status == Status.PENDING and challenge.status in (Status.PENDING,
+                                                                    Status.PROCESSING):
+            await _start_tls_sni01(context, bound, record, challenge)
+    elif bound.managed and record.status == Status.PENDING:
         await _validate_for_managed_account(context, bound, record)
     elif challenge.status == Status.PENDING and record.status == Status.PENDING:
         await _publish_for_client(context, bound, record, challenge)
@@ -711,6 +755,99 @@ async def _validate_for_managed_account(context: Context, bound: BoundAccount,
                  detail=refusal.detail)
     else:
         context.revalidations.count(Status.VALID)
+
+
+async def _start_tls_sni01(context: Context, bound: BoundAccount, record: Authorization,
+                           challenge: Challenge) -> None:
+    """
+    Check a client's tls-sni-01 answer and prove the name upstream, in the
+    background; the challenge shows ``processing`` (v1: ``pending``) until
+    then.  A check already running is left to finish; one a restart or a
+    shutdown interrupted (the challenge still ``processing``) starts again.
+    """
+    lock = context.locks.lock_for(f"tls-sni-01:{challenge.id}")
+    if lock.locked:
+        return
+    await lock.acquire()
+    try:
+        if challenge.status != Status.PROCESSING:
+            await context.store.update_challenge(challenge.id, status=Status.PROCESSING)
+    except BaseException:
+        lock.release()
+        raise
+    context.background.start(_check_and_prove(context, bound, record, challenge, lock))
+
+
+async def _check_and_prove(context: Context, bound: BoundAccount, record: Authorization,
+                           challenge: Challenge, lock: DeferredLock) -> None:
+    """
+    The client's answer first (the name's TLS server presents the
+    certificate for the key authorization's SNI name), then the gateway's
+    own proof upstream: valid only when both hold.
+    """
+    checker = context.validators.tls_sni01
+    try:
+        if checker is None:
+            raise InternalFailure("tls-sni-01 is no longer offered")
+        checked = await tlssni.check(checker, context.clock, record.identifier,
+                                     f"{challenge.token}.{bound.thumbprint}")
+        if checked.problem is not None:
+            log.info("tls-sni-01 check of {name} failed: {detail}", name=record.identifier,
+                     detail=checked.problem.detail)
+            await _judged_invalid(context, bound, record, challenge, checked, deactivate=True)
+            return
+        upstream = await context.upstream.get_authorization(bound.upstream, record.upstream_url)
+        if upstream.status == Status.PENDING:
+            try:
+                (upstream,) = await revalidate(context.upstream, bound.upstream, [upstream],
+                                               context.validators)
+            except Refused as refusal:
+                context.revalidations.count(Status.INVALID)
+                await _judged_invalid(context, bound, record, challenge, GatewayCheck(
+                    ChallengeProblem("unauthorized", f"The tls-sni-01 answer for {record.identifier} "
+                                     f"was right, but the gateway could not prove the name to the "
+                                     f"upstream CA: {refusal.detail}", 403), checked.record),
+                    deactivate=False)
+                return
+            context.revalidations.count(Status.VALID)
+        if upstream.status != Status.VALID:
+            await _judged_invalid(context, bound, record, challenge, GatewayCheck(
+                ChallengeProblem("unauthorized", f"The authorization is {upstream.status} at the "
+                                 f"upstream CA", 403), checked.record), deactivate=False)
+            return
+        await context.store.write([Update(Challenge, challenge.id, {
+            "status": Status.VALID, **tlssni.stored_outcome(checked)})])
+        await _refresh_records(context, record, upstream)
+        log.info("tls-sni-01 answer for {name} checked and the name proved upstream",
+                 name=record.identifier)
+    except CancelledError:
+        raise  # shutdown: the challenge stays processing, and a retry checks again
+    except (Refused, UpstreamError) as error:
+        await _judged_invalid(context, bound, record, challenge, GatewayCheck(ChallengeProblem(
+            "serverInternal", f"The gateway could not complete the tls-sni-01 validation: {error}",
+            500)), deactivate=False)
+    finally:
+        lock.release()
+
+
+async def _judged_invalid(context: Context, bound: BoundAccount, record: Authorization,
+                          challenge: Challenge, checked: GatewayCheck, deactivate: bool) -> None:
+    """
+    Record a failed tls-sni-01 validation as Boulder showed one (the
+    authorization and the challenge invalid, with the problem and the
+    validation record), and free the CA's pending authorization, which
+    would count against the account's pending limit until it expired.
+    """
+    await context.store.write([
+        Update(Challenge, challenge.id, {"status": Status.INVALID, **tlssni.stored_outcome(checked)}),
+        Update(Authorization, record.id, {"status": Status.INVALID, "updated_at": context.now()}),
+    ])
+    if deactivate:
+        try:
+            await context.upstream.deactivate_authorization(bound.upstream, record.upstream_url)
+        except UpstreamError as error:
+            log.info("could not deactivate {url} upstream: {error}", url=record.upstream_url,
+                     error=str(error))
 
 
 @flow

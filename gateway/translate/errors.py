@@ -82,6 +82,12 @@ class Conflict(Refused):
         self.location = location
 
 
+class AlreadyRevoked(Conflict):
+    """
+    The certificate was revoked already.
+    """
+
+
 class Unauthorized(Refused):
     """
     The signer may not do this: an unknown key, another account's object, a
@@ -93,6 +99,14 @@ class ExternalAccountRequired(Unauthorized):
     """
     The CA creates accounts only with an External Account Binding, and the
     gateway has none for this key, or the CA refused the one it sent.
+    """
+
+
+class AccountMissing(Unauthorized):
+    """
+    The key has no account, and the client asked only for an existing one
+    (a v2 ``newAccount`` with ``onlyReturnExisting``), or signed with a
+    ``kid`` the gateway cannot tie to any key it knows.
     """
 
 

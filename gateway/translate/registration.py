@@ -1,5 +1,6 @@
 """
-v1 registrations (``new-reg``, ``reg/<id>``) translated to v2 accounts.
+v1 registrations (``new-reg``, ``reg/<id>``) translated to v2 accounts, and
+the v2 face's ``newAccount`` and account URL, which are the same flows.
 
 The upstream account is the client's own key (Let's Encrypt treats a v1
 account key as the same v2 account), found with ``onlyReturnExisting`` or
@@ -10,7 +11,7 @@ upstream.
 
 from __future__ import annotations
 
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Tuple
 
 import attrs
 
@@ -18,8 +19,8 @@ from gateway.status import Status
 from gateway.store import Account, DuplicateAccount
 from gateway.translate.accounts import bind, bind_existing, create_upstream_account
 from gateway.translate.context import Context
-from gateway.translate.errors import Unauthorized, flow
-from gateway.translate.requests import NewReg, RegUpdate
+from gateway.translate.errors import AccountMissing, Unauthorized, flow
+from gateway.translate.requests import NewAccount, NewReg, RegUpdate, Signer
 
 
 @attrs.frozen
@@ -40,7 +41,31 @@ async def new_registration(context: Context, request: NewReg) -> Registered:
     gateway or the CA already knows is a conflict, as Boulder answered for a
     registered key.
     """
+    return await _register(context, request.signer, request.contact, request.agreement,
+                           bool(request.agreement))
+
+
+@flow
+async def new_account(context: Context, request: NewAccount) -> Registered:
+    """
+    A v2 ``newAccount``: the key's account (200), or a new one (201); with
+    ``onlyReturnExisting``, never a new one.
+    """
     signer = request.signer
+    if request.only_existing:
+        known = await context.store.account_by_thumbprint(signer.thumbprint)
+        if known is None or known.status == Status.RETIRED:
+            key = context.keys.client_key(signer.thumbprint)
+            if key is None or await context.upstream.find_account(key) is None:
+                raise AccountMissing("No account exists with the provided key")
+    registered = await _register(context, signer, request.contact, None, request.terms_agreed)
+    if registered.account.status != Status.VALID:
+        raise Unauthorized(f"Account is not valid, has status \"{registered.account.status}\"")
+    return registered
+
+
+async def _register(context: Context, signer: Signer, contact: Tuple[str, ...],
+                    agreement: Optional[str], agreed: bool) -> Registered:
     key = await context.keys.obtain(signer.thumbprint)
     lock = context.locks.lock_for("account:" + signer.thumbprint)
     await lock.acquire()
@@ -57,15 +82,15 @@ async def new_registration(context: Context, request: NewReg) -> Registered:
         if upstream is None:
             upstream = await create_upstream_account(
                 context.upstream, context.policy.bindings, key,
-                contact=request.contact,
-                terms_of_service_agreed=bool(request.agreement) or context.policy.agree_to_terms,
+                contact=contact,
+                terms_of_service_agreed=agreed or context.policy.agree_to_terms,
             )
         try:
             account: Account = await context.store.create_account(
                 thumbprint=signer.thumbprint,
                 public_jwk=signer.jwk.to_json(),
-                contact=request.contact if created else tuple(upstream.contact) or request.contact,
-                agreement=request.agreement,
+                contact=contact if created else tuple(upstream.contact) or contact,
+                agreement=agreement,
                 initial_ip=signer.address,
                 upstream_url=upstream.url,
             )

@@ -1,5 +1,9 @@
 """
-The v1 requests the gateway acts on, as validated values.
+The v1 requests the gateway acts on, as validated values -- and the few
+draft-era v2 requests that have no v1 counterpart (`NewAccount`,
+`NewOrder`, `FinalizeOrder`); the v2 face builds the others (challenge
+answers, authorization deactivation, revocation, account updates) with the
+same builders.
 
 The v1 face verifies a request's JWS (signature, nonce, ``resource``) and
 hands its payload to one function here, which checks everything that can
@@ -23,7 +27,7 @@ exceptions (`gateway.translate.errors`).
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping, Optional, Tuple
+from typing import Any, Callable, Mapping, Optional, Tuple, cast
 
 import attrs
 import josepy
@@ -41,7 +45,7 @@ from gateway.keys.jose import (
 from gateway.status import Status
 from gateway.translate.csr import ParsedCSR, parse_csr
 from gateway.translate.errors import CSRRejected, InvalidContact, Malformed
-from gateway.translate.policy import DNSName, parse_v1_identifier
+from gateway.translate.policy import DNSName, check_name_set, parse_v1_identifier
 
 #: The JSON payload of a verified v1 request.
 Payload = Mapping[str, Any]
@@ -380,3 +384,130 @@ def key_change(signer: Signer, new_jwk: josepy.JWK, inner_payload: Payload,
         raise Malformed("New key is the same as the old key")
     return KeyChange(signer, inner_payload.get("account"), registration_url, new_jwk,
                      new_thumbprint)
+
+
+# -- draft-era ACME v2 --------------------------------------------------------------
+
+
+@attrs.frozen
+class NewAccount:
+    """
+    A v2 ``newAccount``: find the key's account, or create it (unless
+    ``only_existing``).
+
+    :ivar terms_agreed: the client agreed to the CA's terms.
+    """
+
+    signer: Signer
+    contact: Tuple[str, ...]
+    terms_agreed: bool
+    only_existing: bool
+
+
+@attrs.frozen
+class NewOrder:
+    """
+    A v2 ``newOrder`` for checked names (deduplicated, sorted by spelling).
+    """
+
+    signer: Signer
+    names: Tuple[DNSName, ...]
+
+    @property
+    def spellings(self) -> Tuple[str, ...]:
+        return tuple(n.spelled for n in self.names)
+
+
+@attrs.frozen
+class FinalizeOrder:
+    """
+    A v2 ``finalize`` of the order ``order_id`` with a parsed CSR.
+    """
+
+    signer: Signer
+    order_id: str
+    csr: ParsedCSR
+
+
+def new_account(signer: Signer, payload: Payload) -> NewAccount:
+    """
+    :raises Malformed, InvalidContact: as a v1 ``new-reg``'s contact.
+    """
+    only_existing = payload.get("onlyReturnExisting") is True
+    return NewAccount(signer, _contact(payload) or (), payload.get("termsOfServiceAgreed") is True,
+                      only_existing)
+
+
+def account_update(signer: Signer, account_id: str, payload: Payload) -> RegUpdate:
+    """
+    A POST to a v2 account URL: a read (no change), a contact change, or a
+    deactivation.  Members a draft-era client adds (``resource``,
+    ``termsOfServiceAgreed``, ``key``…) are ignored, as Boulder's v2 did.
+
+    :raises Malformed, InvalidContact: a bad contact, a status other than
+        ``deactivated``.
+    """
+    status = payload.get("status")
+    if status not in (None, Status.VALID, Status.DEACTIVATED):
+        raise Malformed("Invalid value provided for status field")
+    return RegUpdate(signer, account_id, _contact(payload), None,
+                     Status.DEACTIVATED if status == Status.DEACTIVATED else None)
+
+
+def new_order(signer: Signer, payload: Payload) -> NewOrder:
+    """
+    :raises Malformed: no identifiers, or not a list.
+    :raises IdentifierRejected: a name the gateway does not issue for, or
+        one a wildcard of the same order covers.
+    """
+    identifiers = payload.get("identifiers")
+    if not isinstance(identifiers, list) or not identifiers:
+        raise Malformed("NewOrder request did not specify any identifiers")
+    names = check_name_set(parse_v1_identifier(i, allow_wildcard=True) for i in identifiers)
+    return NewOrder(signer, names)
+
+
+def finalize_order(signer: Signer, order_id: str, payload: Payload) -> FinalizeOrder:
+    """
+    :raises CSRRejected, IdentifierRejected: as for `new_cert`.
+    """
+    return FinalizeOrder(signer, order_id, new_cert(signer, payload).csr)
+
+
+def key_change_v2(signer: Signer, new_jwk: josepy.JWK, inner_payload: Payload,
+                  kid: str) -> KeyChange:
+    """
+    A v2 ``keyChange`` (RFC 8555's inner ``{"account", "oldKey"}``, or the
+    drafts' ``{"account", "newKey"}``), the inner JWS signed by the new key
+    and already verified.  The outer JWS named its account by ``kid``,
+    which the face tied to the signer's key: the inner ``account`` must be
+    that same URL.
+
+    :raises Malformed: another account, a key that is not the one that
+        signed, or a new key that is the old one.
+    """
+    if inner_payload.get("account") != kid:
+        raise Malformed("Inner key-change payload's account does not match the outer JWS's key ID")
+    if "oldKey" in inner_payload:
+        if _thumbprint_of(inner_payload.get("oldKey")) != signer.thumbprint:
+            raise Malformed("Inner JWS payload's oldKey does not match the outer JWS's key")
+    elif _thumbprint_of(inner_payload.get("newKey")) != thumbprint(new_jwk):
+        raise Malformed("Inner key-change payload has neither oldKey nor the new key as newKey")
+    new_thumbprint = thumbprint(new_jwk)
+    if new_thumbprint == signer.thumbprint:
+        raise Malformed("New key is the same as the old key")
+    return KeyChange(signer, kid, lambda account_id: kid, new_jwk, new_thumbprint)
+
+
+def _thumbprint_of(value: Any) -> Optional[str]:
+    """
+    The thumbprint of a public JWK a payload carries, or `None` when it is
+    none.
+    """
+    if not isinstance(value, dict):
+        return None
+    try:
+        return thumbprint(cast(josepy.JWK, josepy.JWK.from_json(value)))
+    except Exception:
+        # josepy raises a zoo of types on bad input; none may escape.
+        return None

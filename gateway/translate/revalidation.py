@@ -12,7 +12,7 @@ afterwards — also when validation failed.
 
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Protocol, Sequence, Tuple
+from typing import Awaitable, Dict, List, Optional, Protocol, Sequence, Tuple
 
 import attrs
 from twisted.logger import Logger
@@ -23,6 +23,7 @@ from gateway.upstream.client import UpstreamClient
 from gateway.upstream import messages as v2
 from gateway.validation.dns01 import ResponderError
 from gateway.validation.interfaces import IResponder
+from gateway.validation.tlssni01 import TLSSNI01Result
 
 log = Logger()
 
@@ -45,19 +46,41 @@ class MaybeWildcard(Protocol):
     def wildcard(self) -> bool: ...
 
 
+class TLSSNI01Check(Protocol):
+    """
+    Checks a client's tls-sni-01 answer as Boulder did
+    (`gateway.validation.tlssni01.TLSSNI01Checker` is one).
+    """
+
+    def check(self, name: str, key_authorization: str) -> Awaitable[TLSSNI01Result]: ...
+
+
 @attrs.frozen
 class Validators:
     """
     The configured responders, by challenge type, and the preference order
     for names that are not wildcards.
+
+    :ivar tls_sni01: the check of tls-sni-01 answers, when the gateway may
+        offer tls-sni-01 to v1 clients (it does only with a responder to
+        prove the name upstream with: `offers_tls_sni01`).
     """
 
     responders: Dict[str, IResponder] = attrs.field(factory=dict)
     preference: Tuple[str, ...] = DEFAULT_PREFERENCE
+    tls_sni01: Optional[TLSSNI01Check] = None
 
     @property
     def configured(self) -> bool:
         return bool(self.responders)
+
+    @property
+    def offers_tls_sni01(self) -> bool:
+        """
+        Whether v1 authorizations offer tls-sni-01: the gateway can check
+        the client's answer and then prove the name upstream itself.
+        """
+        return self.tls_sni01 is not None and self.configured
 
     def acceptable_types(self, wildcard: bool) -> Tuple[str, ...]:
         if wildcard:

@@ -29,7 +29,7 @@ from gateway.status import Status
 from gateway.store import Account, Insert, Update
 from gateway.translate.accounts import bind_existing, upstream_for
 from gateway.translate.context import Context, written_as
-from gateway.translate.errors import Conflict, Malformed, NotFound, Unauthorized, flow
+from gateway.translate.errors import AlreadyRevoked, Conflict, Malformed, NotFound, Unauthorized, flow
 from gateway.translate.requests import KeyChange, Revoke
 from gateway.upstream.client import UpstreamClient
 from gateway.upstream.errors import UpstreamProblem
@@ -53,7 +53,7 @@ async def revoke_certificate(context: Context, request: Revoke) -> None:
     if stored is not None and stored.leaf_der != request.certificate_der:
         raise NotFound("No such certificate")
     if stored is not None and stored.revoked_at is not None:
-        raise Conflict("Certificate already revoked")
+        raise AlreadyRevoked("Certificate already revoked")
     # A certificate from a CA the gateway ran against before (--upstream
     # changed) is revoked there, as long as that CA answers.
     elsewhere = (stored.directory_url if stored is not None and not context.is_current(stored)

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import re
 import urllib.parse
-from typing import Any, Optional, Protocol
+from typing import Any, Optional, Protocol, Sequence
 
 from twisted.internet.interfaces import IReactorTime
 from twisted.web import resource, server
@@ -65,6 +65,17 @@ class VisitRecorder(Protocol):
     def record(self, visit: ClientVisit) -> Any: ...
 
 
+class MountedFace(Protocol):
+    """
+    Another face the v1 listener serves (`gateway.v2.face.V2Face`): the
+    paths it answers, and its answers.
+    """
+
+    def path_of(self, request: server.Request) -> Optional[str]: ...
+
+    async def respond(self, request: server.Request) -> Response: ...
+
+
 class V1Face(AsyncResource):
     """
     The v1 listener's root.
@@ -77,6 +88,8 @@ class V1Face(AsyncResource):
     :param max_body: the largest POST body read, in bytes.
     :param metrics: told of every answer.
     :param recorder: records every request in the migration report.
+    :param mounted: other faces on the same listener, each answering the
+        paths it claims (the v2 face, ``/v2/…``) in its own protocol.
     """
 
     def __init__(
@@ -88,8 +101,10 @@ class V1Face(AsyncResource):
         max_body: int = DEFAULT_MAX_BODY,
         metrics: Optional[V1Metrics] = None,
         recorder: Optional[VisitRecorder] = None,
+        mounted: Sequence[MountedFace] = (),
     ) -> None:
         super().__init__()
+        self.mounted = tuple(mounted)
         self.tree = tree
         self.nonces = nonces
         self.clock = clock
@@ -103,6 +118,9 @@ class V1Face(AsyncResource):
         return problem_response(V1Problem.server_internal("Internal error"))
 
     async def respond(self, request: server.Request) -> Response:
+        for face in self.mounted:
+            if face.path_of(request) is not None:
+                return await face.respond(request)
         request.setHeader(b"Replay-Nonce", self.nonces.issue().encode("ascii"))
         request.setHeader(b"Cache-Control", b"public, max-age=0, no-cache")
         # Everything this request causes, upstream calls and log events

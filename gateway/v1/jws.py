@@ -307,11 +307,29 @@ def verify_jws_signature(
     return jwk, protected, payload
 
 
-def _verify_signature(
-    jws: Any, max_depth: int
-) -> tuple[josepy.JWK, JSONObject, bytes, str]:
+@attrs.frozen
+class ParsedJWS:
     """
-    `verify_jws_signature`, also returning the algorithm's name.
+    A flattened JWS whose structure checked out, not yet its key or
+    signature: what the v2 face (`gateway.v2.jws`) verifies against the key
+    a ``kid`` stands for.
+
+    :ivar header: the protected and unprotected members together.
+    """
+
+    protected_b64: str
+    payload_b64: str
+    signature: bytes = attrs.field(repr=False)
+    protected: JSONObject
+    header: JSONObject
+    payload: bytes
+
+
+def _structure(jws: Any, max_depth: int) -> ParsedJWS:
+    """
+    Step 1 of the module's checks: a flattened JWS (one signature), its
+    members base64url, its headers JSON objects that agree, no unsigned
+    nonce, no critical extensions.
     """
     jws = _as_flattened(jws)
 
@@ -341,13 +359,49 @@ def _verify_signature(
         raise V1Problem.malformed(
             f"{_PARSE_ERROR}: critical header extensions are not supported"
         )
+    return ParsedJWS(jws["protected"], jws["payload"], signature, protected, header, payload)
 
+
+def parse_jws(body: bytes, max_depth: int = DEFAULT_MAX_DEPTH) -> ParsedJWS:
+    """
+    A request body as a flattened JWS whose structure checked out (steps 1
+    and the header checks of the module's order), for a verifier that finds
+    the key elsewhere.
+
+    :raises V1Problem: ``malformed``.
+    """
+    return _structure(_parse_body(body, max_depth), max_depth)
+
+
+def _verify_signature(
+    jws: Any, max_depth: int
+) -> tuple[josepy.JWK, JSONObject, bytes, str]:
+    """
+    `verify_jws_signature`, also returning the algorithm's name.
+    """
+    parsed = _structure(jws, max_depth)
+    header = parsed.header
     if "jwk" not in header:
         detail = "No JWK in JWS header"
         if "kid" in header:
             detail += " (kid is not supported by the ACME v1 API)"
         raise V1Problem.malformed(detail)
-    jwk, public_key = _parse_jwk(header["jwk"])
+    jwk, algorithm = verify_with_jwk(parsed, header["jwk"])
+    return jwk, parsed.protected, parsed.payload, algorithm
+
+
+def verify_with_jwk(parsed: ParsedJWS, jwk_value: Any) -> tuple[josepy.JWK, str]:
+    """
+    Steps 2 to 4: ``jwk_value`` (a JWK as JSON) is a public key ACME
+    allows, ``alg`` is the one algorithm that fits it, and the signature
+    verifies with it.
+
+    :return: the JWK and the algorithm's name.
+    :raises V1Problem: ``malformed`` (``JWS verification error`` for a
+        signature that does not verify).
+    """
+    header = parsed.header
+    jwk, public_key = _parse_jwk(jwk_value)
     try:
         expected = algorithm_for_public_key(public_key)
     except UnsupportedKey as error:
@@ -359,22 +413,22 @@ def _verify_signature(
             f"JWS signature algorithm {_describe(alg)} does not fit the key; "
             f"expected {expected.name!r}"
         )
-    jwk_alg = header["jwk"].get("alg")
+    jwk_alg = jwk_value.get("alg")
     if jwk_alg is not None and jwk_alg != expected.name:
         raise V1Problem.malformed(
             f"JWK algorithm {_describe(jwk_alg)} does not fit the key; "
             f"expected {expected.name!r}"
         )
 
-    signing_input = f"{jws['protected']}.{jws['payload']}".encode("ascii")
+    signing_input = f"{parsed.protected_b64}.{parsed.payload_b64}".encode("ascii")
     try:
-        valid = expected.verify(public_key, signing_input, signature)
+        valid = expected.verify(public_key, signing_input, parsed.signature)
     except Exception:
         # cryptography may raise rather than return False on odd inputs.
         valid = False
     if not valid:
         raise V1Problem.malformed("JWS verification error")
-    return jwk, protected, payload, expected.name
+    return jwk, expected.name
 
 
 def _parse_body(body: bytes, max_depth: int) -> JSONObject:
@@ -416,8 +470,8 @@ def verify_v1_request(
         protected header and the payload.
     :raises V1Problem: ``malformed`` or ``badNonce``, always 400.
     """
-    jws = _parse_body(body, max_depth)
-    jwk, protected, raw_payload, algorithm = _verify_signature(jws, max_depth)
+    jwk, protected, raw_payload, algorithm = _verify_signature(
+        _parse_body(body, max_depth), max_depth)
 
     nonce = protected.get("nonce")
     if nonce is None or nonce == "":

@@ -24,7 +24,9 @@ JSONObject = Dict[str, Any]
 
 #: Challenge types shown to v1 clients; others the CA offers (tls-alpn-01,
 #: Pebble's experimental types) are left out: v1 clients predate them.
-V1_CHALLENGE_TYPES = ("http-01", "dns-01")
+#: ``tls-sni-01`` is the gateway's own (`gateway.translate.tlssni`), offered
+#: only when the gateway has a means to prove names upstream.
+V1_CHALLENGE_TYPES = ("http-01", "dns-01", "tls-sni-01")
 
 
 @attrs.frozen
@@ -148,6 +150,7 @@ def challenge(
     record: Challenge,
     thumbprint: str,
     error: Optional[JSONObject] = None,
+    validation_record: Optional[Sequence[Mapping[str, Any]]] = None,
 ) -> JSONObject:
     """
     A v1 challenge: ``uri`` (not ``url``), the key authorization echoed as
@@ -155,17 +158,22 @@ def challenge(
 
     ``validationRecord`` carries the challenge ``uri`` as an object: stock
     dehydrated 0.7.0 with ``API=1`` reads the URI from there and dies without
-    it; clients that do not know the member ignore it.
+    it; clients that do not know the member ignore it.  A challenge the
+    gateway checked itself (tls-sni-01) shows Boulder's list of records
+    instead (hostname, port, addresses), once checked.
     """
     uri = urls.challenge(authorization.id, record.id)
-    body = {
+    body: JSONObject = {
         "type": record.type,
         "status": _challenge_status(authorization.status, record.status),
         "uri": uri,
         "token": record.token,
         "keyAuthorization": f"{record.token}.{thumbprint}",
-        "validationRecord": {"uri": uri},
     }
+    if validation_record is not None:
+        body["validationRecord"] = [dict(entry) for entry in validation_record]
+    elif record.type != "tls-sni-01":
+        body["validationRecord"] = {"uri": uri}
     if error is not None:
         body["error"] = error
     return body
@@ -177,21 +185,25 @@ def authorization(
     challenges: Sequence[Challenge],
     thumbprint: str,
     errors: Optional[Mapping[str, JSONObject]] = None,
+    validation_records: Optional[Mapping[str, Sequence[Mapping[str, Any]]]] = None,
 ) -> JSONObject:
     """
     A v1 authorization with ``combinations`` synthesised as one challenge per
-    set (any single challenge suffices, as Boulder's 2021 v1 WFE said).
+    set (any single challenge suffices, as Boulder's 2021 v1 WFE said, and
+    certbot 0.20 picks the one set its authenticator answers).
     """
     shown = [c for c in challenges if c.type in V1_CHALLENGE_TYPES]
     if record.wildcard:
         shown = [c for c in shown if c.type == "dns-01"]
     errors = errors or {}
+    records = validation_records or {}
     value = ("*." + record.identifier) if record.wildcard else record.identifier
     body = {
         "identifier": {"type": "dns", "value": value},
         "status": record.status,
         "challenges": [
-            challenge(urls, record, c, thumbprint, errors.get(c.id)) for c in shown
+            challenge(urls, record, c, thumbprint, errors.get(c.id), records.get(c.id))
+            for c in shown
         ],
         "combinations": [[i] for i in range(len(shown))],
     }

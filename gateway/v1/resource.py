@@ -219,10 +219,25 @@ def inner_jws(payload: Payload) -> Tuple[josepy.JWK, Payload]:
 
 def _error_documents(view: AuthorizationView) -> Dict[str, Dict[str, Any]]:
     """
-    The v1 error document of each failed challenge of an authorization.
+    The v1 error document of each failed challenge of an authorization:
+    the CA's reason, translated, or the gateway's own check's (tls-sni-01,
+    in Boulder's words and types).
     """
-    return {challenge_id: from_upstream(error).to_json()
-            for challenge_id, error in view.errors.items()}
+    documents = {challenge_id: from_upstream(error).to_json()
+                 for challenge_id, error in view.errors.items()}
+    for challenge_id, checked in view.checks.items():
+        if checked.problem is not None:
+            problem = checked.problem
+            documents[challenge_id] = V1Problem(problem.code, problem.detail,
+                                                problem.status).to_json()
+    return documents
+
+
+def _validation_records(view: AuthorizationView) -> Dict[str, Tuple[Mapping[str, Any], ...]]:
+    """
+    Boulder's validation record of each challenge the gateway checked.
+    """
+    return {challenge_id: checked.record for challenge_id, checked in view.checks.items()}
 
 
 def _authorization_response(status: int, urls: messages.V1URLs, view: AuthorizationView,
@@ -231,7 +246,8 @@ def _authorization_response(status: int, urls: messages.V1URLs, view: Authorizat
     if location:
         headers = (("Location", urls.authz(view.authorization.id)),) + headers
     body = messages.authorization(
-        urls, view.authorization, view.challenges, view.thumbprint, _error_documents(view))
+        urls, view.authorization, view.challenges, view.thumbprint, _error_documents(view),
+        _validation_records(view))
     return json_response(status, body, headers)
 
 
@@ -291,7 +307,8 @@ class Challenge(_Flow):
                   challenge: Any) -> Response:
         uri = urls.challenge(view.authorization.id, challenge.id)
         body = messages.challenge(urls, view.authorization, challenge, view.thumbprint,
-                                  _error_documents(view).get(challenge.id))
+                                  _error_documents(view).get(challenge.id),
+                                  _validation_records(view).get(challenge.id))
         return json_response(
             202, body,
             (("Location", uri), ("Link", messages.link(urls.authz(view.authorization.id), "up"))),
