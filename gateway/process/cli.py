@@ -103,7 +103,16 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--upstream-ca-bundle", action=_EnvDefault, metavar="PEM",
                        help="PEM roots that verify the upstream's TLS (default: system trust)")
     serve.add_argument("--state", action=_EnvDefault, default="./acme-gateway.sqlite3", metavar="FILE",
-                       help="the SQLite state database (default: %(default)s)")
+                       help="the state: an SQLite database file, or "
+                            "postgresql://USER[:PASSWORD]@HOST[:PORT]/DB, which several "
+                            "gateway processes and replicas share (default: %(default)s)")
+    serve.add_argument("--state-password-file", action=_EnvDefault, metavar="FILE",
+                       help="read the PostgreSQL password from the first line of FILE (else "
+                            "from ACME_GATEWAY_STATE_PASSWORD, else from the URI); it is never "
+                            "printed")
+    serve.add_argument("--workers", action=_EnvDefault, default="1", metavar="N",
+                       help="serve the listeners from N processes sharing their sockets and "
+                            "the state (default: %(default)s)")
     serve.add_argument("--listen", action=_EnvDefault, default="tcp:4000:interface=127.0.0.1",
                        metavar="ENDPOINT",
                        help="Twisted server endpoint of the v1 face; ssl: endpoints give HTTPS "
@@ -450,16 +459,24 @@ def serve_config(parser, args):
               "or --dns01-rfc2136")
     economy = _economy_config(parser, args)
     operations = _operations_config(parser, args)
-    state_dir = os.path.dirname(os.path.abspath(args.state))
-    if not os.path.isdir(state_dir):
-        _fail(parser, "--state", f"{args.state}: its directory {state_dir} does not exist")
-    if os.path.isdir(args.state):
-        _fail(parser, "--state", f"{args.state} is a directory; give the database file's path")
+    state, password = _state_config(parser, args)
+    workers = _number(parser, "--workers", args.workers, 1, integer=True)
+    if workers > 1:
+        from gateway.process.workers import check_shareable
+
+        for flag, value in (("--listen", args.listen), ("--admin-listen", args.admin_listen),
+                            ("--http01-listen", args.http01_listen)):
+            if value:
+                problem = check_shareable(value)
+                if problem:
+                    _fail(parser, flag, f"{value}: {problem}")
     return ServeConfig(
         upstream=args.upstream,
         keys=args.keys,
         upstream_ca_bundle=args.upstream_ca_bundle,
-        state=args.state,
+        state=state,
+        state_password=password,
+        workers=workers,
         listen=args.listen,
         base_url=args.base_url,
         agree_to_terms=agree,
@@ -482,7 +499,51 @@ def serve_config(parser, args):
     )
 
 
-def run_serve(parser, args) -> int:
+def _state_config(parser, args):
+    """
+    The checked ``--state``: an SQLite file whose directory exists, or a
+    PostgreSQL URI shown without its password, and the password apart.
+    """
+    from gateway.store import is_shared_state
+
+    if is_shared_state(args.state):
+        from gateway.store.postgresql import StateURI, state_password
+
+        try:
+            password = state_password(args.state_password_file, os.environ)
+        except OSError as error:
+            _fail(parser, "--state-password-file",
+                  f"{args.state_password_file}: cannot read it: {error.strerror or error}")
+        try:
+            uri = StateURI.parse(args.state, password)
+        except ValueError as error:
+            _fail(parser, "--state", str(error))
+        if args.unknown_keys == "managed" and not args.managed_keys:
+            _fail(parser, "--managed-keys",
+                  "give a directory for the managed keys: their default place is beside an "
+                  "SQLite --state file (with several replicas, one all of them can read and "
+                  "write)")
+        return uri.shown, uri.password
+    state_dir = os.path.dirname(os.path.abspath(args.state))
+    if not os.path.isdir(state_dir):
+        _fail(parser, "--state", f"{args.state}: its directory {state_dir} does not exist")
+    if os.path.isdir(args.state):
+        _fail(parser, "--state", f"{args.state} is a directory; give the database file's path")
+    return args.state, None
+
+
+def inherited_listeners(environ) -> tuple:
+    """
+    The listening sockets a ``--workers`` supervisor handed this process
+    (`gateway.process.workers`), as ``((flag, fd), …)``; empty when it is
+    not a worker.
+    """
+    from gateway.process.workers import LISTENERS_VARIABLE, parse_listeners
+
+    return parse_listeners(environ.get(LISTENERS_VARIABLE, ""))
+
+
+def run_serve(parser, args, argv=None) -> int:
     from gateway.keys.keystore import KeyStore, KeyStoreError
     from gateway.operations.logs import start_logging
     from gateway.process import serve
@@ -497,7 +558,6 @@ def run_serve(parser, args) -> int:
         _log_key_store(keys)
     else:
         serve.report_key_store(keys)
-    start_logging(args.log_format, args.log_level)
     if not len(keys) and config.unknown_keys != "managed":
         unusable = f" ({len(keys.problems)} unusable file(s) listed above)" if keys.problems else ""
         _fail(parser, "--keys",
@@ -505,6 +565,17 @@ def run_serve(parser, args) -> int:
               f"client. Put the legacy clients' account keys there (acme-gateway adopt …, or "
               f"acme-gateway keys import PATH… --keys DIR), or serve clients whose keys it does "
               f"not hold with --unknown-keys managed")
+    if config.workers > 1 and not inherited_listeners(os.environ):
+        from gateway.process.workers import supervise
+
+        return supervise(config, list(sys.argv[1:] if argv is None else argv),
+                         json_logs)
+    start_logging(args.log_format, args.log_level)
+    inherited = inherited_listeners(os.environ)
+    if inherited:
+        import attrs
+
+        config = attrs.evolve(config, inherited=inherited)
 
     async def main(reactor) -> None:
         from twisted.internet import defer
@@ -709,7 +780,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     own = command_parser(parser, args.command,
                          getattr(args, "keys_command", None) or getattr(args, "client", None) or "")
     if args.command == "serve":
-        return run_serve(own, args)
+        return run_serve(own, args, argv)
     if args.command == "report":
         return run_report(own, args)
     if args.command == "healthcheck":

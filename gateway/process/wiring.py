@@ -30,7 +30,7 @@ from gateway.store import IStore
 from gateway.translate.accounts import AccountRecovery
 from gateway.translate.budget import Budget, BudgetLimits
 from gateway.translate.context import Context, Policy
-from gateway.translate.memory import OtherCAs, Revalidations
+from gateway.translate.memory import NameLocks, OtherCAs, Revalidations
 from gateway.translate.revalidation import Validators
 from gateway.translate.signing import SigningKeys
 from gateway.upstream.client import UpstreamClient, https_client
@@ -61,6 +61,14 @@ class ServeConfig:
     keys: str
     upstream_ca_bundle: Optional[str] = None
     state: str = "./acme-gateway.sqlite3"
+    #: The PostgreSQL password, kept apart from ``state`` (which never holds
+    #: it) and out of every repr.
+    state_password: Optional[str] = attrs.field(default=None, repr=False)
+    #: Processes serving the listeners (``--workers``).
+    workers: int = 1
+    #: Listening sockets inherited from a ``--workers`` supervisor, as
+    #: ``((flag, fd), …)``: this process is one of its workers.
+    inherited: Tuple[Tuple[str, int], ...] = ()
     listen: str = "tcp:4000:interface=127.0.0.1"
     base_url: Optional[str] = None
     agree_to_terms: bool = True
@@ -149,6 +157,7 @@ def build_gateway(
     run_in_thread: RunInThread = run_inline,
     metrics: Optional[Metrics] = None,
     validators: Optional[Validators] = None,
+    nonce_key: Optional[bytes] = None,
 ) -> Gateway:
     """
     The gateway of ``config``.
@@ -162,6 +171,8 @@ def build_gateway(
     :param metrics: the Prometheus families (a fresh registry by default).
     :param validators: the gateway's own responders, instead of those the
         configuration names (tests).
+    :param nonce_key: the key of the v1 nonces, shared by every process of
+        the state (``IStore.secret``); a random one for a process alone.
     :raises ValueError, OSError: when ``--managed-keys`` cannot be used.
     """
     if metrics is None:
@@ -185,7 +196,8 @@ def build_gateway(
     managed = None
     if config.unknown_keys == "managed":
         managed = ManagedKeys.open(config.managed_keys_directory, run_in_thread)
-    budget = Budget(store, clock, config.budget)
+    locks = NameLocks(store, clock)
+    budget = Budget(store, clock, config.budget, locks=locks)
     context = Context(
         upstream=upstream,
         store=store,
@@ -196,9 +208,11 @@ def build_gateway(
         validators=validators,
         revalidations=Revalidations(metrics),
         other_cas=OtherCAs(upstream, upstream_client),
+        locks=locks,
     )
     recorder = ClientRecorder(store, clock=clock)
-    nonces = NonceIssuer(clock)
+    nonces = (NonceIssuer(clock, store) if nonce_key is None
+              else NonceIssuer(clock, store, key=nonce_key))
     face = V1Face(v1_tree(context), nonces, clock, base_url=config.base_url,
                   max_body=config.max_body, metrics=metrics, recorder=recorder)
     # The v1 face logs each request itself (`gateway.web.QuietSite`).

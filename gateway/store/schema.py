@@ -8,8 +8,12 @@ previous version whole.  A new version of the schema is one more
 `Migration` at the end of `MIGRATIONS`; a migration already released is
 never edited.
 
-The statements are SQL meant for both SQLite and PostgreSQL (only SQLite
-runs them so far), except for a few spellings each engine chooses
+Several processes may open one database at once (``--workers``, replicas
+on one PostgreSQL): each step re-reads the version inside its own write
+transaction, which excludes every other writer, so a step another process
+has just applied is skipped, never applied twice.
+
+The statements are SQL that both SQLite and PostgreSQL run, except for a few spellings each engine chooses
 (`gateway.store.engine.Database.column_types`), written as ``{name}``:
 
 ``{serial_key}``
@@ -239,8 +243,29 @@ _VERSION_4 = Migration(
     backfill=_issuer_parents_from_certificates,
 )
 
+# Version 5: what several gateway processes on one database share beyond
+# the records.  ``secrets`` holds keys every process must agree on (the one
+# that authenticates the v1 nonces any process issues); ``used_nonces`` holds
+# each redeemed v1 nonce until it would have expired anyway, so that a nonce
+# is accepted exactly once whichever process it reaches.
+_VERSION_5 = Migration(5, (
+    """
+    CREATE TABLE secrets (
+        name TEXT PRIMARY KEY,
+        value {bytes} NOT NULL
+    )
+    """,
+    """
+    CREATE TABLE used_nonces (
+        nonce TEXT PRIMARY KEY,
+        expires_at BIGINT NOT NULL
+    )
+    """,
+    "CREATE INDEX used_nonces_by_expiry ON used_nonces (expires_at)",
+))
+
 #: Every step, in order: `MIGRATIONS[n - 1]` brings a database to version n.
-MIGRATIONS: Tuple[Migration, ...] = (_VERSION_1, _VERSION_2, _VERSION_3, _VERSION_4)
+MIGRATIONS: Tuple[Migration, ...] = (_VERSION_1, _VERSION_2, _VERSION_3, _VERSION_4, _VERSION_5)
 
 #: The schema version this code reads and writes.
 SCHEMA_VERSION = MIGRATIONS[-1].version
@@ -263,6 +288,9 @@ def migrate(database: Database) -> int:
     for migration in MIGRATIONS[before:]:
 
         def step(migration: Migration = migration) -> None:
+            if database.schema_version() >= migration.version:
+                # Another process applied it since ``before`` was read.
+                return
             for statement in migration.sql(database.column_types):
                 database.execute(statement)
             if migration.backfill is not None:
