@@ -86,20 +86,16 @@ def report_key_store(keys: KeyStore, out: IO[str] = sys.stderr) -> None:
         print(f"  skipped: {skipped.path}: {skipped.reason}", file=out)
 
 
-def _state_problem(config: ServeConfig, error: BaseException) -> str:
+def _state_problem(path: str, error: BaseException, password: Optional[str] = None) -> str:
     """
     Why the state database cannot be opened, in terms an operator can act
     on (SQLite only says "unable to open database file"); never with the
-    PostgreSQL password.
+    PostgreSQL ``password``.
     """
-    if is_shared_state(config.state):
+    if is_shared_state(path):
         from gateway.store.postgresql import StateURI
 
-        text = f"cannot open the state database: {error}"
-        if config.state_password:
-            text = StateURI(config.state, config.state_password).scrub(text)
-        return text
-    path = config.state
+        return StateURI(path, password).scrub(f"cannot open the state database: {error}")
     directory = os.path.dirname(os.path.abspath(path))
     if os.path.isdir(path):
         return "cannot open the state database: it is a directory; give a file path"
@@ -289,13 +285,15 @@ async def start(reactor: Any, config: ServeConfig, keys: Optional[KeyStore] = No
         store = await open_store(config.state, reactor=reactor, close_on_shutdown=False,
                                  upstream=config.upstream, password=config.state_password)
     except Exception as error:
-        raise StartError("--state", config.state, _state_problem(config, error)) from error
+        raise StartError("--state", config.state,
+                         _state_problem(config.state, error, config.state_password)) from error
     try:
         # Every process of the state signs v1 nonces with the same key.
         nonce_key = await store.secret(NONCE_KEY_NAME)
     except Exception as error:
         await store.close()
-        raise StartError("--state", config.state, _state_problem(config, error)) from error
+        raise StartError("--state", config.state,
+                         _state_problem(config.state, error, config.state_password)) from error
     service = GatewayService()
     AtStop("store", store.close).setServiceParent(service)
     try:

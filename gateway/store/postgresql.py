@@ -206,11 +206,6 @@ class PostgreSQLDatabase:
         self.connection = connection
         self._held: Dict[int, int] = {}
 
-    def _errors(self) -> Any:
-        import psycopg
-
-        return psycopg.Error
-
     def execute(self, statement: str, parameters: Sequence[Any] = ()) -> Any:
         cursor = self.connection.cursor()
         cursor.execute(to_pyformat(statement), tuple(parameters))
@@ -242,7 +237,13 @@ class PostgreSQLDatabase:
         return int(found[0])
 
     def schema_version(self) -> int:
-        exists = self.execute("SELECT to_regclass('gateway_schema') IS NOT NULL").fetchone()
+        # pg_class read with the statement's snapshot, not to_regclass(),
+        # whose catalog cache may not yet show a table another replica's
+        # migration created while this one waited for the write lock.
+        exists = self.execute(
+            "SELECT count(*) FROM pg_catalog.pg_class c"
+            " JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace"
+            " WHERE c.relname = 'gateway_schema' AND n.nspname = current_schema()").fetchone()
         if not exists or not exists[0]:
             return 0
         row = self.execute("SELECT version FROM gateway_schema").fetchone()
