@@ -244,8 +244,9 @@ async def test_migrations_apply_once_when_replicas_start_together(postgres_clust
             "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'public'",
             database).strip()
         # accounts, orders, authorizations, challenges, issuers, certificates,
-        # clients, probes, order_attempts, secrets, used_nonces, gateway_schema
-        assert tables == "12"
+        # clients, probes, order_attempts, secrets, used_nonces, http01_answers,
+        # gateway_schema
+        assert tables == "13"
     finally:
         for store in opened:
             await store.close()

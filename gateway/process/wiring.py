@@ -190,7 +190,8 @@ def build_gateway(
 
     upstream = upstream_client(config.upstream,
                                AccountRecovery(store, clock, config.agree_to_terms))
-    http01 = HTTP01Responder() if config.http01_listen else None
+    # Answers go to the state too: another process of it may get the CA's request.
+    http01 = HTTP01Responder(store, clock) if config.http01_listen else None
     if validators is None:
         validators = _validators(config, clock, http01)
     managed = None

@@ -407,6 +407,23 @@ class IStore(Interface):
         not a power loss.
         """
 
+    def publish_answer(token: str, key_authorization: str, expires_at: int) -> Deferred[None]:
+        """
+        Make an HTTP-01 ``token``'s key authorization answerable by every
+        process, until `withdraw_answer` or ``expires_at`` (Unix seconds).
+        """
+
+    def withdraw_answer(token: str) -> Deferred[None]:
+        """
+        Stop answering ``token`` (see `publish_answer`).
+        """
+
+    def answer_for(token: str) -> Deferred[Optional[str]]:
+        """
+        The key authorization published for ``token`` and not expired, or
+        `None`.
+        """
+
     def try_lock(name: str) -> Deferred[bool]:
         """
         Take the named lock if no other process holds it, without waiting

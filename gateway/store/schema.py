@@ -247,7 +247,9 @@ _VERSION_4 = Migration(
 # the records.  ``secrets`` holds keys every process must agree on (the one
 # that authenticates the v1 nonces any process issues); ``used_nonces`` holds
 # each redeemed v1 nonce until it would have expired anyway, so that a nonce
-# is accepted exactly once whichever process it reaches.
+# is accepted exactly once whichever process it reaches; ``http01_answers``
+# holds the key authorizations being validated, so that whichever process
+# the CA's HTTP-01 request reaches answers it.
 _VERSION_5 = Migration(5, (
     """
     CREATE TABLE secrets (
@@ -262,6 +264,13 @@ _VERSION_5 = Migration(5, (
     )
     """,
     "CREATE INDEX used_nonces_by_expiry ON used_nonces (expires_at)",
+    """
+    CREATE TABLE http01_answers (
+        token TEXT PRIMARY KEY,
+        key_authorization TEXT NOT NULL,
+        expires_at BIGINT NOT NULL
+    )
+    """,
 ))
 
 #: Every step, in order: `MIGRATIONS[n - 1]` brings a database to version n.

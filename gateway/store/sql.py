@@ -835,6 +835,38 @@ class SQLStore:
 
         return self._call(lambda: self._database.transaction(work, durable=False))
 
+    def publish_answer(self, token: str, key_authorization: str,
+                       expires_at: int) -> defer.Deferred[None]:
+        now = int(self._clock.seconds())
+
+        def work() -> None:
+            self._database.execute("DELETE FROM http01_answers WHERE expires_at < ?", (now,))
+            self._database.execute(
+                "INSERT INTO http01_answers (token, key_authorization, expires_at)"
+                " VALUES (?, ?, ?) ON CONFLICT (token) DO UPDATE SET"
+                " key_authorization = excluded.key_authorization,"
+                " expires_at = excluded.expires_at",
+                (token, key_authorization, int(expires_at)))
+
+        return self._call(lambda: self._database.transaction(work, durable=False))
+
+    def withdraw_answer(self, token: str) -> defer.Deferred[None]:
+        def work() -> None:
+            self._database.execute("DELETE FROM http01_answers WHERE token = ?", (token,))
+
+        return self._call(lambda: self._database.transaction(work, durable=False))
+
+    def answer_for(self, token: str) -> defer.Deferred[Optional[str]]:
+        now = int(self._clock.seconds())
+
+        def work() -> Optional[str]:
+            row = self._database.execute(
+                "SELECT key_authorization FROM http01_answers"
+                " WHERE token = ? AND expires_at >= ?", (token, now)).fetchone()
+            return None if row is None else str(row["key_authorization"])
+
+        return self._call(work)
+
     def try_lock(self, name: str) -> defer.Deferred[bool]:
         return self._call(lambda: self._database.try_lock(name))
 
