@@ -201,6 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_report_command(commands)
     _add_check_command(commands)
+    _add_migrate_state_command(commands)
     _add_healthcheck_command(commands)
 
     keys = commands.add_parser(
@@ -266,12 +267,78 @@ def _add_report_command(commands) -> None:
                     "second.",
         epilog=_SOME_LAYERED_EPILOG)
     report.add_argument("--state", action=_EnvDefault, default="./acme-gateway.sqlite3",
-                        metavar="FILE", help="the gateway's SQLite state (default: %(default)s)")
+                        metavar="FILE", help="the gateway's state: SQLite file or PostgreSQL URI "
+                                             "(password from ACME_GATEWAY_STATE_PASSWORD or the "
+                                             "URI) (default: %(default)s)")
     report.add_argument("--migrated-after", action=_EnvDefault, default="90d", metavar="DURATION",
                         help="silence that counts as migrated away (default: %(default)s)")
     report.add_argument("--json", action="store_true", help="print JSON instead of text")
     report.add_argument("--config", action=_EnvDefault, metavar="FILE",
                         help="the gateway's TOML config file (for state and migrated-after)")
+
+
+def _add_migrate_state_command(commands) -> None:
+    move = commands.add_parser(
+        "migrate-state", help="copy an SQLite state into PostgreSQL (for several replicas)",
+        description="Copy every row of the gateway's SQLite state file into an empty "
+                    "PostgreSQL database, in one transaction, keeping account ids (they are in "
+                    "the v1 URLs clients stored) and the nonce key. Stop the gateway first; "
+                    "start it (or its replicas) on the URI afterwards. Exit status 0 when "
+                    "copied, 1 when it could not be (nothing is written then), 2 for unusable "
+                    "arguments.",
+        epilog=_SOME_LAYERED_EPILOG)
+    move.add_argument("--from", dest="source", required=True, metavar="FILE",
+                      help="the SQLite state file to copy")
+    move.add_argument("--to", dest="target", required=True, metavar="URI",
+                      help="postgresql://USER[:PASSWORD]@HOST[:PORT]/DB, an empty database")
+    move.add_argument("--state-password-file", action=_EnvDefault, metavar="FILE",
+                      help="read the PostgreSQL password from the first line of FILE (else "
+                           "from ACME_GATEWAY_STATE_PASSWORD, else from the URI)")
+
+
+def run_migrate_state(parser, args) -> int:
+    from gateway.store import StoreError, is_shared_state
+
+    if not is_shared_state(args.target):
+        _fail(parser, "--to", "expected postgresql://USER[:PASSWORD]@HOST[:PORT]/DB")
+    if not os.path.isfile(args.source):
+        _fail(parser, "--from", f"{args.source}: no such file")
+    from gateway.store.postgresql import StateURI, connect as connect_postgresql, state_password
+    from gateway.store.sqlite import connect as connect_sqlite
+    from gateway.store.transfer import copy_state
+
+    try:
+        password = state_password(args.state_password_file, os.environ)
+    except OSError as error:
+        _fail(parser, "--state-password-file",
+              f"{args.state_password_file}: cannot read it: {error.strerror or error}")
+    try:
+        uri = StateURI.parse(args.target, password)
+    except ValueError as error:
+        _fail(parser, "--to", str(error))
+    try:
+        source = connect_sqlite(args.source)
+    except Exception as error:
+        print(f"acme-gateway: cannot open {args.source}: {error}", file=sys.stderr)
+        return 1
+    try:
+        target = connect_postgresql(uri)
+        try:
+            copied = copy_state(source, target)
+        finally:
+            target.close()
+    except StoreError as error:
+        print(f"acme-gateway: {uri.scrub(str(error))}", file=sys.stderr)
+        return 1
+    except Exception as error:
+        print(f"acme-gateway: cannot copy into {uri.shown}: {uri.scrub(str(error))}",
+              file=sys.stderr)
+        return 1
+    finally:
+        source.close()
+    counts = ", ".join(f"{n} {table}" for table, n in copied.items() if n)
+    print(f"{args.source} -> {uri.shown}: copied ({counts or 'nothing'})")
+    return 0
 
 
 def _add_check_command(commands) -> None:
@@ -286,7 +353,9 @@ def _add_check_command(commands) -> None:
                     "from the CA at start-up and with each sweep).",
         epilog=_SOME_LAYERED_EPILOG)
     check.add_argument("--state", action=_EnvDefault, default="./acme-gateway.sqlite3",
-                       metavar="FILE", help="the gateway's SQLite state (default: %(default)s)")
+                       metavar="FILE", help="the gateway's state: SQLite file or PostgreSQL URI "
+                                            "(password from ACME_GATEWAY_STATE_PASSWORD or the "
+                                            "URI) (default: %(default)s)")
     check.add_argument("--config", action=_EnvDefault, metavar="FILE",
                        help="the gateway's TOML config file (for state)")
 
@@ -680,7 +749,7 @@ def run_report(parser, args) -> int:
     import time
 
     from gateway.operations.report import OrphanedCertificate, build_report, parse_duration
-    from gateway.store import StoreError
+    from gateway.store import StoreError, is_shared_state
     from gateway.store.sqlite import read_clients, read_orphaned_certificates
 
     try:
@@ -688,9 +757,15 @@ def run_report(parser, args) -> int:
     except ValueError as error:
         _fail(parser, "--migrated-after", str(error))
     try:
-        clients = read_clients(args.state)
-        orphans = [OrphanedCertificate.of(c, t) for c, t in read_orphaned_certificates(args.state)]
-    except StoreError as error:
+        if is_shared_state(args.state):
+            from gateway.store.postgresql import read_report
+
+            clients, orphaned = read_report(args.state, os.environ)
+        else:
+            clients = read_clients(args.state)
+            orphaned = read_orphaned_certificates(args.state)
+        orphans = [OrphanedCertificate.of(c, t) for c, t in orphaned]
+    except (StoreError, ValueError) as error:
         _fail(parser, "--state", str(error))
     report = build_report(clients, time.time(), migrated_after, orphans)
     if args.json:
@@ -701,12 +776,17 @@ def run_report(parser, args) -> int:
 
 
 def run_check(parser, args) -> int:
-    from gateway.store import StoreError
+    from gateway.store import StoreError, is_shared_state
     from gateway.store.sqlite import check_state
 
     try:
-        result = check_state(args.state)
-    except StoreError as error:
+        if is_shared_state(args.state):
+            from gateway.store.postgresql import check_uri
+
+            result = check_uri(args.state, os.environ)
+        else:
+            result = check_state(args.state)
+    except (StoreError, ValueError) as error:
         _fail(parser, "--state", str(error))
     if result.integrity != ("ok",):
         for line in result.integrity:
@@ -787,6 +867,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return run_healthcheck(own, args)
     if args.command == "check":
         return run_check(own, args)
+    if args.command == "migrate-state":
+        return run_migrate_state(own, args)
     if args.command == "demo":
         from gateway.process.demo import run_demo
 

@@ -101,6 +101,9 @@ def bind(description: str) -> socket.socket:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((interface, endpoint._port))
     sock.listen(endpoint._backlog)
+    # Non-blocking for every worker at once (they share the open file):
+    # Twisted accepts until the queue is empty.
+    sock.setblocking(False)
     sock.set_inheritable(True)
     return sock
 
@@ -125,6 +128,7 @@ class InheritedEndpoint:
             from twisted.protocols.tls import TLSMemoryBIOFactory
 
             factory = TLSMemoryBIOFactory(self._endpoint._sslContextFactory, False, factory)
+        os.set_blocking(self._fd, False)
         port = self._reactor.adoptStreamPort(self._fd, self._family, factory)
         # The reactor listens on its own duplicate of the descriptor.
         os.close(self._fd)
@@ -160,6 +164,22 @@ def supervise(config: Any, argv: Sequence[str], json_logs: bool = False) -> int:
             sock.close()
 
 
+def _die_with_parent() -> None:
+    """
+    In a worker, before it runs: be sent SIGTERM when the supervisor dies,
+    however it dies, so that no worker outlives it (Linux; elsewhere a
+    no-op).
+    """
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        PR_SET_PDEATHSIG = 1
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        pass
+
+
 class _Supervisor:
     """
     Starts the workers, restarts the ones that die, and stops them all on
@@ -177,8 +197,11 @@ class _Supervisor:
     def _start(self, index: int) -> None:
         process = subprocess.Popen(self.command, env={**self.env,
                                                       "ACME_GATEWAY_WORKER_INDEX": str(index)},
-                                   pass_fds=self.fds, stdin=subprocess.DEVNULL)
+                                   pass_fds=self.fds, stdin=subprocess.DEVNULL,
+                                   preexec_fn=_die_with_parent)
         self.workers[index] = (process, time.monotonic())
+        print(f"acme-gateway: worker {index} started (pid {process.pid})", file=sys.stderr,
+              flush=True)
 
     def _signal(self, signum: int, frame: Any) -> None:
         if self.stopping is None:
@@ -192,8 +215,7 @@ class _Supervisor:
         signal.signal(signal.SIGINT, self._signal)
         for index in range(self.count):
             self._start(index)
-        print(f"acme-gateway: supervising {self.count} workers "
-              f"(pids {', '.join(str(p.pid) for p, _ in self.workers.values())})",
+        print(f"acme-gateway: supervising {self.count} workers (pid {os.getpid()})",
               file=sys.stderr, flush=True)
         status = 0
         restarts: Dict[int, float] = {}

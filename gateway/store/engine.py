@@ -100,6 +100,12 @@ class Database(Protocol):
         assigns; the id it assigned.
         """
 
+    def restart_ids(self, table: str) -> None:
+        """
+        Make the next id ``insert_returning_id`` assigns in ``table`` larger
+        than every id there (after rows were copied in with their ids).
+        """
+
     def schema_version(self) -> int:
         """
         The last migration applied (0 for a new database).

@@ -236,6 +236,11 @@ class PostgreSQLDatabase:
         assert found is not None
         return int(found[0])
 
+    def restart_ids(self, table: str) -> None:
+        self.execute(
+            f"SELECT setval(pg_get_serial_sequence('{table}', 'id'),"
+            f" COALESCE(MAX(id), 1), MAX(id) IS NOT NULL) FROM {table}")
+
     def schema_version(self) -> int:
         # pg_class read with the statement's snapshot, not to_regclass(),
         # whose catalog cache may not yet show a table another replica's
@@ -356,3 +361,59 @@ def open_uri(state: str, environ: Optional[Mapping[str, str]] = None,
     """
     return StateURI.parse(
         state, state_password(password_file, os.environ if environ is None else environ))
+
+
+# --- Reads for the command line (``report``, ``check``) -----------------------------
+
+
+def _connect_for_reading(state: str, environ: Mapping[str, str]) -> Tuple[StateURI,
+                                                                          PostgreSQLDatabase]:
+    uri = StateURI.parse(state, state_password(None, environ))
+    return uri, connect(uri)
+
+
+def read_report(state: str, environ: Mapping[str, str]) -> Tuple[List[Any], List[Tuple[Any, str]]]:
+    """
+    The migration report's clients, and the orphaned certificates with
+    their account thumbprints, of the PostgreSQL state ``state``; reads
+    only, beside running replicas.
+
+    :raises StoreError: without the password.
+    """
+    from gateway.store.sql import list_clients_in, orphaned_certificates_in
+
+    uri, database = _connect_for_reading(state, environ)
+    try:
+        thumbprints = {row["id"]: row["thumbprint"]
+                       for row in database.execute("SELECT id, thumbprint FROM accounts")}
+        orphans = [(c, thumbprints.get(c.account_id, ""))
+                   for c in orphaned_certificates_in(database)]
+        return list_clients_in(database), orphans
+    except Exception as error:
+        raise StoreError(uri.scrub(f"cannot read {uri.shown}: {error}")) from None
+    finally:
+        database.close()
+
+
+def check_uri(state: str, environ: Mapping[str, str]) -> Any:
+    """
+    ``acme-gateway check`` of a PostgreSQL state: the store's consistency
+    check (PostgreSQL keeps its own pages and references whole).
+    """
+    import time
+
+    import psycopg
+
+    from gateway.store.schema import SCHEMA_VERSION
+    from gateway.store.sql import check_database
+
+    uri, database = _connect_for_reading(state, environ)
+    try:
+        version = database.schema_version()
+        if version != SCHEMA_VERSION:
+            raise StoreError(
+                f"{uri.shown} has schema version {version}, this gateway checks version "
+                f"{SCHEMA_VERSION}: start the gateway on it once to migrate it")
+        return check_database(database, ("ok",), time.time(), psycopg.Error)
+    finally:
+        database.close()

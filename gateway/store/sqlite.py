@@ -147,6 +147,10 @@ class SQLiteDatabase:
         assert cursor.lastrowid is not None
         return cursor.lastrowid
 
+    def restart_ids(self, table: str) -> None:
+        # AUTOINCREMENT's counter (sqlite_sequence) follows inserted ids.
+        pass
+
     def schema_version(self) -> int:
         return int(self.connection.execute("PRAGMA user_version").fetchone()[0])
 

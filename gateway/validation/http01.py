@@ -14,7 +14,7 @@ and a responder that does not hold a token itself looks it up there.
 
 from __future__ import annotations
 
-from typing import Any, Awaitable, Dict, Optional, Protocol
+from typing import Any, Awaitable, Dict, List, Optional, Protocol
 
 from twisted.web import resource, server
 from zope.interface import implementer
@@ -96,7 +96,7 @@ class HTTP01Responder(resource.Resource):
             assert self._shared is not None
             return await self._shared.answer_for(token)
 
-        gone = []
+        gone: List[bool] = []
 
         def answer(found: Optional[str]) -> None:
             if gone:
