@@ -345,3 +345,27 @@ async def test_write_transactions_exclude_each_other_across_sessions(postgres_st
     finally:
         for store in stores:
             await store.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_lost_connection_is_made_again(postgres_state):
+    """
+    PostgreSQL ends the store's session (a restart, a failover): the call
+    that meets the loss fails, and the next one connects again and works.
+    """
+    cluster, database = postgres_state
+    store = await PostgreSQLStore.open(
+        StateURI.parse(cluster.uri(database), cluster.password), reactor)
+    try:
+        await _account(store)
+        backend = await store._call(lambda: store._database.execute(
+            "SELECT pg_backend_pid()").fetchone()[0])
+        cluster.psql(f"SELECT pg_terminate_backend({backend})", database)
+        try:
+            await store.list_accounts()
+        except Exception:
+            pass
+        assert [a.thumbprint for a in await store.list_accounts()] == ["tp-budget"]
+        await store.check_writable()
+    finally:
+        await store.close()

@@ -206,13 +206,25 @@ class PostgreSQLDatabase:
         self.connection = connection
         self._held: Dict[int, int] = {}
 
+    def _live(self) -> Any:
+        """
+        The connection, made again if the last one was lost (PostgreSQL
+        restarted, a failover, an idle timeout): the statement that met the
+        loss failed, the next one works.  The named locks of the lost
+        session are gone with it, as PostgreSQL released them.
+        """
+        if self.connection.closed:
+            self.connection = _connection(self.uri)
+            self._held.clear()
+        return self.connection
+
     def execute(self, statement: str, parameters: Sequence[Any] = ()) -> Any:
-        cursor = self.connection.cursor()
+        cursor = self._live().cursor()
         cursor.execute(to_pyformat(statement), tuple(parameters))
         return cursor
 
     def transaction(self, work: Callable[[], T], durable: bool = True) -> T:
-        connection = self.connection
+        connection = self._live()
         connection.execute("BEGIN")
         try:
             connection.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK_KEY,))
@@ -308,16 +320,19 @@ def connect(uri: StateURI) -> PostgreSQLDatabase:
 
     :raises StoreError: why not, without the password.
     """
+    return PostgreSQLDatabase(uri, _connection(uri))
+
+
+def _connection(uri: StateURI) -> Any:
     import psycopg
 
     try:
-        connection = psycopg.connect(
+        return psycopg.connect(
             uri.shown, password=uri.password, autocommit=True,
             connect_timeout=CONNECT_TIMEOUT_SECONDS, application_name="acme-gateway",
             row_factory=_row_factory)
     except psycopg.Error as error:
         raise StoreError(uri.scrub(f"cannot connect to {uri.shown}: {error}".strip())) from None
-    return PostgreSQLDatabase(uri, connection)
 
 
 class PostgreSQLStore(SQLStore):
