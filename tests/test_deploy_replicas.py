@@ -30,13 +30,12 @@ import urllib.parse
 import pytest
 
 import tests.test_deploy as deploy
-from tests.support.nginx import nginx_binary
+from tests.support.nginx import BALANCER_CONF, NginxBalancer, nginx_binary
 from tests.support.postgres import GATEWAY_ROLE
 from tests.support.stack import REPO_ROOT, free_port
 
 REPLICAS = os.path.join(deploy.KUBERNETES, "replicas")
 COMPOSE_REPLICAS = os.path.join(deploy.DEPLOY, "compose-replicas.yaml")
-BALANCER_CONF = os.path.join(deploy.DEPLOY, "compose", "balancer.conf")
 
 
 def replica_objects() -> dict:
@@ -204,53 +203,6 @@ def test_compose_setup_makes_the_state_password_once(tmp_path):
     assert passwords[0] == passwords[1] and len(passwords[0].strip()) >= 24
 
 
-class _Balancer:
-    """
-    Debian's nginx running deploy/compose/balancer.conf, its upstream
-    ``gateway`` (every replica, as compose's DNS names them) replaced by the
-    replicas' loopback ports and its port by a free loopback one.
-    """
-
-    def __init__(self, directory, backends):
-        self.directory = str(directory)
-        self.port = free_port()
-        with open(BALANCER_CONF) as f:
-            site = f.read()
-        site, servers = re.subn(r"^(\s*)server gateway:\d+;",
-                                lambda m: "".join(f"{m[1]}server {b};" for b in backends),
-                                site, flags=re.M)
-        site, listens = re.subn(r"^(\s*)listen \d+;", rf"\1listen 127.0.0.1:{self.port};",
-                                site, flags=re.M)
-        assert servers == 1 and listens == 1, "balancer.conf's upstream or listen changed shape"
-        d = self.directory
-        os.makedirs(os.path.join(d, "tmp"), exist_ok=True)
-        self.conf = os.path.join(d, "nginx.conf")
-        with open(self.conf, "w") as f:
-            f.write(f"pid {d}/nginx.pid;\nerror_log {d}/error.log notice;\nworker_processes 1;\n"
-                    f"events {{ worker_connections 64; }}\n"
-                    f"http {{\n access_log {d}/access.log;\n"
-                    f" client_body_temp_path {d}/tmp/body;\n proxy_temp_path {d}/tmp/proxy;\n"
-                    f" fastcgi_temp_path {d}/tmp/fastcgi;\n uwsgi_temp_path {d}/tmp/uwsgi;\n"
-                    f" scgi_temp_path {d}/tmp/scgi;\n{site}\n}}\n")
-        self.process = None
-
-    def start(self):
-        self.process = subprocess.Popen(
-            [nginx_binary(), "-p", self.directory + "/", "-c", self.conf,
-             "-e", os.path.join(self.directory, "error.log"), "-g", "daemon off;"],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        return self
-
-    def stop(self):
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-
-
 def _v1_requests(metrics: str) -> float:
     return sum(float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
                if line.startswith("acme_gateway_v1_requests_total{"))
@@ -319,13 +271,11 @@ def test_kubernetes_replicas_run_on_postgresql_behind_the_balancer(tmp_path, peb
             assert body.startswith("ready\n"), body
         assert postgres_cluster.backends(database) >= count
 
-        balancer = _Balancer(tmp_path / "balancer", [
+        balancer = NginxBalancer(str(tmp_path / "balancer"), free_port(), [
             f"127.0.0.1:{ports[deploy.endpoint_port(settings['listen'])]}"
             for _, _, ports, _, _ in replicas]).start()
         try:
-            base = f"http://127.0.0.1:{balancer.port}"
-            deploy._wait_for(base + "/directory", balancer.process,
-                             os.path.join(balancer.directory, "error.log"))
+            base = balancer.url
             before_counts = [_v1_requests(deploy._get(f"http://127.0.0.1:{a}/metrics")[1])
                              for a in admin_ports]
             for _ in range(3 * count):
