@@ -141,3 +141,23 @@ def test_migrate_state_with_a_wrong_password_says_so_without_it(tmp_path, postgr
     moved = acme_gateway("migrate-state", "--from", path, "--to", cluster.uri(database),
                          "--state-password-file", str(password_file))
     assert moved.returncode == 0, moved.stderr
+
+
+def test_migrate_state_copies_every_table_of_the_schema(tmp_path):
+    """
+    `gateway.store.transfer.TABLES` names every table the schema makes:
+    a migration step that adds a table must add it there, or
+    ``migrate-state`` would leave its rows behind.
+    """
+    from gateway.store.schema import migrate
+    from gateway.store.sqlite import connect
+    from gateway.store.transfer import TABLES
+
+    database = connect(str(tmp_path / "state.sqlite3"))
+    try:
+        migrate(database)
+        tables = {row[0] for row in database.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")}
+    finally:
+        database.close()
+    assert tables == set(TABLES)
