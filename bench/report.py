@@ -219,6 +219,27 @@ def rows(results) -> List[Row]:
         per_1000 = steady * 1000 / (last["issued"] - warm["issued"])
     out.append(Row("5 memory", "RSS growth after the warm-up, per 1000 issuances (MB)", "—",
                    _fmt(per_1000, 1), "—", "(info)"))
+    # 6. replicas ------------------------------------------------------------------
+    settings = results.get("settings", {})
+    k = settings.get("replica_clients")
+    if settings.get("replicas"):
+        configs = [("sqlite", "1 gateway, SQLite")] + [
+            (f"pg{n}", f"{n} replica{'s' if n > 1 else ''}, PostgreSQL") for n in settings["replicas"]]
+        for label, description in configs:
+            native = _phase(results, f"rep-{label}", f"k{k}", "native")
+            legacy = _phase(results, f"rep-{label}", f"k{k}", "legacy")
+            for measure, get, digits in (
+                    ("certificates per second", lambda p: p["certs_per_s"], 2),
+                    ("p50 latency per certificate (s)", lambda p: p["latency"]["p50"], 3)):
+                r = None
+                if native and legacy and native["issued"] and legacy["issued"]:
+                    r = ratio(get(legacy), get(native))
+                out.append(Row("6 replicas", f"K={k}, {description}: {measure}",
+                               _cell(native, get, digits), _cell(legacy, get, digits),
+                               _ratio_text(r), "(info)"))
+            gateway_cpu = (lambda p: p.get("gateway_cpu_ms_per_cert"))
+            out.append(Row("6 replicas", f"K={k}, {description}: gateway CPU per certificate (ms, all replicas)",
+                           "—", _cell(legacy, gateway_cpu, 1), "—", "(info)"))
     return out
 
 

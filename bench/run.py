@@ -209,8 +209,12 @@ def _read_line(process: subprocess.Popen, deadline: float) -> str:
 
 
 def start_gateway(workdir: str, helper: Helper, keys_dir: str, name: str,
-                  gateway_src: Optional[str] = None, tracemalloc_file: Optional[str] = None):
-    """``acme-gateway serve`` (through bench/gateway_main.py) in front of the proxy."""
+                  gateway_src: Optional[str] = None, tracemalloc_file: Optional[str] = None,
+                  state: Optional[str] = None, env: Optional[dict] = None):
+    """
+    ``acme-gateway serve`` (through bench/gateway_main.py) in front of the
+    proxy; ``state`` a PostgreSQL URI for a replica (its password in ``env``).
+    """
     from tests.support.gateway_process import GatewayProcess
 
     prefix = [sys.executable, os.path.join(BENCH_DIR, "gateway_main.py")]
@@ -233,7 +237,7 @@ def start_gateway(workdir: str, helper: Helper, keys_dir: str, name: str,
             ]
 
     upstream = types.SimpleNamespace(directory_url=helper.directory_url, ca_bundle=helper.ca_bundle)
-    gateway = BenchGateway(os.path.join(workdir, name), upstream, keys_dir)
+    gateway = BenchGateway(os.path.join(workdir, name), upstream, keys_dir, state=state, env=env)
     return gateway.start(timeout=60)
 
 
@@ -258,11 +262,14 @@ class Stack:
         self.gateway = None
         try:
             self.helper = Helper(self.workdir, self.pebble, self.webroot)
-            self.gateway = start_gateway(self.workdir, self.helper, bench.legacy_keys_dir, "gateway",
-                                         bench.args.gateway_src)
+            self.gateway = self.start_gateway()
         except Exception:
             self.stop()
             raise
+
+    def start_gateway(self):
+        return start_gateway(self.workdir, self.helper, self.bench.legacy_keys_dir, "gateway",
+                             self.bench.args.gateway_src)
 
     def new_gateway(self, name: str, tracemalloc_file: Optional[str] = None):
         return start_gateway(self.workdir, self.helper, self.bench.legacy_keys_dir, name,
@@ -275,6 +282,63 @@ class Stack:
                     part.stop()
                 except Exception as error:  # keep stopping the rest
                     log(f"stopping {part}: {error}")
+
+
+class ReplicaSet:
+    """
+    ``count`` gateways on one PostgreSQL database behind nginx running the
+    compose example's balancer (deploy/compose/balancer.conf): what the
+    drivers see as one gateway.  Its CPU is the sum of the replicas'.
+    """
+
+    def __init__(self, workdir: str, helper: Helper, bench: "Bench", count: int):
+        from tests.support.nginx import NginxBalancer
+        from tests.support.stack import free_port
+
+        cluster = bench.postgres()
+        database = cluster.create_database()
+        self.gateways = []
+        self.balancer = None
+        try:
+            for index in range(count):
+                self.gateways.append(start_gateway(
+                    workdir, helper, bench.legacy_keys_dir, f"replica-{index}", bench.args.gateway_src,
+                    state=cluster.uri(database), env={"ACME_GATEWAY_STATE_PASSWORD": cluster.password}))
+            self.balancer = NginxBalancer(os.path.join(workdir, "balancer"), free_port(),
+                                          [f"127.0.0.1:{g.port}" for g in self.gateways]).start()
+        except Exception:
+            self.stop()
+            raise
+
+    @property
+    def directory_url(self) -> str:
+        return self.balancer.url + "/directory"
+
+    @property
+    def pids(self) -> List[int]:
+        return [g.process.pid for g in self.gateways]
+
+    def stop(self):
+        if self.balancer is not None:
+            self.balancer.stop()
+        for gateway in self.gateways:
+            gateway.stop()
+
+
+class ReplicaStack(Stack):
+    """A `Stack` whose gateway is a `ReplicaSet` (``count`` replicas on PostgreSQL)."""
+
+    def __init__(self, bench: "Bench", label: str, authz_reuse: int, count: int):
+        self.count = count
+        super().__init__(bench, label, authz_reuse)
+
+    def start_gateway(self):
+        return ReplicaSet(self.workdir, self.helper, self.bench, self.count)
+
+
+def gateway_cpu_seconds(gateway) -> float:
+    """CPU seconds of a gateway: one process, or every replica of a `ReplicaSet`."""
+    return sum(cpu_seconds(pid) for pid in getattr(gateway, "pids", None) or [gateway.process.pid])
 
 
 # ---------------------------------------------------------------------------
@@ -293,8 +357,17 @@ class Bench:
         self.keys_dir = os.path.join(workdir, "keys")
         self.legacy_keys_dir = os.path.join(self.keys_dir, "legacy")
         self.native_keys_dir = os.path.join(self.keys_dir, "native")
-        self.accounts = max(max(args.concurrency), args.memory_clients, 1)
+        self.accounts = max(max(args.concurrency), args.memory_clients, args.replica_clients, 1)
         self.driver_seq = 0
+        self.postgres_cluster = None
+
+    def postgres(self):
+        """The run's PostgreSQL (durable: fsync on, as in production), started on first use."""
+        if self.postgres_cluster is None:
+            from tests.support.postgres import PostgresCluster
+
+            self.postgres_cluster = PostgresCluster(durable=True).start()
+        return self.postgres_cluster
 
     def note(self, text: str) -> None:
         self.results["notes"].append(text)
@@ -335,6 +408,9 @@ class Bench:
         if self.dns is not None:
             self.dns.stop()
             self.dns = None
+        if self.postgres_cluster is not None:
+            self.postgres_cluster.stop()
+            self.postgres_cluster = None
 
     # -- one phase: W drivers, each with a list of certificates ----------------
 
@@ -384,7 +460,7 @@ class Bench:
                     raise RuntimeError(f"driver {mode} #{index} did not get ready:\n"
                                        + _tail(os.path.join(phase_dir, f"driver-{index}.log")))
             counts_before = stack.helper.counts()
-            gateway_cpu_before = cpu_seconds(gateway.process.pid)
+            gateway_cpu_before = gateway_cpu_seconds(gateway)
             pebble_cpu_before = cpu_seconds(stack.pebble.process.pid)
             started = time.monotonic()
             for process in processes:
@@ -399,7 +475,7 @@ class Bench:
                     raise RuntimeError(f"driver {mode} #{index} did not finish in {budget}s")
             finished = time.monotonic()
             counts_after = stack.helper.counts()
-            gateway_cpu = cpu_seconds(gateway.process.pid) - gateway_cpu_before
+            gateway_cpu = gateway_cpu_seconds(gateway) - gateway_cpu_before
             pebble_cpu = cpu_seconds(stack.pebble.process.pid) - pebble_cpu_before
         finally:
             for process in processes:
@@ -561,6 +637,42 @@ class Bench:
                 per_client = max(self.args.certs_per_client, math.ceil(self.args.min_certs_per_k / k))
                 self.alternating(holder["stack"], f"k{k}", lambda mode, i: [
                     self.names(f"k{k}{mode[0]}{i}c{c}r{holder['restarts']}", per_client, 1)
+                    for c in range(k)], self.args.rounds, restart=restart)
+            finally:
+                if holder["stack"] in self.stacks:
+                    self.stop_stack(holder["stack"])
+
+    def replicas(self):
+        """
+        Throughput at K = ``--replica-clients`` through one gateway on SQLite
+        and through 1, 2, 3 (``--replicas``) replicas on one PostgreSQL
+        behind the compose example's nginx balancer, each against native in
+        the same rounds, each on a fresh stack (as section 3).
+        """
+        k = self.args.replica_clients
+        configs = [("sqlite", None)] + [(f"pg{n}", n) for n in self.args.replicas]
+        for label, count in configs:
+            def fresh(label=label, count=count):
+                log(f"starting Pebble, the counting proxy and {label} [replicas]")
+                stack = (Stack(self, f"rep-{label}", 0) if count is None
+                         else ReplicaStack(self, f"rep-{label}", 0, count))
+                self.stacks.append(stack)
+                return stack
+
+            holder = {"stack": fresh(), "restarts": 0}
+
+            def restart(old, holder=holder, fresh=fresh, label=label):
+                self.stop_stack(old)
+                holder["restarts"] += 1
+                holder["stack"] = fresh()
+                self.warm_up(holder["stack"], f"rep{label}r{holder['restarts']}")
+                return holder["stack"]
+
+            try:
+                self.warm_up(holder["stack"], f"rep{label}")
+                per_client = max(self.args.certs_per_client, math.ceil(self.args.min_certs_per_k / k))
+                self.alternating(holder["stack"], f"k{k}", lambda mode, i, label=label: [
+                    self.names(f"rep{label}{mode[0]}{i}c{c}r{holder['restarts']}", per_client, 1)
                     for c in range(k)], self.args.rounds, restart=restart)
             finally:
                 if holder["stack"] in self.stacks:
@@ -739,6 +851,9 @@ class Bench:
 
         log("section 3: concurrency (a fresh stack per K)")
         self.concurrency()
+        if self.args.replicas:
+            log("section 6: replicas on PostgreSQL (a fresh stack per configuration)")
+            self.replicas()
 
         other = self.start_stack("noreuse", 0)
         self.results["pebble_env"]["noreuse"] = other.pebble_env
@@ -845,6 +960,10 @@ def _int_list(text: str) -> List[int]:
     return values
 
 
+def _replica_list(text: str) -> List[int]:
+    return [] if text.strip() == "0" else _int_list(text)
+
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(
         prog="bench/run.py",
@@ -859,6 +978,11 @@ def parse_args(argv=None):
                         help="certificates each concurrent client obtains (default: %(default)s)")
     parser.add_argument("--min-certs-per-k", type=int, default=24,
                         help="at least this many certificates per K and mode (default: %(default)s)")
+    parser.add_argument("--replicas", type=_replica_list, default=[1, 2, 3],
+                        help="section 6: replica counts on PostgreSQL, comma-separated, measured "
+                             "beside one gateway on SQLite; 0 skips the section (default: 1,2,3)")
+    parser.add_argument("--replica-clients", type=int, default=32,
+                        help="concurrent clients K of section 6 (default: %(default)s)")
     parser.add_argument("--rounds", type=int, default=2,
                         help="alternate the two modes over this many rounds per measurement "
                              "(native first, then legacy first, ...; default: %(default)s)")
@@ -905,6 +1029,8 @@ def parse_args(argv=None):
         args.memory_clients = 2
         args.load_duration = 1.0
         args.rounds = 1
+        args.replicas = [2]
+        args.replica_clients = 1
     if args.n_multi is None:
         args.n_multi = args.n
     if args.n < 1 or args.n_multi < 1:
@@ -926,6 +1052,13 @@ def check_requirements(args) -> List[str]:
         problems.append(f"the legacy venv with acme 1.32 is missing ({python}): run ./scripts/setup")
     if shutil.which("pebble") is None and not os.path.exists("/usr/bin/pebble"):
         problems.append("Debian's pebble is not installed: run ./scripts/setup")
+    if args.replicas:
+        from tests.support.nginx import nginx_binary
+        from tests.support.postgres import postgres_bin
+
+        if nginx_binary() is None or postgres_bin() is None:
+            problems.append("section 6 (replicas) needs Debian's nginx and postgresql: run "
+                            "./scripts/setup, or skip it with --replicas 0")
     return problems
 
 
@@ -953,6 +1086,7 @@ def main(argv=None) -> int:
             "memory_clients": args.memory_clients, "memory_checkpoints": args.memory_checkpoints,
             "load_connections": args.load_connections, "load_duration_s": args.load_duration,
             "smoke": args.smoke, "gateway_src": args.gateway_src, "rounds": args.rounds,
+            "replicas": args.replicas, "replica_clients": args.replica_clients,
             "gateway_revision": gateway_revision(args.gateway_src),
             "key_type": "EC P-256 (account and certificate keys, both modes)",
             "client_library": "acme 1.32.0 (legacy venv), both modes",

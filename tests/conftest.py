@@ -75,3 +75,24 @@ def pebble_factory(stack_dir, dns_server):
     yield start
     for instance in started:
         instance.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_cluster():
+    """
+    The session's throwaway PostgreSQL cluster (`tests.support.postgres`),
+    started on first use.
+    """
+    from tests.support.postgres import PostgresCluster
+
+    cluster = PostgresCluster().start()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+def postgres_state(postgres_cluster):
+    """
+    A fresh database of the session's cluster: ``(cluster, database name)``.
+    """
+    return postgres_cluster, postgres_cluster.create_database()

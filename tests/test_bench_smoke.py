@@ -51,6 +51,13 @@ EXPECTED_ROWS = (
     "gateway RSS after 10 issuances (MB)",
     "RSS growth, idle → after 10 issuances (MB)",
     "RSS growth after the warm-up, per 1000 issuances (MB)",
+    # section 6, --smoke: K=1, one gateway on SQLite and 2 replicas on PostgreSQL
+    "K=1, 1 gateway, SQLite: certificates per second",
+    "K=1, 1 gateway, SQLite: p50 latency per certificate (s)",
+    "K=1, 1 gateway, SQLite: gateway CPU per certificate",
+    "K=1, 2 replicas, PostgreSQL: certificates per second",
+    "K=1, 2 replicas, PostgreSQL: p50 latency per certificate (s)",
+    "K=1, 2 replicas, PostgreSQL: gateway CPU per certificate",
 )
 
 #: The one phase allowed to issue nothing (README: no gateway-side
@@ -95,6 +102,9 @@ def test_bench_smoke(tmp_path):
         assert phase["issued"] == phase["attempted"], (key, phase["errors"])
         assert phase["upstream"]["total"] > 0, key
         assert phase.get("verified", True), key
+    for label in ("sqlite", "pg2"):
+        for mode in ("native", "legacy"):
+            assert f"rep-{label}/k1/{mode}" in phases
     assert phases["reuse/single/legacy"]["orders_per_cert"] == 1.0
     # A 3-name renewal through the gateway is one planned order (issue 14).
     assert phases["reuse/renew3/legacy"]["orders_per_cert"] == 1.0

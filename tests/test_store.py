@@ -54,15 +54,39 @@ JWK = {"kty": "EC", "crv": "P-256", "x": "eA", "y": "eQ"}
 UPSTREAM = "https://ca.test/acme"
 
 
-@pytest_twisted.async_yield_fixture(params=["inline", "thread"])
+async def open_kind(request, kind: str, path: str, upstream=None, clock=None):
+    """
+    A store of one kind: ``inline`` (SQLite in the calling thread),
+    ``thread`` (SQLite on a file, in its thread) or ``postgresql`` (a fresh
+    database of the session's throwaway cluster, in its thread).
+    """
+    if kind == "inline":
+        return SQLiteStore.inline(path if path != "file" else ":memory:",
+                                  clock=clock or Clock(), upstream=upstream)
+    if kind == "thread":
+        return await SQLiteStore.open(path, reactor, upstream=upstream)
+    from gateway.store.postgresql import PostgreSQLStore, StateURI
+
+    cluster, database = request.getfixturevalue("postgres_state")
+    if not hasattr(request, "_gateway_database"):
+        request._gateway_database = database
+    return await PostgreSQLStore.open(
+        StateURI.parse(cluster.uri(request._gateway_database), cluster.password),
+        reactor, upstream=upstream)
+
+
+#: The kinds of store the contract runs on.
+STORE_KINDS = ["inline", "thread", "postgresql"]
+
+
+@pytest_twisted.async_yield_fixture(params=STORE_KINDS)
 async def store(request, tmp_path):
     """
-    A fresh, empty store of each implementation, closed after the test.
+    A fresh, empty store of each engine and runner, closed after the test.
     """
-    if request.param == "inline":
-        opened = SQLiteStore.inline(clock=Clock())
-    else:
-        opened = await SQLiteStore.open(str(tmp_path / "state.sqlite3"), reactor)
+    opened = await open_kind(request, request.param,
+                             ":memory:" if request.param == "inline"
+                             else str(tmp_path / "state.sqlite3"))
     yield opened
     await opened.close()
 

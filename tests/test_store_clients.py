@@ -16,6 +16,7 @@ from twisted.internet.task import Clock
 from gateway.store import ClientVisit, StoreError
 from gateway.store.schema import MIGRATIONS, SCHEMA_VERSION
 from gateway.store.sqlite import SQLiteDatabase, SQLiteStore
+from tests.test_store import STORE_KINDS, open_kind
 from gateway.store.records import MAX_NAMES, MAX_THUMBPRINTS, MAX_USER_AGENT, Authorization, Order
 from gateway.store.sqlite import read_clients
 
@@ -25,16 +26,15 @@ T2 = "2026-11-28T17:10:00Z"
 UA = "CertbotACMEClient/1.32.0 (certbot; Debian) Authenticator/standalone"
 
 
-@pytest_twisted.async_yield_fixture(params=["inline", "thread"])
+@pytest_twisted.async_yield_fixture(params=STORE_KINDS)
 async def store(request, tmp_path):
     """
-    A fresh store, inline on ``:memory:`` or in its thread on a file,
-    closed after the test.
+    A fresh store, inline on ``:memory:``, in its thread on a file, or on
+    PostgreSQL, closed after the test.
     """
-    if request.param == "inline":
-        opened = SQLiteStore.inline(clock=Clock())
-    else:
-        opened = await SQLiteStore.open(str(tmp_path / "state.sqlite3"), reactor)
+    opened = await open_kind(request, request.param,
+                             ":memory:" if request.param == "inline"
+                             else str(tmp_path / "state.sqlite3"))
     yield opened
     await opened.close()
 
@@ -160,7 +160,7 @@ async def test_version_1_database_is_migrated(tmp_path):
         assert (await store.account_by_thumbprint("tp-old")).id == 1
         await store.record_client(ClientVisit(UA, "127.0.0.1", T0))
         version = await store._call(store._database.schema_version)
-        assert version == SCHEMA_VERSION == 6
+        assert version == SCHEMA_VERSION == 7
     finally:
         await store.close()
 

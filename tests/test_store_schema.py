@@ -78,7 +78,7 @@ def test_migrations_are_numbered_steps():
     the last step's.
     """
     assert [m.version for m in MIGRATIONS] == list(range(1, len(MIGRATIONS) + 1))
-    assert SCHEMA_VERSION == MIGRATIONS[-1].version == 6
+    assert SCHEMA_VERSION == MIGRATIONS[-1].version == 7
     assert all(isinstance(m, Migration) and m.statements for m in MIGRATIONS)
 
 

@@ -43,6 +43,8 @@ from gateway.store.records import (
 )
 from gateway.store.sqlite import SQLiteDatabase, SQLiteStore, check_state
 from tests.test_store import (
+    STORE_KINDS,
+    open_kind,
     JWK,
     T0,
     T1,
@@ -72,24 +74,22 @@ class Stores:
     CA, and "restarts" it bound to another on the same file.
     """
 
-    def __init__(self, kind: str, path: str):
-        self.kind, self.path, self.current = kind, path, None
+    def __init__(self, kind: str, path: str, request=None):
+        self.kind, self.path, self.current, self.request = kind, path, None, request
 
     async def open(self, upstream=None):
         if self.current is not None:
             await self.current.close()
-        if self.kind == "inline":
-            clock = Clock()
-            clock.advance(time.time())
-            self.current = SQLiteStore.inline(self.path, clock=clock, upstream=upstream)
-        else:
-            self.current = await SQLiteStore.open(self.path, reactor, upstream=upstream)
+        clock = Clock()
+        clock.advance(time.time())
+        self.current = await open_kind(self.request, self.kind, self.path, upstream=upstream,
+                                       clock=clock)
         return self.current
 
 
-@pytest_twisted.async_yield_fixture(params=["inline", "thread"])
+@pytest_twisted.async_yield_fixture(params=STORE_KINDS)
 async def stores(request, tmp_path):
-    opened = Stores(request.param, str(tmp_path / "state.sqlite3"))
+    opened = Stores(request.param, str(tmp_path / "state.sqlite3"), request)
     yield opened
     if opened.current is not None:
         await opened.current.close()

@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from twisted.internet.task import Clock
 
 from gateway.keys.jose import AccountKey, b64url
+from gateway.store.sqlite import SQLiteStore
 from gateway.v1.nonces import NonceIssuer
 from gateway.v1.problems import V1Problem
 from gateway.v1.jws import VerifiedRequest, verify_jws_signature, verify_v1_request
@@ -71,7 +72,20 @@ def nonces(clock) -> NonceIssuer:
     """
     The gateway's nonce issuer.
     """
-    return NonceIssuer(clock, lifetime=60)
+    return NonceIssuer(clock, SQLiteStore.inline(clock=clock), lifetime=60)
+
+
+def fired(coroutine):
+    """
+    The result of a coroutine whose awaits have all fired already (an
+    inline store's).
+    """
+    from twisted.internet.defer import Deferred
+
+    outcome = []
+    Deferred.fromCoroutine(coroutine).addBoth(outcome.append)
+    (result,) = outcome
+    return result
 
 
 def rejected(body: bytes, nonces: NonceIssuer, resource="new-reg") -> V1Problem:
@@ -538,14 +552,17 @@ def test_unknown_nonce(rsa_key, nonces):
     assert problem.detail == "JWS has an invalid anti-replay nonce: bm90LWlzc3VlZA"
 
 
-def test_replayed_nonce(rsa_key, nonces):
+def test_verified_nonce_is_left_to_redeem(rsa_key, nonces):
     """
-    Replaying a whole valid request fails on the nonce.
+    Verification checks the nonce (authentic, unexpired) and hands it over
+    to be redeemed; a replayed request is refused by that redemption (at the
+    store, `tests/test_nonces.py`, and through the face, `test_v1_face.py`).
     """
-    body = sign_v1(rsa_key, NEW_REG, nonces.issue())
-    verify_v1_request(body, "new-reg", nonces)
-    problem = rejected(body, nonces)
-    assert (problem.status, problem.code) == (400, "badNonce")
+    nonce = nonces.issue()
+    body = sign_v1(rsa_key, NEW_REG, nonce)
+    assert verify_v1_request(body, "new-reg", nonces).nonce == nonce
+    assert fired(nonces.redeem(nonce)) is True
+    assert fired(nonces.redeem(nonce)) is False
 
 
 def test_expired_nonce(rsa_key, nonces, clock):
@@ -662,7 +679,7 @@ def test_payload_depth_limit(rsa_key, nonces):
 # -- nothing but V1Problem, ever -----------------------------------------------------------
 
 _FUZZ_CLOCK = Clock()
-_FUZZ_NONCES = NonceIssuer(_FUZZ_CLOCK)
+_FUZZ_NONCES = NonceIssuer(_FUZZ_CLOCK, SQLiteStore.inline(clock=_FUZZ_CLOCK))
 _FUZZ_KEY = AccountKey.from_private_key(ec.generate_private_key(ec.SECP256R1()))
 
 json_values = st.recursive(

@@ -19,6 +19,7 @@ from gateway.validation.dns01 import (
     record_name,
 )
 from gateway.validation.http01 import HTTP01Responder
+from twisted.web import server
 
 
 @pytest_twisted.ensureDeferred
@@ -120,3 +121,41 @@ def test_record_names_and_host_ports():
     for bad in ("", ":53", "host:port", "127.0.0.1:70000"):
         with pytest.raises(ValueError):
             parse_host_port(bad)
+
+
+@pytest_twisted.ensureDeferred
+async def test_http01_answer_published_by_another_process(tmp_path):
+    """
+    Two processes' responders on one state (two stores on one file): a
+    token one of them published, the other answers from the state; once
+    withdrawn, neither does.
+    """
+    from twisted.internet import reactor
+    from twisted.web.test.requesthelper import DummyRequest
+
+    from gateway.store.sqlite import SQLiteStore
+
+    path = str(tmp_path / "state.sqlite3")
+    first, second = [await SQLiteStore.open(path, reactor) for _ in range(2)]
+    try:
+        publisher = HTTP01Responder(first, reactor)
+        other = HTTP01Responder(second, reactor)
+        await publisher.publish("example.test", "tok-1", "tok-1.thumb")
+
+        async def fetch(responder, token):
+            request = DummyRequest([b""])
+            request.path = b"/.well-known/acme-challenge/" + token.encode()
+            finished = request.notifyFinish()
+            body = responder.render_GET(request)
+            if body is server.NOT_DONE_YET:
+                await finished
+                body = b"".join(request.written)
+            return request.responseCode or 200, body
+
+        assert await fetch(other, "tok-1") == (200, b"tok-1.thumb")
+        assert (await fetch(other, "tok-2"))[0] == 404
+        await publisher.withdraw("example.test", "tok-1", "tok-1.thumb")
+        assert (await fetch(other, "tok-1"))[0] == 404
+    finally:
+        await first.close()
+        await second.close()

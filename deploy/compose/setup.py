@@ -9,7 +9,10 @@ from:
 - a certbot 1.x account that "already exists" for the gateway's v1
   directory, as on a machine that registered at the old v1 CA;
 - a copy of that account key for the gateway's read-only key store, owned
-  by the gateway's user.
+  by the gateway's user;
+- for deploy/compose-replicas.yaml (when ``STATE_PASSWORD_FILE`` is set), a
+  random password for the gateway's PostgreSQL role, which PostgreSQL sets
+  at its first start and the gateway replicas log in with.
 
 Everything is kept when it already exists, so ``docker compose up`` again
 keeps the same account.  Paths come from the environment so that the test
@@ -22,6 +25,7 @@ import datetime
 import ipaddress
 import json
 import os
+import secrets
 import shutil
 
 from cryptography import x509
@@ -37,6 +41,7 @@ GATEWAY_KEYS_DIR = os.environ.get("GATEWAY_KEYS_DIR", "/keys")
 GATEWAY_DIRECTORY = os.environ.get("GATEWAY_DIRECTORY", "http://gateway:4000/directory")
 PEBBLE_HOST = os.environ.get("PEBBLE_HOST", "pebble")
 KEY_OWNER = int(os.environ.get("KEY_OWNER", "10001"))
+STATE_PASSWORD_FILE = os.environ.get("STATE_PASSWORD_FILE")
 
 
 def _write(path: str, data: bytes, mode: int) -> None:
@@ -126,10 +131,25 @@ def legacy_account() -> str:
     return copy
 
 
+def state_password(path: str) -> None:
+    """
+    A random password at ``path``, unless one is there (PostgreSQL sets it
+    only when it makes its data directory: a new one would lock the
+    gateway out).  Readable by the example's other containers, which run as
+    their own users (PostgreSQL's image as 999, the gateway as 10001); the
+    volume is mounted into this example's services only.
+    """
+    if not os.path.exists(path):
+        _write(path, secrets.token_urlsafe(24).encode() + b"\n", 0o444)
+        os.chmod(path, 0o444)
+
+
 def main() -> None:
     tls = pebble_tls(os.path.join(SETUP_DIR, "pebble-tls"))
     with open(os.path.join(SETUP_DIR, "pebble.json"), "w") as f:
         json.dump(pebble_config(tls), f, indent=2)
+    if STATE_PASSWORD_FILE:
+        state_password(STATE_PASSWORD_FILE)
     copy = legacy_account()
     print(f"setup: Pebble TLS in {os.path.dirname(tls['ca'])}, certbot account in "
           f"{CERTBOT_CONFIG_DIR}, gateway key {copy}")

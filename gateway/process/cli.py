@@ -105,7 +105,16 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--upstream-ca-bundle", action=_EnvDefault, metavar="PEM",
                        help="PEM roots that verify the upstream's TLS (default: system trust)")
     serve.add_argument("--state", action=_EnvDefault, default="./acme-gateway.sqlite3", metavar="FILE",
-                       help="the SQLite state database (default: %(default)s)")
+                       help="the state: an SQLite database file, or "
+                            "postgresql://USER[:PASSWORD]@HOST[:PORT]/DB, which several "
+                            "gateway processes and replicas share (default: %(default)s)")
+    serve.add_argument("--state-password-file", action=_EnvDefault, metavar="FILE",
+                       help="read the PostgreSQL password from the first line of FILE (else "
+                            "from ACME_GATEWAY_STATE_PASSWORD, else from the URI); it is never "
+                            "printed")
+    serve.add_argument("--workers", action=_EnvDefault, default="1", metavar="N",
+                       help="serve the listeners from N processes sharing their sockets and "
+                            "the state (default: %(default)s)")
     serve.add_argument("--listen", action=_EnvDefault, default="tcp:4000:interface=127.0.0.1",
                        metavar="ENDPOINT",
                        help="Twisted server endpoint of the v1 face; ssl: endpoints give HTTPS "
@@ -222,6 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_report_command(commands)
     _add_check_command(commands)
+    _add_migrate_state_command(commands)
     _add_healthcheck_command(commands)
 
     keys = commands.add_parser(
@@ -347,12 +357,78 @@ def _add_report_command(commands) -> None:
                     "second.",
         epilog=_SOME_LAYERED_EPILOG)
     report.add_argument("--state", action=_EnvDefault, default="./acme-gateway.sqlite3",
-                        metavar="FILE", help="the gateway's SQLite state (default: %(default)s)")
+                        metavar="FILE", help="the gateway's state: SQLite file or PostgreSQL URI "
+                                             "(password from ACME_GATEWAY_STATE_PASSWORD or the "
+                                             "URI) (default: %(default)s)")
     report.add_argument("--migrated-after", action=_EnvDefault, default="90d", metavar="DURATION",
                         help="silence that counts as migrated away (default: %(default)s)")
     report.add_argument("--json", action="store_true", help="print JSON instead of text")
     report.add_argument("--config", action=_EnvDefault, metavar="FILE",
                         help="the gateway's TOML config file (for state and migrated-after)")
+
+
+def _add_migrate_state_command(commands) -> None:
+    move = commands.add_parser(
+        "migrate-state", help="copy an SQLite state into PostgreSQL (for several replicas)",
+        description="Copy every row of the gateway's SQLite state file into an empty "
+                    "PostgreSQL database, in one transaction, keeping account ids (they are in "
+                    "the v1 URLs clients stored) and the nonce key. Stop the gateway first; "
+                    "start it (or its replicas) on the URI afterwards. Exit status 0 when "
+                    "copied, 1 when it could not be (nothing is written then), 2 for unusable "
+                    "arguments.",
+        epilog=_SOME_LAYERED_EPILOG)
+    move.add_argument("--from", dest="source", required=True, metavar="FILE",
+                      help="the SQLite state file to copy")
+    move.add_argument("--to", dest="target", required=True, metavar="URI",
+                      help="postgresql://USER[:PASSWORD]@HOST[:PORT]/DB, an empty database")
+    move.add_argument("--state-password-file", action=_EnvDefault, metavar="FILE",
+                      help="read the PostgreSQL password from the first line of FILE (else "
+                           "from ACME_GATEWAY_STATE_PASSWORD, else from the URI)")
+
+
+def run_migrate_state(parser, args) -> int:
+    from gateway.store import StoreError, is_shared_state
+
+    if not is_shared_state(args.target):
+        _fail(parser, "--to", "expected postgresql://USER[:PASSWORD]@HOST[:PORT]/DB")
+    if not os.path.isfile(args.source):
+        _fail(parser, "--from", f"{args.source}: no such file")
+    from gateway.store.postgresql import StateURI, connect as connect_postgresql, state_password
+    from gateway.store.sqlite import connect as connect_sqlite
+    from gateway.store.transfer import copy_state
+
+    try:
+        password = state_password(args.state_password_file, os.environ)
+    except OSError as error:
+        _fail(parser, "--state-password-file",
+              f"{args.state_password_file}: cannot read it: {error.strerror or error}")
+    try:
+        uri = StateURI.parse(args.target, password)
+    except ValueError as error:
+        _fail(parser, "--to", str(error))
+    try:
+        source = connect_sqlite(args.source)
+    except Exception as error:
+        print(f"acme-gateway: cannot open {args.source}: {error}", file=sys.stderr)
+        return 1
+    try:
+        target = connect_postgresql(uri)
+        try:
+            copied = copy_state(source, target)
+        finally:
+            target.close()
+    except StoreError as error:
+        print(f"acme-gateway: {uri.scrub(str(error))}", file=sys.stderr)
+        return 1
+    except Exception as error:
+        print(f"acme-gateway: cannot copy into {uri.shown}: {uri.scrub(str(error))}",
+              file=sys.stderr)
+        return 1
+    finally:
+        source.close()
+    counts = ", ".join(f"{n} {table}" for table, n in copied.items() if n)
+    print(f"{args.source} -> {uri.shown}: copied ({counts or 'nothing'})")
+    return 0
 
 
 def _add_check_command(commands) -> None:
@@ -367,7 +443,9 @@ def _add_check_command(commands) -> None:
                     "from the CA at start-up and with each sweep).",
         epilog=_SOME_LAYERED_EPILOG)
     check.add_argument("--state", action=_EnvDefault, default="./acme-gateway.sqlite3",
-                       metavar="FILE", help="the gateway's SQLite state (default: %(default)s)")
+                       metavar="FILE", help="the gateway's state: SQLite file or PostgreSQL URI "
+                                            "(password from ACME_GATEWAY_STATE_PASSWORD or the "
+                                            "URI) (default: %(default)s)")
     check.add_argument("--config", action=_EnvDefault, metavar="FILE",
                        help="the gateway's TOML config file (for state)")
 
@@ -595,16 +673,24 @@ def serve_config(parser, args):
     economy = _economy_config(parser, args)
     operations = _operations_config(parser, args)
     ca_policy = _ca_policy_config(parser, args)
-    state_dir = os.path.dirname(os.path.abspath(args.state))
-    if not os.path.isdir(state_dir):
-        _fail(parser, "--state", f"{args.state}: its directory {state_dir} does not exist")
-    if os.path.isdir(args.state):
-        _fail(parser, "--state", f"{args.state} is a directory; give the database file's path")
+    state, password = _state_config(parser, args)
+    workers = _number(parser, "--workers", args.workers, 1, integer=True)
+    if workers > 1:
+        from gateway.process.workers import check_shareable
+
+        for flag, value in (("--listen", args.listen), ("--admin-listen", args.admin_listen),
+                            ("--http01-listen", args.http01_listen)):
+            if value:
+                problem = check_shareable(value)
+                if problem:
+                    _fail(parser, flag, f"{value}: {problem}")
     return ServeConfig(
         upstream=args.upstream,
         keys=args.keys,
         upstream_ca_bundle=args.upstream_ca_bundle,
-        state=args.state,
+        state=state,
+        state_password=password,
+        workers=workers,
         listen=args.listen,
         base_url=args.base_url,
         agree_to_terms=agree,
@@ -652,7 +738,51 @@ def _allow_names(parser, args) -> tuple:
     return allowed.patterns
 
 
-def run_serve(parser, args) -> int:
+def _state_config(parser, args):
+    """
+    The checked ``--state``: an SQLite file whose directory exists, or a
+    PostgreSQL URI shown without its password, and the password apart.
+    """
+    from gateway.store import is_shared_state
+
+    if is_shared_state(args.state):
+        from gateway.store.postgresql import StateURI, state_password
+
+        try:
+            password = state_password(args.state_password_file, os.environ)
+        except OSError as error:
+            _fail(parser, "--state-password-file",
+                  f"{args.state_password_file}: cannot read it: {error.strerror or error}")
+        try:
+            uri = StateURI.parse(args.state, password)
+        except ValueError as error:
+            _fail(parser, "--state", str(error))
+        if args.unknown_keys == "managed" and not args.managed_keys:
+            _fail(parser, "--managed-keys",
+                  "give a directory for the managed keys: their default place is beside an "
+                  "SQLite --state file (with several replicas, one all of them can read and "
+                  "write)")
+        return uri.shown, uri.password
+    state_dir = os.path.dirname(os.path.abspath(args.state))
+    if not os.path.isdir(state_dir):
+        _fail(parser, "--state", f"{args.state}: its directory {state_dir} does not exist")
+    if os.path.isdir(args.state):
+        _fail(parser, "--state", f"{args.state} is a directory; give the database file's path")
+    return args.state, None
+
+
+def inherited_listeners(environ) -> tuple:
+    """
+    The listening sockets a ``--workers`` supervisor handed this process
+    (`gateway.process.workers`), as ``((flag, fd), …)``; empty when it is
+    not a worker.
+    """
+    from gateway.process.workers import LISTENERS_VARIABLE, parse_listeners
+
+    return parse_listeners(environ.get(LISTENERS_VARIABLE, ""))
+
+
+def run_serve(parser, args, argv=None) -> int:
     from gateway.keys.keystore import KeyStore, KeyStoreError
     from gateway.operations.logs import start_logging
     from gateway.process import serve
@@ -667,7 +797,6 @@ def run_serve(parser, args) -> int:
         _log_key_store(keys)
     else:
         serve.report_key_store(keys)
-    start_logging(args.log_format, args.log_level)
     if not len(keys) and config.unknown_keys != "managed":
         unusable = f" ({len(keys.problems)} unusable file(s) listed above)" if keys.problems else ""
         _fail(parser, "--keys",
@@ -675,6 +804,17 @@ def run_serve(parser, args) -> int:
               f"client. Put the legacy clients' account keys there (acme-gateway adopt …, or "
               f"acme-gateway keys import PATH… --keys DIR), or serve clients whose keys it does "
               f"not hold with --unknown-keys managed")
+    if config.workers > 1 and not inherited_listeners(os.environ):
+        from gateway.process.workers import supervise
+
+        return supervise(config, list(sys.argv[1:] if argv is None else argv),
+                         json_logs)
+    start_logging(args.log_format, args.log_level)
+    inherited = inherited_listeners(os.environ)
+    if inherited:
+        import attrs
+
+        config = attrs.evolve(config, inherited=inherited)
 
     async def main(reactor) -> None:
         from twisted.internet import defer
@@ -782,7 +922,7 @@ def run_report(parser, args) -> int:
 
     from gateway.operations.inventory import inventory
     from gateway.operations.report import OrphanedCertificate, build_report, parse_duration
-    from gateway.store import StoreError
+    from gateway.store import StoreError, is_shared_state
     from gateway.store.sqlite import read_clients, read_inventory, read_orphaned_certificates
 
     try:
@@ -790,10 +930,17 @@ def run_report(parser, args) -> int:
     except ValueError as error:
         _fail(parser, "--migrated-after", str(error))
     try:
-        clients = read_clients(args.state)
-        orphans = [OrphanedCertificate.of(c, t) for c, t in read_orphaned_certificates(args.state)]
-        held, windows, thumbprints = read_inventory(args.state)
-    except StoreError as error:
+        if is_shared_state(args.state):
+            from gateway.store.postgresql import read_inventory_uri, read_report
+
+            clients, orphaned = read_report(args.state, os.environ)
+            held, windows, thumbprints = read_inventory_uri(args.state, os.environ)
+        else:
+            clients = read_clients(args.state)
+            orphaned = read_orphaned_certificates(args.state)
+            held, windows, thumbprints = read_inventory(args.state)
+        orphans = [OrphanedCertificate.of(c, t) for c, t in orphaned]
+    except (StoreError, ValueError) as error:
         _fail(parser, "--state", str(error))
     report = build_report(clients, time.time(), migrated_after, orphans,
                           inventory(held, windows, thumbprints))
@@ -809,12 +956,17 @@ def run_report(parser, args) -> int:
 
 
 def run_check(parser, args) -> int:
-    from gateway.store import StoreError
+    from gateway.store import StoreError, is_shared_state
     from gateway.store.sqlite import check_state
 
     try:
-        result = check_state(args.state)
-    except StoreError as error:
+        if is_shared_state(args.state):
+            from gateway.store.postgresql import check_uri
+
+            result = check_uri(args.state, os.environ)
+        else:
+            result = check_state(args.state)
+    except (StoreError, ValueError) as error:
         _fail(parser, "--state", str(error))
     if result.integrity != ("ok",):
         for line in result.integrity:
@@ -889,13 +1041,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     own = command_parser(parser, args.command,
                          getattr(args, "keys_command", None) or getattr(args, "client", None) or "")
     if args.command == "serve":
-        return run_serve(own, args)
+        return run_serve(own, args, argv)
     if args.command == "report":
         return run_report(own, args)
     if args.command == "healthcheck":
         return run_healthcheck(own, args)
     if args.command == "check":
         return run_check(own, args)
+    if args.command == "migrate-state":
+        return run_migrate_state(own, args)
     if args.command == "demo":
         from gateway.process.demo import run_demo
 

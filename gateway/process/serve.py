@@ -38,13 +38,15 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from gateway.keys.keystore import KeyStore
+from gateway.process.workers import InheritedEndpoint
 from gateway.process.wiring import Gateway, ServeConfig, build_gateway, https_clients, in_threads
-from gateway.store import IStore, open_store
+from gateway.store import IStore, is_shared_state, open_store
 from gateway.translate.context import Context
 from gateway.translate.recovery import recover
-from gateway.translate.sweeps import sweep
+from gateway.translate.sweeps import SWEEP_LOCK, sweep
 from gateway.process.upstream_options import profiles_problem
 from gateway.upstream.messages import Directory
+from gateway.v1.nonces import NONCE_KEY_NAME
 from gateway.upstream.startup import Diagnosis, diagnose, keep_asking
 from gateway.web import quiesce
 
@@ -92,11 +94,16 @@ def report_key_store(keys: KeyStore, out: IO[str] = sys.stderr) -> None:
         print(f"  skipped: {skipped.path}: {skipped.reason}", file=out)
 
 
-def _state_problem(path: str, error: BaseException) -> str:
+def _state_problem(path: str, error: BaseException, password: Optional[str] = None) -> str:
     """
-    Why the state database at ``path`` cannot be opened, in terms an
-    operator can act on (SQLite only says "unable to open database file").
+    Why the state database cannot be opened, in terms an operator can act
+    on (SQLite only says "unable to open database file"); never with the
+    PostgreSQL ``password``.
     """
+    if is_shared_state(path):
+        from gateway.store.postgresql import StateURI
+
+        return StateURI(path, password).scrub(f"cannot open the state database: {error}")
     directory = os.path.dirname(os.path.abspath(path))
     if os.path.isdir(path):
         return "cannot open the state database: it is a directory; give a file path"
@@ -119,12 +126,17 @@ class _Listening:
     nothing to stop.)
     """
 
-    def __init__(self, reactor: Any, flag: str, description: str) -> None:
+    def __init__(self, reactor: Any, flag: str, description: str,
+                 inherited: Optional[int] = None) -> None:
         self.flag = flag
         self.description = description
         self.port: "defer.Deferred[IListeningPort]" = defer.Deferred()
         try:
-            self._endpoint = endpoints.serverFromString(reactor, description)
+            if inherited is not None:
+                # A --workers supervisor bound it (`gateway.process.workers`).
+                self._endpoint = InheritedEndpoint(reactor, description, inherited)
+            else:
+                self._endpoint = endpoints.serverFromString(reactor, description)
         except Exception as error:
             raise StartError(flag, description, f"cannot listen: {error}") from error
 
@@ -222,7 +234,8 @@ async def _recover_before_serving(reactor: Any, context: Context) -> None:
     recovery`) before the first client is served, within
     `RECOVERY_AT_START_SECONDS`; a CA that does not answer only delays it.
     """
-    attempt = defer.Deferred.fromCoroutine(recover(context))
+    # One process of the state recovers; the others serve meanwhile.
+    attempt = defer.Deferred.fromCoroutine(context.locks.alone(SWEEP_LOCK, lambda: recover(context)))
     attempt.addTimeout(RECOVERY_AT_START_SECONDS, reactor)
     try:
         await attempt
@@ -246,11 +259,15 @@ class _Sweeps:
         self._request_timeout = request_timeout
         self._started = False
 
+    async def _sweep(self) -> None:
+        await sweep(self._context, self._request_timeout)
+
     def __call__(self) -> "Optional[defer.Deferred[None]]":
         if not self._started:
             self._started = True
             return None
-        sweeping = defer.Deferred.fromCoroutine(sweep(self._context, self._request_timeout))
+        sweeping: "defer.Deferred[None]" = defer.Deferred.fromCoroutine(
+            self._sweep())
         return sweeping.addErrback(
             lambda failure: log.failure("abandoned-authorization sweep failed", failure))
 
@@ -339,17 +356,25 @@ async def start(reactor: Any, config: ServeConfig, keys: Optional[KeyStore] = No
             # this one.
             store = await defer.ensureDeferred(open_store(
                 config.state, reactor=reactor, close_on_shutdown=False,
-                upstream=config.upstream)).addBoth(note)
+                upstream=config.upstream, password=config.state_password)).addBoth(note)
         except Exception as error:
             raise StartError("--state", config.state,
-                             _state_problem(config.state, error)) from error
+                             _state_problem(config.state, error, config.state_password)
+                             ) from error
         if told_to_stop:
             raise StartCancelled("told to stop while opening the state")
         AtStop("store", store.close).setServiceParent(service)
         try:
+            # Every process of the state signs v1 nonces with the same key.
+            nonce_key = await store.secret(NONCE_KEY_NAME)
+        except Exception as error:
+            raise StartError("--state", config.state,
+                             _state_problem(config.state, error, config.state_password)
+                             ) from error
+        try:
             gateway = build_gateway(config, clock=reactor, keys=keys, store=store,
                                     http_for=https_clients(reactor, config.upstream_ca_bundle),
-                                    run_in_thread=in_threads(reactor))
+                                    run_in_thread=in_threads(reactor), nonce_key=nonce_key)
         except (OSError, ValueError) as error:
             raise StartError("--managed-keys", config.managed_keys_directory,
                              f"cannot use the managed-key directory: {error}") from error
@@ -371,8 +396,10 @@ async def _serve(reactor: Any, gateway: Gateway, service: GatewayService,
     config = gateway.config
     listeners: List[_Listening] = []
 
+    inherited = dict(config.inherited)
+
     def listener(flag: str, description: str, factory: Any) -> _Listening:
-        listening = _Listening(reactor, flag, description)
+        listening = _Listening(reactor, flag, description, inherited.get(flag))
         StreamServerEndpointService(listening, factory).setServiceParent(service)
         listeners.append(listening)
         return listening

@@ -31,10 +31,10 @@ from gateway.translate.accounts import AccountRecovery
 from gateway.translate.bindings import AccountBindings
 from gateway.translate.budget import Budget, BudgetLimits
 from gateway.translate.context import Context, Policy
+from gateway.translate.memory import NameLocks, OtherCAs, Revalidations
+from gateway.translate.policy import AllowedNames
 from gateway.translate.profiles import ProfilePolicy
 from gateway.translate.renewalinfo import RenewalInfoPoller
-from gateway.translate.memory import OtherCAs, Revalidations
-from gateway.translate.policy import AllowedNames
 from gateway.translate.revalidation import Validators
 from gateway.translate.signing import SigningKeys
 from gateway.upstream.client import UpstreamClient, https_client
@@ -76,6 +76,14 @@ class ServeConfig:
     keys: str
     upstream_ca_bundle: Optional[str] = None
     state: str = "./acme-gateway.sqlite3"
+    #: The PostgreSQL password, kept apart from ``state`` (which never holds
+    #: it) and out of every repr.
+    state_password: Optional[str] = attrs.field(default=None, repr=False)
+    #: Processes serving the listeners (``--workers``).
+    workers: int = 1
+    #: Listening sockets inherited from a ``--workers`` supervisor, as
+    #: ``((flag, fd), …)``: this process is one of its workers.
+    inherited: Tuple[Tuple[str, int], ...] = ()
     listen: str = "tcp:4000:interface=127.0.0.1"
     base_url: Optional[str] = None
     agree_to_terms: bool = True
@@ -203,6 +211,7 @@ def build_gateway(
     run_in_thread: RunInThread = run_inline,
     metrics: Optional[Metrics] = None,
     validators: Optional[Validators] = None,
+    nonce_key: Optional[bytes] = None,
 ) -> Gateway:
     """
     The gateway of ``config``.
@@ -216,6 +225,8 @@ def build_gateway(
     :param metrics: the Prometheus families (a fresh registry by default).
     :param validators: the gateway's own responders, instead of those the
         configuration names (tests).
+    :param nonce_key: the key of the v1 nonces, shared by every process of
+        the state (``IStore.secret``); a random one for a process alone.
     :raises ValueError, OSError: when ``--managed-keys`` cannot be used.
     """
     if metrics is None:
@@ -234,13 +245,15 @@ def build_gateway(
     upstream = upstream_client(config.upstream,
                                AccountRecovery(store, clock, config.agree_to_terms,
                                                config.bindings))
-    http01 = HTTP01Responder() if config.http01_listen else None
+    # Answers go to the state too: another process of it may get the CA's request.
+    http01 = HTTP01Responder(store, clock) if config.http01_listen else None
     if validators is None:
         validators = _validators(config, clock, http01)
     managed = None
     if config.unknown_keys == "managed":
         managed = ManagedKeys.open(config.managed_keys_directory, run_in_thread)
-    budget = Budget(store, clock, config.budget)
+    locks = NameLocks(store, clock)
+    budget = Budget(store, clock, config.budget, locks=locks)
     context = Context(
         upstream=upstream,
         store=store,
@@ -255,9 +268,11 @@ def build_gateway(
         validators=validators,
         revalidations=Revalidations(metrics),
         other_cas=OtherCAs(upstream, upstream_client),
+        locks=locks,
     )
     recorder = ClientRecorder(store, clock=clock)
-    nonces = NonceIssuer(clock)
+    nonces = (NonceIssuer(clock, store) if nonce_key is None
+              else NonceIssuer(clock, store, key=nonce_key))
     v2_face = V2Face(v2_tree(context), nonces, clock, KidKeys(context), base_url=config.base_url,
                      max_body=config.max_body, recorder=recorder, metrics=metrics)
     face = V1Face(v1_tree(context), nonces, clock, base_url=config.base_url,

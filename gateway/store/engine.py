@@ -2,12 +2,15 @@
 What the SQL store needs of a database engine, and of whatever runs its
 calls.
 
-`gateway.store.sql.SQLStore` is written once, in SQL meant for both SQLite
-and PostgreSQL (only SQLite runs it so far).  Everything else an engine decides — connecting,
-its settings, how a write transaction starts, how placeholders are spelled,
-how a new integer id is read back, how a schema version is kept, how broken
-references and a damaged file are found — sits behind `Database`, one
-implementation per engine (`gateway.store.sqlite.SQLiteDatabase`).
+`gateway.store.sql.SQLStore` is written once, in SQL that both SQLite and
+PostgreSQL run.  Everything else an engine decides — connecting, its
+settings, how a write transaction starts and excludes other writers (other
+processes and replicas included), how placeholders are spelled, how a new
+integer id is read back, how a schema version is kept, how broken
+references and a damaged file are found, and how named locks are held
+across processes — sits behind `Database`, one implementation per engine
+(`gateway.store.sqlite.SQLiteDatabase`,
+`gateway.store.postgresql.PostgreSQLDatabase`).
 
 Blocking calls never run on the reactor thread: the store hands each unit of
 work to a `Runner` (`gateway.store.runners`): one worker thread in
@@ -42,6 +45,13 @@ class Cursor(Protocol):
     The result of `Database.execute`.
     """
 
+    @property
+    def rowcount(self) -> int:
+        """
+        Rows the last statement inserted or changed (an ``INSERT … ON
+        CONFLICT DO NOTHING`` that inserted nothing: 0).
+        """
+
     def fetchone(self) -> Optional[Row]: ...
 
     def fetchall(self) -> List[Row]: ...
@@ -69,18 +79,31 @@ class Database(Protocol):
         translates them to its own placeholders).
         """
 
-    def transaction(self, work: Callable[[], T]) -> T:
+    def transaction(self, work: Callable[[], T], durable: bool = True) -> T:
         """
         Run ``work`` in a write transaction, committed before returning and
         rolled back if it raises.  The transaction holds the write lock from
-        its start, so what ``work`` checks before writing cannot change
-        under it.
+        its start — against every other connection, in this process or any
+        other, on this host or another — so what ``work`` checks before
+        writing cannot change under it, and write transactions are
+        serialisable.
+
+        :param durable: whether the commit waits until the transaction
+            survives a power loss (``False``: it survives a crash of the
+            process, not of the machine — for rows whose loss is harmless,
+            such as used nonces).
         """
 
     def insert_returning_id(self, table: str, row: Mapping[str, Any]) -> int:
         """
         Insert ``row`` into a table whose ``{serial_key}`` the database
         assigns; the id it assigned.
+        """
+
+    def restart_ids(self, table: str) -> None:
+        """
+        Make the next id ``insert_returning_id`` assigns in ``table`` larger
+        than every id there (after rows were copied in with their ids).
         """
 
     def schema_version(self) -> int:
@@ -99,6 +122,20 @@ class Database(Protocol):
         Rows whose parent row is missing (which foreign keys should prevent,
         but an outside edit or a damaged file can leave), as ``(table, id,
         parent table)``.
+        """
+
+    def try_lock(self, name: str) -> bool:
+        """
+        Take the named lock for this process if no other process holds it
+        (never waiting), held until `unlock` — or until this process dies,
+        even by ``kill -9``: a lock must never outlive its holder.  Taking a
+        lock this process holds already succeeds and is counted (the
+        caller serialises its own users of a name).
+        """
+
+    def unlock(self, name: str) -> None:
+        """
+        Give back one `try_lock` of ``name``.
         """
 
     def close(self) -> None:

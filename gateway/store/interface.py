@@ -44,7 +44,7 @@ URL has its origin.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Iterable, List, Mapping, Optional
+from typing import TYPE_CHECKING, Any, Callable, Iterable, List, Mapping, Optional
 
 from zope.interface import Attribute, Interface
 
@@ -65,6 +65,7 @@ if TYPE_CHECKING:
         OrderAttempt,
         Record,
         RenewalWindow,
+        Spend,
     )
 
 
@@ -416,6 +417,63 @@ class IStore(Interface):
         bound CA from the CA; ``acme-gateway check`` reports them.
 
         :return: a Deferred firing with a list of `Finding`.
+        """
+
+    # Shared by every process on the store (--workers, replicas)
+
+    def spend(account_id: int, since: str) -> Deferred[Spend]:
+        """
+        What the account has spent of its rate-limit budget, read in one
+        transaction: order times since ``since`` (orders, and attempts not
+        refused whose order was never stored), its pending authorizations,
+        and the names of its attempts still open (orders in flight, whose
+        authorizations are not stored yet).  The budget reads it and
+        records its next attempt under the account's shared lock, so the
+        count is exact however many processes race.
+        """
+
+    def secret(name: str, size: int = 32) -> Deferred[bytes]:
+        """
+        The random secret called ``name``, made (``size`` bytes) by the
+        first process that asks and the same for every process after it.
+        """
+
+    def use_nonce(nonce: str, expires_at: int) -> Deferred[bool]:
+        """
+        Mark ``nonce`` used; `True` the first time, `False` when any process
+        already used it.  ``expires_at`` (Unix seconds) is when it would
+        be refused anyway, after which its row may be pruned.  Committed
+        without waiting for the disk: a used nonce survives the process,
+        not a power loss.
+        """
+
+    def publish_answer(token: str, key_authorization: str, expires_at: int) -> Deferred[None]:
+        """
+        Make an HTTP-01 ``token``'s key authorization answerable by every
+        process, until `withdraw_answer` or ``expires_at`` (Unix seconds).
+        """
+
+    def withdraw_answer(token: str) -> Deferred[None]:
+        """
+        Stop answering ``token`` (see `publish_answer`).
+        """
+
+    def answer_for(token: str) -> Deferred[Optional[str]]:
+        """
+        The key authorization published for ``token`` and not expired, or
+        `None`.
+        """
+
+    def try_lock(name: str) -> Deferred[bool]:
+        """
+        Take the named lock if no other process holds it, without waiting
+        (`gateway.store.engine.Database.try_lock`): held until `unlock`,
+        or until this process dies.
+        """
+
+    def unlock(name: str) -> Deferred[None]:
+        """
+        Give back one `try_lock` of ``name``.
         """
 
     def check_writable() -> Deferred[None]:

@@ -875,3 +875,22 @@ def merge_visit(client: Optional[LegacyClient], visit: ClientVisit) -> LegacyCli
         changes["last_failure"] = visit.at
         changes["last_failure_reason"] = visit.failure
     return attrs.evolve(client, **changes)
+
+
+@attrs.frozen
+class Spend:
+    """
+    What an account has spent of its rate-limit budget, as one
+    transaction sees it (`IStore.spend`).
+
+    :ivar order_times: when each order counted in the window was created,
+        oldest first.
+    :ivar pending: its pending authorizations (expired ones included; the
+        budget's rules judge expiry), oldest first.
+    :ivar names_in_flight: identifiers of its ``newOrder`` requests sent and
+        not yet answered (each may add a pending authorization).
+    """
+
+    order_times: Tuple[str, ...]
+    pending: Tuple["Authorization", ...]
+    names_in_flight: int

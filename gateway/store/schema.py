@@ -8,8 +8,12 @@ previous version whole.  A new version of the schema is one more
 `Migration` at the end of `MIGRATIONS`; a migration already released is
 never edited.
 
-The statements are SQL meant for both SQLite and PostgreSQL (only SQLite
-runs them so far), except for a few spellings each engine chooses
+Several processes may open one database at once (``--workers``, replicas
+on one PostgreSQL): each step re-reads the version inside its own write
+transaction, which excludes every other writer, so a step another process
+has just applied is skipped, never applied twice.
+
+The statements are SQL that both SQLite and PostgreSQL run, except for a few spellings each engine chooses
 (`gateway.store.engine.Database.column_types`), written as ``{name}``:
 
 ``{serial_key}``
@@ -294,6 +298,8 @@ _VERSION_5 = Migration(5, (
     )
     """,
 ), backfill=_inventory_from_certificates)
+
+
 # Version 6: a challenge the gateway judges itself (tls-sni-01, for v1
 # installers that answer nothing else) keeps the outcome of its check: why
 # it failed (JSON: code, detail, status) and Boulder's validation record
@@ -303,9 +309,39 @@ _VERSION_6 = Migration(6, (
     "ALTER TABLE challenges ADD COLUMN validation_record TEXT",
 ))
 
+# Version 7: what several gateway processes on one database share beyond
+# the records.  ``secrets`` holds keys every process must agree on (the one
+# that authenticates the v1 nonces any process issues); ``used_nonces`` holds
+# each redeemed v1 nonce until it would have expired anyway, so that a nonce
+# is accepted exactly once whichever process it reaches; ``http01_answers``
+# holds the key authorizations being validated, so that whichever process
+# the CA's HTTP-01 request reaches answers it.
+_VERSION_7 = Migration(7, (
+    """
+    CREATE TABLE secrets (
+        name TEXT PRIMARY KEY,
+        value {bytes} NOT NULL
+    )
+    """,
+    """
+    CREATE TABLE used_nonces (
+        nonce TEXT PRIMARY KEY,
+        expires_at BIGINT NOT NULL
+    )
+    """,
+    "CREATE INDEX used_nonces_by_expiry ON used_nonces (expires_at)",
+    """
+    CREATE TABLE http01_answers (
+        token TEXT PRIMARY KEY,
+        key_authorization TEXT NOT NULL,
+        expires_at BIGINT NOT NULL
+    )
+    """,
+))
+
 #: Every step, in order: `MIGRATIONS[n - 1]` brings a database to version n.
 MIGRATIONS: Tuple[Migration, ...] = (_VERSION_1, _VERSION_2, _VERSION_3, _VERSION_4, _VERSION_5,
-                                   _VERSION_6)
+                                   _VERSION_6, _VERSION_7)
 
 #: The schema version this code reads and writes.
 SCHEMA_VERSION = MIGRATIONS[-1].version
@@ -328,6 +364,9 @@ def migrate(database: Database) -> int:
     for migration in MIGRATIONS[before:]:
 
         def step(migration: Migration = migration) -> None:
+            if database.schema_version() >= migration.version:
+                # Another process applied it since ``before`` was read.
+                return
             for statement in migration.sql(database.column_types):
                 database.execute(statement)
             if migration.backfill is not None:

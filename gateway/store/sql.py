@@ -7,10 +7,10 @@ particular exists nowhere else the gateway can rely on.  So every write is
 committed in its own transaction before its Deferred fires, and
 `SQLStore.write` commits a logical step of several records all or nothing.
 
-The SQL here is meant for both SQLite and PostgreSQL (standard SQL, upserts
-as ``ON CONFLICT``; only SQLite runs it so far); what differs between
-engines is behind `gateway.store.engine.Database` (one module per engine:
-`gateway.store.sqlite`), and where the blocking calls run is a
+The SQL here runs on both SQLite and PostgreSQL (standard SQL, upserts as
+``ON CONFLICT``); what differs between engines is behind
+`gateway.store.engine.Database` (one module per engine:
+`gateway.store.sqlite`, `gateway.store.postgresql`), and where the blocking calls run is a
 `gateway.store.engine.Runner` (`gateway.store.runners`).  The schema is in
 `gateway.store.schema`.
 """
@@ -68,6 +68,7 @@ from gateway.store.records import (
     OrderAttempt,
     Record,
     RenewalWindow,
+    Spend,
     StoreError,
     Update,
     apply_changes,
@@ -95,6 +96,10 @@ S = TypeVar("S", bound="SQLStore")
 
 #: Bytes of randomness in `SQLStore.new_id`: 128 bits, 22 base64url characters.
 ID_BYTES = 16
+
+#: Used nonces past their expiry are deleted with every this many uses (by
+#: each process), which keeps the table to about an hour of redemptions.
+NONCE_PRUNE_EVERY = 512
 
 _TABLES: Mapping[type, str] = {
     Account: "accounts",
@@ -219,6 +224,7 @@ class SQLStore:
     _closed: Optional[defer.Deferred[None]] = attrs.field(default=None, init=False)
     _close_waiters: List[defer.Deferred[None]] = attrs.field(factory=list, init=False)
     _shutdown: Optional[Tuple[Any, Any]] = attrs.field(default=None, init=False)
+    _nonces_used: int = attrs.field(default=0, init=False)
 
     @classmethod
     def _open(cls: Type[S], connect: Callable[[], Database], runner: Runner, reactor: Any,
@@ -823,6 +829,100 @@ class SQLStore:
     def inconsistencies(self) -> defer.Deferred[List[Finding]]:
         now = self._clock.seconds()
         return self._call(lambda: inconsistencies_in(self._database, now))
+
+    # -- Shared by every process on the store --
+
+    def spend(self, account_id: int, since: str) -> defer.Deferred[Spend]:
+        moment = timestamp_instant(since)
+
+        def work() -> Spend:
+            where, values = self._scoped("account_id = ?", (account_id,))
+            times = [order.created_at for _, order in self._rows(Order, where, *values)]
+            unstored = where + " AND status != ? AND id NOT IN (SELECT id FROM orders)"
+            in_flight = 0
+            for _, attempt in self._rows(OrderAttempt, unstored, *values, ATTEMPT_REFUSED):
+                times.append(attempt.created_at)
+                if attempt.status == ATTEMPT_OPEN:
+                    in_flight += len(attempt.identifiers)
+            pending_where, pending_values = self._scoped(
+                "status = ? AND account_id = ?", (Status.PENDING.value, account_id))
+            pending = sorted((a for _, a in self._rows(Authorization, pending_where,
+                                                        *pending_values)),
+                             key=lambda a: timestamp_instant(a.created_at))
+            return Spend(
+                order_times=tuple(sorted((t for t in times if timestamp_instant(t) >= moment),
+                                         key=timestamp_instant)),
+                pending=tuple(pending),
+                names_in_flight=in_flight,
+            )
+
+        # One transaction: a consistent view of the three.
+        return self._write(work)
+
+    def secret(self, name: str, size: int = 32) -> defer.Deferred[bytes]:
+        def work() -> bytes:
+            self._database.execute(
+                "INSERT INTO secrets (name, value) VALUES (?, ?) ON CONFLICT (name) DO NOTHING",
+                (name, secrets.token_bytes(size)))
+            row = self._database.execute(
+                "SELECT value FROM secrets WHERE name = ?", (name,)).fetchone()
+            assert row is not None
+            return bytes(row["value"])
+
+        return self._write(work)
+
+    def use_nonce(self, nonce: str, expires_at: int) -> defer.Deferred[bool]:
+        now = int(self._clock.seconds())
+        self._nonces_used += 1
+        prune = self._nonces_used % NONCE_PRUNE_EVERY == 1
+
+        def work() -> bool:
+            if prune:
+                self._database.execute("DELETE FROM used_nonces WHERE expires_at < ?", (now,))
+            cursor = self._database.execute(
+                "INSERT INTO used_nonces (nonce, expires_at) VALUES (?, ?)"
+                " ON CONFLICT (nonce) DO NOTHING", (nonce, int(expires_at)))
+            return bool(cursor.rowcount == 1)
+
+        return self._call(lambda: self._database.transaction(work, durable=False))
+
+    def publish_answer(self, token: str, key_authorization: str,
+                       expires_at: int) -> defer.Deferred[None]:
+        now = int(self._clock.seconds())
+
+        def work() -> None:
+            self._database.execute("DELETE FROM http01_answers WHERE expires_at < ?", (now,))
+            self._database.execute(
+                "INSERT INTO http01_answers (token, key_authorization, expires_at)"
+                " VALUES (?, ?, ?) ON CONFLICT (token) DO UPDATE SET"
+                " key_authorization = excluded.key_authorization,"
+                " expires_at = excluded.expires_at",
+                (token, key_authorization, int(expires_at)))
+
+        return self._call(lambda: self._database.transaction(work, durable=False))
+
+    def withdraw_answer(self, token: str) -> defer.Deferred[None]:
+        def work() -> None:
+            self._database.execute("DELETE FROM http01_answers WHERE token = ?", (token,))
+
+        return self._call(lambda: self._database.transaction(work, durable=False))
+
+    def answer_for(self, token: str) -> defer.Deferred[Optional[str]]:
+        now = int(self._clock.seconds())
+
+        def work() -> Optional[str]:
+            row = self._database.execute(
+                "SELECT key_authorization FROM http01_answers"
+                " WHERE token = ? AND expires_at >= ?", (token, now)).fetchone()
+            return None if row is None else str(row["key_authorization"])
+
+        return self._call(work)
+
+    def try_lock(self, name: str) -> defer.Deferred[bool]:
+        return self._call(lambda: self._database.try_lock(name))
+
+    def unlock(self, name: str) -> defer.Deferred[None]:
+        return self._call(lambda: self._database.unlock(name))
 
     def check_writable(self) -> defer.Deferred[None]:
         checked_at = format_timestamp(self._clock.seconds())

@@ -7,7 +7,10 @@ the file made private before SQLite opens it, the connection's settings
 foreign keys, a busy timeout), ``BEGIN IMMEDIATE`` for write transactions,
 ``PRAGMA user_version`` for the schema version, ``rowid`` for insertion
 order, ``lastrowid`` for new account ids, ``PRAGMA foreign_key_check`` and
-``PRAGMA integrity_check``.  The store itself is `gateway.store.sql.SQLStore`.
+``PRAGMA integrity_check``, and named locks across the processes of one
+host (``--workers``) as POSIX record locks on a file beside the database,
+which the kernel releases when their process dies.  The store itself is
+`gateway.store.sql.SQLStore`.
 
 `SQLiteStore.open` runs the store in a thread of its own (the reactor never
 waits for SQLite); `SQLiteStore.inline` runs it in the calling thread, for
@@ -18,6 +21,8 @@ running gateway.
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import os
 import sqlite3
 import stat
@@ -77,25 +82,65 @@ class SQLiteDatabase:
     }
     row_order = "rowid"
 
-    def __init__(self, connection: sqlite3.Connection) -> None:
+    def __init__(self, connection: sqlite3.Connection, lock_path: Optional[str] = None) -> None:
         self.connection = connection
+        self._lock_path = lock_path
+        self._lock_file: Optional[int] = None
+        self._held: Dict[int, int] = {}
 
     def execute(self, statement: str, parameters: Sequence[Any] = ()) -> sqlite3.Cursor:
         return self.connection.execute(statement, tuple(parameters))
 
-    def transaction(self, work: Callable[[], T]) -> T:
-        # BEGIN IMMEDIATE takes the write lock up front, so the checks
-        # ``work`` makes before writing cannot be invalidated by another
-        # process.
-        self.connection.execute("BEGIN IMMEDIATE")
+    def transaction(self, work: Callable[[], T], durable: bool = True) -> T:
+        if not durable:
+            # In WAL mode, NORMAL skips the fsync of this commit: it
+            # survives the process, not a power loss.
+            self.connection.execute("PRAGMA synchronous = NORMAL")
         try:
-            result = work()
-            self.connection.execute("COMMIT")
-        except BaseException:
-            if self.connection.in_transaction:
-                self.connection.execute("ROLLBACK")
-            raise
+            # BEGIN IMMEDIATE takes the write lock up front, so the checks
+            # ``work`` makes before writing cannot be invalidated by another
+            # process (a --workers sibling waits up to BUSY_TIMEOUT_MS).
+            self.connection.execute("BEGIN IMMEDIATE")
+            try:
+                result = work()
+                self.connection.execute("COMMIT")
+            except BaseException:
+                if self.connection.in_transaction:
+                    self.connection.execute("ROLLBACK")
+                raise
+        finally:
+            if not durable:
+                self.connection.execute("PRAGMA synchronous = FULL")
         return result
+
+    def try_lock(self, name: str) -> bool:
+        if self._lock_path is None:
+            # ":memory:" is this process's alone.
+            return True
+        offset = _lock_offset(name)
+        if offset in self._held:
+            self._held[offset] += 1
+            return True
+        if self._lock_file is None:
+            self._lock_file = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.lockf(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, offset)
+        except OSError:
+            return False
+        self._held[offset] = 1
+        return True
+
+    def unlock(self, name: str) -> None:
+        if self._lock_path is None:
+            return
+        offset = _lock_offset(name)
+        count = self._held.get(offset, 0)
+        if count > 1:
+            self._held[offset] = count - 1
+        elif count == 1:
+            del self._held[offset]
+            assert self._lock_file is not None
+            fcntl.lockf(self._lock_file, fcntl.LOCK_UN, 1, offset)
 
     def insert_returning_id(self, table: str, row: Mapping[str, Any]) -> int:
         cursor = self.connection.execute(
@@ -104,6 +149,10 @@ class SQLiteDatabase:
         )
         assert cursor.lastrowid is not None
         return cursor.lastrowid
+
+    def restart_ids(self, table: str) -> None:
+        # AUTOINCREMENT's counter (sqlite_sequence) follows inserted ids.
+        pass
 
     def schema_version(self) -> int:
         return int(self.connection.execute("PRAGMA user_version").fetchone()[0])
@@ -122,6 +171,19 @@ class SQLiteDatabase:
 
     def close(self) -> None:
         self.connection.close()
+        if self._lock_file is not None:
+            os.close(self._lock_file)
+            self._lock_file = None
+            self._held.clear()
+
+
+def _lock_offset(name: str) -> int:
+    """
+    The byte of the lock file that stands for the lock ``name``: a 62-bit
+    hash, so that two names share a byte (and a lock) practically never.
+    """
+    return int.from_bytes(hashlib.blake2b(name.encode("utf-8"), digest_size=8).digest(),
+                          "big") >> 2
 
 
 def _create_private(path: str) -> None:
@@ -171,7 +233,7 @@ def connect(path: str) -> SQLiteDatabase:
     except BaseException:
         connection.close()
         raise
-    return SQLiteDatabase(connection)
+    return SQLiteDatabase(connection, None if path == ":memory:" else path + ".locks")
 
 
 _template: List[sqlite3.Connection] = []

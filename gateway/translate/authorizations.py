@@ -199,10 +199,10 @@ async def create_order(context: Context, bound: BoundAccount, names: Sequence[st
         upstream authorization), …])``, in the order's authorization order.
     """
     names = list(names)
-    await context.budget.check_new_order(bound.record.id, len(names))
     order_id = context.store.new_id()
-    await context.store.write([Insert(OrderAttempt(
-        id=order_id, account_id=bound.record.id, identifiers=names, created_at=context.now()))])
+    # The budget's check and the attempt's record are one transaction.
+    await context.budget.reserve(OrderAttempt(
+        id=order_id, account_id=bound.record.id, identifiers=names, created_at=context.now()))
     try:
         order = await context.upstream.new_order(bound.upstream, names, replaces=terms.replaces,
                                                  profile=terms.profile)

@@ -16,7 +16,14 @@ hours.  So before every new order the gateway checks, from its own store:
 
 Over a limit, the v1 client gets 429 ``urn:acme:error:rateLimited`` at once,
 with a detail naming the limit and a ``Retry-After``, and nothing is sent
-upstream.  Pending authorizations no client will finish are deactivated
+upstream.
+
+The check and the record of the ``newOrder`` it admits happen under the
+account's budget lock (`gateway.translate.memory.NameLocks`), which every
+request — of this process, another ``--workers`` process or another replica
+— takes for them: twelve parallel ``new-authz`` under ``--order-limit 3``
+send exactly three orders, and orders still in flight count their names as
+pending authorizations.  Pending authorizations no client will finish are deactivated
 after an idle time, which frees that part of the budget.
 """
 
@@ -30,9 +37,10 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from gateway.status import Status
-from gateway.store import Authorization, IStore
+from gateway.store import Authorization, Insert, IStore, OrderAttempt, Spend
 from gateway.store.records import format_timestamp, timestamp_instant
 from gateway.translate.errors import RateLimited
+from gateway.translate.memory import NameLocks
 
 log = Logger()
 
@@ -80,6 +88,8 @@ class Budget:
     store: IStore
     clock: IReactorTime
     limits: BudgetLimits = BudgetLimits()
+    #: Serialise each account's reservations across processes.
+    locks: NameLocks = attrs.field(factory=NameLocks)
     _holds: Dict[int, float] = attrs.field(factory=dict, init=False)
 
     def hold(self, account_id: int, retry_after: Optional[float]) -> None:
@@ -126,14 +136,17 @@ class Budget:
             held_for=self.held_for(account_id),
         )
 
-    async def check_new_order(self, account_id: int, names: int) -> None:
+    async def reserve(self, attempt: OrderAttempt) -> OrderAttempt:
         """
-        Refuse an order that would exceed the account's budget.
+        Record ``attempt`` — the ``newOrder`` about to be sent for its
+        account and identifiers — if the account's budget allows it, else
+        refuse: checked and recorded under the account's budget lock, so
+        no other request can spend between the check and the record.
 
-        :param names: the identifiers of the order (each may add a pending
-            authorization).
-        :raises RateLimited: with the seconds until the order would fit.
+        :raises RateLimited: with the seconds until the order would fit
+            (nothing is recorded).
         """
+        account_id = attempt.account_id
         held = self.held_for(account_id)
         if held > 0:
             raise RateLimited(
@@ -141,31 +154,52 @@ class Budget:
                 f"back for {math.ceil(held)} more seconds",
                 retry_after=held,
             )
-        now = self.clock.seconds()
-        window = self.limits.order_window
-        times = await self.store.order_times_since(account_id, format_timestamp(now - window))
-        if len(times) + 1 > self.limits.orders:
-            oldest = timestamp_instant(times[0]).timestamp() if times else now
-            retry = max(1.0, oldest + window - now)
-            raise RateLimited(
-                f"Error creating new order :: too many new orders recently: the gateway has "
-                f"created {len(times)} orders for this account in the last "
-                f"{_duration(window)} (limit {self.limits.orders}, --order-limit)",
-                retry_after=retry,
-            )
-        pending = await self._pending(account_id)
-        if len(pending) + names > self.limits.pending_authorizations:
-            expiries = [timestamp_instant(a.expires).timestamp() for a in pending if a.expires]
-            retry = max(1.0, min(expiries) - now) if expiries else 60.0
-            if self.limits.abandoned_after is not None and pending:
-                oldest = timestamp_instant(pending[0].created_at).timestamp()
-                retry = min(retry, max(1.0, oldest + self.limits.abandoned_after - now))
-            raise RateLimited(
-                f"Error creating new authz :: too many currently pending authorizations: "
-                f"{len(pending)} pending for this account (limit "
-                f"{self.limits.pending_authorizations}, --pending-authz-limit)",
-                retry_after=retry,
-            )
+        lock = self.locks.lock_for(f"budget:{account_id}")
+        await lock.acquire()
+        try:
+            now = self.clock.seconds()
+            spend = await self.store.spend(
+                account_id, format_timestamp(now - self.limits.order_window))
+            judge(self.limits, now, spend, len(attempt.identifiers))
+            await self.store.write([Insert(attempt)])
+        finally:
+            lock.release()
+        return attempt
+
+
+def judge(limits: BudgetLimits, now: float, spend: Spend, names: int) -> None:
+    """
+    Refuse an order of ``names`` identifiers that would exceed ``limits``
+    given the account's ``spend`` (pure: run inside the store's transaction).
+
+    :raises RateLimited: with the seconds until the order would fit.
+    """
+    window = limits.order_window
+    times = spend.order_times
+    if len(times) + 1 > limits.orders:
+        oldest = timestamp_instant(times[0]).timestamp() if times else now
+        retry = max(1.0, oldest + window - now)
+        raise RateLimited(
+            f"Error creating new order :: too many new orders recently: the gateway has "
+            f"created {len(times)} orders for this account in the last "
+            f"{_duration(window)} (limit {limits.orders}, --order-limit)",
+            retry_after=retry,
+        )
+    pending = [a for a in spend.pending
+               if not a.expires or timestamp_instant(a.expires).timestamp() > now]
+    counted = len(pending) + spend.names_in_flight
+    if counted + names > limits.pending_authorizations:
+        expiries = [timestamp_instant(a.expires).timestamp() for a in pending if a.expires]
+        retry = max(1.0, min(expiries) - now) if expiries else 60.0
+        if limits.abandoned_after is not None and pending:
+            oldest = timestamp_instant(pending[0].created_at).timestamp()
+            retry = min(retry, max(1.0, oldest + limits.abandoned_after - now))
+        raise RateLimited(
+            f"Error creating new authz :: too many currently pending authorizations: "
+            f"{counted} pending for this account (limit "
+            f"{limits.pending_authorizations}, --pending-authz-limit)",
+            retry_after=retry,
+        )
 
 
 def _duration(seconds: float) -> str:

@@ -35,6 +35,7 @@ from gateway.translate.csr import cn_only_refusal
 from gateway.translate.errors import CSRRejected, InternalFailure, NotFound, UpstreamRefused, flow
 from gateway.translate.issuance import store_chain
 from gateway.translate.requests import FinalizeOrder, NewOrder
+from gateway.translate.terms import order_terms
 from gateway.upstream import messages as v2
 from gateway.upstream.errors import UpstreamProblem
 from gateway.upstream.messages import UpstreamAccount
@@ -172,6 +173,7 @@ async def new_order(context: Context, request: NewOrder) -> OrderView:
     names that the CA still has (as Let's Encrypt answered a repeated
     request), else a new upstream order within the account's budget.
     """
+    context.policy.check_names(request.names)
     bound = await bind(context, request.signer)
     names = request.spellings
     lock = context.locks.lock_for(_lock_key(bound.record.id, names))
@@ -184,7 +186,8 @@ async def new_order(context: Context, request: NewOrder) -> OrderView:
             record, upstream = await _refreshed(context, candidate, bound.upstream)
             if upstream is not None and record.status in (Status.PENDING, Status.READY):
                 return await _view(context, record, bound.upstream)
-        record, _, authorizations = await create_order(context, bound, names)
+        terms = await order_terms(context, bound.thumbprint, request.signer.user_agent, names)
+        record, _, authorizations = await create_order(context, bound, names, terms)
         log.info("newOrder: created order {order} for {names}", order=record.id, names=list(names))
         return OrderView(record, tuple(stored.id for stored, _ in authorizations))
     finally:

@@ -3,6 +3,11 @@ The periodic sweeps: recovery from the CA of what a crash left unfinished
 (`gateway.translate.recovery`), then the deactivation of pending
 authorizations no client finished, which frees the account's pending
 budget (`gateway.translate.budget`).
+
+Every process of a state runs the sweeps on its own timer (``--workers``,
+replicas), but a sweep runs in one process at a time: the others skip their
+turn while one holds the state's ``sweeps`` lock, so each account's
+abandoned authorizations are deactivated once, not once per replica.
 """
 
 from __future__ import annotations
@@ -21,11 +26,28 @@ from gateway.upstream.errors import UpstreamError, UpstreamProblem
 log = Logger()
 
 
-async def sweep(context: Context, request_timeout: float) -> None:
+#: The name of the lock a sweep holds (`gateway.translate.memory.NameLocks.alone`).
+SWEEP_LOCK = "sweeps"
+
+
+async def sweep(context: Context, request_timeout: float) -> bool:
     """
-    One sweep: recovery, then abandoned pending authorizations (which
-    recovery may just have made visible).  A newOrder younger than ten
-    request timeouts may still be in flight: recovery leaves it.
+    One sweep, unless another process is sweeping right now.
+
+    :return: whether this process swept.
+    """
+    async def work() -> bool:
+        await _sweep(context, request_timeout)
+        return True
+
+    return bool(await context.locks.alone(SWEEP_LOCK, work))
+
+
+async def _sweep(context: Context, request_timeout: float) -> None:
+    """
+    Recovery, then abandoned pending authorizations (which recovery may
+    just have made visible).  A newOrder younger than ten request timeouts
+    may still be in flight: recovery leaves it.
     """
     try:
         await recover(context, settled_after=10 * request_timeout)

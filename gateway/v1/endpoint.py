@@ -16,7 +16,7 @@ from gateway.operations.report import requested_names
 from gateway.operations.scope import RequestScope
 from gateway.translate.requests import Payload, Signer
 from gateway.v1 import messages
-from gateway.v1.jws import verify_v1_request
+from gateway.v1.jws import invalid_nonce, verify_v1_request
 from gateway.v1.limits import too_large
 from gateway.v1.nonces import NonceIssuer
 from gateway.v1.problems import V1Problem
@@ -47,10 +47,11 @@ class V1Call:
         """
         return client_address(self.request)
 
-    def signed(self, resource_name: str) -> Tuple[Signer, Payload]:
+    async def signed(self, resource_name: str) -> Tuple[Signer, Payload]:
         """
-        Verify this POST's JWS for the v1 resource ``resource_name``
-        (consuming its nonce): the signer, and the payload.
+        Verify this POST's JWS for the v1 resource ``resource_name``, then
+        redeem its nonce (once across every process of the state): the
+        signer, and the payload.
 
         :raises V1Problem: ``malformed`` or ``badNonce`` (400), 413 for a
             body above ``--max-body``.
@@ -70,6 +71,8 @@ class V1Call:
         if not body:
             raise V1Problem.malformed("No body on POST")
         verified = verify_v1_request(body, resource_name, self.nonces)
+        if not await self.nonces.redeem(verified.nonce):
+            raise invalid_nonce(verified.nonce)
         self.scope.thumbprint = verified.thumbprint
         self.scope.names = requested_names(resource_name, verified.payload)
         user_agent = (request.getHeader(b"user-agent") or b"").decode("latin-1")

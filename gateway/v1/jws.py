@@ -12,7 +12,7 @@ real v1 CA would have given it:
 2. there is a usable ``jwk`` (not ``kid``), a public RSA or EC key ACME allows;
 3. ``alg`` is the one algorithm that fits the key;
 4. the signature verifies;
-5. the gateway nonce is present and redeemable (checked after the signature,
+5. the gateway nonce is present, authentic and unexpired (checked after the signature,
    so a forged request cannot burn a client's nonce);
 6. the payload is a JSON object whose ``resource`` matches the endpoint.
 
@@ -62,7 +62,9 @@ _COMPACT_JWS = re.compile(r"[A-Za-z0-9_=-]*\.[A-Za-z0-9_=-]*\.[A-Za-z0-9_=-]*")
 @attrs.frozen
 class VerifiedRequest:
     """
-    A v1 request whose signature, nonce and resource all checked out.
+    A v1 request whose signature, nonce and resource all checked out (the
+    nonce is authentic and unexpired; whether another request used it first
+    is `gateway.v1.nonces.NonceIssuer.redeem`'s, at the store).
 
     :ivar jwk: the signer's public JWK.
     :ivar thumbprint: its RFC 7638 thumbprint, the key the gateway looks
@@ -71,6 +73,7 @@ class VerifiedRequest:
     :ivar protected: the decoded protected header.
     :ivar payload: the decoded payload, a JSON object.
     :ivar raw_payload: the payload bytes exactly as signed.
+    :ivar nonce: the gateway nonce it carries, still to redeem.
     """
 
     jwk: josepy.JWK
@@ -79,6 +82,7 @@ class VerifiedRequest:
     protected: JSONObject
     payload: JSONObject
     raw_payload: bytes
+    nonce: str = ""
 
 
 # -- bounded JSON --------------------------------------------------------------
@@ -465,7 +469,8 @@ def verify_v1_request(
     :param resource: the endpoint's ``resource`` value (``new-reg``, ...), or
         a tuple of the values it accepts.
     :param nonces: the issuer of the gateway's nonces; the request's nonce is
-        redeemed only once the signature has verified.
+        checked (authentic, unexpired) only once the signature has verified,
+        and left for the caller to redeem (`VerifiedRequest.nonce`).
     :param max_depth: the deepest JSON nesting accepted in the body, the
         protected header and the payload.
     :raises V1Problem: ``malformed`` or ``badNonce``, always 400.
@@ -476,10 +481,8 @@ def verify_v1_request(
     nonce = protected.get("nonce")
     if nonce is None or nonce == "":
         raise V1Problem.bad_nonce("JWS has no anti-replay nonce")
-    if not nonces.redeem(nonce):
-        raise V1Problem.bad_nonce(
-            f"JWS has an invalid anti-replay nonce: {_describe(nonce)}"
-        )
+    if nonces.check(nonce) is None:
+        raise invalid_nonce(nonce)
 
     payload = decode_json_payload(raw_payload, max_depth)
     if "resource" not in payload or payload["resource"] == "":
@@ -499,4 +502,12 @@ def verify_v1_request(
         protected=protected,
         payload=payload,
         raw_payload=raw_payload,
+        nonce=nonce,
     )
+
+
+def invalid_nonce(nonce: object) -> V1Problem:
+    """
+    Boulder's ``badNonce`` for a nonce that is unknown, expired or used.
+    """
+    return V1Problem.bad_nonce(f"JWS has an invalid anti-replay nonce: {_describe(nonce)}")

@@ -150,7 +150,7 @@ class NewReg(_Flow):
     methods = ("POST",)
 
     async def post(self, call: V1Call) -> Response:
-        signer, payload = call.signed("new-reg")
+        signer, payload = await call.signed("new-reg")
         outcome = await registration.new_registration(
             self.context, requests.new_reg(signer, payload))
         location = call.urls.reg(outcome.account.id)
@@ -172,7 +172,7 @@ class Registration(_Flow):
         self.registration_id = registration_id
 
     async def post(self, call: V1Call) -> Response:
-        signer, payload = call.signed("reg")
+        signer, payload = await call.signed("reg")
         updated = await registration.update_registration(
             self.context, requests.reg_update(signer, self.registration_id, payload))
         return json_response(
@@ -187,7 +187,7 @@ class KeyChange(_Flow):
     methods = ("POST",)
 
     async def post(self, call: V1Call) -> Response:
-        signer, payload = call.signed("key-change")
+        signer, payload = await call.signed("key-change")
         new_jwk, inner_payload = inner_jws(payload)
         account = await revocation.change_key(
             self.context, requests.key_change(signer, new_jwk, inner_payload, call.urls.reg))
@@ -256,7 +256,7 @@ class NewAuthz(_Flow):
     methods = ("POST",)
 
     async def post(self, call: V1Call) -> Response:
-        signer, payload = call.signed("new-authz")
+        signer, payload = await call.signed("new-authz")
         view = await authorizations.new_authorization(
             self.context, requests.new_authz(signer, payload))
         return _authorization_response(201, call.urls, view, location=True)
@@ -275,7 +275,7 @@ class Authorization(_Flow):
         return _authorization_response(200, call.urls, view)
 
     async def post(self, call: V1Call) -> Response:
-        signer, payload = call.signed("authz")
+        signer, payload = await call.signed("authz")
         view = await authorizations.deactivate_authorization(
             self.context, requests.deactivate_authz(signer, self.authorization_id, payload))
         return _authorization_response(200, call.urls, view)
@@ -296,7 +296,7 @@ class Challenge(_Flow):
         return self._response(call.urls, view, challenge)
 
     async def post(self, call: V1Call) -> Response:
-        signer, payload = call.signed("challenge")
+        signer, payload = await call.signed("challenge")
         view, challenge = await authorizations.answer_challenge(
             self.context, requests.answer_challenge(
                 signer, self.authorization_id, self.challenge_id, payload))
@@ -332,7 +332,7 @@ class NewCert(_Flow):
     methods = ("POST",)
 
     async def post(self, call: V1Call) -> Response:
-        signer, payload = call.signed("new-cert")
+        signer, payload = await call.signed("new-cert")
         request = requests.new_cert(signer, payload)
         call.scope.names = request.names
         certificate = await issuance.new_certificate(self.context, request)
@@ -371,7 +371,7 @@ class RevokeCert(_Flow):
     methods = ("POST",)
 
     async def post(self, call: V1Call) -> Response:
-        signer, payload = call.signed("revoke-cert")
+        signer, payload = await call.signed("revoke-cert")
         await revocation.revoke_certificate(self.context, requests.revoke(signer, payload))
         return Response(200, b"", None)
 

@@ -117,7 +117,7 @@ class V2Call:
         jwk, thumbprint = jws.verify(signed, candidates)
         if signed.kid is not None:
             self.keys.verified(signed.kid, thumbprint)
-        jws.redeem_nonce(signed, self.nonces, required=not (readable and signed.post_as_get))
+        await jws.redeem_nonce(signed, self.nonces, required=not (readable and signed.post_as_get))
         payload = jws.payload(signed)
         self.scope.thumbprint = thumbprint
         return Verified(Signer(jwk, thumbprint, self.address), payload, signed.kid)

@@ -125,7 +125,7 @@ def verify(signed: SignedRequest, candidates: Sequence[CandidateKey] = ()) -> Tu
         f"gateway's key store")
 
 
-def redeem_nonce(signed: SignedRequest, nonces: NonceIssuer, required: bool) -> None:
+async def redeem_nonce(signed: SignedRequest, nonces: NonceIssuer, required: bool) -> None:
     """
     Use up the request's nonce; without a redeemable one, refuse it when
     ``required`` (everything but a read that a plain ``GET`` may make).
@@ -133,7 +133,8 @@ def redeem_nonce(signed: SignedRequest, nonces: NonceIssuer, required: bool) -> 
     :raises V2Problem: ``badNonce``.
     """
     nonce = signed.parsed.protected.get("nonce")
-    redeemed = isinstance(nonce, str) and bool(nonce) and nonces.redeem(nonce)
+    # Redeemed at the store: once across every process of the state.
+    redeemed = isinstance(nonce, str) and bool(nonce) and await nonces.redeem(nonce)
     if redeemed or not required:
         return
     if nonce is None or nonce == "":

@@ -56,7 +56,8 @@ class GatewayProcess:
     :param pebble: a `tests.support.stack.Pebble` (its directory URL and CA
         bundle are the upstream settings).
     :param keys_dir: the ``--keys`` directory.
-    :param state: the ``--state`` SQLite file; default ``workdir/state.sqlite3``.
+    :param state: the ``--state`` SQLite file (default
+        ``workdir/state.sqlite3``) or PostgreSQL URI.
     :param extra_args: more ``serve`` arguments.
     :param port: the loopback port to listen on; by default a free one,
         chosen here so that `url` is known before `start` (a client's stored
@@ -74,7 +75,9 @@ class GatewayProcess:
         os.makedirs(self.workdir, exist_ok=True)
         self.pebble = pebble
         self.keys_dir = os.path.abspath(keys_dir)
-        self.state = os.path.abspath(state or os.path.join(self.workdir, "state.sqlite3"))
+        # A PostgreSQL URI is passed as it is; a file path made absolute.
+        self.state = (state if state and "://" in state
+                      else os.path.abspath(state or os.path.join(self.workdir, "state.sqlite3")))
         self.extra_args = tuple(extra_args)
         self.port = port or free_port()
         self.process: Optional[subprocess.Popen] = None

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import re
 import shutil
 import signal
 import socket
@@ -133,6 +134,85 @@ http {{
         if process is None or process.poll() is not None:
             return
         process.send_signal(signal.SIGQUIT)      # graceful: the master stops its workers
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+#: The compose example's balancer: round robin over the gateway replicas.
+BALANCER_CONF = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__)))), "deploy", "compose", "balancer.conf")
+
+
+class NginxBalancer:
+    """
+    Debian's nginx running deploy/compose/balancer.conf in front of
+    ``backends`` (``host:port``): its upstream ``gateway`` (every replica, as
+    compose's DNS names them) becomes the backends, its port a loopback
+    one.  The replica tests and the benchmark's replica section use it, so
+    the example's configuration is the one measured.
+    """
+
+    def __init__(self, directory: str, port: int, backends: "list[str]"):
+        self.directory = os.path.abspath(directory)
+        self.port = port
+        with open(BALANCER_CONF) as f:
+            site = f.read()
+        site, servers = re.subn(r"^(\s*)server gateway:\d+;",
+                                lambda m: "".join(f"{m[1]}server {b};" for b in backends),
+                                site, flags=re.M)
+        site, listens = re.subn(r"^(\s*)listen \d+;", rf"\1listen 127.0.0.1:{port};",
+                                site, flags=re.M)
+        if servers != 1 or listens != 1:
+            raise RuntimeError(f"{BALANCER_CONF}: its upstream or listen line changed shape")
+        d = self.directory
+        os.makedirs(os.path.join(d, "tmp"), exist_ok=True)
+        self.conf_path = os.path.join(d, "nginx.conf")
+        self.error_log = os.path.join(d, "error.log")
+        with open(self.conf_path, "w") as f:
+            f.write(f"# written by tests/support/nginx.py from {BALANCER_CONF}\n"
+                    f"pid {d}/nginx.pid;\nerror_log {self.error_log} notice;\n"
+                    f"worker_processes 1;\nevents {{ worker_connections 512; }}\n"
+                    f"http {{\n    access_log off;\n"
+                    f"    client_body_temp_path {d}/tmp/body;\n    proxy_temp_path {d}/tmp/proxy;\n"
+                    f"    fastcgi_temp_path {d}/tmp/fastcgi;\n    uwsgi_temp_path {d}/tmp/uwsgi;\n"
+                    f"    scgi_temp_path {d}/tmp/scgi;\n{site}\n}}\n")
+        self.process: Optional[subprocess.Popen] = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> "NginxBalancer":
+        binary = nginx_binary()
+        if binary is None:
+            raise RuntimeError("Debian's nginx is not installed: run ./scripts/setup")
+        self.process = subprocess.Popen(
+            [binary, "-p", self.directory + "/", "-c", self.conf_path, "-e", self.error_log,
+             "-g", "daemon off;"],
+            stdin=subprocess.DEVNULL, stdout=open(os.path.join(self.directory, "nginx.out"), "wb"),
+            stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                return self
+            except OSError:
+                pass
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                with open(self.error_log, errors="replace") if os.path.exists(self.error_log) \
+                        else open(os.devnull) as f:
+                    raise RuntimeError(f"nginx did not start:\n{f.read()[-4000:]}")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        process, self.process = self.process, None
+        if process is None or process.poll() is not None:
+            return
+        process.send_signal(signal.SIGQUIT)
         try:
             process.wait(10)
         except subprocess.TimeoutExpired:
