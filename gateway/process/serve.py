@@ -297,10 +297,20 @@ class _RenewalInfoTicks:
 
         def done(result: Any) -> None:
             self._running = None
-            if isinstance(result, Failure):
+            if isinstance(result, Failure) and not result.check(defer.CancelledError):
                 log.warn("renewalInfo poll failed: {error}", error=result.getErrorMessage())
 
         return running.addBoth(done)
+
+    async def cancel(self) -> None:
+        """
+        Give up the poll in flight, at shutdown: a `TimerService` stops only
+        once its call has finished, and a CA that does not answer (at
+        start-up, the directory fetch still pending) would hold the
+        process for the whole request timeout.
+        """
+        if self._running is not None:
+            self._running.cancel()
 
 
 async def start(reactor: Any, config: ServeConfig, keys: Optional[KeyStore] = None,
@@ -418,9 +428,12 @@ async def _serve(reactor: Any, gateway: Gateway, service: GatewayService,
         sweeps = TimerService(interval, _Sweeps(gateway.context, config.request_timeout))
         sweeps.clock = reactor
         sweeps.setServiceParent(service)
-    renewal_info = TimerService(RENEWAL_INFO_TICK, _RenewalInfoTicks(gateway))
+    ticks = _RenewalInfoTicks(gateway)
+    renewal_info = TimerService(RENEWAL_INFO_TICK, ticks)
     renewal_info.clock = reactor
     renewal_info.setServiceParent(service)
+    # Stopped before the timer (a MultiService stops its children last first).
+    AtStop("renewalInfo poll", ticks.cancel).setServiceParent(service)
     watch: "List[defer.Deferred[None]]" = []
     AtStop("upstream watch", lambda: _cancel(watch)).setServiceParent(service)
     service.startService()

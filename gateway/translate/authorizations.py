@@ -33,7 +33,7 @@ from __future__ import annotations
 
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
-from twisted.internet.defer import CancelledError, DeferredLock
+from twisted.internet.defer import CancelledError
 
 from twisted.logger import Logger
 
@@ -66,6 +66,7 @@ from gateway.translate import tlssni
 from gateway.translate.policy import DNSName
 from gateway.translate.requests import ABSENT, AnswerChallenge, DeactivateAuthz, NewAuthz
 from gateway.translate.inventory import renewal_target
+from gateway.translate.memory import NamedLock
 from gateway.translate.revalidation import revalidate
 from gateway.translate.terms import OrderTerms, order_terms
 from gateway.translate.tlssni import ChallengeProblem, GatewayCheck
@@ -779,7 +780,7 @@ async def _start_tls_sni01(context: Context, bound: BoundAccount, record: Author
 
 
 async def _check_and_prove(context: Context, bound: BoundAccount, record: Authorization,
-                           challenge: Challenge, lock: DeferredLock) -> None:
+                           challenge: Challenge, lock: NamedLock) -> None:
     """
     The client's answer first (the name's TLS server presents the
     certificate for the key authorization's SNI name), then the gateway's
