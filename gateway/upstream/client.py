@@ -567,17 +567,31 @@ class UpstreamClient:
         return Order.from_json(response.location, response.json())
 
     async def get_order(self, account: UpstreamAccount, url: str) -> Order:
+        return (await self.read_order(account, url))[0]
+
+    async def read_order(self, account: UpstreamAccount,
+                         url: str) -> Tuple[Order, Optional[float]]:
+        """
+        The order at ``url``, with the CA's ``Retry-After`` in seconds (or
+        `None`), for a caller that polls it.
+        """
         response = await self.post_as_get(account, url, kind="order")
-        return Order.from_json(url, response.json())
+        return Order.from_json(url, response.json()), self._retry_after(response)
 
     async def get_authorization(self, account: UpstreamAccount, url: str) -> Authorization:
-        return (await self._get_authorization(account, url))[0]
+        return (await self.read_authorization(account, url))[0]
 
-    async def _get_authorization(self, account: UpstreamAccount,
+    async def read_authorization(self, account: UpstreamAccount,
                                  url: str) -> Tuple[Authorization, Optional[float]]:
+        """
+        The authorization at ``url``, with the CA's ``Retry-After`` in
+        seconds (or `None`), for a caller that polls it.
+        """
         response = await self.post_as_get(account, url, kind="authorization")
-        retry_after = parse_retry_after(response.header("retry-after"), self._clock.seconds())
-        return Authorization.from_json(url, response.json()), retry_after
+        return Authorization.from_json(url, response.json()), self._retry_after(response)
+
+    def _retry_after(self, response: UpstreamResponse) -> Optional[float]:
+        return parse_retry_after(response.header("retry-after"), self._clock.seconds())
 
     async def deactivate_authorization(self, account: UpstreamAccount, url: str) -> Authorization:
         response = await self.signed_post(
@@ -616,7 +630,7 @@ class UpstreamClient:
         deadline = self._clock.seconds() + self.poll_policy.timeout
         delays = iter(self.poll_policy.delays())
         while True:
-            authorization, retry_after = await self._get_authorization(account, url)
+            authorization, retry_after = await self.read_authorization(account, url)
             if authorization.status in AUTHORIZATION_FINAL:
                 return authorization
             delay = self._next_delay(delays, retry_after)
@@ -658,14 +672,23 @@ class UpstreamClient:
         Finalize ``order`` with ``csr_der`` and wait until it is ``valid``
         (or ``invalid``).
         """
+        finalized, _ = await self.submit_finalize(account, order, csr_der)
+        if finalized.status in ORDER_FINAL:
+            return finalized
+        return await self.poll_order(account, order.url, until=(Status.VALID, Status.INVALID))
+
+    async def submit_finalize(self, account: UpstreamAccount, order: Order,
+                              csr_der: bytes) -> Tuple[Order, Optional[float]]:
+        """
+        Finalize ``order`` with ``csr_der``: the one POST, answered with the
+        order as the CA left it (usually ``processing`` or ``valid``) and
+        its ``Retry-After``, for a caller that follows the order itself.
+        """
         response = await self.signed_post(
             order.finalize, {"csr": b64url(csr_der)}, account.key, kid=account.url, kind="finalize"
         )
         crash_point("after-finalize")
-        finalized = Order.from_json(order.url, response.json())
-        if finalized.status in ORDER_FINAL:
-            return finalized
-        return await self.poll_order(account, order.url, until=(Status.VALID, Status.INVALID))
+        return Order.from_json(order.url, response.json()), self._retry_after(response)
 
     async def download_certificate(self, account: UpstreamAccount, url: str) -> CertificateChain:
         """
