@@ -69,12 +69,18 @@ class Database(Protocol):
         translates them to its own placeholders).
         """
 
-    def transaction(self, work: Callable[[], T]) -> T:
+    def transaction(self, work: Callable[[], T], durable: bool = True) -> T:
         """
         Run ``work`` in a write transaction, committed before returning and
         rolled back if it raises.  The transaction holds the write lock from
         its start, so what ``work`` checks before writing cannot change
         under it.
+
+        :param durable: whether the commit must survive a power failure
+            when it returns.  A commit that need not (``False``: state the
+            CA holds too, which the next read of it restores) survives a
+            crash of the process all the same, and is made durable by the
+            next durable commit; the database is consistent either way.
         """
 
     def insert_returning_id(self, table: str, row: Mapping[str, Any]) -> int:
