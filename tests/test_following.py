@@ -416,6 +416,31 @@ class AuthorizationFollowingTests(SynchronousTestCase):
         self.gateway.advance(0.5)
         self.assertEqual(self.get(url)["status"], Status.VALID)
 
+    def test_a_challenge_the_ca_still_shows_pending_is_followed(self):
+        """
+        A CA whose answer to the challenge POST, and whose next reads, still
+        show the challenge ``pending`` (its VA has not taken the job yet:
+        Debian's Pebble 2.4, now and then) is followed all the same: the
+        client sees ``valid`` once the CA decides, and is not left polling
+        ``pending`` for good.
+        """
+        authz = self.new_authz()
+        url = authz.header("location")
+        [ca_authz] = self.ca.authorizations.values()
+        self.answer(authz)
+        [answered] = [c for c in ca_authz.challenges if c.status == Status.PROCESSING]
+        answered.status = Status.PENDING  # the VA's queue
+        self.assertEqual(self.get(url)["status"], Status.PENDING)
+        self.gateway.advance(0.05)
+        self.gateway.advance(0.1)
+        self.assertEqual(self.get(url)["status"], Status.PENDING)
+        authz_id = url.rsplit("/", 1)[1]
+        self.assertIsNotNone(self.gateway.context.following.get("authz:" + authz_id))
+        answered.status = Status.PROCESSING  # the VA took it: decided at the next read
+        for _ in range(4):
+            self.gateway.advance(0.5)
+        self.assertEqual(self.get(url)["status"], Status.VALID)
+
     def test_after_a_restart_a_read_follows_again(self):
         """
         A gateway restarted while the CA validates has no follower; the

@@ -258,6 +258,18 @@ async def _refresh_records(
     return (await _refreshed(context, record, upstream))[0]
 
 
+def _lagging(stored: Challenge, fresh: v2.Challenge) -> bool:
+    """
+    Whether the CA shows a challenge the gateway answered as ``pending``
+    still: a CA may mark it ``processing`` only once its VA takes the job
+    (Debian's Pebble 2.4 does, now and then, for a moment after the
+    answer).  A challenge's status only moves forward, so the stored
+    ``processing`` stands — and the authorization is followed until the CA
+    decides it, not dropped as "nothing being validated".
+    """
+    return stored.status == Status.PROCESSING and fresh.status == Status.PENDING
+
+
 async def _refreshed(
     context: Context, record: Authorization, upstream: v2.Authorization
 ) -> Tuple[Authorization, Tuple[Challenge, ...]]:
@@ -275,7 +287,7 @@ async def _refreshed(
     challenges: List[Challenge] = []
     for challenge in stored:
         fresh = by_url.get(challenge.upstream_url)
-        if fresh is not None and fresh.status != challenge.status:
+        if fresh is not None and fresh.status != challenge.status and not _lagging(challenge, fresh):
             operations.append(Update(Challenge, challenge.id, {"status": fresh.status}))
             challenge = attrs.evolve(challenge, status=fresh.status)
         challenges.append(challenge)
@@ -667,14 +679,17 @@ async def _answer(context: Context, bound: BoundAccount, record: Authorization,
         if withdraw is not None:
             await withdraw()
         raise
-    await context.store.update_challenge(challenge.id, status=answered.status)
+    # Answered: ``processing`` from now on, even where the CA's answer still
+    # says ``pending`` (`_lagging`).
+    answered_status = Status.PROCESSING if answered.status == Status.PENDING else answered.status
+    await context.store.update_challenge(challenge.id, status=answered_status)
     follower = follow_authorization(context, record, bound.record)
     if withdraw is not None:
         context.background.start(_withdraw_when_settled(follower, withdraw))
     if answered.status in (Status.VALID, Status.INVALID):
         view: AuthorizationView = await follower.newest()
         return view
-    updated = tuple(attrs.evolve(c, status=answered.status) if c.id == challenge.id else c
+    updated = tuple(attrs.evolve(c, status=answered_status) if c.id == challenge.id else c
                     for c in challenges)
     return _view_of(record, updated, bound.thumbprint)
 
