@@ -391,7 +391,7 @@ class TestNewCertWalk(OneEntryTests):
         self.assert_one_entry(chains, ("gateway.translate.requests", "new_cert"),
                               ("gateway.translate.issuance", "new_certificate"))
         assert entered(chains, ("gateway.translate.csr", "parse_csr")) == 1
-        assert entered(chains, ("gateway.upstream.client", "finalize")) == 1
+        assert entered(chains, ("gateway.upstream.client", "submit_finalize")) == 1
 
 
 class TestNewAuthzWalk(OneEntryTests):

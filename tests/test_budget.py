@@ -1,8 +1,8 @@
 """
 The rate-limit economy against the in-memory CA and a fake clock: local
 refusals before the CA's limits, upstream ``rateLimited`` holding the
-account, abandoned pending authorizations freeing the budget, and poll
-coalescing.
+account, and abandoned pending authorizations freeing the budget.  (What a
+polling client costs the CA: ``tests/test_following.py``.)
 """
 
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -140,31 +140,3 @@ class BudgetTests(SynchronousTestCase):
         state = self.resolve(self.gateway.context.budget.state(account.id))
         self.assertEqual((state.orders_used, state.orders_left, state.pending, state.pending_left),
                          (2, 8, 2, 3))
-
-
-class PollCoalescingTests(SynchronousTestCase):
-    """
-    A client polling an authorization as fast as it likes costs the CA a
-    bounded number of reads.
-    """
-
-    def test_fifty_polls_in_a_second(self):
-        """
-        50 GETs of a pending authorization within one second cause at most
-        one upstream read per coalescing window (plus the first).
-        """
-        from gateway.translate.authorizations import READ_COALESCE_SECONDS
-
-        gateway = build_test_gateway([KEY])
-        client = V1TestClient(gateway.base_url, KEY, http=gateway.client)
-        reply = self.successResultOf(defer.ensureDeferred(client.post(gateway.url("/acme/new-authz"), {
-            "resource": "new-authz", "identifier": {"type": "dns", "value": "poll.example.test"}})))
-        authz_url = reply.header("location")
-        before = gateway.ca.counts["authorization"]
-        for _ in range(50):
-            poll = self.successResultOf(defer.ensureDeferred(client.get(authz_url)))
-            self.assertEqual(poll.status, 200)
-            gateway.advance(0.02)
-        bound = int(1.0 / READ_COALESCE_SECONDS) + 1
-        self.assertLessEqual(gateway.ca.counts["authorization"] - before, bound)
-        self.assertLess(bound, 50 // 5)

@@ -13,11 +13,11 @@ import pytest_twisted
 from cryptography.hazmat.primitives.asymmetric import ec
 from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet import defer, reactor
-from twisted.internet.task import deferLater
+from twisted.internet.task import Clock, deferLater
 from twisted.logger import Logger, LogLevel, globalLogPublisher
 
 from gateway.keys.jose import AccountKey
-from gateway.operations.logs import event_as_json, event_as_text, observer_for
+from gateway.operations.logs import FLUSH_SECONDS, event_as_json, event_as_text, observer_for
 from gateway.operations.metrics import Metrics
 from gateway.operations.scope import RequestScope, current, current_request_id, request_id_from, run_in_scope
 
@@ -196,6 +196,42 @@ def test_observer_stamps_scope_and_filters_level():
         observer_for("xml")
     with pytest.raises(ValueError):
         observer_for("json", "loud")
+
+
+class CountingStream(io.StringIO):
+    """
+    A stream that counts its flushes.
+    """
+
+    flushes = 0
+
+    def flush(self):
+        self.flushes += 1
+        super().flush()
+
+
+def test_lines_are_flushed_together():
+    """
+    Lines are written as they come, and flushed once per `FLUSH_SECONDS`
+    however many there were -- not once a line, the system call per
+    request the profile showed -- and at once for a warning or worse.
+    """
+    out, clock = CountingStream(), Clock()
+    log = Logger(namespace="gateway.test", observer=observer_for("text", "info", out, clock=clock))
+    for n in range(100):
+        log.info("GET /directory -> 200 {n}", n=n)
+    assert len(out.getvalue().splitlines()) == 100
+    assert out.flushes == 0
+    clock.advance(FLUSH_SECONDS)
+    assert out.flushes == 1
+    clock.advance(FLUSH_SECONDS)
+    assert out.flushes == 1  # nothing new, no timer
+    log.info("one more")
+    log.error("the store failed")
+    assert out.flushes == 2  # the error at once
+    assert out.getvalue().splitlines()[-1].endswith("the store failed")
+    clock.advance(FLUSH_SECONDS)
+    assert out.flushes == 3  # the info line's timer
 
 
 def test_request_ids():

@@ -488,11 +488,19 @@ class AuthorizationTests(FaceTestCase):
     def test_authorization_gone_upstream(self):
         """
         An authorization the upstream answers with a bare 404 (Pebble's way
-        of forgetting one) is a 404 "Expired authorization".
+        of forgetting one) while the gateway follows it is a 404 "Expired
+        authorization", and is stored as expired.  (A pending authorization
+        nobody answered is not read upstream at all: tests/test_following.py.)
         """
         self.register()
-        authz_url = self.new_authz().header("location")
-        self.ca.fail_next("/authz/", 404)
+        self.ca.validate_immediately = False
+        reply = self.new_authz()
+        authz_url = reply.header("location")
+        challenge = reply.json()["challenges"][0]
+        self.ca.fail_next("/authz/", 404)  # the gateway's next read of it
+        answer = self.post(challenge["uri"], {"resource": "challenge", "type": challenge["type"]})
+        self.assertEqual(answer.status, 202, answer.body)
+        self.assertProblem(self.resolve(self.client().get(authz_url)), 404, "malformed", "Expired authorization")
         self.assertProblem(self.resolve(self.client().get(authz_url)), 404, "malformed", "Expired authorization")
 
     def test_wrong_key_authorization(self):

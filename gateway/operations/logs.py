@@ -8,6 +8,12 @@ is served carries that request's id (``request_id``), including events of
 modules that know nothing about requests, because the id is read from the
 request scope (`gateway.operations.scope`) at the moment the event is emitted.
 
+Lines are written as they come but flushed together (`BatchedWriter`): at
+most every `FLUSH_SECONDS`, at once for a warning or worse, and at
+shutdown.  Twisted's own file observer flushes after every line: a system
+call per request (``FileLogObserver.__call__``: 4.5 % of the py-spy samples
+of ``HEAD /directory`` at 64 connections; ``BatchedWriter.__call__``: 1.2 %).
+
 JSON lines carry the event's named fields, so ``thumbprint``, ``status`` or
 ``kind`` can be filtered on without parsing messages.  Key material never
 gets there: an object that has a ``thumbprint`` (an account key) is written
@@ -18,11 +24,12 @@ from __future__ import annotations
 
 import json
 import sys
+import threading
 from datetime import datetime, timezone
-from typing import IO, Any, Callable, Dict, Optional
+from typing import IO, Any, Callable, Dict, Optional, cast
 
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import (
-    FileLogObserver,
     FilteringLogObserver,
     ILogFilterPredicate,
     ILogObserver,
@@ -51,6 +58,71 @@ LEVELS = {
 _INTERNAL = frozenset({"message", "isError", "system", "format", "why", "failure", "time"})
 _RESERVED = frozenset({"time", "level", "namespace", "message", "request_id", "error", "traceback"})
 _MAX_DEPTH = 4
+
+#: The longest a written log line waits for its flush.
+FLUSH_SECONDS = 0.1
+
+
+@provider(ILogObserver)
+class BatchedWriter:
+    """
+    Writes each event's line to ``out`` as it comes, and flushes ``out`` at
+    most every `FLUSH_SECONDS` — at once for a warning or worse, so that
+    an error is never left in a buffer — instead of after every line.
+
+    :param clock: schedules the flushes (the reactor; events logged from
+        another thread schedule theirs through ``callFromThread``).
+    """
+
+    def __init__(self, out: IO[str], formatter: Callable[[Dict[str, Any]], Optional[str]],
+                 clock: Optional[IReactorTime] = None, interval: float = FLUSH_SECONDS) -> None:
+        self._out = out
+        self._formatter = formatter
+        self._clock = clock
+        self._interval = interval
+        self._lock = threading.Lock()
+        self._due = False
+
+    def __call__(self, event: Dict[str, Any]) -> None:
+        text = self._formatter(event)
+        if not text:
+            return
+        level = event.get("log_level")
+        urgent = level is not None and level >= LogLevel.warn
+        with self._lock:
+            self._out.write(text)
+            schedule = not (urgent or self._due)
+            if schedule:
+                self._due = True
+        if urgent:
+            self.flush()
+        elif schedule:
+            self._schedule()
+
+    def _schedule(self) -> None:
+        if self._clock is not None:
+            self._clock.callLater(self._interval, self.flush)
+            return
+        from twisted.internet import reactor
+        from twisted.python.threadable import isInIOThread
+
+        if isInIOThread():
+            reactor.callLater(self._interval, self.flush)  # type: ignore[attr-defined]
+        else:  # the store's thread, say: only callFromThread is safe there
+            reactor.callFromThread(  # type: ignore[attr-defined]
+                reactor.callLater, self._interval, self.flush)  # type: ignore[attr-defined]
+
+    def flush(self) -> None:
+        """
+        Flush what was written (the timer's, a warning's, the shutdown's).
+        """
+        with self._lock:
+            self._due = False
+            try:
+                self._out.flush()
+            except (OSError, ValueError):
+                pass  # a closed or broken stream: nothing left to do
+
 
 #: Namespaces whose events tell an operator nothing: Twisted's HTTP client
 #: logs "Starting factory _HTTP11ClientFactory(<function …>, <endpoint>)"
@@ -151,10 +223,12 @@ def event_as_text(event: Dict[str, Any]) -> Optional[str]:
     return text
 
 
-def observer_for(log_format: str, level: str = "info", out: IO[str] = sys.stdout) -> ILogObserver:
+def observer_for(log_format: str, level: str = "info", out: IO[str] = sys.stdout,
+                 clock: Optional[IReactorTime] = None) -> ILogObserver:
     """
     The observer ``acme-gateway serve`` logs through: ``log_format`` lines on
-    ``out``, events below ``level`` and Twisted's connection chatter
+    ``out`` (flushed by a `BatchedWriter` on ``clock``, the reactor by
+    default), events below ``level`` and Twisted's connection chatter
     (`without_noise`) dropped, request ids stamped.
 
     :raises ValueError: for an unknown format or level.
@@ -166,7 +240,7 @@ def observer_for(log_format: str, level: str = "info", out: IO[str] = sys.stdout
     formatter: Callable[[Dict[str, Any]], Optional[str]] = (
         event_as_json if log_format == "json" else event_as_text
     )
-    writer = FileLogObserver(out, formatter)
+    writer = cast(ILogObserver, BatchedWriter(out, formatter, clock))
     predicate = LogLevelFilterPredicate(defaultLogLevel=LEVELS[level])
     return FilteringLogObserver(with_request_id(writer), [without_noise, predicate])
 
@@ -176,4 +250,9 @@ def start_logging(log_format: str, level: str = "info", out: IO[str] = sys.stdou
     Send every ``twisted.logger`` event (and those buffered since start-up)
     to `observer_for`.
     """
-    globalLogBeginner.beginLoggingTo([observer_for(log_format, level, out)], redirectStandardIO=False)
+    from twisted.internet import reactor
+
+    observer = observer_for(log_format, level, out)
+    globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
+    # What the last batch holds reaches ``out`` before the process ends.
+    reactor.addSystemEventTrigger("after", "shutdown", out.flush)  # type: ignore[attr-defined]

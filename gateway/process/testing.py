@@ -146,6 +146,7 @@ class CAChallenge:
     status: str = Status.PENDING
     validated: Optional[str] = None
     error: Optional[dict] = None
+    answered_at: Optional[float] = None
 
     def to_json(self) -> Dict[str, Any]:
         body: Dict[str, Any] = {"type": self.type, "url": self.url, "token": self.token,
@@ -212,6 +213,7 @@ class CAOrder:
     #: The ARI certID the order replaces, and the profile it was given.
     replaces: Optional[str] = None
     profile: Optional[str] = None
+    issued_at: Optional[float] = None  # while processing: when it becomes valid
 
     def to_json(self, format_time) -> dict:
         body = {
@@ -221,7 +223,7 @@ class CAOrder:
             "authorizations": [a.url for a in self.authorizations],
             "finalize": self.finalize,
         }
-        if self.certificate is not None:
+        if self.certificate is not None and self.status == Status.VALID:
             body["certificate"] = self.certificate.url
         if self.error:
             body["error"] = self.error
@@ -281,6 +283,14 @@ class FakeCA(resource.Resource):
         name one (another is ``invalidProfile``).
     :param eab_keys: External Account Binding keys (kid → HMAC key); with
         ``eab_required`` newAccount needs a binding under one of them.
+    :param decide_after: with ``validate_immediately=False``, a challenge
+        stays ``processing`` for this many seconds of the CA's clock, and is
+        decided at the first read after that (`None`: at the next read).
+    :param issue_after: seconds a finalized order stays ``processing``
+        before it is ``valid`` (`None`: finalize issues at once).
+    :param retry_after: the ``Retry-After`` header the CA sends with a
+        pending authorization, a processing order and their challenges
+        (`None`: none).
 
     Inspect ``counts`` (requests by kind: ``directory``, ``newNonce``,
     ``newAccount``, ``newOrder``, ``order``, ``finalize``, ``authorization``,
@@ -303,6 +313,9 @@ class FakeCA(resource.Resource):
         profiles: Optional[Dict[str, str]] = None,
         eab_keys: Optional[Dict[str, bytes]] = None,
         eab_required: bool = False,
+        decide_after: Optional[float] = None,
+        issue_after: Optional[float] = None,
+        retry_after: Optional[str] = None,
     ):
         super().__init__()
         self.renewal_info = renewal_info
@@ -311,6 +324,10 @@ class FakeCA(resource.Resource):
         self.eab_required = eab_required
         #: The EAB key id each account was bound with, by account id.
         self.bindings: Dict[int, str] = {}
+        self.decide_after = decide_after
+        self.issue_after = issue_after
+        self.retry_after = retry_after
+        self.held: list = []  # (request, path) that hold_next() keeps until release_held()
         self.base_url = base_url.rstrip("/")
         self.clock = clock if clock is not None else _clock_at_now()
         self.validator = validator
@@ -388,6 +405,33 @@ class FakeCA(resource.Resource):
         """
         self._scripts.append((path_substring, None))
 
+    def hold_next(self, path_substring: str) -> None:
+        """
+        Keep the next request whose path contains ``path_substring``
+        unanswered until `release_held` (an upstream read in flight, for as
+        long as a test needs one).
+        """
+        self._scripts.append((path_substring, "hold"))
+
+    def release_held(self) -> int:
+        """
+        Serve the requests `hold_next` kept, in arrival order, as the CA
+        stands now.
+
+        :return: how many were served.
+        """
+        held, self.held = self.held, []
+        for request, path in held:
+            try:
+                reply = self._dispatch(request, path)
+            except _Problem as problem:
+                body = {"type": V2_ERROR + problem.code, "detail": problem.detail,
+                        "status": problem.status}
+                reply = _Reply(problem.status, body, problem.headers, "application/problem+json")
+            request.write(self._write(request, reply))
+            request.finish()
+        return len(held)
+
     # -- helpers ----------------------------------------------------------------
 
     def _new_id(self) -> str:
@@ -443,6 +487,9 @@ class FakeCA(resource.Resource):
                 del self._scripts[index]
                 if scripted is None:
                     self.hanging.append(request)
+                    return server.NOT_DONE_YET
+                if scripted == "hold":
+                    self.held.append((request, path))
                     return server.NOT_DONE_YET
                 return self._write(request, scripted)
         try:
@@ -817,12 +864,17 @@ class FakeCA(resource.Resource):
 
     def _refresh_authorization(self, authorization: CAAuthorization) -> None:
         for challenge in authorization.challenges:
-            if challenge.status == Status.PROCESSING:
+            if challenge.status == Status.PROCESSING and (
+                    self.decide_after is None or challenge.answered_at is None
+                    or self._now() >= challenge.answered_at + self.decide_after):
                 self._decide(authorization, challenge)
         if authorization.status in (Status.PENDING, Status.VALID) and self._now() >= authorization.expires:
             authorization.status = Status.EXPIRED
 
     def _refresh_order(self, order: CAOrder) -> None:
+        if (order.status == Status.PROCESSING and order.issued_at is not None
+                and self._now() >= order.issued_at):
+            order.status = Status.VALID
         for authorization in order.authorizations:
             self._refresh_authorization(authorization)
         if order.status in (Status.PENDING, Status.READY) and self._now() >= order.expires:
@@ -841,7 +893,12 @@ class FakeCA(resource.Resource):
         if signed.payload is not None:
             raise _Problem("malformed", "orders are read with POST-as-GET")
         self._refresh_order(order)
-        return _Reply(200, order.to_json(self.format_time))
+        return _Reply(200, order.to_json(self.format_time), self._retry_after_for(order.status))
+
+    def _retry_after_for(self, status: str) -> dict:
+        if self.retry_after is None or status not in (Status.PENDING, Status.PROCESSING):
+            return {}
+        return {"Retry-After": self.retry_after}
 
     def _post_authorization(self, signed: _Signed, authz_id: str) -> _Reply:
         authorization = self._owned(signed, self.authorizations.get(authz_id), "authorization")
@@ -852,7 +909,8 @@ class FakeCA(resource.Resource):
             if authorization.status not in (Status.PENDING, Status.VALID):
                 raise _Problem("malformed", f"authorization is {authorization.status}")
             authorization.status = Status.DEACTIVATED
-        return _Reply(200, authorization.to_json(self.format_time))
+        return _Reply(200, authorization.to_json(self.format_time),
+                      self._retry_after_for(authorization.status))
 
     def _post_challenge(self, signed: _Signed, challenge_id: str) -> _Reply:
         authorization, challenge = self._challenges.get(challenge_id, (None, None))
@@ -862,6 +920,7 @@ class FakeCA(resource.Resource):
                 raise _Problem("malformed", "a challenge is answered with {}")
             if challenge.status == Status.PENDING and authorization.status == Status.PENDING:
                 challenge.status = Status.PROCESSING
+                challenge.answered_at = self._now()
                 if self.validate_immediately:
                     self._decide(authorization, challenge)
         else:
@@ -900,10 +959,15 @@ class FakeCA(resource.Resource):
                                           signed.signer.id, leaf,
                                           leaf.public_bytes(serialization.Encoding.DER))
         self.certificates.append(order.certificate)
-        order.status = Status.VALID
+        if self.issue_after is None:
+            order.status = Status.VALID
+        else:
+            order.status = Status.PROCESSING
+            order.issued_at = self._now() + self.issue_after
         if order.replaces:
             self._certificate_of(order.replaces).replaced_by = order.id
-        return _Reply(200, order.to_json(self.format_time), {"Location": order.url})
+        return _Reply(200, order.to_json(self.format_time),
+                      {"Location": order.url, **self._retry_after_for(order.status)})
 
     def _post_certificate(self, signed: _Signed, certificate_id: str) -> _Reply:
         found = next((c for c in self.certificates if c.id == certificate_id), None)
@@ -956,6 +1020,8 @@ class InMemoryGateway:
     client: StubTreq
     ca: FakeCA
     base_url: str
+    #: The ``StubTreq`` of each CA the gateway reaches, as it made them.
+    upstream_http: List[StubTreq] = attrs.field(factory=list)
 
     @property
     def face(self) -> V1Face:
@@ -994,6 +1060,15 @@ class InMemoryGateway:
         (an answer after an upstream timeout, for one).
         """
         self.clock.advance(seconds)
+        self.flush()
+
+    def flush(self) -> None:
+        """
+        Deliver what the CA and the face wrote since the last delivery (the
+        answer to a request `FakeCA.hold_next` kept, once released).
+        """
+        for http in self.upstream_http:
+            http.flush()
         self.client.flush()
 
 
@@ -1056,12 +1131,17 @@ def build_test_gateway(
         unknown_keys=unknown_keys, managed_keys=managed_keys, profiles=profiles,
         bindings=bindings, plan_renewals=plan_renewals,
     )
-    gateway = build_gateway(
-        config, clock=clock, keys=key_store, store=store,
+    upstream_http: List[StubTreq] = []
+
+    def http_for(directory_url: str) -> HTTPClient:
+        upstream_http.append(StubTreq(cas[directory_url]))
         # StubTreq offers HTTPClient's methods (bound when it is made).
-        http_for=lambda directory_url: cast(HTTPClient, StubTreq(cas[directory_url])),
+        return cast(HTTPClient, upstream_http[-1])
+
+    gateway = build_gateway(
+        config, clock=clock, keys=key_store, store=store, http_for=http_for,
         metrics=metrics if metrics is not None else Metrics(process=False),
         validators=validators if validators is not None else Validators(),
     )
     return InMemoryGateway(gateway=gateway, client=StubTreq(gateway.face), ca=ca,
-                           base_url=base_url.rstrip("/"))
+                           base_url=base_url.rstrip("/"), upstream_http=upstream_http)

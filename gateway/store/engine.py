@@ -88,10 +88,12 @@ class Database(Protocol):
         writing cannot change under it, and write transactions are
         serialisable.
 
-        :param durable: whether the commit waits until the transaction
-            survives a power loss (``False``: it survives a crash of the
-            process, not of the machine — for rows whose loss is harmless,
-            such as used nonces).
+        :param durable: whether the commit must survive a power failure
+            when it returns.  A commit that need not (``False``: rows whose
+            loss is harmless, such as used nonces, or state the CA holds
+            too, which the next read of it restores) survives a crash of
+            the process all the same, and is made durable by the next
+            durable commit; the database is consistent either way.
         """
 
     def insert_returning_id(self, table: str, row: Mapping[str, Any]) -> int:

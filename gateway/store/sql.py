@@ -23,6 +23,7 @@ from typing import (
     Any,
     Callable,
     Dict,
+    FrozenSet,
     Iterable,
     List,
     Mapping,
@@ -123,6 +124,25 @@ _BOOL_FIELDS = frozenset({"wildcard", "orphaned", "opened_early"})
 
 #: The crash point after a row of each kind, when more of its logical step
 #: follows in the same `SQLStore.write` (`gateway.crashpoints`).
+#: Records whose rows mirror what the CA holds (an authorization's status,
+#: its challenges'): a write of only these need not survive a power failure
+#: when it commits — the next upstream read restores it — and is synced by
+#: the next durable commit.  Accounts, orders and their attempts,
+#: certificates and issuers are inserted durably; an order's status is
+#: updated like an authorization's.
+_RECONCILED_INSERTS: FrozenSet[type] = frozenset({Authorization, Challenge})
+_RECONCILED_UPDATES: FrozenSet[type] = frozenset({Authorization, Challenge, Order})
+
+
+def _reconciled(operation: Operation) -> bool:
+    """
+    Whether ``operation`` only mirrors the CA's state (see above).
+    """
+    if isinstance(operation, Insert):
+        return type(operation.record) in _RECONCILED_INSERTS
+    return operation.record_type in _RECONCILED_UPDATES
+
+
 _ROW_POINTS: Mapping[type, str] = {
     Account: "account-row",
     Order: "order-row",
@@ -269,8 +289,8 @@ class SQLStore:
             return defer.fail(StoreError("the store is closed"))
         return self._runner.run(work)
 
-    def _write(self, work: Callable[[], T]) -> defer.Deferred[T]:
-        return self._call(lambda: self._database.transaction(work))
+    def _write(self, work: Callable[[], T], durable: bool = True) -> defer.Deferred[T]:
+        return self._call(lambda: self._database.transaction(work, durable))
 
     def new_id(self) -> str:
         return secrets.token_urlsafe(ID_BYTES)
@@ -292,7 +312,7 @@ class SQLStore:
                     crash_point(_ROW_POINTS.get(kind, "row"))
             return results
 
-        return self._write(work)
+        return self._write(work, durable=not all(map(_reconciled, operations)))
 
     # -- Helpers; these run in the runner --
 
@@ -458,12 +478,12 @@ class SQLStore:
         if not isinstance(record, record_type):
             return defer.fail(TypeError(f"expected a {record_type.__name__}, not {record!r}"))
         insert = Insert(cast(Record, record))
-        return self._write(lambda: cast(R, self._apply(insert)))
+        return self._write(lambda: cast(R, self._apply(insert)), durable=not _reconciled(insert))
 
     def _update_as(self, record_type: Type[R], id: Any,
                    changes: Dict[str, Any]) -> defer.Deferred[R]:
         update = Update(cast(Any, record_type), id, changes)
-        return self._write(lambda: cast(R, self._apply(update)))
+        return self._write(lambda: cast(R, self._apply(update)), durable=not _reconciled(update))
 
     # -- Accounts --
 
@@ -800,7 +820,8 @@ class SQLStore:
                 clients.append(client)
             return clients
 
-        return self._write(work)
+        # The report's counts: a power failure may cost the last seconds of them.
+        return self._write(work, durable=False)
 
     def list_clients(self) -> defer.Deferred[List[LegacyClient]]:
         return self._call(lambda: list_clients_in(self._database))

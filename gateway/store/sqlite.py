@@ -3,7 +3,9 @@ The SQLite engine: the gateway's state in one file, written durably.
 
 What is SQLite's own lives here, behind `gateway.store.engine.Database`:
 the file made private before SQLite opens it, the connection's settings
-(WAL, ``synchronous=FULL`` — an issued certificate must survive a crash —,
+(WAL; ``synchronous=FULL`` for a durable transaction — an issued
+certificate must survive a power failure — and ``NORMAL`` for the rest, whose
+commits the next durable one syncs with it;
 foreign keys, a busy timeout), ``BEGIN IMMEDIATE`` for write transactions,
 ``PRAGMA user_version`` for the schema version, ``rowid`` for insertion
 order, ``lastrowid`` for new account ids, ``PRAGMA foreign_key_check`` and
@@ -87,30 +89,32 @@ class SQLiteDatabase:
         self._lock_path = lock_path
         self._lock_file: Optional[int] = None
         self._held: Dict[int, int] = {}
+        #: The connection's ``synchronous`` setting now (FULL when opened).
+        self._synchronous = "FULL"
 
     def execute(self, statement: str, parameters: Sequence[Any] = ()) -> sqlite3.Cursor:
         return self.connection.execute(statement, tuple(parameters))
 
     def transaction(self, work: Callable[[], T], durable: bool = True) -> T:
-        if not durable:
-            # In WAL mode, NORMAL skips the fsync of this commit: it
-            # survives the process, not a power loss.
-            self.connection.execute("PRAGMA synchronous = NORMAL")
+        # In WAL mode FULL syncs the log at the commit — and with it every
+        # commit before, which NORMAL left to the next checkpoint: one fsync
+        # covers the durable transaction and the ones that need not be.
+        # (The setting cannot change inside a transaction.)
+        synchronous = "FULL" if durable else "NORMAL"
+        if synchronous != self._synchronous:
+            self.connection.execute(f"PRAGMA synchronous = {synchronous}")
+            self._synchronous = synchronous
+        # BEGIN IMMEDIATE takes the write lock up front, so the checks
+        # ``work`` makes before writing cannot be invalidated by another
+        # process (a --workers sibling waits up to BUSY_TIMEOUT_MS).
+        self.connection.execute("BEGIN IMMEDIATE")
         try:
-            # BEGIN IMMEDIATE takes the write lock up front, so the checks
-            # ``work`` makes before writing cannot be invalidated by another
-            # process (a --workers sibling waits up to BUSY_TIMEOUT_MS).
-            self.connection.execute("BEGIN IMMEDIATE")
-            try:
-                result = work()
-                self.connection.execute("COMMIT")
-            except BaseException:
-                if self.connection.in_transaction:
-                    self.connection.execute("ROLLBACK")
-                raise
-        finally:
-            if not durable:
-                self.connection.execute("PRAGMA synchronous = FULL")
+            result = work()
+            self.connection.execute("COMMIT")
+        except BaseException:
+            if self.connection.in_transaction:
+                self.connection.execute("ROLLBACK")
+            raise
         return result
 
     def try_lock(self, name: str) -> bool:

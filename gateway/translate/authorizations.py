@@ -20,7 +20,10 @@ belongs to the new order) or a pending one (the client validates again), and
 the single-name certificate still costs one order.
 
 v1 reads are unauthenticated GETs; upstream they are POST-as-GET signed by
-the owning account, which every stored row names.
+the owning account, which every stored row names.  Once a challenge is
+answered, the gateway follows the authorization upstream itself
+(`gateway.translate.following`), and client reads are answered from what
+it learns: they cause no upstream request of their own while it does.
 
 With a means to prove names upstream, a v1 authorization also offers
 ``tls-sni-01``, a challenge the gateway judges itself
@@ -31,7 +34,7 @@ background (the client polls, as it did at Boulder).
 
 from __future__ import annotations
 
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Awaitable, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 from twisted.internet.defer import CancelledError
 
@@ -39,7 +42,7 @@ from twisted.logger import Logger
 
 import attrs
 
-from gateway.status import Status
+from gateway.status import AUTHORIZATION_FINAL, Status
 from gateway.store import (
     Account,
     AttemptStatus,
@@ -63,6 +66,7 @@ from gateway.translate.errors import (
     flow,
 )
 from gateway.translate import tlssni
+from gateway.translate.following import Answer, Follower, Read
 from gateway.translate.policy import DNSName
 from gateway.translate.requests import ABSENT, AnswerChallenge, DeactivateAuthz, NewAuthz
 from gateway.translate.inventory import renewal_target
@@ -73,15 +77,11 @@ from gateway.translate.tlssni import ChallengeProblem, GatewayCheck
 from gateway.upstream import messages as v2
 from gateway.upstream.errors import UpstreamError, UpstreamProblem
 from gateway.upstream.messages import UpstreamAccount
-from gateway.validation.interfaces import IResponder
 
 log = Logger()
 
 #: Authorization statuses that never change again: served from the store.
 SETTLED = frozenset({Status.VALID, Status.DEACTIVATED, Status.REVOKED})
-#: Repeated reads of a changing authorization within this many seconds are
-#: answered from the store: legacy clients poll as fast as they like.
-READ_COALESCE_SECONDS = 0.25
 
 
 @attrs.frozen
@@ -302,6 +302,28 @@ async def _refresh_records(
     one transaction; a challenge the CA lists that the store lacks is added
     (the repair of a row a crash left without its challenges).
     """
+    return (await _refreshed(context, record, upstream))[0]
+
+
+def _lagging(stored: Challenge, fresh: v2.Challenge) -> bool:
+    """
+    Whether the CA shows a challenge the gateway answered as ``pending``
+    still: a CA may mark it ``processing`` only once its VA takes the job
+    (Debian's Pebble 2.4 does, now and then, for a moment after the
+    answer).  A challenge's status only moves forward, so the stored
+    ``processing`` stands — and the authorization is followed until the CA
+    decides it, not dropped as "nothing being validated".
+    """
+    return stored.status == Status.PROCESSING and fresh.status == Status.PENDING
+
+
+async def _refreshed(
+    context: Context, record: Authorization, upstream: v2.Authorization
+) -> Tuple[Authorization, Tuple[Challenge, ...]]:
+    """
+    `_refresh_records`, and the challenges as stored now (so that the view
+    needs no second read of them).
+    """
     operations: List[Operation] = []
     changed = record.status != upstream.status or record.expires != upstream.expires
     if changed:
@@ -309,10 +331,13 @@ async def _refresh_records(
             "status": upstream.status, "expires": upstream.expires, "updated_at": context.now()}))
     by_url = {c.url: c for c in upstream.challenges}
     stored = await context.store.challenges_for_authorization(record.id)
+    challenges: List[Challenge] = []
     for challenge in stored:
         fresh = by_url.get(challenge.upstream_url)
-        if fresh is not None and fresh.status != challenge.status:
+        if fresh is not None and fresh.status != challenge.status and not _lagging(challenge, fresh):
             operations.append(Update(Challenge, challenge.id, {"status": fresh.status}))
+            challenge = attrs.evolve(challenge, status=fresh.status)
+        challenges.append(challenge)
     known = {c.upstream_url for c in stored}
     missing = _challenge_inserts(context, record.id, record.account_id,
                                  [c for c in upstream.challenges if c.url not in known])
@@ -320,10 +345,13 @@ async def _refresh_records(
         log.info("authorization {id} was stored without {count} of its challenges; "
                  "added them from the CA", id=record.id, count=len(missing))
         operations += missing
+    else:
+        missing = []
     if not operations:
-        return record
+        return record, tuple(challenges)
     written = await context.store.write(operations)
-    return written_as(Authorization, written[0]) if changed else record
+    challenges += [written_as(Challenge, r) for r in written[len(operations) - len(missing):]]
+    return (written_as(Authorization, written[0]) if changed else record), tuple(challenges)
 
 
 async def refresh_authorization(context: Context, record: Authorization,
@@ -336,11 +364,18 @@ async def refresh_authorization(context: Context, record: Authorization,
 
 
 async def _view(context: Context, record: Authorization, thumbprint: str,
-                upstream: Optional[v2.Authorization] = None) -> AuthorizationView:
-    challenges = tuple(await context.store.challenges_for_authorization(record.id))
+                upstream: Optional[v2.Authorization] = None,
+                challenges: Optional[Tuple[Challenge, ...]] = None) -> AuthorizationView:
+    if challenges is None:
+        challenges = tuple(await context.store.challenges_for_authorization(record.id))
     if not context.validators.offers_tls_sni01:
         # Offered while the gateway had a means; not without one.
         challenges = tuple(c for c in challenges if not tlssni.judged_by_gateway(c))
+    return _view_of(record, challenges, thumbprint, upstream)
+
+
+def _view_of(record: Authorization, challenges: Tuple[Challenge, ...], thumbprint: str,
+             upstream: Optional[v2.Authorization] = None) -> AuthorizationView:
     errors: Dict[str, UpstreamRefused] = {}
     if upstream is not None:
         by_url = {c.url: c for c in upstream.challenges}
@@ -520,12 +555,10 @@ async def usable_view(context: Context, bound: BoundAccount,
             return None
         return await _confirmed_ready(context, bound, candidate, order)
     try:
-        view = await read_view(context, candidate)
+        view = await read_view(context, candidate, confirm=True)
     except NotFound:
         # The CA no longer knows it (expired early, or a CA that lost its
-        # state): remember that, and order anew.
-        await context.store.update_authorization(
-            candidate.id, status=Status.EXPIRED, updated_at=context.now())
+        # state; the read recorded it as expired): order anew.
         return None
     if view.authorization.status == Status.PENDING:
         return view
@@ -569,35 +602,114 @@ async def _owner(context: Context, record: Authorization) -> Account:
     return account
 
 
-async def read_view(context: Context, record: Authorization, force: bool = False) -> AuthorizationView:
+def _following_key(record: Authorization) -> str:
+    return f"authz:{record.id}"
+
+
+def _validating(view: AuthorizationView) -> bool:
     """
-    The current state of a stored authorization, read upstream unless it is
-    settled or was read a moment ago.
+    Whether the CA is validating the authorization (RFC 8555 §7.1.6: a
+    challenge answered is ``processing`` until the CA decides).
+
+    A pending authorization with a challenge already ``valid`` or
+    ``invalid`` counts too: it is a read torn between the CA's two writes
+    (Pebble copies the authorization's status, then reads each challenge's,
+    while its VA sets them one after the other), and the next read shows
+    the authorization decided.  A follower that stopped there would leave
+    the client polling ``pending`` for good.
+    """
+    return (view.authorization.status == Status.PENDING
+            and any(c.status != Status.PENDING for c in view.challenges))
+
+
+def _settled(view: AuthorizationView) -> bool:
+    """
+    When a follower stops: the authorization is final, or nothing is being
+    validated (the CA has no outcome to wait for).
+    """
+    return view.authorization.status in AUTHORIZATION_FINAL or not _validating(view)
+
+
+def _upstream_read(context: Context, record: Authorization,
+                   account: Account) -> Read[AuthorizationView]:
+    """
+    One read of the authorization at the CA, stored before it is answered
+    (so that no later client read is answered with anything older).  An
+    authorization the CA no longer knows is recorded as expired.
+    """
+    current = [record]
+
+    async def read() -> Answer[AuthorizationView]:
+        upstream_account = await upstream_for(context, account)
+        try:
+            upstream, retry_after = await context.upstream.read_authorization(
+                upstream_account, current[0].upstream_url)
+        except UpstreamProblem as problem:
+            if problem.status == 404:
+                await context.store.update_authorization(
+                    current[0].id, status=Status.EXPIRED, updated_at=context.now())
+                raise NotFound("Expired authorization")
+            raise
+        stored, challenges = await _refreshed(context, current[0], upstream)
+        current[0] = stored
+        return Answer(_view_of(stored, challenges, account.thumbprint, upstream), retry_after)
+
+    return read
+
+
+def follow_authorization(context: Context, record: Authorization, account: Account,
+                         first_delay: Optional[float] = None) -> "Follower[AuthorizationView]":
+    """
+    Follow the authorization at the CA while it is being validated (or
+    join the follower it has): meanwhile client reads cost the CA nothing.
+    """
+    return context.following.follow(_following_key(record),
+                                    _upstream_read(context, record, account), _settled,
+                                    first_delay)
+
+
+async def read_view(context: Context, record: Authorization,
+                    confirm: bool = False) -> AuthorizationView:
+    """
+    The current state of a stored authorization, never staler than the
+    newest upstream answer, and costing the CA as little as that allows:
+
+    - settled (or its key left the store): the store's;
+    - being validated: the follower's newest answer, or its read in flight
+      (a client read brings its first read forward); after a restart, a
+      read of an authorization stored as being validated follows it again;
+    - pending, nothing being validated: the store's, which is the CA's
+      last word — nothing changes at the CA until a challenge is answered
+      (through the gateway, which then follows it) — unless ``confirm``
+      asks the CA whether it still has it (``new-authz`` does, before it
+      hands the authorization out again), or the row lacks its challenges
+      (a crash left it partial): then one upstream read, shared with the
+      concurrent reads of the same authorization.
     """
     account = await _owner(context, record)
-    if record.status == Status.INVALID or context.validators.offers_tls_sni01:
+    if record.status in SETTLED or not context.keys.holds(account.thumbprint):
+        return await _view(context, record, account.thumbprint)
+    if context.validators.offers_tls_sni01:
         view = await _view(context, record, account.thumbprint)
+        # The gateway's own check failed it: final, whatever the CA shows.
         if _failed_by_gateway(view.challenges):
             return view
-    fresh_enough = context.reads.read_within(record.id, READ_COALESCE_SECONDS)
-    if not force and (record.status in SETTLED or fresh_enough):
-        view = await _view(context, record, account.thumbprint)
-        # A pending one without challenges is a partial row: read it anew.
-        if view.challenges or record.status != Status.PENDING:
-            return view
-    if not context.keys.holds(account.thumbprint):
-        # The key left the store: show what the gateway last knew.
         return await _view(context, record, account.thumbprint)
-    upstream_account = await upstream_for(context, account)
-    try:
-        upstream = await context.upstream.get_authorization(upstream_account, record.upstream_url)
-    except UpstreamProblem as problem:
-        if problem.status == 404:
-            raise NotFound("Expired authorization")
-        raise
-    context.reads.read_now(record.id)
-    record = await _refresh_records(context, record, upstream)
-    return await _view(context, record, account.thumbprint, upstream)
+    follower = context.following.get(_following_key(record))
+    if follower is None and not confirm:
+        view = await _view(context, record, account.thumbprint)
+        if view.challenges and not _validating(view):
+            return view
+        if view.challenges:
+            follower = follow_authorization(context, record, account)
+    if follower is not None:
+        followed: AuthorizationView = await follower.newest()
+        return followed
+    view = await context.following.read(_following_key(record),
+                                        _upstream_read(context, record, account))
+    if _validating(view):
+        follow_authorization(context, view.authorization, account)
+    return view
 
 
 @flow
@@ -686,54 +798,103 @@ async def answer_challenge(context: Context,
             await _start_tls_sni01(context, bound, record, challenge)
     elif bound.managed and record.status == Status.PENDING:
         await _validate_for_managed_account(context, bound, record)
+        # Validated (or not) already: read the outcome.
+        view = await context.following.read(_following_key(record),
+                                            _upstream_read(context, record, bound.record))
     elif challenge.status == Status.PENDING and record.status == Status.PENDING:
-        await _publish_for_client(context, bound, record, challenge)
-        try:
-            answered = await context.upstream.answer_challenge(bound.upstream, challenge.upstream_url)
-        except UpstreamProblem as problem:
-            # A challenge answered already (a client's retry) is refused as
-            # malformed; anything else, or a challenge still pending, is a
-            # real refusal.
-            if problem.code != "malformed":
-                raise
-            current = await context.upstream.get_challenge(bound.upstream, challenge.upstream_url)
-            if current.status == Status.PENDING:
-                raise
-        else:
-            await context.store.update_challenge(challenge.id, status=answered.status)
-    view = await read_view(context, record, force=True)
+        view = await _answer(context, bound, record, challenges, challenge)
+    else:
+        # Answered before (a client's retry), or settled.
+        view = await read_view(context, record)
     answered_challenge = view.challenge(request.challenge_id)
     if answered_challenge is None:
         raise NotFound("No such challenge")
     return view, answered_challenge
 
 
+async def _answer(context: Context, bound: BoundAccount, record: Authorization,
+                  challenges: Sequence[Challenge], challenge: Challenge) -> AuthorizationView:
+    """
+    Answer ``challenge`` upstream and follow its authorization from now on.
+
+    :return: the view to answer the client with: the stored authorization
+        with the challenge as the CA's answer left it (``processing``,
+        shown as ``pending``) — no upstream read; the client's next read
+        brings the follower's first one forward — or, when the CA decided
+        at once, the authorization as the CA has it now.
+    """
+    withdraw = await _publish_for_client(context, bound, record, challenge)
+    try:
+        try:
+            answered = await context.upstream.answer_challenge(bound.upstream,
+                                                               challenge.upstream_url)
+        except UpstreamProblem as problem:
+            # A challenge answered already (a client's retry) is refused as
+            # malformed; anything else, or a challenge still pending, is a
+            # real refusal.
+            if problem.code != "malformed":
+                raise
+            answered = await context.upstream.get_challenge(bound.upstream, challenge.upstream_url)
+            if answered.status == Status.PENDING:
+                raise
+    except BaseException:
+        if withdraw is not None:
+            await withdraw()
+        raise
+    # Answered: ``processing`` from now on, even where the CA's answer still
+    # says ``pending`` (`_lagging`).
+    answered_status = Status.PROCESSING if answered.status == Status.PENDING else answered.status
+    await context.store.update_challenge(challenge.id, status=answered_status)
+    follower = follow_authorization(context, record, bound.record)
+    if withdraw is not None:
+        context.background.start(_withdraw_when_settled(follower, withdraw))
+    if answered.status in (Status.VALID, Status.INVALID):
+        view: AuthorizationView = await follower.newest()
+        return view
+    updated = tuple(attrs.evolve(c, status=answered_status) if c.id == challenge.id else c
+                    for c in challenges)
+    return _view_of(record, updated, bound.thumbprint)
+
+
+Withdraw = Callable[[], Awaitable[None]]
+
+
 async def _publish_for_client(context: Context, bound: BoundAccount, record: Authorization,
-                              challenge: Challenge) -> None:
+                              challenge: Challenge) -> Optional[Withdraw]:
     """
     With the built-in HTTP-01 responder configured, port 80's challenge path
     is routed to the gateway, so the file a client writes into its own
     webroot is no longer what the CA reads.  The gateway serves the client's
     key authorization itself (it holds the client's key, so it is the same
     value) until the authorization settles.
+
+    :return: what withdraws it again, or `None` when nothing was published.
     """
     responder = context.validators.responders.get("http-01")
     if responder is None or challenge.type != "http-01" or bound.managed:
-        return
+        return None
     key_authorization = bound.key.key_authorization(challenge.token)
     await responder.publish(record.identifier, challenge.token, key_authorization)
-    context.background.start(
-        _withdraw_when_settled(context, bound, record, challenge, responder, key_authorization)
-    )
 
-
-async def _withdraw_when_settled(context: Context, bound: BoundAccount, record: Authorization,
-                                 challenge: Challenge, responder: IResponder,
-                                 key_authorization: str) -> None:
-    try:
-        await context.upstream.poll_authorization(bound.upstream, record.upstream_url)
-    finally:
+    async def withdraw() -> None:
+        assert responder is not None
         await responder.withdraw(record.identifier, challenge.token, key_authorization)
+
+    return withdraw
+
+
+async def _withdraw_when_settled(follower: "Follower[AuthorizationView]",
+                                 withdraw: Withdraw) -> None:
+    """
+    Withdraw a published key authorization once the follower of its
+    authorization ends: settled, or given up.
+    """
+    try:
+        await follower.settled()
+    except Exception:
+        pass  # the follower said why; the key authorization goes all the same
+    finally:
+        await withdraw()
 
 
 async def _validate_for_managed_account(context: Context, bound: BoundAccount,

@@ -22,11 +22,11 @@ from gateway.store import IStore, Record
 from gateway.store.records import format_timestamp, timestamp_instant
 from gateway.translate.bindings import AccountBindings
 from gateway.translate.budget import Budget
+from gateway.translate.following import Following
 from gateway.translate.memory import (
     BackgroundWork,
     NameLocks,
     OtherCAs,
-    RecentReads,
     Revalidations,
 )
 from gateway.translate.policy import AllowedNames, DNSName
@@ -84,8 +84,9 @@ class Context:
     :ivar policy: the operator's choices.
     :ivar validators: the gateway's own challenge responders, if any.
     :ivar locks: per-name locks against concurrent duplicates.
-    :ivar reads: when each authorization was last read upstream.
     :ivar background: follow-up work no response waits for.
+    :ivar following: the authorizations and orders the gateway follows
+        upstream itself, and the upstream reads in flight.
     :ivar revalidations: names the gateway validated itself.
     :ivar other_cas: clients of the CAs the gateway ran against before.
     """
@@ -98,9 +99,9 @@ class Context:
     policy: Policy = Policy()
     validators: Validators = attrs.field(factory=Validators)
     locks: NameLocks = attrs.field(factory=NameLocks)
-    reads: RecentReads = attrs.field(
-        default=attrs.Factory(lambda self: RecentReads(self.clock), takes_self=True))
     background: BackgroundWork = attrs.field(factory=BackgroundWork)
+    following: Following = attrs.field(
+        default=attrs.Factory(lambda self: Following(self.clock, self.background), takes_self=True))
     revalidations: Revalidations = attrs.field(factory=Revalidations)
     other_cas: OtherCAs = attrs.field(
         default=attrs.Factory(lambda self: OtherCAs(self.upstream), takes_self=True))

@@ -29,7 +29,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from twisted.logger import Logger
 
-from gateway.status import Status
+from gateway.status import ORDER_FINAL, Status
 from gateway.store import Authorization, Certificate, Insert, Issuer, Order, issuer_id
 from gateway.translate.accounts import BoundAccount, bind
 from gateway.translate.authorizations import create_order, record_authorization
@@ -37,6 +37,7 @@ from gateway.translate.context import Context, written_as
 from gateway.store.leaf import leaf_facts
 from gateway.translate.csr import ParsedCSR, cn_only_refusal
 from gateway.translate.errors import CSRRejected, InternalFailure, NotFound, Refused, Unauthorized, flow
+from gateway.translate.following import Answer
 from gateway.translate.inventory import exactly
 from gateway.translate.policy import DNSName
 from gateway.translate.renewals import abandon_wrong_plans
@@ -215,18 +216,56 @@ async def _finalized_order(context: Context, bound: BoundAccount, names: Names,
         return finalized
     record, upstream_order, authorizations = await _order_for(context, bound, names, user_agent)
     if upstream_order.status == Status.READY:
-        upstream_order = await context.upstream.finalize(bound.upstream, upstream_order, csr.der)
+        upstream_order = await _finalize(context, bound, record, upstream_order, csr.der)
     elif upstream_order.status == Status.PENDING:
         if authorizations is None:
             authorizations = await _authorization_states(context, bound, record, upstream_order)
         if not v2.order_is_ready(upstream_order, authorizations):
             await _complete_authorizations(context, bound, record, authorizations)
-        upstream_order = await context.upstream.finalize(bound.upstream, upstream_order, csr.der)
+        upstream_order = await _finalize(context, bound, record, upstream_order, csr.der)
     elif upstream_order.status == Status.PROCESSING:
-        upstream_order = await context.upstream.poll_order(
-            bound.upstream, upstream_order.url, until=(Status.VALID, Status.INVALID)
-        )
+        upstream_order = await follow_order(context, bound, record)
     return record, upstream_order
+
+
+async def _finalize(context: Context, bound: BoundAccount, record: Order, order: v2.Order,
+                    csr_der: bytes) -> v2.Order:
+    """
+    Finalize ``order`` upstream, then follow it until it is ``valid`` or
+    ``invalid``.
+    """
+    finalized, retry_after = await context.upstream.submit_finalize(bound.upstream, order, csr_der)
+    if finalized.status in ORDER_FINAL:
+        return finalized
+    if finalized.status != record.status:
+        await context.store.update_order(record.id, status=finalized.status)
+    return await follow_order(context, bound, record, first_delay=retry_after or 0.0)
+
+
+async def follow_order(context: Context, bound: BoundAccount, record: Order,
+                       first_delay: float = 0.0) -> v2.Order:
+    """
+    Follow a finalized order upstream until it is ``valid`` or ``invalid``
+    (`gateway.translate.following`: at once, then backing off, honouring
+    the CA's ``Retry-After``), storing each change of its status as it
+    arrives; a second caller joins the same follower.
+
+    :raises PollTimeout: when the order does not settle in time.
+    """
+    stored = [record.status]
+
+    async def read() -> Answer[v2.Order]:
+        order, retry_after = await context.upstream.read_order(bound.upstream, record.upstream_url)
+        if order.status != stored[0]:
+            await context.store.update_order(record.id, status=order.status,
+                                             certificate_url=order.certificate)
+            stored[0] = order.status
+        return Answer(order, retry_after)
+
+    follower = context.following.follow(f"order:{record.id}", read,
+                                        lambda order: order.status in ORDER_FINAL, first_delay)
+    settled: v2.Order = await follower.settled()
+    return settled
 
 
 async def _order_for(context: Context, bound: BoundAccount, names: Names, user_agent: str
@@ -275,7 +314,7 @@ async def _finalize_known_ready_order(context: Context, bound: BoundAccount, nam
             finalize=record.finalize_url, certificate=None, expires=record.expires,
         )
         try:
-            return record, await context.upstream.finalize(bound.upstream, order, csr_der)
+            return record, await _finalize(context, bound, record, order, csr_der)
         except UpstreamProblem as problem:
             if problem.code not in ("orderNotReady", "malformed") and problem.status != 404:
                 raise

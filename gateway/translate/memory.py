@@ -6,8 +6,9 @@ Everything here may be lost at a restart without harm — which is why it is
 not in the store: per-name locks (no request is in flight after a restart;
 their cross-process half is the store's, released by the database or the
 kernel when a process dies),
-when each authorization was last read upstream (the next read asks the CA),
-work running in the background (its ``finally`` clauses run at shutdown),
+work running in the background (its ``finally`` clauses run at shutdown;
+the followers of `gateway.translate.following` run there: after a restart
+the next client read asks the CA),
 revalidation counts (the metrics start again), and clients of other CAs (made
 again on demand).  What must survive a restart is store data.
 """
@@ -28,12 +29,9 @@ from gateway.upstream.client import UpstreamClient
 
 log = Logger()
 
-#: Per-name locks and read times are pruned when this many accumulate, so
-#: memory stays bounded however many names a long-running gateway serves.
+#: Per-name locks are pruned when this many accumulate, so memory stays
+#: bounded however many names a long-running gateway serves.
 PRUNE_AT = 1024
-
-#: Read times older than this are pruned (they no longer coalesce anything).
-_READ_TIME_KEPT_SECONDS = 60.0
 
 
 #: How long a request waits for a name another process holds before it
@@ -166,34 +164,6 @@ class NameLocks:
                     await self.shared.unlock(name)
         finally:
             lock.local.release()
-
-
-@attrs.define
-class RecentReads:
-    """
-    When each authorization was last read upstream (clock seconds), so that
-    a client polling as fast as it likes is answered from the store.
-    """
-
-    clock: IReactorTime
-    _read_at: Dict[str, float] = attrs.field(factory=dict)
-
-    def __len__(self) -> int:
-        return len(self._read_at)
-
-    def read_now(self, authorization_id: str) -> None:
-        now = self.clock.seconds()
-        if len(self._read_at) >= PRUNE_AT:
-            self._read_at = {i: t for i, t in self._read_at.items()
-                             if now - t < _READ_TIME_KEPT_SECONDS}
-        self._read_at[authorization_id] = now
-
-    def read_within(self, authorization_id: str, seconds: float) -> bool:
-        """
-        Whether the authorization was read upstream less than ``seconds`` ago.
-        """
-        at = self._read_at.get(authorization_id)
-        return at is not None and self.clock.seconds() - at < seconds
 
 
 @attrs.define
