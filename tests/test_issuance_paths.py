@@ -1,0 +1,104 @@
+"""
+`gateway.translate.issuance` paths the suite did not run (issue 21): one
+account certifying the same names twice through one gateway (the per-order
+lock is released), the fast path (finalize at once, no order read), its
+fallback when the CA says ``orderNotReady``, ``malformed`` or 404, a stored
+order the CA no longer knows, and a refusal that is passed on untouched.
+Through a whole in-memory gateway and the FakeCA.
+"""
+
+from __future__ import annotations
+
+from gateway.keys.jose import b64url
+from tests.test_v1_face import NAME, FaceTestCase, make_csr
+
+
+class IssuancePathTests(FaceTestCase):
+
+    def new_cert(self, names=(NAME,)):
+        return self.post("/acme/new-cert", {"resource": "new-cert", "csr": b64url(make_csr(list(names)))})
+
+    def test_one_account_certifies_the_same_names_twice(self):
+        """
+        The second new-cert for the same names takes the same per-order
+        lock: it must have been released by the first.
+        """
+        self.register()
+        first = self.issue()
+        second = self.issue()
+        self.assertEqual((first.status, second.status), (201, 201))
+        self.assertNotEqual(first.body, second.body)
+        self.assertNotEqual(first.header("location"), second.header("location"))
+        self.assertEqual(self.ca.counts["finalize"], 2)
+        third = self.new_cert()
+        self.assertEqual(third.status, 201, third.body)
+
+    def test_the_same_names_after_a_refusal(self):
+        """A refused new-cert releases the lock as well."""
+        self.register()
+        self.authorize()
+        self.ca.fail_next("/finalize/", 400, {"type": "badCSR", "detail": "key too weak"})
+        self.assertProblem(self.new_cert(), 400, "malformed", "key too weak")
+        self.assertEqual(self.new_cert().status, 201)
+
+    def test_the_fast_path_finalizes_without_reading_the_order(self):
+        self.register()
+        self.authorize()
+        reads = self.ca.counts["order"]
+        reply = self.new_cert()
+        self.assertEqual(reply.status, 201, reply.body)
+        self.assertEqual(self.ca.counts["order"], reads, "the validated order is finalized at once")
+        self.assertEqual(self.ca.counts["finalize"], 1)
+        self.assertEqual(self.ca.counts["newOrder"], 1)
+
+    def test_the_careful_path_when_the_ca_says_the_order_is_not_ready(self):
+        for status, problem in [(403, {"type": "orderNotReady", "detail": "order is pending"}),
+                                (400, {"type": "malformed", "detail": "no such order"}),
+                                (404, {"type": "malformed", "detail": "gone"}),
+                                (404, {"type": "serverInternal", "detail": "not found"})]:
+            with self.subTest(status=status, problem=problem):
+                self.setUp()
+                self.register()
+                self.authorize()
+                reads = self.ca.counts["order"]
+                self.ca.fail_next("/finalize/", status, problem)
+                reply = self.new_cert()
+                self.assertEqual(reply.status, 201, reply.body)
+                self.assertEqual(self.ca.counts["finalize"], 2)
+                self.assertGreater(self.ca.counts["order"], reads, "the order was read again")
+                self.assertEqual(self.ca.counts["newOrder"], 1)
+
+    def test_other_refusals_of_the_fast_path_reach_the_client(self):
+        self.register()
+        self.authorize()
+        reads = self.ca.counts["order"]
+        self.ca.fail_next("/finalize/", 403, {"type": "unauthorized", "detail": "policy forbids"})
+        self.assertProblem(self.new_cert(), 403, "unauthorized", "policy forbids")
+        self.assertEqual(self.ca.counts["finalize"], 1)
+        self.assertEqual(self.ca.counts["order"], reads)
+
+    def test_a_stored_order_the_ca_no_longer_knows_is_replaced(self):
+        """
+        Finalize and the order read both answer 404: the stored order is
+        marked invalid and a new one is made (the CA reuses the valid
+        authorization), then finalized.
+        """
+        self.register()
+        self.authorize()
+        self.ca.fail_next("/finalize/", 404, {"type": "malformed", "detail": "no such order"})
+        self.ca.fail_next("/order/", 404, {"type": "malformed", "detail": "no such order"})
+        reply = self.new_cert()
+        self.assertEqual(reply.status, 201, reply.body)
+        self.assertEqual(self.ca.counts["newOrder"], 2)
+        account = self.successResultOf(self.gateway.store.account_by_thumbprint(self.keys[0].thumbprint))
+        orders = self.successResultOf(self.gateway.store.find_orders(account.id, (NAME,), ("invalid",)))
+        self.assertEqual(len(orders), 1, "the order the CA forgot is kept as invalid")
+
+    def test_a_failing_order_read_other_than_404_reaches_the_client(self):
+        self.register()
+        self.authorize()
+        self.ca.fail_next("/finalize/", 404, {"type": "malformed", "detail": "no such order"})
+        self.ca.fail_next("/order/", 403, {"type": "unauthorized", "detail": "not your order"})
+        reply = self.new_cert()
+        self.assertProblem(reply, 403, "unauthorized", "not your order")
+        self.assertEqual(self.ca.counts["newOrder"], 1)
