@@ -189,3 +189,15 @@ def test_a_name_covered_by_a_wildcard_is_refused_but_the_base_is_not():
     # two levels down is not covered by the wildcard
     deeper = [DNSName("example.test", True), DNSName("a.b.example.test")]
     assert check_name_set(deeper) == (DNSName("example.test", True), DNSName("a.b.example.test"))
+
+
+def test_only_trailing_dots_are_stripped_before_lowering():
+    """An upper-case name ending in X keeps its X (only dots are stripped)."""
+    assert parse_dns_name("WWW.EXAMPLE.TX.") == DNSName("www.example.tx")
+    assert parse_dns_name("MAX.EXAMPLE.XX") == DNSName("max.example.xx")
+
+
+def test_a_single_label_name_has_no_wildcard_parent():
+    """check_name_set takes any DNSName, even one no v1 request could make."""
+    assert check_name_set([DNSName("localhost"), DNSName("example.test", True)]) == (
+        DNSName("example.test", True), DNSName("localhost"))
