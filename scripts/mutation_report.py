@@ -43,6 +43,9 @@ NARROW_TESTS = {
     "gateway/v1/nonces.py": ["tests/test_nonces.py", "tests/test_nonces_expiry.py"],
     "gateway/translate/budget.py": ["tests/test_budget.py", "tests/test_budget_accounting.py"],
     "gateway/v1/jws.py": ["tests/test_v1_jws.py", "tests/test_v1_jws_details.py"],
+    "gateway/translate/issuance.py": ["tests/test_issuance_paths.py", "tests/test_v1_face.py",
+                                      "tests/test_csr.py", "tests/test_retries_and_switches.py",
+                                      "tests/test_authorization_reuse.py", "tests/test_issuer_links.py"],
 }
 
 #: mutmut's command line, with the test selection of setup.cfg replaced by
@@ -190,10 +193,8 @@ def collect(module: str, equivalents: Equivalents) -> ModuleResult:
     from mutmut.mutation.diff_apply import get_diff_for_mutant
     from mutmut.stats import status_by_exit_code
 
-    data = SourceFileMutationData(path=Path(module))
-    data.load()
     result = ModuleResult(module)
-    for name, exit_code in sorted(data.exit_code_by_key.items(), key=lambda item: _natural(item[0])):
+    for name, exit_code in sorted(saved_results(module).items(), key=lambda item: _natural(item[0])):
         result.total += 1
         status = status_by_exit_code[exit_code]
         if status in DETECTED:
@@ -220,13 +221,37 @@ def _natural(name: str) -> tuple[str, int]:
 
 def undetected(module: str) -> list[str]:
     """The mutants of ``module`` that the last run did not detect."""
-    from mutmut.mutation.data import SourceFileMutationData
     from mutmut.stats import status_by_exit_code
 
-    data = SourceFileMutationData(path=Path(module))
-    data.load()
-    return sorted(name for name, code in data.exit_code_by_key.items()
+    return sorted(name for name, code in saved_results(module).items()
                   if status_by_exit_code[code] not in DETECTED)
+
+
+def _saved_path(module: str) -> Path:
+    return ROOT / "mutants" / "results" / (module.replace("/", ".") + ".json")
+
+
+def saved_results(module: str) -> dict[str, int | None]:
+    """
+    The exit code of each mutant of ``module`` at its last run.  Kept apart
+    from mutmut's own records, which mutmut clears for every module when
+    the test selection changes (as it does from one module to the next).
+    """
+    path = _saved_path(module)
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def save_results(module: str, rerun: list[str] | None) -> None:
+    """Keep mutmut's results for ``module``: all of them, or those ``rerun``."""
+    meta = ROOT / "mutants" / (module + ".meta")
+    codes = json.loads(meta.read_text())["exit_code_by_key"]
+    if rerun is not None:
+        kept = saved_results(module)
+        kept.update({name: codes.get(name) for name in rerun})
+        codes = {name: kept.get(name) for name in codes}
+    path = _saved_path(module)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(codes, indent=1, sort_keys=True))
 
 
 def run_mutmut(module: str, jobs: int, again: bool, all_tests: bool) -> None:
@@ -234,8 +259,9 @@ def run_mutmut(module: str, jobs: int, again: bool, all_tests: bool) -> None:
     log.parent.mkdir(exist_ok=True)
     print(f"== mutmut: {module} (log: {log.relative_to(ROOT)})", flush=True)
     names = [mutant_glob(module)]
-    if again:
-        names = undetected(module)
+    rerun = None
+    if again and saved_results(module):
+        names = rerun = undetected(module)
         if not names:
             return
     selection = None if all_tests else NARROW_TESTS.get(module)
@@ -252,6 +278,7 @@ def run_mutmut(module: str, jobs: int, again: bool, all_tests: bool) -> None:
         if "No mutants" in tail or "no mutants" in tail:
             return
         raise SystemExit(f"mutation: mutmut failed on {module} (exit {done.returncode}):\n{tail}")
+    save_results(module, rerun)
 
 
 def report(result: ModuleResult, show_diffs: bool) -> None:

@@ -223,7 +223,8 @@ def test_the_state_counts_what_is_used_and_left():
     b.hold(ACCOUNT, 30)
     state = run(b.state(ACCOUNT))
     assert state == BudgetState(orders_used=3, orders_left=2, pending=1, pending_left=3, held_for=30.0)
-    assert store.asked[0] == ("order_times_since", ACCOUNT, format_timestamp(START - 600))
+    assert store.asked == [("order_times_since", ACCOUNT, format_timestamp(START - 600)),
+                           ("authorizations_with_status", Status.PENDING, ACCOUNT)]
 
 
 def test_the_state_never_shows_a_negative_budget():
@@ -237,3 +238,35 @@ def test_the_state_never_shows_a_negative_budget():
 def test_the_default_limits_are_lets_encrypts():
     assert BudgetLimits() == BudgetLimits(orders=300, order_window=10800.0, pending_authorizations=300,
                                           abandoned_after=3600.0)
+
+
+def test_a_hold_under_a_second_still_holds():
+    b, clock = budget(BudgetStore())
+    b.hold(ACCOUNT, 1)
+    clock.advance(0.5)
+    refused = refusal(b)
+    assert refused.retry_after == 0.5
+    assert refused.detail.endswith("holds new orders back for 1 more seconds")
+
+
+def test_an_abandonment_retry_is_at_least_a_second():
+    store = BudgetStore(pending=[authz(START - 599, START + 900)])
+    b, clock = budget(store, pending_authorizations=1, abandoned_after=600)
+    clock.advance(0.5)
+    assert refusal(b).retry_after == 1.0
+
+
+def test_a_hold_is_logged_with_the_account_and_seconds():
+    from twisted.logger import LogLevel, formatEvent, globalLogPublisher
+
+    events = []
+    globalLogPublisher.addObserver(events.append)
+    try:
+        b, clock = budget(BudgetStore())
+        b.hold(ACCOUNT, 120.4)
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+    (event,) = [e for e in events if e.get("log_namespace") == "gateway.translate.budget"]
+    assert event["log_level"] == LogLevel.warn
+    assert (event["account"], event["seconds"]) == (ACCOUNT, 120.4)
+    assert formatEvent(event) == "upstream rate limit: holding account 7 for 120s"
