@@ -20,6 +20,7 @@ import io
 import json
 import os
 import re
+import shlex
 import subprocess
 import sys
 import tokenize
@@ -42,7 +43,8 @@ NARROW_TESTS = {
                                     "tests/test_csr_der.py"],
     "gateway/v1/nonces.py": ["tests/test_nonces.py", "tests/test_nonces_expiry.py"],
     "gateway/translate/budget.py": ["tests/test_budget.py", "tests/test_budget_accounting.py"],
-    "gateway/v1/jws.py": ["tests/test_v1_jws.py", "tests/test_v1_jws_details.py"],
+    # the hypothesis fuzz tests (seconds each) stay for the whole tier
+    "gateway/v1/jws.py": ["tests/test_v1_jws.py", "tests/test_v1_jws_details.py", "-k", "not fuzz"],
     "gateway/translate/issuance.py": ["tests/test_issuance_paths.py", "tests/test_v1_face.py",
                                       "tests/test_csr.py", "tests/test_retries_and_switches.py",
                                       "tests/test_authorization_reuse.py", "tests/test_issuer_links.py"],
@@ -265,7 +267,7 @@ def run_mutmut(module: str, jobs: int, again: bool, all_tests: bool) -> None:
         if not names:
             return
     selection = None if all_tests else NARROW_TESTS.get(module)
-    print(f"   against {' '.join(selection) if selection else 'the fast tier (setup.cfg [mutmut])'}",
+    print(f"   against {shlex.join(selection) if selection else 'the fast tier (setup.cfg [mutmut])'}",
           flush=True)
     env = dict(os.environ, MUTATION_TESTS=json.dumps(selection))
     with open(log, "w") as out:

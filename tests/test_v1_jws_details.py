@@ -313,3 +313,47 @@ def test_a_verified_request_carries_what_was_signed(nonces):
     assert verified.algorithm == "ES256"
     assert verified.protected["jwk"] == KEY.public_jwk_json
     assert verified.jwk.thumbprint() is not None
+
+
+def test_the_general_serialization_keeps_the_unprotected_header_of_its_signature(nonces):
+    """certbot < 0.14's layout (alg and jwk unprotected) in the general form."""
+    flat = sign_jws(KEY.sign, {"nonce": nonces.issue()}, NEW_REG,
+                    {"alg": "ES256", "jwk": KEY.public_jwk_json})
+    general = {"payload": flat["payload"], "signatures": [
+        {"protected": flat["protected"], "header": flat["header"], "signature": flat["signature"]}]}
+    verified = verify_v1_request(to_body(general), "new-reg", nonces)
+    assert verified.thumbprint == KEY.thumbprint
+
+
+def test_a_verifier_that_raises_is_a_failed_signature(nonces, monkeypatch):
+    """
+    The fault path of "cryptography may raise rather than return False":
+    whatever the algorithm raises, the request is refused, never accepted.
+    """
+    def raising(key, msg, sig):
+        raise ValueError("odd input")
+
+    monkeypatch.setattr(josepy.ES256, "verify", raising)
+    assert detail(signed(nonces), nonces) == "JWS verification error"
+
+
+def test_a_body_that_is_not_bytes_is_refused(nonces):
+    with pytest.raises(V1Problem) as raised:
+        verify_v1_request(signed(nonces).decode(), "new-reg", nonces)  # type: ignore[arg-type]
+    assert raised.value.detail == f"{PARSE}: body is not UTF-8 text"
+
+
+def test_the_depth_limit_applies_to_body_header_and_payload(nonces):
+    deep = {"x": [[1]]}  # three levels inside an object
+    flat = json.loads(signed(nonces))
+    assert detail_at(to_body(dict(flat, header={})), nonces, 1) == f"{PARSE}: body is not JSON"
+    assert detail_at(signed(nonces, x=[[1]]), nonces, 2) == f"{PARSE}: protected header is not JSON"
+    assert detail_at(signed(nonces, payload=dict(NEW_REG, **deep)), nonces, 2) == (
+        "Request payload did not parse as JSON")
+    assert verify_v1_request(signed(nonces, payload=dict(NEW_REG, **deep)), "new-reg", nonces, max_depth=3)
+
+
+def detail_at(body: bytes, nonces, max_depth: int) -> str:
+    with pytest.raises(V1Problem) as raised:
+        verify_v1_request(body, "new-reg", nonces, max_depth=max_depth)
+    return raised.value.detail
