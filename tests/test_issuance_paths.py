@@ -102,3 +102,25 @@ class IssuancePathTests(FaceTestCase):
         reply = self.new_cert()
         self.assertProblem(reply, 403, "unauthorized", "not your order")
         self.assertEqual(self.ca.counts["newOrder"], 1)
+
+    def test_a_name_the_ca_wants_validated_again_is_refused_naming_it(self):
+        """
+        Two names authorized one by one; the CA then drops one of the
+        authorizations (deactivated), so the order for both names comes
+        with a new pending one: without a means to validate, the client is
+        told which name and how to let the gateway revalidate it.
+        """
+        other = "other.example.test"
+        self.register()
+        self.authorize(NAME)
+        self.authorize(other)
+        dropped = next(a for a in self.ca.authorizations.values() if a.identifier == other)
+        dropped.status = "deactivated"
+        reply = self.new_cert((NAME, other))
+        problem = self.assertProblem(reply, 403, "unauthorized")
+        self.assertTrue(problem["detail"].startswith(
+            "Error creating new cert :: authorizations for these names not found or expired: "
+            f"{other}. The upstream CA requires them to be validated again; start the gateway with "),
+            problem["detail"])
+        self.assertTrue(problem["detail"].endswith(" to let it revalidate them."), problem["detail"])
+        self.assertEqual(self.ca.counts["finalize"], 0)
