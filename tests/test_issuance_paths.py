@@ -124,3 +124,59 @@ class IssuancePathTests(FaceTestCase):
             problem["detail"])
         self.assertTrue(problem["detail"].endswith(" to let it revalidate them."), problem["detail"])
         self.assertEqual(self.ca.counts["finalize"], 0)
+
+
+class RevalidationTests(FaceTestCase):
+    """
+    new-cert for two names whose order comes with fresh pending
+    authorizations (the CA reuses none), with the gateway's own HTTP-01
+    responder: the gateway validates them itself, records the outcome of
+    each, counts it, and finalizes — or refuses when the CA finds them
+    invalid.
+    """
+
+    NAMES = ("one.example.test", "two.example.test")
+
+    def setUp(self):
+        from gateway.process.testing import build_test_gateway
+        from gateway.translate.revalidation import Validators
+        from gateway.validation.http01 import HTTP01Responder
+
+        super().setUp()
+        self.gateway = build_test_gateway(self.keys, validators=Validators({"http-01": HTTP01Responder()}))
+        self.ca = self.gateway.ca
+        self.base = self.gateway.base_url
+        self.clients = {}
+        self.ca.reuse_authorizations = False
+        self.register()
+        for name in self.NAMES:
+            self.authorize(name)
+
+    def new_cert(self):
+        return self.post("/acme/new-cert", {"resource": "new-cert", "csr": b64url(make_csr(list(self.NAMES)))})
+
+    def stored_for_last_order(self):
+        account = self.successResultOf(self.gateway.store.account_by_thumbprint(self.keys[0].thumbprint))
+        (order,) = self.successResultOf(self.gateway.store.find_orders(
+            account.id, self.NAMES, ("pending", "ready", "processing", "valid", "invalid")))
+        return order, self.successResultOf(self.gateway.store.authorizations_for_order(order.id))
+
+    def test_the_gateway_revalidates_and_records_the_outcome(self):
+        reply = self.new_cert()
+        self.assertEqual(reply.status, 201, reply.body)
+        self.assertEqual(self.gateway.context.revalidations.counts, {"valid": 2})
+        order, stored = self.stored_for_last_order()
+        self.assertEqual(order.status, "valid")
+        self.assertEqual(sorted((a.identifier, a.status) for a in stored),
+                         [(name, "valid") for name in self.NAMES])
+        self.assertEqual(self.ca.counts["finalize"], 1)
+
+    def test_names_the_ca_finds_invalid_are_refused_counted_and_recorded(self):
+        self.ca.validator = lambda authorization, challenge, key_authorization: False
+        reply = self.new_cert()
+        self.assertEqual(reply.status // 100, 4, reply.body)
+        self.assertEqual(self.gateway.context.revalidations.counts, {"invalid": 2})
+        order, stored = self.stored_for_last_order()
+        self.assertEqual(sorted((a.identifier, a.status) for a in stored),
+                         [(name, "invalid") for name in self.NAMES])
+        self.assertEqual(self.ca.counts["finalize"], 0)
