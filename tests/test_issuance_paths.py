@@ -9,8 +9,33 @@ Through a whole in-memory gateway and the FakeCA.
 
 from __future__ import annotations
 
+import re
+
+from cryptography import x509
+from twisted.logger import formatEvent, globalLogPublisher
+
 from gateway.keys.jose import b64url
 from tests.test_v1_face import NAME, FaceTestCase, make_csr
+
+
+class IssuanceLog:
+    """The issuance flow's log lines, formatted, while in a ``with``."""
+
+    def __enter__(self):
+        self.events = []
+        globalLogPublisher.addObserver(self.events.append)
+        return self
+
+    def __exit__(self, *exc_info):
+        globalLogPublisher.removeObserver(self.events.append)
+
+    @property
+    def lines(self):
+        return [formatEvent(e) for e in self.events
+                if e.get("log_namespace") == "gateway.translate.issuance"]
+
+    def matching(self, pattern):
+        return [line for line in self.lines if re.fullmatch(pattern, line)]
 
 
 class IssuancePathTests(FaceTestCase):
@@ -126,6 +151,51 @@ class IssuancePathTests(FaceTestCase):
         self.assertEqual(self.ca.counts["finalize"], 0)
 
 
+class IssuanceLogTests(FaceTestCase):
+    """What the flow logs: each order created, each certificate and its cost."""
+
+    def test_one_name_costs_one_order(self):
+        self.register()
+        self.authorize()
+        with IssuanceLog() as log:
+            reply = self.post("/acme/new-cert", {"resource": "new-cert", "csr": b64url(make_csr([NAME]))})
+        self.assertEqual(reply.status, 201, reply.body)
+        certificate = reply.header("location").rstrip("/").rsplit("/", 1)[1]
+        serial = format(x509.load_der_x509_certificate(reply.body).serial_number, "x")
+        self.assertEqual(log.matching(r"issued certificate (\S+) serial (\S+)"),
+                         [f"issued certificate {certificate} serial {serial}"])
+        self.assertEqual(log.matching(r"certificate .* cost .*"),
+                         [f"certificate {certificate} for ['{NAME}'] cost 1 upstream order(s)"])
+        self.assertEqual(log.matching(r"new-cert: created order .*"), [], "the new-authz order is finalized")
+
+    def test_two_names_whose_authorizations_the_order_takes_over_cost_one_order(self):
+        """
+        The CA reuses the single-name authorizations in the order for both
+        names, which takes them over: the certificate cost that order.
+        """
+        names = ("a.example.test", "b.example.test")
+        self.register()
+        for name in names:
+            self.authorize(name)
+        with IssuanceLog() as log:
+            reply = self.post("/acme/new-cert", {"resource": "new-cert", "csr": b64url(make_csr(list(names)))})
+        self.assertEqual(reply.status, 201, reply.body)
+        created = log.matching(r"new-cert: created order (\S+) for \('a.example.test', 'b.example.test'\)")
+        self.assertEqual(len(created), 1, log.lines)
+        self.assertEqual(len(log.matching(r"certificate \S+ for \['a.example.test', 'b.example.test'\] "
+                                          r"cost 1 upstream order\(s\)")), 1, log.lines)
+
+    def test_the_fast_path_fallback_is_logged(self):
+        self.register()
+        self.authorize()
+        self.ca.fail_next("/finalize/", 403, {"type": "orderNotReady", "detail": "order is pending"})
+        with IssuanceLog() as log:
+            reply = self.post("/acme/new-cert", {"resource": "new-cert", "csr": b64url(make_csr([NAME]))})
+        self.assertEqual(reply.status, 201, reply.body)
+        self.assertEqual(len(log.matching(
+            r"new-cert: order \S+ was not ready upstream \(orderNotReady\); re-reading it")), 1, log.lines)
+
+
 class RevalidationTests(FaceTestCase):
     """
     new-cert for two names whose order comes with fresh pending
@@ -162,7 +232,11 @@ class RevalidationTests(FaceTestCase):
         return order, self.successResultOf(self.gateway.store.authorizations_for_order(order.id))
 
     def test_the_gateway_revalidates_and_records_the_outcome(self):
-        reply = self.new_cert()
+        with IssuanceLog() as log:
+            reply = self.new_cert()
+        self.assertEqual(len(log.matching(
+            r"new-cert: revalidating \['one.example.test', 'two.example.test'\] for order \S+")), 1,
+            log.lines)
         self.assertEqual(reply.status, 201, reply.body)
         self.assertEqual(self.gateway.context.revalidations.counts, {"valid": 2})
         order, stored = self.stored_for_last_order()
