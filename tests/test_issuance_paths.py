@@ -254,3 +254,24 @@ class RevalidationTests(FaceTestCase):
         self.assertEqual(sorted((a.identifier, a.status) for a in stored),
                          [(name, "invalid") for name in self.NAMES])
         self.assertEqual(self.ca.counts["finalize"], 0)
+
+    def test_a_pending_order_left_by_a_failed_attempt_is_completed_by_the_next(self):
+        """
+        The CA fails the first revalidation (its challenge endpoint answers
+        500): the order stays pending.  The retry
+        reads the stored order's authorizations from the CA, revalidates
+        and finalizes that same order.
+        """
+        self.ca.fail_next("/chall/", 500, {"type": "serverInternal", "detail": "busy"})
+        first = self.new_cert()
+        self.assertEqual(first.status // 100, 5, first.body)
+        order, _ = self.stored_for_last_order()
+        self.assertEqual(order.status, "pending")
+        orders = self.ca.counts["newOrder"]
+        second = self.new_cert()
+        self.assertEqual(second.status, 201, second.body)
+        self.assertEqual(self.ca.counts["newOrder"], orders, "the pending order is the one finalized")
+        order, stored = self.stored_for_last_order()
+        self.assertEqual(order.status, "valid")
+        self.assertEqual(sorted((a.identifier, a.status) for a in stored),
+                         [(name, "valid") for name in self.NAMES])
