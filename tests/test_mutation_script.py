@@ -1,0 +1,103 @@
+"""
+``./scripts/mutation``'s own logic (scripts/mutation_report.py), without
+running mutmut: which modules a command line names, the checked-in
+equivalents file (every entry with a reason), how an entry recognises its
+mutant — and goes stale when the mutant changes — and the score.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_spec = importlib.util.spec_from_file_location(
+    "mutation_report", os.path.join(ROOT, "scripts", "mutation_report.py"))
+mutation = importlib.util.module_from_spec(_spec)
+sys.modules.setdefault("mutation_report", mutation)
+_spec.loader.exec_module(mutation)
+
+
+def test_modules_are_named_by_path_file_name_or_folder():
+    assert mutation.resolve(["csr"]) == ["gateway/translate/csr.py"]
+    assert mutation.resolve(["translate/csr"]) == ["gateway/translate/csr.py"]
+    assert mutation.resolve(["gateway/v1/jws.py"]) == ["gateway/v1/jws.py"]
+    assert mutation.resolve(["gateway.v1.nonces"]) == ["gateway/v1/nonces.py"]
+    v1 = mutation.resolve(["v1/"])
+    assert "gateway/v1/jws.py" in v1 and all(m.startswith("gateway/v1/") for m in v1)
+    assert "gateway/v1/__init__.py" not in v1
+    assert mutation.resolve(["csr", "translate/csr"]) == ["gateway/translate/csr.py"]
+    everything = mutation.all_modules()
+    assert {m.split("/")[1] for m in everything} == {"translate", "v1", "upstream"}
+
+
+@pytest.mark.parametrize("name", ["nothing", "store/sql", "keys/jose", "errors", "messages"])
+def test_a_name_outside_the_mutated_packages_is_refused(name):
+    with pytest.raises(SystemExit) as raised:
+        mutation.resolve([name])
+    assert name in str(raised.value)
+
+
+def test_mutant_names_of_a_module():
+    assert mutation.mutant_glob("gateway/translate/csr.py") == "gateway.translate.csr.*"
+
+
+def test_the_checked_in_equivalents_all_give_reasons():
+    equivalents = mutation.load_equivalents()
+    assert equivalents.by_name and equivalents.by_line
+    modules = set(mutation.all_modules())
+    for entry in equivalents.by_name.values():
+        assert len(entry.reason.split()) >= 5, entry
+        assert entry.mutated
+        assert entry.mutant.split(".x")[0].replace(".", "/") + ".py" in modules, entry
+    for rule in equivalents.by_line:
+        assert rule.module in modules and len(rule.reason.split()) >= 5, rule
+
+
+def test_an_entry_without_a_reason_is_refused(tmp_path, monkeypatch):
+    path = tmp_path / "equivalents.toml"
+    path.write_text('[[equivalent]]\nmutant = "m"\nmutated = "x"\nreason = "  "\n')
+    monkeypatch.setattr(mutation, "EQUIVALENTS", path)
+    with pytest.raises(SystemExit):
+        mutation.load_equivalents()
+
+
+DIFF = """--- gateway/x.py
++++ gateway/x.py
+@@ -1,3 +1,3 @@
+ def f():
+-    raise Error("the words")
++    raise Error("XXthe wordsXX")
+"""
+
+
+def test_a_line_rule_covers_the_mutants_of_matching_lines():
+    rule = mutation.EquivalentLines("gateway/x.py", re.compile(r"raise Error\("), False, "why")
+    assert rule.covers("gateway/x.py", DIFF)
+    assert not rule.covers("gateway/y.py", DIFF)
+    other = DIFF.replace('raise Error("the words")', "return 1").replace('raise Error("XXthe wordsXX")',
+                                                                       "return 2")
+    assert not rule.covers("gateway/x.py", other)
+
+
+def test_a_text_only_rule_covers_only_changes_inside_string_literals():
+    rule = mutation.EquivalentLines("gateway/x.py", re.compile(r"raise Error\("), True, "why")
+    assert rule.covers("gateway/x.py", DIFF)
+    assert not rule.covers("gateway/x.py", DIFF.replace('Error("XXthe wordsXX")', "Error(None)"))
+
+
+def test_an_entry_goes_stale_when_its_mutant_writes_another_line():
+    assert mutation.mutated_lines(DIFF) == ['raise Error("XXthe wordsXX")']
+    assert mutation.changed_lines(DIFF, "-") == ['raise Error("the words")']
+
+
+def test_the_score_leaves_equivalents_out():
+    result = mutation.ModuleResult("gateway/x.py", total=10, detected=8, equivalent=2)
+    assert result.score == 100.0
+    result = mutation.ModuleResult("gateway/x.py", total=10, detected=6, equivalent=2)
+    assert result.score == 75.0
+    assert mutation.ModuleResult("gateway/x.py").score is None
