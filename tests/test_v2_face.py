@@ -537,3 +537,40 @@ class BadInputTests(V2FaceTestCase):
             self.assertTrue(400 <= reply.status < 500, reply.body)
             self.assertTrue(reply.json()["type"].startswith(V2), reply.body)
         self.assertEqual(len(self.ca.orders), self.orders_before)
+
+
+class OperatorPolicyTests(V2FaceTestCase):
+    """
+    The operator's policy holds on the v2 face as on the v1 face: the names
+    of ``--allow-names`` and the profile of ``--profile``.
+    """
+
+    def test_names_outside_allow_names_are_refused_before_any_order(self):
+        from gateway.translate.context import Policy
+        from gateway.translate.policy import AllowedNames
+
+        self.ca = FakeCA()
+        self.gateway = build_test_gateway(
+            [KEY], ca=self.ca,
+            policy=Policy(allowed_names=AllowedNames.parse(["*.allowed.test"])))
+        self.client = self.client_for(KEY)
+        self.ok(self.resolve(self.client.new_account()), 201)
+        directory = self.directory()
+        refused = self.problem(self.post(directory["newOrder"], {
+            "identifiers": [{"type": "dns", "value": NAME}]}), "unauthorized", 403)
+        self.assertIn(NAME, refused["detail"])
+        self.assertEqual(self.ca.counts["newOrder"], 0)
+        order, _ = self.new_order(("www.allowed.test",))
+        self.assertEqual(order["status"], "pending")
+        self.assertEqual(self.ca.counts["newOrder"], 1)
+
+    def test_the_profile_of_the_policy_is_asked_for(self):
+        from gateway.translate.profiles import ProfilePolicy
+
+        self.ca = FakeCA(profiles={"classic": "90 days", "shortlived": "6 days"})
+        self.gateway = build_test_gateway([KEY], ca=self.ca,
+                                          profiles=ProfilePolicy(default="shortlived"))
+        self.client = self.client_for(KEY)
+        self.ok(self.resolve(self.client.new_account()), 201)
+        self.new_order()
+        self.assertEqual([o.profile for o in self.ca.orders], ["shortlived"])
