@@ -16,7 +16,7 @@ from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 
 from gateway.status import Status
-from gateway.store.records import format_timestamp
+from gateway.store.records import OrderAttempt, Spend, format_timestamp
 from gateway.translate.budget import DEFAULT_HOLD_SECONDS, Budget, BudgetLimits, BudgetState, _duration
 from gateway.translate.errors import RateLimited
 
@@ -40,6 +40,16 @@ class BudgetStore:
         self.asked.append(("authorizations_with_status", status, account_id))
         return list(self.pending)
 
+    async def spend(self, account_id, since):
+        """What `Budget.reserve` asks, in one transaction of the real store."""
+        self.asked.append(("spend", account_id, since))
+        return Spend(tuple(self.order_times), tuple(self.pending), names_in_flight=0)
+
+    async def write(self, operations):
+        self.asked.append(("write", [type(o.record).__name__ for o in operations]))
+        self.order_times.append(format_timestamp(START))
+        return [o.record for o in operations]
+
 
 def authz(created: float, expires=None):
     return SimpleNamespace(created_at=format_timestamp(created),
@@ -61,9 +71,18 @@ def budget(store, **limits):
     return Budget(store, clock, BudgetLimits(**limits)), clock
 
 
+def reserve(budget_, names=1):
+    """`Budget.reserve` of an order for ``names`` identifiers."""
+    attempt = OrderAttempt(id="attempt", account_id=ACCOUNT,
+                           identifiers=[f"n{i}.example" for i in range(names)],
+                           created_at=format_timestamp(START))
+    return budget_.reserve(attempt)
+
+
 def refusal(budget_, names=1) -> RateLimited:
     with pytest.raises(RateLimited) as raised:
-        run(budget_.check_new_order(ACCOUNT, names))
+        run(reserve(budget_, names))
+    assert not [a for a in budget_.store.asked if a[0] == "write"], "a refusal records nothing"
     return raised.value
 
 
@@ -125,9 +144,9 @@ def test_a_held_account_is_refused_with_the_seconds_left():
 def test_orders_up_to_the_limit_pass_and_the_store_is_asked_for_the_window():
     store = BudgetStore(order_times=[format_timestamp(START - 100)])
     b, clock = budget(store, orders=2, order_window=3600)
-    run(b.check_new_order(ACCOUNT, 1))
-    assert store.asked[0] == ("order_times_since", ACCOUNT, format_timestamp(START - 3600))
-    assert store.asked[1] == ("authorizations_with_status", Status.PENDING, ACCOUNT)
+    run(reserve(b, 1))
+    assert store.asked == [("spend", ACCOUNT, format_timestamp(START - 3600)),
+                           ("write", ["OrderAttempt"])]
 
 
 def test_one_order_over_the_limit_is_refused_until_the_oldest_leaves_the_window():
@@ -166,7 +185,7 @@ def test_durations_are_spelled_for_people(seconds, spelled):
 def test_pending_authorizations_up_to_the_limit_pass():
     store = BudgetStore(pending=[authz(START - 10, START + 1000)])
     b, clock = budget(store, pending_authorizations=3)
-    run(b.check_new_order(ACCOUNT, 2))  # 1 pending + 2 names = 3
+    run(reserve(b, 2))  # 1 pending + 2 names = 3
 
 
 def test_pending_authorizations_over_the_limit_wait_for_the_first_expiry():
@@ -207,7 +226,7 @@ def test_expired_pending_authorizations_are_not_counted():
     store = BudgetStore(pending=[authz(START - 100, START - 1), authz(START - 100, START),
                                  authz(START - 100, START + 60), authz(START - 100)])
     b, clock = budget(store, pending_authorizations=3)
-    run(b.check_new_order(ACCOUNT, 1))
+    run(reserve(b, 1))
     state = run(b.state(ACCOUNT))
     assert (state.pending, state.pending_left) == (2, 1)
 

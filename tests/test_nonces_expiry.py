@@ -1,93 +1,82 @@
 """
 `gateway.v1.nonces.NonceIssuer` at its edges (issue 21): expiry at the exact
-instant, pruning that forgets only the expired nonces (never the newest), a
-clock that went back (pruning is late, expiry is not), and the settings'
-bounds and words.
+instant, nonces of another key or altered by one character, the shape of a
+nonce, and the settings' bounds and words.  Redemption goes to a store
+(`SQLiteStore.inline`: every Deferred has fired when the call returns).
 """
 
 from __future__ import annotations
 
 import pytest
+from twisted.internet import defer
 from twisted.internet.task import Clock
 
+from gateway.store.sqlite import SQLiteStore
 from gateway.v1.nonces import NonceIssuer
+
+
+def _issuer(clock: Clock, **settings) -> NonceIssuer:
+    return NonceIssuer(clock, SQLiteStore.inline(clock=clock), **settings)
+
+
+def _redeem(issuer: NonceIssuer, nonce: object) -> bool:
+    done = []
+    defer.Deferred.fromCoroutine(issuer.redeem(nonce)).addBoth(done.append)
+    assert done, "the inline store answers at once"
+    if isinstance(done[0], BaseException):
+        raise done[0]
+    return done[0]
 
 
 def test_a_nonce_expires_at_the_instant_its_lifetime_ends():
     clock = Clock()
-    issuer = NonceIssuer(clock, lifetime=60)
+    issuer = _issuer(clock, lifetime=60)
     before, at = issuer.issue(), issuer.issue()
     clock.advance(59.5)
-    assert issuer.redeem(before) is True
+    assert _redeem(issuer, before) is True
     clock.advance(0.5)
-    assert issuer.redeem(at) is False
+    assert issuer.check(at) is None
+    assert _redeem(issuer, at) is False
 
 
-def test_pruning_forgets_the_expired_and_keeps_the_newest():
-    """
-    One expired nonce in front of live ones: pruning it must not evict the
-    live ones behind it (a badNonce storm for every client at once).
-    """
+def test_each_nonce_is_redeemed_once():
     clock = Clock()
-    issuer = NonceIssuer(clock, lifetime=10)
-    expired = issuer.issue()
-    clock.advance(5)
-    live = [issuer.issue() for _ in range(3)]
-    clock.advance(5)  # the first one's expiry, exactly
-    fresh = issuer.issue()
-    assert len(issuer) == 4, "only the expired nonce is pruned, at its instant"
-    assert issuer.redeem(expired) is False
-    assert [issuer.redeem(n) for n in live + [fresh]] == [True, True, True, True]
+    issuer = _issuer(clock)
+    nonce = issuer.issue()
+    assert [_redeem(issuer, nonce), _redeem(issuer, nonce)] == [True, False]
 
 
-def test_redeeming_prunes_too():
+def test_another_key_or_one_changed_character_is_refused():
     clock = Clock()
-    issuer = NonceIssuer(clock, lifetime=10)
-    issuer.issue()
-    issuer.issue()
-    clock.advance(10)
-    assert issuer.redeem("unknown") is False
-    assert len(issuer) == 0
+    issuer = _issuer(clock, key=b"k" * 32)
+    other = _issuer(clock, key=b"o" * 32)
+    nonce = issuer.issue()
+    assert other.check(nonce) is None
+    changed = nonce[:-1] + ("A" if nonce[-1] != "A" else "B")
+    assert issuer.check(changed) is None
+    assert issuer.check(nonce[:-1]) is None
+    assert issuer.check(12345) is None
+    assert issuer.check("*" * len(nonce)) is None
+    assert issuer.check(nonce) is not None
 
 
-def test_a_clock_that_went_back_delays_pruning_not_expiry():
-    """
-    A nonce issued after the clock went back sits behind one that expires
-    later, so pruning stops before it; redeeming it still checks its own
-    expiry, to the instant.
-    """
+def test_the_expiry_is_the_issue_second_plus_the_lifetime():
     clock = Clock()
-    clock.advance(100)
-    issuer = NonceIssuer(clock, lifetime=10)
-    issuer.issue()                      # expires at 110
-    clock.rightNow = 0
-    late_a, late_b = issuer.issue(), issuer.issue()   # expire at 10, behind it
-    clock.rightNow = 10
-    assert issuer.redeem(late_a) is False, "expired at 10, though not pruned"
-    clock.rightNow = 50
-    assert issuer.redeem(late_b) is False
-    assert len(issuer) == 1
+    clock.advance(1000.7)
+    issuer = _issuer(clock, lifetime=30)
+    assert issuer.check(issuer.issue()) == 1000 + 30 + 1
 
 
-def test_the_smallest_settings_work():
-    clock = Clock()
-    issuer = NonceIssuer(clock, lifetime=0.5, capacity=1)
-    first = issuer.issue()
-    second = issuer.issue()
-    assert len(issuer) == 1
-    assert issuer.redeem(first) is False
-    assert issuer.redeem(second) is True
-
-
-@pytest.mark.parametrize("field, value", [("lifetime", 0), ("lifetime", -1.5), ("capacity", 0),
-                                          ("capacity", -3)])
-def test_settings_that_are_not_positive_are_refused_by_name(field, value):
+@pytest.mark.parametrize("value", [0, -1.5])
+def test_a_lifetime_that_is_not_positive_is_refused_by_name(value):
     with pytest.raises(ValueError) as raised:
-        NonceIssuer(Clock(), **{field: value})
-    assert str(raised.value) == f"{field} must be positive, not {value!r}"
+        _issuer(Clock(), lifetime=value)
+    assert str(raised.value) == f"lifetime must be positive, not {value!r}"
 
 
-def test_nonces_are_24_characters():
-    """18 random bytes, base64url without padding."""
-    issuer = NonceIssuer(Clock())
-    assert {len(issuer.issue()) for _ in range(50)} == {24}
+def test_nonces_are_32_characters():
+    """24 bytes (issue time, random, HMAC tag), base64url without padding."""
+    issuer = _issuer(Clock())
+    nonces = {issuer.issue() for _ in range(50)}
+    assert len(nonces) == 50
+    assert {len(n) for n in nonces} == {32}

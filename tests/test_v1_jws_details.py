@@ -20,6 +20,7 @@ from gateway.v1.jws import (
     MAX_RSA_BITS, _describe, _nesting_depth, decode_json_payload, loads_bounded, verify_jws_signature,
     verify_v1_request,
 )
+from gateway.store.sqlite import SQLiteStore
 from gateway.v1.nonces import NonceIssuer
 from gateway.v1.problems import V1Problem
 from tests.support.v1_signing import sign_jws, sign_v1, to_body
@@ -31,7 +32,8 @@ PARSE = "Parse error reading JWS"
 
 @pytest.fixture
 def nonces():
-    return NonceIssuer(Clock())
+    clock = Clock()
+    return NonceIssuer(clock, SQLiteStore.inline(clock=clock))
 
 
 def detail(body: bytes, nonces, resource="new-reg", code="malformed") -> str:

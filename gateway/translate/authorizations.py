@@ -34,7 +34,8 @@ background (the client polls, as it did at Boulder).
 
 from __future__ import annotations
 
-from typing import Awaitable, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+import json
+from typing import Any, Awaitable, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 from twisted.internet.defer import CancelledError
 
@@ -334,9 +335,16 @@ async def _refreshed(
     challenges: List[Challenge] = []
     for challenge in stored:
         fresh = by_url.get(challenge.upstream_url)
+        changes: Dict[str, Any] = {}
         if fresh is not None and fresh.status != challenge.status and not _lagging(challenge, fresh):
-            operations.append(Update(Challenge, challenge.id, {"status": fresh.status}))
-            challenge = attrs.evolve(challenge, status=fresh.status)
+            changes["status"] = fresh.status
+        if fresh is not None and fresh.error is not None and challenge.error is None:
+            # Kept: later reads of the settled authorization come from the
+            # store, and still show why the CA refused it.
+            changes["error"] = _stored_error(fresh.error)
+        if changes:
+            operations.append(Update(Challenge, challenge.id, changes))
+            challenge = attrs.evolve(challenge, **changes)
         challenges.append(challenge)
     known = {c.upstream_url for c in stored}
     missing = _challenge_inserts(context, record.id, record.account_id,
@@ -383,12 +391,37 @@ def _view_of(record: Authorization, challenges: Tuple[Challenge, ...], thumbprin
             fresh = by_url.get(challenge.upstream_url)
             if fresh is not None and fresh.error is not None:
                 errors[challenge.id] = UpstreamRefused.of(fresh.error)
+    for challenge in challenges:
+        if (challenge.id not in errors and challenge.error is not None
+                and not tlssni.judged_by_gateway(challenge)):
+            errors[challenge.id] = _refusal_of(challenge.error)
     checks = {c.id: checked for c in challenges if (checked := tlssni.outcome(c)) is not None}
     if _failed_by_gateway(challenges) and record.status != Status.INVALID:
         # A read that raced the failed check may have stored the CA's
         # status (deactivated) over it: the gateway's verdict stands.
         record = attrs.evolve(record, status=Status.INVALID)
     return AuthorizationView(record, challenges, thumbprint, errors, checks)
+
+
+def _stored_error(problem: UpstreamProblem) -> str:
+    """
+    The CA's problem of a challenge, as its ``error`` column keeps it.
+    """
+    return json.dumps({"type": problem.type, "detail": problem.detail, "status": problem.status},
+                      separators=(",", ":"))
+
+
+def _refusal_of(stored: str) -> UpstreamRefused:
+    """
+    A challenge's stored ``error`` column as the CA's refusal (a column
+    that does not parse is shown as the CA's unnamed problem).
+    """
+    try:
+        document = json.loads(stored)
+        return UpstreamRefused(str(document["type"]), str(document["detail"]),
+                               int(document["status"]))
+    except (ValueError, KeyError, TypeError):
+        return UpstreamRefused("about:blank", "The CA refused this challenge", 400)
 
 
 def _failed_by_gateway(challenges: Iterable[Challenge]) -> bool:
@@ -796,6 +829,10 @@ async def answer_challenge(context: Context,
         if record.status == Status.PENDING and challenge.status in (Status.PENDING,
                                                                     Status.PROCESSING):
             await _start_tls_sni01(context, bound, record, challenge)
+        # The gateway's own check runs in the background (the client polls,
+        # as at Boulder): what the store says now.
+        current = await context.store.authorization_by_id(record.id)
+        view = await _view(context, current or record, bound.thumbprint)
     elif bound.managed and record.status == Status.PENDING:
         await _validate_for_managed_account(context, bound, record)
         # Validated (or not) already: read the outcome.
