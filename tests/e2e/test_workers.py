@@ -136,7 +136,7 @@ def test_workers_refuse_a_listener_they_cannot_share(tmp_path):
     result = subprocess.run(
         [*gateway_command(), "serve", "--upstream", "https://ca.invalid/dir", "--keys",
          str(keys), "--unknown-keys", "managed", "--http01-listen", "tcp:0",
-         "--managed-keys", str(tmp_path / "managed"),
+         "--managed-keys", str(tmp_path / "managed"), "--allow-names", "*.example.test",
          "--state", str(tmp_path / "state.sqlite3"), "--workers", "2",
          "--listen", f"unix:{tmp_path}/v1.sock"],
         env=_child_env(), capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
