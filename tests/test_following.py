@@ -381,19 +381,42 @@ class AuthorizationFollowingTests(SynchronousTestCase):
         self.assertGreaterEqual(len(times), 2)
         self.assertEqual(set(gaps(times)), {2.0})
 
-    def test_an_unanswered_authorization_is_not_read_upstream(self):
+    def test_an_unanswered_authorization_is_read_upstream_once_per_recheck(self):
         """
-        50 GETs of a pending authorization nobody answered cause no
-        upstream read: nothing changes at the CA until a challenge is
-        answered, and the store holds the CA's last answer.
+        50 GETs of a pending authorization nobody answered, within one
+        `PENDING_RECHECK_SECONDS`, cause one upstream read: nothing changes
+        at the CA until a challenge is answered, and the store holds the
+        CA's last answer, asked again only that often.
         """
+        from gateway.translate.authorizations import PENDING_RECHECK_SECONDS
+
         authz = self.new_authz()
         url = authz.header("location")
         before = signed_requests(self.ca)
         for _ in range(50):
             self.assertEqual(self.get(url)["status"], Status.PENDING)
-            self.gateway.advance(0.02)
-        self.assertEqual(signed_requests(self.ca), before)
+            self.gateway.advance(PENDING_RECHECK_SECONDS / 60)
+        self.assertEqual(signed_requests(self.ca), before + 1)
+
+    def test_an_answer_the_store_never_got_is_found_at_the_recheck(self):
+        """
+        The challenge was answered upstream by a process killed before it
+        stored the answer (or by another replica): the store says nothing
+        is being validated, but the next read after `PENDING_RECHECK_SECONDS`
+        asks the CA, and the client sees ``valid`` instead of ``pending``
+        for good.
+        """
+        from gateway.translate.authorizations import PENDING_RECHECK_SECONDS
+
+        authz = self.new_authz()
+        url = authz.header("location")
+        self.assertEqual(self.get(url)["status"], Status.PENDING)
+        [ca_authz] = self.ca.authorizations.values()
+        ca_authz.challenges[0].status = Status.VALID
+        ca_authz.status = Status.VALID
+        self.assertEqual(self.get(url)["status"], Status.PENDING)
+        self.gateway.advance(PENDING_RECHECK_SECONDS)
+        self.assertEqual(self.get(url)["status"], Status.VALID)
 
     def test_a_torn_read_does_not_end_the_following(self):
         """

@@ -376,10 +376,17 @@ async def _view(context: Context, record: Authorization, thumbprint: str,
                 challenges: Optional[Tuple[Challenge, ...]] = None) -> AuthorizationView:
     if challenges is None:
         challenges = tuple(await context.store.challenges_for_authorization(record.id))
-    if not context.validators.offers_tls_sni01:
-        # Offered while the gateway had a means; not without one.
-        challenges = tuple(c for c in challenges if not tlssni.judged_by_gateway(c))
-    return _view_of(record, challenges, thumbprint, upstream)
+    return _view_of(record, _shown(context, challenges), thumbprint, upstream)
+
+
+def _shown(context: Context, challenges: Iterable[Challenge]) -> Tuple[Challenge, ...]:
+    """
+    The challenges a client is shown: tls-sni-01 was offered while the
+    gateway had a means, and is not without one.
+    """
+    if context.validators.offers_tls_sni01:
+        return tuple(challenges)
+    return tuple(c for c in challenges if not tlssni.judged_by_gateway(c))
 
 
 def _view_of(record: Authorization, challenges: Tuple[Challenge, ...], thumbprint: str,
@@ -685,7 +692,8 @@ def _upstream_read(context: Context, record: Authorization,
             raise
         stored, challenges = await _refreshed(context, current[0], upstream)
         current[0] = stored
-        return Answer(_view_of(stored, challenges, account.thumbprint, upstream), retry_after)
+        return Answer(_view_of(stored, _shown(context, challenges), account.thumbprint, upstream),
+                      retry_after)
 
     return read
 
@@ -701,6 +709,12 @@ def follow_authorization(context: Context, record: Authorization, account: Accou
                                     first_delay)
 
 
+#: How long a client read of a pending authorization that nothing is
+#: validating is answered from the store alone, after this process's last
+#: upstream read of it.
+PENDING_RECHECK_SECONDS = 5.0
+
+
 async def read_view(context: Context, record: Authorization,
                     confirm: bool = False) -> AuthorizationView:
     """
@@ -713,7 +727,10 @@ async def read_view(context: Context, record: Authorization,
       read of an authorization stored as being validated follows it again;
     - pending, nothing being validated: the store's, which is the CA's
       last word — nothing changes at the CA until a challenge is answered
-      (through the gateway, which then follows it) — unless ``confirm``
+      (through the gateway, which then follows it) — but asked of the CA
+      again when this process has not read it for `PENDING_RECHECK_SECONDS`
+      (a challenge answered by a process killed before it stored the
+      answer, or by another replica, would leave it pending for good), or when ``confirm``
       asks the CA whether it still has it (``new-authz`` does, before it
       hands the authorization out again), or the row lacks its challenges
       (a crash left it partial): then one upstream read, shared with the
@@ -727,13 +744,14 @@ async def read_view(context: Context, record: Authorization,
         # The gateway's own check failed it: final, whatever the CA shows.
         if _failed_by_gateway(view.challenges):
             return view
-        return await _view(context, record, account.thumbprint)
     follower = context.following.get(_following_key(record))
     if follower is None and not confirm:
         view = await _view(context, record, account.thumbprint)
-        if view.challenges and not _validating(view):
+        if (view.challenges and not _validating(view)
+                and context.following.read_within(_following_key(record),
+                                                  PENDING_RECHECK_SECONDS)):
             return view
-        if view.challenges:
+        if view.challenges and _validating(view):
             follower = follow_authorization(context, record, account)
     if follower is not None:
         followed: AuthorizationView = await follower.newest()
@@ -890,7 +908,7 @@ async def _answer(context: Context, bound: BoundAccount, record: Authorization,
         return view
     updated = tuple(attrs.evolve(c, status=answered_status) if c.id == challenge.id else c
                     for c in challenges)
-    return _view_of(record, updated, bound.thumbprint)
+    return _view_of(record, _shown(context, updated), bound.thumbprint)
 
 
 Withdraw = Callable[[], Awaitable[None]]

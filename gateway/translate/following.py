@@ -287,6 +287,10 @@ class Follower(Generic[T]):
         return waiter
 
 
+#: Read times kept before the old ones (over a minute) are pruned.
+_READ_TIMES_KEPT = 4096
+
+
 @attrs.define
 class Following:
     """
@@ -301,6 +305,8 @@ class Following:
     policy: FollowPolicy = FollowPolicy()
     flights: SingleFlight = attrs.field(factory=SingleFlight)
     _followers: Dict[str, Follower[Any]] = attrs.field(factory=dict)
+    #: When each key was last read by `read` (pruned past `_READ_TIMES_KEPT`).
+    _read_at: Dict[str, float] = attrs.field(factory=dict)
 
     def __len__(self) -> int:
         return len(self._followers)
@@ -345,4 +351,16 @@ class Following:
         ones.
         """
         answer: Answer[T] = await self.flights.read(key, read)
+        now = self.clock.seconds()
+        if len(self._read_at) >= _READ_TIMES_KEPT:
+            self._read_at = {k: at for k, at in self._read_at.items() if now - at < 60.0}
+        self._read_at[key] = now
         return answer.value
+
+    def read_within(self, key: str, seconds: float) -> bool:
+        """
+        Whether this process read ``key`` with `read` in the last
+        ``seconds``.
+        """
+        at = self._read_at.get(key)
+        return at is not None and self.clock.seconds() - at < seconds
