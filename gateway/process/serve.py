@@ -289,9 +289,12 @@ class _RenewalInfoTicks:
         self._gateway = gateway
         self._running: "Optional[defer.Deferred[int]]" = None
 
-    def __call__(self) -> "Optional[defer.Deferred[None]]":
+    def __call__(self) -> None:
+        # Returns nothing: a `TimerService` stops only once the call it is
+        # given has finished, and a poll of a CA that does not answer (at
+        # start-up, or a CA gone silent) must never hold a shutdown.
         if self._running is not None:
-            return None
+            return
         running = defer.Deferred.fromCoroutine(self._gateway.renewal_info.poll_due())
         self._running = running
 
@@ -300,14 +303,12 @@ class _RenewalInfoTicks:
             if isinstance(result, Failure) and not result.check(defer.CancelledError):
                 log.warn("renewalInfo poll failed: {error}", error=result.getErrorMessage())
 
-        return running.addBoth(done)
+        running.addBoth(done)
 
     async def cancel(self) -> None:
         """
-        Give up the poll in flight, at shutdown: a `TimerService` stops only
-        once its call has finished, and a CA that does not answer (at
-        start-up, the directory fetch still pending) would hold the
-        process for the whole request timeout.
+        Give up the poll in flight, at shutdown (best effort: the process
+        does not wait for it).
         """
         if self._running is not None:
             self._running.cancel()
