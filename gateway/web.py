@@ -342,6 +342,14 @@ class ListenerSite(QuietSite):
 _HOST = re.compile(r"^(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?$")
 
 
+def client_address(request: server.Request) -> str:
+    """
+    The address a request came from ("" for a transport without one).
+    """
+    address = request.getClientAddress()
+    return getattr(address, "host", "") or ""
+
+
 def request_base(request: server.Request) -> Optional[str]:
     """
     ``scheme://host[:port]`` of a request, from its ``Host`` header, or

@@ -20,7 +20,7 @@ from gateway.v1.jws import invalid_nonce, verify_v1_request
 from gateway.v1.limits import too_large
 from gateway.v1.nonces import NonceIssuer
 from gateway.v1.problems import V1Problem
-from gateway.web import Resource, Response
+from gateway.web import Resource, Response, client_address
 
 
 @attrs.frozen
@@ -110,6 +110,3 @@ class Unknown(V1Endpoint):
     """
 
 
-def client_address(request: server.Request) -> str:
-    address = request.getClientAddress()
-    return getattr(address, "host", "") or ""

@@ -21,17 +21,16 @@ from __future__ import annotations
 
 import re
 import urllib.parse
-from typing import Any, Optional, Protocol, Sequence
+from typing import Optional, Protocol, Sequence
 
 from twisted.internet.interfaces import IReactorTime
 from twisted.web import resource, server
 
-from gateway.operations.report import problem_text, visit_for
+from gateway.operations.observe import VisitRecorder, observe_request
 from gateway.operations.scope import RequestScope, current, request_id_from
-from gateway.store.records import ClientVisit
 from gateway.translate.errors import UpstreamFailed, UpstreamRefused
 from gateway.v1 import messages
-from gateway.v1.endpoint import Unknown, V1Call, V1Endpoint, client_address
+from gateway.v1.endpoint import Unknown, V1Call, V1Endpoint
 from gateway.v1.limits import DEFAULT_MAX_BODY
 from gateway.v1.nonces import NonceIssuer
 from gateway.v1.problems import PROBLEM_CONTENT_TYPE, V1Problem, problem_for
@@ -55,14 +54,6 @@ class V1Metrics(Protocol):
 
     def v1_response(self, endpoint: str, status: int) -> None: ...
 
-
-class VisitRecorder(Protocol):
-    """
-    Records each v1 request in the migration report
-    (`gateway.operations.report.ClientRecorder` is one).
-    """
-
-    def record(self, visit: ClientVisit) -> Any: ...
 
 
 class MountedFace(Protocol):
@@ -197,29 +188,13 @@ class V1Face(AsyncResource):
             return await endpoint.get(call)
         return await endpoint.post(call)
 
-    def _observe(self, request: server.Request, scope: RequestScope, method: str, response: Response,
-                 started: float) -> None:
+    def _observe(self, request: server.Request, scope: RequestScope, method: str,
+                 response: Response, started: float) -> None:
         """
-        The access log event (named fields, thumbprint never key), the
-        metrics, and the migration report's record of this request.
+        The access log event, the metric and the migration report's record
+        (`gateway.operations.observe`).
         """
-        now = self.clock.seconds()
-        user_agent = (request.getHeader(b"user-agent") or b"").decode("utf-8", "replace")
-        address = client_address(request)
-        # A failure's problem goes into the log too: some clients hide it
-        # (certbot 1.32 on Python 3.11 shows "AttributeError: can't set attribute").
-        problem = problem_text(response.content_type, response.body) if response.status >= 400 else None
-        self.log.info(
-            "{method} {path} -> {status}" + (" {problem}" if problem else ""), method=method,
-            path=request.path.decode("latin-1"), status=response.status, endpoint=scope.endpoint,
-            user_agent=user_agent, client=address, thumbprint=scope.thumbprint,
-            duration=round(now - started, 6), request_id=scope.id,
-            **({"problem": problem} if problem else {}),
-        )
-        if self.metrics is not None:
-            self.metrics.v1_response(scope.endpoint, response.status)
-        if self.recorder is not None:
-            self.recorder.record(visit_for(
-                scope, user_agent, address, now, response.status,
-                response.content_type, response.body, method=method,
-            ))
+        observe_request(self.log, request, scope, method, response, started,
+                        self.clock.seconds(),
+                        None if self.metrics is None else self.metrics.v1_response,
+                        self.recorder)

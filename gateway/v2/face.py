@@ -25,15 +25,14 @@ key.
 from __future__ import annotations
 
 import urllib.parse
-from typing import Any, Optional, Protocol
+from typing import Optional, Protocol
 
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.web import resource, server
 
-from gateway.operations.report import problem_text, visit_for
+from gateway.operations.observe import VisitRecorder, observe_request
 from gateway.operations.scope import RequestScope, current, request_id_from
-from gateway.store.records import ClientVisit
 from gateway.translate.errors import UpstreamFailed, UpstreamRefused
 from gateway.v1.limits import DEFAULT_MAX_BODY
 from gateway.v1.nonces import NonceIssuer
@@ -58,14 +57,6 @@ class V2Metrics(Protocol):
 
     def v2_response(self, endpoint: str, status: int) -> None: ...
 
-
-class VisitRecorder(Protocol):
-    """
-    Records each request in the migration report
-    (`gateway.operations.report.ClientRecorder` is one).
-    """
-
-    def record(self, visit: ClientVisit) -> Any: ...
 
 
 class V2Face:
@@ -170,21 +161,11 @@ class V2Face:
 
     def _observe(self, request: server.Request, scope: RequestScope, method: str,
                  response: Response, started: float) -> None:
-        now = self.clock.seconds()
-        user_agent = (request.getHeader(b"user-agent") or b"").decode("utf-8", "replace")
-        address = getattr(request.getClientAddress(), "host", "") or ""
-        problem = problem_text(response.content_type, response.body) if response.status >= 400 else None
-        self.log.info(
-            "{method} {path} -> {status}" + (" {problem}" if problem else ""), method=method,
-            path=request.path.decode("latin-1"), status=response.status, endpoint=scope.endpoint,
-            user_agent=user_agent, client=address, thumbprint=scope.thumbprint,
-            duration=round(now - started, 6), request_id=scope.id,
-            **({"problem": problem} if problem else {}),
-        )
-        if self.metrics is not None:
-            self.metrics.v2_response(scope.endpoint, response.status)
-        if self.recorder is not None:
-            self.recorder.record(visit_for(
-                scope, user_agent, address, now, response.status,
-                response.content_type, response.body, method=method,
-            ))
+        """
+        The access log event, the metric and the migration report's record
+        (`gateway.operations.observe`).
+        """
+        observe_request(self.log, request, scope, method, response, started,
+                        self.clock.seconds(),
+                        None if self.metrics is None else self.metrics.v2_response,
+                        self.recorder)
