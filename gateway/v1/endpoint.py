@@ -17,7 +17,7 @@ from gateway.operations.scope import RequestScope
 from gateway.translate.requests import Payload, Signer
 from gateway.v1 import messages
 from gateway.v1.jws import invalid_nonce, verify_v1_request
-from gateway.v1.limits import too_large
+from gateway.v1.limits import posted_body
 from gateway.v1.nonces import NonceIssuer
 from gateway.v1.problems import V1Problem
 from gateway.web import Resource, Response, client_address
@@ -57,19 +57,7 @@ class V1Call:
             body above ``--max-body``.
         """
         request = self.request
-        length = request.getHeader(b"content-length")
-        if length is not None:
-            try:
-                too_long = int(length) > self.max_body
-            except ValueError:
-                raise V1Problem.malformed("Invalid Content-Length")
-            if too_long:
-                raise too_large(self.max_body)
-        body = request.content.read(self.max_body + 1) if request.content is not None else b""
-        if len(body) > self.max_body:
-            raise too_large(self.max_body)
-        if not body:
-            raise V1Problem.malformed("No body on POST")
+        body = posted_body(request, self.max_body)
         verified = verify_v1_request(body, resource_name, self.nonces)
         if not await self.nonces.redeem(verified.nonce):
             raise invalid_nonce(verified.nonce)

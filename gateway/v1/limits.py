@@ -31,7 +31,7 @@ from gateway.web import BoundedRequest, ListenerLimits, ListenerSite, answer_byt
 if TYPE_CHECKING:  # pragma: no cover - the face imports this module
     from gateway.v1.face import V1Face
 
-__all__ = ["DEFAULT_MAX_BODY", "BoundedRequest", "V1Site", "too_large"]
+__all__ = ["DEFAULT_MAX_BODY", "BoundedRequest", "V1Site", "posted_body", "too_large"]
 
 #: The largest request body the v1 face reads by default.  A v1 request is
 #: a JWS of at most a few kilobytes (a new-cert with a 4096-bit RSA CSR is
@@ -46,6 +46,31 @@ def too_large(max_body: int) -> V1Problem:
     return V1Problem.malformed(
         f"Request body too large: the limit is {max_body} bytes", status=413
     )
+
+
+def posted_body(request: Any, max_body: int) -> bytes:
+    """
+    The body of a POST, never more than ``max_body`` bytes read: refused
+    from its ``Content-Length`` before reading, or once read past the
+    limit (both faces read their JWS bodies so).
+
+    :raises V1Problem: ``malformed`` for a bad ``Content-Length`` or no
+        body, 413 for a body above ``max_body``.
+    """
+    length = request.getHeader(b"content-length")
+    if length is not None:
+        try:
+            too_long = int(length) > max_body
+        except ValueError:
+            raise V1Problem.malformed("Invalid Content-Length")
+        if too_long:
+            raise too_large(max_body)
+    body: bytes = request.content.read(max_body + 1) if request.content is not None else b""
+    if len(body) > max_body:
+        raise too_large(max_body)
+    if not body:
+        raise V1Problem.malformed("No body on POST")
+    return body
 
 
 class V1Site(ListenerSite):

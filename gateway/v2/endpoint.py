@@ -16,12 +16,12 @@ from gateway.operations.scope import RequestScope
 from gateway.translate import orders
 from gateway.translate.context import Context
 from gateway.translate.requests import Signer
-from gateway.v1.limits import too_large
+from gateway.v1.limits import posted_body
 from gateway.v1.nonces import NonceIssuer
 from gateway.v2 import jws
 from gateway.v2.messages import V2URLs
 from gateway.v2.problems import V2Problem
-from gateway.web import Resource, Response
+from gateway.web import Resource, Response, client_address
 
 #: The keys a ``kid`` may stand for: ``(kid, the gateway account id it
 #: names or None)`` → candidates, most likely first.
@@ -77,25 +77,10 @@ class V2Call:
 
     @property
     def address(self) -> str:
-        address = self.request.getClientAddress()
-        return getattr(address, "host", "") or ""
+        return client_address(self.request)
 
     def _body(self) -> bytes:
-        request = self.request
-        length = request.getHeader(b"content-length")
-        if length is not None:
-            try:
-                too_long = int(length) > self.max_body
-            except ValueError:
-                raise V2Problem.malformed("Invalid Content-Length")
-            if too_long:
-                raise too_large(self.max_body)
-        body: bytes = request.content.read(self.max_body + 1) if request.content is not None else b""
-        if len(body) > self.max_body:
-            raise too_large(self.max_body)
-        if not body:
-            raise V2Problem.malformed("No body on POST")
-        return body
+        return posted_body(self.request, self.max_body)
 
     async def signed(self, readable: bool = False, jwk_only: bool = False) -> "Verified":
         """
