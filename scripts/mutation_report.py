@@ -41,13 +41,23 @@ NARROW_TESTS = {
     "gateway/translate/csr.py": ["tests/test_csr.py", "tests/test_csr_der.py"],
     "gateway/translate/policy.py": ["tests/test_identifiers.py", "tests/test_identifier_policy.py",
                                     "tests/test_csr_der.py"],
-    "gateway/v1/nonces.py": ["tests/test_nonces.py", "tests/test_nonces_expiry.py"],
+    "gateway/v1/nonces.py": ["tests/test_nonces.py", "tests/test_nonces_expiry.py",
+                             "tests/test_nonces_clock_range.py"],
     "gateway/translate/budget.py": ["tests/test_budget.py", "tests/test_budget_accounting.py"],
     # the hypothesis fuzz tests (seconds each) stay for the whole tier
-    "gateway/v1/jws.py": ["tests/test_v1_jws.py", "tests/test_v1_jws_details.py", "-k", "not fuzz"],
+    "gateway/v1/jws.py": ["tests/test_v1_jws.py", "tests/test_v1_jws_details.py",
+                          "tests/test_v1_jws_unicode.py", "-k", "not fuzz"],
     "gateway/translate/issuance.py": ["tests/test_issuance_paths.py", "tests/test_v1_face.py",
                                       "tests/test_csr.py", "tests/test_retries_and_switches.py",
-                                      "tests/test_authorization_reuse.py", "tests/test_issuer_links.py"],
+                                      "tests/test_authorization_reuse.py", "tests/test_issuer_links.py",
+                                      "tests/test_issuance_outcomes.py", "tests/test_following.py",
+                                      "tests/test_renewals.py"],
+    "gateway/v1/messages.py": ["tests/test_v1_messages_shapes.py", "tests/test_v1_face.py"],
+    "gateway/v1/limits.py": ["tests/test_v1_limits_answers.py", "tests/security/test_body_limit.py",
+                             "tests/test_v1_face.py", "tests/security/test_corpus.py"],
+    "gateway/v1/problems.py": ["tests/test_problems.py", "tests/test_v1_face.py"],
+    "gateway/v1/endpoint.py": ["tests/test_v1_endpoint_calls.py", "tests/test_v1_face.py",
+                               "tests/test_operations_face.py"],
 }
 
 #: mutmut's command line, with the test selection of setup.cfg replaced by
