@@ -9,6 +9,8 @@ authorization the CA does not answer for after revalidation.
 
 from __future__ import annotations
 
+import json
+
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -527,3 +529,86 @@ class StoredCertificateTests(FaceTestCase):
         self.assertEqual(again.id, delivered)
         self.assertEqual([c.id for c in self.successResultOf(
             self.gateway.store.certificates_for_account(stored.account_id))], [delivered])
+
+
+class NewCertAnswerTests(FaceTestCase):
+    """
+    What new-cert answers when the CA's order does not end in a
+    certificate for the CSR's key, and when names were never authorized.
+    """
+
+    def account_id(self):
+        return self.successResultOf(self.gateway.store.account_by_thumbprint(self.keys[0].thumbprint)).id
+
+    def test_a_ca_that_keeps_certifying_another_key_is_given_up_on(self):
+        """
+        Every certificate the CA issues is for another key: each is kept as
+        an orphan and ordered anew, four orders in all, then a 500.
+        """
+        other = ec.generate_private_key(ec.SECP256R1()).public_key()
+        sign = self.ca._sign
+
+        def for_another_key(subject, public_key, issuer, issuer_key, ca=False, names=()):
+            return sign(subject, public_key if ca else other, issuer, issuer_key, ca=ca, names=names)
+
+        self.ca._sign = for_another_key
+        self.register()
+        self.authorize()
+        reply = self.post("/acme/new-cert", {"resource": "new-cert", "csr": b64url(make_csr([NAME]))})
+        problem = self.assertProblem(reply, 500, "serverInternal")
+        self.assertEqual(problem["detail"], "Error creating new cert :: the upstream CA keeps returning "
+                                            "certificates for another key than the CSR's")
+        self.assertEqual((self.ca.counts["newOrder"], self.ca.counts["finalize"]), (4, 4))
+        self.assertEqual(len(self.successResultOf(self.gateway.store.orphaned_certificates())), 4)
+
+    def finalize_answers(self, **members):
+        """The CA answers the next finalize with its order showing ``members``."""
+        order = self.ca.orders[-1]
+        document = dict(order.to_json(self.ca.format_time), **members)
+        self.ca.fail_next("/finalize/", 200, json.dumps(document).encode(),
+                          headers={"Content-Type": "application/json"})
+
+    def test_an_order_the_ca_made_invalid_is_refused_with_its_error(self):
+        self.register()
+        self.authorize()
+        self.finalize_answers(status="invalid", error={
+            "type": "urn:ietf:params:acme:error:badCSR", "detail": "the key is on a blocklist", "status": 400})
+        reply = self.post("/acme/new-cert", {"resource": "new-cert", "csr": b64url(make_csr([NAME]))})
+        problem = self.assertProblem(reply, 403, "unauthorized")
+        self.assertEqual(problem["detail"], "Error creating new cert :: the key is on a blocklist")
+        (order,) = self.successResultOf(self.gateway.store.find_orders(self.account_id(), (NAME,)))
+        self.assertEqual(order.status, "invalid")
+
+    def test_an_order_the_ca_made_invalid_without_an_error_is_refused_naming_its_status(self):
+        self.register()
+        self.authorize()
+        self.finalize_answers(status="invalid")
+        reply = self.post("/acme/new-cert", {"resource": "new-cert", "csr": b64url(make_csr([NAME]))})
+        problem = self.assertProblem(reply, 403, "unauthorized")
+        self.assertEqual(problem["detail"], "Error creating new cert :: the order is invalid")
+
+    def test_a_valid_order_without_a_certificate_is_refused(self):
+        self.register()
+        self.authorize()
+        self.finalize_answers(status="valid")
+        reply = self.post("/acme/new-cert", {"resource": "new-cert", "csr": b64url(make_csr([NAME]))})
+        problem = self.assertProblem(reply, 403, "unauthorized")
+        self.assertEqual(problem["detail"], "Error creating new cert :: the order is valid")
+        self.assertEqual(self.ca.counts["certificate"], 0)
+
+    def test_every_name_never_authorized_is_named_with_the_flags(self):
+        self.register()
+        reply = self.post("/acme/new-cert", {"resource": "new-cert", "csr": b64url(make_csr([B, A]))})
+        problem = self.assertProblem(reply, 403, "unauthorized")
+        means = self.gateway.context.validators.missing_means([])
+        self.assertEqual(problem["detail"],
+                         "Error creating new cert :: authorizations for these names not found or expired: "
+                         f"{A}, {B}. Request an authorization (new-authz) for each name first, or start "
+                         f"the gateway with {means} to let it validate them.")
+        self.assertEqual(self.ca.counts["newOrder"], 0)
+
+    def test_unknown_certificates_and_issuers_are_404s_in_boulders_words(self):
+        for path, detail in [("/acme/cert/nope", "Certificate not found"),
+                             ("/acme/issuer-cert/nope", "Issuer certificate not found")]:
+            problem = self.assertProblem(self.get(path), 404, "malformed")
+            self.assertEqual(problem["detail"], detail)
