@@ -48,6 +48,8 @@ NARROW_TESTS = {
     "gateway/translate/issuance.py": ["tests/test_issuance_paths.py", "tests/test_v1_face.py",
                                       "tests/test_csr.py", "tests/test_retries_and_switches.py",
                                       "tests/test_authorization_reuse.py", "tests/test_issuer_links.py"],
+    "gateway/upstream/errors.py": ["tests/test_upstream_errors_documents.py", "tests/test_problems.py",
+                                   "tests/test_upstream_client.py", "tests/test_following.py"],
 }
 
 #: mutmut's command line, with the test selection of setup.cfg replaced by
