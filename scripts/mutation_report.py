@@ -50,6 +50,8 @@ NARROW_TESTS = {
                                       "tests/test_authorization_reuse.py", "tests/test_issuer_links.py"],
     "gateway/upstream/errors.py": ["tests/test_upstream_errors_documents.py", "tests/test_problems.py",
                                    "tests/test_upstream_client.py", "tests/test_following.py"],
+    # (tests/test_startup.py waits on a real reactor: a mutant of keep_asking hangs it for minutes)
+    "gateway/upstream/startup.py": ["tests/test_startup_diagnosis.py"],
 }
 
 #: mutmut's command line, with the test selection of setup.cfg replaced by
