@@ -52,6 +52,8 @@ NARROW_TESTS = {
                                    "tests/test_upstream_client.py", "tests/test_following.py"],
     # (tests/test_startup.py waits on a real reactor: a mutant of keep_asking hangs it for minutes)
     "gateway/upstream/startup.py": ["tests/test_startup_diagnosis.py"],
+    "gateway/upstream/messages.py": ["tests/test_upstream_messages_parsing.py",
+                                     "tests/test_upstream_client.py"],
     "gateway/upstream/client.py": ["tests/test_upstream_client.py", "tests/test_upstream_client_faults.py",
                                    "tests/test_upstream_client_connections.py", "tests/test_upstream_pool.py"],
 }
