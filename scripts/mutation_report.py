@@ -59,6 +59,14 @@ NARROW_TESTS = {
     "gateway/v1/problems.py": ["tests/test_problems.py", "tests/test_v1_face.py"],
     "gateway/v1/endpoint.py": ["tests/test_v1_endpoint_calls.py", "tests/test_v1_face.py",
                                "tests/test_operations_face.py"],
+    "gateway/upstream/errors.py": ["tests/test_upstream_errors_documents.py", "tests/test_problems.py",
+                                   "tests/test_upstream_client.py", "tests/test_following.py"],
+    # (tests/test_startup.py waits on a real reactor: a mutant of keep_asking hangs it for minutes)
+    "gateway/upstream/startup.py": ["tests/test_startup_diagnosis.py"],
+    "gateway/upstream/messages.py": ["tests/test_upstream_messages_parsing.py",
+                                     "tests/test_upstream_client.py"],
+    "gateway/upstream/client.py": ["tests/test_upstream_client.py", "tests/test_upstream_client_faults.py",
+                                   "tests/test_upstream_client_connections.py", "tests/test_upstream_pool.py"],
 }
 
 #: mutmut's command line, with the test selection of setup.cfg replaced by
