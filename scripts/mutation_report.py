@@ -48,6 +48,7 @@ NARROW_TESTS = {
     "gateway/translate/issuance.py": ["tests/test_issuance_paths.py", "tests/test_v1_face.py",
                                       "tests/test_csr.py", "tests/test_retries_and_switches.py",
                                       "tests/test_authorization_reuse.py", "tests/test_issuer_links.py"],
+    "gateway/translate/following.py": ["tests/test_following.py", "tests/test_following_edges.py"],
 }
 
 #: mutmut's command line, with the test selection of setup.cfg replaced by
