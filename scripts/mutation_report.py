@@ -49,6 +49,13 @@ NARROW_TESTS = {
                                       "tests/test_csr.py", "tests/test_retries_and_switches.py",
                                       "tests/test_authorization_reuse.py", "tests/test_issuer_links.py"],
     "gateway/translate/following.py": ["tests/test_following.py", "tests/test_following_edges.py"],
+    "gateway/translate/registration.py": ["tests/test_v1_face.py", "tests/test_v2_face.py",
+                                          "tests/test_registration_by_thumbprint.py",
+                                          "tests/test_registration_flows.py"],
+    # only _account_at is mutated: the flows are decorated (@flow), which mutmut leaves alone
+    "gateway/translate/revocation.py": ["tests/test_retries_and_switches.py",
+                                        "tests/test_revocation_previous_ca.py"],
+    "gateway/translate/orders.py": ["tests/test_v2_face.py", "tests/test_orders_edges.py"],
 }
 
 #: mutmut's command line, with the test selection of setup.cfg replaced by
