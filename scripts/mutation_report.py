@@ -67,6 +67,18 @@ NARROW_TESTS = {
                                      "tests/test_upstream_client.py"],
     "gateway/upstream/client.py": ["tests/test_upstream_client.py", "tests/test_upstream_client_faults.py",
                                    "tests/test_upstream_client_connections.py", "tests/test_upstream_pool.py"],
+    "gateway/translate/following.py": ["tests/test_following.py", "tests/test_following_edges.py"],
+    "gateway/translate/registration.py": ["tests/test_v1_face.py", "tests/test_v2_face.py",
+                                          "tests/test_registration_by_thumbprint.py",
+                                          "tests/test_registration_flows.py"],
+    "gateway/translate/revocation.py": ["tests/test_retries_and_switches.py",
+                                        "tests/test_revocation_previous_ca.py"],
+    "gateway/translate/orders.py": ["tests/test_v2_face.py", "tests/test_orders_edges.py"],
+    "gateway/translate/accounts.py": ["tests/test_v1_face.py", "tests/test_accounts_binding.py",
+                                      "tests/test_registration_flows.py",
+                                      "tests/test_registration_by_thumbprint.py",
+                                      "tests/test_retries_and_switches.py", "tests/test_renewals.py",
+                                      "tests/security/test_managed_on_demand.py"],
 }
 
 #: mutmut's command line, with the test selection of setup.cfg replaced by

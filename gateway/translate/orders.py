@@ -137,6 +137,15 @@ async def _certificate_id(context: Context, record: Order) -> Optional[str]:
     return None
 
 
+async def _has_orphan(context: Context, record: Order) -> bool:
+    """
+    Whether the order's certificate was kept as an orphan (issued for
+    another key than the CSR's): it must never be fetched again and served.
+    """
+    return any(certificate.order_id == record.id and certificate.orphaned
+               for certificate in await context.store.certificates_for_account(record.account_id))
+
+
 async def _view(context: Context, record: Order, upstream_account: Optional[UpstreamAccount],
                 error: Optional[UpstreamRefused] = None) -> OrderView:
     return OrderView(record, await _authorization_ids(context, record, upstream_account),
@@ -201,7 +210,8 @@ async def read_order(context: Context, order_id: str) -> OrderView:
     An order, read by a plain ``GET`` (draft-era clients) or POST-as-GET:
     from the CA while it may still change, signed by the owning account.
     A valid order whose certificate the gateway never stored (its
-    download was interrupted) gets it now.
+    download was interrupted) gets it now -- unless finalize kept it as an
+    orphan, for another key than the CSR's.
     """
     record = await context.store.order_by_id(order_id)
     if record is None or not context.is_current(record):
@@ -217,7 +227,8 @@ async def read_order(context: Context, order_id: str) -> OrderView:
         if upstream is not None and upstream.error is not None:
             error = UpstreamRefused.of(upstream.error)
     view = await _view(context, record, upstream_account, error)
-    if record.status == Status.VALID and view.certificate_id is None and record.certificate_url:
+    if (record.status == Status.VALID and view.certificate_id is None and record.certificate_url
+            and not await _has_orphan(context, record)):
         chain = await context.upstream.download_certificate(upstream_account,
                                                             record.certificate_url)
         stored = await store_chain(context, record.account_id, record.id, chain)
