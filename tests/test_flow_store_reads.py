@@ -38,37 +38,47 @@ def decoded_rows():
 
 class FlowStoreReadTests(FaceTestCase):
 
-    def test_new_authz_reads_no_other_accounts_certificates(self):
+    def test_new_authz_reads_only_certificates_holding_its_name(self):
         """
-        Another account's certificates are no renewal of this account's:
-        a new-authz plans renewals from its own account's inventory only.
+        A new-authz plans a renewal from its own account's certificates that
+        hold the name: other accounts' certificates, and the account's for
+        other names, are not read.
         """
         self.register(key=OTHER)
         for index in range(3):
             self.issue(names=(f"other-{index}.example.test",), key=OTHER)
         self.register()
+        self.issue(names=("elsewhere.example.test",))
         with decoded_rows() as counts:
             reply = self.new_authz("mine.example.test")
         self.assertEqual(reply.status, 201, reply.body)
         self.assertEqual(counts[Certificate], 0)
 
-    def test_new_cert_reads_only_its_accounts_certificates(self):
+        self.issue(names=("mine.example.test", "www.example.test"))
+        with decoded_rows() as counts:
+            reply = self.new_authz("mine.example.test")
+        self.assertEqual(reply.status, 201, reply.body)
+        self.assertEqual(counts[Certificate], 1)
+        self.assertEqual(reply.json()["identifier"]["value"], "mine.example.test")
+
+    def test_new_cert_reads_only_its_accounts_certificates_holding_its_names(self):
         """
         A new-cert that orders anew (several names) looks for the
-        certificate it renews among its own account's only.
+        certificate it renews among its own account's that hold its names.
         """
         self.register(key=OTHER)
         for index in range(3):
             self.issue(names=(f"other-{index}.example.test",), key=OTHER)
         self.register()
-        self.issue(names=("mine.example.test",))
+        self.issue(names=("elsewhere.example.test",))
+        self.issue(names=("a.example.test",))
         names = ["a.example.test", "b.example.test"]
         for name in names:
             self.authorize(name)
         with decoded_rows() as counts:
             reply = self.post("/acme/new-cert", {"resource": "new-cert", "csr": b64url(make_csr(names))})
         self.assertEqual(reply.status, 201, reply.body)
-        # Its own earlier certificate (another name set) is read, the others not.
+        # The account's certificate for a.example.test is read, no other.
         self.assertEqual(counts[Certificate], 1)
 
     def test_the_order_budget_decodes_no_order(self):

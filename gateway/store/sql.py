@@ -733,9 +733,9 @@ class SQLStore:
     def orphaned_certificates(self) -> defer.Deferred[List[Certificate]]:
         return self._call(lambda: orphaned_certificates_in(self._database))
 
-    def current_certificates(self, account_id: Optional[int] = None
+    def current_certificates(self, account_id: Optional[int] = None, name: Optional[str] = None
                              ) -> defer.Deferred[List[Certificate]]:
-        return self._call(lambda: current_certificates_in(self._database, account_id))
+        return self._call(lambda: current_certificates_in(self._database, account_id, name))
 
     # -- Renewal windows --
 
@@ -1044,18 +1044,22 @@ def orphaned_certificates_in(database: Database) -> List[Certificate]:
     )
 
 
-def current_certificates_in(database: Database,
-                            account_id: Optional[int] = None) -> List[Certificate]:
+def current_certificates_in(database: Database, account_id: Optional[int] = None,
+                            name: Optional[str] = None) -> List[Certificate]:
     """
     The renewal inventory: of every account's certificates (or of
-    ``account_id``'s) that are not orphans, the newest of each name set (an
-    older one with the same names was renewed by it), of every CA, newest
-    first.
+    ``account_id``'s, holding ``name``) that are not orphans, the newest of
+    each name set (an older one with the same names was renewed by it), of
+    every CA, newest first.
     """
     where = "orphaned = 0"
     values: Tuple[Any, ...] = ()
     if account_id is not None:
-        where, values = "orphaned = 0 AND account_id = ?", (account_id,)
+        where, values = where + " AND account_id = ?", (*values, account_id)
+    if name is not None:
+        # A coarse match on the names column (its JSON list), made exact
+        # below: every certificate of a name set that holds the name is read.
+        where, values = where + " AND names LIKE ?", (*values, f"%{json.dumps(name.lower())}%")
     rows = database.execute(
         f"SELECT {database.row_order} AS _seq, * FROM certificates WHERE {where}", values).fetchall()
     certificates = newest_first(
@@ -1065,6 +1069,8 @@ def current_certificates_in(database: Database,
     for certificate in sorted(certificates, key=_validity_start, reverse=True):
         key = (certificate.account_id, certificate.names)
         if not certificate.names or key in seen:
+            continue
+        if name is not None and name.lower() not in certificate.names:
             continue
         seen.add(key)
         current.append(certificate)

@@ -558,8 +558,8 @@ async def _planned_view(context: Context, bound: BoundAccount, name: DNSName,
                 view = await usable_view(context, bound, candidate)
                 if view is not None:
                     return view
-        target = renewal_target(await context.store.current_certificates(bound.record.id),
-                                bound.record.id, name.spelled, context.clock.seconds())
+        held = await context.store.current_certificates(bound.record.id, name.spelled)
+        target = renewal_target(held, bound.record.id, name.spelled, context.clock.seconds())
         if target is None:
             return None
         terms = await order_terms(context, bound.thumbprint, user_agent, target.names,
