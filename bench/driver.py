@@ -21,6 +21,10 @@ immediately and then every ``poll_interval`` seconds until it is valid,
 request the certificate (v2: finalize, then poll the order the same way and
 download the chain; v1: ``new-cert``, then follow ``Link: rel="up"`` for the
 chain).  A fresh EC P-256 key and CSR per certificate; EC P-256 account keys.
+
+Each certificate's result also lists its client steps (``steps``: name,
+wall-clock start and end), which the benchmark lines up with the upstream
+requests the pass-through saw, to show where the time goes.
 """
 
 import json
@@ -44,6 +48,23 @@ USER_AGENT = "acme-gateway-bench (acme/1.32.0)"
 
 class PollTimeout(Exception):
     pass
+
+
+class Steps:
+    """
+    The client steps of one certificate, timed (wall clock, so that the
+    benchmark can line them up with the pass-through's request log).
+    """
+
+    def __init__(self):
+        self.done = []
+
+    def __call__(self, name, function, *args):
+        started = time.time()
+        try:
+            return function(*args)
+        finally:
+            self.done.append([name, started, time.time()])
 
 
 def load_key(path):
@@ -92,13 +113,13 @@ def http01(authzr):
     raise RuntimeError(f"{authzr.uri} offers no http-01")
 
 
-def poll_until_valid(poll, authzr, interval, deadline, counter):
+def poll_until_valid(poll, authzr, interval, deadline, counter, steps):
     """
     Poll at once, then every ``interval`` seconds, until the authorization
     is valid (or invalid: raise).
     """
     while True:
-        authzr, _ = poll(authzr)
+        authzr, _ = steps("authorization poll", poll, authzr)
         counter[0] += 1
         status = authzr.body.status
         if status == messages.STATUS_VALID:
@@ -127,22 +148,22 @@ class Native:
             self.net.account = messages.RegistrationResource(
                 uri=existing.location, body=messages.Registration())
 
-    def issue(self, names, webroot, interval, deadline, counter):
+    def issue(self, names, webroot, interval, deadline, counter, steps):
         acme = self.acme
         csr_pem = make_csr(names)
-        orderr = acme.new_order(csr_pem)
+        orderr = steps("newOrder (+ authorizations)", acme.new_order, csr_pem)
         pending = []
         for authzr in orderr.authorizations:
             if authzr.body.status == messages.STATUS_VALID:
                 continue
             challb = http01(authzr)
-            acme.answer_challenge(challb, webroot.publish(challb, self.key))
+            steps("answer challenge", acme.answer_challenge, challb, webroot.publish(challb, self.key))
             pending.append(authzr)
         for authzr in pending:
-            poll_until_valid(acme.poll, authzr, interval, deadline, counter)
+            poll_until_valid(acme.poll, authzr, interval, deadline, counter, steps)
         csr = OpenSSL.crypto.load_certificate_request(OpenSSL.crypto.FILETYPE_PEM, csr_pem)
-        response = acme._post(orderr.body.finalize,
-                              messages.CertificateRequest(csr=jose.ComparableX509(csr)))
+        response = steps("finalize", acme._post, orderr.body.finalize,
+                         messages.CertificateRequest(csr=jose.ComparableX509(csr)))
         order = messages.Order.from_json(response.json())
         order_polls = 0
         # Like the authorizations: poll at once, then every ``interval``.
@@ -153,10 +174,10 @@ class Native:
                 if time.monotonic() + interval > deadline:
                     raise PollTimeout(f"order {orderr.uri} still {order.status}")
                 time.sleep(interval)
-            order = messages.Order.from_json(acme._post_as_get(orderr.uri).json())
+            order = messages.Order.from_json(steps("order poll", acme._post_as_get, orderr.uri).json())
             order_polls += 1
             counter[0] += 1
-        fullchain = acme._post_as_get(order.certificate).text
+        fullchain = steps("certificate download", acme._post_as_get, order.certificate).text
         return fullchain
 
 
@@ -178,26 +199,26 @@ class Legacy:
             if regr.terms_of_service:
                 self.acme.agree_to_tos(regr)
 
-    def issue(self, names, webroot, interval, deadline, counter):
+    def issue(self, names, webroot, interval, deadline, counter, steps):
         acme = self.acme
         csr_pem = make_csr(names)
         authzrs = []
         pending = []
         for name in names:
-            authzr = acme.request_domain_challenges(name)
+            authzr = steps("new-authz", acme.request_domain_challenges, name)
             authzrs.append(authzr)
             if authzr.body.status == messages.STATUS_VALID:
                 continue
             challb = http01(authzr)
-            acme.answer_challenge(challb, webroot.publish(challb, self.key))
+            steps("answer challenge", acme.answer_challenge, challb, webroot.publish(challb, self.key))
             pending.append(authzr)
         updated = {}
         for authzr in pending:
-            updated[authzr.uri] = poll_until_valid(acme.poll, authzr, interval, deadline, counter)
+            updated[authzr.uri] = poll_until_valid(acme.poll, authzr, interval, deadline, counter, steps)
         authzrs = [updated.get(a.uri, a) for a in authzrs]
         csr = OpenSSL.crypto.load_certificate_request(OpenSSL.crypto.FILETYPE_PEM, csr_pem)
-        certr = acme.request_issuance(jose.ComparableX509(csr), authzrs)
-        chain = acme.fetch_chain(certr)
+        certr = steps("new-cert", acme.request_issuance, jose.ComparableX509(csr), authzrs)
+        chain = steps("issuer chain", acme.fetch_chain, certr)
         pems = [OpenSSL.crypto.dump_certificate(OpenSSL.crypto.FILETYPE_PEM, c.wrapped)
                 for c in [certr.body] + chain]
         return b"".join(pems).decode("ascii")
@@ -217,10 +238,12 @@ def main(argv):
     first_chain = None
     for names in job["certs"]:
         counter = [0]
+        steps = Steps()
         start = time.monotonic()
+        wall_start = time.time()
         try:
             fullchain = session.issue(names, webroot, interval, start + float(job.get("timeout", 60)),
-                                      counter)
+                                      counter, steps)
         except Exception as error:
             end = time.monotonic()
             detail = f"{type(error).__name__}: {error}"
@@ -230,7 +253,8 @@ def main(argv):
                 traceback.print_exc()
         else:
             end = time.monotonic()
-            results.append({"names": names, "start": start, "end": end, "ok": True, "polls": counter[0]})
+            results.append({"names": names, "start": start, "end": end, "ok": True, "polls": counter[0],
+                            "wall_start": wall_start, "steps": steps.done})
             if first_chain is None:
                 first_chain = fullchain
         finally:

@@ -11,7 +11,9 @@ The benchmark's helper process (gateway venv, Twisted): three listeners on
 - **http-01 responder**: Pebble's ``httpPort``; serves
   ``/.well-known/acme-challenge/<token>`` from the files the clients write
   into a shared webroot.
-- **Control** (plain HTTP): ``GET /counts`` returns the counters as JSON.
+- **Control** (plain HTTP): ``GET /counts`` returns the counters as JSON,
+  ``GET /timeline`` the last requests passed through (kind, status,
+  wall-clock start and end), to line up with the clients' steps.
 
 Run by ``bench/run.py``; stopped by the PID it started.  Prints one JSON
 line with the ports once everything listens.
@@ -26,6 +28,7 @@ import json
 import os
 import re
 import sys
+import time
 
 from twisted.internet import defer, endpoints, reactor, ssl
 from twisted.web import client as web_client
@@ -61,8 +64,13 @@ def kind_of(path: str) -> str:
     return "other"
 
 
+#: Requests kept for ``/timeline``.
+TIMELINE_KEPT = 50000
+
+
 class Counts:
     def __init__(self):
+        self.timeline = collections.deque(maxlen=TIMELINE_KEPT)  # [kind, status, start, end]
         self.requests = collections.Counter()  # kind -> requests
         self.statuses = collections.Counter()  # "kind status" -> responses
         self.orders_created = 0                # 201 answers to newOrder
@@ -91,6 +99,7 @@ class CountingProxy(resource.Resource):
         path = request.uri.split(b"?", 1)[0].decode("latin-1")
         kind = kind_of(path)
         self.counts.requests[kind] += 1
+        started = time.time()
         headers = Headers()
         for name, values in request.requestHeaders.getAllRawHeaders():
             if name.lower() in HOP_BY_HOP:
@@ -101,12 +110,13 @@ class CountingProxy(resource.Resource):
         producer = web_client.FileBodyProducer(io.BytesIO(body)) if body else None
         d = self.agent.request(request.method, (self.upstream_base + request.uri.decode("latin-1")).encode(),
                                headers, producer)
-        d.addCallback(self._relay, request, kind)
+        d.addCallback(self._relay, request, kind, started)
         d.addErrback(self._fail, request)
         return server.NOT_DONE_YET
 
-    def _relay(self, response, request, kind):
+    def _relay(self, response, request, kind, started):
         self.counts.statuses[f"{kind} {response.code}"] += 1
+        self.counts.timeline.append([kind, response.code, started, time.time()])
         if kind == "newOrder" and response.code == 201:
             self.counts.orders_created += 1
         request.setResponseCode(response.code)
@@ -175,6 +185,8 @@ class Control(resource.Resource):
 
     def render_GET(self, request):
         request.setHeader(b"content-type", b"application/json")
+        if request.path == b"/timeline":
+            return json.dumps(list(self.counts.timeline)).encode()
         body = self.counts.as_json()
         body["http01_served"] = self.well_known.served
         body["http01_missing"] = self.well_known.missing

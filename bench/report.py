@@ -154,41 +154,47 @@ def rows(results) -> List[Row]:
                        key=key))
     # 3. concurrency ------------------------------------------------------------
     ks = results.get("settings", {}).get("concurrency", [])
-    for k in ks:
-        native = _phase(results, f"k{k}", f"k{k}", "native")
-        legacy = _phase(results, f"k{k}", f"k{k}", "legacy")
-        get = lambda p: p["certs_per_s"]  # noqa: E731
-        r = None
-        if native and legacy and native["issued"] and legacy["issued"]:
-            r = ratio(get(legacy), get(native))
-        targeted = k == 32
-        out.append(Row("3 concurrency", f"K={k} clients: certificates per second",
-                       _cell(native, get, 2), _cell(legacy, get, 2), _ratio_text(r),
-                       "≥ 0.90×" if targeted else "(info)",
-                       _judge(native, legacy, None if r is None else r >= 0.90) if targeted else "—",
-                       key="throughput K=32" if targeted else None))
-        for stat in ("p50", "p99"):
-            get = (lambda s: (lambda p: p["latency"][s]))(stat)
+    worker_counts = results.get("settings", {}).get("workers", [1])
+    for workers in worker_counts:
+        for k in ks:
+            stack = _concurrency_stack(k, workers)
+            native = _phase(results, stack, f"k{k}", "native")
+            legacy = _phase(results, stack, f"k{k}", "legacy")
+            clients = f"K={k} clients" + _workers_text(workers)
+            get = lambda p: p["certs_per_s"]  # noqa: E731
             r = None
             if native and legacy and native["issued"] and legacy["issued"]:
                 r = ratio(get(legacy), get(native))
-            out.append(Row("3 concurrency", f"K={k} clients: {stat} latency per certificate (s)",
-                           _cell(native, get), _cell(legacy, get), _ratio_text(r), "(info)"))
+            targeted = k == 32
+            out.append(Row("3 concurrency", f"{clients}: certificates per second",
+                           _cell(native, get, 2), _cell(legacy, get, 2), _ratio_text(r),
+                           "≥ 0.90×" if targeted else "(info)",
+                           _judge(native, legacy, None if r is None else r >= 0.90) if targeted else "—",
+                           key=f"throughput K=32{_workers_text(workers)}" if targeted else None))
+            for stat in ("p50", "p99"):
+                get = (lambda s: (lambda p: p["latency"][s]))(stat)
+                r = None
+                if native and legacy and native["issued"] and legacy["issued"]:
+                    r = ratio(get(legacy), get(native))
+                out.append(Row("3 concurrency", f"{clients}: {stat} latency per certificate (s)",
+                               _cell(native, get), _cell(legacy, get), _ratio_text(r), "(info)"))
     # 4. gateway-local cost --------------------------------------------------------
-    load = results.get("http_load", {})
-    connections = load.get("connections", 64)
-    for method in ("HEAD", "GET"):
-        measured = load.get(method)
-        tool = f" [{measured['tool']}]" if measured else ""
-        for field, label, digits in (("rps", "requests per second", 0), ("p50_ms", "p50 latency (ms)", 2),
-                                     ("p99_ms", "p99 latency (ms)", 2)):
-            value = measured.get(field) if measured else None
-            target, verdict, key = "(info)", "—", None
-            if method == "HEAD" and field == "p99_ms":
-                target, key = "< 5 ms", "HEAD /directory p99"
-                verdict = _verdict(None if value is None else value < 5.0)
-            out.append(Row("4 gateway-local", f"{method} /directory at {connections} connections: "
-                           f"{label}{tool}", "—", _fmt(value, digits), "—", target, verdict, key=key))
+    for workers, load in _loads(results):
+        connections = load.get("connections", 64)
+        for method in ("HEAD", "GET"):
+            measured = load.get(method)
+            tool = f" [{measured['tool']}]" if measured else ""
+            for field, label, digits in (("rps", "requests per second", 0),
+                                         ("p50_ms", "p50 latency (ms)", 2),
+                                         ("p99_ms", "p99 latency (ms)", 2)):
+                value = measured.get(field) if measured else None
+                target, verdict, key = "(info)", "—", None
+                if method == "HEAD" and field == "p99_ms":
+                    target, key = "< 5 ms", f"HEAD /directory p99{_workers_text(workers)}"
+                    verdict = _verdict(None if value is None else value < 5.0)
+                out.append(Row("4 gateway-local", f"{method} /directory at {connections} connections"
+                               f"{_workers_text(workers)}: {label}{tool}", "—", _fmt(value, digits), "—",
+                               target, verdict, key=key))
     cpu_sources = [("reuse", "single", "1 name, sequential"), ("reuse", "multi3", "3 names, sequential")]
     if ks:
         cpu_sources.append((f"k{max(ks)}", f"k{max(ks)}", f"1 name, K={max(ks)}"))
@@ -243,6 +249,24 @@ def rows(results) -> List[Row]:
     return out
 
 
+def _concurrency_stack(k: int, workers: int) -> str:
+    return f"k{k}" if workers == 1 else f"k{k}w{workers}"
+
+
+def _workers_text(workers) -> str:
+    return "" if int(workers) == 1 else f", {workers} workers"
+
+
+def _loads(results):
+    """Section 4's measurements: ``[(workers, load), …]``, one worker first."""
+    loads = []
+    if results.get("http_load") or 1 in results.get("settings", {}).get("workers", [1]):
+        loads.append((1, results.get("http_load", {})))
+    for workers, load in sorted((results.get("http_load_workers") or {}).items(), key=lambda i: int(i[0])):
+        loads.append((int(workers), load))
+    return loads
+
+
 def _table(header, body) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     for cells in body:
@@ -284,32 +308,65 @@ def kinds_table(results) -> str:
 
 
 def load_table(results) -> str:
-    load = results.get("http_load")
-    if not load:
+    loads = [(w, load) for w, load in _loads(results) if load]
+    if not loads:
         return "(not measured)"
     body = []
 
-    def line(label, m):
-        return [label, m.get("connections", load.get("connections", "?")), m["tool"], f"{m['rps']:.0f}",
-                _fmt(m["p50_ms"], 2), _fmt(m["p99_ms"], 2), m["errors"], m["requests"],
-                _fmt(m.get("gateway_cpu_us_per_request"), 0), _fmt(m.get("gateway_cores_busy"), 2)]
+    def line(label, load, m):
+        return [label, load.get("workers", 1), m.get("connections", load.get("connections", "?")), m["tool"],
+                f"{m['rps']:.0f}", _fmt(m["p50_ms"], 2), _fmt(m["p99_ms"], 2), m["errors"], m["requests"],
+                _fmt(m.get("gateway_cpu_us_per_request"), 0), _fmt(m.get("gateway_cores_busy"), 2),
+                _fmt(m.get("generator_cores_busy"), 2), m.get("machine_load", "?")]
 
-    for method in ("HEAD", "GET"):
-        if method in load:
-            body.append(line(f"{method} /directory", load[method]))
-    if "HEAD@1" in load:
-        body.append(line("HEAD /directory, one connection", load["HEAD@1"]))
-    for method, m in (load.get("cross_check") or {}).items():
-        body.append(line(f"{method} /directory (cross-check)", m))
-    table = _table(["request", "connections", "generator", "req/s", "p50 ms", "p99 ms", "errors", "requests",
-                    "gateway CPU µs/request", "gateway cores busy"], body)
-    if "signed_request_after_s" in load:
-        after = load["signed_request_after_s"]
-        table += ("\n\nA legacy client's start-up through the gateway (process start, directory, new-reg "
-                  f"answered 409): {_fmt(load.get('signed_request_before_s'), 2)} s before the load, "
-                  + (f"{after:.2f} s right after it." if after is not None else
-                     "**did not complete** right after it (see the notes)."))
+    for _, load in loads:
+        for method in ("HEAD", "GET"):
+            if method in load:
+                body.append(line(f"{method} /directory", load, load[method]))
+        if "HEAD@1" in load:
+            body.append(line("HEAD /directory, one connection", load, load["HEAD@1"]))
+        for method, m in (load.get("cross_check") or {}).items():
+            body.append(line(f"{method} /directory (cross-check)", load, m))
+    table = _table(["request", "workers", "connections", "generator", "req/s", "p50 ms", "p99 ms", "errors",
+                    "requests", "gateway CPU µs/request", "gateway cores busy", "generator cores busy",
+                    "load average after"], body)
+    for workers, load in loads:
+        if "signed_request_after_s" in load:
+            after = load["signed_request_after_s"]
+            table += (f"\n\nA legacy client's start-up through the gateway ({workers} worker"
+                      f"{'s' if workers > 1 else ''}; process start, directory, new-reg "
+                      f"answered 409): {_fmt(load.get('signed_request_before_s'), 2)} s before the load, "
+                      + (f"{after:.2f} s right after it." if after is not None else
+                         "**did not complete** right after it (see the notes)."))
     return table
+
+
+def trace_table(results) -> str:
+    """
+    Where the time of one sequential certificate goes, per client step,
+    both modes side by side, with the upstream requests each step caused.
+    """
+    parts = []
+    for stack, name, label in SCENARIOS:
+        traces = {mode: (_phase(results, stack, name, mode) or {}).get("trace") for mode in ("native", "legacy")}
+        if not any(traces.values()):
+            continue
+        body = []
+        for mode in ("native", "legacy"):
+            traced = traces[mode]
+            if not traced:
+                continue
+            certificates = traced["certificates"]
+            for step, figures in traced["steps"].items():
+                upstream = ", ".join(f"{kind} {count / certificates:.2f}"
+                                     for kind, count in sorted(figures["upstream"].items()))
+                body.append([mode, step, f"{figures['calls'] / certificates:.2f}",
+                             f"{figures['seconds'] * 1000 / certificates:.1f}", upstream or "—"])
+        counted = ", ".join(f"{m} {t['certificates']}" for m, t in traces.items() if t)
+        parts.append(f"**{label}** (mean per certificate; certificates traced: {counted})\n")
+        parts.append(_table(["mode", "client step", "calls", "ms", "upstream requests started during it"], body))
+        parts.append("")
+    return "\n".join(parts) if parts else "(not traced)"
 
 
 def memory_table(results) -> str:
@@ -317,8 +374,14 @@ def memory_table(results) -> str:
     if not memory:
         return "(not measured)"
     body = [[s["label"], s["issued"], _fmt(s.get("VmRSS"), 1), _fmt(s.get("VmHWM"), 1),
-             _fmt(s.get("gateway_cpu_ms_per_cert"), 1)] for s in memory["samples"]]
-    return _table(["point", "issued", "RSS MB", "peak RSS MB", "gateway CPU ms/cert in the batch"], body)
+             _fmt(s.get("gateway_cpu_ms_per_cert"), 1),
+             " ".join(f"{p['VmRSS']:.1f}" for p in (s.get("processes") or {}).values()) or "n/a"]
+            for s in memory["samples"]]
+    workers = memory.get("workers", 1)
+    note = (f"\n\n{workers} workers: the RSS figures are the largest worker's; the last column lists "
+            "every process (the supervisor first)." if workers > 1 else "")
+    return _table(["point", "issued", "RSS MB", "peak RSS MB", "gateway CPU ms/cert in the batch",
+                   "RSS MB of each process"], body) + note
 
 
 def profile_section(results) -> str:
@@ -356,7 +419,9 @@ def header(results) -> str:
         + ", ".join(f"{k}={v}" for k, v in (env.get("reuse") or {}).items())
         + " for §1 and the reuse-on rows of §2; PEBBLE_AUTHZREUSE=0 for the reuse-off rows, §3 (a fresh "
         f"Pebble, proxy and gateway per K) and §5. Each measurement alternates the modes over "
-        f"{settings.get('rounds', 1)} round(s). Gateway revision: {settings.get('gateway_revision', '?')}.",
+        f"{settings.get('rounds', 1)} round(s). Gateway revision: {settings.get('gateway_revision', '?')}. "
+        f"Gateway processes (--workers) for §3 and §4: {', '.join(map(str, settings.get('workers', [1])))}"
+        f"; sections run: {', '.join(settings.get('sections', ['all']))}.",
     ]
     if settings.get("gateway_src"):
         lines.append(f"Gateway package from: `{settings['gateway_src']}` (not this checkout).")
@@ -372,6 +437,9 @@ def markdown(results) -> str:
         main_table(results) + "\n",
         "## Upstream requests per certificate, by kind (counted at the pass-through in front of Pebble)\n",
         kinds_table(results) + "\n",
+        "## Where the time goes (sequential certificates: client steps and the upstream requests "
+        "that started during each)\n",
+        trace_table(results) + "\n",
         "## Gateway-local HTTP load\n",
         load_table(results) + "\n",
         "## Gateway memory (fresh gateway process)\n",

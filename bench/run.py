@@ -66,6 +66,26 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
+def process_tree(pid: int) -> List[int]:
+    """
+    ``pid`` and its descendants (a ``--workers`` supervisor and its
+    workers), from /proc.
+    """
+    found = [pid]
+    for current in found:
+        try:
+            tasks = os.listdir(f"/proc/{current}/task")
+        except OSError:
+            continue
+        for task in tasks:
+            try:
+                with open(f"/proc/{current}/task/{task}/children") as f:
+                    found.extend(int(child) for child in f.read().split())
+            except OSError:
+                pass
+    return found
+
+
 def rss_mb(pid: int) -> Dict[str, float]:
     """VmRSS and VmHWM in MB (10^6 bytes)."""
     values = {}
@@ -75,6 +95,23 @@ def rss_mb(pid: int) -> Dict[str, float]:
             if name in ("VmRSS", "VmHWM"):
                 values[name] = int(rest.split()[0]) * 1024 / 1e6
     return values
+
+
+def gateway_rss(gateway) -> Dict[str, object]:
+    """
+    RSS of a gateway: ``VmRSS``/``VmHWM`` of the process serving (the
+    largest worker's, with ``--workers``), and every process's by PID.
+    """
+    processes = {}
+    for pid in gateway_pids(gateway):
+        try:
+            processes[str(pid)] = rss_mb(pid)
+        except OSError:
+            pass
+    serving = [p for pid, p in processes.items() if int(pid) != gateway.process.pid] \
+        if len(processes) > 1 else list(processes.values())
+    largest = max(serving, key=lambda p: p["VmRSS"]) if serving else {}
+    return {**largest, "processes": processes}
 
 
 def machine_info() -> dict:
@@ -168,6 +205,12 @@ class Helper:
         with opener.open(f"http://127.0.0.1:{self.control_port}/counts", timeout=10) as response:
             return json.loads(response.read())
 
+    def timeline(self) -> list:
+        """The requests passed through lately: ``[kind, status, start, end]`` (wall clock)."""
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        with opener.open(f"http://127.0.0.1:{self.control_port}/timeline", timeout=10) as response:
+            return json.loads(response.read())
+
     def stop(self):
         _stop(self.process)
 
@@ -210,10 +253,11 @@ def _read_line(process: subprocess.Popen, deadline: float) -> str:
 
 def start_gateway(workdir: str, helper: Helper, keys_dir: str, name: str,
                   gateway_src: Optional[str] = None, tracemalloc_file: Optional[str] = None,
-                  state: Optional[str] = None, env: Optional[dict] = None):
+                  state: Optional[str] = None, env: Optional[dict] = None, workers: int = 1):
     """
     ``acme-gateway serve`` (through bench/gateway_main.py) in front of the
-    proxy; ``state`` a PostgreSQL URI for a replica (its password in ``env``).
+    proxy; ``state`` a PostgreSQL URI for a replica (its password in ``env``);
+    ``workers`` > 1 serves it from that many processes (``--workers``).
     """
     from tests.support.gateway_process import GatewayProcess
 
@@ -233,21 +277,27 @@ def start_gateway(workdir: str, helper: Helper, keys_dir: str, name: str,
                 "--keys", self.keys_dir,
                 "--state", self.state,
                 "--listen", f"tcp:{self.port}:interface=127.0.0.1",
+                *(["--workers", str(workers)] if workers > 1 else []),
                 *self.extra_args,
             ]
 
+    if gateway_src and workers > 1:
+        # The workers are ``python -m gateway``: the same package for them.
+        env = dict(env or {}, PYTHONPATH=os.path.abspath(gateway_src))
     upstream = types.SimpleNamespace(directory_url=helper.directory_url, ca_bundle=helper.ca_bundle)
     gateway = BenchGateway(os.path.join(workdir, name), upstream, keys_dir, state=state, env=env)
+    gateway.workers = workers
     return gateway.start(timeout=60)
 
 
 class Stack:
     """One Pebble (with the given authorization reuse), its helper and a gateway."""
 
-    def __init__(self, bench: "Bench", label: str, authz_reuse: int):
+    def __init__(self, bench: "Bench", label: str, authz_reuse: int, workers: int = 1):
         from tests.support.stack import Pebble, free_port
 
         self.bench = bench
+        self.workers = workers
         self.label = label
         self.workdir = os.path.join(bench.workdir, label)
         os.makedirs(self.workdir, exist_ok=True)
@@ -269,11 +319,11 @@ class Stack:
 
     def start_gateway(self):
         return start_gateway(self.workdir, self.helper, self.bench.legacy_keys_dir, "gateway",
-                             self.bench.args.gateway_src)
+                             self.bench.args.gateway_src, workers=self.workers)
 
-    def new_gateway(self, name: str, tracemalloc_file: Optional[str] = None):
+    def new_gateway(self, name: str, tracemalloc_file: Optional[str] = None, workers: int = 1):
         return start_gateway(self.workdir, self.helper, self.bench.legacy_keys_dir, name,
-                             self.bench.args.gateway_src, tracemalloc_file)
+                             self.bench.args.gateway_src, tracemalloc_file, workers=workers)
 
     def stop(self):
         for part in (self.gateway, self.helper, self.pebble):
@@ -336,9 +386,24 @@ class ReplicaStack(Stack):
         return ReplicaSet(self.workdir, self.helper, self.bench, self.count)
 
 
+def gateway_pids(gateway) -> List[int]:
+    """
+    The processes of a gateway: one, a ``--workers`` supervisor and its
+    workers, or every replica of a `ReplicaSet` (with theirs).
+    """
+    roots = getattr(gateway, "pids", None) or [gateway.process.pid]
+    return [pid for root in roots for pid in process_tree(root)]
+
+
 def gateway_cpu_seconds(gateway) -> float:
-    """CPU seconds of a gateway: one process, or every replica of a `ReplicaSet`."""
-    return sum(cpu_seconds(pid) for pid in getattr(gateway, "pids", None) or [gateway.process.pid])
+    """CPU seconds of a gateway: the sum over its processes (`gateway_pids`)."""
+    total = 0.0
+    for pid in gateway_pids(gateway):
+        try:
+            total += cpu_seconds(pid)
+        except OSError:  # a worker that just ended
+            pass
+    return total
 
 
 # ---------------------------------------------------------------------------
@@ -392,9 +457,10 @@ class Bench:
                     raise
                 log("the loopback DNS server could not bind its port; trying another")
 
-    def start_stack(self, label: str, authz_reuse: int) -> Stack:
-        log(f"starting Pebble (PEBBLE_AUTHZREUSE={authz_reuse}), the counting proxy and the gateway [{label}]")
-        stack = Stack(self, label, authz_reuse)
+    def start_stack(self, label: str, authz_reuse: int, workers: int = 1) -> Stack:
+        log(f"starting Pebble (PEBBLE_AUTHZREUSE={authz_reuse}), the counting proxy and the gateway "
+            f"({workers} worker{'s' if workers > 1 else ''}) [{label}]")
+        stack = Stack(self, label, authz_reuse, workers)
         self.stacks.append(stack)
         return stack
 
@@ -508,6 +574,8 @@ class Bench:
             "gateway_cpu_s": gateway_cpu,
             "pebble_cpu_s": pebble_cpu,
         })
+        if len(plan) == 1 and name in TRACED_PHASES and ok:
+            phase["trace"] = trace(ok, stack.helper.timeline())
         if chains and self.args.verify:
             phase["verified"] = self.verify(stack, chains[0])
         key = f"{stack.label}/{name}/{mode}"
@@ -622,25 +690,31 @@ class Bench:
         names are unique, so reuse changes nothing but Pebble's lock
         traffic), both modes alternating over ``--rounds`` rounds.
         """
-        for k in self.args.concurrency:
-            holder = {"stack": self.start_stack(f"k{k}", 0), "restarts": 0}
+        for workers in self.args.workers:
+            for k in self.args.concurrency:
+                self.concurrency_of(k, workers)
 
-            def restart(old, k=k, holder=holder):
-                self.stop_stack(old)
-                holder["restarts"] += 1
-                holder["stack"] = self.start_stack(f"k{k}", 0)
-                self.warm_up(holder["stack"], f"k{k}r{holder['restarts']}")
-                return holder["stack"]
+    def concurrency_of(self, k: int, workers: int):
+        """One K against a gateway of ``workers`` processes (stack ``k<K>``, ``k<K>w<N>``)."""
+        label = concurrency_label(k, workers)
+        holder = {"stack": self.start_stack(label, 0, workers), "restarts": 0}
 
-            try:
-                self.warm_up(holder["stack"], f"k{k}")
-                per_client = max(self.args.certs_per_client, math.ceil(self.args.min_certs_per_k / k))
-                self.alternating(holder["stack"], f"k{k}", lambda mode, i: [
-                    self.names(f"k{k}{mode[0]}{i}c{c}r{holder['restarts']}", per_client, 1)
-                    for c in range(k)], self.args.rounds, restart=restart)
-            finally:
-                if holder["stack"] in self.stacks:
-                    self.stop_stack(holder["stack"])
+        def restart(old):
+            self.stop_stack(old)
+            holder["restarts"] += 1
+            holder["stack"] = self.start_stack(label, 0, workers)
+            self.warm_up(holder["stack"], f"{label}r{holder['restarts']}")
+            return holder["stack"]
+
+        try:
+            self.warm_up(holder["stack"], label)
+            per_client = max(self.args.certs_per_client, math.ceil(self.args.min_certs_per_k / k))
+            self.alternating(holder["stack"], f"k{k}", lambda mode, i: [
+                self.names(f"{label}{mode[0]}{i}c{c}r{holder['restarts']}", per_client, 1)
+                for c in range(k)], self.args.rounds, restart=restart)
+        finally:
+            if holder["stack"] in self.stacks:
+                self.stop_stack(holder["stack"])
 
     def replicas(self):
         """
@@ -678,22 +752,35 @@ class Bench:
                 if holder["stack"] in self.stacks:
                     self.stop_stack(holder["stack"])
 
-    def http_load(self, stack: Stack):
+    def http_load(self, stack: Stack, gateway=None, workers: int = 1):
+        """
+        Section 4 against ``gateway`` (default: the stack's), served by
+        ``workers`` processes: kept as ``http_load`` for one worker, under
+        ``http_load_workers`` by count for more.
+        """
         from bench import httpload
 
-        url = stack.gateway.directory_url
-        results = {}
+        gateway = gateway or stack.gateway
+        url = gateway.directory_url
+        results = {"workers": workers}
         duration = self.args.load_duration
         connections = self.args.load_connections
-        pid = stack.gateway.process.pid
-        results["signed_request_before_s"] = self.signed_probe(stack)
+        results["signed_request_before_s"] = self.signed_probe(stack, gateway)
 
         def measured(method, conns, seconds, tool):
-            cpu_before, wall_before = cpu_seconds(pid), time.monotonic()
+            cpu_before, wall_before = gateway_cpu_seconds(gateway), time.monotonic()
+            generator_before = _children_cpu_seconds()
             r = httpload.run(url, method, conns, seconds, tool)
-            cpu, wall = cpu_seconds(pid) - cpu_before, time.monotonic() - wall_before
+            cpu, wall = gateway_cpu_seconds(gateway) - cpu_before, time.monotonic() - wall_before
+            generator = _children_cpu_seconds() - generator_before
             r["gateway_cpu_us_per_request"] = (cpu * 1e6 / r["requests"]) if r["requests"] else None
             r["gateway_cores_busy"] = cpu / wall if wall else None
+            # The load generator runs on the same 2 cores: its own CPU time
+            # (a child process of this one; the built-in generator runs
+            # in this process and is not counted).
+            r["generator_cpu_s"] = generator if r["tool"] != "python" else None
+            r["generator_cores_busy"] = generator / wall if wall and r["tool"] != "python" else None
+            r["machine_load"] = load_average()
             r["connections"] = conns
             return r
 
@@ -710,20 +797,35 @@ class Bench:
             results["cross_check"] = cross
         # Does the load leave work queued behind it?  A legacy client's
         # start-up (new-reg, answered 409, which reads the store) right after.
-        results["signed_request_after_s"] = self.signed_probe(stack)
+        results["signed_request_after_s"] = self.signed_probe(stack, gateway)
         log(f"  a legacy client's start-up (new-reg) took {results['signed_request_before_s']} s before "
             f"the load and {results['signed_request_after_s']} s right after it")
         results["connections"] = connections
         results["duration_s"] = duration
-        self.results["http_load"] = results
+        if workers == 1:
+            self.results["http_load"] = results
+        else:
+            self.results.setdefault("http_load_workers", {})[str(workers)] = results
         for note in httpload.NOTES:
             self.note(note)
 
-    def signed_probe(self, stack: Stack):
+    def http_load_workers(self, stack: Stack):
+        """Section 4 again on a fresh gateway of each ``--workers`` count above 1."""
+        for workers in self.args.workers:
+            if workers == 1:
+                continue
+            log(f"section 4: gateway-local HTTP load, {workers} workers")
+            gateway = stack.new_gateway(f"gateway-w{workers}", workers=workers)
+            try:
+                self.http_load(stack, gateway, workers)
+            finally:
+                gateway.stop()
+
+    def signed_probe(self, stack: Stack, gateway=None):
         """Seconds for a legacy driver to start and register (409) through the gateway."""
         started = time.monotonic()
         try:
-            self.run_phase(stack, "legacy", "probe", [[]], record=False)
+            self.run_phase(stack, "legacy", "probe", [[]], gateway=gateway, record=False)
         except RuntimeError as error:
             self.note(f"a legacy client could not start through the gateway after "
                       f"{time.monotonic() - started:.0f} s: {str(error).splitlines()[0]}")
@@ -735,11 +837,11 @@ class Bench:
         A fresh gateway: RSS right after start, after a warm-up, and after
         every checkpoint up to ``--issuances-for-memory`` issuances.
         """
-        gateway = stack.new_gateway("gateway-memory")
+        workers = self.args.memory_workers
+        gateway = stack.new_gateway("gateway-memory", workers=workers)
         try:
-            pid = gateway.process.pid
-            time.sleep(1.0)
-            samples = [{"issued": 0, "label": "idle (just started)", **rss_mb(pid)}]
+            time.sleep(1.0 if workers == 1 else 3.0)
+            samples = [{"issued": 0, "label": "idle (just started)", **gateway_rss(gateway)}]
             log(f"  memory: idle RSS {samples[0]['VmRSS']:.1f} MB")
             clients = self.args.memory_clients
             issued = 0
@@ -753,11 +855,11 @@ class Bench:
                 issued += phase["issued"]
                 if phase["failed"]:
                     self.note(f"memory run: {phase['failed']} issuance(s) failed: {phase['errors'][:1]}")
-                sample = {"issued": issued, "label": f"after {issued} issuances", **rss_mb(pid),
+                sample = {"issued": issued, "label": f"after {issued} issuances", **gateway_rss(gateway),
                           "gateway_cpu_ms_per_cert": phase.get("gateway_cpu_ms_per_cert")}
                 samples.append(sample)
                 log(f"  memory: after {issued} issuances RSS {sample['VmRSS']:.1f} MB")
-            self.results["memory"] = {"samples": samples, "clients": clients,
+            self.results["memory"] = {"samples": samples, "clients": clients, "workers": workers,
                                       "warmup_issuances": checkpoints[0]}
         finally:
             gateway.stop()
@@ -816,6 +918,21 @@ class Bench:
             self.run_phase(stack, "legacy", f"profile-k{k}", plan, record=False)
         self.results.setdefault("profiles", {})[f"k{k}-legacy"] = rec.summary
 
+    def profile_sequential(self, stack: Stack):
+        """
+        py-spy on the gateway while one legacy client gets 3-name
+        certificates one after another (the sequential path of § 1).
+        """
+        from bench import profiling
+
+        if not profiling.available():
+            return
+        plan = [self.names("psl", max(4, self.args.n_multi), 3)]
+        with profiling.Recorder(stack.gateway.process.pid,
+                                os.path.join(self.out, "profile-sequential-multi3-legacy")) as rec:
+            self.run_phase(stack, "legacy", "profile-multi3", plan, record=False)
+        self.results.setdefault("profiles", {})["sequential-multi3-legacy"] = rec.summary
+
     def profile_head(self, stack: Stack):
         """py-spy on the gateway during HEAD /directory load."""
         from bench import httpload, profiling
@@ -832,41 +949,113 @@ class Bench:
     def run_all(self):
         self.prepare()
         started = time.monotonic()
-        main = self.start_stack("reuse", 100)
-        self.results["pebble_env"] = {"reuse": main.pebble_env}
-        self.warm_up(main, "r")
-        log("section 1+2: sequential issuance, authorization reuse on")
-        self.sequential(main, "r")
-        if self.args.profile:
-            log("profiling the gateway (py-spy) during a K=max legacy run")
-            self.profile_issuance(main)
-        # The HTTP load goes last on this gateway: what it leaves queued
-        # behind (if anything) must not slow a later measurement.
-        log("section 4: gateway-local HTTP load")
-        self.http_load(main)
-        if self.args.profile:
-            log("profiling the gateway (py-spy) during HEAD load")
-            self.profile_head(main)
-        self.stop_stack(main)
+        sections = self.args.sections
+        self.results["pebble_env"] = {}
+        if {"issuance", "load"} & sections or self.args.profile:
+            main = self.start_stack("reuse", 100)
+            self.results["pebble_env"]["reuse"] = main.pebble_env
+            self.warm_up(main, "r")
+            if "issuance" in sections:
+                log("section 1+2: sequential issuance, authorization reuse on")
+                self.sequential(main, "r")
+            if self.args.profile:
+                log("profiling the gateway (py-spy) during sequential 3-name legacy issuance")
+                self.profile_sequential(main)
+                log("profiling the gateway (py-spy) during a K=max legacy run")
+                self.profile_issuance(main)
+            # The HTTP load goes last on this gateway: what it leaves queued
+            # behind (if anything) must not slow a later measurement.
+            if "load" in sections:
+                if 1 in self.args.workers:
+                    log("section 4: gateway-local HTTP load")
+                    self.http_load(main)
+                self.http_load_workers(main)
+            if self.args.profile:
+                log("profiling the gateway (py-spy) during HEAD load")
+                self.profile_head(main)
+            self.stop_stack(main)
 
-        log("section 3: concurrency (a fresh stack per K)")
-        self.concurrency()
-        if self.args.replicas:
+        if "concurrency" in sections:
+            log("section 3: concurrency (a fresh stack per K and worker count)")
+            self.concurrency()
+        if self.args.replicas and "replicas" in sections:
             log("section 6: replicas on PostgreSQL (a fresh stack per configuration)")
             self.replicas()
 
-        other = self.start_stack("noreuse", 0)
-        self.results["pebble_env"]["noreuse"] = other.pebble_env
-        self.warm_up(other, "o")
-        log("section 2: sequential issuance, authorization reuse off")
-        self.sequential(other, "o")
-        log("section 5: memory (a fresh gateway)")
-        self.memory(other)
-        if self.args.memory_diagnosis:
-            log("memory diagnosis (tracemalloc, untimed)")
-            self.memory_diagnosis(other)
-        self.stop_stack(other)
+        if {"noreuse", "memory"} & sections:
+            other = self.start_stack("noreuse", 0)
+            self.results["pebble_env"]["noreuse"] = other.pebble_env
+            self.warm_up(other, "o")
+            if "noreuse" in sections:
+                log("section 2: sequential issuance, authorization reuse off")
+                self.sequential(other, "o")
+            if "memory" in sections:
+                log("section 5: memory (a fresh gateway)")
+                self.memory(other)
+            if self.args.memory_diagnosis:
+                log("memory diagnosis (tracemalloc, untimed)")
+                self.memory_diagnosis(other)
+            self.stop_stack(other)
         self.results["elapsed_s"] = time.monotonic() - started
+
+
+#: Sequential phases whose client steps are lined up with the upstream requests.
+TRACED_PHASES = ("single", "multi3", "renew3")
+
+#: Upstream requests made while the client was between two of its steps
+#: (its poll interval's sleep, making the CSR): the gateway on its own.
+BETWEEN_STEPS = "(between client steps)"
+
+
+def trace(certificates: List[dict], timeline: list) -> dict:
+    """
+    Where the time of sequentially issued certificates goes: per client
+    step (``new-authz``, ``authorization poll``, ``finalize``, …) its calls
+    and seconds, and the upstream requests that started during it, by
+    kind; requests that started while the client was between steps (the
+    gateway's own follow-up reads while the client sleeps) are counted
+    apart.  Sums, so that rounds add up (`merge`).
+    """
+    steps: Dict[str, dict] = {}
+
+    def entry(name):
+        return steps.setdefault(name, {"calls": 0, "seconds": 0.0, "upstream": {}})
+
+    intervals = []
+    for certificate in certificates:
+        start = certificate["wall_start"]
+        end = start + (certificate["end"] - certificate["start"])
+        inside = 0.0
+        for name, began, ended in certificate.get("steps", []):
+            step = entry(name)
+            step["calls"] += 1
+            step["seconds"] += ended - began
+            inside += ended - began
+            intervals.append((began, ended, name))
+        entry(BETWEEN_STEPS)["seconds"] += max(0.0, (end - start) - inside)
+        intervals.append((start, end, BETWEEN_STEPS))
+    # Steps first, then the certificates' spans (the between-steps catch-all).
+    intervals.sort(key=lambda i: (i[2] == BETWEEN_STEPS, i[0]))
+    for kind, _status, began, _ended in timeline:
+        for low, high, name in intervals:
+            if low <= began <= high:
+                counts = entry(name)["upstream"]
+                counts[kind] = counts.get(kind, 0) + 1
+                break
+    return {"certificates": len(certificates), "steps": steps}
+
+
+def merge_traces(a: Optional[dict], b: Optional[dict]) -> Optional[dict]:
+    if not a or not b:
+        return a or b
+    steps = {name: dict(step, upstream=dict(step["upstream"])) for name, step in a["steps"].items()}
+    for name, step in b["steps"].items():
+        into = steps.setdefault(name, {"calls": 0, "seconds": 0.0, "upstream": {}})
+        into["calls"] += step["calls"]
+        into["seconds"] += step["seconds"]
+        for kind, count in step["upstream"].items():
+            into["upstream"][kind] = into["upstream"].get(kind, 0) + count
+    return {"certificates": a["certificates"] + b["certificates"], "steps": steps}
 
 
 def derive(phase: dict) -> dict:
@@ -911,6 +1100,7 @@ def merge(a: dict, b: dict) -> dict:
         "gateway_cpu_s": a["gateway_cpu_s"] + b["gateway_cpu_s"],
         "pebble_cpu_s": a["pebble_cpu_s"] + b["pebble_cpu_s"],
         "verified": a.get("verified", True) and b.get("verified", True),
+        "trace": merge_traces(a.get("trace"), b.get("trace")),
     })
     return derive(merged)
 
@@ -922,6 +1112,19 @@ def _log_phase(key: str, phase: dict) -> None:
         f"upstream {phase.get('requests_per_cert', float('nan')):.2f} req/cert, "
         f"{phase.get('orders_per_cert', float('nan')):.2f} orders/cert"
         + (f"; first error: {phase['errors'][0]}" if phase["failed"] else ""))
+
+
+def _children_cpu_seconds() -> float:
+    """CPU seconds of this process's waited-for children (the load generators among them)."""
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def concurrency_label(k: int, workers: int) -> str:
+    """The stack of K concurrent clients against a gateway of ``workers`` processes."""
+    return f"k{k}" if workers == 1 else f"k{k}w{workers}"
 
 
 def _der():
@@ -960,6 +1163,18 @@ def _int_list(text: str) -> List[int]:
     return values
 
 
+#: ``--sections``: §1 and the reuse-on rows of §2, §4, §3, §6, the reuse-off rows of §2, §5.
+SECTIONS = ("issuance", "load", "concurrency", "replicas", "noreuse", "memory")
+
+
+def _section_set(text: str) -> set:
+    chosen = {part.strip() for part in text.split(",") if part.strip()}
+    unknown = chosen - set(SECTIONS)
+    if unknown or not chosen:
+        raise argparse.ArgumentTypeError(f"sections are {', '.join(SECTIONS)}; got {text!r}")
+    return chosen
+
+
 def _replica_list(text: str) -> List[int]:
     return [] if text.strip() == "0" else _int_list(text)
 
@@ -978,6 +1193,15 @@ def parse_args(argv=None):
                         help="certificates each concurrent client obtains (default: %(default)s)")
     parser.add_argument("--min-certs-per-k", type=int, default=24,
                         help="at least this many certificates per K and mode (default: %(default)s)")
+    parser.add_argument("--workers", type=_int_list, default=[1],
+                        help="gateway processes (--workers) for sections 3 and 4, comma-separated: "
+                             "each K and the HTTP load run against a gateway of each count "
+                             "(default: 1)")
+    parser.add_argument("--sections", type=_section_set, default=set(SECTIONS),
+                        help="what to run, comma-separated, of: " + ", ".join(SECTIONS)
+                             + " (default: all)")
+    parser.add_argument("--memory-workers", type=int, default=1,
+                        help="gateway processes of the memory run (section 5; default: %(default)s)")
     parser.add_argument("--replicas", type=_replica_list, default=[1, 2, 3],
                         help="section 6: replica counts on PostgreSQL, comma-separated, measured "
                              "beside one gateway on SQLite; 0 skips the section (default: 1,2,3)")
@@ -1017,7 +1241,8 @@ def parse_args(argv=None):
                         help="skip verifying one chain per phase against Pebble's root")
     parser.add_argument("--no-chart", action="store_true", help="skip the PNG chart")
     parser.add_argument("--smoke", action="store_true",
-                        help="a tiny run for CI: N=2, K=1, 10 issuances for memory, 1 s of HTTP load")
+                        help="a tiny run for CI: N=2, K=1, 10 issuances for memory, 1 s of HTTP load, "
+                             "1 and 2 workers")
     args = parser.parse_args(argv)
     if args.smoke:
         args.n = 2
@@ -1031,6 +1256,8 @@ def parse_args(argv=None):
         args.rounds = 1
         args.replicas = [2]
         args.replica_clients = 1
+        args.workers = [1, 2]
+        args.memory_workers = 2
     if args.n_multi is None:
         args.n_multi = args.n
     if args.n < 1 or args.n_multi < 1:
@@ -1087,6 +1314,8 @@ def main(argv=None) -> int:
             "load_connections": args.load_connections, "load_duration_s": args.load_duration,
             "smoke": args.smoke, "gateway_src": args.gateway_src, "rounds": args.rounds,
             "replicas": args.replicas, "replica_clients": args.replica_clients,
+            "workers": args.workers, "sections": sorted(args.sections),
+            "memory_workers": args.memory_workers,
             "gateway_revision": gateway_revision(args.gateway_src),
             "key_type": "EC P-256 (account and certificate keys, both modes)",
             "client_library": "acme 1.32.0 (legacy venv), both modes",

@@ -37,12 +37,22 @@ EXPECTED_ROWS = (
     "K=1 clients: certificates per second",
     "K=1 clients: p50 latency per certificate (s)",
     "K=1 clients: p99 latency per certificate (s)",
+    # --smoke runs sections 3 and 4 with --workers 1 and 2 as well
+    "K=1 clients, 2 workers: certificates per second",
+    "K=1 clients, 2 workers: p50 latency per certificate (s)",
+    "K=1 clients, 2 workers: p99 latency per certificate (s)",
     "HEAD /directory at 64 connections: requests per second",
     "HEAD /directory at 64 connections: p50 latency (ms)",
     "HEAD /directory at 64 connections: p99 latency (ms)",
     "GET /directory at 64 connections: requests per second",
     "GET /directory at 64 connections: p50 latency (ms)",
     "GET /directory at 64 connections: p99 latency (ms)",
+    "HEAD /directory at 64 connections, 2 workers: requests per second",
+    "HEAD /directory at 64 connections, 2 workers: p50 latency (ms)",
+    "HEAD /directory at 64 connections, 2 workers: p99 latency (ms)",
+    "GET /directory at 64 connections, 2 workers: requests per second",
+    "GET /directory at 64 connections, 2 workers: p50 latency (ms)",
+    "GET /directory at 64 connections, 2 workers: p99 latency (ms)",
     "gateway CPU time per issued certificate, 1 name, sequential (ms)",
     "gateway CPU time per issued certificate, 3 names, sequential (ms)",
     "gateway CPU time per issued certificate, 1 name, K=1 (ms)",
@@ -111,3 +121,19 @@ def test_bench_smoke(tmp_path):
     assert results["memory"]["samples"][-1]["issued"] == 10
     for method in ("HEAD", "GET"):
         assert results["http_load"][method]["requests"] > 0, results["http_load"][method]
+        two = results["http_load_workers"]["2"][method]
+        assert two["requests"] > 0, two
+        if two["tool"] != "python":  # wrk and hey are child processes: their CPU is counted
+            assert two["generator_cpu_s"] > 0, two
+    # --workers 2: a supervisor and two workers, each process's RSS kept.
+    assert results["memory"]["workers"] == 2
+    assert len(results["memory"]["samples"][-1]["processes"]) == 3, results["memory"]["samples"][-1]
+    assert phases["k1w2/k1/legacy"]["gateway_cpu_s"] > 0
+    # Where the time goes: the client's steps, with the upstream requests
+    # each caused (a single-name new-authz makes the order upstream).
+    traced = phases["reuse/single/legacy"]["trace"]
+    assert traced["certificates"] == 2, traced
+    assert traced["steps"]["new-authz"]["upstream"]["newOrder"] == 2, traced
+    assert traced["steps"]["new-cert"]["upstream"]["finalize"] == 2, traced
+    assert "finalize" in phases["reuse/single/native"]["trace"]["steps"]
+    assert "## Where the time goes" in table

@@ -15,6 +15,7 @@ from cryptography import x509
 from twisted.logger import formatEvent, globalLogPublisher
 
 from gateway.keys.jose import b64url
+from gateway.store import Authorization, Update
 from tests.test_v1_face import NAME, FaceTestCase, make_csr
 
 
@@ -75,6 +76,50 @@ class IssuancePathTests(FaceTestCase):
         self.assertEqual(self.ca.counts["order"], reads, "the validated order is finalized at once")
         self.assertEqual(self.ca.counts["finalize"], 1)
         self.assertEqual(self.ca.counts["newOrder"], 1)
+
+    def test_a_ready_order_for_several_names_is_finalized_without_reading_its_authorizations(self):
+        """
+        Three names, each validated through its own new-authz: the CA
+        answers the 3-name order ``ready`` (it reused the three valid
+        authorizations), so new-cert finalizes it without reading them
+        again — reads a native client does not make (issue 15) — and the
+        stored authorizations now belong to the finalized order.
+        """
+        names = ("a.example.test", "b.example.test", "c.example.test")
+        self.register()
+        for name in names:
+            self.authorize(name)
+        reads, orders = self.ca.counts["authorization"], self.ca.counts["newOrder"]
+        reply = self.new_cert(names)
+        self.assertEqual(reply.status, 201, reply.body)
+        self.assertEqual(self.ca.counts["newOrder"], orders + 1)
+        self.assertEqual(self.ca.counts["authorization"], reads, "no authorization read at new-cert")
+        self.assertEqual(self.ca.counts["finalize"], 1)
+        account = self.successResultOf(self.gateway.store.account_by_thumbprint(self.keys[0].thumbprint))
+        (order,) = self.successResultOf(self.gateway.store.find_orders(account.id, names, ("valid",)))
+        stored = self.successResultOf(self.gateway.store.authorizations_for_order(order.id))
+        self.assertEqual(sorted((a.identifier, a.status) for a in stored),
+                         [(name, "valid") for name in names])
+
+    def test_a_ready_order_with_an_authorization_the_gateway_never_stored_reads_it(self):
+        """
+        A ``ready`` order whose authorization the store does not hold (the
+        CA reused one the gateway never saw) is read from the CA: the
+        gateway stores only what it knows.
+        """
+        names = ("a.example.test", "b.example.test")
+        self.register()
+        for name in names:
+            self.authorize(name)
+        account = self.successResultOf(self.gateway.store.account_by_thumbprint(self.keys[0].thumbprint))
+        (forgotten,) = self.successResultOf(self.gateway.store.find_authorizations(
+            account.id, "b.example.test", False, ("valid",)))
+        self.successResultOf(self.gateway.store.write([
+            Update(Authorization, forgotten.id, {"upstream_url": forgotten.upstream_url + "-elsewhere"})]))
+        reads = self.ca.counts["authorization"]
+        reply = self.new_cert(names)
+        self.assertEqual(reply.status, 201, reply.body)
+        self.assertEqual(self.ca.counts["authorization"], reads + 1)
 
     def test_the_careful_path_when_the_ca_says_the_order_is_not_ready(self):
         for status, problem in [(403, {"type": "orderNotReady", "detail": "order is pending"}),

@@ -635,6 +635,38 @@ async def test_certificates(store):
 
 
 @pytest_twisted.ensureDeferred
+async def test_current_certificates_of_one_account_holding_a_name(store):
+    """
+    The renewal inventory one flow reads: one account's current
+    certificates (the newest of each name set) holding one name — exactly
+    that name, not one that merely contains it.
+    """
+    account = await make_account(store, "tp-1")
+    other = await make_account(store, "tp-2")
+
+    async def add(owner, serial, names, issued_at=T0):
+        certificate = attrs.evolve(make_certificate(store, owner, serial=serial, issued_at=issued_at),
+                                   names=names)
+        return await store.add_certificate(certificate)
+
+    await add(account, "01", ("a.example.test", "b.example.test"), T0)
+    await add(account, "02", ("a.example.test", "b.example.test"), T1)  # renewed "01"
+    await add(account, "03", ("b.example.test",))
+    await add(account, "05", ("xa.example.test",))
+    await add(other, "04", ("a.example.test",))
+
+    def serials(certificates):
+        return sorted(c.serial for c in certificates)
+
+    assert serials(await store.current_certificates(account.id, "a.example.test")) == ["02"]
+    assert serials(await store.current_certificates(account.id, "A.Example.Test")) == ["02"]
+    assert serials(await store.current_certificates(account.id, "b.example.test")) == ["02", "03"]
+    assert serials(await store.current_certificates(account.id)) == ["02", "03", "05"]
+    assert serials(await store.current_certificates()) == ["02", "03", "04", "05"]
+    assert await store.current_certificates(account.id, "c.example.test") == []
+
+
+@pytest_twisted.ensureDeferred
 async def test_certificate_serial_is_unique(store):
     """
     ``/cert/{serial}`` must name one certificate, so a second certificate

@@ -316,12 +316,17 @@ class IStore(Interface):
             ``issued_at`` first.
         """
 
-    def current_certificates() -> Deferred[List[Certificate]]:
+    def current_certificates(account_id: Optional[int] = None,
+                             name: Optional[str] = None) -> Deferred[List[Certificate]]:
         """
         The renewal inventory: of each account's certificates that are not
         orphans, the newest for each name set (by the start of validity), of
         every CA — issued through the gateway or imported by ``adopt``.
 
+        :param account_id: only this account's, and :param name: only those
+            holding this name (spelled as a certificate spells it): what one
+            flow needs, where the whole inventory grows with every
+            certificate issued.
         :return: a Deferred firing with a list, newest first.
         """
 

@@ -733,8 +733,9 @@ class SQLStore:
     def orphaned_certificates(self) -> defer.Deferred[List[Certificate]]:
         return self._call(lambda: orphaned_certificates_in(self._database))
 
-    def current_certificates(self) -> defer.Deferred[List[Certificate]]:
-        return self._call(lambda: current_certificates_in(self._database))
+    def current_certificates(self, account_id: Optional[int] = None, name: Optional[str] = None
+                             ) -> defer.Deferred[List[Certificate]]:
+        return self._call(lambda: current_certificates_in(self._database, account_id, name))
 
     # -- Renewal windows --
 
@@ -858,7 +859,10 @@ class SQLStore:
 
         def work() -> Spend:
             where, values = self._scoped("account_id = ?", (account_id,))
-            times = [order.created_at for _, order in self._rows(Order, where, *values)]
+            # Only the creation times: decoding each of the account's orders
+            # (it keeps them all) cost a new-authz more the older the account.
+            times = [row["created_at"] for row in self._database.execute(
+                f"SELECT created_at FROM {_TABLES[Order]} WHERE {where}", values).fetchall()]
             unstored = where + " AND status != ? AND id NOT IN (SELECT id FROM orders)"
             in_flight = 0
             for _, attempt in self._rows(OrderAttempt, unstored, *values, ATTEMPT_REFUSED):
@@ -1040,14 +1044,24 @@ def orphaned_certificates_in(database: Database) -> List[Certificate]:
     )
 
 
-def current_certificates_in(database: Database) -> List[Certificate]:
+def current_certificates_in(database: Database, account_id: Optional[int] = None,
+                            name: Optional[str] = None) -> List[Certificate]:
     """
-    The renewal inventory: of every account's certificates that are not
-    orphans, the newest of each name set (an older one with the same names
-    was renewed by it), of every CA, newest first.
+    The renewal inventory: of every account's certificates (or of
+    ``account_id``'s, holding ``name``) that are not orphans, the newest of
+    each name set (an older one with the same names was renewed by it), of
+    every CA, newest first.
     """
+    where = "orphaned = 0"
+    values: Tuple[Any, ...] = ()
+    if account_id is not None:
+        where, values = where + " AND account_id = ?", (*values, account_id)
+    if name is not None:
+        # A coarse match on the names column (its JSON list), made exact
+        # below: every certificate of a name set that holds the name is read.
+        where, values = where + " AND names LIKE ?", (*values, f"%{json.dumps(name.lower())}%")
     rows = database.execute(
-        f"SELECT {database.row_order} AS _seq, * FROM certificates WHERE orphaned = 0").fetchall()
+        f"SELECT {database.row_order} AS _seq, * FROM certificates WHERE {where}", values).fetchall()
     certificates = newest_first(
         ((row["_seq"], _decode(Certificate, row)) for row in rows), attribute="issued_at")
     seen = set()
@@ -1055,6 +1069,8 @@ def current_certificates_in(database: Database) -> List[Certificate]:
     for certificate in sorted(certificates, key=_validity_start, reverse=True):
         key = (certificate.account_id, certificate.names)
         if not certificate.names or key in seen:
+            continue
+        if name is not None and name.lower() not in certificate.names:
             continue
         seen.add(key)
         current.append(certificate)

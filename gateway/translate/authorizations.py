@@ -249,7 +249,7 @@ async def store_new_order(context: Context, account_id: int, upstream_account: U
     """
     record = _order_record(context, account_id, order, order_id, created_at, terms)
     try:
-        fetched = [await context.upstream.get_authorization(upstream_account, url)
+        fetched = [await _new_order_authorization(context, account_id, upstream_account, order, url)
                    for url in order.authorizations]
     except Exception:
         # Whatever stopped it, the order exists at the CA: keep it, for
@@ -279,6 +279,39 @@ async def store_new_order(context: Context, account_id: int, upstream_account: U
         else:
             authorizations.append((await _refresh_records(context, stored, upstream), upstream))
     return written_as(Order, written[0]), authorizations
+
+
+async def _new_order_authorization(context: Context, account_id: int,
+                                   upstream_account: UpstreamAccount, order: v2.Order,
+                                   url: str) -> v2.Authorization:
+    """
+    The CA's view of one authorization of a new order.  Every authorization
+    of a ``ready`` order is valid (RFC 8555 §7.1.6), so one the gateway
+    stores already — the CA reused it from an earlier order, typically the
+    single-name order of a v1 ``new-authz`` — is known without asking: a
+    3-name ``new-cert`` would otherwise read its three authorizations again,
+    reads a native client finalizing a ready order does not make.  Any
+    other is read from the CA.
+    """
+    if order.status == Status.READY:
+        stored = await context.store.authorization_by_upstream_url(account_id, url)
+        if stored is not None:
+            return known_valid(stored, await context.store.challenges_for_authorization(stored.id))
+    return await context.upstream.get_authorization(upstream_account, url)
+
+
+def known_valid(record: Authorization, challenges: Iterable[Challenge]) -> v2.Authorization:
+    """
+    A stored authorization as the CA shows it once it is valid: its stored
+    facts and its challenges (those the CA judges), status ``valid``.
+    """
+    return v2.Authorization(
+        url=record.upstream_url, identifier_type="dns", identifier=record.identifier,
+        status=Status.VALID, expires=record.expires, wildcard=record.wildcard,
+        challenges=tuple(
+            v2.Challenge(url=c.upstream_url, type=c.type, status=c.status, token=c.token)
+            for c in challenges if not tlssni.judged_by_gateway(c)),
+    )
 
 
 async def record_authorization(
@@ -527,8 +560,8 @@ async def _planned_view(context: Context, bound: BoundAccount, name: DNSName,
                 view = await usable_view(context, bound, candidate)
                 if view is not None:
                     return view
-        target = renewal_target(await context.store.current_certificates(), bound.record.id,
-                                name.spelled, context.clock.seconds())
+        held = await context.store.current_certificates(bound.record.id, name.spelled)
+        target = renewal_target(held, bound.record.id, name.spelled, context.clock.seconds())
         if target is None:
             return None
         terms = await order_terms(context, bound.thumbprint, user_agent, target.names,

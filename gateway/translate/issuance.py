@@ -284,7 +284,8 @@ async def _order_for(context: Context, bound: BoundAccount, names: Names, user_a
     found = await _usable_order(context, bound, names)
     if found is not None:
         return (*found, None)
-    renewing = exactly(await context.store.current_certificates(), bound.record.id, names)
+    held = await context.store.current_certificates(bound.record.id, names[0])
+    renewing = exactly(held, bound.record.id, names)
     terms = await order_terms(context, bound.thumbprint, user_agent, names, renewing=renewing)
     record, upstream_order, authorizations = await create_order(context, bound, names, terms)
     log.info("new-cert: created order {order} for {names}", order=record.id, names=names)
