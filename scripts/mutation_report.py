@@ -48,7 +48,9 @@ NARROW_TESTS = {
     "gateway/v1/jws.py": ["tests/test_v1_jws.py", "tests/test_v1_jws_details.py", "-k", "not fuzz"],
     "gateway/translate/issuance.py": ["tests/test_issuance_paths.py", "tests/test_v1_face.py",
                                       "tests/test_csr.py", "tests/test_retries_and_switches.py",
-                                      "tests/test_authorization_reuse.py", "tests/test_issuer_links.py"],
+                                      "tests/test_authorization_reuse.py", "tests/test_issuer_links.py",
+                                      "tests/test_issuance_new_cert_refusals.py",
+                                      "tests/test_issuance_invalid_order.py"],
 }
 
 #: mutmut's command line, with the test selection of setup.cfg replaced by
