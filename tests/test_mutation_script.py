@@ -101,3 +101,37 @@ def test_the_score_leaves_equivalents_out():
     result = mutation.ModuleResult("gateway/x.py", total=10, detected=6, equivalent=2)
     assert result.score == 75.0
     assert mutation.ModuleResult("gateway/x.py").score is None
+
+
+def test_decorated_functions_are_reported_as_not_mutated(tmp_path, monkeypatch):
+    """
+    mutmut skips decorated functions: the report names them, so a module's
+    score never silently stands for code no mutant touched.
+    """
+    module = tmp_path / "gateway" / "translate" / "sample.py"
+    module.parent.mkdir(parents=True)
+    module.write_text(
+        "import functools\n"
+        "def plain(): return 1\n"
+        "@functools.lru_cache\n"
+        "def cached(): return 2\n"
+        "class Shape:\n"
+        "    @property\n"
+        "    def area(self): return 3\n"
+        "    @staticmethod\n"
+        "    def make(): return Shape()\n"
+        "    def method(self): return 4\n"
+    )
+    monkeypatch.setattr(mutation, "ROOT", tmp_path)
+    assert mutation.unmutated("gateway/translate/sample.py") == ["cached", "Shape.area"]
+
+
+def test_the_flows_are_mutated():
+    """
+    The flows (errors.flow) are wrapped by assignment, not decorated, so
+    mutation testing reaches the code where a bug hurts most.
+    """
+    for module in ("issuance", "authorizations", "orders", "registration", "revocation",
+                   "directory"):
+        skipped = mutation.unmutated(f"gateway/translate/{module}.py")
+        assert not [name for name in skipped if "." not in name], (module, skipped)

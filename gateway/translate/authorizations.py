@@ -440,7 +440,6 @@ def _failed_by_gateway(challenges: Iterable[Challenge]) -> bool:
     return any(c.status == Status.INVALID and tlssni.judged_by_gateway(c) for c in challenges)
 
 
-@flow
 async def new_authorization(context: Context, request: NewAuthz) -> AuthorizationView:
     """
     ``new-authz``: for a name of a certificate the account holds, that
@@ -469,6 +468,9 @@ async def new_authorization(context: Context, request: NewAuthz) -> Authorizatio
         return await _view_for(context, bound, authorizations, name)
     finally:
         lock.release()
+
+
+new_authorization = flow(new_authorization)
 
 
 async def _view_for(context: Context, bound: BoundAccount,
@@ -763,7 +765,6 @@ async def read_view(context: Context, record: Authorization,
     return view
 
 
-@flow
 async def read_authorization(context: Context, authorization_id: str) -> AuthorizationView:
     """
     Unauthenticated ``GET /acme/authz/<id>``.
@@ -781,7 +782,9 @@ async def read_authorization(context: Context, authorization_id: str) -> Authori
     return view
 
 
-@flow
+read_authorization = flow(read_authorization)
+
+
 async def read_challenge(context: Context, authorization_id: str,
                          challenge_id: str) -> Tuple[AuthorizationView, Challenge]:
     """
@@ -794,6 +797,9 @@ async def read_challenge(context: Context, authorization_id: str,
     if challenge is None:
         raise NotFound("No such challenge")
     return view, challenge
+
+
+read_challenge = flow(read_challenge)
 
 
 #: What an authorization made at a CA the gateway no longer uses is, to a
@@ -817,7 +823,6 @@ async def _owned(context: Context, bound: BoundAccount, authorization_id: str,
     return record
 
 
-@flow
 async def answer_challenge(context: Context,
                            request: AnswerChallenge) -> Tuple[AuthorizationView, Challenge]:
     """
@@ -865,6 +870,9 @@ async def answer_challenge(context: Context,
     if answered_challenge is None:
         raise NotFound("No such challenge")
     return view, answered_challenge
+
+
+answer_challenge = flow(answer_challenge)
 
 
 async def _answer(context: Context, bound: BoundAccount, record: Authorization,
@@ -1067,7 +1075,6 @@ async def _judged_invalid(context: Context, bound: BoundAccount, record: Authori
                      error=str(error))
 
 
-@flow
 async def deactivate_authorization(context: Context, request: DeactivateAuthz) -> AuthorizationView:
     """
     v1 authorization POST ``{"status": "deactivated"}``.  Ownership is
@@ -1081,3 +1088,6 @@ async def deactivate_authorization(context: Context, request: DeactivateAuthz) -
     upstream = await context.upstream.deactivate_authorization(bound.upstream, record.upstream_url)
     record = await _refresh_records(context, record, upstream)
     return await _view(context, record, bound.thumbprint, upstream)
+
+
+deactivate_authorization = flow(deactivate_authorization)

@@ -24,7 +24,6 @@ class UpstreamMeta:
     terms_of_service: Optional[str]
 
 
-@flow
 async def upstream_meta(context: Context) -> UpstreamMeta:
     """
     The upstream directory's ``meta`` (fetched once, then cached by the
@@ -32,3 +31,6 @@ async def upstream_meta(context: Context) -> UpstreamMeta:
     """
     directory = await context.upstream.directory()
     return UpstreamMeta(directory.meta, directory.terms_of_service)
+
+
+upstream_meta = flow(upstream_meta)

@@ -19,7 +19,7 @@ the face never needs the upstream layer to understand an error.
 from __future__ import annotations
 
 import functools
-from typing import Any, Awaitable, Callable, Mapping, Optional, ParamSpec, Tuple, TypeVar
+from typing import Any, Callable, Coroutine, Mapping, Optional, ParamSpec, Tuple, TypeVar
 
 import attrs
 
@@ -248,11 +248,16 @@ class ValidationFailed(Refused):
         self.error = error
 
 
-def flow(function: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
+def flow(function: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, Coroutine[Any, Any, T]]:
     """
     Mark a flow the v1 face calls: whatever the upstream client raised
     leaves it as `UpstreamRefused` or `UpstreamFailed` (the original chained
     as ``__cause__``), so the face reads domain exceptions only.
+
+    Flows are wrapped by assignment after their definition
+    (``new_certificate = flow(new_certificate)``), not with decorator
+    syntax: mutmut leaves decorated functions unmutated, and the flows are
+    where mutation testing (``./scripts/mutation``) matters most.
     """
 
     @functools.wraps(function)

@@ -110,7 +110,6 @@ async def _names_not_authorized(context: Context, bound: BoundAccount,
     return missing
 
 
-@flow
 async def new_certificate(context: Context, request: NewCert) -> Certificate:
     """
     ``new-cert``.
@@ -187,6 +186,9 @@ async def new_certificate(context: Context, request: NewCert) -> Certificate:
             "another key than the CSR's")
     finally:
         lock.release()
+
+
+new_certificate = flow(new_certificate)
 
 
 #: How many certificates for other keys (each kept as an orphan) one
@@ -475,7 +477,6 @@ async def store_chain(context: Context, account_id: int, order_id: Optional[str]
     return certificate
 
 
-@flow
 async def read_certificate(context: Context, certificate_id: str) -> Certificate:
     """
     Unauthenticated ``GET /acme/cert/<id>``.
@@ -486,7 +487,9 @@ async def read_certificate(context: Context, certificate_id: str) -> Certificate
     return certificate
 
 
-@flow
+read_certificate = flow(read_certificate)
+
+
 async def read_issuer(context: Context, issuer_id: str) -> Tuple[Issuer, Optional[str]]:
     """
     Unauthenticated ``GET /acme/issuer-cert/<id>``.
@@ -498,3 +501,6 @@ async def read_issuer(context: Context, issuer_id: str) -> Tuple[Issuer, Optiona
     if issuer is None:
         raise NotFound("Issuer certificate not found")
     return issuer, issuer.parent_id
+
+
+read_issuer = flow(read_issuer)

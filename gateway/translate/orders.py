@@ -166,7 +166,6 @@ def _lock_key(account_id: int, names: Tuple[str, ...]) -> str:
     return f"order:{account_id}:{','.join(names)}"
 
 
-@flow
 async def new_order(context: Context, request: NewOrder) -> OrderView:
     """
     ``newOrder``: the account's pending or ready order for exactly these
@@ -194,7 +193,9 @@ async def new_order(context: Context, request: NewOrder) -> OrderView:
         lock.release()
 
 
-@flow
+new_order = flow(new_order)
+
+
 async def read_order(context: Context, order_id: str) -> OrderView:
     """
     An order, read by a plain ``GET`` (draft-era clients) or POST-as-GET:
@@ -224,7 +225,9 @@ async def read_order(context: Context, order_id: str) -> OrderView:
     return view
 
 
-@flow
+read_order = flow(read_order)
+
+
 async def finalize_order(context: Context, request: FinalizeOrder) -> OrderView:
     """
     ``finalize``: the order's names must be exactly the CSR's; the order is
@@ -268,6 +271,9 @@ async def finalize_order(context: Context, request: FinalizeOrder) -> OrderView:
         lock.release()
 
 
+finalize_order = flow(finalize_order)
+
+
 async def _store_certificate(context: Context, bound: BoundAccount, record: Order, url: str,
                              csr_key: bytes) -> Certificate:
     chain = await context.upstream.download_certificate(bound.upstream, url)
@@ -288,7 +294,6 @@ def _spki(public_key: Any) -> bytes:
     return spki
 
 
-@flow
 async def read_chain(context: Context, certificate_id: str) -> ChainView:
     """
     A certificate with its issuers, for the v2 face's PEM chain (public:
@@ -304,3 +309,6 @@ async def read_chain(context: Context, certificate_id: str) -> ChainView:
             break
         issuers.append(issuer.der)
     return ChainView(certificate, tuple(issuers))
+
+
+read_chain = flow(read_chain)

@@ -34,7 +34,6 @@ class Registered:
     created: bool
 
 
-@flow
 async def new_registration(context: Context, request: NewReg) -> Registered:
     """
     ``new-reg``: the key must be one the gateway signs with; an account the
@@ -45,7 +44,9 @@ async def new_registration(context: Context, request: NewReg) -> Registered:
                            bool(request.agreement))
 
 
-@flow
+new_registration = flow(new_registration)
+
+
 async def new_account(context: Context, request: NewAccount) -> Registered:
     """
     A v2 ``newAccount``: the key's account (200), or a new one (201); with
@@ -62,6 +63,9 @@ async def new_account(context: Context, request: NewAccount) -> Registered:
     if registered.account.status != Status.VALID:
         raise Unauthorized(f"Account is not valid, has status \"{registered.account.status}\"")
     return registered
+
+
+new_account = flow(new_account)
 
 
 async def _register(context: Context, signer: Signer, contact: Tuple[str, ...],
@@ -127,7 +131,6 @@ class Updated:
     deactivated: bool
 
 
-@flow
 async def update_registration(context: Context, request: RegUpdate) -> Updated:
     """
     ``reg/<id>``.  A request not signed by that registration's key is
@@ -157,3 +160,6 @@ async def update_registration(context: Context, request: RegUpdate) -> Updated:
     if changes:
         account = await context.store.update_account(account.id, **changes)
     return Updated(account, deactivated)
+
+
+update_registration = flow(update_registration)

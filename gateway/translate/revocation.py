@@ -44,7 +44,6 @@ _NOT_ALLOWED = (
 )
 
 
-@flow
 async def revoke_certificate(context: Context, request: Revoke) -> None:
     """
     ``revoke-cert``.
@@ -94,6 +93,9 @@ async def revoke_certificate(context: Context, request: Revoke) -> None:
         )
 
 
+revoke_certificate = flow(revoke_certificate)
+
+
 async def _account_at(context: Context, client: UpstreamClient, account: Account) -> UpstreamAccount:
     """
     The upstream account of ``account``'s key at the CA of ``client``
@@ -107,7 +109,6 @@ async def _account_at(context: Context, client: UpstreamClient, account: Account
     return found
 
 
-@flow
 async def change_key(context: Context, request: KeyChange) -> Account:
     """
     v1 ``key-change`` (Boulder's draft-05 form, MAPPING.md §1.6): the outer
@@ -154,3 +155,6 @@ async def change_key(context: Context, request: KeyChange) -> Account:
         )),
     ])
     return written_as(Account, written[0])
+
+
+change_key = flow(change_key)
