@@ -22,7 +22,7 @@ from gateway.store.records import format_timestamp, timestamp_instant
 from gateway.store.sqlite import SQLiteStore
 from gateway.translate.inventory import ari_cert_id
 from gateway.translate.renewalinfo import RenewalInfoPoller
-from gateway.upstream.errors import UpstreamProblem, UpstreamUnavailable
+from gateway.upstream.errors import UpstreamError, UpstreamProblem, UpstreamUnavailable
 from gateway.upstream.messages import RenewalInfo
 
 CA = "https://ca.test/directory"
@@ -235,3 +235,27 @@ class PollerTests(SynchronousTestCase):
         self.assertEqual(log.lines, [
             f"the CA's renewal window of certificate {held.id} (a.test) opened early: "
             f"{at(START + 11 * DAY)} to {at(START + 12 * DAY)}; its client should renew now"])
+
+    def test_a_certificate_not_due_is_passed_over_for_those_that_are(self):
+        first = self.certificate(names=("first.test",))
+        self.ca.answers = [self.info()]
+        self.assertEqual(self.poll(), 1)
+        self.clock.advance(11 * HOUR)
+        self.certificate(names=("second.test",))
+        self.ca.answers = [self.info()]
+        self.assertEqual(self.poll(), 1)
+        self.clock.advance(HOUR)
+        third = self.certificate(names=("third.test",))
+        self.ca.answers = [self.info(), self.info()]
+        self.ca.asked = []
+        # first is due again, second is not (asked an hour later), third never was
+        self.assertEqual(self.poll(), 2)
+        self.assertEqual(sorted(self.ca.asked), sorted([ari_cert_id(first), ari_cert_id(third)]))
+
+    def test_an_upstream_error_without_retry_after_is_asked_again_in_an_hour(self):
+        held = self.certificate()
+        self.ca.answers = [UpstreamError("the connection was reset")]
+        self.assertEqual(self.poll(), 1)
+        window = self.window(held)
+        self.assertEqual((window.error, window.next_check_at),
+                         ("the connection was reset", at(self.now() + HOUR)))
