@@ -76,6 +76,7 @@ NARROW_TESTS = {
     "gateway/translate/revocation.py": ["tests/test_retries_and_switches.py",
                                         "tests/test_revocation_previous_ca.py"],
     "gateway/translate/orders.py": ["tests/test_v2_face.py", "tests/test_orders_edges.py"],
+    "gateway/translate/directory.py": ["tests/test_directory_meta.py", "tests/test_v2_face.py"],
     "gateway/translate/accounts.py": ["tests/test_v1_face.py", "tests/test_accounts_binding.py",
                                       "tests/test_registration_flows.py",
                                       "tests/test_registration_by_thumbprint.py",
