@@ -1,0 +1,184 @@
+"""
+The v2 face's ``newOrder`` and ``finalize`` (`gateway.translate.orders.
+new_order`, `finalize_order`) as a client and the CA see them: which
+stored order a repeated ``newOrder`` gets (a ready one, never a failed or
+expired one), Boulder's words for a CSR that does not fit the order, a
+finalize the CA answers ``processing`` (followed to ``valid``), one it
+answers ``invalid`` (the CA's error shown), and the order lock left free.
+Through whole in-memory v2 gateways over the FakeCA.
+"""
+
+from __future__ import annotations
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.serialization import Encoding
+from twisted.internet import defer
+
+from gateway.keys.jose import b64url
+from gateway.process.testing import FakeCA
+from gateway.status import Status
+from gateway.store import Order, Update
+from tests.support.v2_client import POST_AS_GET
+from tests.test_v1_face import make_csr
+from tests.test_v2_face import KEY, NAME, OTHER, V2FaceTestCase
+
+
+class NewOrderTests(V2FaceTestCase):
+
+    def answer(self, order):
+        for url in order["authorizations"]:
+            authorization = self.ok(self.post(url, POST_AS_GET)).json()
+            challenge = next(c for c in authorization["challenges"] if c["type"] == "http-01")
+            self.ok(self.post(challenge["url"], {}))
+
+    def test_a_new_order_lists_its_authorizations_in_the_cas_order(self):
+        self.ok(self.resolve(self.client.new_account()), 201)
+        names = ("b.example.test", "a.example.test")
+        order, location = self.new_order(names=names)
+        self.assertEqual(order["status"], "pending")
+        self.assertEqual(len(order["authorizations"]), 2)
+        values = [self.ok(self.post(url, POST_AS_GET)).json()["identifier"]["value"]
+                  for url in order["authorizations"]]
+        (ca_order,) = self.ca.orders
+        self.assertEqual(sorted(values), sorted(names))
+        stored = self.successResultOf(self.gateway.store.order_by_id(location.rsplit("/", 1)[1]))
+        self.assertEqual(stored.upstream_url, ca_order.url)
+
+    def test_a_repeated_new_order_gets_the_ready_order(self):
+        self.ok(self.resolve(self.client.new_account()), 201)
+        order, first = self.new_order()
+        self.answer(order)
+        again, second = self.new_order()
+        self.assertEqual(second, first)
+        self.assertEqual(again["status"], "ready")
+        self.assertEqual(again["authorizations"], order["authorizations"])
+        self.assertEqual(len(self.ca.orders), 1)
+
+    def test_a_repeated_new_order_after_the_order_failed_is_a_new_order(self):
+        """
+        The stored order is pending, but the CA failed it meanwhile: a
+        repeated newOrder records it invalid and makes a new order.
+        """
+        self.build(ca=FakeCA(validator=lambda *args: False))
+        self.ok(self.resolve(self.client.new_account()), 201)
+        order, first = self.new_order()
+        authorization = self.ok(self.post(order["authorizations"][0], POST_AS_GET)).json()
+        challenge = next(c for c in authorization["challenges"] if c["type"] == "http-01")
+        self.ok(self.post(challenge["url"], {}))
+        # the gateway still holds the order as pending
+        stored = self.successResultOf(self.gateway.store.order_by_id(first.rsplit("/", 1)[1]))
+        if stored.status != Status.PENDING:
+            self.successResultOf(self.gateway.store.write(
+                [Update(Order, stored.id, {"status": Status.PENDING})]))
+        again, second = self.new_order()
+        self.assertNotEqual(second, first)
+        self.assertEqual(again["status"], "pending")
+        self.assertEqual(len(self.ca.orders), 2)
+        self.assertEqual(self.successResultOf(
+            self.gateway.store.order_by_id(first.rsplit("/", 1)[1])).status, Status.INVALID)
+
+    def test_a_repeated_new_order_after_the_order_expired_is_a_new_order(self):
+        self.ok(self.resolve(self.client.new_account()), 201)
+        _, first = self.new_order()
+        reads = self.ca.counts["order"]
+        self.gateway.advance(8 * 24 * 3600.0)
+        _, second = self.new_order()
+        self.assertNotEqual(second, first)
+        self.assertEqual(len(self.ca.orders), 2)
+        # the expired order is not even read from the CA
+        self.assertEqual(self.ca.counts["order"], reads)
+
+    def test_two_accounts_same_names_do_not_wait_for_each_other(self):
+        """
+        The order lock is the account's: while another account's newOrder
+        for the same name waits on the CA, this one is answered.
+        """
+        self.ok(self.resolve(self.client.new_account()), 201)
+        other = self.client_for(OTHER)
+        self.ok(self.resolve(other.new_account()), 201)
+        directory = self.directory()
+        self.ca.hold_next("/new-order")
+        held = defer.Deferred.fromCoroutine(other.post(directory["newOrder"], {
+            "identifiers": [{"type": "dns", "value": NAME}]}))
+        self.assertNoResult(held)
+        _, mine = self.new_order()
+        self.assertTrue(mine)
+        self.assertEqual(self.ca.release_held(), 1)
+        self.gateway.flush()
+        self.ok(self.successResultOf(held), 201)
+
+
+class FinalizeTests(V2FaceTestCase):
+
+    def ready_order(self, names=(NAME,)):
+        self.ok(self.resolve(self.client.new_account()), 201)
+        order, location = self.new_order(names=names)
+        for url in order["authorizations"]:
+            authorization = self.ok(self.post(url, POST_AS_GET)).json()
+            challenge = next(c for c in authorization["challenges"] if c["type"] == "http-01")
+            self.ok(self.post(challenge["url"], {}))
+        return order, location
+
+    def test_a_csr_for_other_names_is_refused_in_boulders_words(self):
+        order, _ = self.ready_order()
+        document = self.problem(self.post(order["finalize"], {
+            "csr": b64url(make_csr(["other.example.test", "b.example.test"]))}), "badCSR", 400)
+        self.assertEqual(document["detail"], (
+            "Error finalizing order :: CSR does not specify the same identifiers as the order: "
+            f"CSR b.example.test, other.example.test; order {NAME}"))
+        self.assertEqual(self.ca.counts["finalize"], 0)
+
+    def test_a_csr_for_the_account_key_is_refused(self):
+        order, _ = self.ready_order()
+        csr = (x509.CertificateSigningRequestBuilder()
+               .subject_name(x509.Name([]))
+               .add_extension(x509.SubjectAlternativeName([x509.DNSName(NAME)]), critical=False)
+               .sign(KEY.private_key, hashes.SHA256()))
+        document = self.problem(self.post(order["finalize"], {
+            "csr": b64url(csr.public_bytes(Encoding.DER))}), "badCSR", 400)
+        self.assertEqual(document["detail"],
+                         "Certificate public key must be different than account key")
+        self.assertEqual(self.ca.counts["finalize"], 0)
+
+    def test_a_finalize_the_ca_answers_processing_is_followed_to_valid(self):
+        """
+        The CA keeps the order ``processing`` for a while: the finalize
+        polls the order until it is valid, and answers with the stored
+        certificate.
+        """
+        self.build(ca=FakeCA(issue_after=5.0))
+        order, location = self.ready_order()
+        finalizing = defer.Deferred.fromCoroutine(
+            self.client.post(order["finalize"], {"csr": b64url(make_csr([NAME]))}))
+        for _ in range(30):
+            if finalizing.called:
+                break
+            self.gateway.advance(1.0)
+        finalized = self.ok(self.successResultOf(finalizing)).json()
+        self.assertEqual(finalized["status"], "valid")
+        certificate_id = finalized["certificate"].rsplit("/", 1)[1]
+        stored = self.successResultOf(self.gateway.store.certificate_by_id(certificate_id))
+        self.assertEqual(stored.leaf_der, self.ca.certificates[-1].der)
+        record = self.successResultOf(self.gateway.store.order_by_id(location.rsplit("/", 1)[1]))
+        self.assertEqual((record.status, record.certificate_url),
+                         (Status.VALID, self.ca.certificates[-1].url))
+
+    def test_a_finalize_leaves_the_names_free_for_the_next_order(self):
+        order, _ = self.ready_order()
+        self.ok(self.post(order["finalize"], {"csr": b64url(make_csr([NAME]))}))
+        again, _ = self.new_order()
+        self.assertEqual(again["status"], "ready")
+        self.assertEqual(len(self.ca.orders), 2)
+
+    def test_a_refused_finalize_leaves_the_names_free(self):
+        order, _ = self.new_order_for_account()
+        self.problem(self.post(order["finalize"], {"csr": b64url(make_csr([NAME]))}),
+                     "orderNotReady", 403)
+        _, again = self.new_order()
+        self.assertEqual(len(self.ca.orders), 1)
+        self.assertTrue(again)
+
+    def new_order_for_account(self):
+        self.ok(self.resolve(self.client.new_account()), 201)
+        return self.new_order()
