@@ -109,7 +109,7 @@ class NewOrderTests(V2FaceTestCase):
         self.ok(self.successResultOf(held), 201)
 
 
-class FinalizeTests(V2FaceTestCase):
+class ReadyOrders(V2FaceTestCase):
 
     def ready_order(self, names=(NAME,)):
         self.ok(self.resolve(self.client.new_account()), 201)
@@ -119,6 +119,9 @@ class FinalizeTests(V2FaceTestCase):
             challenge = next(c for c in authorization["challenges"] if c["type"] == "http-01")
             self.ok(self.post(challenge["url"], {}))
         return order, location
+
+
+class FinalizeTests(ReadyOrders):
 
     def test_a_csr_for_other_names_is_refused_in_boulders_words(self):
         order, _ = self.ready_order()
@@ -182,3 +185,37 @@ class FinalizeTests(V2FaceTestCase):
     def new_order_for_account(self):
         self.ok(self.resolve(self.client.new_account()), 201)
         return self.new_order()
+
+
+class FinalizeRefusedByTheCATests(ReadyOrders):
+    """
+    The CA refuses the finalize: a CN-only CSR gets the gateway's hint to
+    add the name as a SAN, any other CSR the CA's own refusal.
+    """
+
+    def test_a_cn_only_csr_the_ca_refuses_gets_the_san_hint(self):
+        from tests.test_csr import vector
+        order, location = self.ready_order(names=("cn-only.example.test",))
+        self.ca.fail_next("/finalize/", 400, {"type": "badCSR", "detail": "no names in SAN"})
+        document = self.problem(self.post(order["finalize"], {
+            "csr": b64url(vector("openssl-cn-only-rsa2048.pem"))}), "badCSR", 400)
+        self.assertTrue(document["detail"].startswith(
+            "Error creating new cert :: the CA refused the CSR (no names in SAN). The CSR names "
+            "cn-only.example.test only in its subject's Common Name"), document["detail"])
+        self.assertEqual(self.successResultOf(self.gateway.store.order_by_id(
+            location.rsplit("/", 1)[1])).certificate_url, None)
+        self.assertEqual(self.ca.certificates, [])
+        # the lock was released: the same names can be ordered again at once
+        again, _ = self.new_order(names=("cn-only.example.test",))
+        self.assertEqual(again["status"], "ready")
+
+    def test_a_san_csr_the_ca_refuses_gets_the_cas_refusal(self):
+        order, location = self.ready_order()
+        self.ca.fail_next("/finalize/", 400, {"type": "badCSR", "detail": "key too weak"})
+        document = self.problem(self.post(order["finalize"], {
+            "csr": b64url(make_csr([NAME]))}), "badCSR", 400)
+        self.assertIn("key too weak", document["detail"])
+        self.assertNotIn("Common Name", document["detail"])
+        self.assertEqual(self.successResultOf(self.gateway.store.order_by_id(
+            location.rsplit("/", 1)[1])).certificate_url, None)
+        self.assertEqual(self.ca.certificates, [])
