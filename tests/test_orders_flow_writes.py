@@ -18,7 +18,7 @@ from twisted.internet import defer
 from gateway.keys.jose import b64url
 from gateway.process.testing import FakeCA
 from gateway.status import Status
-from gateway.store import Order, Update
+from gateway.store import Authorization, Order, Update
 from tests.support.v2_client import POST_AS_GET
 from tests.test_v1_face import make_csr
 from tests.test_v2_face import KEY, NAME, OTHER, V2FaceTestCase
@@ -124,12 +124,12 @@ class ReadyOrders(V2FaceTestCase):
 class FinalizeTests(ReadyOrders):
 
     def test_a_csr_for_other_names_is_refused_in_boulders_words(self):
-        order, _ = self.ready_order()
+        order, _ = self.ready_order(names=("b.example.test", NAME))
         document = self.problem(self.post(order["finalize"], {
             "csr": b64url(make_csr(["other.example.test", "b.example.test"]))}), "badCSR", 400)
         self.assertEqual(document["detail"], (
             "Error finalizing order :: CSR does not specify the same identifiers as the order: "
-            f"CSR b.example.test, other.example.test; order {NAME}"))
+            f"CSR b.example.test, other.example.test; order b.example.test, {NAME}"))
         self.assertEqual(self.ca.counts["finalize"], 0)
 
     def test_a_csr_for_the_account_key_is_refused(self):
@@ -219,3 +219,81 @@ class FinalizeRefusedByTheCATests(ReadyOrders):
         self.assertEqual(self.successResultOf(self.gateway.store.order_by_id(
             location.rsplit("/", 1)[1])).certificate_url, None)
         self.assertEqual(self.ca.certificates, [])
+
+
+class FinalizeAnswersTests(ReadyOrders):
+    """
+    What the finalize answer shows of the CA's: an ``invalid`` order with
+    the CA's error, a ``valid`` one that names no certificate, and an
+    authorization the store lost, read again from the CA.
+    """
+
+    def scripted_finalize(self, **changes):
+        import json
+        (ca_order,) = self.ca.orders
+        body = dict(ca_order.to_json(self.ca.format_time), **changes)
+        self.ca.fail_next("/finalize/", 200, json.dumps(body).encode(),
+                          {"Content-Type": "application/json", "Location": ca_order.url})
+
+    def test_a_finalize_the_ca_answers_invalid_shows_the_cas_error(self):
+        order, location = self.ready_order()
+        self.scripted_finalize(status="invalid", error={
+            "type": "urn:ietf:params:acme:error:caa", "detail": "CAA forbids issuance", "status": 403})
+        shown = self.ok(self.post(order["finalize"], {"csr": b64url(make_csr([NAME]))})).json()
+        self.assertEqual(shown["status"], "invalid")
+        self.assertEqual(shown["error"]["type"], "urn:ietf:params:acme:error:caa")
+        self.assertEqual(shown["error"]["detail"], "CAA forbids issuance")
+        self.assertNotIn("certificate", shown)
+        self.assertEqual(self.successResultOf(self.gateway.store.order_by_id(
+            location.rsplit("/", 1)[1])).status, Status.INVALID)
+
+    def test_a_valid_finalize_shows_no_error(self):
+        order, _ = self.ready_order()
+        shown = self.ok(self.post(order["finalize"], {"csr": b64url(make_csr([NAME]))})).json()
+        self.assertEqual(shown["status"], "valid")
+        self.assertNotIn("error", shown)
+
+    def test_a_valid_order_without_a_certificate_is_shown_as_it_is(self):
+        order, location = self.ready_order()
+        self.scripted_finalize(status="valid")
+        downloads = self.ca.counts["certificate"]
+        shown = self.ok(self.post(order["finalize"], {"csr": b64url(make_csr([NAME]))})).json()
+        self.assertEqual(shown["status"], "valid")
+        self.assertNotIn("certificate", shown)
+        self.assertEqual(self.ca.counts["certificate"], downloads)
+
+    def test_an_authorization_row_the_store_lost_is_listed_by_the_finalize(self):
+        order, location = self.ready_order()
+        stored_id = order["authorizations"][0].rsplit("/", 1)[1]
+        self.successResultOf(self.gateway.store.write([
+            Update(Authorization, stored_id, {"upstream_url": self.ca.url("/authz/lost")})]))
+        before = self.ca.counts["authorization"]
+        shown = self.ok(self.post(order["finalize"], {"csr": b64url(make_csr([NAME]))})).json()
+        self.assertEqual(shown["status"], "valid")
+        self.assertEqual(self.ca.counts["authorization"], before + 1)
+        (listed,) = shown["authorizations"]
+        self.assertEqual(self.ok(self.post(listed, POST_AS_GET)).json()["identifier"]["value"], NAME)
+
+    def test_two_accounts_finalize_the_same_name_without_waiting_for_each_other(self):
+        """
+        The finalize lock is the account's and names': while one account's
+        finalize waits on the CA, another account's finalize of the same
+        name is answered.
+        """
+        other = self.client_for(OTHER)
+        self.ok(self.resolve(other.new_account()), 201)
+        theirs, _ = self.new_order(client=other)
+        for url in theirs["authorizations"]:
+            authorization = self.ok(self.post(url, POST_AS_GET, client=other)).json()
+            challenge = next(c for c in authorization["challenges"] if c["type"] == "http-01")
+            self.ok(self.post(challenge["url"], {}, client=other))
+        mine, _ = self.ready_order()
+        self.ca.hold_next("/finalize/")
+        held = defer.Deferred.fromCoroutine(
+            other.post(theirs["finalize"], {"csr": b64url(make_csr([NAME]))}))
+        self.assertNoResult(held)
+        answered = self.ok(self.post(mine["finalize"], {"csr": b64url(make_csr([NAME]))})).json()
+        self.assertEqual(answered["status"], "valid")
+        self.assertEqual(self.ca.release_held(), 1)
+        self.gateway.flush()
+        self.assertEqual(self.ok(self.successResultOf(held)).json()["status"], "valid")
