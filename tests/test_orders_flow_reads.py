@@ -112,6 +112,27 @@ class OrderReadTests(V2FaceTestCase):
         self.assertEqual(self.ca.counts["certificate"], downloads)
 
 
+    def test_a_certificate_whose_download_failed_is_fetched_once_for_its_order(self):
+        """
+        The finalize's certificate download failed: the next read of the
+        order fetches and stores it as the order's, and later reads serve
+        the stored one without asking the CA again.
+        """
+        order, location = self.ready_order()
+        self.ca.fail_next("/cert/", 500, {"type": "serverInternal"})
+        self.post(order["finalize"], {"csr": b64url(make_csr([NAME]))})
+        order_id = location.rsplit("/", 1)[1]
+        downloads = self.ca.counts["certificate"]
+        shown = self.ok(self.get(location)).json()
+        self.assertEqual(shown["status"], "valid")
+        certificate_id = shown["certificate"].rsplit("/", 1)[1]
+        stored = self.successResultOf(self.gateway.store.certificate_by_id(certificate_id))
+        self.assertEqual((stored.order_id, stored.leaf_der), (order_id, self.ca.certificates[-1].der))
+        self.assertEqual(self.ca.counts["certificate"], downloads + 1)
+        again = self.ok(self.get(location)).json()
+        self.assertEqual(again["certificate"], shown["certificate"])
+        self.assertEqual(self.ca.counts["certificate"], downloads + 1)
+
 class ChainReadTests(V2FaceTestCase):
 
     def issued(self):
