@@ -14,9 +14,10 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.serialization import Encoding
 from twisted.internet import defer
+from twisted.logger import formatEvent, globalLogPublisher
 
 from gateway.keys.jose import b64url
-from gateway.process.testing import FakeCA
+from gateway.process.testing import FakeCA, build_test_gateway
 from gateway.status import Status
 from gateway.store import Authorization, Order, Update
 from tests.support.v2_client import POST_AS_GET
@@ -297,3 +298,64 @@ class FinalizeAnswersTests(ReadyOrders):
         self.assertEqual(self.ca.release_held(), 1)
         self.gateway.flush()
         self.assertEqual(self.ok(self.successResultOf(held)).json()["status"], "valid")
+
+
+class NewOrderDetailsTests(ReadyOrders):
+    """
+    What a new order is asked for and logged as, and the stored orders a
+    repeated ``newOrder`` passes over.
+    """
+
+    def test_the_profile_rule_of_the_key_the_client_and_the_names_is_asked_for(self):
+        from gateway.translate.profiles import ProfilePolicy, ProfileRule
+
+        self.ca = FakeCA(profiles={"classic": "90 days", "shortlived": "6 days"})
+        rule = ProfileRule(profile="shortlived", thumbprint=KEY.thumbprint, user_agent="*",
+                           names="*.example.test")
+        self.gateway = build_test_gateway([KEY], ca=self.ca, profiles=ProfilePolicy(
+            default="classic", rules=(rule,)))
+        self.client = self.client_for(KEY)
+        self.ok(self.resolve(self.client.new_account()), 201)
+        self.new_order()
+        self.new_order(names=("www.example.org",))
+        self.assertEqual([o.profile for o in self.ca.orders], ["shortlived", "classic"])
+
+    def test_each_new_order_is_logged(self):
+        events = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        self.ok(self.resolve(self.client.new_account()), 201)
+        _, location = self.new_order(names=("b.example.test", NAME))
+        self.new_order(names=("b.example.test", NAME))
+        logged = [formatEvent(e) for e in events if "newOrder" in e.get("log_format", "")]
+        self.assertEqual(logged, [
+            f"newOrder: created order {location.rsplit('/', 1)[1]} for ['b.example.test', '{NAME}']"])
+
+    def test_a_valid_order_is_not_read_again_by_a_new_order(self):
+        order, _ = self.ready_order()
+        self.ok(self.post(order["finalize"], {"csr": b64url(make_csr([NAME]))}))
+        reads = self.ca.counts["order"]
+        self.new_order()
+        self.assertEqual(self.ca.counts["order"], reads)
+        self.assertEqual(len(self.ca.orders), 2)
+
+    def test_an_expired_order_is_passed_over_for_a_later_one(self):
+        self.ok(self.resolve(self.client.new_account()), 201)
+        _, first = self.new_order()
+        self.gateway.advance(8 * 24 * 3600.0)
+        _, second = self.new_order()
+        _, third = self.new_order()
+        self.assertNotEqual(second, first)
+        self.assertEqual(third, second)
+        self.assertEqual(len(self.ca.orders), 2)
+
+    def test_a_repeated_new_order_lists_an_authorization_the_store_lost(self):
+        self.ok(self.resolve(self.client.new_account()), 201)
+        order, location = self.new_order()
+        stored_id = order["authorizations"][0].rsplit("/", 1)[1]
+        self.successResultOf(self.gateway.store.write([
+            Update(Authorization, stored_id, {"upstream_url": self.ca.url("/authz/lost")})]))
+        again, second = self.new_order()
+        self.assertEqual(second, location)
+        (listed,) = again["authorizations"]
+        self.assertEqual(self.ok(self.post(listed, POST_AS_GET)).json()["identifier"]["value"], NAME)
