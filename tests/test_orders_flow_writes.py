@@ -359,3 +359,24 @@ class NewOrderDetailsTests(ReadyOrders):
         self.assertEqual(second, location)
         (listed,) = again["authorizations"]
         self.assertEqual(self.ok(self.post(listed, POST_AS_GET)).json()["identifier"]["value"], NAME)
+
+    def test_a_newer_expired_order_is_passed_over_for_an_older_live_one(self):
+        """
+        The newest stored order for the names has expired, an older one
+        has not: a repeated newOrder gets the older one, and the CA makes
+        no new order.
+        """
+        self.ok(self.resolve(self.client.new_account()), 201)
+        _, first = self.new_order()
+        first_id = first.rsplit("/", 1)[1]
+        expires = self.successResultOf(self.gateway.store.order_by_id(first_id)).expires
+        self.successResultOf(self.gateway.store.write(
+            [Update(Order, first_id, {"expires": "2000-01-01T00:00:00Z"})]))
+        _, second = self.new_order()
+        self.assertNotEqual(second, first)
+        self.successResultOf(self.gateway.store.write([
+            Update(Order, second.rsplit("/", 1)[1], {"expires": "2000-01-01T00:00:00Z"}),
+            Update(Order, first_id, {"expires": expires})]))
+        _, third = self.new_order()
+        self.assertEqual(third, first)
+        self.assertEqual(len(self.ca.orders), 2)
