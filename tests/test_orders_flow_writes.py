@@ -69,9 +69,7 @@ class NewOrderTests(V2FaceTestCase):
         self.ok(self.post(challenge["url"], {}))
         # the gateway still holds the order as pending
         stored = self.successResultOf(self.gateway.store.order_by_id(first.rsplit("/", 1)[1]))
-        if stored.status != Status.PENDING:
-            self.successResultOf(self.gateway.store.write(
-                [Update(Order, stored.id, {"status": Status.PENDING})]))
+        self.assertEqual(stored.status, Status.PENDING)
         again, second = self.new_order()
         self.assertNotEqual(second, first)
         self.assertEqual(again["status"], "pending")
@@ -104,7 +102,8 @@ class NewOrderTests(V2FaceTestCase):
             "identifiers": [{"type": "dns", "value": NAME}]}))
         self.assertNoResult(held)
         _, mine = self.new_order()
-        self.assertTrue(mine)
+        self.assertEqual([o.url for o in self.ca.orders], [self.successResultOf(
+            self.gateway.store.order_by_id(mine.rsplit("/", 1)[1])).upstream_url])
         self.assertEqual(self.ca.release_held(), 1)
         self.gateway.flush()
         self.ok(self.successResultOf(held), 201)
