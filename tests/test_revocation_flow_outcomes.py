@@ -11,6 +11,8 @@ from __future__ import annotations
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from twisted.logger import capturedLogs, formatEvent
+
 from gateway.keys.jose import AccountKey, b64url
 from gateway.process.testing import FakeCA, build_test_gateway
 from gateway.status import Status
@@ -87,8 +89,11 @@ class RevocationOutcomeTests(FaceTestCase):
         """
         calls = self.record_signers()
         self.gateway.advance(17)
+        lookups = self.ca.counts["newAccount"]
         reply = self.revoke(reason=4)
         self.assertEqual(reply.status, 200, reply.body)
+        # the stored account's upstream URL is used: no lookup at the CA
+        self.assertEqual(self.ca.counts["newAccount"], lookups)
         (call,) = calls
         self.assertEqual(call["reason"], 4)
         self.assertEqual(call["der"], self.leaf)
@@ -199,8 +204,10 @@ class RevocationOutcomeTests(FaceTestCase):
         CA is asked by the issuing account, the store records it.
         """
         calls = self.record_signers()
+        lookups = self.ca.counts["newAccount"]
         reply = self.revoke(key=CERT_KEY, reason=3)
         self.assertEqual(reply.status, 200, reply.body)
+        self.assertEqual(self.ca.counts["newAccount"], lookups)
         (call,) = calls
         self.assertEqual(call["account"].key.thumbprint, KEY.thumbprint)
         self.assertNotIn("certificate_key", call)
@@ -393,8 +400,11 @@ class KeyChangeOutcomeTests(FaceTestCase):
         same account, and the gateway records the change (200).
         """
         self.ca_account.jwk, self.ca_account.thumbprint = NEW.public_jwk_json, NEW.thumbprint
-        reply = self.change()
+        with capturedLogs() as events:
+            reply = self.change()
         self.assertEqual(reply.status, 200, reply.body)
+        self.assertIn("key change of account 1 was already done at the CA; recording it",
+                      [formatEvent(event) for event in events])
         self.assertEqual(reply.json()["key"], NEW.public_jwk_json)
         old, new = self.accounts()
         self.assertEqual(new.id, 1)
