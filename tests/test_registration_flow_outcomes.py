@@ -10,6 +10,8 @@ bound or made.
 
 from __future__ import annotations
 
+import attrs
+
 from gateway.process.testing import FakeCA, build_test_gateway
 from gateway.status import Status
 from gateway.translate.context import Policy
@@ -259,6 +261,45 @@ class UpdateRegistrationTests(OutcomeTestCase):
         self.assertEqual(list(self.ca.accounts[1].contact), ["mailto:new@example.test"])
         self.assertEqual(self.stored().contact, ("mailto:new@example.test",))
         self.assertEqual(self.stored().status, Status.VALID)
+
+    def answer_update_with_contact(self, contact):
+        """
+        The CA answers a contact update with ``contact`` instead of the
+        one sent (a CA that keeps no contacts, as Let's Encrypt since 2025,
+        or one that rewrites them).
+        """
+        upstream = self.gateway.context.upstream
+        original = upstream.update_account
+
+        async def answering(account, sent):
+            updated = await original(account, sent)
+            return attrs.evolve(updated, contact=contact)
+
+        upstream.update_account = answering
+
+    def test_a_ca_that_keeps_no_contact(self):
+        """
+        The CA's answer has no contact: the registration keeps the contact
+        the client sent.
+        """
+        reg_url = self.register()
+        self.answer_update_with_contact(())
+        reply = self.post(reg_url, {"resource": "reg", "contact": ["mailto:new@example.test"]})
+        self.assertEqual(reply.status, 202, reply.body)
+        self.assertEqual(reply.json()["contact"], ["mailto:new@example.test"])
+        self.assertEqual(self.stored().contact, ("mailto:new@example.test",))
+
+    def test_the_contact_the_ca_kept(self):
+        """
+        The CA answers with another contact than the one sent: the
+        registration shows and stores the CA's.
+        """
+        reg_url = self.register()
+        self.answer_update_with_contact(("mailto:kept@example.test",))
+        reply = self.post(reg_url, {"resource": "reg", "contact": ["mailto:NEW@example.test"]})
+        self.assertEqual(reply.status, 202, reply.body)
+        self.assertEqual(reply.json()["contact"], ["mailto:kept@example.test"])
+        self.assertEqual(self.stored().contact, ("mailto:kept@example.test",))
 
     def test_same_agreement_and_new_agreement(self):
         reg_url = self.register()
