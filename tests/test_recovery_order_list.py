@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 
 import attrs
-from twisted.logger import formatEvent, globalLogPublisher
 
 from gateway.keys.keystore import KeyStore
 from gateway.status import Status
@@ -27,20 +26,9 @@ from gateway.upstream.client import UpstreamResponse
 from gateway.upstream.errors import UpstreamProblem
 from tests.test_v1_face import KEY, NAME, FaceTestCase
 
+from tests.support.logs import LogLines
 
-class LogLines:
-    def __enter__(self):
-        self.events = []
-        globalLogPublisher.addObserver(self.events.append)
-        return self
 
-    def __exit__(self, *exc_info):
-        globalLogPublisher.removeObserver(self.events.append)
-
-    @property
-    def lines(self):
-        return [formatEvent(e) for e in self.events
-                if e.get("log_namespace") == "gateway.translate.recovery"]
 
 
 class OrderListing:
@@ -114,7 +102,7 @@ class RecoveryTests(FaceTestCase):
         newest = self.ca_order(["lost.example.test"])
         attempt = self.attempt(["lost.example.test"])
         listing = OrderListing(self.context.upstream, pages=[[older.url], [newest.url, other.url]])
-        with LogLines() as log:
+        with LogLines("gateway.translate.recovery") as log:
             done = self.recover_with(listing)
         self.assertEqual(done, Recovered(adopted=1))
         self.assertEqual(len(listing.read), 2, "both pages read")
@@ -156,7 +144,7 @@ class RecoveryTests(FaceTestCase):
     def test_a_list_that_fails_is_left_for_the_next_pass(self):
         first = self.attempt(["a.example.test"])
         other = self.ca_order(["other.example.test"])
-        with LogLines() as log:
+        with LogLines("gateway.translate.recovery") as log:
             done = self.recover_with(OrderListing(self.context.upstream, pages=[[other.url], []],
                                                   problem=(404, 1)))
         self.assertEqual(done, Recovered(failed=1))
@@ -185,7 +173,7 @@ class RecoveryTests(FaceTestCase):
 
     def test_rows_of_a_key_no_longer_held_are_left(self):
         attempt = self.attempt(["lost.example.test"])
-        with LogLines() as log:
+        with LogLines("gateway.translate.recovery") as log:
             done = self.recover_with(keys=SigningKeys(KeyStore.from_keys([])))
         self.assertEqual(done, Recovered())
         self.assertFalse(done.anything)
@@ -222,7 +210,7 @@ class RecoveryTests(FaceTestCase):
         self.ca.fail_next("/order/", 500, {"type": "serverInternal", "detail": "busy"})
         self.ca.fail_next("/order/", 500, {"type": "serverInternal", "detail": "busy"})
         self.ca.fail_next("/order/", 500, {"type": "serverInternal", "detail": "busy"})
-        with LogLines() as log:
+        with LogLines("gateway.translate.recovery") as log:
             done = self.recover_with()
         self.assertEqual(done, Recovered(failed=1))
         self.assertEqual(self.stored_order(record.id).status, Status.PENDING)

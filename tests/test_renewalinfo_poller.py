@@ -14,7 +14,6 @@ from types import SimpleNamespace
 
 from twisted.internet import defer
 from twisted.internet.task import Clock
-from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
 from gateway.store import Account, Certificate, Insert
@@ -24,6 +23,8 @@ from gateway.translate.inventory import ari_cert_id
 from gateway.translate.renewalinfo import RenewalInfoPoller
 from gateway.upstream.errors import UpstreamError, UpstreamProblem, UpstreamUnavailable
 from gateway.upstream.messages import RenewalInfo
+
+from tests.support.logs import LogLines
 
 CA = "https://ca.test/directory"
 HOUR, DAY = 3600.0, 86400.0
@@ -55,19 +56,6 @@ class ScriptedCA:
         return answer
 
 
-class LogLines:
-    def __enter__(self):
-        self.events = []
-        globalLogPublisher.addObserver(self.events.append)
-        return self
-
-    def __exit__(self, *exc_info):
-        globalLogPublisher.removeObserver(self.events.append)
-
-    @property
-    def lines(self):
-        return [formatEvent(e) for e in self.events
-                if e.get("log_namespace") == "gateway.translate.renewalinfo"]
 
 
 class PollerTests(SynchronousTestCase):
@@ -182,7 +170,7 @@ class PollerTests(SynchronousTestCase):
         for n, (error, expected) in enumerate(cases):
             held = self.certificate(names=(f"f{n}.test",))
             self.ca.answers = [error]
-            with LogLines() as log:
+            with LogLines("gateway.translate.renewalinfo") as log:
                 self.assertEqual(self.poll(), 1)
             window = self.window(held)
             self.assertEqual(window.next_check_at, at(self.now() + expected), error)
@@ -209,7 +197,7 @@ class PollerTests(SynchronousTestCase):
         self.poll()
         self.clock.advance(12 * HOUR)
         self.ca.answers = [self.info(50, 52, explanation="https://ca.test/incident")]
-        with LogLines() as log:
+        with LogLines("gateway.translate.renewalinfo") as log:
             self.poll()
         window = self.window(held)
         self.assertEqual(window.first_start, at(START + 60 * DAY), "the first window's start is kept")
@@ -221,7 +209,7 @@ class PollerTests(SynchronousTestCase):
             f"its client should renew now"])
         self.clock.advance(12 * HOUR)
         self.ca.answers = [self.info(49, 51)]
-        with LogLines() as log:
+        with LogLines("gateway.translate.renewalinfo") as log:
             self.poll()
         self.assertTrue(self.window(held).opened_early)
         self.assertEqual(log.lines, [], "told once")
@@ -229,7 +217,7 @@ class PollerTests(SynchronousTestCase):
     def test_a_window_before_half_the_lifetime_opened_early_at_the_first_answer(self):
         held = self.certificate()
         self.ca.answers = [self.info(11, 12)]
-        with LogLines() as log:
+        with LogLines("gateway.translate.renewalinfo") as log:
             self.poll()
         self.assertTrue(self.window(held).opened_early)
         self.assertEqual(log.lines, [

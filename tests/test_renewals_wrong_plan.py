@@ -10,29 +10,17 @@ the operator reads.
 
 from __future__ import annotations
 
-from twisted.logger import formatEvent, globalLogPublisher
 
 from gateway.translate.accounts import BoundAccount, upstream_for
 from gateway.translate.renewals import abandon_wrong_plans
 from tests.test_renewals import NAMES, RenewalTestCase
 from tests.test_v1_face import KEY
 
+from tests.support.logs import LogLines
+
 OTHER_NAMES = ("x.renew.test", "y.renew.test")
 
 
-class LogLines:
-    def __enter__(self):
-        self.events = []
-        globalLogPublisher.addObserver(self.events.append)
-        return self
-
-    def __exit__(self, *exc_info):
-        globalLogPublisher.removeObserver(self.events.append)
-
-    @property
-    def lines(self):
-        return [formatEvent(e) for e in self.events
-                if e.get("log_namespace") == "gateway.translate.renewals"]
 
 
 class WrongPlanTests(RenewalTestCase):
@@ -69,7 +57,7 @@ class WrongPlanTests(RenewalTestCase):
         self.assertEqual(answered.status, 202, answered.body)
         plan = self.successResultOf(self.gateway.store.order_by_id(self.stored_authorization(url).order_id))
         self.assertEqual(plan.identifiers, NAMES)
-        with LogLines() as log:
+        with LogLines("gateway.translate.renewals") as log:
             self.assertEqual(self.abandon([NAMES[1].upper()]), 2)
         self.assertEqual(self.ca_statuses(NAMES), {NAMES[0]: "deactivated", NAMES[1]: "pending",
                                                    NAMES[2]: "deactivated"})
@@ -79,14 +67,14 @@ class WrongPlanTests(RenewalTestCase):
             f"(['{NAMES[0]}', '{NAMES[1]}', '{NAMES[2]}']): plan given up, "
             f"2 unused authorization(s) deactivated"])
         # given up once: a second new-cert does not give it up again
-        with LogLines() as log:
+        with LogLines("gateway.translate.renewals") as log:
             self.assertEqual(self.abandon([NAMES[1]]), 0)
         self.assertEqual(log.lines, [])
 
     def test_a_plan_for_exactly_the_names_or_for_other_names_is_kept(self):
         self.first_certificate()
         plan = self.plan(NAMES[0])
-        with LogLines() as log:
+        with LogLines("gateway.translate.renewals") as log:
             self.assertEqual(self.abandon([n.upper() for n in reversed(NAMES)] + [NAMES[0]]), 0)
             self.assertEqual(self.abandon(["elsewhere.renew.test"]), 0)
         self.assertEqual(log.lines, [])
@@ -114,7 +102,7 @@ class WrongPlanTests(RenewalTestCase):
         first = next(a for a in self.ca.authorizations.values()
                      if a.identifier == NAMES[0] and a.status == "pending")
         self.ca.fail_next(f"/authz/{first.id}", 403, {"type": "unauthorized", "detail": "not yours"})
-        with LogLines() as log:
+        with LogLines("gateway.translate.renewals") as log:
             self.assertEqual(self.abandon([NAMES[2]]), 2)
         self.assertEqual(self.ca_statuses(NAMES), {NAMES[0]: "pending", NAMES[1]: "deactivated",
                                                    NAMES[2]: "deactivated"})

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from cryptography.hazmat.primitives.asymmetric import ec
 from twisted.internet import defer
-from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
 from gateway.keys.jose import AccountKey
@@ -21,6 +20,8 @@ from gateway.translate.revalidation import ENABLING_FLAGS, Validators, revalidat
 from gateway.upstream import messages as v2
 from gateway.upstream.errors import UpstreamProblem
 from gateway.validation.dns01 import ResponderError
+
+from tests.support.logs import LogLines
 
 KEY = AccountKey.from_private_key(ec.generate_private_key(ec.SECP256R1()))
 ACCOUNT = v2.UpstreamAccount(KEY, "https://ca.test/acct/1")
@@ -87,19 +88,6 @@ def final(authz, status="valid", error=None, kind="http-01"):
         challenges=(challenge("dns-01", 0, status="pending"), challenge(kind, 0, status=status, error=error)))
 
 
-class LogLines:
-    def __enter__(self):
-        self.events = []
-        globalLogPublisher.addObserver(self.events.append)
-        return self
-
-    def __exit__(self, *exc_info):
-        globalLogPublisher.removeObserver(self.events.append)
-
-    @property
-    def lines(self):
-        return [formatEvent(e) for e in self.events
-                if e.get("log_namespace") == "gateway.translate.revalidation"]
 
 
 class RevalidateTests(SynchronousTestCase):
@@ -219,7 +207,7 @@ class RevalidateTests(SynchronousTestCase):
     def test_a_failed_withdrawal_is_logged_and_hides_nothing(self):
         self.http.fail_withdraw = {"one.test"}
         one, two = authorization("one.test", 1), authorization("two.test", 2)
-        with LogLines() as log:
+        with LogLines("gateway.translate.revalidation") as log:
             result = self.successResultOf(
                 self.run_revalidate([one, two], Validators({"http-01": self.http})))
         self.assertEqual(len(result), 2)

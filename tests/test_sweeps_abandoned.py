@@ -10,7 +10,6 @@ fails; it is skipped while another sweep holds the lock.
 from __future__ import annotations
 
 import attrs
-from twisted.logger import formatEvent, globalLogPublisher
 
 from gateway.keys.keystore import KeyStore
 from gateway.store import Insert, OrderAttempt
@@ -19,20 +18,9 @@ from gateway.translate.signing import SigningKeys
 from gateway.translate.sweeps import SWEEP_LOCK, deactivate_abandoned, sweep
 from tests.test_v1_face import KEY, OTHER, FaceTestCase
 
+from tests.support.logs import LogLines
 
-class LogLines:
-    def __enter__(self):
-        self.events = []
-        globalLogPublisher.addObserver(self.events.append)
-        return self
 
-    def __exit__(self, *exc_info):
-        globalLogPublisher.removeObserver(self.events.append)
-
-    @property
-    def lines(self):
-        return [formatEvent(e) for e in self.events
-                if e.get("log_namespace") == "gateway.translate.sweeps"]
 
 
 class BrokenAttempts:
@@ -69,7 +57,7 @@ class SweepTests(FaceTestCase):
         self.gateway.advance(300)
         self.assertEqual(self.new_authz("young.example.test").status, 201)
         self.gateway.advance(301)
-        with LogLines() as log:
+        with LogLines("gateway.translate.sweeps") as log:
             self.assertEqual(self.resolve(deactivate_abandoned(self.context)), 1)
         self.assertEqual(self.pending(), ["young.example.test"])
         self.assertEqual(self.ca_status("old.example.test"), "deactivated")
@@ -84,7 +72,7 @@ class SweepTests(FaceTestCase):
     def test_nothing_abandoned_nothing_logged(self):
         self.register()
         self.assertEqual(self.new_authz("young.example.test").status, 201)
-        with LogLines() as log:
+        with LogLines("gateway.translate.sweeps") as log:
             self.assertEqual(self.resolve(deactivate_abandoned(self.context)), 0)
         self.assertEqual(log.lines, [])
         self.assertEqual(self.ca_status("young.example.test"), "pending")
@@ -135,7 +123,7 @@ class SweepTests(FaceTestCase):
         self.assertEqual(self.new_authz("old.example.test").status, 201)
         self.gateway.advance(601)
         broken = attrs.evolve(self.context, store=BrokenAttempts(self.gateway.store))
-        with LogLines() as log:
+        with LogLines("gateway.translate.sweeps") as log:
             self.assertTrue(self.resolve(sweep(broken, 30.0)))
         self.assertEqual(self.ca_status("old.example.test"), "deactivated")
         self.assertIn("recovery failed: database is locked", log.lines)
@@ -164,7 +152,7 @@ class SweepTests(FaceTestCase):
         self.ca.fail_next(f"/authz/{by_name['refused.example.test'].id}", 403,
                           {"type": "unauthorized", "detail": "not now"})
         self.ca.fail_next(f"/authz/{by_name['silent.example.test'].id}", 503)
-        with LogLines() as log:
+        with LogLines("gateway.translate.sweeps") as log:
             self.assertEqual(self.resolve(deactivate_abandoned(self.context)), 1)
         gone, refused, silent = (stored[f"{n}.example.test"].id for n in ("gone", "refused", "silent"))
         self.assertEqual(log.lines[:3], [
