@@ -105,9 +105,14 @@ def gateway_rss(gateway) -> Dict[str, object]:
     processes = {}
     for pid in gateway_pids(gateway):
         try:
-            processes[str(pid)] = rss_mb(pid)
+            sizes = rss_mb(pid)
         except OSError:
-            pass
+            continue
+        # A child that has just exited (a zombie until it is reaped, such
+        # as a DNS hook) still has /proc/PID/status but no VmRSS line: it
+        # has no memory to count.
+        if "VmRSS" in sizes:
+            processes[str(pid)] = sizes
     serving = [p for pid, p in processes.items() if int(pid) != gateway.process.pid] \
         if len(processes) > 1 else list(processes.values())
     largest = max(serving, key=lambda p: p["VmRSS"]) if serving else {}

@@ -1,0 +1,52 @@
+"""
+The benchmark's memory sampler must not trip over a gateway child that
+has just exited: the CI run on 2026-12-03 aborted the whole benchmark with
+``KeyError: 'VmRSS'`` because a zombie's /proc/PID/status has no VmRSS.
+"""
+
+import subprocess
+import sys
+import time
+import types
+
+from bench import run as bench_run
+
+# A parent that forks a child which exits at once and is never reaped:
+# the child stays a zombie for as long as the parent sleeps.
+ZOMBIE_PARENT = (
+    "import os, sys, time\n"
+    "pid = os.fork()\n"
+    "if pid == 0:\n"
+    "    os._exit(0)\n"
+    "print(pid, flush=True)\n"
+    "time.sleep(60)\n"
+)
+
+
+def _state(pid: int) -> str:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("State:"):
+                return line.split()[1]
+    return "?"
+
+
+def test_a_zombie_child_is_left_out_of_the_rss_sample():
+    parent = subprocess.Popen([sys.executable, "-c", ZOMBIE_PARENT], stdout=subprocess.PIPE, text=True)
+    try:
+        zombie = int(parent.stdout.readline())
+        deadline = time.monotonic() + 10
+        while _state(zombie) != "Z" and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert _state(zombie) == "Z"
+        gateway = types.SimpleNamespace(process=parent)
+        assert zombie in bench_run.gateway_pids(gateway)
+
+        sample = bench_run.gateway_rss(gateway)
+
+        assert str(zombie) not in sample["processes"]
+        assert list(sample["processes"]) == [str(parent.pid)]
+        assert sample["VmRSS"] > 0
+    finally:
+        parent.kill()
+        parent.wait()
