@@ -4,7 +4,7 @@ word: the CA's problem document (`UpstreamRefused`, as a flow raises it)
 through `gateway.v1.problems.problem_for` and the v1 face's rendering.
 The edges of the status range, types outside the ACME namespace, the
 details built of Boulder's words and the CA's, subproblems without a
-name or a detail, and the terms-of-service ``Link``.
+name or a detail, the CA's ``Retry-After`` and the terms-of-service ``Link``.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import pytest
 from gateway.translate.errors import RefusedSubproblem, UpstreamRefused
 from gateway.v1.face import problem_response
 from gateway.v1.problems import problem_for
+from tests.test_v1_face import FaceTestCase
 
 V2 = "urn:ietf:params:acme:error:"
 
@@ -173,6 +174,44 @@ def test_a_bad_nonce_that_escaped_the_retries_is_the_gateways_failure():
 def test_a_bad_revocation_reason_keeps_the_cas_words():
     assert answer_for(refused("badRevocationReason", 400, "reason 7 is not allowed")) == (
         400, document("malformed", "reason 7 is not allowed", 400), {})
+
+
+# -- Retry-After ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("raw, header", [(" 60 ", {"Retry-After": "60"}), ("soon", {}),
+                                         ("\u00b2", {}), ("", {})])
+def test_rate_limited_reads_the_cas_retry_after_header(raw, header):
+    """
+    Without a parsed wait, the CA's header is read: ASCII digits only
+    (``"²"`` is a digit to Python, but no number).
+    """
+    error = refused("rateLimited", 429, "slow down", headers={"retry-after": raw})
+    assert answer_for(error) == (429, document("rateLimited", "slow down", 429), header)
+
+
+def test_a_parsed_wait_wins_over_the_header():
+    error = refused("rateLimited", 429, "slow down", retry_after=5, headers={"retry-after": "60"})
+    assert answer_for(error)[2] == {"Retry-After": "5"}
+
+
+class CARetryAfterTests(FaceTestCase):
+    """
+    A CA's ``Retry-After`` that is no number of seconds, through the
+    upstream client and the v1 face.
+    """
+
+    def test_rate_limited_with_a_superscript_retry_after(self):
+        """
+        The client is told it was rate limited, in the CA's words, without a
+        ``Retry-After`` (it was a 500 "the gateway failed" and a traceback).
+        """
+        self.register()
+        self.ca.fail_next("/new-order", 429, {"type": "rateLimited", "detail": "too many new orders"},
+                          {"Retry-After": "\u00b2"})
+        reply = self.new_authz()
+        self.assertProblem(reply, 429, "rateLimited", "too many new orders")
+        self.assertIsNone(reply.header("retry-after"))
 
 
 # -- the terms-of-service Link ------------------------------------------------------------

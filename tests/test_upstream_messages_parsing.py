@@ -63,7 +63,7 @@ def test_retry_after_in_seconds_or_as_a_date(value, seconds):
     assert result == seconds and isinstance(result, float)
 
 
-@pytest.mark.parametrize("value", [None, "", "soon", "-5", "1.5", "+5", "Mon, 32 Foo 2026"])
+@pytest.mark.parametrize("value", [None, "", "soon", "-5", "1.5", "+5", "Mon, 32 Foo 2026", "\u00b2", "\u0663"])
 def test_retry_after_that_is_neither_is_none(value):
     assert parse_retry_after(value, NOW) is None
 

@@ -37,7 +37,9 @@ def parse_retry_after(value: Optional[str], now: float) -> Optional[float]:
     if value is None:
         return None
     value = value.strip()
-    if value.isdigit():
+    # delta-seconds are ASCII digits: str.isdigit() also takes "²", which
+    # int() refuses (a ValueError, answered as the gateway's own bug)
+    if value.isascii() and value.isdigit():
         return float(int(value))
     try:
         when = email.utils.parsedate_to_datetime(value)

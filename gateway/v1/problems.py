@@ -437,7 +437,7 @@ def from_upstream(error: V2Problem) -> V1Problem:
         retry_after = error.retry_after
         if retry_after is None:
             raw = error.headers.get("retry-after")
-            if isinstance(raw, str) and raw.strip().isdigit():
+            if isinstance(raw, str) and raw.strip().isascii() and raw.strip().isdigit():
                 retry_after = float(raw.strip())
         return V1Problem.rate_limited(_flattened_detail(error), retry_after)
     if code == "alreadyRevoked":
