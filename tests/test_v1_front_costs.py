@@ -106,3 +106,64 @@ class DirectoryBuiltOncePerBase(SynchronousTestCase):
         directory = gateway.gateway.face.tree.children[b"directory"]
         self.assertEqual(len(directory._answers), kept)
         self.assertEqual(len(self.builds), 2 + kept * 3)
+
+
+class TimeStampsOncePerSecond(SynchronousTestCase):
+    """
+    Every log line's time stamp has its second formatted once per second,
+    not once per line (`gateway.operations.logs.SecondStamps`), and reads
+    exactly as before.
+    """
+
+    #: Times around the edges: a microsecond rounding into the next second,
+    #: half a microsecond (rounded to even), the epoch, a leap day.
+    EDGES = (0.0, 1.0, 1733220000.0, 1733220000.9999995, 1733220000.9999996,
+             1733220000.0000004, 1733220000.0000005, 1733220000.0015, 1733220000.9994999,
+             1709208000.25, 1764754799.5, 1764754799.9999999)
+
+    def moments(self):
+        import random
+
+        generator = random.Random(15)
+        return self.EDGES + tuple(generator.uniform(0, 4e9) for _ in range(2000)) + tuple(
+            1733220000 + generator.randrange(1000) + generator.choice((0.9999995, 0.9999996, 0.0005))
+            for _ in range(500))
+
+    def test_text_time_as_twisted_formats_it(self):
+        from twisted.logger import formatTime
+
+        from gateway.operations.logs import classic_time
+
+        for when in self.moments():
+            self.assertEqual(classic_time(when), formatTime(when), when)
+        self.assertEqual(classic_time(None), formatTime(None))
+
+    def test_json_time_as_datetime_formats_it(self):
+        from datetime import datetime, timezone
+
+        from gateway.operations.logs import utc_time
+
+        for when in self.moments():
+            expected = datetime.fromtimestamp(when, tz=timezone.utc).isoformat(
+                timespec="milliseconds").replace("+00:00", "Z")
+            self.assertEqual(utc_time(when), expected, when)
+
+    def test_one_second_formatted_for_many_lines(self):
+        """
+        400 access lines over three seconds, in either format, format three
+        seconds (each line used to format its own).
+        """
+        from twisted.logger import LogLevel
+
+        from gateway.operations import logs
+
+        for stamps, render in ((logs.local_seconds, logs.event_as_text),
+                               (logs.utc_seconds, logs.event_as_json)):
+            before = stamps.formatted
+            lines = [render({"log_format": "{method} {path} -> {status}", "method": "HEAD",
+                             "path": "/directory", "status": 200, "log_level": LogLevel.info,
+                             "log_namespace": "gateway.v1.face.V1Face",
+                             "log_time": 1733220000.0 + index * 3 / 400})
+                     for index in range(400)]
+            self.assertEqual(stamps.formatted - before, 3)
+            self.assertEqual(len({line for line in lines}), 400 if render is logs.event_as_json else 3)
