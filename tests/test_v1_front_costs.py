@@ -167,3 +167,92 @@ class TimeStampsOncePerSecond(SynchronousTestCase):
                      for index in range(400)]
             self.assertEqual(stamps.formatted - before, 3)
             self.assertEqual(len({line for line in lines}), 400 if render is logs.event_as_json else 3)
+
+
+class MessagesWithoutStringFormatter(SynchronousTestCase):
+    """
+    A log line's message is filled in by ``str.format_map``, not by
+    ``string.Formatter`` (`gateway.operations.logs.format_message`), and
+    every line reads exactly as Twisted writes it.
+    """
+
+    def events(self):
+        from twisted.logger import LogLevel
+        from twisted.python.failure import Failure
+
+        try:
+            1 / 0
+        except ZeroDivisionError:
+            failure = Failure()
+
+        class Odd:
+            def __str__(self):
+                return "odd\nline"
+
+            def __repr__(self):
+                return "<Odd>"
+
+        class Unprintable:
+            def __str__(self):
+                raise RuntimeError("no")
+
+        base = {"log_level": LogLevel.info, "log_namespace": "gateway.v1.face.V1Face",
+                "log_time": 1733220000.25}
+        formats = ["{method} {path} -> {status}", "{method} {path} -> {status} {problem}",
+                   "{odd!r} and {odd}", "{status:>5}|{status:03d}", "{call()}", "{missing}",
+                   "{}", "{0}", "{odd.__class__.__name__}", "{names[0]}", "plain", "", "{{literal}}",
+                   "{bad", "{status:d}", "{method!x}", "{unprintable}", b"{method} as bytes", None, 12]
+        fields = {"method": "HEAD", "path": "/directory", "status": 200, "problem": "{'x': 1}",
+                  "odd": Odd(), "call": lambda: "called", "names": ["a", "b"],
+                  "unprintable": Unprintable()}
+        events = [dict(base, log_format=text, **fields) for text in formats]
+        events += [dict(base, log_format="{method}", method="GET", log_system="system-7"),
+                   dict(base, log_format="{method}", method="GET", log_system=Unprintable()),
+                   {"log_format": "no level or namespace"},
+                   dict(base, log_format="{method}", method="GET", log_level=None),
+                   dict(base, log_format="{method}", method="GET", log_namespace=None),
+                   dict(base, log_format="failed {what}", what="x", log_failure=failure),
+                   dict(base)]
+        return events
+
+    def test_lines_as_twisted_writes_them(self):
+        from twisted.logger import formatEvent, formatEventAsClassicLogText, formatTime
+
+        import json
+
+        from gateway.operations.logs import event_as_json, event_as_text, format_message
+
+        for event in self.events():
+            self.assertEqual(event_as_text(dict(event)),
+                             formatEventAsClassicLogText(dict(event), formatTime=formatTime), event)
+            self.assertEqual(format_message(dict(event)), formatEvent(dict(event)), event)
+        access = {k: v for k, v in self.events()[0].items() if k != "unprintable"}
+        self.assertEqual(json.loads(event_as_json(dict(access)))["message"], formatEvent(access))
+
+    def test_an_access_line_uses_no_string_formatter(self):
+        """
+        An access line, text or JSON: ``string.Formatter.vformat`` is not
+        called (it was, once per line).
+        """
+        import string
+
+        from twisted.logger import LogLevel
+
+        from gateway.operations.logs import event_as_json, event_as_text
+
+        calls = []
+        vformat = string.Formatter.vformat
+
+        def counting(self, *args, **kwargs):
+            calls.append(args[0])
+            return vformat(self, *args, **kwargs)
+
+        self.patch(string.Formatter, "vformat", counting)
+        event = {"log_format": "{method} {path} -> {status}", "method": "HEAD",
+                 "path": "/directory", "status": 200, "log_level": LogLevel.info,
+                 "log_namespace": "gateway.v1.face.V1Face", "log_time": 1733220000.5,
+                 "request_id": "0123456789abcdef"}
+        for _ in range(50):
+            self.assertIn("HEAD /directory -> 200", event_as_text(dict(event)))
+            self.assertIn("HEAD /directory -> 200", event_as_json(dict(event)))
+        self.assertEqual(calls, [])
