@@ -256,3 +256,60 @@ class MessagesWithoutStringFormatter(SynchronousTestCase):
             self.assertIn("HEAD /directory -> 200", event_as_text(dict(event)))
             self.assertIn("HEAD /directory -> 200", event_as_json(dict(event)))
         self.assertEqual(calls, [])
+
+
+class LevelFilterWithoutNamespaceWalk(SynchronousTestCase):
+    """
+    The level filter of ``serve``'s log observer keeps exactly the events
+    Twisted's ``LogLevelFilterPredicate`` keeps, with no walk over each
+    event's namespace (`gateway.operations.logs.AtLeast`).
+    """
+
+    def test_same_verdicts_as_twisted(self):
+        from twisted.logger import LogLevel, LogLevelFilterPredicate
+
+        from gateway.operations.logs import LEVELS, AtLeast
+
+        missing = object()
+        for configured in LEVELS.values():
+            ours, theirs = AtLeast(configured), LogLevelFilterPredicate(defaultLogLevel=configured)
+            for level in (*LogLevel.iterconstants(), None, missing):
+                for namespace in ("gateway.v1.face.V1Face", "twisted", "", None, missing):
+                    event = {"log_format": "x"}
+                    if level is not missing:
+                        event["log_level"] = level
+                    if namespace is not missing:
+                        event["log_namespace"] = namespace
+                    self.assertIs(ours(dict(event)), theirs(dict(event)), (configured, event))
+
+    def test_no_namespace_walk_per_event(self):
+        """
+        100 access events through the observer: no namespace lookup (one
+        per event, each walking the namespace's parents, before).
+        """
+        import io
+
+        from twisted.internet.task import Clock
+        from twisted.logger import LogLevel, LogLevelFilterPredicate
+
+        from gateway.operations.logs import observer_for
+
+        lookups = []
+        lookup = LogLevelFilterPredicate.logLevelForNamespace
+
+        def counting(self, namespace):
+            lookups.append(namespace)
+            return lookup(self, namespace)
+
+        self.patch(LogLevelFilterPredicate, "logLevelForNamespace", counting)
+        out = io.StringIO()
+        observer = observer_for("text", "info", out, Clock())
+        for index in range(100):
+            observer({"log_format": "{method} {path} -> {status}", "method": "HEAD",
+                      "path": "/directory", "status": 200, "log_level": LogLevel.info,
+                      "log_namespace": "gateway.v1.face.V1Face", "log_time": 1733220000.0})
+        observer({"log_format": "hidden", "log_level": LogLevel.debug, "log_namespace": "gateway",
+                  "log_time": 1733220000.0})
+        self.assertEqual(out.getvalue().count("HEAD /directory -> 200"), 100)
+        self.assertNotIn("hidden", out.getvalue())
+        self.assertEqual(lookups, [])
