@@ -313,3 +313,38 @@ class LevelFilterWithoutNamespaceWalk(SynchronousTestCase):
         self.assertEqual(out.getvalue().count("HEAD /directory -> 200"), 100)
         self.assertNotIn("hidden", out.getvalue())
         self.assertEqual(lookups, [])
+
+
+class NonceTagsWithoutHMACObjects(SynchronousTestCase):
+    """
+    A nonce's tag is one ``hmac.digest`` call (`gateway.v1.nonces`): no
+    ``hmac.HMAC`` object per nonce issued or checked, the same tag as
+    before (nonces issued before an upgrade stay good).
+    """
+
+    def test_no_hmac_objects_and_the_same_tags(self):
+        import hashlib
+        import hmac
+
+        from twisted.internet.task import Clock
+
+        from gateway.keys.jose import b64url_decode
+        from gateway.v1.nonces import NonceIssuer
+
+        built = []
+        init = hmac.HMAC.__init__
+
+        def counting(self, *args, **kwargs):
+            built.append(args)
+            init(self, *args, **kwargs)
+
+        self.patch(hmac.HMAC, "__init__", counting)
+        clock = Clock()
+        clock.advance(1733220000)
+        issuer = NonceIssuer(clock, used=None)
+        nonces = [issuer.issue() for _ in range(100)]
+        self.assertTrue(all(issuer.check(nonce) for nonce in nonces))
+        self.assertEqual(built, [])
+        for nonce in nonces[:5]:
+            raw = b64url_decode(nonce)
+            self.assertEqual(raw[12:], hmac.new(issuer.key, raw[:12], hashlib.sha256).digest()[:12])
