@@ -372,7 +372,8 @@ def observer_for(log_format: str, level: str = "info", out: IO[str] = sys.stdout
         event_as_json if log_format == "json" else event_as_text
     )
     writer = cast(ILogObserver, BatchedWriter(out, formatter, clock))
-    return FilteringLogObserver(with_request_id(writer), [without_noise, AtLeast(LEVELS[level])])
+    at_least = cast(ILogFilterPredicate, AtLeast(LEVELS[level]))
+    return FilteringLogObserver(with_request_id(writer), [without_noise, at_least])
 
 
 def start_logging(log_format: str, level: str = "info", out: IO[str] = sys.stdout) -> None:
