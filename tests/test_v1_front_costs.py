@@ -348,3 +348,53 @@ class NonceTagsWithoutHMACObjects(SynchronousTestCase):
         for nonce in nonces[:5]:
             raw = b64url_decode(nonce)
             self.assertEqual(raw[12:], hmac.new(issuer.key, raw[:12], hashlib.sha256).digest()[:12])
+
+
+class DroppedVisitsNotBuilt(SynchronousTestCase):
+    """
+    An unsigned request of a client that never signed is not recorded in
+    the migration report, so its visit is not even built
+    (`gateway.operations.report.ClientRecorder.drops`); a client that has
+    signed still has every request recorded.
+    """
+
+    def test_visits_built_only_when_recorded(self):
+        from gateway.operations import observe
+        from tests.support.v1_client import V1TestClient
+
+        built = []
+        visit_for = observe.visit_for
+
+        def counting(scope, *args, **kwargs):
+            visit = visit_for(scope, *args, **kwargs)
+            built.append(visit)
+            return visit
+
+        self.patch(observe, "visit_for", counting)
+        gateway = build_test_gateway([KEY])
+        recorder = gateway.gateway.face.recorder
+        recorded = []
+
+        class Recording:
+            drops = recorder.drops
+
+            def record(self, visit):
+                recorded.append(visit)
+                return recorder.record(visit)
+
+        self.patch(gateway.gateway.face, "recorder", Recording())
+        client = V1TestClient(gateway.base_url, KEY, http=gateway.client)
+        run = lambda coroutine: self.successResultOf(defer.Deferred.fromCoroutine(coroutine))
+        for _ in range(20):
+            self.assertEqual(run(client.get(gateway.base_url + "/directory", method="HEAD")).status,
+                             200)
+        self.assertEqual((built, recorded), ([], []))
+        reply = run(client.post(gateway.base_url + "/acme/new-reg",
+                                {"resource": "new-reg", "contact": ["mailto:a@example.test"]}))
+        self.assertIn(reply.status, (201, 409))
+        for _ in range(3):
+            run(client.get(gateway.base_url + "/directory", method="HEAD"))
+        # new-reg's own HEAD for a nonce came before it signed: not built.
+        self.assertEqual(len(built), 4)
+        self.assertEqual(recorded, built)
+        self.assertEqual([visit.thumbprint is None for visit in built], [False, True, True, True])
