@@ -25,6 +25,12 @@ class VisitRecorder(Protocol):
 
     def record(self, visit: ClientVisit) -> Any: ...
 
+    def drops(self, thumbprint: Optional[str], address: str, user_agent: str) -> bool:
+        """
+        Whether the visit of such a request would be dropped unrecorded
+        (then it is not built).
+        """
+
 
 def observe_request(log: Logger, request: server.Request, scope: RequestScope, method: str,
                     response: Response, started: float, now: float,
@@ -49,7 +55,7 @@ def observe_request(log: Logger, request: server.Request, scope: RequestScope, m
     )
     if count is not None:
         count(scope.endpoint, response.status)
-    if recorder is not None:
+    if recorder is not None and not recorder.drops(scope.thumbprint, address, user_agent):
         recorder.record(visit_for(
             scope, user_agent, address, now, response.status,
             response.content_type, response.body, method=method,

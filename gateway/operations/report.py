@@ -153,6 +153,11 @@ def failure_reason(endpoint: str, status: int, content_type: Optional[str], body
     return f"{reason} {problem}" if problem else reason
 
 
+#: What a visit shows for a request without a User-Agent, or an address.
+NO_USER_AGENT = "(no User-Agent)"
+NO_ADDRESS = "(unknown)"
+
+
 def visit_for(
     scope: RequestScope,
     user_agent: str,
@@ -172,8 +177,8 @@ def visit_for(
     """
     failed = status >= 400 and method != "HEAD"
     return ClientVisit(
-        user_agent=user_agent or "(no User-Agent)",
-        address=address or "(unknown)",
+        user_agent=user_agent or NO_USER_AGENT,
+        address=address or NO_ADDRESS,
         at=format_timestamp(at),
         thumbprint=scope.thumbprint,
         names=scope.names,
@@ -208,6 +213,17 @@ class ClientRecorder:
     _pending: List[ClientVisit] = attrs.field(factory=list, init=False)
     _scheduled: Optional[IDelayedCall] = attrs.field(default=None, init=False)
     _signed: Set[Tuple[str, str]] = attrs.field(factory=set, init=False)
+
+    def drops(self, thumbprint: Optional[str], address: str, user_agent: str) -> bool:
+        """
+        Whether `record` would drop the visit of a request with this
+        signer (`None`: unsigned), address and User-Agent at once: the face
+        need not build it (py-spy, ``HEAD /directory`` at 64 connections:
+        building each visit, its time stamp text included, was 6.8 % of
+        the samples, and every one was dropped).
+        """
+        client = (address or NO_ADDRESS, user_agent or NO_USER_AGENT)
+        return thumbprint is None and client not in self._signed
 
     def record(self, visit: ClientVisit) -> defer.Deferred:
         client = (visit.address, visit.user_agent)

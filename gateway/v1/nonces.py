@@ -25,7 +25,6 @@ error.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import secrets
 import struct
@@ -83,7 +82,10 @@ class NonceIssuer:
     lifetime: float = attrs.field(default=3600.0, validator=_positive)
 
     def _tag(self, body: bytes) -> bytes:
-        return hmac.new(self.key, body, hashlib.sha256).digest()[:_TAG_BYTES]
+        # ``hmac.digest``: one call into OpenSSL, no ``HMAC`` object built
+        # in Python (py-spy, HEAD /directory: ``hmac.new`` 1.9 % of the
+        # samples, for the nonce every answer carries).
+        return hmac.digest(self.key, body, "sha256")[:_TAG_BYTES]
 
     def issue(self) -> str:
         """

@@ -1,0 +1,472 @@
+"""
+What every v1 request costs the gateway's HTTP front, counted (never
+timed): the work a profile of ``HEAD /directory`` at 64 connections showed
+and that was removed, each test counting that it stays removed while the
+answers stay exactly what they were.  (The listener's timers are counted
+in ``tests/security/test_listener_limits.py``.)
+"""
+
+from __future__ import annotations
+
+from twisted.internet import defer
+from twisted.trial.unittest import SynchronousTestCase
+
+from gateway.process.testing import FakeCA, build_test_gateway
+from gateway.v1 import messages, resource
+from tests.support.v1_client import _reply
+from tests.test_v1_face import KEY
+
+
+class WebsiteCA(FakeCA):
+    """
+    A FakeCA whose directory ``meta`` names a website, which can change.
+    """
+
+    website = "https://ca.test/about"
+
+    def _directory(self):
+        directory = super()._directory()
+        directory["meta"]["website"] = self.website
+        return directory
+
+
+class DirectoryBuiltOncePerBase(SynchronousTestCase):
+    """
+    The directory document is built and encoded once per base URL, not per
+    request (`gateway.v1.resource.Directory`).
+    """
+
+    def setUp(self):
+        self.builds = []
+        build = messages.directory
+
+        def counting(urls, meta):
+            self.builds.append(urls.base)
+            return build(urls, meta)
+
+        self.patch(messages, "directory", counting)
+
+    def request(self, gateway, url, method="GET"):
+        return self.successResultOf(defer.Deferred.fromCoroutine(
+            self._request(gateway, url, method)))
+
+    @staticmethod
+    async def _request(gateway, url, method):
+        return await _reply(await gateway.client.request(method, url))
+
+    def test_one_build_for_many_requests(self):
+        """
+        Twenty GETs and HEADs of the directory (both paths) build it once;
+        every GET gets the same document, every answer its own nonce.
+        """
+        gateway = build_test_gateway([KEY])
+        replies = [self.request(gateway, gateway.base_url + path, method)
+                   for _ in range(5) for path in ("/directory", "/directory/")
+                   for method in ("GET", "HEAD")]
+        self.assertEqual(self.builds, [gateway.base_url])
+        self.assertEqual({reply.status for reply in replies}, {200})
+        bodies = {reply.body for reply in replies if reply.body}
+        self.assertEqual(len(bodies), 1)
+        self.assertEqual(replies[0].json()["new-reg"], gateway.base_url + "/acme/new-reg")
+        self.assertEqual({reply.body for reply in replies[1::2]}, {b""})  # the HEADs
+        nonces = {reply.header("replay-nonce") for reply in replies}
+        self.assertEqual(len(nonces), len(replies))
+
+    def test_rebuilt_when_the_upstream_directory_is_fetched_again(self):
+        """
+        A new upstream directory (its ``meta``) is shown at once.
+        """
+        ca = WebsiteCA()
+        gateway = build_test_gateway([KEY], ca=ca)
+        url = gateway.base_url + "/directory"
+        self.assertEqual(self.request(gateway, url).json()["meta"]["website"], ca.website)
+        ca.website = "https://ca.test/about-v2"
+        self.successResultOf(defer.Deferred.fromCoroutine(
+            gateway.gateway.context.upstream.directory(refresh=True)))
+        for _ in range(3):
+            self.assertEqual(self.request(gateway, url).json()["meta"]["website"],
+                             "https://ca.test/about-v2")
+        self.assertEqual(len(self.builds), 2)
+
+    def test_one_build_per_host_and_a_bounded_number_kept(self):
+        """
+        Without ``--base-url`` each ``Host`` gets its own links, built once;
+        a client cycling through hosts never makes the gateway keep more
+        than `DIRECTORY_ANSWERS_KEPT` answers.
+        """
+        gateway = build_test_gateway([KEY], base_url="")
+        for _ in range(3):
+            for host in ("a.test", "b.test:8443"):
+                reply = self.request(gateway, f"http://{host}/directory")
+                self.assertEqual(reply.json()["new-cert"], f"http://{host}/acme/new-cert")
+        self.assertEqual(self.builds, ["http://a.test", "http://b.test:8443"])
+        kept = resource.DIRECTORY_ANSWERS_KEPT
+        for index in range(kept * 3):
+            self.request(gateway, f"http://h{index}.test/directory")
+        directory = gateway.gateway.face.tree.children[b"directory"]
+        self.assertEqual(len(directory._answers), kept)
+        self.assertEqual(len(self.builds), 2 + kept * 3)
+
+
+class TimeStampsOncePerSecond(SynchronousTestCase):
+    """
+    Every log line's time stamp has its second formatted once per second,
+    not once per line (`gateway.operations.logs.SecondStamps`), and reads
+    exactly as before.
+    """
+
+    #: Times around the edges: a microsecond rounding into the next second,
+    #: half a microsecond (rounded to even), the epoch, a leap day.
+    EDGES = (0.0, 1.0, 1733220000.0, 1733220000.9999995, 1733220000.9999996,
+             1733220000.0000004, 1733220000.0000005, 1733220000.0015, 1733220000.9994999,
+             1709208000.25, 1764754799.5, 1764754799.9999999)
+
+    def moments(self):
+        import random
+
+        generator = random.Random(15)
+        return self.EDGES + tuple(generator.uniform(0, 4e9) for _ in range(2000)) + tuple(
+            1733220000 + generator.randrange(1000) + generator.choice((0.9999995, 0.9999996, 0.0005))
+            for _ in range(500))
+
+    def test_text_time_as_twisted_formats_it(self):
+        from twisted.logger import formatTime
+
+        from gateway.operations.logs import classic_time
+
+        for when in self.moments():
+            self.assertEqual(classic_time(when), formatTime(when), when)
+        self.assertEqual(classic_time(None), formatTime(None))
+
+    def test_json_time_as_datetime_formats_it(self):
+        from datetime import datetime, timezone
+
+        from gateway.operations.logs import utc_time
+
+        for when in self.moments():
+            expected = datetime.fromtimestamp(when, tz=timezone.utc).isoformat(
+                timespec="milliseconds").replace("+00:00", "Z")
+            self.assertEqual(utc_time(when), expected, when)
+
+    def test_one_second_formatted_for_many_lines(self):
+        """
+        400 access lines over three seconds, in either format, format three
+        seconds (each line used to format its own).
+        """
+        from twisted.logger import LogLevel
+
+        from gateway.operations import logs
+
+        for stamps, render in ((logs.local_seconds, logs.event_as_text),
+                               (logs.utc_seconds, logs.event_as_json)):
+            before = stamps.formatted
+            lines = [render({"log_format": "{method} {path} -> {status}", "method": "HEAD",
+                             "path": "/directory", "status": 200, "log_level": LogLevel.info,
+                             "log_namespace": "gateway.v1.face.V1Face",
+                             "log_time": 1733220000.0 + index * 3 / 400})
+                     for index in range(400)]
+            self.assertEqual(stamps.formatted - before, 3)
+            self.assertEqual(len({line for line in lines}), 400 if render is logs.event_as_json else 3)
+
+
+class MessagesWithoutStringFormatter(SynchronousTestCase):
+    """
+    A log line's message is filled in by ``str.format_map``, not by
+    ``string.Formatter`` (`gateway.operations.logs.format_message`), and
+    every line reads exactly as Twisted writes it.
+    """
+
+    def events(self):
+        from twisted.logger import LogLevel
+        from twisted.python.failure import Failure
+
+        try:
+            1 / 0
+        except ZeroDivisionError:
+            failure = Failure()
+
+        class Odd:
+            def __str__(self):
+                return "odd\nline"
+
+            def __repr__(self):
+                return "<Odd>"
+
+        class Unprintable:
+            def __str__(self):
+                raise RuntimeError("no")
+
+        base = {"log_level": LogLevel.info, "log_namespace": "gateway.v1.face.V1Face",
+                "log_time": 1733220000.25}
+        formats = ["{method} {path} -> {status}", "{method} {path} -> {status} {problem}",
+                   "{odd!r} and {odd}", "{status:>5}|{status:03d}", "{call()}", "{missing}",
+                   "{}", "{0}", "{odd.__class__.__name__}", "{names[0]}", "plain", "", "{{literal}}",
+                   "{bad", "{status:d}", "{method!x}", "{unprintable}", b"{method} as bytes", None, 12]
+        fields = {"method": "HEAD", "path": "/directory", "status": 200, "problem": "{'x': 1}",
+                  "odd": Odd(), "call": lambda: "called", "names": ["a", "b"],
+                  "unprintable": Unprintable()}
+        events = [dict(base, log_format=text, **fields) for text in formats]
+        events += [dict(base, log_format="{method}", method="GET", log_system="system-7"),
+                   dict(base, log_format="{method}", method="GET", log_system=Unprintable()),
+                   {"log_format": "no level or namespace"},
+                   dict(base, log_format="{method}", method="GET", log_level=None),
+                   dict(base, log_format="{method}", method="GET", log_namespace=None),
+                   dict(base, log_format="failed {what}", what="x", log_failure=failure),
+                   dict(base)]
+        return events
+
+    def test_lines_as_twisted_writes_them(self):
+        from twisted.logger import formatEvent, formatEventAsClassicLogText, formatTime
+
+        import json
+
+        from gateway.operations.logs import event_as_json, event_as_text, format_message
+
+        for event in self.events():
+            self.assertEqual(event_as_text(dict(event)),
+                             formatEventAsClassicLogText(dict(event), formatTime=formatTime), event)
+            self.assertEqual(format_message(dict(event)), formatEvent(dict(event)), event)
+        access = {k: v for k, v in self.events()[0].items() if k != "unprintable"}
+        self.assertEqual(json.loads(event_as_json(dict(access)))["message"], formatEvent(access))
+
+    def test_an_access_line_uses_no_string_formatter(self):
+        """
+        An access line, text or JSON: ``string.Formatter.vformat`` is not
+        called (it was, once per line).
+        """
+        import string
+
+        from twisted.logger import LogLevel
+
+        from gateway.operations.logs import event_as_json, event_as_text
+
+        calls = []
+        vformat = string.Formatter.vformat
+
+        def counting(self, *args, **kwargs):
+            calls.append(args[0])
+            return vformat(self, *args, **kwargs)
+
+        self.patch(string.Formatter, "vformat", counting)
+        event = {"log_format": "{method} {path} -> {status}", "method": "HEAD",
+                 "path": "/directory", "status": 200, "log_level": LogLevel.info,
+                 "log_namespace": "gateway.v1.face.V1Face", "log_time": 1733220000.5,
+                 "request_id": "0123456789abcdef"}
+        for _ in range(50):
+            self.assertIn("HEAD /directory -> 200", event_as_text(dict(event)))
+            self.assertIn("HEAD /directory -> 200", event_as_json(dict(event)))
+        self.assertEqual(calls, [])
+
+
+class LevelFilterWithoutNamespaceWalk(SynchronousTestCase):
+    """
+    The level filter of ``serve``'s log observer keeps exactly the events
+    Twisted's ``LogLevelFilterPredicate`` keeps, with no walk over each
+    event's namespace (`gateway.operations.logs.AtLeast`).
+    """
+
+    def test_same_verdicts_as_twisted(self):
+        from twisted.logger import LogLevel, LogLevelFilterPredicate
+
+        from gateway.operations.logs import LEVELS, AtLeast
+
+        missing = object()
+        for configured in LEVELS.values():
+            ours, theirs = AtLeast(configured), LogLevelFilterPredicate(defaultLogLevel=configured)
+            for level in (*LogLevel.iterconstants(), None, missing):
+                for namespace in ("gateway.v1.face.V1Face", "twisted", "", None, missing):
+                    event = {"log_format": "x"}
+                    if level is not missing:
+                        event["log_level"] = level
+                    if namespace is not missing:
+                        event["log_namespace"] = namespace
+                    self.assertIs(ours(dict(event)), theirs(dict(event)), (configured, event))
+
+    def test_no_namespace_walk_per_event(self):
+        """
+        100 access events through the observer: no namespace lookup (one
+        per event, each walking the namespace's parents, before).
+        """
+        import io
+
+        from twisted.internet.task import Clock
+        from twisted.logger import LogLevel, LogLevelFilterPredicate
+
+        from gateway.operations.logs import observer_for
+
+        lookups = []
+        lookup = LogLevelFilterPredicate.logLevelForNamespace
+
+        def counting(self, namespace):
+            lookups.append(namespace)
+            return lookup(self, namespace)
+
+        self.patch(LogLevelFilterPredicate, "logLevelForNamespace", counting)
+        out = io.StringIO()
+        observer = observer_for("text", "info", out, Clock())
+        for index in range(100):
+            observer({"log_format": "{method} {path} -> {status}", "method": "HEAD",
+                      "path": "/directory", "status": 200, "log_level": LogLevel.info,
+                      "log_namespace": "gateway.v1.face.V1Face", "log_time": 1733220000.0})
+        observer({"log_format": "hidden", "log_level": LogLevel.debug, "log_namespace": "gateway",
+                  "log_time": 1733220000.0})
+        self.assertEqual(out.getvalue().count("HEAD /directory -> 200"), 100)
+        self.assertNotIn("hidden", out.getvalue())
+        self.assertEqual(lookups, [])
+
+
+class NonceTagsWithoutHMACObjects(SynchronousTestCase):
+    """
+    A nonce's tag is one ``hmac.digest`` call (`gateway.v1.nonces`): no
+    ``hmac.HMAC`` object per nonce issued or checked, the same tag as
+    before (nonces issued before an upgrade stay good).
+    """
+
+    def test_no_hmac_objects_and_the_same_tags(self):
+        import hashlib
+        import hmac
+
+        from twisted.internet.task import Clock
+
+        from gateway.keys.jose import b64url_decode
+        from gateway.v1.nonces import NonceIssuer
+
+        built = []
+        init = hmac.HMAC.__init__
+
+        def counting(self, *args, **kwargs):
+            built.append(args)
+            init(self, *args, **kwargs)
+
+        self.patch(hmac.HMAC, "__init__", counting)
+        clock = Clock()
+        clock.advance(1733220000)
+        issuer = NonceIssuer(clock, used=None)
+        nonces = [issuer.issue() for _ in range(100)]
+        self.assertTrue(all(issuer.check(nonce) for nonce in nonces))
+        self.assertEqual(built, [])
+        for nonce in nonces[:5]:
+            raw = b64url_decode(nonce)
+            self.assertEqual(raw[12:], hmac.new(issuer.key, raw[:12], hashlib.sha256).digest()[:12])
+
+
+class DroppedVisitsNotBuilt(SynchronousTestCase):
+    """
+    An unsigned request of a client that never signed is not recorded in
+    the migration report, so its visit is not even built
+    (`gateway.operations.report.ClientRecorder.drops`); a client that has
+    signed still has every request recorded.
+    """
+
+    def test_visits_built_only_when_recorded(self):
+        from gateway.operations import observe
+        from tests.support.v1_client import V1TestClient
+
+        built = []
+        visit_for = observe.visit_for
+
+        def counting(scope, *args, **kwargs):
+            visit = visit_for(scope, *args, **kwargs)
+            built.append(visit)
+            return visit
+
+        self.patch(observe, "visit_for", counting)
+        gateway = build_test_gateway([KEY])
+        recorder = gateway.gateway.face.recorder
+        recorded = []
+
+        class Recording:
+            drops = recorder.drops
+
+            def record(self, visit):
+                recorded.append(visit)
+                return recorder.record(visit)
+
+        self.patch(gateway.gateway.face, "recorder", Recording())
+        client = V1TestClient(gateway.base_url, KEY, http=gateway.client)
+        run = lambda coroutine: self.successResultOf(defer.Deferred.fromCoroutine(coroutine))
+        for _ in range(20):
+            self.assertEqual(run(client.get(gateway.base_url + "/directory", method="HEAD")).status,
+                             200)
+        self.assertEqual((built, recorded), ([], []))
+        reply = run(client.post(gateway.base_url + "/acme/new-reg",
+                                {"resource": "new-reg", "contact": ["mailto:a@example.test"]}))
+        self.assertIn(reply.status, (201, 409))
+        for _ in range(3):
+            run(client.get(gateway.base_url + "/directory", method="HEAD"))
+        # new-reg's own HEAD for a nonce came before it signed: not built.
+        self.assertEqual(len(built), 4)
+        self.assertEqual(recorded, built)
+        self.assertEqual([visit.thumbprint is None for visit in built], [False, True, True, True])
+
+
+class AccountKeysParsedOnce(SynchronousTestCase):
+    """
+    The JWK a client signs every request with is parsed, and its thumbprint
+    computed, once (`gateway.v1.jws._parse_jwk`), not per POST.
+    """
+
+    def setUp(self):
+        import josepy
+
+        self.parsed, self.hashed = [], []
+        from_json, thumbprint = josepy.JWK.from_json, josepy.JWK.thumbprint
+        self.patch(josepy.JWK, "from_json", classmethod(
+            lambda cls, value: (self.parsed.append(value), from_json.__func__(cls, value))[1]))
+        self.patch(josepy.JWK, "thumbprint",
+                   lambda jwk, *a, **kw: (self.hashed.append(jwk), thumbprint(jwk, *a, **kw))[1])
+
+    def verify(self, key, nonces):
+        from gateway.v1.jws import verify_v1_request
+        from tests.support.v1_signing import sign_v1
+
+        body = sign_v1(key, {"resource": "new-authz"}, nonces.issue())
+        return verify_v1_request(body, "new-authz", nonces)
+
+    def test_one_parse_and_one_thumbprint_per_key(self):
+        from cryptography.hazmat.primitives.asymmetric import ec, rsa
+        from twisted.internet.task import Clock
+
+        from gateway.keys.jose import AccountKey, thumbprint
+        from gateway.v1.nonces import NonceIssuer
+
+        clock = Clock()
+        clock.advance(1733220000)
+        nonces = NonceIssuer(clock, used=None)
+        keys = [AccountKey.from_private_key(ec.generate_private_key(ec.SECP256R1())),
+                AccountKey.from_private_key(rsa.generate_private_key(65537, 2048))]
+        del self.parsed[:], self.hashed[:]  # (the keys' own thumbprints)
+        for _ in range(10):
+            for key in keys:
+                verified = self.verify(key, nonces)
+                self.assertEqual(verified.thumbprint, key.thumbprint)
+        self.assertEqual(len(self.parsed), 2)
+        self.assertEqual(len(self.hashed), 2)
+        self.assertEqual(thumbprint(verified.jwk), keys[1].thumbprint)
+
+    def test_a_refused_key_is_refused_every_time(self):
+        """
+        A JWK with private members is refused on every request that sends
+        it, with the same problem (refusals are not kept).
+        """
+        import json
+
+        from cryptography.hazmat.primitives.asymmetric import ec
+
+        from gateway.keys.jose import b64url
+        from gateway.v1.jws import verify_with_jwk, parse_jws
+        from gateway.v1.problems import V1Problem
+
+        private = ec.generate_private_key(ec.SECP256R1())
+        numbers = private.private_numbers()
+        jwk = {"kty": "EC", "crv": "P-256",
+               "x": b64url(numbers.public_numbers.x.to_bytes(32, "big")),
+               "y": b64url(numbers.public_numbers.y.to_bytes(32, "big")),
+               "d": b64url(numbers.private_value.to_bytes(32, "big"))}
+        protected = b64url(json.dumps({"alg": "ES256", "jwk": jwk, "nonce": "n"}).encode())
+        body = json.dumps({"protected": protected, "payload": b64url(b"{}"),
+                           "signature": b64url(b"x" * 64)}).encode()
+        for _ in range(3):
+            with self.assertRaises(V1Problem) as raised:
+                verify_with_jwk(parse_jws(body), jwk)
+            self.assertIn("private key members: d", raised.exception.detail)
