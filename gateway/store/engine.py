@@ -73,6 +73,14 @@ class Database(Protocol):
     #: between records made in the same second; "insertion order" results).
     row_order: str
 
+    #: Whether `try_lock` and `unlock` neither wait nor use the connection
+    #: (SQLite's record locks on a file of their own), so that the store
+    #: runs them in the calling thread: handing each to the runner's thread
+    #: cost more than the lock itself — a v1 ``new-authz`` takes and gives
+    #: back four named locks (issue 15).  `False`: they run in the runner,
+    #: in order with the rest (PostgreSQL's advisory locks are statements).
+    locks_never_wait: bool
+
     def execute(self, statement: str, parameters: Sequence[Any] = ()) -> Cursor:
         """
         Run one statement, with ``?`` for each parameter (the engine
@@ -132,7 +140,8 @@ class Database(Protocol):
         (never waiting), held until `unlock` — or until this process dies,
         even by ``kill -9``: a lock must never outlive its holder.  Taking a
         lock this process holds already succeeds and is counted (the
-        caller serialises its own users of a name).
+        caller serialises its own users of a name).  Called from the
+        reactor thread when `locks_never_wait`, else in the runner.
         """
 
     def unlock(self, name: str) -> None:

@@ -200,6 +200,8 @@ class PostgreSQLDatabase:
         "row_order": ",\n        row_seq BIGINT GENERATED ALWAYS AS IDENTITY",
     }
     row_order = "row_seq"
+    # Advisory locks are statements on the connection: run in the runner.
+    locks_never_wait = False
 
     def __init__(self, uri: StateURI, connection: Any) -> None:
         self.uri = uri

@@ -944,10 +944,22 @@ class SQLStore:
         return self._call(work)
 
     def try_lock(self, name: str) -> defer.Deferred[bool]:
-        return self._call(lambda: self._database.try_lock(name))
+        return self._lock_call(lambda: self._database.try_lock(name))
 
     def unlock(self, name: str) -> defer.Deferred[None]:
-        return self._call(lambda: self._database.unlock(name))
+        return self._lock_call(lambda: self._database.unlock(name))
+
+    def _lock_call(self, work: Callable[[], T]) -> defer.Deferred[T]:
+        """
+        A named lock's call: in the calling thread when the engine's locks
+        never wait (`Database.locks_never_wait`: no thread hand-off), else
+        in the runner.
+        """
+        if not self._database.locks_never_wait:
+            return self._call(work)
+        if self._closing:
+            return defer.fail(StoreError("the store is closed"))
+        return defer.execute(work)
 
     def check_writable(self) -> defer.Deferred[None]:
         checked_at = format_timestamp(self._clock.seconds())

@@ -83,6 +83,8 @@ class SQLiteDatabase:
         "row_order": "",
     }
     row_order = "rowid"
+    # A non-blocking lockf on a file of its own: a system call, no SQLite.
+    locks_never_wait = True
 
     def __init__(self, connection: sqlite3.Connection, lock_path: Optional[str] = None) -> None:
         self.connection = connection
@@ -118,6 +120,10 @@ class SQLiteDatabase:
         return result
 
     def try_lock(self, name: str) -> bool:
+        # Runs in the reactor thread (``locks_never_wait``): LOCK_NB never
+        # waits, and only the reactor thread touches ``_held`` and the lock
+        # file until `close` (which the store calls once it takes no more
+        # calls).
         if self._lock_path is None:
             # ":memory:" is this process's alone.
             return True
