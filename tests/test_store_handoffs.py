@@ -18,6 +18,7 @@ from typing import Any, Callable, List
 from gateway.keys.jose import b64url
 from gateway.process.testing import FakeCA, _clock_at_now, build_test_gateway
 from gateway.store.runners import InlineRunner
+from gateway.store import OrderAttempt
 from gateway.store.sqlite import SQLiteStore
 from tests.test_v1_face import KEY, NAME, FaceTestCase, make_csr
 
@@ -118,6 +119,36 @@ class HandoffTests(FaceTestCase):
         self.assertEqual(counted.handoffs["try_lock"], 0, counted.handoffs)
         self.assertEqual(counted.handoffs["unlock"], 0, counted.handoffs)
 
+    def test_a_budget_reservation_is_one_transaction_without_a_lock(self):
+        """
+        The budget's check and the attempt it admits are one store call
+        (`IStore.reserve`): one hand-off and one transaction, where a
+        lock, the spend's transaction and the attempt's write took three
+        hand-offs and two transactions (plus the lock's two).  A refusal
+        writes nothing.
+        """
+        store = self.gateway.context.store
+        account = self.successResultOf(store.create_account("tp", {"kty": "EC"}))
+        attempt = OrderAttempt(id="a1", account_id=account.id, identifiers=["x.test"],
+                               created_at="2026-12-03T10:00:00Z")
+        with self.counted() as counted:
+            spend, admitted = self.successResultOf(store.reserve(
+                attempt, "2026-12-03T00:00:00Z", orders=1, pending_authorizations=10,
+                now=1_796_292_000.0))
+        self.assertEqual((spend.order_times, spend.names_in_flight, admitted), ((), 0, True))
+        self.assertEqual((dict(counted.handoffs), counted.transactions), ({"reserve": 1}, 1))
+
+        refused = OrderAttempt(id="a2", account_id=account.id, identifiers=["y.test"],
+                               created_at="2026-12-03T10:00:01Z")
+        spend, admitted = self.successResultOf(store.reserve(
+            refused, "2026-12-03T00:00:00Z", orders=1, pending_authorizations=10,
+            now=1_796_292_000.0))
+        self.assertEqual((spend.order_times, spend.names_in_flight, admitted),
+                         (("2026-12-03T10:00:00Z",), 1, False))
+        spend = self.successResultOf(store.spend(account.id, "2026-12-03T00:00:00Z"))
+        self.assertEqual((spend.order_times, spend.names_in_flight),
+                         (("2026-12-03T10:00:00Z",), 1))
+
     def test_handoffs_per_issuance_step(self):
         """
         Hand-offs, transactions and durable commits of each v1 step of a
@@ -138,7 +169,7 @@ class HandoffTests(FaceTestCase):
             issued = self.post("/acme/new-cert",
                                {"resource": "new-cert", "csr": b64url(make_csr([NAME]))})
         self.assertEqual(issued.status, 201, issued.body)
-        self.assertEqual((authz.total, authz.transactions, authz.durable), (10, 4, 3),
+        self.assertEqual((authz.total, authz.transactions, authz.durable), (9, 3, 2),
                          authz.handoffs)
         self.assertEqual((answer.total, answer.transactions, answer.durable), (7, 3, 0),
                          answer.handoffs)

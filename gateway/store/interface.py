@@ -44,7 +44,7 @@ URL has its origin.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable, Iterable, List, Mapping, Optional
+from typing import TYPE_CHECKING, Any, Callable, Iterable, List, Mapping, Optional, Tuple
 
 from zope.interface import Attribute, Interface
 
@@ -432,9 +432,24 @@ class IStore(Interface):
         transaction: order times since ``since`` (orders, and attempts not
         refused whose order was never stored), its pending authorizations,
         and the names of its attempts still open (orders in flight, whose
-        authorizations are not stored yet).  The budget reads it and
-        records its next attempt under the account's shared lock, so the
-        count is exact however many processes race.
+        authorizations are not stored yet).
+        """
+
+    def reserve(attempt: OrderAttempt, since: str, orders: int,
+                pending_authorizations: int, now: float) -> Deferred[Tuple[Spend, bool]]:
+        """
+        Record ``attempt`` if the account's budget admits it, in one write
+        transaction: the account's `spend` since ``since``, then — when
+        `Spend.admits` one more order of the attempt's identifiers under
+        ``orders`` and ``pending_authorizations`` at ``now`` —
+        the attempt inserted.  Write transactions exclude each other across
+        processes and replicas, so no other reservation falls between the
+        check and the record, with no lock and one thread hand-off (the
+        budget's lock and its two transactions cost a ``new-authz`` four,
+        issue 15).
+
+        :return: a Deferred firing with the spend seen (to word a refusal)
+            and whether the attempt was recorded.
         """
 
     def secret(name: str, size: int = 32) -> Deferred[bytes]:

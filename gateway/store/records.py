@@ -894,3 +894,21 @@ class Spend:
     order_times: Tuple[str, ...]
     pending: Tuple["Authorization", ...]
     names_in_flight: int
+
+    def live_pending(self, now: float) -> Tuple["Authorization", ...]:
+        """
+        The pending authorizations not expired at ``now``.
+        """
+        return tuple(a for a in self.pending
+                     if not a.expires or timestamp_instant(a.expires).timestamp() > now)
+
+    def admits(self, orders: int, pending_authorizations: int, names: int, now: float) -> bool:
+        """
+        Whether one more order of ``names`` identifiers fits limits of
+        ``orders`` in the window and ``pending_authorizations`` at once
+        (in-flight names count as pending).  `IStore.reserve` decides with
+        it inside its transaction; the budget words the refusal.
+        """
+        return (len(self.order_times) + 1 <= orders
+                and len(self.live_pending(now)) + self.names_in_flight + names
+                <= pending_authorizations)

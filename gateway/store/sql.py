@@ -854,34 +854,49 @@ class SQLStore:
 
     # -- Shared by every process on the store --
 
+    def _spend(self, account_id: int, moment: Any) -> Spend:
+        where, values = self._scoped("account_id = ?", (account_id,))
+        # Only the creation times: decoding each of the account's orders
+        # (it keeps them all) cost a new-authz more the older the account.
+        times = [row["created_at"] for row in self._database.execute(
+            f"SELECT created_at FROM {_TABLES[Order]} WHERE {where}", values).fetchall()]
+        unstored = where + " AND status != ? AND id NOT IN (SELECT id FROM orders)"
+        in_flight = 0
+        for _, attempt in self._rows(OrderAttempt, unstored, *values, ATTEMPT_REFUSED):
+            times.append(attempt.created_at)
+            if attempt.status == ATTEMPT_OPEN:
+                in_flight += len(attempt.identifiers)
+        pending_where, pending_values = self._scoped(
+            "status = ? AND account_id = ?", (Status.PENDING.value, account_id))
+        pending = sorted((a for _, a in self._rows(Authorization, pending_where,
+                                                    *pending_values)),
+                         key=lambda a: timestamp_instant(a.created_at))
+        return Spend(
+            order_times=tuple(sorted((t for t in times if timestamp_instant(t) >= moment),
+                                     key=timestamp_instant)),
+            pending=tuple(pending),
+            names_in_flight=in_flight,
+        )
+
     def spend(self, account_id: int, since: str) -> defer.Deferred[Spend]:
         moment = timestamp_instant(since)
-
-        def work() -> Spend:
-            where, values = self._scoped("account_id = ?", (account_id,))
-            # Only the creation times: decoding each of the account's orders
-            # (it keeps them all) cost a new-authz more the older the account.
-            times = [row["created_at"] for row in self._database.execute(
-                f"SELECT created_at FROM {_TABLES[Order]} WHERE {where}", values).fetchall()]
-            unstored = where + " AND status != ? AND id NOT IN (SELECT id FROM orders)"
-            in_flight = 0
-            for _, attempt in self._rows(OrderAttempt, unstored, *values, ATTEMPT_REFUSED):
-                times.append(attempt.created_at)
-                if attempt.status == ATTEMPT_OPEN:
-                    in_flight += len(attempt.identifiers)
-            pending_where, pending_values = self._scoped(
-                "status = ? AND account_id = ?", (Status.PENDING.value, account_id))
-            pending = sorted((a for _, a in self._rows(Authorization, pending_where,
-                                                        *pending_values)),
-                             key=lambda a: timestamp_instant(a.created_at))
-            return Spend(
-                order_times=tuple(sorted((t for t in times if timestamp_instant(t) >= moment),
-                                         key=timestamp_instant)),
-                pending=tuple(pending),
-                names_in_flight=in_flight,
-            )
-
         # One transaction: a consistent view of the three.
+        return self._write(lambda: self._spend(account_id, moment))
+
+    def reserve(self, attempt: OrderAttempt, since: str, orders: int,
+                pending_authorizations: int, now: float) -> defer.Deferred[Tuple[Spend, bool]]:
+        if not isinstance(attempt, OrderAttempt):
+            return defer.fail(TypeError(f"expected an OrderAttempt, not {attempt!r}"))
+        moment = timestamp_instant(since)
+        insert = Insert(attempt)
+
+        def work() -> Tuple[Spend, bool]:
+            spend = self._spend(attempt.account_id, moment)
+            if not spend.admits(orders, pending_authorizations, len(attempt.identifiers), now):
+                return spend, False
+            self._apply(insert)
+            return spend, True
+
         return self._write(work)
 
     def secret(self, name: str, size: int = 32) -> defer.Deferred[bytes]:
