@@ -149,6 +149,19 @@ class Database(Protocol):
         Give back one `try_lock` of ``name``.
         """
 
+    def defer_syncs(self) -> Optional[Callable[[], None]]:
+        """
+        From now on, commit durable transactions without waiting for the
+        disk, and return the call that makes every commit so far durable:
+        the runner calls it after each batch of work, before any result of
+        the batch is delivered (`Runner.sync_batches`), so one disk sync
+        covers the batch's durable commits and no caller is told of a
+        commit a power failure could take back.  `None`: the engine syncs
+        each durable commit itself (a throwaway ``:memory:`` database;
+        PostgreSQL, whose server groups concurrent commits on its own).
+        Called once, in the runner.
+        """
+
     def close(self) -> None:
         """
         Close the connection.
@@ -164,6 +177,14 @@ class Runner(Protocol):
         """
         Run ``work``; its result or exception, delivered in the reactor
         thread.  Calls run one at a time, in the order they were made.
+        """
+
+    def sync_batches(self, sync: Callable[[], None]) -> None:
+        """
+        Call ``sync`` after each batch of work (the calls queued together;
+        each call alone when run inline), before delivering the batch's
+        results; should it raise, every call of the batch that succeeded
+        fails with its exception instead (see `Database.defer_syncs`).
         """
 
     def stop(self) -> None:

@@ -301,6 +301,11 @@ class PostgreSQLDatabase:
             del self._held[key]
             self.execute("SELECT pg_advisory_unlock(?)", (key,))
 
+    def defer_syncs(self) -> Optional[Callable[[], None]]:
+        # The server syncs each commit; one WAL flush covers every session
+        # committing at the time.
+        return None
+
     def close(self) -> None:
         self.connection.close()
 

@@ -268,6 +268,9 @@ class SQLStore:
             except BaseException:
                 database.close()
                 raise
+            sync = database.defer_syncs()
+            if sync is not None:
+                runner.sync_batches(sync)
             return database
 
         def opened(database: Database) -> S:
