@@ -60,6 +60,7 @@ if TYPE_CHECKING:
         Finding,
         Issuer,
         LegacyClient,
+        NameReads,
         Operation,
         Order,
         OrderAttempt,
@@ -182,6 +183,19 @@ class IStore(Interface):
 
         :param statuses: as for `find_orders`.
         :return: a Deferred firing with a list, newest ``created_at`` first.
+        """
+
+    def name_reads(account_id: int, identifier: str, spelled: str, wildcard: bool,
+                   statuses: Optional[Iterable[str]],
+                   planned_statuses: Iterable[str]) -> Deferred[NameReads]:
+        """
+        In one call, what a v1 ``new-authz`` for a name reads before it asks
+        the CA: the account's `planned_orders` in ``planned_statuses``, each
+        with its authorizations for the name; its `current_certificates`
+        holding ``spelled``; and `find_authorizations` of ``identifier`` and
+        ``wildcard`` in ``statuses``.
+
+        :return: a Deferred firing with a `NameReads`.
         """
 
     # Authorizations

@@ -47,6 +47,7 @@ __all__ = [
     "Insert",
     "Issuer",
     "LegacyClient",
+    "NameReads",
     "NotFound",
     "Order",
     "OrderAttempt",
@@ -875,6 +876,27 @@ def merge_visit(client: Optional[LegacyClient], visit: ClientVisit) -> LegacyCli
         changes["last_failure"] = visit.at
         changes["last_failure_reason"] = visit.failure
     return attrs.evolve(client, **changes)
+
+
+@attrs.frozen
+class NameReads:
+    """
+    What a v1 ``new-authz`` reads of the store before it asks the CA, in
+    one call (`IStore.name_reads`; three store calls, three hand-offs to
+    the store's thread, before issue 15).
+
+    :ivar planned: the account's open planned orders (`IStore.
+        planned_orders`), newest first, each with its authorizations for the
+        name (insertion order).
+    :ivar held: the account's current certificates holding the name
+        (`IStore.current_certificates`).
+    :ivar candidates: the account's authorizations for the name in the
+        wanted statuses (`IStore.find_authorizations`), newest first.
+    """
+
+    planned: Tuple[Tuple["Order", Tuple["Authorization", ...]], ...]
+    held: Tuple["Certificate", ...]
+    candidates: Tuple["Authorization", ...]
 
 
 @attrs.frozen

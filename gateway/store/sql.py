@@ -63,6 +63,7 @@ from gateway.store.records import (
     Insert,
     Issuer,
     LegacyClient,
+    NameReads,
     NotFound,
     Operation,
     Order,
@@ -605,16 +606,17 @@ class SQLStore:
 
         return self._call(work)
 
+    def _planned_orders(self, account_id: int,
+                        statuses: Optional[Iterable[str]]) -> List[Order]:
+        clause, params = self._status_clause(statuses)
+        where, values = self._scoped(
+            "account_id = ? AND planned_for IS NOT NULL" + clause, (account_id, *params))
+        return newest_first(self._rows(Order, where, *values))
+
     def planned_orders(
         self, account_id: int, statuses: Optional[Iterable[str]] = None,
     ) -> defer.Deferred[List[Order]]:
-        def work() -> List[Order]:
-            clause, params = self._status_clause(statuses)
-            where, values = self._scoped(
-                "account_id = ? AND planned_for IS NOT NULL" + clause, (account_id, *params))
-            return newest_first(self._rows(Order, where, *values))
-
-        return self._call(work)
+        return self._call(lambda: self._planned_orders(account_id, statuses))
 
     # -- Authorizations --
 
@@ -640,6 +642,15 @@ class SQLStore:
         return self._call(
             lambda: [a for _, a in self._rows(Authorization, "order_id = ?", order_id)])
 
+    def _find_authorizations(self, account_id: int, identifier: str, wildcard: bool,
+                             statuses: Optional[Iterable[str]]) -> List[Authorization]:
+        clause, params = self._status_clause(statuses)
+        where, values = self._scoped(
+            "account_id = ? AND identifier = ? AND wildcard = ?" + clause,
+            (account_id, normalize_identifier(identifier), int(bool(wildcard)), *params),
+        )
+        return newest_first(self._rows(Authorization, where, *values))
+
     def find_authorizations(
         self,
         account_id: int,
@@ -647,13 +658,23 @@ class SQLStore:
         wildcard: bool,
         statuses: Optional[Iterable[str]] = None,
     ) -> defer.Deferred[List[Authorization]]:
-        def work() -> List[Authorization]:
-            clause, params = self._status_clause(statuses)
-            where, values = self._scoped(
-                "account_id = ? AND identifier = ? AND wildcard = ?" + clause,
-                (account_id, normalize_identifier(identifier), int(bool(wildcard)), *params),
-            )
-            return newest_first(self._rows(Authorization, where, *values))
+        return self._call(
+            lambda: self._find_authorizations(account_id, identifier, wildcard, statuses))
+
+    def name_reads(self, account_id: int, identifier: str, spelled: str, wildcard: bool,
+                   statuses: Optional[Iterable[str]],
+                   planned_statuses: Iterable[str]) -> defer.Deferred[NameReads]:
+        def work() -> NameReads:
+            wanted = (normalize_identifier(identifier), bool(wildcard))
+            planned = tuple(
+                (order, tuple(a for _, a in self._rows(Authorization, "order_id = ?", order.id)
+                              if (a.identifier, a.wildcard) == wanted))
+                for order in self._planned_orders(account_id, planned_statuses))
+            return NameReads(
+                planned=planned,
+                held=tuple(current_certificates_in(self._database, account_id, spelled)),
+                candidates=tuple(self._find_authorizations(account_id, identifier, wildcard,
+                                                           statuses)))
 
         return self._call(work)
 
