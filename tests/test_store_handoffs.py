@@ -153,12 +153,21 @@ class HandoffTests(FaceTestCase):
         """
         Hand-offs, transactions and durable commits of each v1 step of a
         single-name certificate, nonce included (before issue 15's
-        batching: new-authz 18 hand-offs, challenge 9, new-cert 14).
+        batching: new-authz 18 hand-offs, a poll 3, challenge 9, new-cert 14).
         """
         self.register()
         with self.counted() as authz:
             reply = self.new_authz()
         self.assertEqual(reply.status, 201, reply.body)
+        self.get(reply.header("location")[len(self.base):])  # asks the CA once
+        with self.counted() as poll:
+            polled = self.get(reply.header("location")[len(self.base):])
+        self.assertEqual(polled.status, 200, polled.body)
+        # A client's poll answered from the store: the authorization, its
+        # owner and its challenges in one call (`IStore.authorization_read`),
+        # where it made three.
+        self.assertEqual((dict(poll.handoffs), poll.transactions),
+                         ({"authorization_read": 1}, 0))
         challenge = next(c for c in reply.json()["challenges"] if c["type"] == "http-01")
         with self.counted() as answer:
             answered = self.post(challenge["uri"], {

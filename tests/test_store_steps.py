@@ -493,3 +493,28 @@ async def _check_name_reads(store):
     assert [a.id for a in reads.candidates] == [
         a.id for a in await store.find_authorizations(
             account.id, "a.example", False, ("pending", "valid"))] == [mine.id]
+
+
+@pytest_twisted.ensureDeferred
+@pytest.mark.parametrize("kind", STORE_KINDS)
+async def test_authorization_read_is_the_three_reads_of_a_poll(kind, request, tmp_path):
+    """
+    `IStore.authorization_read` (one call where a client's poll made three):
+    the authorization, its owner and its challenges as `authorization_by_id`,
+    `account_by_id` and `challenges_for_authorization` answer; `None` for
+    an unknown id.
+    """
+    store = await open_kind(request, kind, str(tmp_path / "state.sqlite3"))
+    try:
+        account = await store.create_account("tp-1", JWK)
+        authorization = make_authorization(store, account, None, "a.example")
+        challenges = [make_challenge(store, authorization, t) for t in ("http-01", "dns-01")]
+        await store.write([Insert(authorization), *map(Insert, challenges)])
+        read = await store.authorization_read(authorization.id)
+        assert read.authorization == await store.authorization_by_id(authorization.id)
+        assert read.owner == await store.account_by_id(account.id)
+        assert list(read.challenges) == await store.challenges_for_authorization(
+            authorization.id) and len(read.challenges) == 2
+        assert await store.authorization_read("no-such-id") is None
+    finally:
+        await store.close()

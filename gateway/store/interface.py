@@ -54,6 +54,7 @@ if TYPE_CHECKING:
     from gateway.store.records import (
         Account,
         Authorization,
+        AuthorizationRead,
         Certificate,
         Challenge,
         ClientVisit,
@@ -208,6 +209,17 @@ class IStore(Interface):
     def authorization_by_id(id: str) -> Deferred[Optional[Authorization]]:
         """
         :return: a Deferred firing with the `Authorization`, or `None`.
+        """
+
+    def authorization_read(id: str) -> Deferred[Optional[AuthorizationRead]]:
+        """
+        In one call, what a client's read of an authorization needs: the
+        authorization (as `authorization_by_id`), its account (as
+        `account_by_id`) and its challenges (as
+        `challenges_for_authorization`).
+
+        :return: a Deferred firing with an `AuthorizationRead`, or `None`
+            when no authorization has the id.
         """
 
     def authorization_by_upstream_url(

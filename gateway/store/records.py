@@ -38,6 +38,7 @@ from attrs import validators as v
 __all__ = [
     "Account",
     "Authorization",
+    "AuthorizationRead",
     "Certificate",
     "Challenge",
     "Conflict",
@@ -876,6 +877,22 @@ def merge_visit(client: Optional[LegacyClient], visit: ClientVisit) -> LegacyCli
         changes["last_failure"] = visit.at
         changes["last_failure_reason"] = visit.failure
     return attrs.evolve(client, **changes)
+
+
+@attrs.frozen
+class AuthorizationRead:
+    """
+    A stored authorization with its owner and its challenges, read in one
+    store call (`IStore.authorization_read`; three store calls, three
+    hand-offs to the store's thread, per client poll before issue 15).
+
+    :ivar owner: its account, `None` when the row is gone.
+    :ivar challenges: insertion order, as `IStore.challenges_for_authorization`.
+    """
+
+    authorization: "Authorization"
+    owner: Optional["Account"]
+    challenges: Tuple["Challenge", ...]
 
 
 @attrs.frozen

@@ -54,6 +54,7 @@ from gateway.store.records import (
     UNSTORED_ORDER,
     Account,
     Authorization,
+    AuthorizationRead,
     Certificate,
     Challenge,
     ClientVisit,
@@ -625,6 +626,17 @@ class SQLStore:
 
     def authorization_by_id(self, id: str) -> defer.Deferred[Optional[Authorization]]:
         return self._call(lambda: self._one(Authorization, "id = ?", id))
+
+    def authorization_read(self, id: str) -> defer.Deferred[Optional[AuthorizationRead]]:
+        def work() -> Optional[AuthorizationRead]:
+            authorization = self._one(Authorization, "id = ?", id)
+            if authorization is None:
+                return None
+            return AuthorizationRead(
+                authorization, self._account("id = ?", authorization.account_id),
+                tuple(c for _, c in self._rows(Challenge, "authorization_id = ?", id)))
+
+        return self._call(work)
 
     def authorization_by_upstream_url(
             self, account_id: int, url: str) -> defer.Deferred[Optional[Authorization]]:

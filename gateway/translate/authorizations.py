@@ -48,6 +48,7 @@ from gateway.store import (
     Account,
     AttemptStatus,
     Authorization,
+    AuthorizationRead,
     Challenge,
     Insert,
     Operation,
@@ -763,8 +764,8 @@ def follow_authorization(context: Context, record: Authorization, account: Accou
 PENDING_RECHECK_SECONDS = 5.0
 
 
-async def read_view(context: Context, record: Authorization,
-                    confirm: bool = False) -> AuthorizationView:
+async def read_view(context: Context, record: Authorization, confirm: bool = False,
+                    stored: Optional[AuthorizationRead] = None) -> AuthorizationView:
     """
     The current state of a stored authorization, never staler than the
     newest upstream answer, and costing the CA as little as that allows:
@@ -783,18 +784,24 @@ async def read_view(context: Context, record: Authorization,
       hands the authorization out again), or the row lacks its challenges
       (a crash left it partial): then one upstream read, shared with the
       concurrent reads of the same authorization.
+
+    ``stored``: ``record``'s owner and challenges, read with it (one store
+    call, `IStore.authorization_read`), not read again.
     """
-    account = await _owner(context, record)
+    account = stored.owner if stored is not None else None
+    if account is None:
+        account = await _owner(context, record)
+    challenges = stored.challenges if stored is not None else None
     if record.status in SETTLED or not context.keys.holds(account.thumbprint):
-        return await _view(context, record, account.thumbprint)
+        return await _view(context, record, account.thumbprint, challenges=challenges)
     if context.validators.offers_tls_sni01:
-        view = await _view(context, record, account.thumbprint)
+        view = await _view(context, record, account.thumbprint, challenges=challenges)
         # The gateway's own check failed it: final, whatever the CA shows.
         if _failed_by_gateway(view.challenges):
             return view
     follower = context.following.get(_following_key(record))
     if follower is None and not confirm:
-        view = await _view(context, record, account.thumbprint)
+        view = await _view(context, record, account.thumbprint, challenges=challenges)
         if (view.challenges and not _validating(view)
                 and context.following.read_within(_following_key(record),
                                                   PENDING_RECHECK_SECONDS)):
@@ -815,14 +822,15 @@ async def read_authorization(context: Context, authorization_id: str) -> Authori
     """
     Unauthenticated ``GET /acme/authz/<id>``.
     """
-    record = await context.store.authorization_by_id(authorization_id)
-    if record is None:
+    stored = await context.store.authorization_read(authorization_id)
+    if stored is None:
         raise NotFound("Unable to find authorization")
+    record = stored.authorization
     if record.status == Status.EXPIRED or context.has_expired(record.expires):
         raise NotFound("Expired authorization")
     if not context.is_current(record):
         raise NotFound(_OF_ANOTHER_CA)
-    view = await read_view(context, record)
+    view = await read_view(context, record, stored=stored)
     if view.authorization.status == Status.EXPIRED:
         raise NotFound("Expired authorization")
     return view
