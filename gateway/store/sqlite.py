@@ -282,7 +282,8 @@ def connect(path: str) -> SQLiteDatabase:
         raise
     if path == ":memory:":
         return SQLiteDatabase(connection)
-    return SQLiteDatabase(connection, path + ".locks", path)
+    # The file's absolute name, for its syncs: a later chdir must not move them.
+    return SQLiteDatabase(connection, path + ".locks", os.path.abspath(path))
 
 
 _template: List[sqlite3.Connection] = []
