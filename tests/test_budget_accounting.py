@@ -40,15 +40,16 @@ class BudgetStore:
         self.asked.append(("authorizations_with_status", status, account_id))
         return list(self.pending)
 
-    async def spend(self, account_id, since):
-        """What `Budget.reserve` asks, in one transaction of the real store."""
-        self.asked.append(("spend", account_id, since))
-        return Spend(tuple(self.order_times), tuple(self.pending), names_in_flight=0)
-
-    async def write(self, operations):
-        self.asked.append(("write", [type(o.record).__name__ for o in operations]))
+    async def reserve(self, attempt, since, orders, pending_authorizations, now):
+        """What `Budget.reserve` asks, in one transaction of the real store:
+        the spend, and the attempt written when `Spend.admits` it."""
+        self.asked.append(("spend", attempt.account_id, since))
+        spend = Spend(tuple(self.order_times), tuple(self.pending), names_in_flight=0)
+        if not spend.admits(orders, pending_authorizations, len(attempt.identifiers), now):
+            return spend, False
+        self.asked.append(("write", [type(attempt).__name__]))
         self.order_times.append(format_timestamp(START))
-        return [o.record for o in operations]
+        return spend, True
 
 
 def authz(created: float, expires=None):

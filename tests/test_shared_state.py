@@ -81,8 +81,7 @@ async def test_twelve_parallel_orders_under_a_limit_of_three(kind, request, tmp_
     store = await open_kind(request, kind, str(tmp_path / "state.sqlite3"))
     try:
         account = await _account(store)
-        budget = Budget(store, reactor, BudgetLimits(orders=3, pending_authorizations=100),
-                        locks=NameLocks(store, reactor))
+        budget = Budget(store, reactor, BudgetLimits(orders=3, pending_authorizations=100))
         admitted, refused = await _reserve_all([budget], account.id, 12)
         assert (admitted, refused) == (3, 9)
         spend = await store.spend(account.id, "2000-01-01T00:00:00Z")
@@ -102,8 +101,7 @@ async def test_orders_in_flight_count_as_pending(kind, request, tmp_path):
     store = await open_kind(request, kind, str(tmp_path / "state.sqlite3"))
     try:
         account = await _account(store)
-        budget = Budget(store, reactor, BudgetLimits(orders=100, pending_authorizations=2),
-                        locks=NameLocks(store, reactor))
+        budget = Budget(store, reactor, BudgetLimits(orders=100, pending_authorizations=2))
         assert await _reserve_all([budget], account.id, 5) == (2, 3)
         spend = await store.spend(account.id, "2000-01-01T00:00:00Z")
         assert spend.names_in_flight == 2 and spend.pending == ()
@@ -123,8 +121,7 @@ async def test_budget_is_exact_across_replicas(postgres_state):
     stores = [await PostgreSQLStore.open(uri, reactor) for _ in range(3)]
     try:
         account = await _account(stores[0])
-        budgets = [Budget(s, reactor, BudgetLimits(orders=4, pending_authorizations=100),
-                          locks=NameLocks(s, reactor)) for s in stores]
+        budgets = [Budget(s, reactor, BudgetLimits(orders=4, pending_authorizations=100)) for s in stores]
         assert await _reserve_all(budgets, account.id, 12) == (4, 8)
     finally:
         for store in stores:

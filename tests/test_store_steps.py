@@ -448,3 +448,73 @@ async def test_check_command_exit_status_and_output(tmp_path, capsys):
     with pytest.raises(SystemExit) as exited:
         main(["check", "--state", str(tmp_path / "missing.sqlite3")])
     assert exited.value.code == 2
+
+
+@pytest_twisted.ensureDeferred
+@pytest.mark.parametrize("kind", STORE_KINDS)
+async def test_name_reads_answer_the_three_reads_of_a_new_authz(kind, request, tmp_path):
+    """
+    `IStore.name_reads` (one call where a ``new-authz`` made three): the
+    open planned orders, each with its authorizations for the name only;
+    the current certificates holding the name; the authorizations for the
+    name in the wanted statuses — each as its own method answers.
+    """
+    store = await open_kind(request, kind, str(tmp_path / "state.sqlite3"))
+    try:
+        await _check_name_reads(store)
+    finally:
+        await store.close()
+
+
+async def _check_name_reads(store):
+    account = await store.create_account("tp-1", JWK)
+    other = await store.create_account("tp-2", JWK)
+    planned = attrs.evolve(make_order(store, account, ("a.example", "b.example")),
+                           planned_for="cert-0")
+    await store.add_order(planned)
+    closed = attrs.evolve(make_order(store, account, ("a.example",), status="valid"),
+                          planned_for="cert-0")
+    await store.add_order(closed)
+    mine = make_authorization(store, account, planned, "a.example")
+    await store.add_authorization(mine)
+    await store.add_authorization(make_authorization(store, account, planned, "b.example"))
+    await store.add_authorization(make_authorization(store, other, None, "a.example"))
+    held_order = make_order(store, account, ("a.example",), status="valid")
+    await store.add_order(held_order)
+    held = attrs.evolve(make_certificate(store, account, held_order), names=("a.example",))
+    await store.add_certificate(held)
+
+    reads = await store.name_reads(account.id, "A.example", "a.example", False,
+                                   ("pending", "valid"), ("pending", "ready"))
+    assert [(o.id, [a.id for a in authzs]) for o, authzs in reads.planned] == [
+        (planned.id, [mine.id])]
+    assert [c.id for c in reads.held] == [
+        c.id for c in await store.current_certificates(account.id, "a.example")] == [held.id]
+    assert [a.id for a in reads.candidates] == [
+        a.id for a in await store.find_authorizations(
+            account.id, "a.example", False, ("pending", "valid"))] == [mine.id]
+
+
+@pytest_twisted.ensureDeferred
+@pytest.mark.parametrize("kind", STORE_KINDS)
+async def test_authorization_read_is_the_three_reads_of_a_poll(kind, request, tmp_path):
+    """
+    `IStore.authorization_read` (one call where a client's poll made three):
+    the authorization, its owner and its challenges as `authorization_by_id`,
+    `account_by_id` and `challenges_for_authorization` answer; `None` for
+    an unknown id.
+    """
+    store = await open_kind(request, kind, str(tmp_path / "state.sqlite3"))
+    try:
+        account = await store.create_account("tp-1", JWK)
+        authorization = make_authorization(store, account, None, "a.example")
+        challenges = [make_challenge(store, authorization, t) for t in ("http-01", "dns-01")]
+        await store.write([Insert(authorization), *map(Insert, challenges)])
+        read = await store.authorization_read(authorization.id)
+        assert read.authorization == await store.authorization_by_id(authorization.id)
+        assert read.owner == await store.account_by_id(account.id)
+        assert list(read.challenges) == await store.challenges_for_authorization(
+            authorization.id) and len(read.challenges) == 2
+        assert await store.authorization_read("no-such-id") is None
+    finally:
+        await store.close()

@@ -253,7 +253,7 @@ def build_gateway(
     if config.unknown_keys == "managed":
         managed = ManagedKeys.open(config.managed_keys_directory, run_in_thread)
     locks = NameLocks(store, clock)
-    budget = Budget(store, clock, config.budget, locks=locks)
+    budget = Budget(store, clock, config.budget)
     context = Context(
         upstream=upstream,
         store=store,

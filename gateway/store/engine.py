@@ -73,6 +73,14 @@ class Database(Protocol):
     #: between records made in the same second; "insertion order" results).
     row_order: str
 
+    #: Whether `try_lock` and `unlock` neither wait nor use the connection
+    #: (SQLite's record locks on a file of their own), so that the store
+    #: runs them in the calling thread: handing each to the runner's thread
+    #: cost more than the lock itself — a v1 ``new-authz`` takes and gives
+    #: back four named locks (issue 15).  `False`: they run in the runner,
+    #: in order with the rest (PostgreSQL's advisory locks are statements).
+    locks_never_wait: bool
+
     def execute(self, statement: str, parameters: Sequence[Any] = ()) -> Cursor:
         """
         Run one statement, with ``?`` for each parameter (the engine
@@ -132,12 +140,26 @@ class Database(Protocol):
         (never waiting), held until `unlock` — or until this process dies,
         even by ``kill -9``: a lock must never outlive its holder.  Taking a
         lock this process holds already succeeds and is counted (the
-        caller serialises its own users of a name).
+        caller serialises its own users of a name).  Called from the
+        reactor thread when `locks_never_wait`, else in the runner.
         """
 
     def unlock(self, name: str) -> None:
         """
         Give back one `try_lock` of ``name``.
+        """
+
+    def defer_syncs(self) -> Optional[Callable[[], None]]:
+        """
+        From now on, commit durable transactions without waiting for the
+        disk, and return the call that makes every commit so far durable:
+        the runner calls it after each batch of work, before any result of
+        the batch is delivered (`Runner.sync_batches`), so one disk sync
+        covers the batch's durable commits and no caller is told of a
+        commit a power failure could take back.  `None`: the engine syncs
+        each durable commit itself (a throwaway ``:memory:`` database;
+        PostgreSQL, whose server groups concurrent commits on its own).
+        Called once, in the runner.
         """
 
     def close(self) -> None:
@@ -155,6 +177,14 @@ class Runner(Protocol):
         """
         Run ``work``; its result or exception, delivered in the reactor
         thread.  Calls run one at a time, in the order they were made.
+        """
+
+    def sync_batches(self, sync: Callable[[], None]) -> None:
+        """
+        Call ``sync`` after each batch of work (the calls queued together;
+        each call alone when run inline), before delivering the batch's
+        results; should it raise, every call of the batch that succeeded
+        fails with its exception instead (see `Database.defer_syncs`).
         """
 
     def stop(self) -> None:

@@ -44,7 +44,7 @@ URL has its origin.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable, Iterable, List, Mapping, Optional
+from typing import TYPE_CHECKING, Any, Callable, Iterable, List, Mapping, Optional, Tuple
 
 from zope.interface import Attribute, Interface
 
@@ -54,12 +54,14 @@ if TYPE_CHECKING:
     from gateway.store.records import (
         Account,
         Authorization,
+        AuthorizationRead,
         Certificate,
         Challenge,
         ClientVisit,
         Finding,
         Issuer,
         LegacyClient,
+        NameReads,
         Operation,
         Order,
         OrderAttempt,
@@ -184,6 +186,19 @@ class IStore(Interface):
         :return: a Deferred firing with a list, newest ``created_at`` first.
         """
 
+    def name_reads(account_id: int, identifier: str, spelled: str, wildcard: bool,
+                   statuses: Optional[Iterable[str]],
+                   planned_statuses: Iterable[str]) -> Deferred[NameReads]:
+        """
+        In one call, what a v1 ``new-authz`` for a name reads before it asks
+        the CA: the account's `planned_orders` in ``planned_statuses``, each
+        with its authorizations for the name; its `current_certificates`
+        holding ``spelled``; and `find_authorizations` of ``identifier`` and
+        ``wildcard`` in ``statuses``.
+
+        :return: a Deferred firing with a `NameReads`.
+        """
+
     # Authorizations
 
     def add_authorization(authorization: Authorization) -> Deferred[Authorization]:
@@ -194,6 +209,17 @@ class IStore(Interface):
     def authorization_by_id(id: str) -> Deferred[Optional[Authorization]]:
         """
         :return: a Deferred firing with the `Authorization`, or `None`.
+        """
+
+    def authorization_read(id: str) -> Deferred[Optional[AuthorizationRead]]:
+        """
+        In one call, what a client's read of an authorization needs: the
+        authorization (as `authorization_by_id`), its account (as
+        `account_by_id`) and its challenges (as
+        `challenges_for_authorization`).
+
+        :return: a Deferred firing with an `AuthorizationRead`, or `None`
+            when no authorization has the id.
         """
 
     def authorization_by_upstream_url(
@@ -432,9 +458,24 @@ class IStore(Interface):
         transaction: order times since ``since`` (orders, and attempts not
         refused whose order was never stored), its pending authorizations,
         and the names of its attempts still open (orders in flight, whose
-        authorizations are not stored yet).  The budget reads it and
-        records its next attempt under the account's shared lock, so the
-        count is exact however many processes race.
+        authorizations are not stored yet).
+        """
+
+    def reserve(attempt: OrderAttempt, since: str, orders: int,
+                pending_authorizations: int, now: float) -> Deferred[Tuple[Spend, bool]]:
+        """
+        Record ``attempt`` if the account's budget admits it, in one write
+        transaction: the account's `spend` since ``since``, then — when
+        `Spend.admits` one more order of the attempt's identifiers under
+        ``orders`` and ``pending_authorizations`` at ``now`` —
+        the attempt inserted.  Write transactions exclude each other across
+        processes and replicas, so no other reservation falls between the
+        check and the record, with no lock and one thread hand-off (the
+        budget's lock and its two transactions cost a ``new-authz`` four,
+        issue 15).
+
+        :return: a Deferred firing with the spend seen (to word a refusal)
+            and whether the attempt was recorded.
         """
 
     def secret(name: str, size: int = 32) -> Deferred[bytes]:

@@ -200,6 +200,8 @@ class PostgreSQLDatabase:
         "row_order": ",\n        row_seq BIGINT GENERATED ALWAYS AS IDENTITY",
     }
     row_order = "row_seq"
+    # Advisory locks are statements on the connection: run in the runner.
+    locks_never_wait = False
 
     def __init__(self, uri: StateURI, connection: Any) -> None:
         self.uri = uri
@@ -298,6 +300,11 @@ class PostgreSQLDatabase:
         elif count == 1:
             del self._held[key]
             self.execute("SELECT pg_advisory_unlock(?)", (key,))
+
+    def defer_syncs(self) -> Optional[Callable[[], None]]:
+        # The server syncs each commit; one WAL flush covers every session
+        # committing at the time.
+        return None
 
     def close(self) -> None:
         self.connection.close()

@@ -38,6 +38,7 @@ from attrs import validators as v
 __all__ = [
     "Account",
     "Authorization",
+    "AuthorizationRead",
     "Certificate",
     "Challenge",
     "Conflict",
@@ -47,6 +48,7 @@ __all__ = [
     "Insert",
     "Issuer",
     "LegacyClient",
+    "NameReads",
     "NotFound",
     "Order",
     "OrderAttempt",
@@ -878,6 +880,43 @@ def merge_visit(client: Optional[LegacyClient], visit: ClientVisit) -> LegacyCli
 
 
 @attrs.frozen
+class AuthorizationRead:
+    """
+    A stored authorization with its owner and its challenges, read in one
+    store call (`IStore.authorization_read`; three store calls, three
+    hand-offs to the store's thread, per client poll before issue 15).
+
+    :ivar owner: its account, `None` when the row is gone.
+    :ivar challenges: insertion order, as `IStore.challenges_for_authorization`.
+    """
+
+    authorization: "Authorization"
+    owner: Optional["Account"]
+    challenges: Tuple["Challenge", ...]
+
+
+@attrs.frozen
+class NameReads:
+    """
+    What a v1 ``new-authz`` reads of the store before it asks the CA, in
+    one call (`IStore.name_reads`; three store calls, three hand-offs to
+    the store's thread, before issue 15).
+
+    :ivar planned: the account's open planned orders (`IStore.
+        planned_orders`), newest first, each with its authorizations for the
+        name (insertion order).
+    :ivar held: the account's current certificates holding the name
+        (`IStore.current_certificates`).
+    :ivar candidates: the account's authorizations for the name in the
+        wanted statuses (`IStore.find_authorizations`), newest first.
+    """
+
+    planned: Tuple[Tuple["Order", Tuple["Authorization", ...]], ...]
+    held: Tuple["Certificate", ...]
+    candidates: Tuple["Authorization", ...]
+
+
+@attrs.frozen
 class Spend:
     """
     What an account has spent of its rate-limit budget, as one
@@ -894,3 +933,21 @@ class Spend:
     order_times: Tuple[str, ...]
     pending: Tuple["Authorization", ...]
     names_in_flight: int
+
+    def live_pending(self, now: float) -> Tuple["Authorization", ...]:
+        """
+        The pending authorizations not expired at ``now``.
+        """
+        return tuple(a for a in self.pending
+                     if not a.expires or timestamp_instant(a.expires).timestamp() > now)
+
+    def admits(self, orders: int, pending_authorizations: int, names: int, now: float) -> bool:
+        """
+        Whether one more order of ``names`` identifiers fits limits of
+        ``orders`` in the window and ``pending_authorizations`` at once
+        (in-flight names count as pending).  `IStore.reserve` decides with
+        it inside its transaction; the budget words the refusal.
+        """
+        return (len(self.order_times) + 1 <= orders
+                and len(self.live_pending(now)) + self.names_in_flight + names
+                <= pending_authorizations)

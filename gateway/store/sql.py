@@ -54,6 +54,7 @@ from gateway.store.records import (
     UNSTORED_ORDER,
     Account,
     Authorization,
+    AuthorizationRead,
     Certificate,
     Challenge,
     ClientVisit,
@@ -63,6 +64,7 @@ from gateway.store.records import (
     Insert,
     Issuer,
     LegacyClient,
+    NameReads,
     NotFound,
     Operation,
     Order,
@@ -268,6 +270,9 @@ class SQLStore:
             except BaseException:
                 database.close()
                 raise
+            sync = database.defer_syncs()
+            if sync is not None:
+                runner.sync_batches(sync)
             return database
 
         def opened(database: Database) -> S:
@@ -602,16 +607,17 @@ class SQLStore:
 
         return self._call(work)
 
+    def _planned_orders(self, account_id: int,
+                        statuses: Optional[Iterable[str]]) -> List[Order]:
+        clause, params = self._status_clause(statuses)
+        where, values = self._scoped(
+            "account_id = ? AND planned_for IS NOT NULL" + clause, (account_id, *params))
+        return newest_first(self._rows(Order, where, *values))
+
     def planned_orders(
         self, account_id: int, statuses: Optional[Iterable[str]] = None,
     ) -> defer.Deferred[List[Order]]:
-        def work() -> List[Order]:
-            clause, params = self._status_clause(statuses)
-            where, values = self._scoped(
-                "account_id = ? AND planned_for IS NOT NULL" + clause, (account_id, *params))
-            return newest_first(self._rows(Order, where, *values))
-
-        return self._call(work)
+        return self._call(lambda: self._planned_orders(account_id, statuses))
 
     # -- Authorizations --
 
@@ -620,6 +626,17 @@ class SQLStore:
 
     def authorization_by_id(self, id: str) -> defer.Deferred[Optional[Authorization]]:
         return self._call(lambda: self._one(Authorization, "id = ?", id))
+
+    def authorization_read(self, id: str) -> defer.Deferred[Optional[AuthorizationRead]]:
+        def work() -> Optional[AuthorizationRead]:
+            authorization = self._one(Authorization, "id = ?", id)
+            if authorization is None:
+                return None
+            return AuthorizationRead(
+                authorization, self._account("id = ?", authorization.account_id),
+                tuple(c for _, c in self._rows(Challenge, "authorization_id = ?", id)))
+
+        return self._call(work)
 
     def authorization_by_upstream_url(
             self, account_id: int, url: str) -> defer.Deferred[Optional[Authorization]]:
@@ -637,6 +654,15 @@ class SQLStore:
         return self._call(
             lambda: [a for _, a in self._rows(Authorization, "order_id = ?", order_id)])
 
+    def _find_authorizations(self, account_id: int, identifier: str, wildcard: bool,
+                             statuses: Optional[Iterable[str]]) -> List[Authorization]:
+        clause, params = self._status_clause(statuses)
+        where, values = self._scoped(
+            "account_id = ? AND identifier = ? AND wildcard = ?" + clause,
+            (account_id, normalize_identifier(identifier), int(bool(wildcard)), *params),
+        )
+        return newest_first(self._rows(Authorization, where, *values))
+
     def find_authorizations(
         self,
         account_id: int,
@@ -644,13 +670,23 @@ class SQLStore:
         wildcard: bool,
         statuses: Optional[Iterable[str]] = None,
     ) -> defer.Deferred[List[Authorization]]:
-        def work() -> List[Authorization]:
-            clause, params = self._status_clause(statuses)
-            where, values = self._scoped(
-                "account_id = ? AND identifier = ? AND wildcard = ?" + clause,
-                (account_id, normalize_identifier(identifier), int(bool(wildcard)), *params),
-            )
-            return newest_first(self._rows(Authorization, where, *values))
+        return self._call(
+            lambda: self._find_authorizations(account_id, identifier, wildcard, statuses))
+
+    def name_reads(self, account_id: int, identifier: str, spelled: str, wildcard: bool,
+                   statuses: Optional[Iterable[str]],
+                   planned_statuses: Iterable[str]) -> defer.Deferred[NameReads]:
+        def work() -> NameReads:
+            wanted = (normalize_identifier(identifier), bool(wildcard))
+            planned = tuple(
+                (order, tuple(a for _, a in self._rows(Authorization, "order_id = ?", order.id)
+                              if (a.identifier, a.wildcard) == wanted))
+                for order in self._planned_orders(account_id, planned_statuses))
+            return NameReads(
+                planned=planned,
+                held=tuple(current_certificates_in(self._database, account_id, spelled)),
+                candidates=tuple(self._find_authorizations(account_id, identifier, wildcard,
+                                                           statuses)))
 
         return self._call(work)
 
@@ -854,34 +890,49 @@ class SQLStore:
 
     # -- Shared by every process on the store --
 
+    def _spend(self, account_id: int, moment: Any) -> Spend:
+        where, values = self._scoped("account_id = ?", (account_id,))
+        # Only the creation times: decoding each of the account's orders
+        # (it keeps them all) cost a new-authz more the older the account.
+        times = [row["created_at"] for row in self._database.execute(
+            f"SELECT created_at FROM {_TABLES[Order]} WHERE {where}", values).fetchall()]
+        unstored = where + " AND status != ? AND id NOT IN (SELECT id FROM orders)"
+        in_flight = 0
+        for _, attempt in self._rows(OrderAttempt, unstored, *values, ATTEMPT_REFUSED):
+            times.append(attempt.created_at)
+            if attempt.status == ATTEMPT_OPEN:
+                in_flight += len(attempt.identifiers)
+        pending_where, pending_values = self._scoped(
+            "status = ? AND account_id = ?", (Status.PENDING.value, account_id))
+        pending = sorted((a for _, a in self._rows(Authorization, pending_where,
+                                                    *pending_values)),
+                         key=lambda a: timestamp_instant(a.created_at))
+        return Spend(
+            order_times=tuple(sorted((t for t in times if timestamp_instant(t) >= moment),
+                                     key=timestamp_instant)),
+            pending=tuple(pending),
+            names_in_flight=in_flight,
+        )
+
     def spend(self, account_id: int, since: str) -> defer.Deferred[Spend]:
         moment = timestamp_instant(since)
-
-        def work() -> Spend:
-            where, values = self._scoped("account_id = ?", (account_id,))
-            # Only the creation times: decoding each of the account's orders
-            # (it keeps them all) cost a new-authz more the older the account.
-            times = [row["created_at"] for row in self._database.execute(
-                f"SELECT created_at FROM {_TABLES[Order]} WHERE {where}", values).fetchall()]
-            unstored = where + " AND status != ? AND id NOT IN (SELECT id FROM orders)"
-            in_flight = 0
-            for _, attempt in self._rows(OrderAttempt, unstored, *values, ATTEMPT_REFUSED):
-                times.append(attempt.created_at)
-                if attempt.status == ATTEMPT_OPEN:
-                    in_flight += len(attempt.identifiers)
-            pending_where, pending_values = self._scoped(
-                "status = ? AND account_id = ?", (Status.PENDING.value, account_id))
-            pending = sorted((a for _, a in self._rows(Authorization, pending_where,
-                                                        *pending_values)),
-                             key=lambda a: timestamp_instant(a.created_at))
-            return Spend(
-                order_times=tuple(sorted((t for t in times if timestamp_instant(t) >= moment),
-                                         key=timestamp_instant)),
-                pending=tuple(pending),
-                names_in_flight=in_flight,
-            )
-
         # One transaction: a consistent view of the three.
+        return self._write(lambda: self._spend(account_id, moment))
+
+    def reserve(self, attempt: OrderAttempt, since: str, orders: int,
+                pending_authorizations: int, now: float) -> defer.Deferred[Tuple[Spend, bool]]:
+        if not isinstance(attempt, OrderAttempt):
+            return defer.fail(TypeError(f"expected an OrderAttempt, not {attempt!r}"))
+        moment = timestamp_instant(since)
+        insert = Insert(attempt)
+
+        def work() -> Tuple[Spend, bool]:
+            spend = self._spend(attempt.account_id, moment)
+            if not spend.admits(orders, pending_authorizations, len(attempt.identifiers), now):
+                return spend, False
+            self._apply(insert)
+            return spend, True
+
         return self._write(work)
 
     def secret(self, name: str, size: int = 32) -> defer.Deferred[bytes]:
@@ -944,10 +995,22 @@ class SQLStore:
         return self._call(work)
 
     def try_lock(self, name: str) -> defer.Deferred[bool]:
-        return self._call(lambda: self._database.try_lock(name))
+        return self._lock_call(lambda: self._database.try_lock(name))
 
     def unlock(self, name: str) -> defer.Deferred[None]:
-        return self._call(lambda: self._database.unlock(name))
+        return self._lock_call(lambda: self._database.unlock(name))
+
+    def _lock_call(self, work: Callable[[], T]) -> defer.Deferred[T]:
+        """
+        A named lock's call: in the calling thread when the engine's locks
+        never wait (`Database.locks_never_wait`: no thread hand-off), else
+        in the runner.
+        """
+        if not self._database.locks_never_wait:
+            return self._call(work)
+        if self._closing:
+            return defer.fail(StoreError("the store is closed"))
+        return defer.execute(work)
 
     def check_writable(self) -> defer.Deferred[None]:
         checked_at = format_timestamp(self._clock.seconds())

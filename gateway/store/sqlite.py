@@ -5,7 +5,9 @@ What is SQLite's own lives here, behind `gateway.store.engine.Database`:
 the file made private before SQLite opens it, the connection's settings
 (WAL; ``synchronous=FULL`` for a durable transaction — an issued
 certificate must survive a power failure — and ``NORMAL`` for the rest, whose
-commits the next durable one syncs with it;
+commits the next durable one syncs with it — or, on a file, every commit
+``NORMAL`` and the durable ones of a batch of work synced together by one
+fsync of the log before any of their results is delivered (`defer_syncs`);
 foreign keys, a busy timeout), ``BEGIN IMMEDIATE`` for write transactions,
 ``PRAGMA user_version`` for the schema version, ``rowid`` for insertion
 order, ``lastrowid`` for new account ids, ``PRAGMA foreign_key_check`` and
@@ -83,14 +85,22 @@ class SQLiteDatabase:
         "row_order": "",
     }
     row_order = "rowid"
+    # A non-blocking lockf on a file of its own: a system call, no SQLite.
+    locks_never_wait = True
 
-    def __init__(self, connection: sqlite3.Connection, lock_path: Optional[str] = None) -> None:
+    def __init__(self, connection: sqlite3.Connection, lock_path: Optional[str] = None,
+                 path: Optional[str] = None) -> None:
         self.connection = connection
         self._lock_path = lock_path
         self._lock_file: Optional[int] = None
         self._held: Dict[int, int] = {}
         #: The connection's ``synchronous`` setting now (FULL when opened).
         self._synchronous = "FULL"
+        #: The database file, when its syncs are grouped (`defer_syncs`).
+        self._path = path
+        self._syncs_deferred = False
+        #: Whether a durable commit waits for the next `_sync`.
+        self._unsynced = False
 
     def execute(self, statement: str, parameters: Sequence[Any] = ()) -> sqlite3.Cursor:
         return self.connection.execute(statement, tuple(parameters))
@@ -100,7 +110,7 @@ class SQLiteDatabase:
         # commit before, which NORMAL left to the next checkpoint: one fsync
         # covers the durable transaction and the ones that need not be.
         # (The setting cannot change inside a transaction.)
-        synchronous = "FULL" if durable else "NORMAL"
+        synchronous = "FULL" if durable and not self._syncs_deferred else "NORMAL"
         if synchronous != self._synchronous:
             self.connection.execute(f"PRAGMA synchronous = {synchronous}")
             self._synchronous = synchronous
@@ -115,9 +125,42 @@ class SQLiteDatabase:
             if self.connection.in_transaction:
                 self.connection.execute("ROLLBACK")
             raise
+        if durable and self._syncs_deferred:
+            self._unsynced = True
         return result
 
+    def defer_syncs(self) -> Optional[Callable[[], None]]:
+        if self._path is None:
+            return None
+        self._syncs_deferred = True
+        return self._sync
+
+    def _sync(self) -> None:
+        """
+        Make every commit so far durable, if a durable one waits: one fsync
+        of the write-ahead log, as ``synchronous=FULL`` makes at each
+        commit (what an earlier checkpoint moved to the database file, the
+        checkpoint synced).
+        """
+        if not self._unsynced:
+            return
+        assert self._path is not None
+        try:
+            fd = os.open(self._path + "-wal", os.O_RDONLY)
+        except FileNotFoundError:
+            # No log: every commit is in the database file.
+            fd = os.open(self._path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        self._unsynced = False
+
     def try_lock(self, name: str) -> bool:
+        # Runs in the reactor thread (``locks_never_wait``): LOCK_NB never
+        # waits, and only the reactor thread touches ``_held`` and the lock
+        # file until `close` (which the store calls once it takes no more
+        # calls).
         if self._lock_path is None:
             # ":memory:" is this process's alone.
             return True
@@ -237,7 +280,10 @@ def connect(path: str) -> SQLiteDatabase:
     except BaseException:
         connection.close()
         raise
-    return SQLiteDatabase(connection, None if path == ":memory:" else path + ".locks")
+    if path == ":memory:":
+        return SQLiteDatabase(connection)
+    # The file's absolute name, for its syncs: a later chdir must not move them.
+    return SQLiteDatabase(connection, path + ".locks", os.path.abspath(path))
 
 
 _template: List[sqlite3.Connection] = []

@@ -48,6 +48,7 @@ from gateway.store import (
     Account,
     AttemptStatus,
     Authorization,
+    AuthorizationRead,
     Challenge,
     Insert,
     Operation,
@@ -486,12 +487,14 @@ async def new_authorization(context: Context, request: NewAuthz) -> Authorizatio
     lock = context.locks.lock_for(f"authz:{bound.record.id}:{name.spelled}")
     await lock.acquire()
     try:
-        planned = await _planned_view(context, bound, name, request.signer.user_agent)
+        planned, candidates = await _planned_view(context, bound, name,
+                                                  request.signer.user_agent)
         if planned is not None:
             return planned
-        for candidate in await context.store.find_authorizations(
-            bound.record.id, name.value, name.wildcard, (Status.PENDING, Status.VALID)
-        ):
+        if candidates is None:
+            candidates = tuple(await context.store.find_authorizations(
+                bound.record.id, name.value, name.wildcard, _REUSABLE))
+        for candidate in candidates:
             view = await usable_view(context, bound, candidate)
             if view is not None:
                 return view
@@ -521,8 +524,8 @@ async def _view_for(context: Context, bound: BoundAccount,
     return await _view(context, last[0], bound.thumbprint, last[1])
 
 
-async def _planned_view(context: Context, bound: BoundAccount, name: DNSName,
-                        user_agent: str) -> Optional[AuthorizationView]:
+async def _planned_view(context: Context, bound: BoundAccount, name: DNSName, user_agent: str,
+                        ) -> Tuple[Optional[AuthorizationView], Optional[Sequence[Authorization]]]:
     """
     Renewal planning.  A ``new-authz`` for a name of a certificate the
     account holds starts (or continues) that certificate's renewal: the
@@ -542,35 +545,42 @@ async def _planned_view(context: Context, bound: BoundAccount, name: DNSName,
 
     One plan at a time per account (a lock), so that two ``new-authz`` of
     one renewal arriving together make one order.
+
+    What it reads, it reads in one store call (`IStore.name_reads`) with the
+    account's authorizations for the name, which it hands back with a view
+    of `None` for ``new-authz`` to try — unless it asked the CA about one
+    of them, which may have changed them (`None` then: read them again).
     """
     if not context.policy.plan_renewals:
-        return None
+        return None, None
     lock = context.locks.lock_for(f"plan:{bound.record.id}")
     await lock.acquire()
     try:
-        for order in await context.store.planned_orders(
-                bound.record.id, (Status.PENDING, Status.READY)):
+        reads = await context.store.name_reads(
+            bound.record.id, name.value, name.spelled, name.wildcard, _REUSABLE,
+            (Status.PENDING, Status.READY))
+        candidates: Optional[Sequence[Authorization]] = reads.candidates
+        for order, for_name in reads.planned:
             if context.has_expired(order.expires) or name.spelled not in order.identifiers:
                 continue
-            for candidate in await context.store.authorizations_for_order(order.id):
-                if (candidate.identifier, candidate.wildcard) != (name.value, name.wildcard):
-                    continue
+            for candidate in for_name:
                 if _fresh_in_plan(context, candidate, order):
-                    return await _view(context, candidate, bound.thumbprint)
+                    return await _view(context, candidate, bound.thumbprint), None
+                candidates = None
                 view = await usable_view(context, bound, candidate)
                 if view is not None:
-                    return view
-        held = await context.store.current_certificates(bound.record.id, name.spelled)
-        target = renewal_target(held, bound.record.id, name.spelled, context.clock.seconds())
+                    return view, None
+        target = renewal_target(reads.held, bound.record.id, name.spelled,
+                                context.clock.seconds())
         if target is None:
-            return None
+            return None, candidates
         terms = await order_terms(context, bound.thumbprint, user_agent, target.names,
                                   renewing=target, planned=True)
         order, _, authorizations = await create_order(context, bound, target.names, terms)
         log.info("new-authz for {name}: renewal of certificate {certificate} ({names}) planned "
                  "as order {order}", name=name.spelled, certificate=target.id,
                  names=list(target.names), order=order.id)
-        return await _view_for(context, bound, authorizations, name)
+        return await _view_for(context, bound, authorizations, name), None
     finally:
         lock.release()
 
@@ -588,6 +598,10 @@ def _fresh_in_plan(context: Context, candidate: Authorization, order: Order) -> 
     return (candidate.status == Status.VALID and order.status in _FINALIZABLE
             and not lapses_within(context.clock, candidate.expires, HONOUR_MARGIN_SECONDS)
             and not lapses_within(context.clock, order.expires, HONOUR_MARGIN_SECONDS))
+
+
+#: The statuses of an authorization ``new-authz`` may hand out again.
+_REUSABLE = (Status.PENDING, Status.VALID)
 
 
 #: A valid authorization (or its order) that lapses sooner than this is not
@@ -750,8 +764,8 @@ def follow_authorization(context: Context, record: Authorization, account: Accou
 PENDING_RECHECK_SECONDS = 5.0
 
 
-async def read_view(context: Context, record: Authorization,
-                    confirm: bool = False) -> AuthorizationView:
+async def read_view(context: Context, record: Authorization, confirm: bool = False,
+                    stored: Optional[AuthorizationRead] = None) -> AuthorizationView:
     """
     The current state of a stored authorization, never staler than the
     newest upstream answer, and costing the CA as little as that allows:
@@ -770,18 +784,24 @@ async def read_view(context: Context, record: Authorization,
       hands the authorization out again), or the row lacks its challenges
       (a crash left it partial): then one upstream read, shared with the
       concurrent reads of the same authorization.
+
+    ``stored``: ``record``'s owner and challenges, read with it (one store
+    call, `IStore.authorization_read`), not read again.
     """
-    account = await _owner(context, record)
+    account = stored.owner if stored is not None else None
+    if account is None:
+        account = await _owner(context, record)
+    challenges = stored.challenges if stored is not None else None
     if record.status in SETTLED or not context.keys.holds(account.thumbprint):
-        return await _view(context, record, account.thumbprint)
+        return await _view(context, record, account.thumbprint, challenges=challenges)
     if context.validators.offers_tls_sni01:
-        view = await _view(context, record, account.thumbprint)
+        view = await _view(context, record, account.thumbprint, challenges=challenges)
         # The gateway's own check failed it: final, whatever the CA shows.
         if _failed_by_gateway(view.challenges):
             return view
     follower = context.following.get(_following_key(record))
     if follower is None and not confirm:
-        view = await _view(context, record, account.thumbprint)
+        view = await _view(context, record, account.thumbprint, challenges=challenges)
         if (view.challenges and not _validating(view)
                 and context.following.read_within(_following_key(record),
                                                   PENDING_RECHECK_SECONDS)):
@@ -802,14 +822,15 @@ async def read_authorization(context: Context, authorization_id: str) -> Authori
     """
     Unauthenticated ``GET /acme/authz/<id>``.
     """
-    record = await context.store.authorization_by_id(authorization_id)
-    if record is None:
+    stored = await context.store.authorization_read(authorization_id)
+    if stored is None:
         raise NotFound("Unable to find authorization")
+    record = stored.authorization
     if record.status == Status.EXPIRED or context.has_expired(record.expires):
         raise NotFound("Expired authorization")
     if not context.is_current(record):
         raise NotFound(_OF_ANOTHER_CA)
-    view = await read_view(context, record)
+    view = await read_view(context, record, stored=stored)
     if view.authorization.status == Status.EXPIRED:
         raise NotFound("Expired authorization")
     return view

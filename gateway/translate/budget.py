@@ -18,10 +18,10 @@ Over a limit, the v1 client gets 429 ``urn:acme:error:rateLimited`` at once,
 with a detail naming the limit and a ``Retry-After``, and nothing is sent
 upstream.
 
-The check and the record of the ``newOrder`` it admits happen under the
-account's budget lock (`gateway.translate.memory.NameLocks`), which every
-request — of this process, another ``--workers`` process or another replica
-— takes for them: twelve parallel ``new-authz`` under ``--order-limit 3``
+The check and the record of the ``newOrder`` it admits are one write
+transaction of the store (`gateway.store.interface.IStore.reserve`), which
+excludes every other — of this process, another ``--workers`` process or
+another replica: twelve parallel ``new-authz`` under ``--order-limit 3``
 send exactly three orders, and orders still in flight count their names as
 pending authorizations.  Pending authorizations no client will finish are deactivated
 after an idle time, which frees that part of the budget.
@@ -37,10 +37,9 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from gateway.status import Status
-from gateway.store import Authorization, Insert, IStore, OrderAttempt, Spend
+from gateway.store import Authorization, IStore, OrderAttempt, Spend
 from gateway.store.records import format_timestamp, timestamp_instant
 from gateway.translate.errors import RateLimited
-from gateway.translate.memory import NameLocks
 
 log = Logger()
 
@@ -88,8 +87,6 @@ class Budget:
     store: IStore
     clock: IReactorTime
     limits: BudgetLimits = BudgetLimits()
-    #: Serialise each account's reservations across processes.
-    locks: NameLocks = attrs.field(factory=NameLocks)
     _holds: Dict[int, float] = attrs.field(factory=dict, init=False)
 
     def hold(self, account_id: int, retry_after: Optional[float]) -> None:
@@ -140,8 +137,8 @@ class Budget:
         """
         Record ``attempt`` — the ``newOrder`` about to be sent for its
         account and identifiers — if the account's budget allows it, else
-        refuse: checked and recorded under the account's budget lock, so
-        no other request can spend between the check and the record.
+        refuse: checked and recorded in one store transaction, so no other
+        request can spend between the check and the record.
 
         :raises RateLimited: with the seconds until the order would fit
             (nothing is recorded).
@@ -154,23 +151,21 @@ class Budget:
                 f"back for {math.ceil(held)} more seconds",
                 retry_after=held,
             )
-        lock = self.locks.lock_for(f"budget:{account_id}")
-        await lock.acquire()
-        try:
-            now = self.clock.seconds()
-            spend = await self.store.spend(
-                account_id, format_timestamp(now - self.limits.order_window))
+        now = self.clock.seconds()
+        spend, admitted = await self.store.reserve(
+            attempt, format_timestamp(now - self.limits.order_window), self.limits.orders,
+            self.limits.pending_authorizations, now)
+        if not admitted:
             judge(self.limits, now, spend, len(attempt.identifiers))
-            await self.store.write([Insert(attempt)])
-        finally:
-            lock.release()
+            raise AssertionError(f"the store refused what the budget admits: {spend!r}")
         return attempt
 
 
 def judge(limits: BudgetLimits, now: float, spend: Spend, names: int) -> None:
     """
     Refuse an order of ``names`` identifiers that would exceed ``limits``
-    given the account's ``spend`` (pure: run inside the store's transaction).
+    given the account's ``spend`` (pure; the store's transaction decided
+    with `Spend.admits`, this words the refusal).
 
     :raises RateLimited: with the seconds until the order would fit.
     """
@@ -185,8 +180,7 @@ def judge(limits: BudgetLimits, now: float, spend: Spend, names: int) -> None:
             f"{_duration(window)} (limit {limits.orders}, --order-limit)",
             retry_after=retry,
         )
-    pending = [a for a in spend.pending
-               if not a.expires or timestamp_instant(a.expires).timestamp() > now]
+    pending = spend.live_pending(now)
     counted = len(pending) + spend.names_in_flight
     if counted + names > limits.pending_authorizations:
         expiries = [timestamp_instant(a.expires).timestamp() for a in pending if a.expires]

@@ -31,6 +31,7 @@ from twisted.logger import Logger
 
 from gateway.status import ORDER_FINAL, Status
 from gateway.store import Authorization, Certificate, Insert, Issuer, Order, issuer_id
+from gateway.store import Conflict as StoreConflict
 from gateway.translate.accounts import BoundAccount, bind
 from gateway.translate.authorizations import create_order, record_authorization
 from gateway.translate.context import Context, written_as
@@ -445,14 +446,11 @@ async def store_chain(context: Context, account_id: int, order_id: Optional[str]
     issuer_ids = [issuer_id(der) for der in chain.issuers]
     facts = leaf_facts(chain.leaf)
     serial = facts.serial
-    existing = await context.store.certificate_by_serial(serial)
-    if existing is not None:
-        return existing
     # Each issuer with the one above it in this chain, stored from the top
     # down so that a parent is stored before its child.  (An issuer listed
     # twice in a row is not its own parent.)
     links = list(zip(issuer_ids, chain.issuers, [*issuer_ids[1:], None]))
-    written = await context.store.write([
+    operations = [
         *(Insert(Issuer(id=child, der=der, parent_id=None if parent == child else parent))
           for child, der, parent in reversed(links)),
         Insert(Certificate(
@@ -471,7 +469,17 @@ async def store_chain(context: Context, account_id: int, order_id: Optional[str]
             not_after=facts.not_after,
             profile=profile,
         )),
-    ])
+    ]
+    try:
+        written = await context.store.write(operations)
+    except StoreConflict:
+        # Stored already (a retry after a lost answer), which the write's
+        # check of the serial found in its transaction: the store is asked
+        # once per chain, not first whether it holds it (issue 15).
+        existing = await context.store.certificate_by_serial(serial)
+        if existing is None:
+            raise
+        return existing
     certificate = written_as(Certificate, written[-1])
     log.info("issued certificate {certificate} serial {serial}{orphan}", certificate=certificate.id,
              serial=serial, orphan=" (orphan)" if orphaned else "")
