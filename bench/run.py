@@ -119,6 +119,20 @@ def gateway_rss(gateway) -> Dict[str, object]:
     return {**largest, "processes": processes}
 
 
+def load_line(method: str, connections: int, measured: dict) -> str:
+    """
+    The log line of one /directory load: a generator may return no
+    percentiles (``hey`` when every request failed or none finished), and
+    that must read "n/a" rather than abort the whole benchmark.
+    """
+    cpu = measured.get("gateway_cpu_us_per_request")
+    return (f"  {method} /directory @{connections}: {measured['rps']:.0f} req/s, "
+            f"p50 {report._fmt(measured.get('p50_ms'), 2, ' ms')}, "
+            f"p99 {report._fmt(measured.get('p99_ms'), 2, ' ms')} ({measured['tool']}); gateway CPU "
+            f"{report._fmt(cpu, 0, ' us/request')}, "
+            f"{report._fmt(measured.get('gateway_cores_busy'), 2, ' cores busy')}")
+
+
 def machine_info() -> dict:
     cpu = platform.processor() or "unknown"
     try:
@@ -792,9 +806,7 @@ class Bench:
         for method in ("HEAD", "GET"):
             httpload.run(url, method, connections, min(2.0, duration), self.args.load_tool)  # warm-up
             results[method] = r = measured(method, connections, duration, self.args.load_tool)
-            log(f"  {method} /directory @{connections}: {r['rps']:.0f} req/s, p50 {r['p50_ms']:.2f} ms, "
-                f"p99 {r['p99_ms']:.2f} ms ({r['tool']}); gateway CPU "
-                f"{r['gateway_cpu_us_per_request'] or 0:.0f} us/request, {r['gateway_cores_busy']:.2f} cores busy")
+            log(load_line(method, connections, r))
         # The same with one connection: the service time when nothing queues.
         results["HEAD@1"] = measured("HEAD", 1, min(duration, 5.0), self.args.load_tool)
         cross = httpload.cross_check(url, connections, duration)

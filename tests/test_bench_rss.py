@@ -50,3 +50,17 @@ def test_a_zombie_child_is_left_out_of_the_rss_sample():
     finally:
         parent.kill()
         parent.wait()
+
+
+def test_a_load_without_percentiles_is_logged_as_not_available():
+    # 2026-12-03: hey returned no percentiles at 4 workers and the log line
+    # raised TypeError, aborting the run before its results were written.
+    measured = {"rps": 0.0, "p50_ms": None, "p99_ms": None, "tool": "hey",
+                "gateway_cpu_us_per_request": None, "gateway_cores_busy": 0.5}
+    line = bench_run.load_line("HEAD", 64, measured)
+    assert line == ("  HEAD /directory @64: 0 req/s, p50 n/a, p99 n/a (hey); "
+                    "gateway CPU n/a, 0.50 cores busy")
+    measured.update(p50_ms=4.3, p99_ms=9.7, gateway_cpu_us_per_request=100.4)
+    assert bench_run.load_line("HEAD", 64, measured) == (
+        "  HEAD /directory @64: 0 req/s, p50 4.30 ms, p99 9.70 ms (hey); "
+        "gateway CPU 100 us/request, 0.50 cores busy")
