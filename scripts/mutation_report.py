@@ -120,7 +120,9 @@ NARROW_TESTS = {
                                             "tests/test_issuance_outcomes.py",
                                             "tests/test_revalidation_plan.py", "tests/test_budget.py",
                                             "tests/test_sweeps_abandoned.py",
-                                            "tests/test_terms_order_extras.py"],
+                                            "tests/test_terms_order_extras.py",
+                                            "tests/test_authorizations_new_orders.py",
+                                            "tests/test_authorizations_answers.py"],
     "gateway/translate/requests.py": ["tests/test_requests_payloads.py", "tests/test_v1_face.py",
                                       "tests/test_v2_face.py"],
 }
