@@ -213,3 +213,53 @@ class ReplacingOrderLogTests(RenewalTestCase):
         self.assertIn(f"newOrder replacing {self.cert_id(old)} refused (alreadyReplaced: already has "
                       f"a replacement order); ordering without replaces", log.lines)
         self.assertFalse([line for line in log.lines if "(ARI)" in line], log.lines)
+
+
+class ConfirmedReadyTests(NewOrderStoreTestCase):
+    """
+    new-authz for a name whose valid authorization's order was never
+    finalized: what the CA says of that order decides, and is stored.
+    """
+
+    ca_options = {"reuse_authorizations": False}
+
+    def validated(self):
+        self.register()
+        url, _ = self.authorize()
+        record = self.stored_authorization(url)
+        (ca_order,) = self.ca.orders
+        return url, record, ca_order
+
+    def test_a_single_name_order_the_ca_no_longer_has_ready(self):
+        url, record, ca_order = self.validated()
+        ca_order.status = Status.INVALID
+        reply = self.new_authz()
+        self.assertEqual((reply.status, reply.json()["status"]), (201, "pending"))
+        self.assertEqual(len(self.ca.orders), 2)
+        self.assertEqual(self.successResultOf(self.gateway.store.order_by_id(record.order_id)).status,
+                         Status.INVALID)
+
+    def test_a_ca_failing_to_say_refuses_the_new_authz(self):
+        url, record, ca_order = self.validated()
+        before = self.successResultOf(self.gateway.store.order_by_id(record.order_id)).status
+        self.ca.fail_next("/order/", 500, {"type": "serverInternal", "detail": "the CA broke"})
+        reply = self.new_authz()
+        self.assertEqual(reply.status // 100, 5, reply.body)
+        self.assertEqual(len(self.ca.orders), 1, "nothing ordered")
+        self.assertEqual(self.stored_authorization(url).status, Status.VALID)
+        self.assertEqual(self.successResultOf(self.gateway.store.order_by_id(record.order_id)).status,
+                         before)
+
+    def test_an_order_the_ca_forgot_is_logged_and_the_authorization_dated(self):
+        url, record, ca_order = self.validated()
+        self.gateway.advance(120)
+        self.client().nonce = None
+        self.ca.fail_next("/order/", 404, {"type": "malformed", "detail": "No order for ID"})
+        with LogLines(LOG) as log:
+            reply = self.new_authz()
+        self.assertEqual(reply.status, 201, reply.body)
+        self.assertIn(f"new-authz: the CA no longer knows order {record.order_id}; ordering anew",
+                      log.lines)
+        expired = self.stored_authorization(url)
+        self.assertEqual(expired.status, Status.EXPIRED)
+        self.assertNotEqual(expired.updated_at, record.updated_at)
