@@ -245,3 +245,92 @@ class RepairTests(AnswerTestCase):
         self.assertEqual(sorted(c.type for c in self.stored_challenges(url)), ["dns-01", "http-01"])
         self.assertEqual(log.lines, [f"authorization {record.id} was stored without 2 of its "
                                      f"challenges; added them from the CA"])
+
+
+class ReadRefreshTests(AnswerTestCase):
+
+    def test_a_read_that_changes_nothing_writes_nothing(self):
+        """
+        An upstream read of a pending authorization that nothing changed
+        leaves its row as it was (``updated_at`` dates the last change the
+        CA made), and logs nothing.
+        """
+        self.register()
+        reply = self.new_authz()
+        url = reply.header("location")
+        before = self.stored(url)
+        self.gateway.advance(60)
+        reads = self.ca.counts["authorization"]
+        with LogLines(LOG) as log:
+            shown = self.get(url[len(self.base):])
+        self.assertEqual(self.ca.counts["authorization"], reads + 1)
+        self.assertEqual(shown.json()["status"], "pending")
+        self.assertEqual(self.stored(url), before)
+        self.assertEqual(log.lines, [])
+        self.assertEqual([c["keyAuthorization"] for c in shown.json()["challenges"]],
+                         [KEY.key_authorization(c["token"]) for c in shown.json()["challenges"]])
+
+    def test_a_new_expiry_is_stored_with_the_challenges_a_row_lacked(self):
+        self.register()
+        reply = self.new_authz()
+        url = reply.header("location")
+        record = self.stored(url)
+        (ca_authorization,) = self.ca.authorizations.values()
+        ca_authorization.expires += 3600
+        self.gateway.store._database.execute("DELETE FROM challenges WHERE authorization_id = ?",
+                                             (record.id,))
+        self.restart()
+        shown = self.get(url[len(self.base):])
+        self.assertEqual(shown.status, 200, shown.body)
+        self.assertEqual(shown.json()["expires"], self.ca.format_time(ca_authorization.expires))
+        self.assertEqual(self.stored(url).expires, self.ca.format_time(ca_authorization.expires))
+        self.assertEqual(sorted(c.type for c in self.stored_challenges(url)), ["dns-01", "http-01"])
+
+    def test_challenges_of_a_settled_authorization_are_not_added(self):
+        """
+        Only a pending authorization's row is completed: one the CA holds
+        valid is shown as stored, and nothing is logged.
+        """
+        self.register()
+        reply = self.new_authz()
+        url = reply.header("location")
+        record = self.stored(url)
+        self.gateway.store._database.execute("DELETE FROM challenges WHERE authorization_id = ?",
+                                             (record.id,))
+        (ca_authorization,) = self.ca.authorizations.values()
+        ca_authorization.status = Status.VALID
+        self.restart()
+        with LogLines(LOG) as log:
+            shown = self.get(url[len(self.base):])
+        self.assertEqual(shown.json()["status"], "valid")
+        self.assertEqual(self.stored_challenges(url), [])
+        self.assertEqual(log.lines, [])
+
+
+class EarlierErrorTests(AnswerTestCase):
+    """
+    A CA whose new authorization lists a challenge with an earlier error
+    (the detail of an attempt the CA lets a client retry).
+    """
+
+    def setUp(self):
+        super().setUp()
+        make = self.ca._new_authorization
+
+        def with_error(account, name):
+            authorization = make(account, name)
+            authorization.challenges[1].error = {
+                "type": "urn:ietf:params:acme:error:dns", "detail": "no TXT record found",
+                "status": 400}
+            return authorization
+
+        self.ca._new_authorization = with_error
+
+    def test_new_authz_shows_the_cas_error_of_a_challenge(self):
+        self.register()
+        reply = self.new_authz()
+        self.assertEqual(reply.status, 201, reply.body)
+        dns01 = next(c for c in reply.json()["challenges"] if c["type"] == "dns-01")
+        self.assertEqual(dns01["error"], {"type": "urn:acme:error:dns",
+                                          "detail": "no TXT record found", "status": 400})
+        self.assertNotIn("error", self.http01(reply.json()))

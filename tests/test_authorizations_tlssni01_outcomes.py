@@ -167,3 +167,18 @@ class TLSSNI01OutcomeTests(SynchronousTestCase):
         final = self.read(location)
         self.assertEqual(final["status"], "valid")
         self.assertEqual(self.stored_status(location)[1]["tls-sni-01"], Status.VALID)
+
+    def test_the_gateways_verdict_stands_over_a_status_a_racing_read_stored(self):
+        """
+        A read that raced the failed check stored the CA's status
+        (deactivated, as the gateway left it there) over the gateway's
+        ``invalid``: clients are still shown ``invalid``.
+        """
+        self.build(ScriptedChecker(VAProblem.dns("DNS problem: NXDOMAIN looking up A for x")))
+        authorization, location = self.new_authz()
+        self.answer(self.tls_sni(authorization))
+        self.successResultOf(self.gateway.store.update_authorization(
+            location.rsplit("/", 1)[1], status=Status.DEACTIVATED))
+        final = self.read(location)
+        self.assertEqual(final["status"], "invalid")
+        self.assertEqual(self.tls_sni(final)["status"], "invalid")
