@@ -10,6 +10,9 @@ authorization pending.
 
 from __future__ import annotations
 
+import shutil
+import tempfile
+
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from gateway.keys.jose import AccountKey
@@ -33,9 +36,14 @@ class ManagedAnswerTests(FaceTestCase):
         validators = Validators({"http-01": RecordingResponder(self.journal)})
         self.gateway = build_test_gateway(self.keys, ca=self.ca, validators=validators,
                                           unknown_keys="managed",
-                                          managed_keys=self.mktemp())
+                                          managed_keys=self.key_directory())
         self.base = self.gateway.base_url
         self.clients = {}
+
+    def key_directory(self) -> str:
+        directory = tempfile.mkdtemp(prefix="managed-keys-")
+        self.addCleanup(shutil.rmtree, directory, True)
+        return directory
 
     def answer_as_client(self):
         reply = self.new_authz(key=CLIENT)
