@@ -334,3 +334,31 @@ class EarlierErrorTests(AnswerTestCase):
         self.assertEqual(dns01["error"], {"type": "urn:acme:error:dns",
                                           "detail": "no TXT record found", "status": 400})
         self.assertNotIn("error", self.http01(reply.json()))
+
+
+class ReadSourceTests(AnswerTestCase):
+
+    def test_an_authorization_whose_key_left_the_gateway_is_read_from_the_store(self):
+        self.register()
+        reply = self.new_authz()
+        url = reply.header("location")
+        self.gateway = build_test_gateway((OTHER,), ca=self.ca, store=self.gateway.store)
+        self.clients = {}
+        self.gateway.advance(60)
+        reads = self.ca.counts["authorization"]
+        shown = self.get(url[len(self.base):])
+        self.assertEqual(shown.status, 200, shown.body)
+        self.assertEqual(shown.json()["status"], "pending")
+        self.assertEqual(self.ca.counts["authorization"], reads)
+
+    def test_a_ca_failing_a_read_is_the_clients_error_and_changes_nothing(self):
+        self.register()
+        reply = self.new_authz()
+        url = reply.header("location")
+        before = self.stored(url)
+        self.gateway.advance(60)
+        self.ca.fail_next("/authz/", 500, {"type": "serverInternal", "detail": "the CA broke"})
+        shown = self.get(url[len(self.base):])
+        self.assertEqual(shown.status // 100, 5, shown.body)
+        self.assertEqual(self.stored(url), before)
+        self.assertEqual(self.get(url[len(self.base):]).json()["status"], "pending")
