@@ -362,3 +362,16 @@ class ReadSourceTests(AnswerTestCase):
         self.assertEqual(shown.status // 100, 5, shown.body)
         self.assertEqual(self.stored(url), before)
         self.assertEqual(self.get(url[len(self.base):]).json()["status"], "pending")
+
+
+class DeactivationRefusalTests(AnswerTestCase):
+
+    def test_another_status_is_refused_in_boulders_words_before_anything_is_sent(self):
+        self.register()
+        url = self.new_authz().header("location")
+        for payload in ({"resource": "authz", "status": "valid"}, {"resource": "authz"}):
+            problem = self.assertProblem(self.post(url, payload), 400, "malformed")
+            self.assertEqual(problem["detail"], "Invalid status value")
+        self.assertEqual(self.stored(url).status, Status.PENDING)
+        (ca_authorization,) = self.ca.authorizations.values()
+        self.assertEqual(ca_authorization.status, Status.PENDING)

@@ -182,3 +182,27 @@ class TLSSNI01OutcomeTests(SynchronousTestCase):
         final = self.read(location)
         self.assertEqual(final["status"], "invalid")
         self.assertEqual(self.tls_sni(final)["status"], "invalid")
+
+    def test_an_answer_once_the_means_is_gone_is_no_such_challenge(self):
+        self.build()
+        authorization, location = self.new_authz()
+        challenge = self.tls_sni(authorization)
+        self.build(ca=self.ca, store=self.gateway.store, responders=False)
+        reply = self.answer(challenge)
+        self.assertEqual(reply.status, 404, reply.body)
+        self.assertEqual(reply.json()["detail"], "No such challenge")
+        self.assertEqual(self.checker.asked, [])
+
+    def test_an_answer_to_an_authorization_valid_already_checks_nothing(self):
+        self.build()
+        authorization, location = self.new_authz()
+        http01 = next(c for c in authorization["challenges"] if c["type"] == "http-01")
+        answered = self.resolve(self.client.post(http01["uri"], {
+            "resource": "challenge", "type": "http-01",
+            "keyAuthorization": v1_tlssni.KEY.key_authorization(http01["token"])}))
+        self.assertEqual(answered.status, 202, answered.body)
+        self.assertEqual(self.read(location)["status"], "valid")
+        reply = self.answer(self.tls_sni(authorization))
+        self.assertEqual(reply.status, 202, reply.body)
+        self.assertEqual(self.checker.asked, [])
+        self.assertEqual(self.stored_status(location)[1]["tls-sni-01"], Status.PENDING)
