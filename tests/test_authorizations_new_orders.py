@@ -201,6 +201,12 @@ class ReplacingOrderLogTests(RenewalTestCase):
         order_id = self.planned_order_id(issued)
         names = sorted(self.ca.orders[-1].names)
         self.assertIn(f"order {order_id} for {names!r} replaces {self.cert_id(old)} (ARI)", log.lines)
+        held = self.successResultOf(self.gateway.store.certificate_by_serial(
+            format(old.serial_number, "x")))
+        planned = [line for line in log.lines if "planned" in line]
+        self.assertEqual(planned, [f"new-authz for {self.ca.orders[-1].names[0]}: renewal of "
+                                   f"certificate {held.id} ({list(held.names)!r}) planned as order "
+                                   f"{order_id}"])
 
     def test_a_refused_replaces_is_logged_before_the_plain_order(self):
         self.register()
