@@ -375,3 +375,24 @@ class DeactivationRefusalTests(AnswerTestCase):
         self.assertEqual(self.stored(url).status, Status.PENDING)
         (ca_authorization,) = self.ca.authorizations.values()
         self.assertEqual(ca_authorization.status, Status.PENDING)
+
+
+class ForgottenAuthorizationTests(AnswerTestCase):
+
+    def test_an_authorization_the_ca_forgot_is_stored_expired_when_it_said_so(self):
+        self.register()
+        reply = self.new_authz()
+        url = reply.header("location")
+        before = self.stored(url)
+        self.gateway.advance(60)
+        self.ca.fail_next("/authz/", 404, {"type": "malformed", "detail": "No such authorization"})
+        shown = self.get(url[len(self.base):])
+        self.assertEqual(self.assertProblem(shown, 404, "malformed")["detail"], "Expired authorization")
+        after = self.stored(url)
+        self.assertEqual(after.status, Status.EXPIRED)
+        self.assertNotEqual(after.updated_at, before.updated_at)
+        self.assertEqual(after.updated_at, self.gateway.context.now())
+        reads = self.ca.counts["authorization"]
+        again = self.get(url[len(self.base):])
+        self.assertEqual(self.assertProblem(again, 404, "malformed")["detail"], "Expired authorization")
+        self.assertEqual(self.ca.counts["authorization"], reads)
