@@ -149,6 +149,8 @@ class DeactivationTests(AnswerTestCase):
         self.assertEqual([c["type"] for c in shown["challenges"]], ["http-01", "dns-01"])
         self.assertEqual([c["token"] for c in shown["challenges"]],
                          [c["token"] for c in reply.json()["challenges"]])
+        self.assertEqual([c["keyAuthorization"] for c in shown["challenges"]],
+                         [KEY.key_authorization(c["token"]) for c in shown["challenges"]])
         (ca_authorization,) = self.ca.authorizations.values()
         self.assertEqual(ca_authorization.status, Status.DEACTIVATED)
         self.assertEqual(self.stored(url).status, Status.DEACTIVATED)
