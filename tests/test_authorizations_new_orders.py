@@ -1,0 +1,271 @@
+"""
+The orders ``new-authz`` and ``new-cert`` make, as the store keeps them
+(`gateway.translate.authorizations.create_order` and `store_new_order`):
+the CA's expiries, the tls-sni-01 row offered only with a means and never
+for a wildcard, an order the CA made ready from authorizations the gateway
+stored already, an order recovery found (its certificate, its creation
+time, the terms the CA did not echo), an upstream rate limit's hold, and
+the log lines of an order that replaces a certificate (ARI).
+"""
+
+from __future__ import annotations
+
+from cryptography import x509
+from cryptography.x509.oid import ExtensionOID
+from twisted.internet import defer
+
+from gateway.keys.jose import b64url
+from gateway.process.testing import FakeCA, build_test_gateway
+from gateway.status import Status
+from gateway.store.leaf import serial_der_bytes
+from gateway.translate.authorizations import store_new_order
+from gateway.translate.revalidation import Validators
+from gateway.translate.terms import OrderTerms
+from gateway.upstream import messages as v2
+from gateway.validation.http01 import HTTP01Responder
+from tests.support.logs import LogLines
+from tests.test_renewals import RenewalTestCase
+from tests.test_tlssni01_v1 import ScriptedChecker
+from tests.test_v1_face import KEY, NAME, FaceTestCase, make_csr
+
+LOG = "gateway.translate.authorizations"
+
+
+class NewOrderStoreTestCase(FaceTestCase):
+    ca_options: dict = {}
+    validators = None
+
+    def setUp(self):
+        options = {} if self.validators is None else {"validators": self.validators()}
+        self.gateway = build_test_gateway(self.keys, ca=FakeCA(**self.ca_options), **options)
+        self.ca = self.gateway.ca
+        self.base = self.gateway.base_url
+        self.clients = {}
+
+    def stored_authorization(self, url):
+        return self.successResultOf(self.gateway.store.authorization_by_id(url.rsplit("/", 1)[1]))
+
+    def stored_types(self, url):
+        record = self.stored_authorization(url)
+        return sorted(c.type for c in self.successResultOf(
+            self.gateway.store.challenges_for_authorization(record.id)))
+
+    def account_id(self, key=KEY):
+        return self.successResultOf(self.gateway.store.account_by_thumbprint(key.thumbprint)).id
+
+
+class StoredOrderTests(NewOrderStoreTestCase):
+
+    def test_new_authz_keeps_the_cas_expiries(self):
+        """
+        The authorization and its single-name order are stored with the
+        expiries the CA gave them, and the client is shown the
+        authorization's.
+        """
+        self.register()
+        reply = self.new_authz()
+        self.assertEqual(reply.status, 201, reply.body)
+        (ca_authorization,) = self.ca.authorizations.values()
+        (ca_order,) = self.ca.orders
+        self.assertEqual(reply.json()["expires"], self.ca.format_time(ca_authorization.expires))
+        record = self.stored_authorization(reply.header("location"))
+        self.assertEqual(record.expires, self.ca.format_time(ca_authorization.expires))
+        order = self.successResultOf(self.gateway.store.order_by_id(record.order_id))
+        self.assertEqual(order.expires, self.ca.format_time(ca_order.expires))
+        self.assertEqual(order.upstream_url, ca_order.url)
+
+    def test_without_a_means_no_tls_sni01_challenge_is_stored(self):
+        self.register()
+        reply = self.new_authz()
+        self.assertEqual(self.stored_types(reply.header("location")), ["dns-01", "http-01"])
+
+    def test_an_order_recovery_found_keeps_its_certificate_time_and_terms(self):
+        """
+        An order stored from what the CA says of it (recovery does this for
+        an order whose answer never arrived): its certificate URL, the
+        creation time recovery knew, and the ``replaces`` and profile it was
+        asked with when the CA does not echo them — and the CA's own when
+        it does.
+        """
+        self.register()
+        account_id = self.account_id()
+        found = v2.Order(url="https://ca.test/order/found", status=Status.VALID,
+                         identifiers=(NAME,), authorizations=(),
+                         finalize="https://ca.test/finalize/found",
+                         certificate="https://ca.test/cert/found",
+                         expires="2026-12-10T00:00:00Z")
+        terms = OrderTerms(replaces="aki.serial", profile="shortlived", planned_for="c1")
+        order, authorizations = self.resolve(store_new_order(
+            self.gateway.context, account_id, None, found, "order-found",
+            created_at="2026-12-01T10:00:00Z", terms=terms))
+        self.assertEqual(authorizations, [])
+        stored = self.successResultOf(self.gateway.store.order_by_id("order-found"))
+        for record in (order, stored):
+            self.assertEqual(record.certificate_url, "https://ca.test/cert/found")
+            self.assertEqual(record.created_at, "2026-12-01T10:00:00Z")
+            self.assertEqual(record.expires, "2026-12-10T00:00:00Z")
+            self.assertEqual((record.replaces, record.profile, record.planned_for),
+                             ("aki.serial", "shortlived", "c1"))
+        echoed = v2.Order(url="https://ca.test/order/echoed", status=Status.PENDING,
+                          identifiers=(NAME,), authorizations=(),
+                          finalize="https://ca.test/finalize/echoed", certificate=None,
+                          expires=None, profile="classic", replaces="other.cert")
+        self.resolve(store_new_order(self.gateway.context, account_id, None, echoed, "order-echoed",
+                                     terms=terms))
+        stored = self.successResultOf(self.gateway.store.order_by_id("order-echoed"))
+        self.assertEqual((stored.replaces, stored.profile), ("other.cert", "classic"))
+
+    def test_an_upstream_rate_limit_holds_the_account_for_its_retry_after(self):
+        """
+        The CA's ``Retry-After`` (an hour) is the hold: fifty minutes later
+        new-authz is still refused without a ``newOrder``.
+        """
+        self.register()
+        self.ca.fail_next("/new-order", 429, {"type": "rateLimited", "detail": "too many orders"},
+                          {"Retry-After": "3600"})
+        self.assertProblem(self.new_authz(), 429, "rateLimited")
+        sent = self.ca.counts["newOrder"]
+        self.gateway.advance(3000)
+        self.assertProblem(self.new_authz(), 429, "rateLimited")
+        self.assertEqual(self.ca.counts["newOrder"], sent)
+        self.gateway.advance(601)
+        self.assertEqual(self.new_authz().status, 201)
+
+
+class ReadyOrderTests(NewOrderStoreTestCase):
+    """
+    A CA that reuses valid authorizations: a two-name new-cert after two
+    new-authz gets an order that is ready at once, whose authorizations the
+    gateway knows valid without reading them.
+    """
+
+    ca_options = {"reuse_authorizations": True}
+
+    def test_a_ready_order_keeps_what_was_stored_of_its_authorizations(self):
+        self.register()
+        names = ("a.example.test", "b.example.test")
+        urls = [self.authorize(name)[0] for name in names]
+        before = [self.stored_authorization(url) for url in urls]
+        reads = self.ca.counts["authorization"]
+        reply = self.post("/acme/new-cert", {"resource": "new-cert",
+                                             "csr": b64url(make_csr(list(names)))})
+        self.assertEqual(reply.status, 201, reply.body)
+        self.assertEqual(self.ca.counts["authorization"], reads, "known valid: not read again")
+        new_order = self.ca.orders[-1]
+        for url, earlier in zip(urls, before):
+            record = self.stored_authorization(url)
+            self.assertEqual(record.status, Status.VALID)
+            self.assertEqual(record.expires, earlier.expires)
+            self.assertNotEqual(record.order_id, earlier.order_id)
+            order = self.successResultOf(self.gateway.store.order_by_id(record.order_id))
+            self.assertEqual(order.upstream_url, new_order.url)
+            self.assertEqual(self.stored_types(url), ["dns-01", "http-01"])
+
+
+def _with_means():
+    return Validators({"http-01": HTTP01Responder()}, tls_sni01=ScriptedChecker())
+
+
+class WithMeansTests(NewOrderStoreTestCase):
+    validators = staticmethod(_with_means)
+
+    def test_tls_sni01_is_stored_for_a_name_but_never_for_a_wildcard(self):
+        self.register()
+        plain = self.new_authz()
+        self.assertEqual(self.stored_types(plain.header("location")),
+                         ["dns-01", "http-01", "tls-sni-01"])
+        wildcard = self.new_authz("*.example.test")
+        self.assertEqual(wildcard.status, 201, wildcard.body)
+        self.assertEqual(self.stored_types(wildcard.header("location")), ["dns-01"])
+
+
+class ReplacingOrderLogTests(RenewalTestCase):
+
+    def cert_id(self, certificate: x509.Certificate) -> str:
+        aki = certificate.extensions.get_extension_for_oid(
+            ExtensionOID.AUTHORITY_KEY_IDENTIFIER).value.key_identifier
+        return f"{b64url(aki)}.{b64url(serial_der_bytes(certificate.serial_number))}"
+
+    def planned_order_id(self, issued) -> str:
+        serial = format(x509.load_der_x509_certificate(issued.body).serial_number, "x")
+        return self.successResultOf(self.gateway.store.certificate_by_serial(serial)).order_id
+
+    def test_an_order_that_replaces_a_certificate_says_so(self):
+        self.register()
+        with LogLines(LOG) as first:
+            old = self.first_certificate()
+        self.assertFalse([line for line in first.lines if "replac" in line], first.lines)
+        with LogLines(LOG) as log:
+            _, issued = self.renew()
+        self.assertEqual(issued.status, 201, issued.body)
+        order_id = self.planned_order_id(issued)
+        names = sorted(self.ca.orders[-1].names)
+        self.assertIn(f"order {order_id} for {names!r} replaces {self.cert_id(old)} (ARI)", log.lines)
+        held = self.successResultOf(self.gateway.store.certificate_by_serial(
+            format(old.serial_number, "x")))
+        planned = [line for line in log.lines if "planned" in line]
+        self.assertEqual(planned, [f"new-authz for {self.ca.orders[-1].names[0]}: renewal of "
+                                   f"certificate {held.id} ({list(held.names)!r}) planned as order "
+                                   f"{order_id}"])
+
+    def test_a_refused_replaces_is_logged_before_the_plain_order(self):
+        self.register()
+        old = self.first_certificate()
+        self.ca.fail_next("/new-order", 409, {"type": "urn:ietf:params:acme:error:alreadyReplaced",
+                                              "detail": "already has a replacement order"})
+        with LogLines(LOG) as log:
+            _, issued = self.renew()
+        self.assertEqual(issued.status, 201, issued.body)
+        self.assertIn(f"newOrder replacing {self.cert_id(old)} refused (alreadyReplaced: already has "
+                      f"a replacement order); ordering without replaces", log.lines)
+        self.assertFalse([line for line in log.lines if "(ARI)" in line], log.lines)
+
+
+class ConfirmedReadyTests(NewOrderStoreTestCase):
+    """
+    new-authz for a name whose valid authorization's order was never
+    finalized: what the CA says of that order decides, and is stored.
+    """
+
+    ca_options = {"reuse_authorizations": False}
+
+    def validated(self):
+        self.register()
+        url, _ = self.authorize()
+        record = self.stored_authorization(url)
+        (ca_order,) = self.ca.orders
+        return url, record, ca_order
+
+    def test_a_single_name_order_the_ca_no_longer_has_ready(self):
+        url, record, ca_order = self.validated()
+        ca_order.status = Status.INVALID
+        reply = self.new_authz()
+        self.assertEqual((reply.status, reply.json()["status"]), (201, "pending"))
+        self.assertEqual(len(self.ca.orders), 2)
+        self.assertEqual(self.successResultOf(self.gateway.store.order_by_id(record.order_id)).status,
+                         Status.INVALID)
+
+    def test_a_ca_failing_to_say_refuses_the_new_authz(self):
+        url, record, ca_order = self.validated()
+        before = self.successResultOf(self.gateway.store.order_by_id(record.order_id)).status
+        self.ca.fail_next("/order/", 500, {"type": "serverInternal", "detail": "the CA broke"})
+        reply = self.new_authz()
+        self.assertEqual(reply.status // 100, 5, reply.body)
+        self.assertEqual(len(self.ca.orders), 1, "nothing ordered")
+        self.assertEqual(self.stored_authorization(url).status, Status.VALID)
+        self.assertEqual(self.successResultOf(self.gateway.store.order_by_id(record.order_id)).status,
+                         before)
+
+    def test_an_order_the_ca_forgot_is_logged_and_the_authorization_dated(self):
+        url, record, ca_order = self.validated()
+        self.gateway.advance(120)
+        self.client().nonce = None
+        self.ca.fail_next("/order/", 404, {"type": "malformed", "detail": "No order for ID"})
+        with LogLines(LOG) as log:
+            reply = self.new_authz()
+        self.assertEqual(reply.status, 201, reply.body)
+        self.assertIn(f"new-authz: the CA no longer knows order {record.order_id}; ordering anew",
+                      log.lines)
+        expired = self.stored_authorization(url)
+        self.assertEqual(expired.status, Status.EXPIRED)
+        self.assertNotEqual(expired.updated_at, record.updated_at)
