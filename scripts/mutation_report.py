@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import fnmatch
 import io
 import json
 import os
@@ -108,6 +109,18 @@ NARROW_TESTS = {
                                     "tests/test_following.py"],
     "gateway/translate/errors.py": ["tests/test_errors_border.py", "tests/test_problems.py",
                                     "tests/test_v1_face.py"],
+    "gateway/translate/authorizations.py": ["tests/test_v1_face.py", "tests/test_authorization_reuse.py",
+                                            "tests/test_tlssni01.py", "tests/test_tlssni01_v1.py",
+                                            "tests/test_tlssni_outcome.py", "tests/test_following.py",
+                                            "tests/security/test_managed_on_demand.py",
+                                            "tests/test_renewals.py", "tests/test_renewals_wrong_plan.py",
+                                            "tests/test_issuance_paths.py",
+                                            "tests/test_retries_and_switches.py",
+                                            "tests/test_flow_store_reads.py",
+                                            "tests/test_issuance_outcomes.py",
+                                            "tests/test_revalidation_plan.py", "tests/test_budget.py",
+                                            "tests/test_sweeps_abandoned.py",
+                                            "tests/test_terms_order_extras.py"],
     "gateway/translate/requests.py": ["tests/test_requests_payloads.py", "tests/test_v1_face.py",
                                       "tests/test_v2_face.py"],
 }
@@ -153,8 +166,22 @@ def resolve(names: list[str]) -> list[str]:
     return chosen
 
 
-def mutant_glob(module: str) -> str:
-    return module.removesuffix(".py").replace("/", ".") + ".*"
+def mutant_glob(module: str, function: str | None = None) -> str:
+    """
+    The names of ``module``'s mutants (mutmut 3 matches them with fnmatch),
+    or only those of the functions ``function`` (a glob) names: mutmut
+    calls a function's mutants ``x_<name>__mutmut_<n>`` and a method's
+    ``xǁ<Class>ǁ<name>__mutmut_<n>`` (``--only 'AuthorizationView*'``).
+    """
+    prefix = module.removesuffix(".py").replace("/", ".")
+    if function is None:
+        return prefix + ".*"
+    return f"{prefix}.x[_ǁ]{function}__mutmut_*"
+
+
+def matching(names: list[str], globs: list[str]) -> list[str]:
+    """The mutant names any of ``globs`` matches, as mutmut matches them."""
+    return [name for name in names if any(fnmatch.fnmatchcase(name, glob) for glob in globs)]
 
 
 @dataclass(frozen=True)
@@ -345,14 +372,21 @@ def save_results(module: str, rerun: list[str] | None) -> None:
     path.write_text(json.dumps(codes, indent=1, sort_keys=True))
 
 
-def run_mutmut(module: str, jobs: int, again: bool, all_tests: bool) -> None:
+def run_mutmut(module: str, jobs: int, again: bool, all_tests: bool,
+               only: list[str] | None = None) -> None:
+    """
+    Run ``module``'s mutants (with ``only``, those of the functions these
+    globs name: a long module in parts, each part's results added to the
+    last run's; with ``again``, those the last run did not detect).
+    """
     log = ROOT / "mutants" / (module.replace("/", ".") + ".log")
     log.parent.mkdir(exist_ok=True)
     print(f"== mutmut: {module} (log: {log.relative_to(ROOT)})", flush=True)
-    names = [mutant_glob(module)]
+    globs = [mutant_glob(module, function) for function in only] if only else [mutant_glob(module)]
+    names = globs
     rerun = None
     if again and saved_results(module):
-        names = rerun = undetected(module)
+        names = rerun = matching(undetected(module), globs)
         if not names:
             return
     selection = None if all_tests else NARROW_TESTS.get(module)
@@ -371,6 +405,9 @@ def run_mutmut(module: str, jobs: int, again: bool, all_tests: bool) -> None:
         if "No mutants" in tail or "no mutants" in tail or "nothing matches" in tail:
             return
         raise SystemExit(f"mutation: mutmut failed on {module} (exit {done.returncode}):\n{tail}")
+    if rerun is None and only:
+        meta = json.loads((ROOT / "mutants" / (module + ".meta")).read_text())
+        rerun = matching(list(meta["exit_code_by_key"]), globs)
     save_results(module, rerun)
 
 
@@ -403,6 +440,10 @@ def main() -> int:
     parser.add_argument("--all-tests", action="store_true",
                         help="run every module's mutants against the whole fast tier")
     parser.add_argument("--diffs", action="store_true", help="print whole-function diffs of the survivors")
+    parser.add_argument("--only", action="append", metavar="FUNCTION_GLOB",
+                        help="run only the mutants of the functions this glob names (repeatable; "
+                             "methods are Class*method); the results are added to the last run's, "
+                             "so a long module can be run in parts")
     args = parser.parse_args()
     modules = resolve(args.modules) if args.modules else all_modules()
     jobs = int(os.environ.get("MUTATION_JOBS", "1"))
@@ -412,7 +453,7 @@ def main() -> int:
     results = []
     for module in modules:
         if not args.report:
-            run_mutmut(module, jobs, args.again, args.all_tests)
+            run_mutmut(module, jobs, args.again, args.all_tests, args.only)
         result = collect(module, equivalents)
         report(result, args.diffs)
         results.append(result)

@@ -8,6 +8,7 @@ mutant — and goes stale when the mutant changes — and the score.
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import re
 import sys
@@ -44,6 +45,57 @@ def test_a_name_outside_the_mutated_packages_is_refused(name):
 
 def test_mutant_names_of_a_module():
     assert mutation.mutant_glob("gateway/translate/csr.py") == "gateway.translate.csr.*"
+
+
+def test_only_names_the_mutants_of_some_functions():
+    names = ["gateway.translate.authz.x_new_authorization__mutmut_1",
+             "gateway.translate.authz.x_new_authorization_of__mutmut_2",
+             "gateway.translate.authz.x__view__mutmut_3",
+             "gateway.translate.authz.xǁViewǁchallenge__mutmut_4",
+             "gateway.translate.other.x_new_authorization__mutmut_5"]
+    glob = mutation.mutant_glob("gateway/translate/authz.py", "new_authorization")
+    assert mutation.matching(names, [glob]) == names[:1]
+    globs = [mutation.mutant_glob("gateway/translate/authz.py", f) for f in ("_view", "View*")]
+    assert mutation.matching(names, globs) == names[2:4]
+
+
+def test_a_module_run_in_parts_keeps_each_parts_results(tmp_path, monkeypatch):
+    """
+    ``--only`` runs part of a module's mutants: mutmut is asked for those
+    alone, and their results are added to the earlier parts' (a mutant no
+    part ran yet stays unchecked, so it counts as surviving).
+    """
+    monkeypatch.setattr(mutation, "ROOT", tmp_path)
+    module = "gateway/translate/authz.py"
+    stem = "gateway.translate.authz."
+    exit_codes = {stem + "x_a__mutmut_1": 1, stem + "x_a__mutmut_2": 0,
+                  stem + "x_b__mutmut_1": 1, stem + "xǁViewǁc__mutmut_1": 1}
+    asked = []
+
+    def fake_mutmut(argv, **kwargs):
+        globs = argv[argv.index("--max-children") + 2:]
+        asked.append(globs)
+        meta = tmp_path / "mutants" / (module + ".meta")
+        meta.parent.mkdir(parents=True, exist_ok=True)
+        # mutmut keeps every mutant of the module, with no code for those not run
+        known = json.loads(meta.read_text())["exit_code_by_key"] if meta.exists() else {}
+        known.update({name: code for name, code in exit_codes.items()
+                      if mutation.matching([name], globs)})
+        meta.write_text(json.dumps({"exit_code_by_key": {
+            name: known.get(name) for name in exit_codes}}))
+        return mutation.subprocess.CompletedProcess(argv, 0)
+
+    monkeypatch.setattr(mutation.subprocess, "run", fake_mutmut)
+    mutation.run_mutmut(module, 1, again=False, all_tests=False, only=["a"])
+    assert asked[-1] == [stem + "x[_ǁ]a__mutmut_*"]
+    assert mutation.saved_results(module) == {
+        stem + "x_a__mutmut_1": 1, stem + "x_a__mutmut_2": 0,
+        stem + "x_b__mutmut_1": None, stem + "xǁViewǁc__mutmut_1": None}
+    mutation.run_mutmut(module, 1, again=False, all_tests=False, only=["b", "View*"])
+    assert mutation.saved_results(module) == exit_codes
+    # --again with --only: the undetected mutants of those functions alone
+    mutation.run_mutmut(module, 1, again=True, all_tests=False, only=["a"])
+    assert asked[-1] == [stem + "x_a__mutmut_2"]
 
 
 def test_the_checked_in_equivalents_all_give_reasons():
