@@ -61,11 +61,13 @@ class RouteTests(FaceTestCase):
 
     def test_a_query_string_is_not_part_of_the_path(self):
         """
-        ``/directory?x=1`` is the directory.
+        ``/directory?x=1`` is the directory, and so is ``/directory?x=1?y``
+        (the query starts at the first ``?``).
         """
-        reply = self.get("/directory?x=1")
-        self.assertEqual(reply.status, 200, reply.body)
-        self.assertEqual(reply.json()["new-reg"], self.url("/acme/new-reg"))
+        for path in ("/directory?x=1", "/directory?x=1?y"):
+            reply = self.get(path)
+            self.assertEqual(reply.status, 200, (path, reply.body))
+            self.assertEqual(reply.json()["new-reg"], self.url("/acme/new-reg"))
 
     def test_segments_below_what_does_not_exist(self):
         """
