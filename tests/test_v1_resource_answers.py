@@ -62,11 +62,13 @@ class TermsTests(FaceTestCase):
         """
         A ``data:`` URI without a media type is text (RFC 2397); one whose
         media type is no plain ``type/subtype`` is served as text too, so
-        the CA cannot make the gateway send markup under an odd type.
+        the CA cannot make the gateway send markup under an odd type; the
+        data starts after the first comma.
         """
         for uri, body in (("data:,Hello%2C%20World", b"Hello, World"),
                           ("data:Text/HTML,<b>x</b>", b"<b>x</b>"),
-                          ("data:text/html<script>;base64,eA", b"x")):
+                          ("data:text/html<script>;base64,eA", b"x"),
+                          ("data:text/plain,a,b", b"a,b")):
             reply = self.terms(uri)
             self.assertEqual(reply.status, 200, (uri, reply.body))
             self.assertEqual(reply.header("content-type"), "text/plain", uri)
@@ -89,8 +91,13 @@ class HeadersTests(FaceTestCase):
         self.reg_url = self.register()
 
     def assertRegistrationLinks(self, reply):
-        self.assertEqual(reply.links("next"), [self.url("/acme/new-authz")])
-        self.assertEqual(reply.links("terms-of-service"), [self.url("/terms")])
+        """
+        The Link headers word for word: relations in lower case, quoted
+        (clients look them up by exact name, as ``requests``' ``links``).
+        """
+        self.assertEqual(reply.headers["link"], [
+            '<http://gateway.test/acme/new-authz>;rel="next"',
+            '<http://gateway.test/terms>;rel="terms-of-service"'])
 
     def test_registration_update(self):
         reply = self.post(self.reg_url, {"resource": "reg"})
