@@ -118,6 +118,25 @@ class HeadersTests(FaceTestCase):
         self.assertEqual(reply.json()["agreement"], self.url("/terms"))
         self.assertRegistrationLinks(reply)
 
+    def test_key_change_of_an_adopted_account_shows_the_gateways_agreement(self):
+        """
+        An account adopted at its first new-authz (the client registered at
+        the old CA) sent no agreement: after a key change it shows the terms
+        the gateway agreed to upstream on its behalf, as a read does.
+        """
+        gateway = build_test_gateway(self.keys)
+        self.gateway, self.ca, self.clients = gateway, gateway.ca, {}
+        self.assertEqual(self.new_authz().status, 201)
+        reply = self.post("/acme/key-change", self.key_change_payload(NEW, self.url("/acme/reg/1")))
+        self.assertEqual(reply.status, 200, reply.body)
+        self.assertEqual(reply.json()["agreement"], self.url("/terms"))
+
+    def test_new_reg_of_a_registered_key(self):
+        reply = self.post("/acme/new-reg", {"resource": "new-reg"})
+        problem = self.assertProblem(reply, 409, "malformed")
+        self.assertEqual(problem["detail"], "Registration key is already in use")
+        self.assertEqual(reply.header("location"), self.reg_url)
+
     def test_authorization_reads_and_deactivation(self):
         """
         An authorization is created at its Location (201); reading it, or
@@ -126,10 +145,11 @@ class HeadersTests(FaceTestCase):
         """
         created = self.new_authz()
         authz_url = created.header("location")
+        self.assertEqual(created.headers["link"], ['<http://gateway.test/acme/new-cert>;rel="next"'])
         read = self.resolve(self.client().get(authz_url))
         self.assertEqual(read.status, 200, read.body)
         self.assertIsNone(read.header("location"))
-        self.assertEqual(read.links("next"), [self.url("/acme/new-cert")])
+        self.assertEqual(read.headers["link"], ['<http://gateway.test/acme/new-cert>;rel="next"'])
         self.assertEqual(read.json(), created.json())
         deactivated = self.post(authz_url, {"resource": "authz", "status": "deactivated"})
         self.assertEqual(deactivated.status, 200, deactivated.body)
