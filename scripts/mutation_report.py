@@ -64,6 +64,13 @@ NARROW_TESTS = {
                                "tests/test_problems_upstream_details.py", "tests/test_v1_face.py"],
     "gateway/v1/endpoint.py": ["tests/test_v1_endpoint_calls.py", "tests/test_v1_face.py",
                                "tests/test_operations_face.py"],
+    "gateway/v1/face.py": ["tests/test_v1_face_http.py", "tests/test_v1_face.py",
+                           "tests/test_operations_face.py", "tests/test_v1_endpoint_calls.py",
+                           "tests/security/test_corpus.py"],
+    "gateway/v1/resource.py": ["tests/test_v1_resource_answers.py", "tests/test_v1_face_http.py",
+                               "tests/test_v1_face.py", "tests/test_directory_meta.py",
+                               "tests/test_issuer_links.py", "tests/test_tlssni01_v1.py",
+                               "tests/test_operations_face.py"],
     "gateway/upstream/errors.py": ["tests/test_upstream_errors_documents.py", "tests/test_problems.py",
                                    "tests/test_upstream_client.py", "tests/test_following.py"],
     # (tests/test_startup.py waits on a real reactor: a mutant of keep_asking hangs it for minutes)
