@@ -79,6 +79,16 @@ class TermsTests(FaceTestCase):
         problem = self.assertProblem(reply, 404, "malformed")
         self.assertEqual(problem["detail"], "The upstream terms of service are not fetchable")
 
+    def test_a_data_uri_whose_base64_is_broken_is_not_fetchable(self):
+        """
+        Base64 that cannot be decoded (one character past a multiple of
+        four) is the CA's input: a 404 like other terms the gateway cannot
+        serve, not a 500 logged as a bug of the gateway.
+        """
+        reply = self.terms("data:text/plain;base64,a")
+        problem = self.assertProblem(reply, 404, "malformed")
+        self.assertEqual(problem["detail"], "The upstream terms of service are not fetchable")
+
 
 class HeadersTests(FaceTestCase):
     """

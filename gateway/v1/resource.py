@@ -29,6 +29,7 @@ wraps this tree.
 from __future__ import annotations
 
 import base64
+import binascii
 import json
 import re
 import urllib.parse
@@ -151,7 +152,12 @@ class Terms(_Flow):
             header, _, data = terms[5:].partition(",")
             content_type = header.split(";")[0] or "text/plain"
             if ";base64" in header:
-                body = base64.b64decode(data + "=" * (-len(data) % 4))
+                try:
+                    body = base64.b64decode(data + "=" * (-len(data) % 4))
+                except binascii.Error:
+                    # The CA's input, not a bug of ours: answered like any
+                    # other terms the gateway cannot serve.
+                    raise V1Problem.not_found("The upstream terms of service are not fetchable") from None
             else:
                 body = urllib.parse.unquote_to_bytes(data)
             if not re.match(r"^[a-z]+/[a-z0-9.+-]+$", content_type):
