@@ -187,3 +187,16 @@ def test_the_flows_are_mutated():
                    "directory"):
         skipped = mutation.unmutated(f"gateway/translate/{module}.py")
         assert not [name for name in skipped if "." not in name], (module, skipped)
+
+
+def test_the_test_extras_install_the_mutmut_the_script_runs():
+    """
+    The script's tests read results through mutmut's own status table, so
+    the test extras install mutmut (a fresh CI checkout has no other); the
+    pin must be the version ./scripts/mutation installs and runs.
+    """
+    with open(os.path.join(ROOT, "scripts", "mutation")) as f:
+        script_pin = re.search(r"^mutmut_version=(\S+)$", f.read(), re.M).group(1)
+    with open(os.path.join(ROOT, "setup.cfg")) as f:
+        extras_pin = re.search(r"^\s+mutmut==(\S+)$", f.read(), re.M).group(1)
+    assert extras_pin == script_pin
