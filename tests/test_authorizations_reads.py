@@ -1,0 +1,90 @@
+"""
+Unauthenticated reads of authorizations and challenges
+(`gateway.translate.authorizations.read_authorization`, ``read_challenge``,
+``read_view``) as the client, the CA and the store see them: a poll costs
+one store call (`IStore.authorization_read`: the authorization with its
+owner and challenges), an authorization past its expiry is refused without
+asking the CA, one the CA reports expired is refused in Boulder's words, and
+a challenge is shown by its own URL.
+"""
+
+from __future__ import annotations
+
+import collections
+
+from gateway.status import Status
+from tests.test_authorizations_answers import AnswerTestCase
+from tests.test_v1_face import KEY
+
+
+class StoreCallTests(AnswerTestCase):
+
+    def count_calls(self, *names):
+        """Count the calls of the store's methods ``names`` from now on."""
+        counts: collections.Counter = collections.Counter()
+        store = self.gateway.store
+
+        def counting(name, original):
+            def call(*args, **kwargs):
+                counts[name] += 1
+                return original(*args, **kwargs)
+            return call
+
+        for name in names:
+            self.patch(store, name, counting(name, getattr(store, name)))
+        return counts
+
+    def test_a_poll_reads_the_authorization_its_owner_and_challenges_in_one_store_call(self):
+        self.register()
+        url, answered = self.authorize()
+        self.assertEqual(answered.status, 202, answered.body)
+        counts = self.count_calls("authorization_read", "authorization_by_id", "account_by_id",
+                                  "challenges_for_authorization")
+        shown = self.get(url[len(self.base):])
+        self.assertEqual(shown.status, 200, shown.body)
+        authorization = shown.json()
+        self.assertEqual(authorization["status"], "valid")
+        # The owner's key authorization of each challenge, as Boulder showed it.
+        self.assertEqual([c["keyAuthorization"] for c in authorization["challenges"]],
+                         [KEY.key_authorization(c["token"]) for c in authorization["challenges"]])
+        self.assertEqual(dict(counts), {"authorization_read": 1})
+
+
+class ExpiryTests(AnswerTestCase):
+
+    def test_an_authorization_past_its_expiry_is_refused_without_asking_the_ca(self):
+        self.register()
+        reply = self.new_authz()
+        url = reply.header("location")
+        self.gateway.advance(8 * 86400)
+        reads = self.ca.counts["authorization"]
+        for path in (url, self.http01(reply.json())["uri"]):
+            problem = self.assertProblem(self.get(path[len(self.base):]), 404, "malformed")
+            self.assertEqual(problem["detail"], "Expired authorization")
+        self.assertEqual(self.ca.counts["authorization"], reads)
+
+    def test_an_authorization_the_ca_reports_expired_is_refused_in_boulders_words(self):
+        self.register()
+        reply = self.new_authz()
+        url = reply.header("location")
+        challenge = self.http01(reply.json())
+        self.gateway.advance(60)
+        (ca_authorization,) = self.ca.authorizations.values()
+        ca_authorization.status = Status.EXPIRED
+        problem = self.assertProblem(self.get(url[len(self.base):]), 404, "malformed")
+        self.assertEqual(problem["detail"], "Expired authorization")
+        self.assertEqual(self.stored(url).status, Status.EXPIRED)
+        problem = self.assertProblem(self.get(challenge["uri"][len(self.base):]), 404, "malformed")
+        self.assertEqual(problem["detail"], "Expired authorization")
+
+
+class ChallengeReadTests(AnswerTestCase):
+
+    def test_a_challenge_is_shown_by_its_own_url(self):
+        self.register()
+        reply = self.new_authz()
+        for challenge in reply.json()["challenges"]:
+            shown = self.get(challenge["uri"][len(self.base):])
+            self.assertEqual(shown.status, 202, shown.body)  # Boulder's status for a challenge
+            self.assertEqual({key: shown.json()[key] for key in ("type", "uri", "token", "status")},
+                             {key: challenge[key] for key in ("type", "uri", "token", "status")})
