@@ -4,8 +4,10 @@ Unauthenticated reads of authorizations and challenges
 ``read_view``) as the client, the CA and the store see them: a poll costs
 one store call (`IStore.authorization_read`: the authorization with its
 owner and challenges), an authorization past its expiry is refused without
-asking the CA, one the CA reports expired is refused in Boulder's words, and
-a challenge is shown by its own URL.
+asking the CA, one the CA reports expired is refused in Boulder's words,
+a challenge is shown by its own URL, a read just after the CA's is the
+store's, new-authz asks the CA before handing a pending one out again, and
+a validation found at the CA is followed.
 """
 
 from __future__ import annotations
@@ -88,3 +90,69 @@ class ChallengeReadTests(AnswerTestCase):
             self.assertEqual(shown.status, 202, shown.body)  # Boulder's status for a challenge
             self.assertEqual({key: shown.json()[key] for key in ("type", "uri", "token", "status")},
                              {key: challenge[key] for key in ("type", "uri", "token", "status")})
+
+
+class PendingReadTests(StoreCallTests):
+
+    def test_a_read_again_within_the_recheck_is_the_stores_in_one_store_call(self):
+        """
+        A pending authorization nothing validates, read from the CA just
+        now, is read again from the store alone: with its owner's key
+        authorizations, in one store call, not asking the CA.
+        """
+        self.register()
+        url = self.new_authz().header("location")
+        self.gateway.advance(60)
+        self.assertEqual(self.get(url[len(self.base):]).status, 200)
+        reads = self.ca.counts["authorization"]
+        counts = self.count_calls("authorization_read", "authorization_by_id", "account_by_id",
+                                  "challenges_for_authorization")
+        shown = self.get(url[len(self.base):])
+        self.assertEqual(shown.status, 200, shown.body)
+        authorization = shown.json()
+        self.assertEqual(authorization["status"], "pending")
+        self.assertEqual([c["keyAuthorization"] for c in authorization["challenges"]],
+                         [KEY.key_authorization(c["token"]) for c in authorization["challenges"]])
+        self.assertEqual(dict(counts), {"authorization_read": 1})
+        self.assertEqual(self.ca.counts["authorization"], reads)
+
+    def test_new_authz_asks_the_ca_before_handing_out_a_pending_authorization_read_just_now(self):
+        self.register()
+        url = self.new_authz().header("location")
+        self.gateway.advance(60)
+        self.assertEqual(self.get(url[len(self.base):]).status, 200)
+        reads = self.ca.counts["authorization"]
+        again = self.new_authz()
+        self.assertEqual(again.status, 201, again.body)
+        self.assertEqual(again.header("location"), url)
+        self.assertEqual(self.ca.counts["authorization"], reads + 1)
+
+
+
+class FoundValidatingTests(AnswerTestCase):
+    ca_options = {"reuse_authorizations": False, "decide_after": 3600}
+
+    def test_an_authorization_the_ca_is_found_validating_is_followed(self):
+        """
+        A read that finds the CA validating (a challenge answered by
+        another replica) follows the authorization until the CA decides.
+        """
+        self.register()
+        reply = self.new_authz()
+        url = reply.header("location")
+        (ca_authorization,) = self.ca.authorizations.values()
+        ca_challenge = next(c for c in ca_authorization.challenges if c.type == "http-01")
+        ca_challenge.status = Status.PROCESSING
+        ca_challenge.answered_at = self.ca._now()
+        self.gateway.advance(60)
+        shown = self.get(url[len(self.base):])
+        self.assertEqual(shown.status, 200, shown.body)
+        self.assertEqual(shown.json()["status"], "pending")
+        ca_challenge.status = Status.VALID
+        ca_authorization.status = Status.VALID
+        reads = self.ca.counts["authorization"]
+        # The follower reads the CA on its own, no client asking.
+        self.gateway.advance(10)
+        self.assertGreater(self.ca.counts["authorization"], reads)
+        self.assertEqual(self.stored(url).status, Status.VALID)
+        self.assertEqual(self.get(url[len(self.base):]).json()["status"], "valid")
