@@ -7,7 +7,8 @@ owner and challenges), an authorization past its expiry is refused without
 asking the CA, one the CA reports expired is refused in Boulder's words,
 a challenge is shown by its own URL, a read just after the CA's is the
 store's, new-authz asks the CA before handing a pending one out again, and
-a validation found at the CA is followed.
+a validation found at the CA is followed, and a read at the CA shows the
+CA's problem of a challenge, not the stored column.
 """
 
 from __future__ import annotations
@@ -156,3 +157,31 @@ class FoundValidatingTests(AnswerTestCase):
         self.assertGreater(self.ca.counts["authorization"], reads)
         self.assertEqual(self.stored(url).status, Status.VALID)
         self.assertEqual(self.get(url[len(self.base):]).json()["status"], "valid")
+
+
+class FreshErrorTests(AnswerTestCase):
+
+    def test_a_read_at_the_ca_shows_the_cas_error_not_the_stored_column(self):
+        """
+        A read at the CA shows the CA's problem of a challenge as the CA
+        sent it, whatever the store's ``error`` column holds (kept from an
+        earlier answer, or unreadable).
+        """
+        self.register()
+        reply = self.new_authz()
+        url = reply.header("location")
+        stored = next(c for c in self.stored_challenges(url) if c.type == "http-01")
+        (ca_authorization,) = self.ca.authorizations.values()
+        ca_challenge = next(c for c in ca_authorization.challenges if c.type == "http-01")
+        ca_challenge.error = {"type": "urn:ietf:params:acme:error:connection", "status": 400,
+                              "detail": "the CA could not connect this time"}
+        self.gateway.store._database.execute("UPDATE challenges SET error = ? WHERE id = ?",
+                                             ("not json", stored.id))
+        self.gateway.advance(60)
+        reads = self.ca.counts["authorization"]
+        shown = self.get(url[len(self.base):])
+        self.assertEqual(shown.status, 200, shown.body)
+        self.assertEqual(self.ca.counts["authorization"], reads + 1)
+        error = self.http01(shown.json())["error"]
+        self.assertIn("the CA could not connect this time", error["detail"])
+        self.assertEqual(error["type"], "urn:acme:error:connection")
