@@ -4,7 +4,8 @@ and the CA see them (`gateway.translate.authorizations`): each refusal in
 its words with nothing sent upstream, what a deactivation stores, what a
 failed validation leaves in the store and shows after a restart (also a
 stored error the gateway cannot parse), and an authorization stored
-without its challenges, repaired from the CA.
+without its challenges, repaired from the CA; an answer to a previous CA's
+challenge.
 """
 
 from __future__ import annotations

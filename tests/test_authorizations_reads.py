@@ -7,15 +7,20 @@ owner and challenges), an authorization past its expiry is refused without
 asking the CA, one the CA reports expired is refused in Boulder's words,
 a challenge is shown by its own URL, a read just after the CA's is the
 store's, new-authz asks the CA before handing a pending one out again, and
-a validation found at the CA is followed, and a read at the CA shows the
-CA's problem of a challenge, not the stored column.
+a validation found at the CA is followed, a read at the CA shows the CA's
+problem of a challenge, not the stored column, and the gateway's failed
+tls-sni-01 check stands over a raced ``pending``.
 """
 
 from __future__ import annotations
 
 import collections
 
+from twisted.trial.unittest import SynchronousTestCase
+
 from gateway.status import Status
+from gateway.validation.tlssni01 import VAProblem
+from tests import test_tlssni01_v1 as v1_tlssni
 from tests.test_authorizations_answers import AnswerTestCase
 from tests.test_v1_face import KEY
 
@@ -185,3 +190,41 @@ class FreshErrorTests(AnswerTestCase):
         error = self.http01(shown.json())["error"]
         self.assertIn("the CA could not connect this time", error["detail"])
         self.assertEqual(error["type"], "urn:acme:error:connection")
+
+
+class GatewayVerdictReadTests(SynchronousTestCase):
+    """
+    A gateway that offers tls-sni-01 (it judges those answers itself).
+    """
+    build = v1_tlssni.TLSSNI01Tests.build
+    resolve = v1_tlssni.TLSSNI01Tests.resolve
+    new_authz = v1_tlssni.TLSSNI01Tests.new_authz
+    answer = v1_tlssni.TLSSNI01Tests.answer
+    read = v1_tlssni.TLSSNI01Tests.read
+    tls_sni = staticmethod(v1_tlssni.TLSSNI01Tests.tls_sni)
+    count_calls = StoreCallTests.count_calls
+
+    def test_the_gateways_failed_check_stands_over_a_raced_pending_in_one_store_call(self):
+        """
+        A read that raced the failed check stored the CA's ``pending`` over
+        the gateway's ``invalid``: a client read still shows the gateway's
+        verdict, with the owner's key authorizations, from one store call
+        and without asking the CA.
+        """
+        self.build(v1_tlssni.ScriptedChecker(VAProblem.dns("DNS problem: NXDOMAIN")))
+        authorization, location = self.new_authz()
+        self.answer(self.tls_sni(authorization))
+        authorization_id = location.rsplit("/", 1)[1]
+        self.successResultOf(self.gateway.store.update_authorization(
+            authorization_id, status=Status.PENDING))
+        self.gateway.advance(60)
+        reads = self.ca.counts["authorization"]
+        counts = self.count_calls("authorization_read", "authorization_by_id", "account_by_id",
+                                  "challenges_for_authorization")
+        shown = self.read(location)
+        self.assertEqual(shown["status"], "invalid")
+        self.assertEqual(self.tls_sni(shown)["status"], "invalid")
+        self.assertEqual([c["keyAuthorization"] for c in shown["challenges"]],
+                         [v1_tlssni.KEY.key_authorization(c["token"]) for c in shown["challenges"]])
+        self.assertEqual(dict(counts), {"authorization_read": 1})
+        self.assertEqual(self.ca.counts["authorization"], reads)
