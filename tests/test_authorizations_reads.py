@@ -7,7 +7,8 @@ owner and challenges), an authorization past its expiry is refused without
 asking the CA, one the CA reports expired is refused in Boulder's words,
 a challenge is shown by its own URL, a read just after the CA's is the
 store's, new-authz asks the CA before handing a pending one out again, and
-a validation found at the CA is followed, a read at the CA shows the CA's
+a validation found at the CA is followed (and a followed one handed out
+again from its follower), a read at the CA shows the CA's
 problem of a challenge, not the stored column, and the gateway's failed
 tls-sni-01 check stands over a raced ``pending``.
 """
@@ -136,7 +137,8 @@ class PendingReadTests(StoreCallTests):
 
 
 class FoundValidatingTests(AnswerTestCase):
-    ca_options = {"reuse_authorizations": False, "decide_after": 3600}
+    ca_options = {"reuse_authorizations": False, "decide_after": 3600,
+                  "validate_immediately": False}
 
     def test_an_authorization_the_ca_is_found_validating_is_followed(self):
         """
@@ -162,6 +164,25 @@ class FoundValidatingTests(AnswerTestCase):
         self.assertGreater(self.ca.counts["authorization"], reads)
         self.assertEqual(self.stored(url).status, Status.VALID)
         self.assertEqual(self.get(url[len(self.base):]).json()["status"], "valid")
+
+    def test_new_authz_takes_a_followed_authorization_from_its_follower(self):
+        """
+        While the gateway follows an answered authorization, new-authz
+        handing it out again takes the follower's newest answer: the CA
+        is not asked once more.
+        """
+        self.register()
+        reply = self.new_authz()
+        url = reply.header("location")
+        answered = self.post(self.http01(reply.json())["uri"],
+                             {"resource": "challenge", "type": "http-01"})
+        self.assertEqual(answered.status, 202, answered.body)
+        self.assertEqual(self.get(url[len(self.base):]).json()["status"], "pending")
+        reads = self.ca.counts["authorization"]
+        again = self.new_authz()
+        self.assertEqual(again.status, 201, again.body)
+        self.assertEqual(again.header("location"), url)
+        self.assertEqual(self.ca.counts["authorization"], reads)
 
 
 class FreshErrorTests(AnswerTestCase):
