@@ -8,7 +8,8 @@ asking the CA, one the CA reports expired is refused in Boulder's words,
 a challenge is shown by its own URL, a read just after the CA's is the
 store's, new-authz asks the CA before handing a pending one out again, and
 a validation found at the CA is followed (and a followed one handed out
-again from its follower), a read at the CA shows the CA's
+again from its follower; one stored as validated by a process that is
+gone, followed at the CA's pace), a read at the CA shows the CA's
 problem of a challenge, not the stored column, and the gateway's failed
 tls-sni-01 check stands over a raced ``pending``.
 """
@@ -249,3 +250,32 @@ class GatewayVerdictReadTests(SynchronousTestCase):
                          [v1_tlssni.KEY.key_authorization(c["token"]) for c in shown["challenges"]])
         self.assertEqual(dict(counts), {"authorization_read": 1})
         self.assertEqual(self.ca.counts["authorization"], reads)
+
+
+class StoredValidatingTests(AnswerTestCase):
+    ca_options = {"reuse_authorizations": False, "decide_after": 3600,
+                  "validate_immediately": False, "retry_after": "5"}
+
+    def test_a_read_of_an_authorization_stored_as_validating_follows_it_at_the_cas_pace(self):
+        """
+        An answer stored as being validated by a process that is gone: the
+        first client read starts a follower whose first read is the
+        client's, and which then waits the CA's ``Retry-After`` (5 s).
+        """
+        self.register()
+        reply = self.new_authz()
+        url = reply.header("location")
+        (ca_authorization,) = self.ca.authorizations.values()
+        ca_challenge = next(c for c in ca_authorization.challenges if c.type == "http-01")
+        ca_challenge.status = Status.PROCESSING
+        ca_challenge.answered_at = self.ca._now()
+        stored = next(c for c in self.stored_challenges(url) if c.type == "http-01")
+        self.successResultOf(self.gateway.store.update_challenge(stored.id,
+                                                                 status=Status.PROCESSING))
+        reads = self.ca.counts["authorization"]
+        self.assertEqual(self.get(url[len(self.base):]).json()["status"], "pending")
+        self.assertEqual(self.ca.counts["authorization"], reads + 1)
+        self.gateway.advance(1)
+        self.assertEqual(self.ca.counts["authorization"], reads + 1)
+        self.gateway.advance(4)
+        self.assertEqual(self.ca.counts["authorization"], reads + 2)
