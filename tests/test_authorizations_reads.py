@@ -3,15 +3,15 @@ Unauthenticated reads of authorizations and challenges
 (`gateway.translate.authorizations.read_authorization`, ``read_challenge``,
 ``read_view``) as the client, the CA and the store see them: a poll costs
 one store call (`IStore.authorization_read`: the authorization with its
-owner and challenges), an authorization past its expiry is refused without
-asking the CA, one the CA reports expired is refused in Boulder's words,
-a challenge is shown by its own URL, a read just after the CA's is the
-store's, new-authz asks the CA before handing a pending one out again, and
-a validation found at the CA is followed (and a followed one handed out
-again from its follower; one stored as validated by a process that is
-gone, followed at the CA's pace), a read at the CA shows the CA's
-problem of a challenge, not the stored column, and the gateway's failed
-tls-sni-01 check stands over a raced ``pending``.
+owner and challenges); an authorization past its expiry is refused without
+asking the CA, one the CA reports expired in Boulder's words; a challenge
+is shown by its own URL; a read just after the CA's is the store's;
+new-authz asks the CA before handing a pending one out again; a validation
+found at the CA is followed, a followed one handed out again from its
+follower, one stored as validated by a process that is gone followed at
+the CA's pace; a read at the CA (and a deactivation) shows the CA's problem
+of a challenge, not the stored column; the gateway's failed tls-sni-01
+check stands over a raced ``pending``.
 """
 
 from __future__ import annotations
@@ -213,6 +213,24 @@ class FreshErrorTests(AnswerTestCase):
         self.assertIn("the CA could not connect this time", error["detail"])
         self.assertEqual(error["type"], "urn:acme:error:connection")
 
+
+    def test_a_deactivation_shows_the_cas_error_not_the_stored_column(self):
+        self.register()
+        reply = self.new_authz()
+        url = reply.header("location")
+        stored = next(c for c in self.stored_challenges(url) if c.type == "http-01")
+        (ca_authorization,) = self.ca.authorizations.values()
+        ca_challenge = next(c for c in ca_authorization.challenges if c.type == "http-01")
+        ca_challenge.error = {"type": "urn:ietf:params:acme:error:connection", "status": 400,
+                              "detail": "the CA could not connect this time"}
+        self.gateway.store._database.execute("UPDATE challenges SET error = ? WHERE id = ?",
+                                             ("not json", stored.id))
+        shown = self.post(url, {"resource": "authz", "status": "deactivated"})
+        self.assertEqual(shown.status, 200, shown.body)
+        self.assertEqual(shown.json()["status"], "deactivated")
+        error = self.http01(shown.json())["error"]
+        self.assertIn("the CA could not connect this time", error["detail"])
+        self.assertEqual(error["type"], "urn:acme:error:connection")
 
 class GatewayVerdictReadTests(SynchronousTestCase):
     """
