@@ -18,6 +18,7 @@ from cryptography import x509
 from gateway.keys.jose import b64url
 from gateway.process.testing import CAAccount, FakeCA
 from gateway.process.testing import build_test_gateway
+from gateway.status import Status
 from gateway.translate.authorizations import HONOUR_MARGIN_SECONDS
 from tests.test_v1_face import KEY, NAME, FaceTestCase, make_csr
 
@@ -205,3 +206,50 @@ class WithReuseTests(ReuseTestCase):
         self.assertEqual(self.ca.counts["newOrder"], 2)
         self.assertEqual(self.ca.counts["finalize"], 2)
         self.assertEqual(self.ca.orders[-1].status, "valid")
+
+
+class ConfirmedOrderTests(ReuseTestCase):
+    """
+    What the CA says of a valid authorization's order when new-authz asks
+    (`gateway.translate.authorizations._confirmed_ready`).
+    """
+
+    def test_a_valid_authorization_handed_out_again_shows_the_owners_key_authorizations(self):
+        self.register()
+        authz_url, _ = self.authorize()
+        reply = self.new_authz()
+        self.assertEqual(reply.header("location"), authz_url)
+        challenges = reply.json()["challenges"]
+        self.assertEqual([c["keyAuthorization"] for c in challenges],
+                         [KEY.key_authorization(c["token"]) for c in challenges])
+
+    def test_a_single_name_order_the_ca_has_pending_again_is_not_used(self):
+        """
+        A single-name order the CA no longer has ready has lost this
+        authorization: new-authz orders anew, and stores what the CA said.
+        """
+        self.register()
+        authz_url, _ = self.authorize()
+        ca_order = self.ca.orders[-1]
+        (ca_authorization,) = ca_order.authorizations
+        ca_authorization.status = Status.PENDING
+        ca_order.status = Status.PENDING
+        reply = self.new_authz()
+        self.assertEqual((reply.status, reply.json()["status"]), (201, "pending"))
+        self.assertNotEqual(reply.header("location"), authz_url)
+        self.assertEqual(self.ca.counts["newOrder"], 2)
+        self.assertEqual(self.stored_order(self.stored(authz_url).order_id).status, Status.PENDING)
+
+    def test_an_order_the_ca_finalized_elsewhere_is_stored_with_its_certificate(self):
+        self.register()
+        self.issue(names=("other.example.test",))
+        (certificate,) = self.ca.certificates
+        authz_url, _ = self.authorize()
+        ca_order = self.ca.orders[-1]
+        ca_order.status = Status.VALID
+        ca_order.certificate = certificate
+        reply = self.new_authz()
+        self.assertEqual((reply.status, reply.json()["status"]), (201, "pending"))
+        self.assertNotEqual(reply.header("location"), authz_url)
+        order = self.stored_order(self.stored(authz_url).order_id)
+        self.assertEqual((order.status, order.certificate_url), (Status.VALID, certificate.url))
