@@ -19,6 +19,7 @@ from gateway.keys.jose import b64url
 from gateway.process.testing import CAAccount, FakeCA
 from gateway.process.testing import build_test_gateway
 from gateway.status import Status
+from gateway.store.records import format_timestamp
 from gateway.translate.authorizations import HONOUR_MARGIN_SECONDS
 from tests.test_v1_face import KEY, NAME, FaceTestCase, make_csr
 
@@ -253,3 +254,39 @@ class ConfirmedOrderTests(ReuseTestCase):
         self.assertNotEqual(reply.header("location"), authz_url)
         order = self.stored_order(self.stored(authz_url).order_id)
         self.assertEqual((order.status, order.certificate_url), (Status.VALID, certificate.url))
+
+    def lapsing_soon(self):
+        """An expiry within `HONOUR_MARGIN_SECONDS` from now."""
+        return format_timestamp(self.gateway.clock.seconds() + HONOUR_MARGIN_SECONDS - 60)
+
+    def test_a_valid_authorization_whose_order_alone_lapses_soon_is_not_returned(self):
+        self.register()
+        authz_url, _ = self.authorize()
+        self.successResultOf(self.gateway.store.update_order(self.stored(authz_url).order_id,
+                                                             expires=self.lapsing_soon()))
+        reply = self.new_authz()
+        self.assertEqual((reply.status, reply.json()["status"]), (201, "pending"))
+        self.assertNotEqual(reply.header("location"), authz_url)
+        self.assertEqual(self.ca.counts["newOrder"], 2)
+
+    def test_a_valid_authorization_lapsing_soon_of_a_lasting_order_is_not_returned(self):
+        self.register()
+        authz_url, _ = self.authorize()
+        self.successResultOf(self.gateway.store.update_authorization(
+            self.stored(authz_url).id, expires=self.lapsing_soon()))
+        reply = self.new_authz()
+        self.assertEqual((reply.status, reply.json()["status"]), (201, "pending"))
+        self.assertNotEqual(reply.header("location"), authz_url)
+        self.assertEqual(self.ca.counts["newOrder"], 2)
+
+    def test_a_pending_authorization_of_an_expired_order_is_not_asked_about(self):
+        self.register()
+        authz_url = self.new_authz().header("location")
+        self.successResultOf(self.gateway.store.update_order(
+            self.stored(authz_url).order_id,
+            expires=format_timestamp(self.gateway.clock.seconds() - 1)))
+        reads = self.ca.counts["authorization"]
+        reply = self.new_authz()
+        self.assertNotEqual(reply.header("location"), authz_url)
+        # the new order's authorization only
+        self.assertEqual(self.ca.counts["authorization"], reads + 1)
