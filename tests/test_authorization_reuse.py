@@ -290,3 +290,21 @@ class ConfirmedOrderTests(ReuseTestCase):
         self.assertNotEqual(reply.header("location"), authz_url)
         # the new order's authorization only
         self.assertEqual(self.ca.counts["authorization"], reads + 1)
+
+    def test_a_pending_authorization_the_ca_validated_since_is_judged_as_valid(self):
+        """
+        Stored pending, valid at the CA (validated since the store last
+        looked), its order ready: handed out again, valid.
+        """
+        self.register()
+        authz_url = self.new_authz().header("location")
+        ca_order = self.ca.orders[-1]
+        (ca_authorization,) = ca_order.authorizations
+        ca_challenge = next(c for c in ca_authorization.challenges if c.type == "http-01")
+        ca_challenge.status = Status.VALID
+        ca_authorization.status = Status.VALID
+        reply = self.new_authz()
+        self.assertEqual((reply.status, reply.json()["status"]), (201, "valid"))
+        self.assertEqual(reply.header("location"), authz_url)
+        self.assertEqual(self.ca.counts["newOrder"], 1)
+        self.assertEqual(self.stored(authz_url).status, Status.VALID)
