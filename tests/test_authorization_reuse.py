@@ -2,7 +2,8 @@
 ``new-authz`` never returns a used authorization
 (`gateway.translate.authorizations.usable_view`), through whole in-memory
 gateways over a `FakeCA` that reuses valid authorizations or not, with no
-means for the gateway to validate names itself.
+means for the gateway to validate names itself (also with renewal planning
+off, and a name outside --allow-names refused before any order).
 
 A renewal's ``new-authz`` finds the authorization the last certificate used:
 returning it made the client skip validation, and its ``new-cert`` then
@@ -19,6 +20,8 @@ from gateway.keys.jose import b64url
 from gateway.process.testing import CAAccount, FakeCA
 from gateway.process.testing import build_test_gateway
 from gateway.status import Status
+from gateway.translate.context import Policy
+from gateway.translate.policy import AllowedNames
 from gateway.store.records import format_timestamp
 from gateway.translate.authorizations import HONOUR_MARGIN_SECONDS
 from tests.test_v1_face import KEY, NAME, FaceTestCase, make_csr
@@ -308,3 +311,45 @@ class ConfirmedOrderTests(ReuseTestCase):
         self.assertEqual(reply.header("location"), authz_url)
         self.assertEqual(self.ca.counts["newOrder"], 1)
         self.assertEqual(self.stored(authz_url).status, Status.VALID)
+
+
+class WithoutPlanningReuseTests(ReuseTestCase):
+    """
+    new-authz with renewal planning off: the account's own reusable
+    authorizations for the name are looked up by themselves.
+    """
+
+    def setUp(self):
+        self.gateway = build_test_gateway(self.keys, ca=FakeCA(reuse_authorizations=False),
+                                          plan_renewals=False)
+        self.ca = self.gateway.ca
+        self.base = self.gateway.base_url
+        self.clients = {}
+
+    def test_a_pending_authorization_for_the_name_is_handed_out_again(self):
+        self.register()
+        first = self.new_authz()
+        self.assertEqual(first.status, 201, first.body)
+        again = self.new_authz()
+        self.assertEqual((again.status, again.json()["status"]), (201, "pending"))
+        self.assertEqual(again.header("location"), first.header("location"))
+        self.assertEqual(self.ca.counts["newOrder"], 1)
+
+
+class AllowedNamesTests(ReuseTestCase):
+
+    def setUp(self):
+        self.gateway = build_test_gateway(
+            self.keys, ca=FakeCA(reuse_authorizations=False),
+            policy=Policy(allowed_names=AllowedNames.parse(["*.allowed.test"])))
+        self.ca = self.gateway.ca
+        self.base = self.gateway.base_url
+        self.clients = {}
+
+    def test_new_authz_for_a_name_outside_allow_names_is_refused_before_any_order(self):
+        self.register()
+        refused = self.new_authz(NAME)
+        problem = self.assertProblem(refused, 403, "unauthorized")
+        self.assertIn(NAME, problem["detail"])
+        self.assertEqual(self.ca.counts["newOrder"], 0)
+        self.assertEqual(self.new_authz("www.allowed.test").status, 201)
