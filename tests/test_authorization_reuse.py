@@ -3,7 +3,8 @@
 (`gateway.translate.authorizations.usable_view`), through whole in-memory
 gateways over a `FakeCA` that reuses valid authorizations or not, with no
 means for the gateway to validate names itself (also with renewal planning
-off, and a name outside --allow-names refused before any order).
+off: a wildcard's, and never an invalid one; a name outside --allow-names
+refused before any order).
 
 A renewal's ``new-authz`` finds the authorization the last certificate used:
 returning it made the client skip validation, and its ``new-cert`` then
@@ -335,6 +336,34 @@ class WithoutPlanningReuseTests(ReuseTestCase):
         self.assertEqual(again.header("location"), first.header("location"))
         self.assertEqual(self.ca.counts["newOrder"], 1)
 
+
+    def test_a_pending_wildcard_authorization_is_handed_out_again_for_the_wildcard(self):
+        self.register()
+        first = self.new_authz("*.example.test")
+        self.assertEqual(first.status, 201, first.body)
+        again = self.new_authz("*.example.test")
+        self.assertEqual(again.header("location"), first.header("location"))
+        self.assertEqual(self.ca.counts["newOrder"], 1)
+
+    def test_an_invalid_authorization_is_not_looked_at_again(self):
+        """
+        Only pending and valid authorizations are candidates: an invalid
+        one is not read at the CA again before a new order is made.
+        """
+        self.ca.validator = lambda authorization, challenge, key_authorization: False
+        self.register()
+        first = self.new_authz()
+        url = first.header("location")
+        challenge = next(c for c in first.json()["challenges"] if c["type"] == "http-01")
+        self.assertEqual(self.post(challenge["uri"], {"resource": "challenge",
+                                                      "type": "http-01"}).status, 202)
+        self.assertEqual(self.get(url[len(self.base):]).json()["status"], "invalid")
+        reads = self.ca.counts["authorization"]
+        again = self.new_authz()
+        self.assertEqual((again.status, again.json()["status"]), (201, "pending"))
+        self.assertNotEqual(again.header("location"), url)
+        # the new order's authorization only
+        self.assertEqual(self.ca.counts["authorization"], reads + 1)
 
 class AllowedNamesTests(ReuseTestCase):
 
