@@ -313,6 +313,20 @@ class ProfileTests(RenewalTestCase):
         order = self.successResultOf(self.gateway.store.order_by_id(stored.order_id))
         self.assertEqual(order.profile, "shortlived")
 
+    def test_a_planned_renewal_is_ordered_with_the_profile_of_the_clients_user_agent(self):
+        self.register()
+        self.first_certificate(names=("p.renew.test",))
+        orders = self.ca.counts["newOrder"]
+        self.client().user_agent = "Mozilla shortlived-client/1.0"
+        reply = self.new_authz("p.renew.test")
+        self.assertEqual(reply.status, 201, reply.body)
+        self.assertEqual(self.ca.counts["newOrder"], orders + 1)
+        self.assertEqual(self.ca.orders[-1].profile, "shortlived")
+        stored = self.stored_authorization(reply.header("location"))
+        order = self.successResultOf(self.gateway.store.order_by_id(stored.order_id))
+        self.assertIsNotNone(order.planned_for, "the planned renewal")
+        self.assertEqual(order.profile, "shortlived")
+
     def test_the_certificate_records_its_profile(self):
         self.register()
         reply = self.issue(("r.renew.test",))
