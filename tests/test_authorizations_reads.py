@@ -11,7 +11,8 @@ found at the CA is followed, a followed one handed out again from its
 follower, one stored as validated by a process that is gone followed at
 the CA's pace; a read at the CA (and a deactivation) shows the CA's problem
 of a challenge, not the stored column; the gateway's failed tls-sni-01
-check stands over a raced ``pending``.
+check stands over a raced ``pending``; an answer's reply shows the key
+authorization.
 """
 
 from __future__ import annotations
@@ -185,6 +186,20 @@ class FoundValidatingTests(AnswerTestCase):
         self.assertEqual(again.header("location"), url)
         self.assertEqual(self.ca.counts["authorization"], reads)
 
+
+    def test_an_answer_the_ca_has_not_decided_is_stored_processing_and_shown_with_its_key(self):
+        self.register()
+        reply = self.new_authz()
+        url = reply.header("location")
+        challenge = self.http01(reply.json())
+        answered = self.post(challenge["uri"], {"resource": "challenge", "type": "http-01"})
+        self.assertEqual(answered.status, 202, answered.body)
+        self.assertEqual(answered.json()["status"], "pending")
+        self.assertEqual(answered.json()["keyAuthorization"],
+                         KEY.key_authorization(challenge["token"]))
+        stored = {c.type: c.status for c in self.stored_challenges(url)}
+        self.assertEqual(stored["http-01"], Status.PROCESSING)
+        self.assertEqual(stored["dns-01"], Status.PENDING)
 
 class FreshErrorTests(AnswerTestCase):
 
