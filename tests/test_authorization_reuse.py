@@ -2,7 +2,9 @@
 ``new-authz`` never returns a used authorization
 (`gateway.translate.authorizations.usable_view`), through whole in-memory
 gateways over a `FakeCA` that reuses valid authorizations or not, with no
-means for the gateway to validate names itself.
+means for the gateway to validate names itself (also with renewal planning
+off: a wildcard's, and never an invalid one; a name outside --allow-names
+refused before any order).
 
 A renewal's ``new-authz`` finds the authorization the last certificate used:
 returning it made the client skip validation, and its ``new-cert`` then
@@ -18,6 +20,10 @@ from cryptography import x509
 from gateway.keys.jose import b64url
 from gateway.process.testing import CAAccount, FakeCA
 from gateway.process.testing import build_test_gateway
+from gateway.status import Status
+from gateway.translate.context import Policy
+from gateway.translate.policy import AllowedNames
+from gateway.store.records import format_timestamp
 from gateway.translate.authorizations import HONOUR_MARGIN_SECONDS
 from tests.test_v1_face import KEY, NAME, FaceTestCase, make_csr
 
@@ -205,3 +211,174 @@ class WithReuseTests(ReuseTestCase):
         self.assertEqual(self.ca.counts["newOrder"], 2)
         self.assertEqual(self.ca.counts["finalize"], 2)
         self.assertEqual(self.ca.orders[-1].status, "valid")
+
+
+class ConfirmedOrderTests(ReuseTestCase):
+    """
+    What the CA says of a valid authorization's order when new-authz asks
+    (`gateway.translate.authorizations._confirmed_ready`).
+    """
+
+    def test_a_valid_authorization_handed_out_again_shows_the_owners_key_authorizations(self):
+        self.register()
+        authz_url, _ = self.authorize()
+        reply = self.new_authz()
+        self.assertEqual(reply.header("location"), authz_url)
+        challenges = reply.json()["challenges"]
+        self.assertEqual([c["keyAuthorization"] for c in challenges],
+                         [KEY.key_authorization(c["token"]) for c in challenges])
+
+    def test_a_single_name_order_the_ca_has_pending_again_is_not_used(self):
+        """
+        A single-name order the CA no longer has ready has lost this
+        authorization: new-authz orders anew, and stores what the CA said.
+        """
+        self.register()
+        authz_url, _ = self.authorize()
+        ca_order = self.ca.orders[-1]
+        (ca_authorization,) = ca_order.authorizations
+        ca_authorization.status = Status.PENDING
+        ca_order.status = Status.PENDING
+        reply = self.new_authz()
+        self.assertEqual((reply.status, reply.json()["status"]), (201, "pending"))
+        self.assertNotEqual(reply.header("location"), authz_url)
+        self.assertEqual(self.ca.counts["newOrder"], 2)
+        self.assertEqual(self.stored_order(self.stored(authz_url).order_id).status, Status.PENDING)
+
+    def test_an_order_the_ca_finalized_elsewhere_is_stored_with_its_certificate(self):
+        self.register()
+        self.issue(names=("other.example.test",))
+        (certificate,) = self.ca.certificates
+        authz_url, _ = self.authorize()
+        ca_order = self.ca.orders[-1]
+        ca_order.status = Status.VALID
+        ca_order.certificate = certificate
+        reply = self.new_authz()
+        self.assertEqual((reply.status, reply.json()["status"]), (201, "pending"))
+        self.assertNotEqual(reply.header("location"), authz_url)
+        order = self.stored_order(self.stored(authz_url).order_id)
+        self.assertEqual((order.status, order.certificate_url), (Status.VALID, certificate.url))
+
+    def lapsing_soon(self):
+        """An expiry within `HONOUR_MARGIN_SECONDS` from now."""
+        return format_timestamp(self.gateway.clock.seconds() + HONOUR_MARGIN_SECONDS - 60)
+
+    def test_a_valid_authorization_whose_order_alone_lapses_soon_is_not_returned(self):
+        self.register()
+        authz_url, _ = self.authorize()
+        self.successResultOf(self.gateway.store.update_order(self.stored(authz_url).order_id,
+                                                             expires=self.lapsing_soon()))
+        reply = self.new_authz()
+        self.assertEqual((reply.status, reply.json()["status"]), (201, "pending"))
+        self.assertNotEqual(reply.header("location"), authz_url)
+        self.assertEqual(self.ca.counts["newOrder"], 2)
+
+    def test_a_valid_authorization_lapsing_soon_of_a_lasting_order_is_not_returned(self):
+        self.register()
+        authz_url, _ = self.authorize()
+        self.successResultOf(self.gateway.store.update_authorization(
+            self.stored(authz_url).id, expires=self.lapsing_soon()))
+        reply = self.new_authz()
+        self.assertEqual((reply.status, reply.json()["status"]), (201, "pending"))
+        self.assertNotEqual(reply.header("location"), authz_url)
+        self.assertEqual(self.ca.counts["newOrder"], 2)
+
+    def test_a_pending_authorization_of_an_expired_order_is_not_asked_about(self):
+        self.register()
+        authz_url = self.new_authz().header("location")
+        self.successResultOf(self.gateway.store.update_order(
+            self.stored(authz_url).order_id,
+            expires=format_timestamp(self.gateway.clock.seconds() - 1)))
+        reads = self.ca.counts["authorization"]
+        reply = self.new_authz()
+        self.assertNotEqual(reply.header("location"), authz_url)
+        # the new order's authorization only
+        self.assertEqual(self.ca.counts["authorization"], reads + 1)
+
+    def test_a_pending_authorization_the_ca_validated_since_is_judged_as_valid(self):
+        """
+        Stored pending, valid at the CA (validated since the store last
+        looked), its order ready: handed out again, valid.
+        """
+        self.register()
+        authz_url = self.new_authz().header("location")
+        ca_order = self.ca.orders[-1]
+        (ca_authorization,) = ca_order.authorizations
+        ca_challenge = next(c for c in ca_authorization.challenges if c.type == "http-01")
+        ca_challenge.status = Status.VALID
+        ca_authorization.status = Status.VALID
+        reply = self.new_authz()
+        self.assertEqual((reply.status, reply.json()["status"]), (201, "valid"))
+        self.assertEqual(reply.header("location"), authz_url)
+        self.assertEqual(self.ca.counts["newOrder"], 1)
+        self.assertEqual(self.stored(authz_url).status, Status.VALID)
+
+
+class WithoutPlanningReuseTests(ReuseTestCase):
+    """
+    new-authz with renewal planning off: the account's own reusable
+    authorizations for the name are looked up by themselves.
+    """
+
+    def setUp(self):
+        self.gateway = build_test_gateway(self.keys, ca=FakeCA(reuse_authorizations=False),
+                                          plan_renewals=False)
+        self.ca = self.gateway.ca
+        self.base = self.gateway.base_url
+        self.clients = {}
+
+    def test_a_pending_authorization_for_the_name_is_handed_out_again(self):
+        self.register()
+        first = self.new_authz()
+        self.assertEqual(first.status, 201, first.body)
+        again = self.new_authz()
+        self.assertEqual((again.status, again.json()["status"]), (201, "pending"))
+        self.assertEqual(again.header("location"), first.header("location"))
+        self.assertEqual(self.ca.counts["newOrder"], 1)
+
+
+    def test_a_pending_wildcard_authorization_is_handed_out_again_for_the_wildcard(self):
+        self.register()
+        first = self.new_authz("*.example.test")
+        self.assertEqual(first.status, 201, first.body)
+        again = self.new_authz("*.example.test")
+        self.assertEqual(again.header("location"), first.header("location"))
+        self.assertEqual(self.ca.counts["newOrder"], 1)
+
+    def test_an_invalid_authorization_is_not_looked_at_again(self):
+        """
+        Only pending and valid authorizations are candidates: an invalid
+        one is not read at the CA again before a new order is made.
+        """
+        self.ca.validator = lambda authorization, challenge, key_authorization: False
+        self.register()
+        first = self.new_authz()
+        url = first.header("location")
+        challenge = next(c for c in first.json()["challenges"] if c["type"] == "http-01")
+        self.assertEqual(self.post(challenge["uri"], {"resource": "challenge",
+                                                      "type": "http-01"}).status, 202)
+        self.assertEqual(self.get(url[len(self.base):]).json()["status"], "invalid")
+        reads = self.ca.counts["authorization"]
+        again = self.new_authz()
+        self.assertEqual((again.status, again.json()["status"]), (201, "pending"))
+        self.assertNotEqual(again.header("location"), url)
+        # the new order's authorization only
+        self.assertEqual(self.ca.counts["authorization"], reads + 1)
+
+class AllowedNamesTests(ReuseTestCase):
+
+    def setUp(self):
+        self.gateway = build_test_gateway(
+            self.keys, ca=FakeCA(reuse_authorizations=False),
+            policy=Policy(allowed_names=AllowedNames.parse(["*.allowed.test"])))
+        self.ca = self.gateway.ca
+        self.base = self.gateway.base_url
+        self.clients = {}
+
+    def test_new_authz_for_a_name_outside_allow_names_is_refused_before_any_order(self):
+        self.register()
+        refused = self.new_authz(NAME)
+        problem = self.assertProblem(refused, 403, "unauthorized")
+        self.assertIn(NAME, problem["detail"])
+        self.assertEqual(self.ca.counts["newOrder"], 0)
+        self.assertEqual(self.new_authz("www.allowed.test").status, 201)

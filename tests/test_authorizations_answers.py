@@ -4,7 +4,8 @@ and the CA see them (`gateway.translate.authorizations`): each refusal in
 its words with nothing sent upstream, what a deactivation stores, what a
 failed validation leaves in the store and shows after a restart (also a
 stored error the gateway cannot parse), and an authorization stored
-without its challenges, repaired from the CA.
+without its challenges, repaired from the CA; an answer to a previous CA's
+challenge.
 """
 
 from __future__ import annotations
@@ -398,3 +399,27 @@ class ForgottenAuthorizationTests(AnswerTestCase):
         again = self.get(url[len(self.base):])
         self.assertEqual(self.assertProblem(again, 404, "malformed")["detail"], "Expired authorization")
         self.assertEqual(self.ca.counts["authorization"], reads)
+
+
+class PreviousCATests(AnswerTestCase):
+
+    def test_an_answer_to_a_previous_cas_challenge_in_words_that_say_so(self):
+        """
+        After a restart with another ``--upstream``, a challenge of an
+        authorization made at the old CA is answered 404 with the reason,
+        and nothing is sent to either CA.
+        """
+        self.register()
+        reply = self.new_authz()
+        challenge = self.http01(reply.json())
+        old = self.ca
+        new = FakeCA(base_url="https://ca-b.test", clock=self.gateway.clock)
+        store = self.gateway.store
+        store.upstream = new.directory_url
+        self.gateway = build_test_gateway(self.keys, ca=new, store=store, other_cas=[old])
+        self.clients = {}
+        self.assertEqual(self.new_authz("other.example.test").status, 201)
+        answer = self.post(challenge["uri"], {"resource": "challenge", "type": "http-01"})
+        self.assertEqual(self.assertProblem(answer, 404, "malformed")["detail"],
+                         "Expired authorization (it was made at a previous upstream CA)")
+        self.assertEqual((old.counts["challenge"], new.counts["challenge"]), (0, 0))

@@ -5,7 +5,8 @@ the CA's expiries, the tls-sni-01 row offered only with a means and never
 for a wildcard, an order the CA made ready from authorizations the gateway
 stored already, an order recovery found (its certificate, its creation
 time, the terms the CA did not echo), an upstream rate limit's hold, and
-the log lines of an order that replaces a certificate (ARI).
+the log lines of an order that replaces a certificate (ARI), and a CA's
+order lacking an authorization for the name.
 """
 
 from __future__ import annotations
@@ -269,3 +270,20 @@ class ConfirmedReadyTests(NewOrderStoreTestCase):
         expired = self.stored_authorization(url)
         self.assertEqual(expired.status, Status.EXPIRED)
         self.assertNotEqual(expired.updated_at, record.updated_at)
+
+
+class ForeignAuthorizationTests(NewOrderStoreTestCase):
+
+    def test_an_order_without_an_authorization_for_the_name_is_the_cas_fault_said_plainly(self):
+        """
+        A CA whose new order holds no authorization for the name asked
+        (here: one for another name) is answered with a serverInternal
+        that says so, not a traceback's words.
+        """
+        original = self.ca._new_authorization
+        self.patch(self.ca, "_new_authorization",
+                   lambda account, name: original(account, "other-" + name))
+        self.register()
+        problem = self.assertProblem(self.new_authz(), 500, "serverInternal")
+        self.assertEqual(problem["detail"],
+                         "The upstream order holds no authorization for the name")

@@ -2,7 +2,8 @@
 Renewals as a 2026 CA wants them (issue 14), through whole in-memory
 gateways over a `FakeCA`: one planned order per renewal answered through
 ``new-authz``, ARI ``replaces`` and its refusals, the wrong guess, profiles
-chosen per client, External Account Binding, and the renewal-info poller.
+chosen per client, External Account Binding, the renewal-info poller, and which
+of a plan's authorizations new-authz answers from the store.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from gateway.keys.jose import b64url
 from gateway.process.testing import FakeCA, build_test_gateway
 from gateway.status import Status
 from gateway.store.leaf import leaf_facts, serial_der_bytes
+from gateway.store.records import format_timestamp
+from gateway.translate.authorizations import HONOUR_MARGIN_SECONDS
 from gateway.translate.bindings import AccountBindings
 from gateway.translate.inventory import ari_cert_id
 from gateway.translate.profiles import ProfilePolicy, ProfileRule
@@ -310,6 +313,20 @@ class ProfileTests(RenewalTestCase):
         order = self.successResultOf(self.gateway.store.order_by_id(stored.order_id))
         self.assertEqual(order.profile, "shortlived")
 
+    def test_a_planned_renewal_is_ordered_with_the_profile_of_the_clients_user_agent(self):
+        self.register()
+        self.first_certificate(names=("p.renew.test",))
+        orders = self.ca.counts["newOrder"]
+        self.client().user_agent = "Mozilla shortlived-client/1.0"
+        reply = self.new_authz("p.renew.test")
+        self.assertEqual(reply.status, 201, reply.body)
+        self.assertEqual(self.ca.counts["newOrder"], orders + 1)
+        self.assertEqual(self.ca.orders[-1].profile, "shortlived")
+        stored = self.stored_authorization(reply.header("location"))
+        order = self.successResultOf(self.gateway.store.order_by_id(stored.order_id))
+        self.assertIsNotNone(order.planned_for, "the planned renewal")
+        self.assertEqual(order.profile, "shortlived")
+
     def test_the_certificate_records_its_profile(self):
         self.register()
         reply = self.issue(("r.renew.test",))
@@ -450,3 +467,55 @@ def test_ari_cert_id_matches_rfc_9773_example():
         issuer_ids=(), upstream_url="", issued_at="2026-01-01T00:00:00Z",
         authority_key_id="69885b6b87464041e1b37b847ba0ae2cde01c8d4")
     assert ari_cert_id(certificate) == "aYhba4dGQEHhs3uEe6CuLN4ByNQ.AIdlQyE"
+
+
+class FreshInPlanTests(RenewalTestCase):
+    """
+    Which authorization of an open planned order a renewal's new-authz
+    answers from the store (`gateway.translate.authorizations._fresh_in_plan`).
+    """
+
+    def planned_with_reuse(self):
+        """The renewal planned with valid (reused) authorizations; the plan's stored ones."""
+        self.register()
+        self.assertEqual(self.issue(NAMES).status, 201)
+        self.gateway.advance(3600)
+        for client in self.clients.values():
+            client.nonce = None  # expired meanwhile
+        first = self.new_authz(NAMES[0])
+        self.assertEqual((first.status, first.json()["status"]), (201, "valid"), first.body)
+        order_id = self.stored_authorization(first.header("location")).order_id
+        stored = self.successResultOf(self.gateway.store.authorizations_for_order(order_id))
+        return order_id, {a.identifier: a for a in stored}
+
+    def lapsing_soon(self):
+        return format_timestamp(self.gateway.clock.seconds() + HONOUR_MARGIN_SECONDS - 60)
+
+    def test_a_plans_valid_authorization_lapsing_soon_is_not_answered(self):
+        _, stored = self.planned_with_reuse()
+        lapsing = stored[NAMES[1]]
+        self.successResultOf(self.gateway.store.update_authorization(
+            lapsing.id, expires=self.lapsing_soon()))
+        orders = self.ca.counts["newOrder"]
+        reply = self.new_authz(NAMES[1])
+        self.assertEqual(reply.status, 201, reply.body)
+        # not answered from the store: the renewal is ordered again
+        self.assertEqual(self.ca.counts["newOrder"], orders + 1)
+
+    def test_a_plans_authorizations_are_not_answered_when_the_order_lapses_soon(self):
+        order_id, _ = self.planned_with_reuse()
+        self.successResultOf(self.gateway.store.update_order(order_id, expires=self.lapsing_soon()))
+        orders = self.ca.counts["newOrder"]
+        reply = self.new_authz(NAMES[1])
+        self.assertEqual(reply.status, 201, reply.body)
+        self.assertEqual(self.ca.counts["newOrder"], orders + 1)
+
+    def test_a_plans_pending_authorization_is_confirmed_with_the_ca(self):
+        self.register()
+        self.first_certificate()
+        first = self.new_authz(NAMES[0])
+        self.assertEqual((first.status, first.json()["status"]), (201, "pending"))
+        reads = self.ca.counts["authorization"]
+        second = self.new_authz(NAMES[1])
+        self.assertEqual((second.status, second.json()["status"]), (201, "pending"))
+        self.assertEqual(self.ca.counts["authorization"], reads + 1)
