@@ -43,14 +43,22 @@ async def test_certbot_certonly_and_three_renewals_at_one_order_each(
         names = ["renew-every-time.example.test"]
         serials = []
         for run in ("certonly", "renew 1", "renew 2", "renew 3"):
-            orders = proxy.counts["order-plz"]
+            orders, asked = proxy.created["order-plz"], proxy.counts["order-plz"]
             if run == "certonly":
                 await off_reactor(certbot.certonly_standalone, names, pebble.http_port)
             else:
                 await off_reactor(certbot.renew, force=True)
             leaf = assert_certbot_issued(certbot, pebble, names)
             serials.append(leaf.serial_number)
-            assert proxy.counts["order-plz"] - orders == 1, f"{run}: not one upstream order"
+            assert proxy.created["order-plz"] - orders == 1, f"{run}: not one upstream order"
+            # A renewal's newOrder carries ARI's `replaces`; today's Pebble
+            # refuses it (500, "could not find order resulting in the given
+            # certificate serial number") when the replaced serial has its
+            # high bit set: it looks up the CertID's DER serial bytes, leading
+            # zero included, among serials it stored without one.  The gateway
+            # then orders again without `replaces`: one refused request, no
+            # second order.
+            assert proxy.counts["order-plz"] - asked <= 2, f"{run}: newOrder asked more than twice"
         assert len(set(serials)) == 4, "every run issued a new certificate"
         assert proxy.counts["finalize-order"] == 4
         assert lineage_name(names) in certbot.live_path(names[0])

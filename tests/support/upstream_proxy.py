@@ -49,6 +49,9 @@ class UpstreamProxy(resource.Resource):
         self.agent = Agent(reactor, contextFactory=BrowserLikePolicyForHTTPS(trust_root(ca_bundle)))
         self.counts: collections.Counter = collections.Counter()
         self.lost: collections.Counter = collections.Counter()
+        #: Answers of 201 Created passed back, by first path segment: the
+        #: orders (or accounts) the CA made, not the requests that asked.
+        self.created: collections.Counter = collections.Counter()
         self.hook: Optional[Callable] = None
         self.answered_hook: Optional[Callable] = None
         self._losses: list = []  # [method, path prefix, answers still to lose]
@@ -105,6 +108,8 @@ class UpstreamProxy(resource.Resource):
             return
         if self.answered_hook is not None:
             self.answered_hook(method, path, response.code)
+        if response.code == 201:
+            self.created[path.strip("/").split("/")[0] or "/"] += 1
         if self._loses(method, path):
             self.lost[path.strip("/").split("/")[0] or "/"] += 1
             _abort(request)
