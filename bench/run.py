@@ -113,9 +113,15 @@ def gateway_rss(gateway) -> Dict[str, object]:
         # has no memory to count.
         if "VmRSS" in sizes:
             processes[str(pid)] = sizes
+    if not processes:
+        # Every process of it has ended: a memory figure now would be
+        # nothing's, so the benchmark stops and says why.
+        tail = gateway.log() if hasattr(gateway, "log") else ""
+        raise RuntimeError("the gateway is not running (it exited); the end of its output:\n"
+                           + "\n".join(tail.splitlines()[-15:]))
     serving = [p for pid, p in processes.items() if int(pid) != gateway.process.pid] \
         if len(processes) > 1 else list(processes.values())
-    largest = max(serving, key=lambda p: p["VmRSS"]) if serving else {}
+    largest = max(serving, key=lambda p: p["VmRSS"])
     return {**largest, "processes": processes}
 
 

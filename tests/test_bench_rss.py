@@ -64,3 +64,21 @@ def test_a_load_without_percentiles_is_logged_as_not_available():
     assert bench_run.load_line("HEAD", 64, measured) == (
         "  HEAD /directory @64: 0 req/s, p50 4.30 ms, p99 9.70 ms (hey); "
         "gateway CPU 100 us/request, 0.50 cores busy")
+
+
+def test_a_gateway_that_has_exited_stops_the_sample_with_its_output():
+    # 2026-12-03 again: a --workers gateway whose worker could not open
+    # the fresh state had exited; the sampler found no process and the
+    # benchmark aborted with KeyError: 'VmRSS' instead of the reason.
+    ended = subprocess.Popen([sys.executable, "-c", "print('cannot start: database is locked')"],
+                             stdout=subprocess.PIPE, text=True)
+    output = ended.stdout.read()
+    ended.wait()
+    gateway = types.SimpleNamespace(process=ended, log=lambda: output)
+    try:
+        bench_run.gateway_rss(gateway)
+    except RuntimeError as error:
+        assert "not running" in str(error)
+        assert "cannot start: database is locked" in str(error)
+    else:
+        raise AssertionError("a sample of no process was returned")

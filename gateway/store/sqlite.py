@@ -269,7 +269,7 @@ def connect(path: str) -> SQLiteDatabase:
     try:
         connection.row_factory = sqlite3.Row
         connection.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-        mode = connection.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        mode = use_wal(connection)
         if path != ":memory:" and mode.lower() != "wal":
             raise StoreError(f"cannot use WAL journal mode on {path} (got {mode})")
         connection.execute("PRAGMA synchronous = FULL")
@@ -284,6 +284,34 @@ def connect(path: str) -> SQLiteDatabase:
         return SQLiteDatabase(connection)
     # The file's absolute name, for its syncs: a later chdir must not move them.
     return SQLiteDatabase(connection, path + ".locks", os.path.abspath(path))
+
+
+def use_wal(connection: sqlite3.Connection, timeout: float = BUSY_TIMEOUT_MS / 1000,
+            clock: Callable[[], float] = time.monotonic,
+            sleep: Callable[[float], None] = time.sleep) -> str:
+    """
+    Switch ``connection``'s database to WAL and return the journal mode it
+    then has.
+
+    Processes that open a new database at once (the workers of
+    ``--workers`` on a fresh ``--state``) all ask for the switch, which
+    needs the file to themselves.  SQLite answers ``SQLITE_BUSY`` at once, without
+    its busy handler, to all but one of those that hold a read lock when
+    they ask (waiting could deadlock them), so the busy timeout does not
+    cover this: the switch is retried here, with a short back-off, until
+    ``timeout`` seconds have passed.
+    """
+    deadline = clock() + timeout
+    delay = 0.001
+    while True:
+        try:
+            return str(connection.execute("PRAGMA journal_mode = WAL").fetchone()[0])
+        except sqlite3.OperationalError as error:
+            busy = getattr(error, "sqlite_errorcode", 0) & 0xFF == sqlite3.SQLITE_BUSY
+            if not busy or clock() >= deadline:
+                raise
+        sleep(delay)
+        delay = min(delay * 2, 0.05)
 
 
 _template: List[sqlite3.Connection] = []
