@@ -91,3 +91,17 @@ class ManagedAnswerTests(FaceTestCase):
         self.assertEqual(self.gateway.context.revalidations.counts, {})
         self.assertEqual(self.journal, [])
         self.assertEqual(self.ca.counts["challenge"], 0)
+
+    def test_a_read_right_after_the_answer_costs_the_ca_nothing(self):
+        """
+        The answer read the outcome upstream (the gateway validated the
+        name itself): a client's read right after it is answered from the
+        store, as after any read of the authorization.
+        """
+        self.build(validator=lambda *args: False)
+        reply, answered = self.answer_as_client()
+        self.assertEqual(answered.status, 202, answered.body)
+        reads = self.ca.counts["authorization"]
+        shown = self.get(reply.header("location")[len(self.base):])
+        self.assertEqual(shown.json()["status"], "invalid")
+        self.assertEqual(self.ca.counts["authorization"], reads)

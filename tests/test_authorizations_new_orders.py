@@ -27,7 +27,7 @@ from gateway.validation.http01 import HTTP01Responder
 from tests.support.logs import LogLines
 from tests.test_renewals import RenewalTestCase
 from tests.test_tlssni01_v1 import ScriptedChecker
-from tests.test_v1_face import KEY, NAME, FaceTestCase, make_csr
+from tests.test_v1_face import KEY, NAME, OTHER, FaceTestCase, make_csr
 
 LOG = "gateway.translate.authorizations"
 
@@ -287,3 +287,28 @@ class ForeignAuthorizationTests(NewOrderStoreTestCase):
         problem = self.assertProblem(self.new_authz(), 500, "serverInternal")
         self.assertEqual(problem["detail"],
                          "The upstream order holds no authorization for the name")
+
+
+class ConcurrentNewAuthzTests(NewOrderStoreTestCase):
+
+    def test_a_new_authz_waiting_on_the_ca_holds_back_no_other_name(self):
+        """
+        ``new-authz`` waits for another only for the same account and name:
+        while one account's order is in flight at the CA, another
+        account's ``new-authz`` for another name is answered at once.
+        """
+        self.register(KEY)
+        self.register(OTHER)
+        self.ca.hold_next("/new-order")
+        first = defer.Deferred.fromCoroutine(self.client(KEY).post(
+            self.url("/acme/new-authz"),
+            {"resource": "new-authz", "identifier": {"type": "dns", "value": NAME}}))
+        self.assertNoResult(first)
+        second = self.new_authz("other.example.test", key=OTHER)
+        self.assertEqual(second.status, 201, second.body)
+        self.assertEqual(second.json()["identifier"]["value"], "other.example.test")
+        self.assertEqual(self.ca.release_held(), 1)
+        self.gateway.flush()
+        reply = self.successResultOf(first)
+        self.assertEqual(reply.status, 201, reply.body)
+        self.assertEqual(reply.json()["identifier"]["value"], NAME)

@@ -206,3 +206,34 @@ class TLSSNI01OutcomeTests(SynchronousTestCase):
         self.assertEqual(reply.status, 202, reply.body)
         self.assertEqual(self.checker.asked, [])
         self.assertEqual(self.stored_status(location)[1]["tls-sni-01"], Status.PENDING)
+
+    def test_the_answer_shows_a_check_that_ended_at_once(self):
+        """
+        A check and a proof that end before the answer is rendered (every
+        step answered at once): the client's 202 already shows the
+        challenge valid, with Boulder's validation record and the client's
+        own key authorization.
+        """
+        self.build()
+        authorization, location = self.new_authz()
+        challenge = self.tls_sni(authorization)
+        reply = self.answer(challenge)
+        self.assertEqual(reply.status, 202, reply.body)
+        shown = reply.json()
+        self.assertEqual((shown["status"], shown["uri"]), ("valid", challenge["uri"]))
+        self.assertEqual(shown["keyAuthorization"], v1_tlssni.KEY.key_authorization(challenge["token"]))
+        self.assertEqual(shown["validationRecord"][0]["hostname"], NAME)
+        self.assertEqual(self.read(location)["status"], "valid")
+
+    def test_checks_of_two_challenges_run_side_by_side(self):
+        """
+        A check still running holds back a retry of its own challenge only:
+        another authorization's tls-sni-01 answer is checked meanwhile.
+        """
+        self.build(SilentChecker())
+        first, _ = self.new_authz()
+        second, _ = self.new_authz("other.example.test")
+        for authorization in (first, second, first):
+            reply = self.answer(self.tls_sni(authorization))
+            self.assertEqual(reply.status, 202, reply.body)
+        self.assertEqual([name for name, _ in self.checker.asked], [NAME, "other.example.test"])
