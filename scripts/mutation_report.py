@@ -134,7 +134,8 @@ NARROW_TESTS = {
                                             "tests/test_authorizations_tlssni01_outcomes.py",
                                             "tests/test_authorizations_published_answers.py",
                                             "tests/test_authorizations_managed_answers.py",
-                                            "tests/test_authorizations_reads.py"],
+                                            "tests/test_authorizations_reads.py",
+                                            "tests/test_authorizations_answered_status.py"],
     "gateway/translate/requests.py": ["tests/test_requests_payloads.py", "tests/test_v1_face.py",
                                       "tests/test_v2_face.py"],
 }

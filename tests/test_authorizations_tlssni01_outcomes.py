@@ -69,6 +69,7 @@ class TLSSNI01OutcomeTests(SynchronousTestCase):
                                            "tls-sni-01": Status.INVALID}))
         self.assertEqual(self.ca_authorization().status, Status.INVALID,
                          "left invalid at the CA, not deactivated")
+        self.assertEqual(self.gateway.context.revalidations.counts, {"invalid": 1})
 
     def test_an_authorization_the_ca_no_longer_has_pending(self):
         """
@@ -78,7 +79,10 @@ class TLSSNI01OutcomeTests(SynchronousTestCase):
         self.build()
         authorization, location = self.new_authz()
         self.ca_authorization().status = Status.DEACTIVATED
+        reads = self.ca.counts["authorization"]
         self.answer(self.tls_sni(authorization))
+        self.assertEqual(self.ca.counts["authorization"], reads + 1,
+                         "one read, and no deactivation of what the CA settled")
         challenge = self.tls_sni(self.read(location))
         self.assertEqual(challenge["error"], {
             "type": "urn:acme:error:unauthorized", "status": 403,
