@@ -19,13 +19,14 @@ from gateway.keys.jose import b64url
 from gateway.process.testing import FakeCA, build_test_gateway
 from gateway.status import Status
 from gateway.store.leaf import serial_der_bytes
-from gateway.translate.authorizations import store_new_order
+from gateway.store.records import format_timestamp
+from gateway.translate.authorizations import record_authorization, store_new_order
 from gateway.translate.revalidation import Validators
 from gateway.translate.terms import OrderTerms
 from gateway.upstream import messages as v2
 from gateway.validation.http01 import HTTP01Responder
 from tests.support.logs import LogLines
-from tests.test_renewals import RenewalTestCase
+from tests.test_renewals import NAMES, RenewalTestCase
 from tests.test_tlssni01_v1 import ScriptedChecker
 from tests.test_v1_face import KEY, NAME, OTHER, FaceTestCase, make_csr
 
@@ -312,3 +313,148 @@ class ConcurrentNewAuthzTests(NewOrderStoreTestCase):
         reply = self.successResultOf(first)
         self.assertEqual(reply.status, 201, reply.body)
         self.assertEqual(reply.json()["identifier"]["value"], NAME)
+
+
+class StoredCandidateTests(NewOrderStoreTestCase):
+    """
+    Authorizations the account holds for the name that new-authz must not
+    hand out again (`gateway.translate.authorizations.usable_view`).
+    """
+
+    ca_options = {"reuse_authorizations": False}
+
+    def test_a_pending_authorization_past_its_expiry_is_not_offered_while_its_order_is_open(self):
+        """
+        A CA may give a newer order a pending authorization it made earlier
+        (Boulder does), which then lapses before its order: past its
+        expiry, it is not confirmed with the CA, let alone handed out.
+        """
+        self.register()
+        first = self.new_authz()
+        record = self.stored_authorization(first.header("location"))
+        self.successResultOf(self.gateway.store.update_authorization(
+            record.id, expires=format_timestamp(self.gateway.clock.seconds() - 60)))
+        reads = self.ca.counts["authorization"]
+        again = self.new_authz()
+        self.assertEqual((again.status, again.json()["status"]), (201, "pending"), again.body)
+        self.assertNotEqual(again.header("location"), first.header("location"))
+        self.assertEqual(self.ca.counts["newOrder"], 2)
+        self.assertEqual(self.ca.counts["authorization"], reads + 1, "the new order's only")
+
+    def test_a_valid_authorization_stored_without_an_order_is_not_offered(self):
+        """
+        A valid authorization whose order the gateway does not know (stored
+        with none) cannot be shown ready for a new-cert: new-authz orders
+        anew.
+        """
+        self.register()
+        upstream = v2.Authorization(
+            url="https://ca.test/authz/orderless", identifier_type="dns", identifier=NAME,
+            status=Status.VALID, expires=format_timestamp(self.gateway.clock.seconds() + 86400),
+            wildcard=False, challenges=())
+        self.resolve(record_authorization(self.gateway.context, self.account_id(), None, upstream))
+        reply = self.new_authz()
+        self.assertEqual((reply.status, reply.json()["status"]), (201, "pending"), reply.body)
+        self.assertEqual(self.ca.counts["newOrder"], 1)
+
+    def test_a_wildcard_is_never_answered_with_the_base_names_authorization(self):
+        self.register()
+        base = self.new_authz("w.example.test")
+        self.assertEqual(base.status, 201, base.body)
+        reply = self.new_authz("*.w.example.test")
+        self.assertEqual(reply.status, 201, reply.body)
+        self.assertNotEqual(reply.header("location"), base.header("location"))
+        self.assertEqual(reply.json()["identifier"], {"type": "dns", "value": "*.w.example.test"})
+        self.assertEqual(self.ca.counts["newOrder"], 2)
+
+    def test_an_invalid_authorization_is_not_even_asked_about(self):
+        self.register()
+        self.ca.validator = lambda *args: False
+        url, answered = self.authorize()
+        self.assertEqual(answered.status, 202, answered.body)
+        self.assertEqual(self.stored_authorization(url).status, Status.INVALID)
+        reads = self.ca.counts["authorization"]
+        reply = self.new_authz()
+        self.assertEqual((reply.status, reply.json()["status"]), (201, "pending"), reply.body)
+        self.assertNotEqual(reply.header("location"), url)
+        self.assertEqual(self.ca.counts["authorization"], reads + 1, "the new order's only")
+
+
+class PlanTests(RenewalTestCase):
+    """
+    Which open planned order answers a renewal's new-authz
+    (`gateway.translate.authorizations._planned_view`).
+    """
+
+    def two_certificates(self):
+        self.register()
+        self.assertEqual(self.issue(NAMES).status, 201)
+        self.assertEqual(self.issue(("d.renew.test",)).status, 201)
+        self.ca.reuse_authorizations = False
+        self.gateway.advance(60 * 86400)
+        for client in self.clients.values():
+            client.nonce = None  # expired meanwhile
+
+    def order_of(self, reply):
+        return self.stored_authorization(reply.header("location")).order_id
+
+    def test_a_newer_plan_for_other_names_does_not_hide_an_older_one(self):
+        self.two_certificates()
+        first = self.new_authz(NAMES[0])
+        self.gateway.advance(1)
+        other = self.new_authz("d.renew.test")
+        self.assertNotEqual(self.order_of(other), self.order_of(first))
+        orders = self.ca.counts["newOrder"]
+        second = self.new_authz(NAMES[1])
+        self.assertEqual((second.status, second.json()["status"]), (201, "pending"), second.body)
+        self.assertEqual(self.order_of(second), self.order_of(first))
+        self.assertEqual(self.ca.counts["newOrder"], orders)
+
+    def test_one_accounts_plan_waiting_on_the_ca_holds_back_no_other_account(self):
+        self.register()
+        self.first_certificate()
+        self.register(OTHER)
+        self.ca.hold_next("/new-order")
+        planning = defer.Deferred.fromCoroutine(self.client(KEY).post(
+            self.url("/acme/new-authz"),
+            {"resource": "new-authz", "identifier": {"type": "dns", "value": NAMES[0]}}))
+        self.assertNoResult(planning)
+        other = self.new_authz("x.other.test", key=OTHER)
+        self.assertEqual(other.status, 201, other.body)
+        self.assertEqual(self.ca.release_held(), 1)
+        self.gateway.flush()
+        planned = self.successResultOf(planning)
+        self.assertEqual(planned.status, 201, planned.body)
+        self.assertEqual(sorted(self.ca.orders[-1].names), list(NAMES))
+
+    def test_a_plans_authorization_validated_at_the_ca_meanwhile_is_answered_valid(self):
+        """
+        The plan's pending authorization for the name is valid at the CA
+        now (validated behind the store's back): new-authz confirms it and
+        that the plan's order still waits for its other names.
+        """
+        self.register()
+        self.first_certificate()
+        first = self.new_authz(NAMES[0])
+        self.assertEqual(first.status, 201, first.body)
+        ca_order = self.ca.orders[-1]
+        next(a for a in ca_order.authorizations if a.identifier == NAMES[1]).status = Status.VALID
+        orders = self.ca.counts["newOrder"]
+        second = self.new_authz(NAMES[1])
+        self.assertEqual((second.status, second.json()["status"]), (201, "valid"), second.body)
+        self.assertEqual(self.order_of(second), self.order_of(first))
+        self.assertEqual(self.ca.counts["newOrder"], orders)
+
+    def test_a_plans_fresh_authorization_shows_the_clients_key_authorizations(self):
+        self.register()
+        self.assertEqual(self.issue(NAMES).status, 201)
+        self.gateway.advance(3600)
+        for client in self.clients.values():
+            client.nonce = None
+        self.assertEqual(self.new_authz(NAMES[0]).json()["status"], "valid")
+        reads = self.ca.counts["authorization"]
+        reply = self.new_authz(NAMES[1])
+        self.assertEqual((reply.status, reply.json()["status"]), (201, "valid"), reply.body)
+        self.assertEqual(self.ca.counts["authorization"], reads, "answered from the store")
+        self.assertEqual([c["keyAuthorization"] for c in reply.json()["challenges"]],
+                         [KEY.key_authorization(c["token"]) for c in reply.json()["challenges"]])

@@ -48,10 +48,25 @@ class TLSSNI01OutcomeTests(SynchronousTestCase):
         challenges = self.successResultOf(self.gateway.store.challenges_for_authorization(record.id))
         return record.status, {c.type: c.status for c in challenges}
 
+    def deactivations_sent(self):
+        """The deactivations the gateway asks of the CA from now on."""
+        sent = []
+        post = self.ca._post_authorization
+
+        def recording(signed, authz_id):
+            if signed.payload == {"status": Status.DEACTIVATED}:
+                sent.append(authz_id)
+            return post(signed, authz_id)
+
+        self.patch(self.ca, "_post_authorization", recording)
+        return sent
+
     def test_a_right_answer_the_gateway_cannot_prove_says_why_in_full(self):
         self.build(ca=FakeCA(reuse_authorizations=False, validator=lambda *args: False))
         authorization, location = self.new_authz()
+        deactivations = self.deactivations_sent()
         self.answer(self.tls_sni(authorization))
+        self.assertEqual(deactivations, [], "the CA's own verdict is left as it stands")
         ca_error = next(c for c in self.ca_authorization().challenges if c.type == "http-01").error
         final = self.read(location)
         self.maxDiff = None

@@ -337,6 +337,22 @@ class ProfileTests(RenewalTestCase):
         self.assertEqual(stored.names, ("r.renew.test",))
 
 
+class ProfileByKeyAndNamesTests(RenewalTestCase):
+    ca_options = {"profiles": {"classic": "90 days", "shortlived": "6 days"}}
+    gateway_options = {"profiles": ProfilePolicy(default="classic", rules=(
+        ProfileRule(profile="shortlived", thumbprint=KEY.thumbprint, names="*.renew.test"),))}
+
+    def test_a_planned_renewal_is_ordered_with_the_profile_of_the_clients_key_and_names(self):
+        self.register()
+        self.first_certificate(names=("p.renew.test",))
+        reply = self.new_authz("p.renew.test")
+        self.assertEqual(reply.status, 201, reply.body)
+        order = self.successResultOf(self.gateway.store.order_by_id(
+            self.stored_authorization(reply.header("location")).order_id))
+        self.assertIsNotNone(order.planned_for, "the planned renewal")
+        self.assertEqual((order.profile, self.ca.orders[-1].profile), ("shortlived", "shortlived"))
+
+
 EAB_KEY = b"\x01" * 32
 
 
