@@ -82,8 +82,9 @@ from gateway.upstream.messages import UpstreamAccount
 
 log = Logger()
 
-#: Authorization statuses that never change again: served from the store.
-SETTLED = frozenset({Status.VALID, Status.DEACTIVATED, Status.REVOKED})
+#: Authorization statuses that never change again (RFC 8555 § 7.1.6:
+#: ``invalid`` too): served from the store.
+SETTLED = frozenset({Status.VALID, Status.INVALID, Status.DEACTIVATED, Status.REVOKED})
 
 
 @attrs.frozen
@@ -770,7 +771,7 @@ async def read_view(context: Context, record: Authorization, confirm: bool = Fal
     The current state of a stored authorization, never staler than the
     newest upstream answer, and costing the CA as little as that allows:
 
-    - settled (or its key left the store): the store's;
+    - settled, ``invalid`` included (or its key left the store): the store's;
     - being validated: the follower's newest answer, or its read in flight
       (a client read brings its first read forward); after a restart, a
       read of an authorization stored as being validated follows it again;
