@@ -63,6 +63,7 @@ from gateway.translate.errors import (
     Malformed,
     NotFound,
     Refused,
+    RefusedSubproblem,
     Unauthorized,
     UpstreamRefused,
     flow,
@@ -447,10 +448,19 @@ def _view_of(record: Authorization, challenges: Tuple[Challenge, ...], thumbprin
 
 def _stored_error(problem: UpstreamProblem) -> str:
     """
-    The CA's problem of a challenge, as its ``error`` column keeps it.
+    The CA's problem of a challenge, as its ``error`` column keeps it:
+    its subproblems too, since a settled authorization is shown from the
+    store, and they carry the per-name reasons (and, for a ``compound``
+    problem, the v1 type the client gets).
     """
-    return json.dumps({"type": problem.type, "detail": problem.detail, "status": problem.status},
-                      separators=(",", ":"))
+    document: Dict[str, Any] = {"type": problem.type, "detail": problem.detail,
+                                "status": problem.status}
+    if problem.subproblems:
+        document["subproblems"] = [
+            {"type": sub.type, "detail": sub.detail,
+             **({"identifier": dict(sub.identifier)} if sub.identifier is not None else {})}
+            for sub in problem.subproblems]
+    return json.dumps(document, separators=(",", ":"))
 
 
 def _refusal_of(stored: str) -> UpstreamRefused:
@@ -461,9 +471,26 @@ def _refusal_of(stored: str) -> UpstreamRefused:
     try:
         document = json.loads(stored)
         return UpstreamRefused(str(document["type"]), str(document["detail"]),
-                               int(document["status"]))
-    except (ValueError, KeyError, TypeError):
+                               int(document["status"]),
+                               _stored_subproblems(document.get("subproblems")))
+    except (ValueError, KeyError, TypeError, AttributeError):
         return UpstreamRefused("about:blank", "The CA refused this challenge", 400)
+
+
+def _stored_subproblems(entries: Any) -> Tuple[RefusedSubproblem, ...]:
+    """
+    The subproblems of a stored challenge error (none in a row stored before
+    they were kept); an entry that is not one is left out.
+    """
+    if not isinstance(entries, list):
+        return ()
+    found = []
+    for entry in entries:
+        if isinstance(entry, dict) and isinstance(entry.get("type"), str):
+            identifier = entry.get("identifier")
+            found.append(RefusedSubproblem(entry["type"], str(entry.get("detail", "")),
+                                           identifier if isinstance(identifier, dict) else None))
+    return tuple(found)
 
 
 def _failed_by_gateway(challenges: Iterable[Challenge]) -> bool:
