@@ -380,6 +380,26 @@ class StoredCandidateTests(NewOrderStoreTestCase):
         self.assertEqual(self.ca.counts["authorization"], reads + 1, "the new order's only")
 
 
+    def test_an_authorization_stored_expired_is_not_asked_about_again(self):
+        """
+        One the CA no longer knew when it was read (stored as expired) is
+        not confirmed with the CA at the next new-authz for the name.
+        """
+        self.register()
+        first = self.new_authz()
+        url = first.header("location")
+        self.gateway.advance(60)
+        self.client().nonce = None
+        self.ca.fail_next("/authz/", 404, {"type": "malformed", "detail": "No such authorization"})
+        self.assertProblem(self.get(url[len(self.base):]), 404, "malformed")
+        self.assertEqual(self.stored_authorization(url).status, Status.EXPIRED)
+        reads = self.ca.counts["authorization"]
+        reply = self.new_authz()
+        self.assertEqual((reply.status, reply.json()["status"]), (201, "pending"), reply.body)
+        self.assertNotEqual(reply.header("location"), url)
+        self.assertEqual(self.ca.counts["authorization"], reads + 1, "the new order's only")
+
+
 class PlanTests(RenewalTestCase):
     """
     Which open planned order answers a renewal's new-authz
