@@ -94,14 +94,20 @@ class ManagedAnswerTests(FaceTestCase):
 
     def test_a_read_right_after_the_answer_costs_the_ca_nothing(self):
         """
-        The answer read the outcome upstream (the gateway validated the
-        name itself): a client's read right after it is answered from the
-        store, as after any read of the authorization.
+        The answer read the authorization upstream after the gateway's own
+        attempt — here a wildcard, which its http-01 responder cannot prove,
+        so nothing was sent and it stays pending: a client's read right
+        after it is answered from the store.
         """
-        self.build(validator=lambda *args: False)
-        reply, answered = self.answer_as_client()
+        self.build()
+        reply = self.new_authz("*." + NAME, key=CLIENT)
+        self.assertEqual(reply.status, 201, reply.body)
+        (challenge,) = reply.json()["challenges"]
+        answered = self.post(challenge["uri"], {"resource": "challenge", "type": "dns-01"},
+                             key=CLIENT)
         self.assertEqual(answered.status, 202, answered.body)
+        self.assertEqual(self.gateway.context.revalidations.counts, {"invalid": 1})
         reads = self.ca.counts["authorization"]
         shown = self.get(reply.header("location")[len(self.base):])
-        self.assertEqual(shown.json()["status"], "invalid")
+        self.assertEqual(shown.json()["status"], "pending")
         self.assertEqual(self.ca.counts["authorization"], reads)

@@ -35,10 +35,13 @@ LOG = "gateway.translate.authorizations"
 
 class NewOrderStoreTestCase(FaceTestCase):
     ca_options: dict = {}
+    gateway_options: dict = {}
     validators = None
 
     def setUp(self):
-        options = {} if self.validators is None else {"validators": self.validators()}
+        options = dict(self.gateway_options)
+        if self.validators is not None:
+            options["validators"] = self.validators()
         self.gateway = build_test_gateway(self.keys, ca=FakeCA(**self.ca_options), **options)
         self.ca = self.gateway.ca
         self.base = self.gateway.base_url
@@ -399,6 +402,12 @@ class StoredCandidateTests(NewOrderStoreTestCase):
         self.assertNotEqual(reply.header("location"), url)
         self.assertEqual(self.ca.counts["authorization"], reads + 1, "the new order's only")
 
+
+
+class StoredCandidateWithoutPlanningTests(StoredCandidateTests):
+    """The same without renewal planning: new-authz reads the candidates itself."""
+
+    gateway_options = {"plan_renewals": False}
 
 class PlanTests(RenewalTestCase):
     """
