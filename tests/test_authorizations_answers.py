@@ -2,7 +2,8 @@
 v1 challenge answers, authorization reads and deactivations as the client
 and the CA see them (`gateway.translate.authorizations`): each refusal in
 its words with nothing sent upstream, what a deactivation stores, what a
-failed validation leaves in the store and shows after a restart (also a
+failed validation leaves in the store and shows after a restart (the CA's
+per-name reasons, its subproblems, included; also a
 stored error the gateway cannot parse), and an authorization stored
 without its challenges, repaired from the CA; an answer to a previous CA's
 challenge.
@@ -204,6 +205,66 @@ class FailedValidationTests(AnswerTestCase):
         self.assertNotIn("error", [key for c in again["challenges"] if c["type"] == "dns-01"
                                    for key in c])
 
+    def test_the_cas_per_name_reasons_are_stored_and_shown_after_a_restart(self):
+        """
+        A challenge error with subproblems: the v1 document (the type
+        taken from the first subproblem of a ``compound`` problem, each
+        name's reason in the detail) is the same read fresh from the CA,
+        from the store, and after a restart.
+        """
+        compound = {"type": "urn:ietf:params:acme:error:compound", "status": 403,
+                    "detail": "Validation failed for some names",
+                    "subproblems": [{"type": "urn:ietf:params:acme:error:caa",
+                                     "detail": "CAA record forbids issuance",
+                                     "identifier": {"type": "dns", "value": NAME}},
+                                    {"type": "urn:ietf:params:acme:error:dns",
+                                     "detail": "SERVFAIL looking up CAA"}]}
+        decide = self.ca._decide
+
+        def decide_with_subproblems(authorization, challenge):
+            decide(authorization, challenge)
+            challenge.error = compound
+
+        self.ca._decide = decide_with_subproblems
+        self.register()
+        reply = self.new_authz()
+        url = reply.header("location")[len(self.base):]
+        self.post(self.http01(reply.json())["uri"], {"resource": "challenge", "type": "http-01"})
+        first = self.http01(self.get(url).json())["error"]
+        self.assertEqual(first["type"], "urn:acme:error:caa")
+        self.assertEqual(first["detail"], f"Validation failed for some names: {NAME}: CAA record "
+                                          f"forbids issuance; SERVFAIL looking up CAA")
+        reads = self.ca.counts["authorization"]
+        self.assertEqual(self.http01(self.get(url).json())["error"], first)
+        self.restart()
+        self.gateway.advance(60)
+        self.assertEqual(self.http01(self.get(url).json())["error"], first)
+        self.assertEqual(self.ca.counts["authorization"], reads)
+        stored = next(c for c in self.stored_challenges(url) if c.type == "http-01")
+        self.assertEqual(json.loads(stored.error)["subproblems"], compound["subproblems"])
+
+    def test_stored_subproblems_that_are_not_ones_are_left_out(self):
+        self.register()
+        reply = self.new_authz()
+        url = reply.header("location")
+        self.post(self.http01(reply.json())["uri"], {"resource": "challenge", "type": "http-01"})
+        stored = next(c for c in self.stored_challenges(url) if c.type == "http-01")
+        column = json.dumps({"type": "urn:ietf:params:acme:error:compound", "status": 403,
+                             "detail": "Some failed",
+                             "subproblems": ["text", {"detail": "no type"}, {"type": 7},
+                                             {"type": "urn:ietf:params:acme:error:dns",
+                                              "detail": "no TXT", "identifier": "not a dict"},
+                                             {"type": "urn:ietf:params:acme:error:caa"}]})
+        for subproblems, expected in ((column, ("dns", "Some failed: no TXT; caa")),
+                                      (json.dumps({**json.loads(column), "subproblems": "x"}),
+                                       ("malformed", "Some failed"))):
+            self.restart()
+            self.gateway.store._database.execute("UPDATE challenges SET error = ? WHERE id = ?",
+                                                 (subproblems, stored.id))
+            error = self.http01(self.get(url[len(self.base):]).json())["error"]
+            self.assertEqual((error["type"], error["detail"]),
+                             ("urn:acme:error:" + expected[0], expected[1]))
+
     def test_a_stored_error_the_gateway_cannot_read_is_the_cas_unnamed_refusal(self):
         self.register()
         reply = self.new_authz()
@@ -213,7 +274,7 @@ class FailedValidationTests(AnswerTestCase):
         for column in ("not json", json.dumps({"type": "x"}), json.dumps({"type": "t", "detail": "d",
                                                                           "status": "four"})):
             self.restart()
-            self.get(url[len(self.base):])  # read at the CA: the store's are shown for 5 s
+            self.get(url[len(self.base):])  # invalid is final: shown from the store
             self.gateway.store._database.execute("UPDATE challenges SET error = ? WHERE id = ?",
                                                  (column, stored.id))
             reads = self.ca.counts["authorization"]

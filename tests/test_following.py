@@ -398,6 +398,36 @@ class AuthorizationFollowingTests(SynchronousTestCase):
             self.gateway.advance(PENDING_RECHECK_SECONDS / 60)
         self.assertEqual(signed_requests(self.ca), before + 1)
 
+    def test_an_invalid_authorization_is_not_read_upstream_again(self):
+        """
+        ``invalid`` is final (RFC 8555 § 7.1.6): once the gateway has the
+        CA's ``invalid``, a client that keeps polling it -- legacy clients
+        poll a failed authorization until they give up -- is answered from
+        the store, the CA's reason included, and costs the CA nothing, not
+        one read per `PENDING_RECHECK_SECONDS`.
+        """
+        from gateway.translate.authorizations import PENDING_RECHECK_SECONDS
+
+        self.ca.validator = lambda authorization, challenge, key_authorization: False
+        authz = self.new_authz()
+        url = authz.header("location")
+        self.answer(authz)
+        self.gateway.advance(1.0)
+        for _ in range(10):
+            if self.get(url)["status"] == Status.INVALID:
+                break
+            self.gateway.advance(0.5)
+        failed = self.get(url)
+        self.assertEqual(failed["status"], Status.INVALID)
+        before = signed_requests(self.ca)
+        for _ in range(6):
+            self.gateway.advance(PENDING_RECHECK_SECONDS)
+            again = self.get(url)
+            self.assertEqual(again["status"], Status.INVALID)
+            [challenge] = [c for c in again["challenges"] if c["type"] == "http-01"]
+            self.assertIn("not the expected key authorization", challenge["error"]["detail"])
+        self.assertEqual(signed_requests(self.ca), before)
+
     def test_an_answer_the_store_never_got_is_found_at_the_recheck(self):
         """
         The challenge was answered upstream by a process killed before it

@@ -63,6 +63,7 @@ from gateway.translate.errors import (
     Malformed,
     NotFound,
     Refused,
+    RefusedSubproblem,
     Unauthorized,
     UpstreamRefused,
     flow,
@@ -82,8 +83,9 @@ from gateway.upstream.messages import UpstreamAccount
 
 log = Logger()
 
-#: Authorization statuses that never change again: served from the store.
-SETTLED = frozenset({Status.VALID, Status.DEACTIVATED, Status.REVOKED})
+#: Authorization statuses that never change again (RFC 8555 § 7.1.6:
+#: ``invalid`` too): served from the store.
+SETTLED = frozenset({Status.VALID, Status.INVALID, Status.DEACTIVATED, Status.REVOKED})
 
 
 @attrs.frozen
@@ -446,10 +448,19 @@ def _view_of(record: Authorization, challenges: Tuple[Challenge, ...], thumbprin
 
 def _stored_error(problem: UpstreamProblem) -> str:
     """
-    The CA's problem of a challenge, as its ``error`` column keeps it.
+    The CA's problem of a challenge, as its ``error`` column keeps it:
+    its subproblems too, since a settled authorization is shown from the
+    store, and they carry the per-name reasons (and, for a ``compound``
+    problem, the v1 type the client gets).
     """
-    return json.dumps({"type": problem.type, "detail": problem.detail, "status": problem.status},
-                      separators=(",", ":"))
+    document: Dict[str, Any] = {"type": problem.type, "detail": problem.detail,
+                                "status": problem.status}
+    if problem.subproblems:
+        document["subproblems"] = [
+            {"type": sub.type, "detail": sub.detail,
+             **({"identifier": dict(sub.identifier)} if sub.identifier is not None else {})}
+            for sub in problem.subproblems]
+    return json.dumps(document, separators=(",", ":"))
 
 
 def _refusal_of(stored: str) -> UpstreamRefused:
@@ -460,9 +471,26 @@ def _refusal_of(stored: str) -> UpstreamRefused:
     try:
         document = json.loads(stored)
         return UpstreamRefused(str(document["type"]), str(document["detail"]),
-                               int(document["status"]))
-    except (ValueError, KeyError, TypeError):
+                               int(document["status"]),
+                               _stored_subproblems(document.get("subproblems")))
+    except (ValueError, KeyError, TypeError, AttributeError):
         return UpstreamRefused("about:blank", "The CA refused this challenge", 400)
+
+
+def _stored_subproblems(entries: Any) -> Tuple[RefusedSubproblem, ...]:
+    """
+    The subproblems of a stored challenge error (none in a row stored before
+    they were kept); an entry that is not one is left out.
+    """
+    if not isinstance(entries, list):
+        return ()
+    found = []
+    for entry in entries:
+        if isinstance(entry, dict) and isinstance(entry.get("type"), str):
+            identifier = entry.get("identifier")
+            found.append(RefusedSubproblem(entry["type"], str(entry.get("detail", "")),
+                                           identifier if isinstance(identifier, dict) else None))
+    return tuple(found)
 
 
 def _failed_by_gateway(challenges: Iterable[Challenge]) -> bool:
@@ -770,7 +798,7 @@ async def read_view(context: Context, record: Authorization, confirm: bool = Fal
     The current state of a stored authorization, never staler than the
     newest upstream answer, and costing the CA as little as that allows:
 
-    - settled (or its key left the store): the store's;
+    - settled, ``invalid`` included (or its key left the store): the store's;
     - being validated: the follower's newest answer, or its read in flight
       (a client read brings its first read forward); after a restart, a
       read of an authorization stored as being validated follows it again;
