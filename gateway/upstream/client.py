@@ -817,11 +817,6 @@ def _describe(failure: BaseException) -> str:
 PERSISTENT_PER_HOST = 64
 
 
-#: CA host names whose TLS connection creator is kept (`https_client`):
-#: the CA's API host, and a few more for other CAs' and ARI hosts.
-TLS_CREATORS_KEPT = 16
-
-
 def https_client(reactor: Any, ca_bundle: Optional[str] = None) -> HTTPClient:
     """
     A treq ``HTTPClient`` on a ``twisted.web.client.Agent`` with one pool
@@ -835,8 +830,8 @@ def https_client(reactor: Any, ca_bundle: Optional[str] = None) -> HTTPClient:
     root loaded into it, the host name checked by IDNA): 5.8 % of the
     gateway's GIL-holding samples at 32 concurrent clients (py-spy
     ``--gil``, issue 15).  One creator per host name is kept instead
-    (`TLS_CREATORS_KEPT` names); the trust and the name it checks are
-    the same.
+    (Twisted's ``HostnameCachingHTTPSPolicy``, 20 names); the trust and
+    the name it checks are the same.
     """
     policy = web_client.BrowserLikePolicyForHTTPS(
         trustRoot=trust_root(ca_bundle) if ca_bundle else None
@@ -845,7 +840,7 @@ def https_client(reactor: Any, ca_bundle: Optional[str] = None) -> HTTPClient:
     pool.maxPersistentPerHost = PERSISTENT_PER_HOST
     pool.retryAutomatically = False
     return HTTPClient(web_client.Agent(
-        reactor, contextFactory=web_client.HostnameCachingHTTPSPolicy(policy, TLS_CREATORS_KEPT), pool=pool))
+        reactor, contextFactory=web_client.HostnameCachingHTTPSPolicy(policy), pool=pool))
 
 
 def trust_root(ca_bundle: str) -> Any:
