@@ -9,7 +9,10 @@ against a native ACME v2 client, in one run, against one local Pebble.
 
 Both sides use the acme 1.32 library from the legacy venv: native =
 ``ClientV2`` straight to Pebble, legacy = the v1 ``Client`` through the
-gateway (its own process, ``acme-gateway serve``).  Both reach Pebble through
+gateway (its own process, ``acme-gateway serve``); for sequential 3-name
+certificates also ``native-v1``, ``ClientV2`` straight to Pebble following
+the v1 shape (one order per name, then one for all: what the legacy flow
+makes the gateway send), to tell the v1 protocol's cost from the gateway's.  Both reach Pebble through
 one counting TLS pass-through (``bench/helper.py``), so upstream requests and
 orders are counted the same way for both.  Every figure is a ratio against
 the native baseline measured in the same run.  See ``bench/README.md``.
@@ -471,6 +474,9 @@ class Bench:
         for i in range(self.accounts):
             make_key(os.path.join(self.legacy_keys_dir, f"legacy-{i}.pem"))
             make_key(os.path.join(self.native_keys_dir, f"native-{i}.pem"))
+        # The native client following the v1 shape runs sequentially only,
+        # with an account of its own.
+        make_key(os.path.join(self.native_keys_dir, f"{SHAPED}-0.pem"))
         from tests.support.stack import DNSServer
 
         for attempt in range(3):  # its TCP port is its UDP port: taken, now and then
@@ -638,11 +644,13 @@ class Bench:
     def names(prefix: str, count: int, per_cert: int) -> List[List[str]]:
         return [[f"{prefix}-{i}-{j}.bench.test" for j in range(per_cert)] for i in range(count)]
 
-    def alternating(self, stack: Stack, name: str, plan_for, rounds: int, restart=None):
+    def alternating(self, stack: Stack, name: str, plan_for, rounds: int, restart=None,
+                    modes=("native", "legacy")):
         """
-        Both modes, ``rounds`` times, alternating which goes first (native,
-        legacy, legacy, native, ...) so that drift on a shared machine
-        falls on both; the rounds of a mode are merged.
+        Each of ``modes``, ``rounds`` times, alternating their order
+        (native, legacy, legacy, native, ...: ``round_modes``) so that
+        drift on a shared machine falls on all; the rounds of a mode are
+        merged.
 
         With ``restart`` (a function returning a fresh stack), a round in
         which certificates failed is run again on a fresh stack, at most
@@ -651,8 +659,7 @@ class Bench:
         whichever mode is running.  Every rerun is noted.
         """
         for index in range(rounds):
-            modes = ("native", "legacy") if index % 2 == 0 else ("legacy", "native")
-            for mode in modes:
+            for mode in round_modes(modes, index):
                 phase = self.run_phase(stack, mode, name, plan_for(mode, index), record=False)
                 attempt = 0
                 while phase["failed"] and restart is not None and attempt < 2:
@@ -690,16 +697,20 @@ class Bench:
         rounds = self.args.rounds
         n, m = self.args.n, self.args.n_multi
         self.alternating(stack, "single", lambda mode, i: [self.names(
-            f"{tag}{mode[0]}s{i}", self.split(n, min(rounds, n), i), 1)], min(rounds, n))
+            f"{tag}{MODE_TAGS[mode]}s{i}", self.split(n, min(rounds, n), i), 1)], min(rounds, n))
+        # With authorization reuse on, also the native client following
+        # the v1 shape (its last order needs the CA to reuse the
+        # authorizations it validated, as the gateway's new-cert does).
         self.alternating(stack, "multi3", lambda mode, i: [self.names(
-            f"{tag}{mode[0]}m{i}", self.split(m, min(rounds, m), i), 3)], min(rounds, m))
+            f"{tag}{MODE_TAGS[mode]}m{i}", self.split(m, min(rounds, m), i), 3)], min(rounds, m),
+            modes=("native", SHAPED, "legacy") if stack.authz_reuse else ("native", "legacy"))
         if stack.authz_reuse:
             # The same certificates again: each a renewal of one the client
             # holds (through the gateway: one planned order for the three
             # names).  Without reuse the gateway's first 3-name issuance
             # fails (no means here), so there is nothing to renew.
             self.alternating(stack, "renew3", lambda mode, i: [self.names(
-                f"{tag}{mode[0]}m{i}", self.split(m, min(rounds, m), i), 3)], min(rounds, m))
+                f"{tag}{MODE_TAGS[mode]}m{i}", self.split(m, min(rounds, m), i), 3)], min(rounds, m))
 
     def warm_up(self, stack: Stack, tag: str, gateway=None):
         """Register every account and issue one certificate per mode (untimed)."""
@@ -1020,6 +1031,22 @@ class Bench:
                 self.memory_diagnosis(other)
             self.stop_stack(other)
         self.results["elapsed_s"] = time.monotonic() - started
+
+
+#: The native client following the v1 shape (bench/driver.py ``NativeV1Shaped``).
+SHAPED = report.SHAPED
+
+#: Each mode's letter in the names it asks certificates for (unique per mode).
+MODE_TAGS = {"native": "n", "legacy": "l", SHAPED: "v"}
+
+
+def round_modes(modes, index: int) -> tuple:
+    """
+    The order in which round ``index`` runs ``modes``: as given in even
+    rounds, reversed in odd ones, so that what drifts over a run falls on
+    the first and the last mode alike.
+    """
+    return tuple(modes) if index % 2 == 0 else tuple(reversed(modes))
 
 
 #: Sequential phases whose client steps are lined up with the upstream requests.

@@ -243,12 +243,30 @@ class FailedValidationTests(AnswerTestCase):
         stored = next(c for c in self.stored_challenges(url) if c.type == "http-01")
         self.assertEqual(json.loads(stored.error)["subproblems"], compound["subproblems"])
 
-    def test_stored_subproblems_that_are_not_ones_are_left_out(self):
+    def failed_authorization(self):
+        """A failed authorization's URL and its stored http-01 challenge."""
         self.register()
         reply = self.new_authz()
         url = reply.header("location")
         self.post(self.http01(reply.json())["uri"], {"resource": "challenge", "type": "http-01"})
-        stored = next(c for c in self.stored_challenges(url) if c.type == "http-01")
+        return url, next(c for c in self.stored_challenges(url) if c.type == "http-01")
+
+    def shown_with_stored_error(self, url, challenge, column):
+        """
+        The http-01 error a restarted gateway shows once the challenge's
+        ``error`` column holds ``column``, and the CA's authorization reads
+        that cost.
+        """
+        self.restart()
+        self.get(url[len(self.base):])  # invalid is final: shown from the store
+        self.gateway.store._database.execute("UPDATE challenges SET error = ? WHERE id = ?",
+                                             (column, challenge.id))
+        reads = self.ca.counts["authorization"]
+        error = self.http01(self.get(url[len(self.base):]).json())["error"]
+        return error, self.ca.counts["authorization"] - reads
+
+    def test_stored_subproblems_that_are_not_ones_are_left_out(self):
+        url, stored = self.failed_authorization()
         column = json.dumps({"type": "urn:ietf:params:acme:error:compound", "status": 403,
                              "detail": "Some failed",
                              "subproblems": ["text", {"detail": "no type"}, {"type": 7},
@@ -258,28 +276,16 @@ class FailedValidationTests(AnswerTestCase):
         for subproblems, expected in ((column, ("dns", "Some failed: no TXT; caa")),
                                       (json.dumps({**json.loads(column), "subproblems": "x"}),
                                        ("malformed", "Some failed"))):
-            self.restart()
-            self.gateway.store._database.execute("UPDATE challenges SET error = ? WHERE id = ?",
-                                                 (subproblems, stored.id))
-            error = self.http01(self.get(url[len(self.base):]).json())["error"]
+            error, _ = self.shown_with_stored_error(url, stored, subproblems)
             self.assertEqual((error["type"], error["detail"]),
                              ("urn:acme:error:" + expected[0], expected[1]))
 
     def test_a_stored_error_the_gateway_cannot_read_is_the_cas_unnamed_refusal(self):
-        self.register()
-        reply = self.new_authz()
-        url = reply.header("location")
-        self.post(self.http01(reply.json())["uri"], {"resource": "challenge", "type": "http-01"})
-        stored = next(c for c in self.stored_challenges(url) if c.type == "http-01")
+        url, stored = self.failed_authorization()
         for column in ("not json", json.dumps({"type": "x"}), json.dumps({"type": "t", "detail": "d",
                                                                           "status": "four"})):
-            self.restart()
-            self.get(url[len(self.base):])  # invalid is final: shown from the store
-            self.gateway.store._database.execute("UPDATE challenges SET error = ? WHERE id = ?",
-                                                 (column, stored.id))
-            reads = self.ca.counts["authorization"]
-            error = self.http01(self.get(url[len(self.base):]).json())["error"]
-            self.assertEqual(self.ca.counts["authorization"], reads)
+            error, reads = self.shown_with_stored_error(url, stored, column)
+            self.assertEqual(reads, 0)
             # the face's words for a CA's problem of no known type
             self.assertEqual(error, {"type": "urn:acme:error:serverInternal", "status": 500,
                                      "detail": "The upstream CA failed: 400 about:blank: "

@@ -24,8 +24,11 @@ EXPECTED_ROWS = (
     "1 name, sequential, p95 per certificate (s)",
     "3 names, sequential, median per certificate (s)",
     "3 names, sequential, p95 per certificate (s)",
+    "3 names, sequential, median per certificate, against native following the v1 shape (s)",
+    "3 names, sequential, mean per certificate, against native following the v1 shape (s)",
     "upstream requests per certificate, 1 name, authz reuse on",
     "upstream requests per certificate, 3 names, authz reuse on",
+    "upstream requests per certificate, 3 names, authz reuse on, against native following the v1 shape",
     "upstream requests per certificate, 1 name, authz reuse off",
     "upstream requests per certificate, 3 names, authz reuse off",
     "upstream requests per certificate, 3-name renewal, authz reuse on",
@@ -116,6 +119,13 @@ def test_bench_smoke(tmp_path):
         for mode in ("native", "legacy"):
             assert f"rep-{label}/k1/{mode}" in phases
     assert phases["reuse/single/legacy"]["orders_per_cert"] == 1.0
+    # The native client following the v1 shape sends what the legacy flow
+    # makes the gateway send: one order per name and one for all three.
+    shaped = phases["reuse/multi3/native-v1"]
+    assert shaped["orders_per_cert"] == 4.0, shaped["upstream"]
+    assert shaped["upstream_per_cert"]["newOrder"] == phases["reuse/multi3/legacy"]["upstream_per_cert"]["newOrder"]
+    assert shaped["upstream_per_cert"]["challenge"] == 3.0, shaped["upstream"]
+    assert "noreuse/multi3/native-v1" not in phases  # its last order needs the CA's reuse
     # A 3-name renewal through the gateway is one planned order (issue 14).
     assert phases["reuse/renew3/legacy"]["orders_per_cert"] == 1.0
     assert results["memory"]["samples"][-1]["issued"] == 10

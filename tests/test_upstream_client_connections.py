@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from twisted.internet import defer, protocol, reactor, ssl
 from twisted.web import resource, server
+from twisted.web._newclient import ResponseNeverReceived
 
 from gateway.process.devstack import make_tls_certificates
 from gateway.upstream.client import PERSISTENT_PER_HOST, UpstreamClient, https_client
@@ -179,4 +180,52 @@ async def test_a_kept_connection_the_ca_drops_is_not_retried_behind_the_clients_
         assert (factory.connections, factory.requests) == (1, 2)
     finally:
         await _close(client)
+        await port.stopListening()
+
+
+class CountingCreators:
+    """Counts the TLS connection creators Twisted's policy builds."""
+
+    def __init__(self, monkeypatch):
+        from twisted.web import client as web_client
+
+        self.built = []
+        build = web_client.optionsForClientTLS
+
+        def counted(hostname, *args, **kwargs):
+            self.built.append(hostname)
+            return build(hostname, *args, **kwargs)
+
+        monkeypatch.setattr(web_client, "optionsForClientTLS", counted)
+
+
+@pytest_twisted.ensureDeferred
+async def test_one_tls_creator_per_ca_host_not_one_per_request(tmp_path, monkeypatch):
+    """
+    20 requests to the CA, one after another on a kept connection and then
+    10 at once, build one TLS connection creator (an OpenSSL context with
+    the trust root loaded), not one each; the CA is still verified.
+    """
+    creators = CountingCreators(monkeypatch)
+    tls = make_tls_certificates(str(tmp_path / "tls"))
+    with open(tls["cert"], "rb") as cert, open(tls["key"], "rb") as key:
+        options = ssl.PrivateCertificate.loadPEM(cert.read() + key.read()).options()
+    site = CountingSite(DirectoryPage())
+    port = reactor.listenSSL(0, site, options, interface="127.0.0.1")
+    url = f"https://127.0.0.1:{port.getHost().port}/dir"
+    client = https_client(reactor, tls["ca"])
+    untrusting = https_client(reactor)
+    try:
+        for _ in range(10):
+            response = await client.get(url)
+            assert json.loads(await treq.content(response)) == DIRECTORY
+        responses = await defer.gatherResults([defer.ensureDeferred(client.get(url)) for _ in range(10)])
+        await defer.gatherResults([defer.ensureDeferred(treq.content(r)) for r in responses])
+        assert creators.built == ["127.0.0.1"]
+        assert site.connections >= 2  # the burst opened more connections, all from the one creator
+        with pytest.raises(ResponseNeverReceived):  # the TLS handshake failed: not trusted
+            await untrusting.get(url)
+    finally:
+        await client._agent._pool.closeCachedConnections()
+        await untrusting._agent._pool.closeCachedConnections()
         await port.stopListening()
