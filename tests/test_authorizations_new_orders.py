@@ -370,18 +370,24 @@ class StoredCandidateTests(NewOrderStoreTestCase):
         self.assertEqual(reply.json()["identifier"], {"type": "dns", "value": "*.w.example.test"})
         self.assertEqual(self.ca.counts["newOrder"], 2)
 
-    def test_an_invalid_authorization_is_not_even_asked_about(self):
-        self.register()
-        self.ca.validator = lambda *args: False
-        url, answered = self.authorize()
-        self.assertEqual(answered.status, 202, answered.body)
-        self.assertEqual(self.stored_authorization(url).status, Status.INVALID)
+    def assert_ordered_afresh(self, url):
+        """
+        A new-authz for the name gets a new pending authorization, not
+        ``url``'s, and the CA is asked about nothing but the new order's.
+        """
         reads = self.ca.counts["authorization"]
         reply = self.new_authz()
         self.assertEqual((reply.status, reply.json()["status"]), (201, "pending"), reply.body)
         self.assertNotEqual(reply.header("location"), url)
         self.assertEqual(self.ca.counts["authorization"], reads + 1, "the new order's only")
 
+    def test_an_invalid_authorization_is_not_even_asked_about(self):
+        self.register()
+        self.ca.validator = lambda *args: False
+        url, answered = self.authorize()
+        self.assertEqual(answered.status, 202, answered.body)
+        self.assertEqual(self.stored_authorization(url).status, Status.INVALID)
+        self.assert_ordered_afresh(url)
 
     def test_an_authorization_stored_expired_is_not_asked_about_again(self):
         """
@@ -396,12 +402,7 @@ class StoredCandidateTests(NewOrderStoreTestCase):
         self.ca.fail_next("/authz/", 404, {"type": "malformed", "detail": "No such authorization"})
         self.assertProblem(self.get(url[len(self.base):]), 404, "malformed")
         self.assertEqual(self.stored_authorization(url).status, Status.EXPIRED)
-        reads = self.ca.counts["authorization"]
-        reply = self.new_authz()
-        self.assertEqual((reply.status, reply.json()["status"]), (201, "pending"), reply.body)
-        self.assertNotEqual(reply.header("location"), url)
-        self.assertEqual(self.ca.counts["authorization"], reads + 1, "the new order's only")
-
+        self.assert_ordered_afresh(url)
 
 
 class StoredCandidateWithoutPlanningTests(StoredCandidateTests):
