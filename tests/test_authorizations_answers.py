@@ -265,7 +265,13 @@ class FailedValidationTests(AnswerTestCase):
         error = self.http01(self.get(url[len(self.base):]).json())["error"]
         return error, self.ca.counts["authorization"] - reads
 
-    def test_stored_subproblems_that_are_not_ones_are_left_out(self):
+    def test_stored_subproblems_read_back_as_the_cas_document_was_read(self):
+        """
+        A stored column is read by the parser of the CA's documents: an
+        entry that is no object is left out, one without a type is
+        ``about:blank``, an identifier that is no object is dropped, and
+        ``subproblems`` that is no list is none.
+        """
         url, stored = self.failed_authorization()
         column = json.dumps({"type": "urn:ietf:params:acme:error:compound", "status": 403,
                              "detail": "Some failed",
@@ -273,7 +279,7 @@ class FailedValidationTests(AnswerTestCase):
                                              {"type": "urn:ietf:params:acme:error:dns",
                                               "detail": "no TXT", "identifier": "not a dict"},
                                              {"type": "urn:ietf:params:acme:error:caa"}]})
-        for subproblems, expected in ((column, ("dns", "Some failed: no TXT; caa")),
+        for subproblems, expected in ((column, ("malformed", "Some failed: no type; 7; no TXT; caa")),
                                       (json.dumps({**json.loads(column), "subproblems": "x"}),
                                        ("malformed", "Some failed"))):
             error, _ = self.shown_with_stored_error(url, stored, subproblems)

@@ -45,20 +45,35 @@ class StoreCallTests(AnswerTestCase):
             self.patch(store, name, counting(name, getattr(store, name)))
         return counts
 
+    def count_store_reads(self):
+        """`count_calls` of every store method a read of an authorization might use."""
+        return self.count_calls("authorization_read", "authorization_by_id", "account_by_id",
+                                "challenges_for_authorization")
+
+    def assertOwnersKeyAuthorizations(self, authorization, key=KEY):
+        """Each challenge shows its owner's key authorization, as Boulder showed it."""
+        self.assertEqual([c["keyAuthorization"] for c in authorization["challenges"]],
+                         [key.key_authorization(c["token"]) for c in authorization["challenges"]])
+
+    def read_in_one_store_call(self, url, status):
+        """
+        ``url`` read by a client: shown with ``status`` and the owner's key
+        authorizations, from one store call.
+        """
+        counts = self.count_store_reads()
+        shown = self.get(url[len(self.base):])
+        self.assertEqual(shown.status, 200, shown.body)
+        authorization = shown.json()
+        self.assertEqual(authorization["status"], status)
+        self.assertOwnersKeyAuthorizations(authorization)
+        self.assertEqual(dict(counts), {"authorization_read": 1})
+        return authorization
+
     def test_a_poll_reads_the_authorization_its_owner_and_challenges_in_one_store_call(self):
         self.register()
         url, answered = self.authorize()
         self.assertEqual(answered.status, 202, answered.body)
-        counts = self.count_calls("authorization_read", "authorization_by_id", "account_by_id",
-                                  "challenges_for_authorization")
-        shown = self.get(url[len(self.base):])
-        self.assertEqual(shown.status, 200, shown.body)
-        authorization = shown.json()
-        self.assertEqual(authorization["status"], "valid")
-        # The owner's key authorization of each challenge, as Boulder showed it.
-        self.assertEqual([c["keyAuthorization"] for c in authorization["challenges"]],
-                         [KEY.key_authorization(c["token"]) for c in authorization["challenges"]])
-        self.assertEqual(dict(counts), {"authorization_read": 1})
+        self.read_in_one_store_call(url, "valid")
 
 
 class ExpiryTests(AnswerTestCase):
@@ -114,15 +129,7 @@ class PendingReadTests(StoreCallTests):
         self.gateway.advance(60)
         self.assertEqual(self.get(url[len(self.base):]).status, 200)
         reads = self.ca.counts["authorization"]
-        counts = self.count_calls("authorization_read", "authorization_by_id", "account_by_id",
-                                  "challenges_for_authorization")
-        shown = self.get(url[len(self.base):])
-        self.assertEqual(shown.status, 200, shown.body)
-        authorization = shown.json()
-        self.assertEqual(authorization["status"], "pending")
-        self.assertEqual([c["keyAuthorization"] for c in authorization["challenges"]],
-                         [KEY.key_authorization(c["token"]) for c in authorization["challenges"]])
-        self.assertEqual(dict(counts), {"authorization_read": 1})
+        self.read_in_one_store_call(url, "pending")
         self.assertEqual(self.ca.counts["authorization"], reads)
 
     def test_new_authz_asks_the_ca_before_handing_out_a_pending_authorization_read_just_now(self):
@@ -258,6 +265,8 @@ class GatewayVerdictReadTests(SynchronousTestCase):
     read = v1_tlssni.TLSSNI01Tests.read
     tls_sni = staticmethod(v1_tlssni.TLSSNI01Tests.tls_sni)
     count_calls = StoreCallTests.count_calls
+    count_store_reads = StoreCallTests.count_store_reads
+    assertOwnersKeyAuthorizations = StoreCallTests.assertOwnersKeyAuthorizations
 
     def test_the_gateways_failed_check_stands_over_a_raced_pending_in_one_store_call(self):
         """
@@ -274,13 +283,11 @@ class GatewayVerdictReadTests(SynchronousTestCase):
             authorization_id, status=Status.PENDING))
         self.gateway.advance(60)
         reads = self.ca.counts["authorization"]
-        counts = self.count_calls("authorization_read", "authorization_by_id", "account_by_id",
-                                  "challenges_for_authorization")
+        counts = self.count_store_reads()
         shown = self.read(location)
         self.assertEqual(shown["status"], "invalid")
         self.assertEqual(self.tls_sni(shown)["status"], "invalid")
-        self.assertEqual([c["keyAuthorization"] for c in shown["challenges"]],
-                         [v1_tlssni.KEY.key_authorization(c["token"]) for c in shown["challenges"]])
+        self.assertOwnersKeyAuthorizations(shown, v1_tlssni.KEY)
         self.assertEqual(dict(counts), {"authorization_read": 1})
         self.assertEqual(self.ca.counts["authorization"], reads)
 

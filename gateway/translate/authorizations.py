@@ -63,7 +63,6 @@ from gateway.translate.errors import (
     Malformed,
     NotFound,
     Refused,
-    RefusedSubproblem,
     Unauthorized,
     UpstreamRefused,
     flow,
@@ -465,32 +464,18 @@ def _stored_error(problem: UpstreamProblem) -> str:
 
 def _refusal_of(stored: str) -> UpstreamRefused:
     """
-    A challenge's stored ``error`` column as the CA's refusal (a column
-    that does not parse is shown as the CA's unnamed problem).
+    A challenge's stored ``error`` column as the CA's refusal, read back by
+    the parser that read the CA's document (`UpstreamProblem.from_document`),
+    its subproblems included (none in a row stored before they were kept).
+    A column that is not a JSON object with a numeric status is shown as
+    the CA's unnamed problem.
     """
     try:
         document = json.loads(stored)
-        return UpstreamRefused(str(document["type"]), str(document["detail"]),
-                               int(document["status"]),
-                               _stored_subproblems(document.get("subproblems")))
-    except (ValueError, KeyError, TypeError, AttributeError):
+        status = int(document["status"])
+    except (ValueError, KeyError, TypeError):
         return UpstreamRefused("about:blank", "The CA refused this challenge", 400)
-
-
-def _stored_subproblems(entries: Any) -> Tuple[RefusedSubproblem, ...]:
-    """
-    The subproblems of a stored challenge error (none in a row stored before
-    they were kept); an entry that is not one is left out.
-    """
-    if not isinstance(entries, list):
-        return ()
-    found = []
-    for entry in entries:
-        if isinstance(entry, dict) and isinstance(entry.get("type"), str):
-            identifier = entry.get("identifier")
-            found.append(RefusedSubproblem(entry["type"], str(entry.get("detail", "")),
-                                           identifier if isinstance(identifier, dict) else None))
-    return tuple(found)
+    return UpstreamRefused.of(UpstreamProblem.from_document(document, status))
 
 
 def _failed_by_gateway(challenges: Iterable[Challenge]) -> bool:
