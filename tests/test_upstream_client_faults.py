@@ -39,6 +39,7 @@ from gateway.upstream.client import (
 )
 from gateway.upstream.errors import PollTimeout, UpstreamProblem, UpstreamProtocolError, UpstreamUnavailable
 from gateway.upstream.messages import ExternalAccountKey, Order, UpstreamAccount
+from gateway.upstream.transport import AgentTransport
 
 BASE = "https://ca.test"
 V2 = "urn:ietf:params:acme:error:"
@@ -279,9 +280,9 @@ def test_an_answered_exchange_leaves_no_timer_behind():
 
 # -- transport failures (a transport that fails as Twisted's agent does) ------
 
-class FailingHTTP:
+class FailingAgent:
     """
-    A treq client whose every request fails with ``error`` (or hangs, for
+    A Twisted agent whose every request fails with ``error`` (or hangs, for
     ``error=None``), as Twisted's agent fails: connection refused, or
     ``ResponseNeverReceived`` wrapping the reasons.
     """
@@ -290,24 +291,28 @@ class FailingHTTP:
         self.error = error
         self.requests = []
 
-    def request(self, method, url, **kwargs):
-        self.requests.append((method, url, kwargs))
+    def request(self, method, uri, headers=None, bodyProducer=None):
+        self.requests.append((method, uri))
         if self.error is None:
             return defer.Deferred()
         return defer.fail(self.error)
 
 
+def failing(error: Optional[BaseException]) -> AgentTransport:
+    return AgentTransport(FailingAgent(error))
+
+
 def test_a_refused_connection_is_unavailable_naming_the_url():
-    http = FailingHTTP(ConnectionRefusedError("nobody home"))
+    http = failing(ConnectionRefusedError("nobody home"))
     client = UpstreamClient(BASE + "/directory", http, Clock(), read_retries=0)
     error = failure(run(client.directory()), UpstreamUnavailable)
     assert str(error) == f"cannot reach {BASE}/directory: Connection was refused by other side: nobody home."
     assert error.url == BASE + "/directory"
-    assert http.requests[0][2]["allow_redirects"] is False
+    assert http.agent.requests == [(b"GET", f"{BASE}/directory".encode())]
 
 
 def test_a_failed_exchange_is_logged_with_its_reason():
-    client = UpstreamClient(BASE + "/directory", FailingHTTP(ConnectionRefusedError("nobody home")),
+    client = UpstreamClient(BASE + "/directory", failing(ConnectionRefusedError("nobody home")),
                             Clock(), read_retries=0)
     with capturedLogs() as events:
         failure(run(client.directory()), UpstreamUnavailable)
@@ -319,7 +324,7 @@ def test_a_failed_exchange_is_logged_with_its_reason():
 def test_twisteds_wrapped_reasons_are_named_each():
     # a reason is a Failure or, at times, the exception itself
     reasons = [Failure(ConnectionRefusedError("one")), ValueError("two")]
-    client = UpstreamClient(BASE + "/directory", FailingHTTP(ResponseNeverReceived(reasons)),
+    client = UpstreamClient(BASE + "/directory", failing(ResponseNeverReceived(reasons)),
                             Clock(), read_retries=0)
     error = failure(run(client.directory()), UpstreamUnavailable)
     assert str(error) == (f"cannot reach {BASE}/directory: Connection was refused by other side: "
@@ -327,7 +332,7 @@ def test_twisteds_wrapped_reasons_are_named_each():
 
 
 def test_an_error_without_words_is_named_by_its_class():
-    client = UpstreamClient(BASE + "/directory", FailingHTTP(ValueError()), Clock(), read_retries=0)
+    client = UpstreamClient(BASE + "/directory", failing(ValueError()), Clock(), read_retries=0)
     assert str(failure(run(client.directory()), UpstreamUnavailable)) == (
         f"cannot reach {BASE}/directory: ValueError")
 
@@ -343,13 +348,13 @@ def test_a_cancelled_exchange_is_cancelled_not_an_outage(cancelled):
     outage: the read is not retried and no `UpstreamUnavailable` is logged
     as the CA's fault.
     """
-    http = FailingHTTP(cancelled)
+    http = failing(cancelled)
     clock = Clock()
     client = UpstreamClient(BASE + "/directory", http, clock)
     error = failure(run(client.directory()), defer.CancelledError)
     assert str(error) == f"GET {BASE}/directory cancelled"
     clock.advance(60)
-    assert len(http.requests) == 1
+    assert len(http.agent.requests) == 1
 
 
 @pytest.mark.parametrize("reasons", [
@@ -357,20 +362,20 @@ def test_a_cancelled_exchange_is_cancelled_not_an_outage(cancelled):
     [],
 ])
 def test_a_failure_with_other_reasons_is_an_outage(reasons):
-    client = UpstreamClient(BASE + "/directory", FailingHTTP(ResponseNeverReceived(reasons)),
+    client = UpstreamClient(BASE + "/directory", failing(ResponseNeverReceived(reasons)),
                             Clock(), read_retries=0)
     failure(run(client.directory()), UpstreamUnavailable)
 
 
 def test_a_caller_cancelling_a_hanging_read_stops_it():
-    http = FailingHTTP(None)
+    http = failing(None)
     clock = Clock()
     client = UpstreamClient(BASE + "/directory", http, clock)
     pending = run(client.directory())
     pending.cancel()
     failure(pending, defer.CancelledError)
     clock.advance(120)
-    assert len(http.requests) == 1
+    assert len(http.agent.requests) == 1
     assert clock.getDelayedCalls() == []
 
 

@@ -55,6 +55,7 @@ from gateway.upstream.errors import (
     UpstreamUnavailable,
 )
 from gateway.status import AUTHORIZATION_FINAL, ORDER_FINAL, Status
+from gateway.upstream.transport import AgentTransport, CachingEndpointFactory, agent_transport
 from gateway.upstream.messages import (
     Authorization,
     CertificateChain,
@@ -197,8 +198,12 @@ class UpstreamClient:
     ):
         self.directory_url = directory_url
         self._http = http
+        #: The exchanges, on ``http``'s agent (`gateway.upstream.transport`),
+        #: made at the first.
+        self._transport: Optional[AgentTransport] = None
         self._clock = clock
         self._user_agent = user_agent
+        self._user_agent_raw = user_agent.encode("utf-8")
         self._request_timeout = request_timeout
         self._max_nonce_retries = max_nonce_retries
         self.poll_policy = poll_policy
@@ -236,19 +241,14 @@ class UpstreamClient:
     async def _exchange(
         self, method: str, url: str, body: Optional[bytes], headers: Headers
     ) -> UpstreamResponse:
-        response = await self._http.request(
-            method,
-            url,
-            data=body,
-            headers=headers,
-            allow_redirects=False,
-            unbuffered=True,
-        )
-        content: bytes = await response.content()
+        if self._transport is None:
+            self._transport = agent_transport(self._http)
+        code, response_headers, content = await self._transport.exchange(
+            method.encode("ascii"), url, headers, body)
         raw_headers: Dict[str, List[str]] = {}
-        for name, values in response.headers.getAllRawHeaders():
+        for name, values in response_headers.getAllRawHeaders():
             raw_headers[name.decode("latin-1").lower()] = [v.decode("latin-1") for v in values]
-        return UpstreamResponse(url=url, status=response.code, headers=raw_headers, body=content)
+        return UpstreamResponse(url=url, status=code, headers=raw_headers, body=content)
 
     async def _send(
         self, method: str, url: str, body: Optional[bytes] = None, content_type: Optional[str] = None,
@@ -260,9 +260,9 @@ class UpstreamClient:
         :raises UpstreamUnavailable: on connection failure, TLS failure or
             timeout.
         """
-        headers = Headers({"User-Agent": [self._user_agent]})
+        headers = Headers({b"User-Agent": [self._user_agent_raw]})
         if content_type is not None:
-            headers.setRawHeaders("Content-Type", [content_type])
+            headers.setRawHeaders(b"Content-Type", [content_type.encode("ascii")])
         exchange = defer.Deferred.fromCoroutine(self._exchange(method, url, body, headers))
         timed_out: List[bool] = []
 
@@ -839,8 +839,12 @@ def https_client(reactor: Any, ca_bundle: Optional[str] = None) -> HTTPClient:
     pool = web_client.HTTPConnectionPool(reactor, persistent=True)
     pool.maxPersistentPerHost = PERSISTENT_PER_HOST
     pool.retryAutomatically = False
-    return HTTPClient(web_client.Agent(
-        reactor, contextFactory=web_client.HostnameCachingHTTPSPolicy(policy), pool=pool))
+    # Twisted's own endpoint factory, asked once per host (the Agent asks on
+    # every request): `gateway.upstream.transport.CachingEndpointFactory`.
+    endpoints = web_client._StandardEndpointFactory(
+        reactor, web_client.HostnameCachingHTTPSPolicy(policy), None, None)
+    return HTTPClient(web_client.Agent.usingEndpointFactory(
+        reactor, CachingEndpointFactory(endpoints), pool=pool))
 
 
 def trust_root(ca_bundle: str) -> Any:
