@@ -18,7 +18,8 @@ import base64
 import hashlib
 import hmac
 import json
-from typing import Any, Mapping, Union
+from json.encoder import encode_basestring_ascii
+from typing import Any, Dict, Mapping, Optional, Union
 
 import attrs
 import josepy
@@ -142,6 +143,20 @@ class AccountKey:
     algorithm: josepy.JWASignature
     jwk: josepy.JWK
     thumbprint: str
+    #: The public JWK as JSON members, and the protected header's opening
+    #: (``alg`` and, for a ``jwk`` header, the key) as JSON text: built once,
+    #: not for every upstream request (`protected_header`).
+    _jwk_members: Dict[str, Any] = attrs.field(init=False, repr=False)
+    _alg_member: str = attrs.field(init=False, repr=False)
+    _jwk_member: str = attrs.field(init=False, repr=False)
+
+    def __attrs_post_init__(self) -> None:
+        members = self.jwk.to_json()
+        object.__setattr__(self, "_jwk_members", members)
+        object.__setattr__(self, "_alg_member",
+                           '{"alg":' + encode_basestring_ascii(self.algorithm.name))
+        object.__setattr__(self, "_jwk_member", ',"jwk":' + json.dumps(
+            members, separators=(",", ":"), sort_keys=True))
 
     @classmethod
     def from_private_key(cls, private_key: PrivateKey) -> "AccountKey":
@@ -164,9 +179,20 @@ class AccountKey:
     @property
     def public_jwk_json(self) -> dict:
         """
-        The public JWK as a JSON object.
+        The public JWK as a JSON object (a copy: the members are strings).
         """
-        return self.jwk.to_json()
+        return dict(self._jwk_members)
+
+    def protected_header(self, nonce: str, url: str, kid: Optional[str] = None) -> bytes:
+        """
+        The JSON text of an upstream request's protected header: ``alg``,
+        ``nonce``, ``url`` and ``kid`` or (without one) ``jwk``, exactly as
+        ``json.dumps(header, separators=(",", ":"), sort_keys=True)`` spells
+        it, from the pieces of the key built once.
+        """
+        signer = ',"kid":' + encode_basestring_ascii(kid) if kid is not None else self._jwk_member
+        return (self._alg_member + signer + ',"nonce":' + encode_basestring_ascii(nonce)
+                + ',"url":' + encode_basestring_ascii(url) + "}").encode("ascii")
 
     @property
     def label(self) -> str:
@@ -231,6 +257,23 @@ def sign_flattened(
         "payload": payload_b64,
         "signature": b64url(signature),
     }
+
+
+def sign_request(key: AccountKey, payload: Any, nonce: str, url: str,
+                 kid: Optional[str] = None) -> bytes:
+    """
+    The body of an upstream ACME request: the flattened JWS of
+    `sign_flattened` with the protected header ``nonce``, ``url`` and
+    ``kid`` (or ``jwk`` without one), serialized as ``json.dumps`` does by
+    default.  The header comes from `AccountKey.protected_header` and the
+    JWS members are base64url, which JSON needs no escaping for: no JSON
+    encoder runs but the payload's.
+    """
+    protected_b64 = b64url(key.protected_header(nonce, url, kid))
+    payload_b64 = b64url(encode_payload(payload))
+    signature_b64 = b64url(key.sign(f"{protected_b64}.{payload_b64}".encode("ascii")))
+    return (f'{{"protected": "{protected_b64}", "payload": "{payload_b64}", '
+            f'"signature": "{signature_b64}"}}').encode("ascii")
 
 
 def external_account_binding(kid: str, hmac_key: bytes, account_jwk: Mapping[str, Any],

@@ -46,7 +46,9 @@ from twisted.web import client as web_client
 
 from gateway import __version__
 from gateway.crashpoints import crash_point
-from gateway.keys.jose import AccountKey, b64url, external_account_binding, sign_flattened
+from gateway.keys.jose import (
+    AccountKey, b64url, external_account_binding, sign_flattened, sign_request,
+)
 from gateway.upstream.errors import (
     PollTimeout,
     UpstreamError,
@@ -427,15 +429,8 @@ class UpstreamClient:
         attempts = 0
         recovered = False
         while True:
-            protected: Dict[str, Any] = {"nonce": await self._nonce(), "url": url}
-            if kid is None:
-                protected["jwk"] = key.public_jwk_json
-            else:
-                protected["kid"] = kid
-            jws = sign_flattened(key, payload, protected)
-            response = await self._send(
-                "POST", url, json.dumps(jws).encode("utf-8"), JOSE_CONTENT_TYPE, kind=kind
-            )
+            body = sign_request(key, payload, await self._nonce(), url, kid)
+            response = await self._send("POST", url, body, JOSE_CONTENT_TYPE, kind=kind)
             try:
                 self._raise_for_status(response)
             except UpstreamProblem as problem:
