@@ -242,3 +242,51 @@ async def test_the_gateways_client_builds_one_endpoint_per_host(monkeypatch):
 def test_a_transport_is_used_as_it_is():
     exchanges = AgentTransport(StubTreq(FakeCA())._agent)
     assert agent_transport(exchanges) is exchanges
+
+
+class CountingCookieLayer:
+    def __init__(self, monkeypatch):
+        self.requests = 0
+        original = web_client.CookieAgent.request
+
+        def counted(agent, *args, **kwargs):
+            self.requests += 1
+            return original(agent, *args, **kwargs)
+
+        monkeypatch.setattr(web_client.CookieAgent, "request", counted)
+
+
+class NoCookies(Recorder):
+    def dataReceived(self, data: bytes) -> None:
+        self.factory.received.append(data)
+        self.transport.write(b"HTTP/1.1 204 No Content\r\nReplay-Nonce: n1\r\n\r\n")
+
+
+@pytest_twisted.ensureDeferred
+async def test_requests_go_around_the_cookie_layer_until_a_cookie_is_set(monkeypatch):
+    """
+    Ten requests to a CA that sets no cookie pass no cookie layer (treq's
+    took ten); once a response sets one, the next requests send it.
+    """
+    layer = CountingCookieLayer(monkeypatch)
+    quiet = protocol.Factory.forProtocol(NoCookies)
+    setting = protocol.Factory.forProtocol(Recorder)
+    quiet.received, setting.received = [], []
+    ports = [reactor.listenTCP(0, f, interface="127.0.0.1") for f in (quiet, setting)]
+    pool = web_client.HTTPConnectionPool(reactor, persistent=True)
+    exchanges = AgentTransport(web_client.Agent(reactor, pool=pool))
+    quiet_url, setting_url = (f"http://127.0.0.1:{p.getHost().port}/x" for p in ports)
+    try:
+        for _ in range(10):
+            assert (await exchanges.exchange(b"GET", quiet_url, _headers(), None))[0] == 204
+        assert layer.requests == 0 and len(exchanges.cookies) == 0
+        await exchanges.exchange(b"GET", setting_url, _headers(), None)
+        assert layer.requests == 0 and len(exchanges.cookies) == 1
+        await exchanges.exchange(b"GET", setting_url, _headers(), None)
+        assert layer.requests == 1
+        assert b"Cookie: lb=one" in setting.received[-1]
+        assert b"Cookie" not in setting.received[0]
+    finally:
+        await pool.closeCachedConnections()
+        for port in ports:
+            await port.stopListening()
