@@ -107,8 +107,12 @@ _UNRESERVED = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._
 @given(
     scheme=st.sampled_from(["http", "https"]),
     host=st.sampled_from(["localhost", "127.0.0.1", "acme-v02.api.letsencrypt.org",
-                          "Upper.Example", "xn--bcher-kva.example", "bücher.example"]),
-    port=st.one_of(st.none(), st.sampled_from([80, 443, 14000, 8443])),
+                          "Upper.Example", "xn--bcher-kva.example", "bücher.example",
+                          "a..b", "-x.test", "x-.test", ".x.test", "x.test.", "a-b.c-d",
+                          "a" * 63 + ".test", "a" * 64 + ".test", ("a" * 60 + ".") * 4 + "test",
+                          ("a" * 60 + ".") * 5 + "test", "xn--abc.test", "ab--c.test",
+                          "a--b.test", "1.2.3.4"]),
+    port=st.one_of(st.none(), st.sampled_from(["80", "443", "0443", "14000", "099", "", "99999"])),
     path=st.text(alphabet=_UNRESERVED + "/%?#= ;é", max_size=40),
 )
 def test_a_url_is_sent_as_hyperlink_would_encode_it(scheme, host, port, path):

@@ -42,9 +42,14 @@ from twisted.web._newclient import ResponseDone
 from zope.interface import implementer
 
 #: A URL hyperlink's ``to_uri`` leaves as it is: http(s), a lower-case
-#: host name or IPv4 address, an optional port, a path of unreserved
-#: characters and slashes, no query, no fragment (what ACME CAs hand out).
-_PLAIN_URI = re.compile(r"(https?)://[a-z0-9.-]+(?::([0-9]{1,5}))?(?:/[A-Za-z0-9._~/-]*)?")
+#: host name or IPv4 address (labels of 1 to 63 characters neither starting
+#: nor ending with a hyphen; with no ``--``, `plain_uri` checks, IDNA's
+#: rule for ``xn--`` labels and the 3rd and 4th characters), an optional
+#: port, a path of unreserved characters and slashes, no query, no fragment
+#: (what ACME CAs hand out).
+_LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
+_PLAIN_URI = re.compile(rf"(https?)://({_LABEL}(?:\.{_LABEL})*)(?::([1-9][0-9]{{0,4}}))?"
+                        r"(?:/[A-Za-z0-9._~/-]*)?")
 _DEFAULT_PORTS = {"https": "443", "http": "80"}
 _GZIP = [(b"gzip", GzipDecoder)]
 #: The headers ``http.cookiejar`` takes cookies from.
@@ -54,12 +59,14 @@ _SET_COOKIE = (b"set-cookie", b"set-cookie2")
 def plain_uri(url: str) -> bytes:
     """
     The request target treq would send for ``url``: ``url`` itself when it
-    matches `_PLAIN_URI` without its scheme's default port (hyperlink drops
-    that), else hyperlink's encoding of it (IDNA host, percent-encoded
-    path and query, as ``treq.HTTPClient.request`` makes it).
+    matches `_PLAIN_URI` with a host of at most 253 characters, no ``--``
+    and without its scheme's default port (hyperlink drops that), else
+    hyperlink's encoding of it (IDNA host, percent-encoded path and query,
+    as ``treq.HTTPClient.request`` makes it; its errors as they were).
     """
     match = _PLAIN_URI.fullmatch(url)
-    if match is not None and match.group(2) != _DEFAULT_PORTS[match.group(1)]:
+    if (match is not None and len(match.group(2)) <= 253 and "--" not in match.group(2)
+            and match.group(3) != _DEFAULT_PORTS[match.group(1)]):
         return url.encode("ascii")
     return EncodedURL.from_text(url).to_uri().to_text().encode("ascii")
 
