@@ -15,16 +15,21 @@ from hypothesis import given, settings, strategies as st
 from treq.client import HTTPClient
 from treq.testing import StubTreq
 from twisted.internet import defer, protocol, reactor
+from twisted.internet.error import ConnectionLost
+from twisted.python.failure import Failure
 from twisted.internet.task import Clock
 from twisted.web import client as web_client
+from twisted.web._newclient import ResponseDone
 from twisted.web.client import URI
+from twisted.web.http import PotentialDataLoss
+from twisted.web.iweb import UNKNOWN_LENGTH
 from twisted.web.http_headers import Headers
 
 from gateway.process.testing import FakeCA
 from gateway.upstream import transport
 from gateway.upstream.client import UpstreamClient, https_client
 from gateway.upstream.transport import (
-    AgentTransport, BytesProducer, CachingEndpointFactory, agent_transport, plain_uri,
+    AgentTransport, BytesProducer, CachingEndpointFactory, agent_transport, plain_uri, read_body,
 )
 
 
@@ -286,11 +291,59 @@ async def test_requests_go_around_the_cookie_layer_until_a_cookie_is_set(monkeyp
         assert layer.requests == 0 and len(exchanges.cookies) == 0
         await exchanges.exchange(b"GET", setting_url, _headers(), None)
         assert layer.requests == 0 and len(exchanges.cookies) == 1
-        await exchanges.exchange(b"GET", setting_url, _headers(), None)
+        await exchanges.exchange(b"POST", setting_url, _headers(b"application/jose+json"), b'{"p":1}')
         assert layer.requests == 1
         assert b"Cookie: lb=one" in setting.received[-1]
+        assert setting.received[-1].endswith(b'\r\n\r\n{"p":1}')
         assert b"Cookie" not in setting.received[0]
     finally:
         await pool.closeCachedConnections()
         for port in ports:
             await port.stopListening()
+
+
+class FakeResponse:
+    """An IResponse whose body arrives in ``chunks``, then ``reason``."""
+
+    def __init__(self, chunks, reason, length=None):
+        self.chunks, self.reason = chunks, reason
+        self.length = sum(map(len, chunks)) if length is None else length
+
+    def deliverBody(self, protocol):
+        for chunk in self.chunks:
+            protocol.dataReceived(chunk)
+        protocol.connectionLost(Failure(self.reason))
+
+
+def test_a_body_in_chunks_is_read_whole():
+    assert _result(read_body(FakeResponse([b"ab", b"c", b"d"], ResponseDone()))) == b"abcd"
+    assert _result(read_body(FakeResponse([b"x"], ResponseDone()))) == b"x"  # one byte is read
+
+
+def test_a_body_cut_short_without_a_length_is_whole():
+    response = FakeResponse([b'{"a":', b"1}"], PotentialDataLoss(), length=UNKNOWN_LENGTH)
+    assert _result(read_body(response)) == b'{"a":1}'
+
+
+def test_a_body_lost_midway_is_an_error():
+    lost = read_body(FakeResponse([b"ab"], ConnectionLost("gone"), length=10))
+    failures = []
+    lost.addErrback(failures.append)
+    assert failures[0].check(ConnectionLost)
+
+
+def _result(deferred):
+    results = []
+    deferred.addBoth(results.append)
+    return results[0]
+
+
+def test_a_host_of_253_characters_is_passed_through_and_one_of_254_refused(monkeypatch):
+    urls = CountingURLs(monkeypatch)
+    host = ("a" * 62 + ".") * 4 + "a"  # 253 characters
+    assert len(host) == 253
+    assert plain_uri(f"https://{host}/x") == f"https://{host}/x".encode()
+    assert urls.parsed == 0
+    with pytest.raises(Exception):
+        plain_uri(f"https://{host}f/x")
+    assert urls.parsed == 1
