@@ -204,7 +204,6 @@ class UpstreamClient:
         #: made at the first.
         self._transport: Optional[AgentTransport] = None
         self._clock = clock
-        self._user_agent = user_agent
         self._user_agent_raw = user_agent.encode("utf-8")
         self._request_timeout = request_timeout
         self._max_nonce_retries = max_nonce_retries
