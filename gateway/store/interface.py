@@ -44,7 +44,7 @@ URL has its origin.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable, Iterable, List, Mapping, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple
 
 from zope.interface import Attribute, Interface
 
@@ -233,6 +233,22 @@ class IStore(Interface):
         the newest is returned.
 
         :return: a Deferred firing with the `Authorization`, or `None`.
+        """
+
+    def authorizations_by_upstream_urls(
+        account_id: int, urls: Iterable[str],
+    ) -> Deferred[Dict[str, Tuple[Authorization, Tuple[Challenge, ...]]]]:
+        """
+        `authorization_by_upstream_url` of several upstream URLs, each
+        found authorization with its challenges (as
+        `challenges_for_authorization`), in one call: a new order's
+        authorizations, which a ``ready`` 3-name order made one store call
+        per URL for each read (issue 15).
+
+        :return: a Deferred firing with a mapping from each URL the store
+            holds an authorization for (the newest, as
+            `authorization_by_upstream_url`) to ``(authorization,
+            challenges)``; a URL it holds none for is absent.
         """
 
     def update_authorization(id: str, /, **changes: Any) -> Deferred[Authorization]:
