@@ -183,7 +183,11 @@ class HandoffTests(FaceTestCase):
         # Its reads before the CA is asked: one call (`IStore.name_reads`).
         self.assertEqual(authz.handoffs["name_reads"], 1)
         self.assertEqual(authz.handoffs["reserve"], 1)
-        self.assertEqual((answer.total, answer.transactions, answer.durable), (7, 3, 0),
+        # The authorization and its challenges in one call
+        # (`IStore.authorization_read`), where it made two (7 hand-offs).
+        self.assertEqual(answer.handoffs["authorization_read"], 1, answer.handoffs)
+        self.assertNotIn("authorization_by_id", answer.handoffs)
+        self.assertEqual((answer.total, answer.transactions, answer.durable), (6, 3, 0),
                          answer.handoffs)
         # The chain is written without asking first whether it is stored.
         self.assertNotIn("certificate_by_serial", cert.handoffs)
@@ -199,7 +203,7 @@ class HandoffTests(FaceTestCase):
         (`IStore.authorizations_by_upstream_urls`) — no read of the CA, none
         after the write — where it made four per authorization (the
         authorization and its challenges, the authorization again, its
-        challenges again when refreshed): 26 hand-offs, now 15.
+        challenges again when refreshed).  26 hand-offs, now 13.
         """
         self.register()
         names = ["a.example.com", "b.example.com", "c.example.com"]
@@ -216,5 +220,10 @@ class HandoffTests(FaceTestCase):
         self.assertEqual(cert.handoffs["authorizations_by_upstream_urls"], 1, cert.handoffs)
         self.assertNotIn("authorization_by_upstream_url", cert.handoffs)
         self.assertNotIn("challenges_for_authorization", cert.handoffs)
-        self.assertEqual((cert.total, cert.transactions, cert.durable), (15, 5, 3),
+        # Whether the account asked to authorize each name of the CSR: one
+        # call (`IStore.find_authorizations_of_names`), where it made one
+        # per name.
+        self.assertEqual(cert.handoffs["find_authorizations_of_names"], 1, cert.handoffs)
+        self.assertNotIn("find_authorizations", cert.handoffs)
+        self.assertEqual((cert.total, cert.transactions, cert.durable), (13, 5, 3),
                          cert.handoffs)

@@ -560,3 +560,34 @@ async def test_authorizations_by_upstream_urls_are_the_reads_of_each_url(stores)
     assert [c.id for c in found[shared][1]] == [c.id for c in challenges[newer.id]]
     assert found[bare.upstream_url][1] == ()
     assert await store.authorizations_by_upstream_urls(account.id, []) == {}
+
+
+@pytest_twisted.ensureDeferred
+async def test_find_authorizations_of_names_is_find_authorizations_of_each(stores):
+    """
+    `IStore.find_authorizations_of_names` (one call where a ``new-cert``
+    made one per name): for each ``(identifier, wildcard)``, in order,
+    what `find_authorizations` answers for it.
+    """
+    store = await stores.open(CA_A)
+    account = await store.create_account("tp-1", JWK)
+    other = await store.create_account("tp-2", JWK)
+    rows = [make_authorization(store, account, None, "a.example"),
+            make_authorization(store, account, None, "a.example", created_at=T1),
+            make_authorization(store, account, None, "a.example", status="invalid"),
+            make_authorization(store, account, None, "a.example", wildcard=True),
+            make_authorization(store, account, None, "b.example", status="valid"),
+            make_authorization(store, other, None, "c.example")]
+    await store.write([Insert(a) for a in rows])
+    names = [("b.example", False), ("A.example", False), ("c.example", False),
+             ("a.example", True)]
+    statuses = iter(("pending", "valid"))  # read once, for every name
+    found = await store.find_authorizations_of_names(account.id, names, statuses)
+    assert found == [await store.find_authorizations(account.id, identifier, wildcard,
+                                                     ("pending", "valid"))
+                     for identifier, wildcard in names]
+    assert [[a.id for a in each] for each in found] == [
+        [rows[4].id], [rows[1].id, rows[0].id], [], [rows[3].id]]
+    assert await store.find_authorizations_of_names(account.id, [("a.example", False)]) == [
+        await store.find_authorizations(account.id, "a.example", False)]
+    assert await store.find_authorizations_of_names(account.id, []) == []

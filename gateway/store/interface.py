@@ -276,6 +276,20 @@ class IStore(Interface):
         :return: a Deferred firing with a list, newest ``created_at`` first.
         """
 
+    def find_authorizations_of_names(
+        account_id: int, names: Iterable[Tuple[str, bool]],
+        statuses: Optional[Iterable[str]] = None,
+    ) -> Deferred[List[List[Authorization]]]:
+        """
+        `find_authorizations` of several names, in one call: a ``new-cert``
+        checks that the account asked to authorize each name of its CSR,
+        one store call per name before issue 15's fifth round.
+
+        :param names: ``(identifier, wildcard)`` pairs.
+        :return: a Deferred firing with `find_authorizations`' answer for
+            each name, in the order of ``names``.
+        """
+
     def order_times_since(account_id: int, since: str) -> Deferred[List[str]]:
         """
         When the account created each of its orders at or after ``since``

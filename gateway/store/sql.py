@@ -699,6 +699,18 @@ class SQLStore:
         return self._call(
             lambda: self._find_authorizations(account_id, identifier, wildcard, statuses))
 
+    def find_authorizations_of_names(
+        self,
+        account_id: int,
+        names: Iterable[Tuple[str, bool]],
+        statuses: Optional[Iterable[str]] = None,
+    ) -> defer.Deferred[List[List[Authorization]]]:
+        wanted = list(names)
+        statuses = None if statuses is None else tuple(statuses)
+        return self._call(lambda: [
+            self._find_authorizations(account_id, identifier, wildcard, statuses)
+            for identifier, wildcard in wanted])
+
     def name_reads(self, account_id: int, identifier: str, spelled: str, wildcard: bool,
                    statuses: Optional[Iterable[str]],
                    planned_statuses: Iterable[str]) -> defer.Deferred[NameReads]:
