@@ -11,6 +11,8 @@ order lacking an authorization for the name.
 
 from __future__ import annotations
 
+import collections
+
 from cryptography import x509
 from cryptography.x509.oid import ExtensionOID
 from twisted.internet import defer
@@ -20,6 +22,7 @@ from gateway.process.testing import FakeCA, build_test_gateway
 from gateway.status import Status
 from gateway.store.leaf import serial_der_bytes
 from gateway.store.records import format_timestamp
+from gateway.translate.accounts import upstream_for
 from gateway.translate.authorizations import record_authorization, store_new_order
 from gateway.translate.revalidation import Validators
 from gateway.translate.terms import OrderTerms
@@ -165,6 +168,84 @@ class ReadyOrderTests(NewOrderStoreTestCase):
             order = self.successResultOf(self.gateway.store.order_by_id(record.order_id))
             self.assertEqual(order.upstream_url, new_order.url)
             self.assertEqual(self.stored_types(url), ["dns-01", "http-01"])
+
+
+    def count_calls(self, *names):
+        """Count the calls of the store's methods ``names`` from now on."""
+        counts: collections.Counter = collections.Counter()
+        store = self.gateway.store
+
+        def counting(name, original):
+            def call(*args, **kwargs):
+                counts[name] += 1
+                return original(*args, **kwargs)
+            return call
+
+        for name in names:
+            self.patch(store, name, counting(name, getattr(store, name)))
+        return counts
+
+    def test_a_ready_order_reads_its_stored_authorizations_in_one_store_call(self):
+        """
+        What the store holds of a ready order's authorizations, each with
+        its challenges, is one store call — not one per authorization, and
+        not again after the CA was not asked, nor its challenges for the
+        refresh.
+        """
+        self.register()
+        names = ("a.example.test", "b.example.test", "c.example.test")
+        for name in names:
+            self.authorize(name)
+        counts = self.count_calls("authorizations_by_upstream_urls",
+                                  "authorization_by_upstream_url", "challenges_for_authorization")
+        reply = self.post("/acme/new-cert", {"resource": "new-cert",
+                                             "csr": b64url(make_csr(list(names)))})
+        self.assertEqual(reply.status, 201, reply.body)
+        self.assertEqual(dict(counts), {"authorizations_by_upstream_urls": 1})
+
+    def test_a_ready_orders_authorization_stored_pending_is_stored_valid(self):
+        """
+        The CA validated an authorization the store still holds as pending
+        (its last read was before): the ready order's refresh stores it
+        valid, the challenges it read with it unchanged.
+        """
+        self.register()
+        names = ("a.example.test", "b.example.test")
+        urls = [self.authorize(name)[0] for name in names]
+        stale = self.stored_authorization(urls[0])
+        self.successResultOf(self.gateway.store.update_authorization(
+            stale.id, status=Status.PENDING))
+        reply = self.post("/acme/new-cert", {"resource": "new-cert",
+                                             "csr": b64url(make_csr(list(names)))})
+        self.assertEqual(reply.status, 201, reply.body)
+        record = self.stored_authorization(urls[0])
+        self.assertEqual(record.status, Status.VALID)
+        self.assertEqual(self.stored_types(urls[0]), ["dns-01", "http-01"])
+
+    def test_a_pending_orders_authorization_stored_already_is_taken_over_not_stored_twice(self):
+        """
+        An order that is not ready, one of whose authorizations the store
+        holds (the CA reused a pending one): read from the CA, then found
+        in the store — that row now belongs to the new order, no second
+        row is stored for the URL.
+        """
+        self.register()
+        existing = self.stored_authorization(self.new_authz().header("location"))
+        account = self.successResultOf(self.gateway.store.account_by_id(existing.account_id))
+        upstream_account = self.resolve(upstream_for(self.gateway.context, account))
+        pending = v2.Order(url="https://ca.test/order/again", status=Status.PENDING,
+                           identifiers=(NAME,), authorizations=(existing.upstream_url,),
+                           finalize="https://ca.test/finalize/again", certificate=None,
+                           expires=None)
+        order, authorizations = self.resolve(store_new_order(
+            self.gateway.context, existing.account_id, upstream_account, pending, "order-again"))
+        ((record, upstream),) = authorizations
+        self.assertEqual(record.id, existing.id)
+        self.assertEqual(upstream.url, existing.upstream_url)
+        self.assertEqual(self.successResultOf(
+            self.gateway.store.authorizations_for_order("order-again")),
+            [record])
+        self.assertEqual(record.order_id, "order-again")
 
 
 def _with_means():

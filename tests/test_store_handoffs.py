@@ -183,9 +183,47 @@ class HandoffTests(FaceTestCase):
         # Its reads before the CA is asked: one call (`IStore.name_reads`).
         self.assertEqual(authz.handoffs["name_reads"], 1)
         self.assertEqual(authz.handoffs["reserve"], 1)
-        self.assertEqual((answer.total, answer.transactions, answer.durable), (7, 3, 0),
+        # The authorization and its challenges in one call
+        # (`IStore.authorization_read`), where it made two (7 hand-offs).
+        self.assertEqual(answer.handoffs["authorization_read"], 1, answer.handoffs)
+        self.assertNotIn("authorization_by_id", answer.handoffs)
+        self.assertEqual((answer.total, answer.transactions, answer.durable), (6, 3, 0),
                          answer.handoffs)
         # The chain is written without asking first whether it is stored.
         self.assertNotIn("certificate_by_serial", cert.handoffs)
         self.assertEqual((cert.total, cert.transactions, cert.durable), (9, 3, 1),
+                         cert.handoffs)
+
+    def test_a_ready_order_reads_what_the_store_holds_of_its_authorizations_in_one_call(self):
+        """
+        A 3-name ``new-cert`` after the v1 flow's three ``new-authz``: the
+        CA reuses their valid authorizations and answers the order
+        ``ready``, and the gateway reads what it stores of all three (each
+        with its challenges) in one store call
+        (`IStore.authorizations_by_upstream_urls`) — no read of the CA, none
+        after the write — where it made four per authorization (the
+        authorization and its challenges, the authorization again, its
+        challenges again when refreshed).  26 hand-offs, now 13.
+        """
+        self.register()
+        names = ["a.example.com", "b.example.com", "c.example.com"]
+        for name in names:
+            url, answered = self.authorize(name)
+            self.assertEqual(answered.status, 202, answered.body)
+            self.assertEqual(self.get(url[len(self.base):]).json()["status"], "valid")
+        reads = self.ca.counts["authorization"]
+        with self.counted() as cert:
+            issued = self.post("/acme/new-cert",
+                               {"resource": "new-cert", "csr": b64url(make_csr(names))})
+        self.assertEqual(issued.status, 201, issued.body)
+        self.assertEqual(self.ca.counts["authorization"], reads)
+        self.assertEqual(cert.handoffs["authorizations_by_upstream_urls"], 1, cert.handoffs)
+        self.assertNotIn("authorization_by_upstream_url", cert.handoffs)
+        self.assertNotIn("challenges_for_authorization", cert.handoffs)
+        # Whether the account asked to authorize each name of the CSR: one
+        # call (`IStore.find_authorizations_of_names`), where it made one
+        # per name.
+        self.assertEqual(cert.handoffs["find_authorizations_of_names"], 1, cert.handoffs)
+        self.assertNotIn("find_authorizations", cert.handoffs)
+        self.assertEqual((cert.total, cert.transactions, cert.durable), (13, 5, 3),
                          cert.handoffs)

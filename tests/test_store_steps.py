@@ -518,3 +518,76 @@ async def test_authorization_read_is_the_three_reads_of_a_poll(kind, request, tm
         assert await store.authorization_read("no-such-id") is None
     finally:
         await store.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_authorizations_by_upstream_urls_are_the_reads_of_each_url(stores):
+    """
+    `IStore.authorizations_by_upstream_urls` (one call where a new order's
+    authorizations made two per URL): for each URL the store holds, the
+    authorization `authorization_by_upstream_url` finds (the newest, of the
+    account, at the bound CA) with its challenges as
+    `challenges_for_authorization` lists them; a URL held by nothing the
+    store may show is absent.
+    """
+    store = await stores.open(CA_A)
+    account = await store.create_account("tp-1", JWK)
+    other = await store.create_account("tp-2", JWK)
+    shared = f"{CA_A}/authz/shared"
+    older = make_authorization(store, account, None, "a.example", created_at=T1,
+                               upstream_url=shared)
+    newer = make_authorization(store, account, None, "a.example", created_at=T0,
+                               upstream_url=shared)
+    newer = attrs.evolve(newer, created_at=T1)  # the same second: the later insertion
+    single = make_authorization(store, account, None, "b.example")
+    bare = make_authorization(store, account, None, "c.example")
+    others = make_authorization(store, other, None, "d.example", upstream_url=f"{CA_A}/authz/o")
+    elsewhere = attrs.evolve(make_authorization(store, account, None, "e.example"),
+                             directory_url=CA_B, upstream_url=f"{CA_A}/authz/e")
+    challenges = {a.id: [make_challenge(store, a, t) for t in ("http-01", "dns-01")]
+                  for a in (older, newer, single)}
+    await store.write([Insert(a) for a in (older, newer, single, bare, others, elsewhere)]
+                      + [Insert(c) for listed in challenges.values() for c in listed])
+
+    urls = [single.upstream_url, shared, bare.upstream_url, others.upstream_url,
+            elsewhere.upstream_url, f"{CA_A}/authz/none", shared]
+    found = await store.authorizations_by_upstream_urls(account.id, urls)
+    assert set(found) == {single.upstream_url, shared, bare.upstream_url}
+    for url, (authorization, listed) in found.items():
+        assert authorization == await store.authorization_by_upstream_url(account.id, url)
+        assert list(listed) == await store.challenges_for_authorization(authorization.id)
+    assert found[shared][0].id == newer.id
+    assert [c.id for c in found[shared][1]] == [c.id for c in challenges[newer.id]]
+    assert found[bare.upstream_url][1] == ()
+    assert await store.authorizations_by_upstream_urls(account.id, []) == {}
+
+
+@pytest_twisted.ensureDeferred
+async def test_find_authorizations_of_names_is_find_authorizations_of_each(stores):
+    """
+    `IStore.find_authorizations_of_names` (one call where a ``new-cert``
+    made one per name): for each ``(identifier, wildcard)``, in order,
+    what `find_authorizations` answers for it.
+    """
+    store = await stores.open(CA_A)
+    account = await store.create_account("tp-1", JWK)
+    other = await store.create_account("tp-2", JWK)
+    rows = [make_authorization(store, account, None, "a.example"),
+            make_authorization(store, account, None, "a.example", created_at=T1),
+            make_authorization(store, account, None, "a.example", status="invalid"),
+            make_authorization(store, account, None, "a.example", wildcard=True),
+            make_authorization(store, account, None, "b.example", status="valid"),
+            make_authorization(store, other, None, "c.example")]
+    await store.write([Insert(a) for a in rows])
+    names = [("b.example", False), ("A.example", False), ("c.example", False),
+             ("a.example", True)]
+    statuses = iter(("pending", "valid"))  # read once, for every name
+    found = await store.find_authorizations_of_names(account.id, names, statuses)
+    assert found == [await store.find_authorizations(account.id, identifier, wildcard,
+                                                     ("pending", "valid"))
+                     for identifier, wildcard in names]
+    assert [[a.id for a in each] for each in found] == [
+        [rows[4].id], [rows[1].id, rows[0].id], [], [rows[3].id]]
+    assert await store.find_authorizations_of_names(account.id, [("a.example", False)]) == [
+        await store.find_authorizations(account.id, "a.example", False)]
+    assert await store.find_authorizations_of_names(account.id, []) == []

@@ -44,7 +44,7 @@ URL has its origin.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable, Iterable, List, Mapping, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple
 
 from zope.interface import Attribute, Interface
 
@@ -235,6 +235,22 @@ class IStore(Interface):
         :return: a Deferred firing with the `Authorization`, or `None`.
         """
 
+    def authorizations_by_upstream_urls(
+        account_id: int, urls: Iterable[str],
+    ) -> Deferred[Dict[str, Tuple[Authorization, Tuple[Challenge, ...]]]]:
+        """
+        `authorization_by_upstream_url` of several upstream URLs, each
+        found authorization with its challenges (as
+        `challenges_for_authorization`), in one call: a new order's
+        authorizations, which a ``ready`` 3-name order made one store call
+        per URL for each read (issue 15).
+
+        :return: a Deferred firing with a mapping from each URL the store
+            holds an authorization for (the newest, as
+            `authorization_by_upstream_url`) to ``(authorization,
+            challenges)``; a URL it holds none for is absent.
+        """
+
     def update_authorization(id: str, /, **changes: Any) -> Deferred[Authorization]:
         """
         :return: a Deferred firing with the updated `Authorization`.
@@ -258,6 +274,20 @@ class IStore(Interface):
             base domain.
         :param statuses: as for `find_orders`.
         :return: a Deferred firing with a list, newest ``created_at`` first.
+        """
+
+    def find_authorizations_of_names(
+        account_id: int, names: Iterable[Tuple[str, bool]],
+        statuses: Optional[Iterable[str]] = None,
+    ) -> Deferred[List[List[Authorization]]]:
+        """
+        `find_authorizations` of several names, in one call: a ``new-cert``
+        checks that the account asked to authorize each name of its CSR,
+        one store call per name before issue 15's fifth round.
+
+        :param names: ``(identifier, wildcard)`` pairs.
+        :return: a Deferred firing with `find_authorizations`' answer for
+            each name, in the order of ``names``.
         """
 
     def order_times_since(account_id: int, since: str) -> Deferred[List[str]]:

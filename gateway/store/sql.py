@@ -647,6 +647,32 @@ class SQLStore:
 
         return self._call(work)
 
+    def authorizations_by_upstream_urls(
+            self, account_id: int, urls: Iterable[str],
+    ) -> defer.Deferred[Dict[str, Tuple[Authorization, Tuple[Challenge, ...]]]]:
+        wanted = tuple(dict.fromkeys(urls))
+
+        def work() -> Dict[str, Tuple[Authorization, Tuple[Challenge, ...]]]:
+            if not wanted:
+                return {}
+            where, values = self._scoped(
+                f"account_id = ? AND upstream_url IN ({', '.join('?' * len(wanted))})",
+                (account_id, *wanted))
+            by_url: Dict[str, List[Tuple[int, Authorization]]] = {}
+            for row in self._rows(Authorization, where, *values):
+                by_url.setdefault(row[1].upstream_url, []).append(row)
+            newest = {url: newest_first(rows)[0] for url, rows in by_url.items()}
+            challenges: Dict[str, List[Challenge]] = {a.id: [] for a in newest.values()}
+            if challenges:
+                for _, challenge in self._rows(
+                        Challenge, f"authorization_id IN ({', '.join('?' * len(challenges))})",
+                        *challenges):
+                    challenges[challenge.authorization_id].append(challenge)
+            return {url: (authorization, tuple(challenges[authorization.id]))
+                    for url, authorization in newest.items()}
+
+        return self._call(work)
+
     def update_authorization(self, id: str, /, **changes: Any) -> defer.Deferred[Authorization]:
         return self._update_as(Authorization, id, changes)
 
@@ -672,6 +698,18 @@ class SQLStore:
     ) -> defer.Deferred[List[Authorization]]:
         return self._call(
             lambda: self._find_authorizations(account_id, identifier, wildcard, statuses))
+
+    def find_authorizations_of_names(
+        self,
+        account_id: int,
+        names: Iterable[Tuple[str, bool]],
+        statuses: Optional[Iterable[str]] = None,
+    ) -> defer.Deferred[List[List[Authorization]]]:
+        wanted = list(names)
+        statuses = None if statuses is None else tuple(statuses)
+        return self._call(lambda: [
+            self._find_authorizations(account_id, identifier, wildcard, statuses)
+            for identifier, wildcard in wanted])
 
     def name_reads(self, account_id: int, identifier: str, spelled: str, wildcard: bool,
                    statuses: Optional[Iterable[str]],

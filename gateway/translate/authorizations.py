@@ -243,6 +243,19 @@ async def store_new_order(context: Context, account_id: int, upstream_account: U
     transaction: a crash leaves all of it or none.  An authorization an
     earlier order already stored (the CA reused it) is refreshed instead.
 
+    Every authorization of a ``ready`` order is valid (RFC 8555 §7.1.6), so
+    one the gateway stores already — the CA reused it from an earlier
+    order, typically the single-name order of a v1 ``new-authz`` — is known
+    without asking: a 3-name ``new-cert`` would otherwise read its three
+    authorizations again, reads a native client finalizing a ready order
+    does not make.  Any other is read from the CA.
+
+    What the store holds of the order's authorizations is read in one store
+    call (`IStore.authorizations_by_upstream_urls`; two per authorization
+    before issue 15's fifth round, and one more for each one's challenges
+    when it was refreshed) — again after the CA was asked, for an
+    authorization stored meanwhile.
+
     Should reading the authorizations fail, the order is stored alone, with
     their URLs, for recovery to complete, and the error raised.
 
@@ -250,56 +263,48 @@ async def store_new_order(context: Context, account_id: int, upstream_account: U
         authorization), …])``.
     """
     record = _order_record(context, account_id, order, order_id, created_at, terms)
+    stored: Dict[str, Tuple[Authorization, Tuple[Challenge, ...]]] = {}
+    if order.status == Status.READY:
+        stored = await context.store.authorizations_by_upstream_urls(
+            account_id, order.authorizations)
     try:
-        fetched = [await _new_order_authorization(context, account_id, upstream_account, order, url)
+        fetched = [known_valid(*stored[url]) if url in stored
+                   else await context.upstream.get_authorization(upstream_account, url)
                    for url in order.authorizations]
     except Exception:
         # Whatever stopped it, the order exists at the CA: keep it, for
         # recovery to complete, and let the error through.
         await context.store.write([Insert(record)])
         raise
+    if any(url not in stored for url in order.authorizations):
+        # The CA was asked: read again, for one stored meanwhile.
+        stored = await context.store.authorizations_by_upstream_urls(
+            account_id, order.authorizations)
     operations: List[Operation] = [Insert(record)]
-    pairs: List[Tuple[Union[int, Authorization], v2.Authorization]] = []
+    pairs: List[Tuple[Union[int, Tuple[Authorization, Tuple[Challenge, ...]]],
+                      v2.Authorization]] = []
     for upstream in fetched:
-        existing = await context.store.authorization_by_upstream_url(account_id, upstream.url)
-        if existing is None:
+        if upstream.url not in stored:
             pairs.append((len(operations), upstream))
             operations += _authorization_inserts(context, account_id, order_id, upstream)
         else:
+            existing, challenges = stored[upstream.url]
             if existing.order_id != order_id:
                 # The CA reused an authorization of an earlier order: it now
                 # belongs to this one, the order a new-cert will finalize
                 # (new-authz judges an authorization by its order's fate).
                 operations.append(Update(Authorization, existing.id, {"order_id": order_id}))
                 existing = attrs.evolve(existing, order_id=order_id)
-            pairs.append((existing, upstream))
+            pairs.append(((existing, challenges), upstream))
     written = await context.store.write(operations)
     authorizations: List[StoredAuthorization] = []
-    for stored, upstream in pairs:
-        if isinstance(stored, int):
-            authorizations.append((written_as(Authorization, written[stored]), upstream))
+    for known, upstream in pairs:
+        if isinstance(known, int):
+            authorizations.append((written_as(Authorization, written[known]), upstream))
         else:
-            authorizations.append((await _refresh_records(context, stored, upstream), upstream))
+            refreshed, _ = await _refreshed(context, known[0], upstream, known[1])
+            authorizations.append((refreshed, upstream))
     return written_as(Order, written[0]), authorizations
-
-
-async def _new_order_authorization(context: Context, account_id: int,
-                                   upstream_account: UpstreamAccount, order: v2.Order,
-                                   url: str) -> v2.Authorization:
-    """
-    The CA's view of one authorization of a new order.  Every authorization
-    of a ``ready`` order is valid (RFC 8555 §7.1.6), so one the gateway
-    stores already — the CA reused it from an earlier order, typically the
-    single-name order of a v1 ``new-authz`` — is known without asking: a
-    3-name ``new-cert`` would otherwise read its three authorizations again,
-    reads a native client finalizing a ready order does not make.  Any
-    other is read from the CA.
-    """
-    if order.status == Status.READY:
-        stored = await context.store.authorization_by_upstream_url(account_id, url)
-        if stored is not None:
-            return known_valid(stored, await context.store.challenges_for_authorization(stored.id))
-    return await context.upstream.get_authorization(upstream_account, url)
 
 
 def known_valid(record: Authorization, challenges: Iterable[Challenge]) -> v2.Authorization:
@@ -354,11 +359,14 @@ def _lagging(stored: Challenge, fresh: v2.Challenge) -> bool:
 
 
 async def _refreshed(
-    context: Context, record: Authorization, upstream: v2.Authorization
+    context: Context, record: Authorization, upstream: v2.Authorization,
+    stored: Optional[Sequence[Challenge]] = None,
 ) -> Tuple[Authorization, Tuple[Challenge, ...]]:
     """
     `_refresh_records`, and the challenges as stored now (so that the view
     needs no second read of them).
+
+    ``stored``: ``record``'s challenges, read with it, not read again.
     """
     operations: List[Operation] = []
     changed = record.status != upstream.status or record.expires != upstream.expires
@@ -366,7 +374,8 @@ async def _refreshed(
         operations.append(Update(Authorization, record.id, {
             "status": upstream.status, "expires": upstream.expires, "updated_at": context.now()}))
     by_url = {c.url: c for c in upstream.challenges}
-    stored = await context.store.challenges_for_authorization(record.id)
+    if stored is None:
+        stored = await context.store.challenges_for_authorization(record.id)
     challenges: List[Challenge] = []
     for challenge in stored:
         fresh = by_url.get(challenge.upstream_url)
@@ -879,8 +888,30 @@ _NOT_YOUR_AUTHORIZATION = "Registration ID doesn't match ID for authorization"
 
 
 async def _owned(context: Context, bound: BoundAccount, authorization_id: str,
-                 refusal: str = _NOT_YOUR_CHALLENGE) -> Authorization:
-    record = await context.store.authorization_by_id(authorization_id)
+                 refusal: str) -> Authorization:
+    return _checked_owner(context, bound, await context.store.authorization_by_id(authorization_id),
+                          refusal)
+
+
+async def _owned_with_challenges(context: Context, bound: BoundAccount, authorization_id: str,
+                                 ) -> Tuple[Authorization, Tuple[Challenge, ...]]:
+    """
+    `_owned`, with the authorization's challenges, in one store call
+    (`IStore.authorization_read`; a challenge POST made two before issue
+    15's fifth round).
+    """
+    stored = await context.store.authorization_read(authorization_id)
+    record = _checked_owner(context, bound, None if stored is None else stored.authorization,
+                            _NOT_YOUR_CHALLENGE)
+    assert stored is not None
+    return record, stored.challenges
+
+
+def _checked_owner(context: Context, bound: BoundAccount, record: Optional[Authorization],
+                   refusal: str) -> Authorization:
+    """
+    ``record``, when it exists, is ``bound``'s and of the current CA.
+    """
     if record is None:
         raise NotFound("Unable to find authorization")
     if record.account_id != bound.record.id:
@@ -899,8 +930,7 @@ async def answer_challenge(context: Context,
     :return: ``(view, challenge)``.
     """
     bound = await bind_existing(context, request.signer)
-    record = await _owned(context, bound, request.authorization_id)
-    challenges = await context.store.challenges_for_authorization(record.id)
+    record, challenges = await _owned_with_challenges(context, bound, request.authorization_id)
     challenge = next((c for c in challenges if c.id == request.challenge_id), None)
     if challenge is None:
         raise NotFound("No such challenge")

@@ -99,16 +99,14 @@ async def _names_not_authorized(context: Context, bound: BoundAccount,
                                 names: Iterable[DNSName]) -> List[DNSName]:
     """
     The names for which the account holds no pending or valid, unexpired
-    authorization in the gateway's store.
+    authorization in the gateway's store (read in one store call).
     """
-    missing = []
-    for name in names:
-        found = await context.store.find_authorizations(
-            bound.record.id, name.value, name.wildcard, (Status.PENDING, Status.VALID)
-        )
-        if not any(not context.has_expired(a.expires) for a in found):
-            missing.append(name)
-    return missing
+    names = list(names)
+    found = await context.store.find_authorizations_of_names(
+        bound.record.id, [(name.value, name.wildcard) for name in names],
+        (Status.PENDING, Status.VALID))
+    return [name for name, authorizations in zip(names, found)
+            if not any(not context.has_expired(a.expires) for a in authorizations)]
 
 
 async def new_certificate(context: Context, request: NewCert) -> Certificate:
