@@ -470,3 +470,96 @@ class AccountKeysParsedOnce(SynchronousTestCase):
             with self.assertRaises(V1Problem) as raised:
                 verify_with_jwk(parse_jws(body), jwk)
             self.assertIn("private key members: d", raised.exception.detail)
+
+
+class LogEventsKeptInOneCall(SynchronousTestCase):
+    """
+    ``serve``'s observer drops and stamps events in one call
+    (`gateway.operations.logs.KeptEvents`) and its writer tells a warning
+    by a set lookup: no Twisted filter loop and no comparison of
+    ``constantly`` constants per access event, the same events kept and
+    stamped as by Twisted's ``FilteringLogObserver`` over the two
+    predicates.
+    """
+
+    def test_same_events_as_twisteds_filter(self):
+        from twisted.logger import FilteringLogObserver, LogLevel
+
+        from gateway.operations.logs import (
+            LEVELS, QUIET_NAMESPACES, AtLeast, KeptEvents, with_request_id, without_noise)
+        from gateway.operations.scope import RequestScope, current
+
+        missing = object()
+        quiet = next(iter(QUIET_NAMESPACES))
+        for configured in LEVELS.values():
+            ours, theirs = [], []
+            keep = KeptEvents(ours.append, configured)
+            twisteds = FilteringLogObserver(with_request_id(theirs.append),
+                                            [without_noise, AtLeast(configured)])
+            for scoped in (False, True):
+                if scoped:
+                    token = current.set(RequestScope(id="0123456789abcdef"))
+                for level in (*LogLevel.iterconstants(), None, missing):
+                    for namespace in ("gateway.v1.face.V1Face", quiet, "", None, missing):
+                        for named in ({}, {"request_id": "mine"}):
+                            event = {"log_format": "x", **named}
+                            if level is not missing:
+                                event["log_level"] = level
+                            if namespace is not missing:
+                                event["log_namespace"] = namespace
+                            keep(dict(event))
+                            twisteds(dict(event))
+                if scoped:
+                    current.reset(token)
+            self.assertEqual(ours, theirs, configured)
+            self.assertTrue(ours)
+            self.assertTrue(any(event.get("request_id") == "0123456789abcdef" for event in ours))
+
+    def test_no_filter_loop_and_no_constant_comparisons(self):
+        """
+        100 access events and a warning through the observer: Twisted's
+        ``shouldLogEvent`` never runs, no ``constantly`` constant is
+        compared (``>=`` and ``==`` of ``LogLevel``/``PredicateResult``
+        per event, before); the lines and the warning's flush as before.
+        """
+        import io
+
+        from constantly import _constants
+        from twisted.internet.task import Clock
+        from twisted.logger import LogLevel, _filter
+
+        from gateway.operations.logs import observer_for
+
+        compared, filtered = [], []
+        for name in ("__lt__", "__le__", "__gt__", "__ge__"):
+            original = getattr(_constants._Constant, name)
+
+            def counting(this, other, original=original, name=name):
+                compared.append(name)
+                return original(this, other)
+
+            self.patch(_constants._Constant, name, counting)
+        should = _filter.shouldLogEvent
+        self.patch(_filter, "shouldLogEvent",
+                   lambda predicates, event: (filtered.append(event), should(predicates, event))[1])
+
+        class Flushes(io.StringIO):
+            flushed = 0
+
+            def flush(self):
+                self.flushed += 1
+
+        out, clock = Flushes(), Clock()
+        observer = observer_for("text", "info", out, clock)
+        compared.clear()
+        for _ in range(100):
+            observer({"log_format": "{method} {path} -> {status}", "method": "HEAD",
+                      "path": "/directory", "status": 200, "log_level": LogLevel.info,
+                      "log_namespace": "gateway.v1.face.V1Face", "log_time": 1733220000.0})
+        self.assertEqual(out.flushed, 0)
+        observer({"log_format": "trouble", "log_level": LogLevel.warn,
+                  "log_namespace": "gateway", "log_time": 1733220000.0})
+        self.assertEqual(out.flushed, 1)
+        self.assertEqual(out.getvalue().count("HEAD /directory -> 200"), 100)
+        self.assertIn("trouble", out.getvalue())
+        self.assertEqual((compared, filtered), ([], []))
