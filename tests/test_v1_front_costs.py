@@ -563,3 +563,45 @@ class LogEventsKeptInOneCall(SynchronousTestCase):
         self.assertEqual(out.getvalue().count("HEAD /directory -> 200"), 100)
         self.assertIn("trouble", out.getvalue())
         self.assertEqual((compared, filtered), ([], []))
+
+
+class AnswerCountersLookedUpOnce(SynchronousTestCase):
+    """
+    Each answer's counter child is looked up once per (endpoint, status)
+    pair (`gateway.operations.metrics.Metrics.v1_response`), not with
+    ``labels()`` per answer; the counts are what they were.
+    """
+
+    def test_one_lookup_per_pair(self):
+        from prometheus_client import Counter
+
+        from gateway.operations.metrics import Metrics
+
+        looked_up = []
+        labels = Counter.labels
+
+        def counting(counter, *values, **named):
+            looked_up.append((counter._name, values))
+            return labels(counter, *values, **named)
+
+        self.patch(Counter, "labels", counting)
+        metrics = Metrics(process=False)
+        for _ in range(20):
+            metrics.v1_response("directory", 200)
+            metrics.v1_response("new-cert", 201)
+            metrics.v2_response("new-order", 201)
+        metrics.v1_response("directory", 503)
+        self.assertEqual(sorted(looked_up), sorted([
+            ("acme_gateway_v1_requests", ("directory", "200")),
+            ("acme_gateway_v1_requests", ("new-cert", "201")),
+            ("acme_gateway_v2_requests", ("new-order", "201")),
+            ("acme_gateway_v1_requests", ("directory", "503")),
+        ]))
+        value = metrics.registry.get_sample_value
+        self.assertEqual(value("acme_gateway_v1_requests_total",
+                               {"endpoint": "directory", "status": "200"}), 20)
+        self.assertEqual(value("acme_gateway_v1_requests_total",
+                               {"endpoint": "directory", "status": "503"}), 1)
+        self.assertEqual(value("acme_gateway_v2_requests_total",
+                               {"endpoint": "new-order", "status": "201"}), 20)
+        self.assertEqual(value("acme_gateway_certificates_issued_total"), 20)
