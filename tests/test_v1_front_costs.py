@@ -605,3 +605,88 @@ class AnswerCountersLookedUpOnce(SynchronousTestCase):
         self.assertEqual(value("acme_gateway_v2_requests_total",
                                {"endpoint": "new-order", "status": "201"}), 20)
         self.assertEqual(value("acme_gateway_certificates_issued_total"), 20)
+
+
+class VisitTimeStampsOncePerSecond(SynchronousTestCase):
+    """
+    A recorded visit's time stamp text is formatted once per whole second
+    (`gateway.operations.report.SecondText`), and reads as before.
+    """
+
+    def test_one_format_per_second_and_the_same_text(self):
+        from gateway.operations import report
+        from gateway.operations.scope import RequestScope
+        from gateway.store.records import format_timestamp
+
+        formatted = []
+        self.patch(report, "format_timestamp",
+                   lambda seconds: (formatted.append(seconds), format_timestamp(seconds))[1])
+        stamps = report.SecondText()
+        moments = [1733220000 + fraction / 20 for fraction in range(20)] + [1733220001.0]
+        self.assertEqual([stamps(at) for at in moments],
+                         [format_timestamp(at) for at in moments])
+        self.assertEqual(formatted, [1733220000, 1733220001])
+        for at in (0.0, 0.999999, 1.0, 951782400.5, 1733220000.9999996, 4102444800.25):
+            self.assertEqual(stamps(at), format_timestamp(at), at)
+        self.patch(report, "visit_time", report.SecondText())
+        del formatted[:]
+        scope = RequestScope(id="0123456789abcdef", thumbprint="tp", endpoint="new-authz")
+        visits = [report.visit_for(scope, "ua", "192.0.2.7", 1733220000.25 + index / 100, 201)
+                  for index in range(20)]
+        self.assertEqual({visit.at for visit in visits}, {"2024-12-03T10:00:00Z"})
+        self.assertEqual(len(formatted), 1)
+
+
+class MergedVisitsOrderedWithoutParsing(SynchronousTestCase):
+    """
+    Merging a visit into a report row orders the gateway's own time stamps
+    as strings (`gateway.store.records._later`): no parse beyond the
+    row's own validation; other spellings still order by instant.
+    """
+
+    def visit(self, at):
+        from gateway.store.records import ClientVisit
+
+        return ClientVisit(user_agent="ua", address="192.0.2.7", at=at, thumbprint="tp")
+
+    def test_no_parse_beyond_validation(self):
+        import attrs
+
+        from gateway.store import records
+
+        parsed = []
+        instant = records.timestamp_instant
+        self.patch(records, "timestamp_instant",
+                   lambda text: (parsed.append(text), instant(text))[1])
+        row = records.merge_visit(None, self.visit("2026-12-03T15:30:00Z"))
+        later, earlier = self.visit("2026-12-03T15:30:01Z"), self.visit("2026-12-03T15:29:59Z")
+        del parsed[:]
+        merged = records.merge_visit(records.merge_visit(row, later), earlier)
+        merging = len(parsed)
+        del parsed[:]
+        attrs.evolve(attrs.evolve(row, last_seen=later.at), last_seen=later.at)
+        self.assertEqual(merging, len(parsed))  # the records' validators' own parses
+        self.assertEqual(merged.last_seen, "2026-12-03T15:30:01Z")
+        self.assertEqual(merged.last_success, "2026-12-03T15:29:59Z")
+        self.assertEqual(merged.successes, 3)
+
+    def test_other_spellings_by_instant(self):
+        from gateway.store.records import _later, merge_visit
+
+        cases = [
+            # (row's last_seen, visit's at, the later)
+            ("2026-12-03T15:30:00Z", "2026-12-03T15:30:00.5Z", "2026-12-03T15:30:00.5Z"),
+            ("2026-12-03T15:30:00.5Z", "2026-12-03T15:30:00Z", "2026-12-03T15:30:00.5Z"),
+            ("2026-12-03t15:30:01Z", "2026-12-03T15:30:00Z", "2026-12-03t15:30:01Z"),
+            ("2026-12-03T15:30:00Z", "2026-12-03t15:30:01Z", "2026-12-03t15:30:01Z"),
+            ("2026-12-03T15:30:00z", "2026-12-03T15:30:01Z", "2026-12-03T15:30:01Z"),
+            ("2026-12-03T16:30:00+02:00", "2026-12-03T15:30:00Z", "2026-12-03T15:30:00Z"),
+            ("2026-12-03T15:30:00Z", "2026-12-03T16:30:00+01:00", "2026-12-03T15:30:00Z"),
+            ("2026-12-03T15:30:00Z", "2026-12-03T15:30:00Z", "2026-12-03T15:30:00Z"),
+            ("2026-12-03T15:30:01Z", "2026-12-03T15:30:00Z", "2026-12-03T15:30:01Z"),
+            ("2026-12-03T15:30:00Z", "2026-12-03T15:30:01Z", "2026-12-03T15:30:01Z"),
+        ]
+        for seen, at, later in cases:
+            row = merge_visit(None, self.visit(seen))
+            self.assertEqual(merge_visit(row, self.visit(at)).last_seen, later, (seen, at))
+            self.assertEqual(_later(seen, at), later, (seen, at))
