@@ -124,8 +124,10 @@ def loads_bounded(data: Union[bytes, str], max_depth: int = DEFAULT_MAX_DEPTH) -
     """
     if isinstance(data, bytes):
         text = data.decode("utf-8")
+        decoded = True
     else:
         text = data
+        decoded = False
     if text.count("[") + text.count("{") > max_depth:
         if _nesting_depth(text) > max_depth:
             raise ValueError(f"JSON nested deeper than {max_depth} levels")
@@ -133,7 +135,8 @@ def loads_bounded(data: Union[bytes, str], max_depth: int = DEFAULT_MAX_DEPTH) -
         parsed = json.loads(text, parse_constant=_reject_constant)
     except RecursionError:
         raise ValueError("JSON nested too deeply")
-    _reject_lone_surrogates(parsed)
+    if "\\u" in text or not (decoded or text.isascii()):
+        _reject_lone_surrogates(parsed)
     return parsed
 
 
@@ -148,6 +151,12 @@ def _reject_lone_surrogates(value: Any) -> None:
     Refuse a string (key or value, at any depth) holding a lone surrogate:
     JSON's ``\\ud800`` escape decodes to one, which is no Unicode text —
     no UTF-8 encoder (SQLite's, a page's, a terminal's) takes it.
+
+    `loads_bounded` walks only JSON that could hold one: text with a
+    ``\\u`` escape, or given as a ``str`` that is not ASCII (it may hold
+    the surrogate itself).  Text decoded from UTF-8 holds none, and without
+    a ``\\u`` escape every parsed string is made of the text's own
+    characters — the walk was a fifth of every v1 signature check.
 
     :raises NotUnicode: for such a string.
     """
