@@ -14,6 +14,7 @@ import josepy
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from twisted.internet.task import Clock
+from twisted.trial import unittest
 
 from gateway.keys.jose import AccountKey, b64url
 from gateway.v1.jws import (
@@ -359,3 +360,46 @@ def detail_at(body: bytes, nonces, max_depth: int) -> str:
     with pytest.raises(V1Problem) as raised:
         verify_v1_request(body, "new-reg", nonces, max_depth=max_depth)
     return raised.value.detail
+
+
+class AccountKeysNotHashedPerRequest(unittest.SynchronousTestCase):
+    """
+    A verified request's thumbprint comes with its parsed key
+    (`gateway.v1.jws._Key`): the JWK is not hashed per request to look the
+    thumbprint up (josepy hashes a key through its public numbers).
+    """
+
+    def test_no_key_hash_per_request(self):
+        import josepy
+        from cryptography.hazmat.primitives.asymmetric import ec, rsa
+        from twisted.internet.task import Clock
+
+        from gateway.keys.jose import AccountKey
+        from gateway.v1.jws import verify_v1_request
+        from gateway.v1.nonces import NonceIssuer
+        from tests.support.v1_signing import sign_v1
+
+        clock = Clock()
+        clock.advance(1733220000)
+        nonces = NonceIssuer(clock, used=None)
+        keys = [AccountKey.from_private_key(ec.generate_private_key(ec.SECP256R1())),
+                AccountKey.from_private_key(rsa.generate_private_key(65537, 2048))]
+        hashed = []
+        for comparable in (josepy.util.ComparableECKey, josepy.util.ComparableRSAKey):
+            original = comparable.__hash__
+
+            def counting(key, original=original):
+                hashed.append(key)
+                return original(key)
+
+            self.patch(comparable, "__hash__", counting)
+        bodies = [sign_v1(key, {"resource": "new-authz"}, nonces.issue())
+                  for _ in range(10) for key in keys]
+        verify_v1_request(bodies[0], "new-authz", nonces)
+        verify_v1_request(bodies[1], "new-authz", nonces)
+        del hashed[:]
+        for index, body in enumerate(bodies):
+            verified = verify_v1_request(body, "new-authz", nonces)
+            self.assertEqual(verified.thumbprint, keys[index % 2].thumbprint)
+            self.assertEqual(verified.jwk, keys[index % 2].jwk)
+        self.assertEqual(hashed, [])
