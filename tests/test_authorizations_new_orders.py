@@ -11,7 +11,6 @@ order lacking an authorization for the name.
 
 from __future__ import annotations
 
-import collections
 
 from cryptography import x509
 from cryptography.x509.oid import ExtensionOID
@@ -29,6 +28,7 @@ from gateway.translate.terms import OrderTerms
 from gateway.upstream import messages as v2
 from gateway.validation.http01 import HTTP01Responder
 from tests.support.logs import LogLines
+from tests.support.store_calls import count_store_calls
 from tests.test_renewals import NAMES, RenewalTestCase
 from tests.test_tlssni01_v1 import ScriptedChecker
 from tests.test_v1_face import KEY, NAME, OTHER, FaceTestCase, make_csr
@@ -172,18 +172,7 @@ class ReadyOrderTests(NewOrderStoreTestCase):
 
     def count_calls(self, *names):
         """Count the calls of the store's methods ``names`` from now on."""
-        counts: collections.Counter = collections.Counter()
-        store = self.gateway.store
-
-        def counting(name, original):
-            def call(*args, **kwargs):
-                counts[name] += 1
-                return original(*args, **kwargs)
-            return call
-
-        for name in names:
-            self.patch(store, name, counting(name, getattr(store, name)))
-        return counts
+        return count_store_calls(self, self.gateway.store, *names)
 
     def test_a_ready_order_reads_its_stored_authorizations_in_one_store_call(self):
         """

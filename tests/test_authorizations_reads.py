@@ -17,13 +17,13 @@ authorization.
 
 from __future__ import annotations
 
-import collections
 
 from twisted.trial.unittest import SynchronousTestCase
 
 from gateway.status import Status
 from gateway.validation.tlssni01 import VAProblem
 from tests import test_tlssni01_v1 as v1_tlssni
+from tests.support.store_calls import count_store_calls
 from tests.test_authorizations_answers import AnswerTestCase
 from tests.test_v1_face import KEY
 
@@ -32,18 +32,7 @@ class StoreCallTests(AnswerTestCase):
 
     def count_calls(self, *names):
         """Count the calls of the store's methods ``names`` from now on."""
-        counts: collections.Counter = collections.Counter()
-        store = self.gateway.store
-
-        def counting(name, original):
-            def call(*args, **kwargs):
-                counts[name] += 1
-                return original(*args, **kwargs)
-            return call
-
-        for name in names:
-            self.patch(store, name, counting(name, getattr(store, name)))
-        return counts
+        return count_store_calls(self, self.gateway.store, *names)
 
     def count_store_reads(self):
         """`count_calls` of every store method a read of an authorization might use."""
