@@ -32,7 +32,7 @@ def _writer(src: str, path: str, turns: bool, transactions: int, barrier, out) -
     from gateway.store.sqlite import SQLiteDatabase, connect
 
     if not turns:
-        SQLiteDatabase._take_turn = lambda self: False  # type: ignore[method-assign]
+        SQLiteDatabase._take_turn = lambda self: None  # type: ignore[method-assign]
     database = connect(path)
     durations = []
     barrier.wait(timeout=60)

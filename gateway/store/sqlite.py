@@ -148,13 +148,13 @@ class SQLiteDatabase:
                     self.connection.execute("ROLLBACK")
                 raise
         finally:
-            if turn:
-                fcntl.lockf(self._writer_file, fcntl.LOCK_UN, 1, WRITER_TURN_OFFSET)
+            if turn is not None:
+                fcntl.lockf(turn, fcntl.LOCK_UN, 1, WRITER_TURN_OFFSET)
         if durable and self._syncs_deferred:
             self._unsynced = True
         return result
 
-    def _take_turn(self) -> bool:
+    def _take_turn(self) -> Optional[int]:
         """
         Wait for the writer's turn among the processes on this database (a
         record lock on the lock file, held for one write transaction), in
@@ -170,31 +170,33 @@ class SQLiteDatabase:
 
         Only whole processes take turns (record locks are a process's): one
         process's store runs its transactions one at a time already, in its
-        thread.  ``False`` when there is no lock file (``":memory:"``) or the
-        turn was not had in time (the transaction goes ahead on SQLite's
-        own lock, as it did before).
+        thread.  Returns the descriptor the turn is held on, to let it go;
+        ``None`` when there is no lock file (``":memory:"``) or the turn was
+        not had in time (the transaction goes ahead on SQLite's own lock, as
+        it did before).
         """
         if self._lock_path is None:
-            return False
+            return None
         if self._writer_file is None:
             self._writer_file = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        writer_file = self._writer_file
         deadline = None
         pause = TURN_POLL_MIN_SECONDS
         while True:
             try:
-                fcntl.lockf(self._writer_file, fcntl.LOCK_EX | fcntl.LOCK_NB, 1,
+                fcntl.lockf(writer_file, fcntl.LOCK_EX | fcntl.LOCK_NB, 1,
                             WRITER_TURN_OFFSET)
             except OSError:
                 now = self._clock()
                 if deadline is None:
                     deadline = now + BUSY_TIMEOUT_MS / 1000
                 elif now >= deadline:
-                    return False
+                    return None
                 self.turn_waits += 1
                 self._sleep(pause)
                 pause = min(pause * 2, TURN_POLL_MAX_SECONDS)
                 continue
-            return True
+            return writer_file
 
     def defer_syncs(self) -> Optional[Callable[[], None]]:
         if self._path is None:
