@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from twisted.internet import defer
+from twisted.internet.error import CannotListenError
 from twisted.names import common, dns
 
 PEBBLE_BINARY = shutil.which("pebble") or "/usr/bin/pebble"
@@ -181,7 +182,12 @@ class LoopbackZone(common.ResolverBase):
 
 def listen_dns(reactor, zone: LoopbackZone, port: int = 0, interface: str = "127.0.0.1"):
     """
-    Serve ``zone`` over UDP and TCP on loopback.
+    Serve ``zone`` over UDP and TCP on loopback, on one port number.
+
+    With ``port`` 0 the system picks a free UDP port, and the same number
+    may be taken for TCP (an outgoing connection's local port, say): then
+    the UDP port is let go and another one tried, up to
+    `DNS_PORT_ATTEMPTS` times.  A port given is tried once.
 
     :return: ``(udp_port, tcp_port)`` listening ports.
     """
@@ -193,6 +199,17 @@ def listen_dns(reactor, zone: LoopbackZone, port: int = 0, interface: str = "127
     factory.noisy = False
     protocol = dns.DNSDatagramProtocol(factory)
     protocol.noisy = False
-    udp = reactor.listenUDP(port, protocol, interface=interface)
-    tcp = reactor.listenTCP(udp.getHost().port, factory, interface=interface)
-    return udp, tcp
+    attempts_left = DNS_PORT_ATTEMPTS if port == 0 else 1
+    while True:
+        udp = reactor.listenUDP(port, protocol, interface=interface)
+        try:
+            return udp, reactor.listenTCP(udp.getHost().port, factory, interface=interface)
+        except CannotListenError:
+            udp.stopListening()
+            attempts_left -= 1
+            if not attempts_left:
+                raise
+
+
+#: How many free UDP ports `listen_dns` tries when the system picks them.
+DNS_PORT_ATTEMPTS = 20
