@@ -413,8 +413,7 @@ class LogEventsKeptInOneCall(SynchronousTestCase):
     def test_same_events_as_twisteds_filter(self):
         from twisted.logger import FilteringLogObserver, LogLevel
 
-        from gateway.operations.logs import (
-            LEVELS, QUIET_NAMESPACES, AtLeast, KeptEvents, with_request_id, without_noise)
+        from gateway.operations.logs import LEVELS, QUIET_NAMESPACES, AtLeast, KeptEvents
         from gateway.operations.scope import RequestScope, current
 
         missing = object()
@@ -618,3 +617,37 @@ class MergedVisitsOrderedWithoutParsing(SynchronousTestCase):
             row = merge_visit(None, self.visit(seen))
             self.assertEqual(merge_visit(row, self.visit(at)).last_seen, later, (seen, at))
             self.assertEqual(_later(seen, at), later, (seen, at))
+
+
+def without_noise(event):
+    """
+    The predicate ``serve`` filtered with before `KeptEvents`: drop the
+    events of ``QUIET_NAMESPACES`` below warning level.
+    """
+    from twisted.logger import LogLevel, PredicateResult
+
+    from gateway.operations.logs import QUIET_NAMESPACES
+
+    level = event.get("log_level")
+    if event.get("log_namespace") in QUIET_NAMESPACES and (
+        level is None or level < LogLevel.warn
+    ):
+        return PredicateResult.no
+    return PredicateResult.maybe
+
+
+def with_request_id(observer):
+    """
+    The wrapper ``serve`` stamped with before `KeptEvents`: the current v1
+    request's ``request_id`` on each event that names none.
+    """
+    from gateway.operations.scope import current_request_id
+
+    def stamp(event):
+        if "request_id" not in event:
+            request_id = current_request_id()
+            if request_id is not None:
+                event = dict(event, request_id=request_id)
+        observer(event)
+
+    return stamp

@@ -62,8 +62,8 @@ _MAX_DEPTH = 4
 #: The longest a written log line waits for its flush.
 FLUSH_SECONDS = 0.1
 
-#: The levels a line is flushed at once for, and that `without_noise`
-#: keeps: warning and worse.
+#: The levels a line is flushed at once for, and that `KeptEvents` keeps
+#: from `QUIET_NAMESPACES`: warning and worse.
 URGENT_LEVELS = frozenset({LogLevel.warn, LogLevel.error, LogLevel.critical})
 
 
@@ -205,19 +205,6 @@ QUIET_NAMESPACES = frozenset({"twisted.web.client._HTTP11ClientFactory"})
 
 
 @provider(ILogFilterPredicate)
-def without_noise(event: Dict[str, Any]) -> PredicateResult:
-    """
-    Drop the events of `QUIET_NAMESPACES` below warning level.
-    """
-    level = event.get("log_level")
-    if event.get("log_namespace") in QUIET_NAMESPACES and (
-        level is None or level < LogLevel.warn
-    ):
-        return PredicateResult.no
-    return PredicateResult.maybe
-
-
-@provider(ILogFilterPredicate)
 class AtLeast:
     """
     Drops events below one level, as Twisted's ``LogLevelFilterPredicate``
@@ -239,29 +226,13 @@ class AtLeast:
         return PredicateResult.no
 
 
-def with_request_id(observer: ILogObserver) -> ILogObserver:
-    """
-    Wrap ``observer`` so that each event emitted inside a v1 request scope
-    gets that request's ``request_id`` (unless it named one itself).
-    """
-
-    @provider(ILogObserver)
-    def stamp(event: Dict[str, Any]) -> None:
-        if "request_id" not in event:
-            request_id = current_request_id()
-            if request_id is not None:
-                event = dict(event, request_id=request_id)
-        observer(event)
-
-    return stamp
-
-
 @provider(ILogObserver)
 class KeptEvents:
     """
-    ``serve``'s filter in one call: the events `without_noise` and
-    `AtLeast` both keep, stamped as `with_request_id` stamps them, go to
-    ``observer``; the others nowhere.
+    ``serve``'s filter in one call: events at `AtLeast` the level and with
+    a namespace, less those of `QUIET_NAMESPACES` below warning, go to
+    ``observer``, stamped with the current v1 request's ``request_id``
+    (unless they named one); the others nowhere.
 
     Twisted's ``FilteringLogObserver`` over those two predicates and the
     stamping wrapper gave the same verdicts through three more Python calls
@@ -397,7 +368,7 @@ def observer_for(log_format: str, level: str = "info", out: IO[str] = sys.stdout
     The observer ``acme-gateway serve`` logs through: ``log_format`` lines on
     ``out`` (flushed by a `BatchedWriter` on ``clock``, the reactor by
     default), events below ``level`` and Twisted's connection chatter
-    (`without_noise`) dropped, request ids stamped.
+    (`QUIET_NAMESPACES`) dropped, request ids stamped (`KeptEvents`).
 
     :raises ValueError: for an unknown format or level.
     """

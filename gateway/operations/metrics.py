@@ -149,11 +149,7 @@ class Metrics:
         Count one v1 answer; a 201 from new-cert is an issued certificate and
         a 200 from revoke-cert a revoked one.
         """
-        counter = self._v1_counters.get((endpoint, status))
-        if counter is None:
-            counter = self._v1_counters[endpoint, status] = self.v1_requests.labels(
-                endpoint, str(status))
-        counter.inc()
+        _child(self._v1_counters, self.v1_requests, endpoint, status).inc()
         if endpoint == "new-cert" and status == 201:
             self.certificates_issued.inc()
         elif endpoint == "revoke-cert" and status == 200:
@@ -163,11 +159,7 @@ class Metrics:
         """
         Count one answer of the v2 face.
         """
-        counter = self._v2_counters.get((endpoint, status))
-        if counter is None:
-            counter = self._v2_counters[endpoint, status] = self.v2_requests.labels(
-                endpoint, str(status))
-        counter.inc()
+        _child(self._v2_counters, self.v2_requests, endpoint, status).inc()
 
     def upstream_response(self, kind: str, status: Optional[int], seconds: float) -> None:
         """
@@ -232,3 +224,15 @@ class Metrics:
         """
         encoder, content_type = choose_encoder(accept or "")
         return encoder(self.registry), content_type
+
+
+def _child(children: Dict[Tuple[str, int], Any], counter: Counter, endpoint: str,
+           status: int) -> Any:
+    """
+    ``counter``'s child for ``(endpoint, status)``, kept in ``children``
+    after its first ``labels()`` call.
+    """
+    child = children.get((endpoint, status))
+    if child is None:
+        child = children[endpoint, status] = counter.labels(endpoint, str(status))
+    return child
