@@ -599,6 +599,11 @@ class Bench:
             "attempted": total, "issued": len(ok), "failed": len(failed),
             "errors": sorted({r["error"] for r in failed})[:5],
             "durations": [r["end"] - r["start"] for r in ok],
+            # Per issued certificate, in the order of ``durations``: its
+            # authorization polls (the distribution's modes), and how many
+            # of them this round issued (the bootstrap's strata).
+            "cert_polls": [r["polls"] for r in ok],
+            "round_sizes": [len(ok)],
             "polls": sum(r["polls"] for r in ok),
             "wall_s": wall,
             "upstream": _count_delta(counts_before, counts_after),
@@ -1144,6 +1149,8 @@ def merge(a: dict, b: dict) -> dict:
         "failed": a["failed"] + b["failed"],
         "errors": sorted(set(a["errors"]) | set(b["errors"]))[:5],
         "durations": a["durations"] + b["durations"],
+        "cert_polls": a.get("cert_polls", []) + b.get("cert_polls", []),
+        "round_sizes": a.get("round_sizes", []) + b.get("round_sizes", []),
         "polls": a["polls"] + b["polls"],
         "wall_s": a["wall_s"] + b["wall_s"],
         "upstream": upstream,

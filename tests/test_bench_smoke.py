@@ -20,8 +20,10 @@ pytestmark = pytest.mark.bench
 
 #: Every row of the main table (prefixes of the "measure" cell), by section.
 EXPECTED_ROWS = (
+    "1 name, sequential, mean per certificate (s)",
     "1 name, sequential, median per certificate (s)",
     "1 name, sequential, p95 per certificate (s)",
+    "3 names, sequential, mean per certificate (s)",
     "3 names, sequential, median per certificate (s)",
     "3 names, sequential, p95 per certificate (s)",
     "3 names, sequential, median per certificate, against native following the v1 shape (s)",
