@@ -600,7 +600,7 @@ class Bench:
             "errors": sorted({r["error"] for r in failed})[:5],
             "durations": [r["end"] - r["start"] for r in ok],
             # Per issued certificate, in the order of ``durations``: its
-            # authorization polls (the distribution's modes), and how many
+            # client polls (the distribution's modes), and how many
             # of them this round issued (the bootstrap's strata).
             "cert_polls": [r["polls"] for r in ok],
             "round_sizes": [len(ok)],

@@ -152,10 +152,10 @@ def verdict_at_most(interval: Optional[Tuple[float, float]], target: float) -> s
 
 def polls_histogram(polls: Sequence[int], durations: Sequence[float]) -> List[Tuple[int, int, float]]:
     """
-    The distribution's modes: ``[(authorization polls, certificates, their
-    mean seconds), …]`` by number of polls.  A certificate whose first poll
-    found the authorization valid took one poll per name; one more poll is
-    one more poll interval slept.
+    The distribution's modes: ``[(client polls, certificates, their mean
+    seconds), …]`` by number of polls (authorization and order polls,
+    bench/driver.py's counter).  Each poll past a certificate's first of
+    each kind is one poll interval slept.
     """
     groups: Dict[int, List[float]] = {}
     for count, duration in zip(polls, durations):
