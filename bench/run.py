@@ -1399,6 +1399,7 @@ def main(argv=None) -> int:
         chart = report.chart(bench.results, os.path.join(out, "chart.png"))
         if chart is None:
             bench.note("matplotlib is not installed: no chart (pip install matplotlib into .venv)")
+    bench.results["issuance_time"] = report.issuance_figures(bench.results)
     with open(os.path.join(out, "results.json"), "w") as f:
         json.dump(bench.results, f, indent=2, default=str)
     table = report.markdown(bench.results)
