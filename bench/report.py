@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from typing import List, Optional
 
-from bench.stats import (MET, MIN_CERTIFICATES_FOR_INTERVAL, MISSED, bootstrap_ratio_of_means, mean, polls_histogram,
-                         ratio, verdict_at_most)
+from bench.stats import (MET, MIN_CERTIFICATES_FOR_INTERVAL, MISSED, bootstrap_ratio_of_means, mean,
+                         polls_histogram, ratio, verdict_at_most)
 
 SCENARIOS = (
     ("reuse", "single", "1 name, authz reuse on"),
@@ -530,7 +530,8 @@ def issuance_table(results) -> str:
     if not body:
         return "(not measured)"
     return _table(["scenario", "mode", "certificates (rounds)", "mean s", "median s", "p95 s",
-                   "mean ÷ native [95 % interval]", "client polls (authorization and order): certificates × mean time"],
+                   "mean ÷ native [95 % interval]",
+                   "client polls (authorization and order): certificates × mean time"],
                   body) + "\n\n" + ISSUANCE_RULE
 
 
