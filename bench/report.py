@@ -118,8 +118,8 @@ def compare_means(legacy, native) -> Optional[dict]:
     Gateway against native on the mean time per certificate: the ratio of
     the means, its 95 % bootstrap interval (rounds drawn again paired,
     then certificates within them: ``stats.bootstrap_ratio_of_means``;
-    ``None`` with fewer than
-    ``MIN_CERTIFICATES_FOR_INTERVAL`` per mode) and the verdict against
+    ``None`` with fewer than ``MIN_CERTIFICATES_FOR_INTERVAL`` per mode)
+    and the verdict against
     ``ISSUANCE_TARGET`` (``stats.verdict_at_most``).  ``None`` when a mode
     issued nothing.
     """
