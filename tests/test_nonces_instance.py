@@ -124,6 +124,23 @@ def test_forged_altered_and_malformed_nonces_are_refused():
     assert redeemed(issuer, good) is True
 
 
+def test_only_the_canonical_spelling_of_a_nonce_is_accepted():
+    """
+    43 base64url characters hold 258 bits: the last one's two spare bits
+    set give another spelling of the same 32 bytes, which is refused (one
+    nonce, one spelling: the store's uniqueness is on the text).
+    """
+    issuer = InstanceNonceIssuer(Clock(), key=KEY)
+    good = issuer.issue()
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    spare = alphabet[alphabet.index(good[-1]) | 1]
+    other_spelling = good[:-1] + spare
+    assert other_spelling != good and b64url_decode(other_spelling) == b64url_decode(good)
+    assert issuer.check(other_spelling) is None
+    assert redeemed(issuer, other_spelling) is False
+    assert redeemed(issuer, good) is True
+
+
 def test_the_same_instance_and_key_accept_each_others_nonces():
     """
     What names the instance is the instance bytes under the tag, nothing
