@@ -245,6 +245,8 @@ class InstanceNonceIssuer(NonceIssuer):
             return False
         assert body is not None
         (serial,) = _SERIAL.unpack_from(body, _TIME_BYTES + _INSTANCE_BYTES)
+        # Nothing is awaited from this test to the add: two requests of one
+        # nonce, both on the reactor's thread, cannot both pass it.
         if serial <= self._floor or serial in self._redeemed:
             return False
         self._redeemed.add(serial)
