@@ -45,7 +45,7 @@ NARROW_TESTS = {
                                     "tests/security/test_allow_names.py",
                                     "tests/test_csr_der.py"],
     "gateway/v1/nonces.py": ["tests/test_nonces.py", "tests/test_nonces_expiry.py",
-                             "tests/test_nonces_clock_range.py"],
+                             "tests/test_nonces_clock_range.py", "tests/test_nonces_instance.py"],
     "gateway/translate/budget.py": ["tests/test_budget.py", "tests/test_budget_accounting.py"],
     # the hypothesis fuzz tests (seconds each) stay for the whole tier
     "gateway/v1/jws.py": ["tests/test_v1_jws.py", "tests/test_v1_jws_details.py",

@@ -39,7 +39,14 @@ from zope.interface import implementer
 
 from gateway.keys.keystore import KeyStore
 from gateway.process.workers import InheritedEndpoint
-from gateway.process.wiring import Gateway, ServeConfig, build_gateway, https_clients, in_threads
+from gateway.process.wiring import (
+    Gateway,
+    ServeConfig,
+    build_gateway,
+    https_clients,
+    in_threads,
+    serves_state_alone,
+)
 from gateway.store import IStore, is_shared_state, open_store
 from gateway.translate.context import Context
 from gateway.translate.recovery import recover
@@ -385,7 +392,8 @@ async def start(reactor: Any, config: ServeConfig, keys: Optional[KeyStore] = No
         try:
             gateway = build_gateway(config, clock=reactor, keys=keys, store=store,
                                     http_for=https_clients(reactor, config.upstream_ca_bundle),
-                                    run_in_thread=in_threads(reactor), nonce_key=nonce_key)
+                                    run_in_thread=in_threads(reactor), nonce_key=nonce_key,
+                                    nonces_alone=serves_state_alone(config))
         except (OSError, ValueError) as error:
             raise StartError("--managed-keys", config.managed_keys_directory,
                              f"cannot use the managed-key directory: {error}") from error

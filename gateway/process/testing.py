@@ -1089,6 +1089,7 @@ def build_test_gateway(
     profiles: ProfilePolicy = ProfilePolicy(),
     bindings: AccountBindings = AccountBindings(),
     plan_renewals: bool = True,
+    nonces_alone: bool = False,
 ) -> InMemoryGateway:
     """
     A complete gateway over a `FakeCA`, wired as ``acme-gateway serve``
@@ -1115,6 +1116,8 @@ def build_test_gateway(
     :param profiles: ``--profile`` and the profile rules.
     :param bindings: the External Account Binding credentials.
     :param plan_renewals: plan a known certificate's renewal as one order.
+    :param nonces_alone: redeem v1 nonces in the gateway's memory, as a
+        process serving its state alone does (by default, at the store).
     """
     if clock is None:
         clock = ca.clock if ca is not None else _clock_at_now()
@@ -1142,6 +1145,7 @@ def build_test_gateway(
         config, clock=clock, keys=key_store, store=store, http_for=http_for,
         metrics=metrics if metrics is not None else Metrics(process=False),
         validators=validators if validators is not None else Validators(),
+        nonces_alone=nonces_alone,
     )
     return InMemoryGateway(gateway=gateway, client=StubTreq(gateway.face), ca=ca,
                            base_url=base_url.rstrip("/"), upstream_http=upstream_http)

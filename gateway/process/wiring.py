@@ -14,6 +14,7 @@ how to run blocking work.
 
 from __future__ import annotations
 
+import secrets
 from typing import Any, Callable, Optional, Tuple
 
 import attrs
@@ -26,7 +27,7 @@ from gateway.keys.managed import ManagedKeys, RunInThread, run_inline
 from gateway.operations.admin import DEFAULT_READY_MAX_AGE, Admin, Readiness
 from gateway.operations.metrics import Metrics
 from gateway.operations.report import DEFAULT_MIGRATED_AFTER, ClientRecorder
-from gateway.store import IStore
+from gateway.store import IStore, is_shared_state
 from gateway.translate.accounts import AccountRecovery
 from gateway.translate.bindings import AccountBindings
 from gateway.translate.budget import Budget, BudgetLimits
@@ -40,7 +41,7 @@ from gateway.translate.signing import SigningKeys
 from gateway.upstream.client import UpstreamClient, https_client
 from gateway.v1.face import V1Face
 from gateway.v1.limits import DEFAULT_MAX_BODY, V1Site
-from gateway.v1.nonces import NonceIssuer
+from gateway.v1.nonces import InstanceNonceIssuer, NonceIssuer
 from gateway.v1.resource import v1_tree
 from gateway.v2.endpoint import KidKeys
 from gateway.v2.face import V2Face
@@ -201,6 +202,24 @@ def in_threads(reactor: IReactorThreads) -> RunInThread:
                                                          work, *args)
 
 
+def serves_state_alone(config: ServeConfig) -> bool:
+    """
+    Whether this process is the only one serving its state, so that its v1
+    nonces may be redeemed in its own memory (`gateway.v1.nonces.
+    InstanceNonceIssuer`): an SQLite file, ``--workers 1``, and no
+    listener inherited from a ``--workers`` supervisor (its workers run with
+    ``--workers 1``).  A PostgreSQL state is for several processes and
+    replicas — one process alone on it cannot know that none runs beside
+    it — so its nonces go to the store, as do a supervisor's workers'.
+
+    Two processes started by hand on one SQLite file (not through
+    ``--workers``) each take themselves for alone: each refuses the other's
+    nonces (a client sent from one to the other retries), and still none is
+    ever accepted twice.
+    """
+    return config.workers == 1 and not config.inherited and not is_shared_state(config.state)
+
+
 def build_gateway(
     config: ServeConfig,
     *,
@@ -212,6 +231,7 @@ def build_gateway(
     metrics: Optional[Metrics] = None,
     validators: Optional[Validators] = None,
     nonce_key: Optional[bytes] = None,
+    nonces_alone: bool = False,
 ) -> Gateway:
     """
     The gateway of ``config``.
@@ -227,6 +247,8 @@ def build_gateway(
         configuration names (tests).
     :param nonce_key: the key of the v1 nonces, shared by every process of
         the state (``IStore.secret``); a random one for a process alone.
+    :param nonces_alone: redeem v1 nonces in this process's memory, not at
+        the store (`serves_state_alone`); by default, the store.
     :raises ValueError, OSError: when ``--managed-keys`` cannot be used.
     """
     if metrics is None:
@@ -271,8 +293,7 @@ def build_gateway(
         locks=locks,
     )
     recorder = ClientRecorder(store, clock=clock)
-    nonces = (NonceIssuer(clock, store) if nonce_key is None
-              else NonceIssuer(clock, store, key=nonce_key))
+    nonces = _nonce_issuer(clock, store, nonce_key, nonces_alone)
     v2_face = V2Face(v2_tree(context), nonces, clock, KidKeys(context), base_url=config.base_url,
                      max_body=config.max_body, recorder=recorder, metrics=metrics)
     face = V1Face(v1_tree(context), nonces, clock, base_url=config.base_url,
@@ -294,6 +315,18 @@ def build_gateway(
         http01_site=None if http01 is None else ListenerSite(http01, limits, reactor=clock),
         v2_face=v2_face,
     )
+
+
+def _nonce_issuer(clock: Any, store: IStore, key: Optional[bytes], alone: bool) -> NonceIssuer:
+    """
+    The v1 nonces: redeemed in this process's memory when it serves its
+    state ``alone``, else at the store.
+    """
+    if key is None:
+        key = secrets.token_bytes(32)
+    if alone:
+        return InstanceNonceIssuer(clock, key=key)
+    return NonceIssuer(clock, store, key=key)
 
 
 def _validators(config: ServeConfig, reactor: Any,

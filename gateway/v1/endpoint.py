@@ -50,8 +50,9 @@ class V1Call:
     async def signed(self, resource_name: str) -> Tuple[Signer, Payload]:
         """
         Verify this POST's JWS for the v1 resource ``resource_name``, then
-        redeem its nonce (once across every process of the state): the
-        signer, and the payload.
+        redeem its nonce — once across every process of the state: at the
+        store, or in this process's memory when it serves the state alone
+        (`gateway.v1.nonces`) — the signer, and the payload.
 
         :raises V1Problem: ``malformed`` or ``badNonce`` (400), 413 for a
             body above ``--max-body``.

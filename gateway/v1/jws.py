@@ -65,7 +65,8 @@ class VerifiedRequest:
     """
     A v1 request whose signature, nonce and resource all checked out (the
     nonce is authentic and unexpired; whether another request used it first
-    is `gateway.v1.nonces.NonceIssuer.redeem`'s, at the store).
+    is `gateway.v1.nonces.NonceIssuer.redeem`'s, at the store or in the
+    memory of a process alone).
 
     :ivar jwk: the signer's public JWK.
     :ivar thumbprint: its RFC 7638 thumbprint, the key the gateway looks
