@@ -153,7 +153,8 @@ class HandoffTests(FaceTestCase):
         """
         Hand-offs, transactions and durable commits of each v1 step of a
         single-name certificate, nonce included (before issue 15's
-        batching: new-authz 18 hand-offs, a poll 3, challenge 9, new-cert 14).
+        batching: new-authz 18 hand-offs, a poll 3, challenge 9, new-cert 14;
+        new-authz 7 before its sixth round).
         """
         self.register()
         with self.counted() as authz:
@@ -178,11 +179,14 @@ class HandoffTests(FaceTestCase):
             issued = self.post("/acme/new-cert",
                                {"resource": "new-cert", "csr": b64url(make_csr([NAME]))})
         self.assertEqual(issued.status, 201, issued.body)
-        self.assertEqual((authz.total, authz.transactions, authz.durable), (7, 3, 2),
+        self.assertEqual((authz.total, authz.transactions, authz.durable), (6, 3, 2),
                          authz.handoffs)
         # Its reads before the CA is asked: one call (`IStore.name_reads`).
         self.assertEqual(authz.handoffs["name_reads"], 1)
         self.assertEqual(authz.handoffs["reserve"], 1)
+        # Its view shows the challenges just written, not read again (7
+        # hand-offs before issue 15's sixth round).
+        self.assertNotIn("challenges_for_authorization", authz.handoffs)
         # The authorization and its challenges in one call
         # (`IStore.authorization_read`), where it made two (7 hand-offs).
         self.assertEqual(answer.handoffs["authorization_read"], 1, answer.handoffs)

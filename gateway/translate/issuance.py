@@ -288,7 +288,7 @@ async def _order_for(context: Context, bound: BoundAccount, names: Names, user_a
     terms = await order_terms(context, bound.thumbprint, user_agent, names, renewing=renewing)
     record, upstream_order, authorizations = await create_order(context, bound, names, terms)
     log.info("new-cert: created order {order} for {names}", order=record.id, names=names)
-    return record, upstream_order, [upstream for _, upstream in authorizations]
+    return record, upstream_order, [upstream for _, upstream, _ in authorizations]
 
 
 async def _finalize_known_ready_order(context: Context, bound: BoundAccount, names: Names,
