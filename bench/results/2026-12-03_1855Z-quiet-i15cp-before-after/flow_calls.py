@@ -1,6 +1,7 @@
+# Run from a source tree (cwd), e.g.: cd /tmp/before && N=25 .venv/bin/python <this dir>/flow_calls.py
 import sys, os, cProfile, pstats, io
 sys.path.insert(0, os.getcwd())
-exec(open("/tmp/i15cp/flow_cpu.py").read().split("r = unittest.TestResult()")[0])
+exec(open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "flow_cpu.py")).read().split("r = unittest.TestResult()")[0])
 prof = cProfile.Profile()
 def test_probe(self):
     self.register()
