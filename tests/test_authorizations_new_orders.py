@@ -228,13 +228,16 @@ class ReadyOrderTests(NewOrderStoreTestCase):
                            expires=None)
         order, authorizations = self.resolve(store_new_order(
             self.gateway.context, existing.account_id, upstream_account, pending, "order-again"))
-        ((record, upstream),) = authorizations
+        ((record, upstream, challenges),) = authorizations
         self.assertEqual(record.id, existing.id)
         self.assertEqual(upstream.url, existing.upstream_url)
         self.assertEqual(self.successResultOf(
             self.gateway.store.authorizations_for_order("order-again")),
             [record])
         self.assertEqual(record.order_id, "order-again")
+        # With its challenges as stored, for the view (no read of them).
+        self.assertEqual(list(challenges), self.successResultOf(
+            self.gateway.store.challenges_for_authorization(record.id)))
 
 
 def _with_means():
@@ -252,6 +255,19 @@ class WithMeansTests(NewOrderStoreTestCase):
         wildcard = self.new_authz("*.example.test")
         self.assertEqual(wildcard.status, 201, wildcard.body)
         self.assertEqual(self.stored_types(wildcard.header("location")), ["dns-01"])
+
+    def test_a_new_authz_shows_its_challenges_as_a_read_of_them_does(self):
+        """
+        The ``new-authz`` answer shows the challenges it wrote (tls-sni-01
+        too), in their stored order, as a later read of the authorization
+        does.
+        """
+        self.register()
+        reply = self.new_authz()
+        again = self.get(reply.header("location")[len(self.base):])
+        self.assertEqual(sorted(c["type"] for c in reply.json()["challenges"]),
+                         ["dns-01", "http-01", "tls-sni-01"])
+        self.assertEqual(reply.json(), again.json())
 
 
 class ReplacingOrderLogTests(RenewalTestCase):

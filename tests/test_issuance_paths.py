@@ -15,7 +15,7 @@ from cryptography import x509
 from twisted.logger import formatEvent, globalLogPublisher
 
 from gateway.keys.jose import b64url
-from gateway.store import Authorization, Update
+from gateway.store import Authorization, Insert, Order, Update
 from tests.test_v1_face import NAME, FaceTestCase, make_csr
 
 
@@ -137,6 +137,36 @@ class IssuancePathTests(FaceTestCase):
                 self.assertEqual(self.ca.counts["finalize"], 2)
                 self.assertGreater(self.ca.counts["order"], reads, "the order was read again")
                 self.assertEqual(self.ca.counts["newOrder"], 1)
+
+    def test_the_careful_path_reads_only_usable_orders(self):
+        """
+        After the CA refused the fast path's finalize, the careful path
+        reads the account's orders for the names again, in the statuses it
+        can use: a stored ``invalid`` order for the same name is not read
+        from the CA (the CA's order reads are those of a run without it).
+        """
+        reads = []
+        for with_invalid in (False, True):
+            self.setUp()
+            self.register()
+            self.authorize()
+            if with_invalid:
+                account = self.successResultOf(
+                    self.gateway.store.account_by_thumbprint(self.keys[0].thumbprint))
+                self.successResultOf(self.gateway.store.write([Insert(Order(
+                    id="invalid-order", account_id=account.id,
+                    upstream_url=self.ca.url("/order/invalid-order"),
+                    identifiers=[NAME], status="invalid",
+                    finalize_url=self.ca.url("/finalize/invalid-order"),
+                    expires=None, certificate_url=None,
+                    created_at=self.gateway.context.now()))]))
+            before = self.ca.counts["order"]
+            self.ca.fail_next("/finalize/", 403, {"type": "orderNotReady", "detail": "pending"})
+            reply = self.new_cert()
+            self.assertEqual(reply.status, 201, reply.body)
+            reads.append(self.ca.counts["order"] - before)
+        self.assertEqual(reads[0], reads[1])
+        self.assertGreater(reads[0], 0)
 
     def test_other_refusals_of_the_fast_path_reach_the_client(self):
         self.register()

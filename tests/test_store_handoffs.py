@@ -153,7 +153,8 @@ class HandoffTests(FaceTestCase):
         """
         Hand-offs, transactions and durable commits of each v1 step of a
         single-name certificate, nonce included (before issue 15's
-        batching: new-authz 18 hand-offs, a poll 3, challenge 9, new-cert 14).
+        batching: new-authz 18 hand-offs, a poll 3, challenge 9, new-cert 14;
+        new-authz 7 before its sixth round).
         """
         self.register()
         with self.counted() as authz:
@@ -178,11 +179,14 @@ class HandoffTests(FaceTestCase):
             issued = self.post("/acme/new-cert",
                                {"resource": "new-cert", "csr": b64url(make_csr([NAME]))})
         self.assertEqual(issued.status, 201, issued.body)
-        self.assertEqual((authz.total, authz.transactions, authz.durable), (7, 3, 2),
+        self.assertEqual((authz.total, authz.transactions, authz.durable), (6, 3, 2),
                          authz.handoffs)
         # Its reads before the CA is asked: one call (`IStore.name_reads`).
         self.assertEqual(authz.handoffs["name_reads"], 1)
         self.assertEqual(authz.handoffs["reserve"], 1)
+        # Its view shows the challenges just written, not read again (7
+        # hand-offs before issue 15's sixth round).
+        self.assertNotIn("challenges_for_authorization", authz.handoffs)
         # The authorization and its challenges in one call
         # (`IStore.authorization_read`), where it made two (7 hand-offs).
         self.assertEqual(answer.handoffs["authorization_read"], 1, answer.handoffs)
@@ -203,7 +207,7 @@ class HandoffTests(FaceTestCase):
         (`IStore.authorizations_by_upstream_urls`) — no read of the CA, none
         after the write — where it made four per authorization (the
         authorization and its challenges, the authorization again, its
-        challenges again when refreshed).  26 hand-offs, now 13.
+        challenges again when refreshed).  26 hand-offs, then 13, now 12.
         """
         self.register()
         names = ["a.example.com", "b.example.com", "c.example.com"]
@@ -225,5 +229,9 @@ class HandoffTests(FaceTestCase):
         # per name.
         self.assertEqual(cert.handoffs["find_authorizations_of_names"], 1, cert.handoffs)
         self.assertNotIn("find_authorizations", cert.handoffs)
-        self.assertEqual((cert.total, cert.transactions, cert.durable), (13, 5, 3),
+        # The account's orders for the three names: read once for the fast
+        # path (none ready) and the careful one, which each read them
+        # (13 hand-offs before issue 15's sixth round).
+        self.assertEqual(cert.handoffs["find_orders"], 1, cert.handoffs)
+        self.assertEqual((cert.total, cert.transactions, cert.durable), (12, 5, 3),
                          cert.handoffs)

@@ -144,8 +144,9 @@ def _challenge_inserts(context: Context, authorization_id: str, account_id: int,
     ]
 
 
-#: An authorization as the store keeps it, with the CA's view of it.
-StoredAuthorization = Tuple[Authorization, v2.Authorization]
+#: An authorization as the store keeps it, with the CA's view of it and its
+#: challenges as stored (its view needs no read of them: issue 15).
+StoredAuthorization = Tuple[Authorization, v2.Authorization, Tuple[Challenge, ...]]
 
 
 def _authorization_inserts(context: Context, account_id: int, order_id: Optional[str],
@@ -259,8 +260,13 @@ async def store_new_order(context: Context, account_id: int, upstream_account: U
     Should reading the authorizations fail, the order is stored alone, with
     their URLs, for recovery to complete, and the error raised.
 
+    Each authorization comes with its challenges as written (or as stored
+    and refreshed), so that the view a ``new-authz`` answers with reads
+    none from the store (one store call per ``new-authz`` before issue
+    15's sixth round).
+
     :return: ``(order record, [(authorization record, upstream
-        authorization), …])``.
+        authorization, its challenges), …])``.
     """
     record = _order_record(context, account_id, order, order_id, created_at, terms)
     stored: Dict[str, Tuple[Authorization, Tuple[Challenge, ...]]] = {}
@@ -281,12 +287,15 @@ async def store_new_order(context: Context, account_id: int, upstream_account: U
         stored = await context.store.authorizations_by_upstream_urls(
             account_id, order.authorizations)
     operations: List[Operation] = [Insert(record)]
-    pairs: List[Tuple[Union[int, Tuple[Authorization, Tuple[Challenge, ...]]],
+    pairs: List[Tuple[Union[slice, Tuple[Authorization, Tuple[Challenge, ...]]],
                       v2.Authorization]] = []
     for upstream in fetched:
         if upstream.url not in stored:
-            pairs.append((len(operations), upstream))
-            operations += _authorization_inserts(context, account_id, order_id, upstream)
+            inserts = _authorization_inserts(context, account_id, order_id, upstream)
+            # Where its records will be among those written: the
+            # authorization first, then its challenges.
+            pairs.append((slice(len(operations), len(operations) + len(inserts)), upstream))
+            operations += inserts
         else:
             existing, challenges = stored[upstream.url]
             if existing.order_id != order_id:
@@ -299,11 +308,13 @@ async def store_new_order(context: Context, account_id: int, upstream_account: U
     written = await context.store.write(operations)
     authorizations: List[StoredAuthorization] = []
     for known, upstream in pairs:
-        if isinstance(known, int):
-            authorizations.append((written_as(Authorization, written[known]), upstream))
+        if isinstance(known, slice):
+            row, *challenge_rows = written[known]
+            authorizations.append((written_as(Authorization, row), upstream,
+                                   tuple(written_as(Challenge, c) for c in challenge_rows)))
         else:
-            refreshed, _ = await _refreshed(context, known[0], upstream, known[1])
-            authorizations.append((refreshed, upstream))
+            refreshed, current = await _refreshed(context, known[0], upstream, known[1])
+            authorizations.append((refreshed, upstream, current))
     return written_as(Order, written[0]), authorizations
 
 
@@ -538,12 +549,14 @@ async def _view_for(context: Context, bound: BoundAccount,
     The view of a new order's authorization for ``name``.
     """
     last = None
-    for record, upstream in authorizations:
+    for stored in authorizations:
+        upstream = stored[1]
         if upstream.identifier == name.value and upstream.wildcard == name.wildcard:
-            last = (record, upstream)
+            last = stored
     if last is None:
         raise InternalFailure("The upstream order holds no authorization for the name")
-    return await _view(context, last[0], bound.thumbprint, last[1])
+    record, upstream, challenges = last
+    return await _view(context, record, bound.thumbprint, upstream, challenges)
 
 
 async def _planned_view(context: Context, bound: BoundAccount, name: DNSName, user_agent: str,

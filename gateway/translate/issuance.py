@@ -56,15 +56,22 @@ Names = Tuple[str, ...]
 OrderState = Tuple[Order, v2.Order]
 
 
-async def _usable_order(context: Context, bound: BoundAccount, names: Names) -> Optional[OrderState]:
+#: The stored orders `_usable_order` considers.
+_USABLE = (Status.PENDING, Status.READY, Status.PROCESSING, Status.VALID)
+
+
+async def _usable_order(context: Context, bound: BoundAccount, names: Names,
+                        candidates: Optional[Sequence[Order]] = None) -> Optional[OrderState]:
     """
     A stored order of the account for exactly ``names`` that can still be
     finalized (or was, and holds a certificate not yet stored), refreshed
     from upstream.
+
+    ``candidates``: the account's orders for ``names`` in a `_USABLE`
+    status, read already (else read here).
     """
-    candidates = await context.store.find_orders(
-        bound.record.id, names, (Status.PENDING, Status.READY, Status.PROCESSING, Status.VALID)
-    )
+    if candidates is None:
+        candidates = await context.store.find_orders(bound.record.id, names, _USABLE)
     for record in candidates:
         try:
             upstream = await context.upstream.get_order(bound.upstream, record.upstream_url)
@@ -212,10 +219,16 @@ async def _finalized_order(context: Context, bound: BoundAccount, names: Names,
 
     :return: ``(order record, upstream order)`` as finalize left it.
     """
-    finalized = await _finalize_known_ready_order(context, bound, names, csr.der)
+    # One read of the account's orders for the names serves both paths
+    # when the fast one has no candidate (the usual v1 flow: the names were
+    # authorized through single-name orders), where each read them.
+    usable = await context.store.find_orders(bound.record.id, names, _USABLE)
+    ready = [o for o in usable if o.status in (Status.PENDING, Status.READY)]
+    finalized = await _finalize_known_ready_order(context, bound, ready, csr.der)
     if finalized is not None:
         return finalized
-    record, upstream_order, authorizations = await _order_for(context, bound, names, user_agent)
+    record, upstream_order, authorizations = await _order_for(
+        context, bound, names, user_agent, None if ready else usable)
     if upstream_order.status == Status.READY:
         upstream_order = await _finalize(context, bound, record, upstream_order, csr.der)
     elif upstream_order.status == Status.PENDING:
@@ -269,7 +282,8 @@ async def follow_order(context: Context, bound: BoundAccount, record: Order,
     return settled
 
 
-async def _order_for(context: Context, bound: BoundAccount, names: Names, user_agent: str
+async def _order_for(context: Context, bound: BoundAccount, names: Names, user_agent: str,
+                     candidates: Optional[Sequence[Order]] = None,
                      ) -> Tuple[Order, v2.Order, Optional[List[v2.Authorization]]]:
     """
     The order to finalize for ``names``: a usable stored one (refreshed
@@ -280,7 +294,7 @@ async def _order_for(context: Context, bound: BoundAccount, names: Names, user_a
     :return: ``(order record, upstream order, its upstream authorizations
         when already read, else None)``.
     """
-    found = await _usable_order(context, bound, names)
+    found = await _usable_order(context, bound, names, candidates)
     if found is not None:
         return (*found, None)
     held = await context.store.current_certificates(bound.record.id, names[0])
@@ -288,10 +302,11 @@ async def _order_for(context: Context, bound: BoundAccount, names: Names, user_a
     terms = await order_terms(context, bound.thumbprint, user_agent, names, renewing=renewing)
     record, upstream_order, authorizations = await create_order(context, bound, names, terms)
     log.info("new-cert: created order {order} for {names}", order=record.id, names=names)
-    return record, upstream_order, [upstream for _, upstream in authorizations]
+    return record, upstream_order, [upstream for _, upstream, _ in authorizations]
 
 
-async def _finalize_known_ready_order(context: Context, bound: BoundAccount, names: Names,
+async def _finalize_known_ready_order(context: Context, bound: BoundAccount,
+                                     candidates: Sequence[Order],
                                      csr_der: bytes) -> Optional[OrderState]:
     """
     The fast path of the usual v1 flow: the client validated each name
@@ -301,10 +316,12 @@ async def _finalize_known_ready_order(context: Context, bound: BoundAccount, nam
     upstream cost as a native v2 client.  Should the CA disagree
     (``orderNotReady``, an order it no longer knows), the careful path runs.
 
+    ``candidates``: the account's stored orders for the certificate's
+    names that are ``pending`` or ``ready``, newest first.
+
     :return: ``(order record, finalized upstream order)`` or ``None``.
     """
-    for record in await context.store.find_orders(bound.record.id, names,
-                                                  (Status.PENDING, Status.READY)):
+    for record in candidates:
         authorizations = await _stored_authorizations(context, record)
         if not authorizations or any(
             a.status != Status.VALID or context.has_expired(a.expires) for a in authorizations

@@ -197,7 +197,7 @@ async def new_order(context: Context, request: NewOrder) -> OrderView:
         terms = await order_terms(context, bound.thumbprint, request.signer.user_agent, names)
         record, _, authorizations = await create_order(context, bound, names, terms)
         log.info("newOrder: created order {order} for {names}", order=record.id, names=list(names))
-        return OrderView(record, tuple(stored.id for stored, _ in authorizations))
+        return OrderView(record, tuple(stored.id for stored, _, _ in authorizations))
     finally:
         lock.release()
 
