@@ -14,8 +14,9 @@ from gateway.process.devstack import DNS_PORT_ATTEMPTS, LoopbackZone, listen_dns
 
 
 class _Port:
-    def __init__(self, number):
+    def __init__(self, number, protocol=None):
         self.number = number
+        self.protocol = protocol
         self.stopped = False
 
     def getHost(self):
@@ -38,7 +39,7 @@ class _Reactor:
         self.tcp = []
 
     def listenUDP(self, port, protocol, interface):
-        self.udp.append(_Port(port or 5000 + len(self.udp)))
+        self.udp.append(_Port(port or 5000 + len(self.udp), protocol))
         return self.udp[-1]
 
     def listenTCP(self, port, factory, interface):
@@ -53,6 +54,7 @@ def test_a_udp_port_whose_number_is_taken_for_tcp_is_let_go_and_another_tried():
     udp, tcp = listen_dns(reactor, LoopbackZone())
     assert (udp.port, tcp.port) == (5002, 5002)
     assert [p.stopped for p in reactor.udp] == [True, True, False]
+    assert len({id(p.protocol) for p in reactor.udp}) == 3
 
 
 def test_the_system_picked_ports_are_tried_a_bounded_number_of_times():
@@ -75,6 +77,43 @@ def test_the_real_reactor_serves_both_on_one_port():
 
     udp, tcp = listen_dns(reactor, LoopbackZone())
     try:
+        assert udp.getHost().port == tcp.getHost().port != 0
+    finally:
+        udp.stopListening()
+        tcp.stopListening()
+
+
+class _RefusingTCPOnce:
+    """The real reactor, except that its first ``listenTCP`` is refused."""
+
+    def __init__(self, reactor):
+        self._reactor = reactor
+        self.refused = 0
+
+    def listenUDP(self, *args, **kwargs):
+        return self._reactor.listenUDP(*args, **kwargs)
+
+    def listenTCP(self, port, factory, interface):
+        if not self.refused:
+            self.refused += 1
+            raise CannotListenError(interface, port, OSError(98, "Address already in use"))
+        return self._reactor.listenTCP(port, factory, interface=interface)
+
+
+def test_the_real_reactor_takes_another_udp_port_after_a_refusal():
+    """
+    A UDP port let go keeps its protocol until a later turn of the reactor
+    (``connectionLost`` is called later), so the next try needs a protocol
+    of its own: reusing the first failed Twisted's ``transport == None``
+    assertion, and the retry could never succeed (it errored a whole
+    suite's shared stack once).
+    """
+    from twisted.internet import reactor
+
+    refusing = _RefusingTCPOnce(reactor)
+    udp, tcp = listen_dns(refusing, LoopbackZone())
+    try:
+        assert refusing.refused == 1
         assert udp.getHost().port == tcp.getHost().port != 0
     finally:
         udp.stopListening()

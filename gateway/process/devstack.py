@@ -197,10 +197,13 @@ def listen_dns(reactor, zone: LoopbackZone, port: int = 0, interface: str = "127
         raise ValueError("the development DNS server binds loopback only")
     factory = server.DNSServerFactory(authorities=[zone])
     factory.noisy = False
-    protocol = dns.DNSDatagramProtocol(factory)
-    protocol.noisy = False
     attempts_left = DNS_PORT_ATTEMPTS if port == 0 else 1
     while True:
+        # A protocol per attempt: a UDP port let go detaches its protocol
+        # only on a later turn of the reactor, and a datagram protocol
+        # still attached refuses a second transport.
+        protocol = dns.DNSDatagramProtocol(factory)
+        protocol.noisy = False
         udp = reactor.listenUDP(port, protocol, interface=interface)
         try:
             return udp, reactor.listenTCP(udp.getHost().port, factory, interface=interface)
