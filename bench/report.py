@@ -482,6 +482,19 @@ ISSUANCE_RULE = (
 )
 
 
+def _issued_sequential_phases(results):
+    """
+    Each sequential phase that issued certificates, in the tables' order:
+    ``(stack, name, label, mode, phase, native phase of its scenario)``.
+    """
+    for stack, name, label in SCENARIOS:
+        native = _phase(results, stack, name, "native")
+        for mode in SEQUENTIAL_MODES:
+            phase = _phase(results, stack, name, mode)
+            if phase and phase["issued"]:
+                yield stack, name, label, mode, phase, native
+
+
 def issuance_figures(results) -> dict:
     """
     The issuance table's figures for ``results.json`` (key
@@ -490,24 +503,19 @@ def issuance_figures(results) -> dict:
     certificates by number of client polls.
     """
     figures = {}
-    for stack, name, _ in SCENARIOS:
-        native = _phase(results, stack, name, "native")
-        for mode in SEQUENTIAL_MODES:
-            phase = _phase(results, stack, name, mode)
-            if not phase or not phase["issued"]:
-                continue
-            entry = {"certificates": phase["issued"], "mean_s": mean(phase["durations"]),
-                     "rounds": phase.get("round_sizes")}
-            compared = None if mode == "native" else compare_means(phase, native)
-            if compared:
-                entry.update(ratio_of_means=compared["ratio"], interval_95=compared["interval"],
-                             verdict_against_target=compared["verdict"], target=ISSUANCE_TARGET)
-            polls = phase.get("cert_polls")
-            if polls and len(polls) == len(phase["durations"]):
-                entry["client_polls"] = [{"polls": count, "certificates": certificates, "mean_s": seconds}
-                                         for count, certificates, seconds in
-                                         polls_histogram(polls, phase["durations"])]
-            figures[f"{stack}/{name}/{mode}"] = entry
+    for stack, name, _, mode, phase, native in _issued_sequential_phases(results):
+        entry = {"certificates": phase["issued"], "mean_s": mean(phase["durations"]),
+                 "rounds": phase.get("round_sizes")}
+        compared = None if mode == "native" else compare_means(phase, native)
+        if compared:
+            entry.update(ratio_of_means=compared["ratio"], interval_95=compared["interval"],
+                         verdict_against_target=compared["verdict"], target=ISSUANCE_TARGET)
+        polls = phase.get("cert_polls")
+        if polls and len(polls) == len(phase["durations"]):
+            entry["client_polls"] = [{"polls": count, "certificates": certificates, "mean_s": seconds}
+                                     for count, certificates, seconds in
+                                     polls_histogram(polls, phase["durations"])]
+        figures[f"{stack}/{name}/{mode}"] = entry
     return figures
 
 
@@ -517,16 +525,11 @@ def issuance_table(results) -> str:
     p95, the mean's ratio to native with its interval, and the modes.
     """
     body = []
-    for stack, name, label in SCENARIOS:
-        native = _phase(results, stack, name, "native")
-        for mode in SEQUENTIAL_MODES:
-            phase = _phase(results, stack, name, mode)
-            if not phase or not phase["issued"]:
-                continue
-            against = "—" if mode == "native" else _interval_text(compare_means(phase, native))
-            body.append([label, mode, f"{phase['issued']} ({len(phase.get('round_sizes') or []) or '?'})",
-                         _fmt(mean(phase["durations"])), _fmt(phase["latency"]["p50"]),
-                         _fmt(phase["latency"]["p95"]), against, modes_text(phase)])
+    for _, _, label, mode, phase, native in _issued_sequential_phases(results):
+        against = "—" if mode == "native" else _interval_text(compare_means(phase, native))
+        body.append([label, mode, f"{phase['issued']} ({len(phase.get('round_sizes') or []) or '?'})",
+                     _fmt(mean(phase["durations"])), _fmt(phase["latency"]["p50"]),
+                     _fmt(phase["latency"]["p95"]), against, modes_text(phase)])
     if not body:
         return "(not measured)"
     return _table(["scenario", "mode", "certificates (rounds)", "mean s", "median s", "p95 s",
